@@ -1,0 +1,1 @@
+"""Kindred ingest: sources -> validated Arrow batches -> store; consolidation; embedders."""

@@ -1,0 +1,65 @@
+"""Shared fixtures: the ``store`` fixture runs a test once per registered backend."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import vectorstore
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def _lance_dir(request: pytest.FixtureRequest, tmp_path: Path) -> vectorstore.VectorStore:
+    return vectorstore.connect(str(tmp_path / "lance"))
+
+
+def _lance_memory(request: pytest.FixtureRequest, tmp_path: Path) -> vectorstore.VectorStore:
+    # each test gets its own in-memory database
+    return vectorstore.connect(f"memory://{uuid.uuid4().hex}")
+
+
+def _pgvector(request: pytest.FixtureRequest, tmp_path: Path) -> vectorstore.VectorStore:
+    dsn = request.getfixturevalue("pg_dsn")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    return vectorstore.connect(dsn, schema=schema)
+
+
+# name -> factory; the test id is the backend's name
+STORE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], vectorstore.VectorStore]] = {
+    "lance-dir": _lance_dir,
+    "lance-memory": _lance_memory,
+}
+
+
+@pytest.fixture(params=list(STORE_FACTORIES), ids=list(STORE_FACTORIES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[vectorstore.VectorStore]:
+    s = STORE_FACTORIES[request.param](request, tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server with pgvector: KINDRED_TEST_PG_DSN, or one started for this session."""
+    external = os.environ.get("KINDRED_TEST_PG_DSN")
+    if external:
+        yield external
+        return
+    from tests.pgserver_fixture import start_pgserver
+
+    with start_pgserver(tmp_path_factory.mktemp("pgdata")) as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    if not DATASETS.is_dir():
+        pytest.skip(f"shared datasets folder not found at {DATASETS} (see its README)")
+    return DATASETS

@@ -1,0 +1,60 @@
+"""Kindred's store layer: tables of Arrow data with named vector columns, behind one interface.
+
+Backends are chosen by URI (:func:`connect`); each passes the same conformance suite. This
+package knows nothing about customers or products.
+"""
+
+from .base import IndexInfo, VectorStore, VersionInfo, WriteMode, WriteResult
+from .errors import (
+    ArtifactCorrupt,
+    ArtifactNotFound,
+    BackendUnavailable,
+    ColumnNotFound,
+    DimensionMismatch,
+    InvalidFilter,
+    InvalidName,
+    InvalidOption,
+    KeyConflict,
+    SchemaMismatch,
+    StoreError,
+    TableExists,
+    TableNotFound,
+    UnsupportedOperation,
+)
+from .filters import Filter, col, parse_filter
+from .names import check_name
+from .registry import connect, known_schemes, register_backend
+from .schema import Capabilities, Metric, TableInfo, VectorColumn
+
+__all__ = [
+    "ArtifactCorrupt",
+    "ArtifactNotFound",
+    "BackendUnavailable",
+    "Capabilities",
+    "ColumnNotFound",
+    "DimensionMismatch",
+    "Filter",
+    "IndexInfo",
+    "InvalidFilter",
+    "InvalidName",
+    "InvalidOption",
+    "KeyConflict",
+    "Metric",
+    "SchemaMismatch",
+    "StoreError",
+    "TableExists",
+    "TableInfo",
+    "TableNotFound",
+    "UnsupportedOperation",
+    "VectorColumn",
+    "VectorStore",
+    "VersionInfo",
+    "WriteMode",
+    "WriteResult",
+    "check_name",
+    "col",
+    "connect",
+    "known_schemes",
+    "parse_filter",
+    "register_backend",
+]

@@ -1,0 +1,295 @@
+"""The store interface every backend implements.
+
+A store holds named tables. Each table has an Arrow schema, an optional key column (for
+upserts and updates by key), zero or more vector columns (fixed-size float32 lists with a
+dimension and a metric) and a JSON metadata dict owned by the layers above.
+
+The meaning of a search result is the same on every backend: for ``cosine`` and ``dot`` the
+result has a ``score`` column, a similarity where higher is closer (cosine similarity in
+[-1, 1]; the inner product); for ``l2`` it has a ``distance`` column, the Euclidean distance
+where lower is closer. Results are ordered closest first.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from .filters import Filter, bind, parse_filter
+from .schema import Capabilities, TableInfo, VectorColumn
+
+ARTIFACT_TABLE = "_kindred_artifacts"
+_ARTIFACT_SCHEMA = pa.schema([
+    pa.field("name", pa.string(), nullable=False),
+    pa.field("data", pa.large_binary()),
+    pa.field("sha256", pa.string()),
+    pa.field("metadata", pa.string()),
+    pa.field("created_at", pa.timestamp("us")),
+])
+WriteMode = Literal["append", "overwrite", "upsert"]
+Data = pa.Table | pa.RecordBatchReader | pa.RecordBatch | Iterable[pa.RecordBatch]
+FilterLike = Filter | str | None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """Row counts of one write: rows inserted and rows updated (upsert) in one commit."""
+
+    inserted: int
+    updated: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.inserted + self.updated
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    name: str
+    columns: tuple[str, ...]
+    index_type: str
+    vector: bool
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    timestamp: Any
+    metadata: dict[str, Any]
+
+
+class VectorStore(ABC):
+    """A connection to one backend. Use it as a context manager or call :meth:`close`."""
+
+    scheme: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    # ------------------------------------------------------------------ tables
+    @abstractmethod
+    def create_table(
+        self,
+        name: str,
+        schema: pa.Schema,
+        *,
+        key: str | None = None,
+        vectors: Sequence[VectorColumn] = (),
+        metadata: dict[str, Any] | None = None,
+        exist_ok: bool = False,
+    ) -> TableInfo:
+        """Create an empty table. Vector columns not in ``schema`` are appended to it."""
+
+    @abstractmethod
+    def table_info(self, name: str) -> TableInfo:
+        """Schema, key, vector columns and metadata of a table (TableNotFound if absent)."""
+
+    @abstractmethod
+    def list_tables(self) -> list[str]: ...
+
+    @abstractmethod
+    def drop_table(self, name: str, *, missing_ok: bool = False) -> None: ...
+
+    def has_table(self, name: str) -> bool:
+        return name in self.list_tables() or name in self._hidden_tables()
+
+    @abstractmethod
+    def set_metadata(self, name: str, updates: dict[str, Any]) -> TableInfo:
+        """Merge ``updates`` into the table's metadata (a key set to None is removed)."""
+
+    @abstractmethod
+    def add_columns(
+        self, name: str, fields: Sequence[pa.Field], *, vectors: Sequence[VectorColumn] = ()
+    ) -> TableInfo:
+        """Add nullable columns (existing rows get nulls) and vector columns to a table."""
+
+    # ------------------------------------------------------------------ data
+    @abstractmethod
+    def write(self, name: str, data: Data, *, mode: WriteMode = "append") -> WriteResult:
+        """Write record batches in one atomic commit: all of them or, on error, none.
+
+        ``append`` adds rows; ``overwrite`` replaces all rows; ``upsert`` inserts rows whose
+        key is new and replaces rows whose key exists (the table needs a key). Data is cast to
+        the table's schema; columns it lacks are null.
+        """
+
+    @abstractmethod
+    def update(self, name: str, data: Data, *, key: str | None = None) -> int:
+        """Set the columns present in ``data`` on the rows whose key matches; others untouched.
+
+        Returns the number of rows updated. Keys that are not in the table are an error.
+        """
+
+    @abstractmethod
+    def scan(
+        self,
+        name: str,
+        *,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        batch_size: int = 65_536,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the rows (optionally filtered) as record batches of at most ``batch_size``."""
+
+    def to_arrow(
+        self, name: str, *, columns: Sequence[str] | None = None, filter: FilterLike = None
+    ) -> pa.Table:
+        """Read rows into one Arrow table (for small tables and tests; prefer :meth:`scan`)."""
+        batches = list(self.scan(name, columns=columns, filter=filter))
+        if batches:
+            return pa.Table.from_batches(batches)
+        schema = self.table_info(name).schema
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
+        return schema.empty_table()
+
+    @abstractmethod
+    def search(
+        self,
+        name: str,
+        query: np.ndarray | Sequence[float] | Sequence[Sequence[float]],
+        *,
+        k: int = 10,
+        vector_column: str | None = None,
+        filter: FilterLike = None,
+        columns: Sequence[str] | None = None,
+        exact: bool = False,
+        params: dict[str, Any] | None = None,
+    ) -> pa.Table:
+        """Nearest rows to one query vector (shape ``(d,)``) or to many (shape ``(n, d)``).
+
+        Returns the requested ``columns`` (default: every non-vector column) plus ``score``
+        (cosine, dot: similarity, higher is closer) or ``distance`` (l2), closest first; with
+        many queries, also ``query_index``. The filter is applied before top-k, so ``k`` rows
+        come back whenever ``k`` rows match. ``exact=True`` ignores any ANN index; ``params``
+        are backend ANN knobs (LanceDB: nprobes, refine_factor, ef; pgvector: ef_search).
+        """
+
+    @abstractmethod
+    def delete(self, name: str, filter: FilterLike) -> int:
+        """Delete the rows matching ``filter``; returns how many were deleted."""
+
+    @abstractmethod
+    def count(self, name: str, filter: FilterLike = None) -> int: ...
+
+    # ------------------------------------------------------------------ indexes & maintenance
+    @abstractmethod
+    def create_vector_index(
+        self,
+        name: str,
+        column: str | None = None,
+        *,
+        index_type: str | None = None,
+        replace: bool = True,
+        **params: Any,
+    ) -> None:
+        """Build an approximate-nearest-neighbour index on a vector column."""
+
+    @abstractmethod
+    def create_scalar_index(self, name: str, column: str, *, replace: bool = True) -> None: ...
+
+    @abstractmethod
+    def list_indexes(self, name: str) -> list[IndexInfo]: ...
+
+    @abstractmethod
+    def optimize(self, name: str) -> None:
+        """Compact storage and bring indexes up to date with new rows."""
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        from .errors import UnsupportedOperation
+
+        raise UnsupportedOperation(f"the {self.scheme} backend does not keep table versions")
+
+    def version(self, name: str) -> int:
+        from .errors import UnsupportedOperation
+
+        raise UnsupportedOperation(f"the {self.scheme} backend does not keep table versions")
+
+    def restore(self, name: str, version: int) -> None:
+        from .errors import UnsupportedOperation
+
+        raise UnsupportedOperation(f"the {self.scheme} backend does not keep table versions")
+
+    # ------------------------------------------------------------------ artifacts
+    # Fitted state (embedder transforms, detectors) is kept in the store beside the tables, as
+    # bytes with a sha256, in one reserved table. Readers get bytes back only after the digest
+    # matches; deserialising them safely is the caller's job.
+
+    def put_artifact(self, name: str, data: bytes, metadata: dict[str, Any] | None = None) -> str:
+        """Store ``data`` under ``name`` (replacing it); returns its sha256 hex digest."""
+        import datetime as dt
+        import hashlib
+        import json
+
+        digest = hashlib.sha256(data).hexdigest()
+        self._artifact_table()
+        row = pa.table({
+            "name": [name], "data": [data], "sha256": [digest],
+            "metadata": [json.dumps(metadata or {}, sort_keys=True, default=str)],
+            "created_at": [dt.datetime.now(dt.UTC).replace(tzinfo=None)],
+        }, schema=_ARTIFACT_SCHEMA)
+        self.write(ARTIFACT_TABLE, row, mode="upsert")
+        return digest
+
+    def get_artifact(self, name: str) -> tuple[bytes, dict[str, Any]]:
+        """The bytes and metadata stored under ``name``, after checking their sha256."""
+        import hashlib
+        import json
+
+        from .errors import ArtifactCorrupt, ArtifactNotFound
+
+        if not self.has_table(ARTIFACT_TABLE) and ARTIFACT_TABLE not in self._hidden_tables():
+            raise ArtifactNotFound(f"no stored artifact {name!r}")
+        from .filters import Cmp
+
+        rows = self.to_arrow(ARTIFACT_TABLE, filter=Cmp("name", "=", name))
+        if rows.num_rows == 0:
+            raise ArtifactNotFound(f"no stored artifact {name!r}")
+        data = rows.column("data")[0].as_py()
+        expected = rows.column("sha256")[0].as_py()
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise ArtifactCorrupt(f"artifact {name!r} does not match its sha256 {expected}: "
+                                  "refusing to use it")
+        meta = json.loads(rows.column("metadata")[0].as_py() or "{}")
+        meta["sha256"] = expected
+        return data, meta
+
+    def list_artifacts(self) -> list[str]:
+        if ARTIFACT_TABLE not in self._hidden_tables():
+            return []
+        return sorted(self.to_arrow(ARTIFACT_TABLE, columns=["name"]).column("name").to_pylist())
+
+    def delete_artifact(self, name: str) -> None:
+        from .filters import Cmp
+
+        if ARTIFACT_TABLE in self._hidden_tables():
+            self.delete(ARTIFACT_TABLE, Cmp("name", "=", name))
+
+    def _artifact_table(self) -> None:
+        if ARTIFACT_TABLE not in self._hidden_tables():
+            self.create_table(ARTIFACT_TABLE, _ARTIFACT_SCHEMA, key="name", exist_ok=True)
+
+    def _hidden_tables(self) -> list[str]:
+        """Reserved tables (names starting with ``_kindred``) that list_tables leaves out."""
+        return []
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release connections; the store is unusable afterwards."""
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ helpers for backends
+    def _bind_filter(self, info: TableInfo, filter: FilterLike) -> Filter | None:
+        if filter is None:
+            return None
+        if isinstance(filter, str):
+            return parse_filter(filter, info.schema)
+        return bind(filter, info.schema)

@@ -1,0 +1,73 @@
+"""One error tree for the store layer.
+
+Every backend translates its native exceptions into these, chaining the original as
+``__cause__``, so callers catch one family whatever the backend. Messages name the table,
+column and value involved.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of every error raised by :mod:`vectorstore`."""
+
+
+class BackendUnavailable(StoreError):
+    """The backend for a URI cannot be used: unknown scheme, missing extra, server unreachable."""
+
+
+class InvalidOption(StoreError, TypeError):
+    """An option given to :func:`vectorstore.connect` or a call is unknown or has a bad value."""
+
+
+class InvalidName(StoreError, ValueError):
+    """A table or column name is not a plain identifier."""
+
+
+class TableNotFound(StoreError, KeyError):
+    """The named table does not exist."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "table not found"
+
+
+class TableExists(StoreError):
+    """A table of that name already exists."""
+
+
+class ColumnNotFound(StoreError, KeyError):
+    """A column named in a call is not in the table's schema."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "column not found"
+
+
+class SchemaMismatch(StoreError, ValueError):
+    """Data does not fit the table's schema (missing column, type that cannot be cast)."""
+
+
+class DimensionMismatch(SchemaMismatch):
+    """A vector has the wrong number of dimensions for its column."""
+
+
+class InvalidFilter(StoreError, ValueError):
+    """A filter is malformed or names columns or values that do not fit the schema."""
+
+
+class KeyConflict(StoreError, ValueError):
+    """A write would break the key: a missing or duplicate key value."""
+
+
+class UnsupportedOperation(StoreError, NotImplementedError):
+    """The backend does not support this operation (see its capability flags)."""
+
+
+class ArtifactNotFound(StoreError, KeyError):
+    """No artifact (fitted model, transform) is stored under that name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "artifact not found"
+
+
+class ArtifactCorrupt(StoreError):
+    """A stored artifact does not match its recorded sha256."""

@@ -1,0 +1,488 @@
+"""Embedded LanceDB backend: a directory (or object-store prefix, or memory) of Lance tables.
+
+Table descriptions (key, vector columns, metadata) live in the Lance schema metadata under
+``kindred``, so they are versioned with the data and come back with ``restore``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .base import Data, FilterLike, IndexInfo, VectorStore, VersionInfo, WriteMode, WriteResult
+from .conform import conform
+from .errors import (
+    ColumnNotFound,
+    DimensionMismatch,
+    InvalidOption,
+    KeyConflict,
+    SchemaMismatch,
+    StoreError,
+    TableExists,
+    TableNotFound,
+)
+from .lance_filter import compile_filter
+from .names import check_name
+from .schema import Capabilities, Metric, TableInfo, VectorColumn
+
+CATALOG = "_kindred_catalog"
+INDEX_TYPES = ("IVF_HNSW_SQ", "IVF_PQ", "IVF_FLAT", "IVF_SQ", "IVF_HNSW_PQ", "IVF_RQ")
+DEFAULT_INDEX_TYPE = "IVF_HNSW_SQ"
+MIN_ROWS_FOR_INDEX = 256
+_OPTIONS = {"storage_options", "read_consistency_interval"}
+_SEARCH_PARAMS = {"nprobes", "refine_factor", "ef"}
+_LANCE_METRIC = {Metric.COSINE: "cosine", Metric.DOT: "dot", Metric.L2: "l2"}
+
+
+def _describe(info: TableInfo) -> str:
+    return json.dumps({"key": info.key, "vectors": [v.to_dict() for v in info.vectors.values()],
+                       "metadata": info.metadata}, sort_keys=True, default=str)
+
+
+def _info(name: str, schema: pa.Schema, desc_json: str | None) -> TableInfo:
+    if desc_json is None:  # a Lance table made elsewhere: every float32 vector column, cosine
+        vectors = {f.name: VectorColumn(f.name, f.type.list_size) for f in schema
+                   if pa.types.is_fixed_size_list(f.type) and pa.types.is_float32(f.type.value_type)}
+        return TableInfo(name=name, schema=schema.remove_metadata(), vectors=vectors)
+    desc = json.loads(desc_json)
+    vectors = {v["name"]: VectorColumn.from_dict(v) for v in desc.get("vectors", [])}
+    return TableInfo(name=name, schema=schema.remove_metadata(), key=desc.get("key"),
+                     vectors=vectors, metadata=desc.get("metadata", {}))
+
+
+class LanceStore(VectorStore):
+    """Tables in an embedded LanceDB database (see :mod:`vectorstore.base` for the contract)."""
+
+    scheme = "lance"
+    capabilities = Capabilities(versions=True, ann_index=True, scalar_index=True, prefilter=True,
+                                index_types=INDEX_TYPES)
+
+    def __init__(self, uri: str, *, storage_options: dict[str, str] | None = None,
+                 read_consistency_interval: float | timedelta | None = 0.0) -> None:
+        import lancedb
+
+        if isinstance(read_consistency_interval, int | float):
+            read_consistency_interval = timedelta(seconds=read_consistency_interval)
+        self.uri = uri
+        self._db = lancedb.connect(uri, storage_options=storage_options,
+                                   read_consistency_interval=read_consistency_interval)
+        self._tables: dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, uri: str, **options: Any) -> LanceStore:
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise InvalidOption(
+                f"unknown option(s) {', '.join(unknown)} for the LanceDB backend; "
+                f"accepted: {', '.join(sorted(_OPTIONS))}"
+            )
+        path = uri
+        for prefix in ("lance://", "file://"):
+            if uri.startswith(prefix):
+                path = uri[len(prefix):]
+        if uri.startswith("memory://"):
+            path = "memory://"
+        return cls(path, **options)
+
+    def __repr__(self) -> str:
+        return f"LanceStore({self.uri!r})"
+
+    # ------------------------------------------------------------------ internals
+    def _table(self, name: str) -> Any:
+        check_name(name, "table name")
+        with self._lock:
+            t = self._tables.get(name)
+            if t is None:
+                try:
+                    t = self._db.open_table(name)
+                except (ValueError, FileNotFoundError) as exc:
+                    raise TableNotFound(f"table {name!r} does not exist in {self.uri}") from exc
+                self._tables[name] = t
+            return t
+
+    @contextlib.contextmanager
+    def _translate(self, name: str, action: str) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except (ValueError, RuntimeError, OSError, pa.ArrowException) as exc:
+            msg = str(exc).split("\n")[0]
+            if "was not found" in msg or "Not found" in msg:
+                raise TableNotFound(f"table {name!r} does not exist in {self.uri}") from exc
+            raise StoreError(f"{action} on table {name!r} failed: {msg}") from exc
+
+    def _catalog(self) -> Any:
+        """The catalogue table: one row per table with its key, vector columns and metadata."""
+        with self._lock:
+            t = self._tables.get(CATALOG)
+            if t is None:
+                schema = pa.schema([pa.field("name", pa.string(), nullable=False),
+                                    pa.field("description", pa.string())])
+                t = self._db.create_table(CATALOG, schema=schema, exist_ok=True)
+                self._tables[CATALOG] = t
+            return t
+
+    def _description(self, name: str) -> str | None:
+        rows = (self._catalog().search().where(f"name = '{name}'")  # name is a checked identifier
+                .select(["description"]).limit(None).to_arrow())
+        return rows.column("description")[0].as_py() if rows.num_rows else None
+
+    def table_info(self, name: str) -> TableInfo:
+        t = self._table(name)
+        with self._translate(name, "reading the schema"):
+            return _info(name, t.schema, self._description(name))
+
+    # ------------------------------------------------------------------ tables
+    def create_table(self, name: str, schema: pa.Schema, *, key: str | None = None,
+                     vectors: Sequence[VectorColumn] = (), metadata: dict[str, Any] | None = None,
+                     exist_ok: bool = False) -> TableInfo:
+        check_name(name, "table name")
+        for fld in schema:
+            check_name(fld.name, "column name")
+        fields = list(schema.remove_metadata())
+        present = {f.name: f for f in fields}
+        for v in vectors:
+            if v.name in present:
+                if present[v.name].type != v.arrow_type:
+                    raise SchemaMismatch(f"table {name!r}: column {v.name!r} is "
+                                         f"{present[v.name].type}, vector column needs {v.arrow_type}")
+            else:
+                fields.append(v.field())
+        if key is not None and key not in {f.name for f in fields}:
+            raise ColumnNotFound(f"table {name!r}: key column {key!r} is not in the schema")
+        info = TableInfo(name=name, schema=pa.schema(fields), key=key,
+                         vectors={v.name: v for v in vectors}, metadata=dict(metadata or {}))
+        with self._lock:
+            if name in self._all_tables():
+                if exist_ok:
+                    return self.table_info(name)
+                raise TableExists(f"table {name!r} already exists in {self.uri}")
+            with self._translate(name, "create"):
+                self._write_description(info)
+                self._tables[name] = self._db.create_table(name, schema=info.schema)
+        return info
+
+    def _write_description(self, info: TableInfo) -> None:
+        row = pa.table({"name": [info.name], "description": [_describe(info)]},
+                       schema=self._catalog().schema)
+        (self._catalog().merge_insert("name").when_matched_update_all()
+         .when_not_matched_insert_all().execute(row))
+
+    def _all_tables(self) -> list[str]:
+        names: list[str] = []
+        token = None
+        while True:
+            resp = self._db.list_tables(page_token=token)
+            names.extend(resp.tables)
+            token = resp.page_token
+            if not token:
+                return names
+
+    def _hidden_tables(self) -> list[str]:
+        return [n for n in self._all_tables() if n.startswith("_kindred") and n != CATALOG]
+
+    def list_tables(self) -> list[str]:
+        return sorted(n for n in self._all_tables() if not n.startswith("_kindred"))
+
+    def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
+        check_name(name, "table name")
+        with self._lock:
+            self._tables.pop(name, None)
+            if name not in self._all_tables():
+                if missing_ok:
+                    return
+                raise TableNotFound(f"table {name!r} does not exist in {self.uri}")
+            with self._translate(name, "drop"):
+                self._db.drop_table(name)
+                self._catalog().delete(f"name = '{name}'")  # name is a checked identifier
+
+    def _save_info(self, info: TableInfo) -> TableInfo:
+        with self._translate(info.name, "updating metadata"):
+            self._write_description(info)
+        return self.table_info(info.name)
+
+    def set_metadata(self, name: str, updates: dict[str, Any]) -> TableInfo:
+        info = self.table_info(name)
+        merged = dict(info.metadata)
+        for k, v in updates.items():
+            if v is None:
+                merged.pop(k, None)
+            else:
+                merged[k] = v
+        json.dumps(merged)  # fail early on values JSON cannot hold
+        return self._save_info(TableInfo(info.name, info.schema, info.key, info.vectors, merged))
+
+    def add_columns(self, name: str, fields: Sequence[pa.Field], *,
+                    vectors: Sequence[VectorColumn] = ()) -> TableInfo:
+        info = self.table_info(name)
+        new_fields = list(fields) + [v.field() for v in vectors]
+        for f in new_fields:
+            check_name(f.name, "column name")
+            if f.name in info.schema.names:
+                raise SchemaMismatch(f"table {name!r} already has a column {f.name!r}")
+        if not new_fields:
+            return info
+        t = self._table(name)
+        with self._translate(name, "adding columns"):
+            t.add_columns([f.with_nullable(True) for f in new_fields])
+        info = self.table_info(name)
+        if vectors:
+            vecs = dict(info.vectors)
+            vecs.update({v.name: v for v in vectors})
+            info = self._save_info(TableInfo(name, info.schema, info.key, vecs, info.metadata))
+        return info
+
+    # ------------------------------------------------------------------ writes
+    def write(self, name: str, data: Data, *, mode: WriteMode = "append") -> WriteResult:
+        info = self.table_info(name)
+        if mode not in ("append", "overwrite", "upsert"):
+            raise InvalidOption(f"unknown write mode {mode!r}; expected append, overwrite or upsert")
+        if mode == "upsert" and info.key is None:
+            raise KeyConflict(f"table {name!r} has no key column: upsert needs one")
+        schema = info.schema
+        counter = {"rows": 0}
+        failure: list[BaseException] = []
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                for b in conform(info, data, require_key=info.key is not None,
+                                 unique_key=mode == "upsert"):
+                    counter["rows"] += b.num_rows
+                    yield b
+            except BaseException as exc:
+                failure.append(exc)
+                raise
+
+        reader = pa.RecordBatchReader.from_batches(schema, batches())
+        t = self._table(name)
+        try:
+            with self._translate(name, f"{mode} write"):
+                if mode == "upsert":
+                    res = (t.merge_insert(info.key).when_matched_update_all()
+                           .when_not_matched_insert_all().execute(reader))
+                    return WriteResult(inserted=res.num_inserted_rows, updated=res.num_updated_rows)
+                t.add(reader, mode=mode)
+                return WriteResult(inserted=counter["rows"])
+        except StoreError:
+            if failure and isinstance(failure[0], StoreError):
+                raise failure[0] from None
+            raise
+
+    def update(self, name: str, data: Data, *, key: str | None = None) -> int:
+        info = self.table_info(name)
+        key = key or info.key
+        if key is None:
+            raise KeyConflict(f"table {name!r} has no key column: name one with key=")
+        info.check_columns([key])
+        batches = list(conform(TableInfo(info.name, info.schema, key, info.vectors), data,
+                               partial=True, require_key=True, unique_key=True))
+        if not batches:
+            return 0
+        incoming = pa.Table.from_batches(batches)
+        if incoming.num_columns < 2:
+            return 0
+        existing = self.to_arrow(name, columns=[key]).column(key)
+        missing = pc.invert(pc.is_in(incoming.column(key), value_set=existing.combine_chunks()))
+        if pc.any(missing).as_py():
+            bad = pc.filter(incoming.column(key), missing)
+            raise KeyConflict(
+                f"table {name!r}: {len(bad)} key(s) to update are not in the table, "
+                f"e.g. {key}={bad[0].as_py()!r}"
+            )
+        t = self._table(name)
+        with self._translate(name, "update"):
+            res = t.merge_insert(key).when_matched_update_all().execute(incoming)
+        return int(res.num_updated_rows)
+
+    def delete(self, name: str, filter: FilterLike) -> int:
+        info = self.table_info(name)
+        f = self._bind_filter(info, filter)
+        if f is None:
+            raise StoreError(f"delete on table {name!r} needs a filter (use drop_table or "
+                             "overwrite to remove every row)")
+        t = self._table(name)
+        with self._translate(name, "delete"):
+            res = t.delete(compile_filter(f))
+        return int(res.num_deleted_rows)
+
+    # ------------------------------------------------------------------ reads
+    def count(self, name: str, filter: FilterLike = None) -> int:
+        info = self.table_info(name)
+        f = self._bind_filter(info, filter)
+        t = self._table(name)
+        with self._translate(name, "count"):
+            return int(t.count_rows(compile_filter(f) if f is not None else None))
+
+    def scan(self, name: str, *, columns: Sequence[str] | None = None, filter: FilterLike = None,
+             batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        info = self.table_info(name)
+        info.check_columns(columns)
+        f = self._bind_filter(info, filter)
+        t = self._table(name)
+        with self._translate(name, "scan"):
+            q = t.search().limit(None)
+            if columns is not None:
+                q = q.select(list(columns))
+            if f is not None:
+                q = q.where(compile_filter(f))
+            reader = q.to_batches(batch_size=batch_size)
+        for b in reader:
+            for start in range(0, b.num_rows, batch_size):
+                yield b.slice(start, batch_size).replace_schema_metadata(None)
+
+    def search(self, name: str, query: Any, *, k: int = 10, vector_column: str | None = None,
+               filter: FilterLike = None, columns: Sequence[str] | None = None,
+               exact: bool = False, params: dict[str, Any] | None = None) -> pa.Table:
+        info = self.table_info(name)
+        vec = info.vector(vector_column)
+        q = np.asarray(query, dtype=np.float32)
+        many = q.ndim == 2
+        if q.ndim not in (1, 2) or q.shape[-1] != vec.dim:
+            raise DimensionMismatch(
+                f"table {name!r}, column {vec.name!r}: query has shape {q.shape}, "
+                f"expected ({vec.dim},) or (n, {vec.dim})"
+            )
+        if not np.isfinite(q).all():
+            raise DimensionMismatch(f"table {name!r}: query vector contains NaN or infinity")
+        if not isinstance(k, int) or k <= 0:
+            raise InvalidOption(f"k must be a positive integer, got {k!r}")
+        params = dict(params or {})
+        unknown = sorted(set(params) - _SEARCH_PARAMS)
+        if unknown:
+            raise InvalidOption(f"unknown search parameter(s) {', '.join(unknown)} for LanceDB; "
+                                f"accepted: {', '.join(sorted(_SEARCH_PARAMS))}")
+        if columns is None:
+            columns = [c for c in info.schema.names if c not in info.vectors]
+        info.check_columns(columns)
+        f = self._bind_filter(info, filter)
+        where = compile_filter(f) if f is not None else None
+        t = self._table(name)
+        queries = list(q) if many else [q]
+
+        def run(bypass: bool) -> pa.Table:
+            b = t.search(queries if many else q, vector_column_name=vec.name)
+            b = b.distance_type(_LANCE_METRIC[vec.metric]).limit(k).select([*columns, "_distance"])
+            if where is not None:
+                b = b.where(where, prefilter=True)
+            if bypass:
+                b = b.bypass_vector_index()
+            else:
+                if "nprobes" in params:
+                    b = b.nprobes(int(params["nprobes"]))
+                if "refine_factor" in params:
+                    b = b.refine_factor(int(params["refine_factor"]))
+                if "ef" in params:
+                    b = b.ef(int(params["ef"]))
+            return b.to_arrow()
+
+        with self._translate(name, "search"):
+            res = run(exact)
+            if not exact and where is not None and res.num_rows < k * len(queries):
+                # an ANN index can miss filtered rows; guarantee k rows when k rows match
+                if self.count(name, f) > res.num_rows // max(len(queries), 1):
+                    res = run(True)
+        return self._shape_result(res, vec, many)
+
+    @staticmethod
+    def _shape_result(res: pa.Table, vec: VectorColumn, many: bool) -> pa.Table:
+        d = res.column("_distance").cast(pa.float64())
+        if vec.metric is Metric.L2:
+            value = pc.sqrt(pc.max_element_wise(d, 0.0))
+        else:
+            value = pc.subtract(1.0, d)  # LanceDB: cosine and dot distances are 1 - similarity
+        keep = [c for c in res.column_names if c not in ("_distance", "_rowid", "query_index")]
+        out = res.select(keep).append_column(vec.metric.result_column, value)
+        if many:
+            out = out.append_column("query_index", res.column("query_index").cast(pa.int64()))
+            order = pc.sort_indices(
+                out, sort_keys=[("query_index", "ascending"),
+                                (vec.metric.result_column,
+                                 "descending" if vec.metric.higher_is_closer else "ascending")])
+            out = out.take(order)
+        return out
+
+    # ------------------------------------------------------------------ indexes & versions
+    def create_vector_index(self, name: str, column: str | None = None, *,
+                            index_type: str | None = None, replace: bool = True,
+                            **params: Any) -> None:
+        info = self.table_info(name)
+        vec = info.vector(column)
+        index_type = (index_type or DEFAULT_INDEX_TYPE).upper()
+        if index_type not in INDEX_TYPES:
+            raise InvalidOption(f"unknown index type {index_type!r}; accepted: {', '.join(INDEX_TYPES)}")
+        n = self.count(name)
+        if n < MIN_ROWS_FOR_INDEX:
+            raise StoreError(f"table {name!r} has {n} rows: an ANN index needs at least "
+                             f"{MIN_ROWS_FOR_INDEX} (exact search is fast at this size)")
+        allowed = {"num_partitions", "num_sub_vectors", "m", "ef_construction", "num_bits",
+                   "sample_rate", "max_iterations"}
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise InvalidOption(f"unknown index parameter(s) {', '.join(unknown)}; "
+                                f"accepted: {', '.join(sorted(allowed))}")
+        if "num_partitions" not in params and index_type.startswith("IVF"):
+            # ~4,000 rows a partition for HNSW-backed partitions, sqrt(n) otherwise
+            per = 4096 if "HNSW" in index_type else max(int(np.sqrt(n)), 1)
+            params["num_partitions"] = max(1, n // per)
+        t = self._table(name)
+        with self._translate(name, "creating a vector index"):
+            t.create_index(metric=_LANCE_METRIC[vec.metric], vector_column_name=vec.name,
+                           index_type=index_type, replace=replace, **params)
+
+    def create_scalar_index(self, name: str, column: str, *, replace: bool = True) -> None:
+        info = self.table_info(name)
+        info.check_columns([column])
+        typ = info.schema.field(column).type
+        kind = "LABEL_LIST" if pa.types.is_list(typ) or pa.types.is_large_list(typ) else "BTREE"
+        t = self._table(name)
+        with self._translate(name, "creating a scalar index"):
+            t.create_scalar_index(column, replace=replace, index_type=kind)
+
+    def list_indexes(self, name: str) -> list[IndexInfo]:
+        info = self.table_info(name)
+        t = self._table(name)
+        with self._translate(name, "listing indexes"):
+            out = []
+            for ix in t.list_indices():
+                cols = tuple(ix.columns)
+                out.append(IndexInfo(name=ix.name, columns=cols, index_type=str(ix.index_type),
+                                     vector=any(c in info.vectors for c in cols)))
+            return out
+
+    def optimize(self, name: str) -> None:
+        t = self._table(name)
+        with self._translate(name, "optimize"):
+            t.optimize()
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        t = self._table(name)
+        with self._translate(name, "listing versions"):
+            return [VersionInfo(int(v["version"]), v["timestamp"], dict(v.get("metadata", {})))
+                    for v in t.list_versions()]
+
+    def version(self, name: str) -> int:
+        return int(self._table(name).version)
+
+    def restore(self, name: str, version: int) -> None:
+        t = self._table(name)
+        known = {v.version for v in self.versions(name)}
+        if version not in known:
+            raise StoreError(f"table {name!r} has no version {version}; versions: "
+                             f"{min(known)}..{max(known)}")
+        with self._translate(name, "restore"):
+            t.restore(version)
+
+    def close(self) -> None:
+        with self._lock:
+            self._tables.clear()
+

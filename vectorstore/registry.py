@@ -1,0 +1,84 @@
+"""URI scheme -> backend class, imported lazily (in the spirit of fsspec's registry).
+
+``connect("path/to/dir")`` and ``connect("lance://path")`` open embedded LanceDB,
+``connect("memory://")`` an in-memory LanceDB, ``connect("postgresql://...")`` PostgreSQL with
+pgvector. Other packages add schemes with :func:`register_backend`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .base import VectorStore
+from .errors import BackendUnavailable
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    target: str
+    """``module:Class`` of the backend."""
+    extra: str | None = None
+    """The ``pip install kindred[extra]`` that provides its dependencies."""
+
+
+_REGISTRY: dict[str, BackendSpec] = {
+    "lance": BackendSpec("vectorstore.lance_backend:LanceStore"),
+    "memory": BackendSpec("vectorstore.lance_backend:LanceStore"),
+    "file": BackendSpec("vectorstore.lance_backend:LanceStore"),
+    "s3": BackendSpec("vectorstore.lance_backend:LanceStore"),
+    "gs": BackendSpec("vectorstore.lance_backend:LanceStore"),
+    "az": BackendSpec("vectorstore.lance_backend:LanceStore"),
+    "postgresql": BackendSpec("vectorstore.pgvector_backend:PgVectorStore", extra="pgvector"),
+    "postgres": BackendSpec("vectorstore.pgvector_backend:PgVectorStore", extra="pgvector"),
+}
+
+
+def register_backend(scheme: str, target: str, *, extra: str | None = None,
+                     replace: bool = False) -> None:
+    """Map a URI scheme to ``"module:Class"`` (a :class:`VectorStore` subclass)."""
+    scheme = scheme.lower()
+    if scheme in _REGISTRY and not replace:
+        raise ValueError(f"scheme {scheme!r} is already registered to {_REGISTRY[scheme].target}")
+    _REGISTRY[scheme] = BackendSpec(target, extra)
+
+
+def known_schemes() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def scheme_of(uri: str) -> str:
+    """The registry key for a URI: its scheme, or ``lance`` for a plain path."""
+    parts = urlsplit(uri)
+    # a Windows drive letter ("C:\\x") parses as a one-letter scheme: that is a path
+    if not parts.scheme or len(parts.scheme) == 1:
+        return "lance"
+    return parts.scheme.lower().split("+", 1)[0]
+
+
+def backend_class(uri: str) -> type[VectorStore]:
+    scheme = scheme_of(uri)
+    spec = _REGISTRY.get(scheme)
+    if spec is None:
+        raise BackendUnavailable(
+            f"no backend for URI scheme {scheme!r}; known schemes: {', '.join(known_schemes())} "
+            "(or a plain directory path for embedded LanceDB)"
+        )
+    module_name, _, cls_name = spec.target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = f": install it with pip install 'kindred[{spec.extra}]'" if spec.extra else ""
+        raise BackendUnavailable(
+            f"the {scheme!r} backend needs a package that is not installed ({exc.name}){hint}"
+        ) from exc
+    return getattr(module, cls_name)
+
+
+def connect(uri: str, **options: Any) -> VectorStore:
+    """Open the store at ``uri`` with backend-specific ``options`` (unknown ones are an error)."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise BackendUnavailable(f"store URI must be a non-empty string, got {uri!r}")
+    return backend_class(uri).open(uri, **options)  # type: ignore[attr-defined]

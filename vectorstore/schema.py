@@ -1,0 +1,153 @@
+"""Table descriptions shared by every backend: vector columns, metrics, table info, capabilities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import pyarrow as pa
+
+from .errors import DimensionMismatch, SchemaMismatch
+from .names import check_name
+
+
+class Metric(StrEnum):
+    """How vectors are compared.
+
+    ``cosine`` and ``dot`` are similarities: the ``score`` column of a search is higher for
+    closer rows. ``l2`` is a Euclidean distance: the search returns it in a ``distance``
+    column, lower is closer. No column is ever both.
+    """
+
+    COSINE = "cosine"
+    DOT = "dot"
+    L2 = "l2"
+
+    @property
+    def result_column(self) -> str:
+        """Name of the column a search adds: ``score`` (similarity) or ``distance`` (l2)."""
+        return "distance" if self is Metric.L2 else "score"
+
+    @property
+    def higher_is_closer(self) -> bool:
+        return self is not Metric.L2
+
+
+@dataclass(frozen=True)
+class VectorColumn:
+    """A fixed-size float32 vector column: its name, dimension and metric."""
+
+    name: str
+    dim: int
+    metric: Metric = Metric.COSINE
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "vector column name")
+        if not isinstance(self.dim, int) or self.dim <= 0:
+            raise SchemaMismatch(f"vector column {self.name!r}: dimension must be > 0, got {self.dim!r}")
+        object.__setattr__(self, "metric", Metric(self.metric))
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return pa.list_(pa.float32(), self.dim)
+
+    def field(self) -> pa.Field:
+        return pa.field(self.name, self.arrow_type)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dim": self.dim, "metric": str(self.metric)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VectorColumn:
+        return cls(name=d["name"], dim=int(d["dim"]), metric=Metric(d["metric"]))
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend supports beyond the common interface."""
+
+    versions: bool = False
+    """``versions()`` and ``restore()`` work."""
+    ann_index: bool = True
+    """``create_vector_index`` builds an approximate index."""
+    scalar_index: bool = True
+    prefilter: bool = True
+    """Filtered searches apply the filter before top-k."""
+    index_types: tuple[str, ...] = ()
+    """Accepted ``index_type`` values for :meth:`VectorStore.create_vector_index`."""
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What a backend knows about a table: Arrow schema, key, vector columns and metadata.
+
+    ``metadata`` is a JSON-compatible dict owned by the layers above (embedders record their
+    kind, model and checksum there); the store keeps it with the table.
+    """
+
+    name: str
+    schema: pa.Schema
+    key: str | None = None
+    vectors: dict[str, VectorColumn] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def vector(self, column: str | None = None) -> VectorColumn:
+        """The named vector column, or the only one when ``column`` is None."""
+        from .errors import ColumnNotFound
+
+        if column is None:
+            if len(self.vectors) == 1:
+                return next(iter(self.vectors.values()))
+            if not self.vectors:
+                raise ColumnNotFound(f"table {self.name!r} has no vector column")
+            raise ColumnNotFound(
+                f"table {self.name!r} has several vector columns {sorted(self.vectors)}: name one"
+            )
+        try:
+            return self.vectors[column]
+        except KeyError:
+            raise ColumnNotFound(
+                f"table {self.name!r} has no vector column {column!r}; "
+                f"vector columns: {sorted(self.vectors) or 'none'}"
+            ) from None
+
+    def check_columns(self, columns: list[str] | tuple[str, ...] | None) -> None:
+        """Raise ColumnNotFound naming the first column that is not in the schema."""
+        from .errors import ColumnNotFound
+
+        if columns is None:
+            return
+        names = set(self.schema.names)
+        for c in columns:
+            if c not in names:
+                raise ColumnNotFound(
+                    f"table {self.name!r} has no column {c!r}; columns: {', '.join(self.schema.names)}"
+                )
+
+
+def check_vector_array(table: str, column: VectorColumn, arr: pa.Array | pa.ChunkedArray) -> None:
+    """Raise DimensionMismatch if ``arr`` does not hold vectors of ``column.dim`` floats."""
+    t = arr.type
+    if pa.types.is_fixed_size_list(t):
+        if t.list_size != column.dim:
+            raise DimensionMismatch(
+                f"table {table!r}, column {column.name!r}: vectors have {t.list_size} dimensions, "
+                f"expected {column.dim}"
+            )
+        return
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        import pyarrow.compute as pc
+
+        lengths = pc.list_value_length(arr)
+        bad = pc.and_(pc.is_valid(lengths), pc.not_equal(lengths, column.dim))
+        if pc.any(bad).as_py():
+            idx = pc.index(bad, True).as_py()
+            raise DimensionMismatch(
+                f"table {table!r}, column {column.name!r}, row {idx}: vector has "
+                f"{lengths[idx].as_py()} dimensions, expected {column.dim}"
+            )
+        return
+    raise SchemaMismatch(
+        f"table {table!r}, column {column.name!r}: expected a list of {column.dim} floats, got {t}"
+    )
