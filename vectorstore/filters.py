@@ -94,7 +94,7 @@ class Not(_Node):
 Filter = Union[Cmp, In, IsNull, Has, And, Or, Not]  # noqa: UP007
 
 
-class col:  # noqa: N801 (reads as a function in filter expressions)
+class col:
     """Start a filter on a column: ``col("age") >= 30``."""
 
     def __init__(self, name: str) -> None:

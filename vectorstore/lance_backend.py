@@ -387,19 +387,17 @@ class LanceStore(VectorStore):
 
         with self._translate(name, "search"):
             res = run(exact)
-            if not exact and where is not None and res.num_rows < k * len(queries):
-                # an ANN index can miss filtered rows; guarantee k rows when k rows match
-                if self.count(name, f) > res.num_rows // max(len(queries), 1):
-                    res = run(True)
+            # an ANN index can miss filtered rows; guarantee k rows whenever k rows match
+            short = not exact and where is not None and res.num_rows < k * len(queries)
+            if short and self.count(name, f) > res.num_rows // len(queries):
+                res = run(True)
         return self._shape_result(res, vec, many)
 
     @staticmethod
     def _shape_result(res: pa.Table, vec: VectorColumn, many: bool) -> pa.Table:
         d = res.column("_distance").cast(pa.float64())
-        if vec.metric is Metric.L2:
-            value = pc.sqrt(pc.max_element_wise(d, 0.0))
-        else:
-            value = pc.subtract(1.0, d)  # LanceDB: cosine and dot distances are 1 - similarity
+        # LanceDB: l2 is the squared distance; cosine and dot distances are 1 - similarity
+        value = pc.sqrt(pc.max_element_wise(d, 0.0)) if vec.metric is Metric.L2 else pc.subtract(1.0, d)
         keep = [c for c in res.column_names if c not in ("_distance", "_rowid", "query_index")]
         out = res.select(keep).append_column(vec.metric.result_column, value)
         if many:
