@@ -29,3 +29,7 @@ class ModelIntegrityError(RiskError):
 
 class EvaluationError(ServiceError):
     """An evaluation cannot run as asked (no label, no holders, ...)."""
+
+
+class StoreMissing(ServiceError):
+    """No store exists at the given location (and the command does not create one)."""

@@ -1,0 +1,158 @@
+"""Store-level administration over the store interface only: stats, migration, URI redaction.
+
+Nothing here knows a backend's internals: migration is scan -> create_table -> write plus
+metadata and artifacts, so it works between any two backends (LanceDB -> PostgreSQL, ...).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+
+import vectorstore
+from vectorstore import StoreError, VectorStore
+from vectorstore.registry import scheme_of
+
+from .models import IndexState, MigrationResult, TableStats, VectorColumnStats
+
+Progress = Callable[[str, int, int | None], None]
+"""A progress callback: ``(step, done, total)``; ``total`` is None when unknown."""
+
+_USERINFO = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^@\s]*@")
+_PASSWORD_PARAM = re.compile(r"(?i)(password=)[^&\s]+")
+
+
+def redact(text: str) -> str:
+    """``text`` with passwords removed from any URI in it (``user:pass@`` -> ``user:***@``)."""
+    return _PASSWORD_PARAM.sub(r"\1***", _USERINFO.sub(r"\g<head>:***@", text))
+
+
+def local_path(uri: str) -> Path | None:
+    """The directory of an embedded LanceDB store given by a plain path or ``lance://``/``file://``."""
+    if scheme_of(uri) != "lance":
+        return None
+    parts = urlsplit(uri)
+    if parts.scheme in ("lance", "file"):
+        return Path(parts.netloc + parts.path)
+    return Path(uri)
+
+
+def store_uri(store: VectorStore) -> str:
+    """A printable (password-free) description of where a store lives."""
+    uri = getattr(store, "uri", None) or getattr(store, "dsn", None) or repr(store)
+    return redact(str(uri))
+
+
+def _disk_bytes(store: VectorStore, table: str) -> int | None:
+    root = getattr(store, "uri", None)
+    if store.scheme != "lance" or not isinstance(root, str) or "://" in root:
+        return None
+    path = Path(root) / f"{table}.lance"
+    if not path.is_dir():
+        return None
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def table_stats(store: VectorStore, name: str) -> TableStats:
+    """Row count, vector columns with their embedders, indexes, version and disk size."""
+    info = store.table_info(name)
+    embedders = info.metadata.get("embedders", {}) if isinstance(info.metadata, dict) else {}
+    vectors = []
+    for v in info.vectors.values():
+        emb = embedders.get(v.name, {}) if isinstance(embedders, dict) else {}
+        vectors.append(VectorColumnStats(
+            name=v.name, dim=v.dim, metric=str(v.metric),
+            embedder=emb.get("kind"), model=emb.get("model"), created_at=emb.get("created_at"),
+        ))
+    try:
+        indexes = [IndexState(name=i.name, columns=list(i.columns), index_type=i.index_type,
+                              vector=i.vector) for i in store.list_indexes(name)]
+    except StoreError:
+        indexes = []
+    version = n_versions = None
+    if store.capabilities.versions:
+        try:
+            n_versions = len(store.versions(name))
+            version = store.version(name)
+        except StoreError:
+            pass
+    return TableStats(
+        name=name, rows=store.count(name), key=info.key, columns=len(info.schema),
+        vectors=vectors, indexes=indexes, version=version, n_versions=n_versions,
+        disk_bytes=_disk_bytes(store, name),
+    )
+
+
+def _copy_batches(src: VectorStore, name: str, schema: pa.Schema, batch_size: int,
+                  tick: Callable[[int], None]) -> pa.RecordBatchReader:
+    def gen() -> Iterator[pa.RecordBatch]:
+        for batch in src.scan(name, batch_size=batch_size):
+            yield batch
+            tick(batch.num_rows)
+
+    return pa.RecordBatchReader.from_batches(schema, gen())
+
+
+def migrate(src: VectorStore, dst: VectorStore, *, tables: Sequence[str] | None = None,
+            replace: bool = False, batch_size: int = 10_000,
+            progress: Progress | None = None) -> MigrationResult:
+    """Copy tables (rows, key, vector columns, metadata) and artifacts from ``src`` to ``dst``.
+
+    Each table is written in one commit on the target; a table that already exists there is an
+    error unless ``replace`` (then it is dropped first). Indexes are not copied: build them on
+    the target with ``index``, as their types differ between backends.
+    """
+    names = list(tables) if tables else src.list_tables()
+    existing = set(dst.list_tables())
+    clash = [n for n in names if n in existing]
+    if clash and not replace:
+        raise StoreError(f"the target already has table(s) {', '.join(clash)}: "
+                         "pass replace=True (--replace) to overwrite them")
+    copied: dict[str, int] = {}
+    for name in names:
+        info = src.table_info(name)
+        total = src.count(name)
+        if name in existing:
+            dst.drop_table(name)
+        dst.create_table(name, info.schema, key=info.key, vectors=list(info.vectors.values()),
+                         metadata=info.metadata)
+        done = [0]
+
+        def tick(n: int, name: str = name, total: int = total, done: list[int] = done) -> None:
+            done[0] += n
+            if progress:
+                progress(f"copy {name}", done[0], total)
+
+        if progress:
+            progress(f"copy {name}", 0, total)
+        if total:
+            try:
+                dst.write(name, _copy_batches(src, name, info.schema, batch_size, tick),
+                          mode="append")
+            except Exception:
+                dst.drop_table(name, missing_ok=True)
+                raise
+        copied[name] = dst.count(name)
+    artifacts = []
+    for art in src.list_artifacts():
+        data, meta = src.get_artifact(art)
+        meta = {k: v for k, v in meta.items() if k != "sha256"}
+        dst.put_artifact(art, data, meta)
+        artifacts.append(art)
+    return MigrationResult(source=store_uri(src), target=store_uri(dst), tables=copied,
+                           artifacts=artifacts)
+
+
+def open_store(uri: str, *, must_exist: bool) -> VectorStore:
+    """Open the store at ``uri``; with ``must_exist``, a missing local directory is an error."""
+    from .errors import StoreMissing
+
+    path = local_path(uri)
+    if must_exist and path is not None and not path.is_dir():
+        raise StoreMissing(f"no Kindred store at {path} (create one with `kindred init`, "
+                           "or point --store / KINDRED_STORE at an existing one)")
+    return vectorstore.connect(uri)

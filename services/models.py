@@ -1,0 +1,97 @@
+"""Typed results of the facade (:class:`services.facade.Kindred`), as pydantic models.
+
+Every model serialises with ``.model_dump(mode="json")``: that is exactly what the CLI prints
+under ``--json``, so scripts and applications see the same shapes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+
+class VectorColumnStats(_Model):
+    name: str
+    dim: int
+    metric: str
+    embedder: str | None = None
+    """Embedder kind recorded in the table metadata (tabular, text, behavior, combined)."""
+    model: str | None = None
+    created_at: str | None = None
+
+
+class IndexState(_Model):
+    name: str
+    columns: list[str]
+    index_type: str
+    vector: bool
+
+
+class TableStats(_Model):
+    name: str
+    rows: int
+    key: str | None
+    columns: int
+    vectors: list[VectorColumnStats] = Field(default_factory=list)
+    indexes: list[IndexState] = Field(default_factory=list)
+    version: int | None = None
+    """Current version (backends that keep versions), else None."""
+    n_versions: int | None = None
+    disk_bytes: int | None = None
+    """Bytes on disk for a local LanceDB table, else None (not measurable through the store)."""
+
+
+class StoreStats(_Model):
+    store: str
+    """Where the store is (passwords redacted)."""
+    backend: str
+    versions_supported: bool
+    tables: list[TableStats]
+    artifacts: list[str] = Field(default_factory=list)
+
+    @property
+    def disk_bytes(self) -> int | None:
+        sizes = [t.disk_bytes for t in self.tables if t.disk_bytes is not None]
+        return sum(sizes) if sizes else None
+
+
+class VersionRecord(_Model):
+    version: int
+    timestamp: datetime | str | None
+    current: bool = False
+
+
+class MigrationResult(_Model):
+    source: str
+    target: str
+    tables: dict[str, int]
+    """Rows present on the target after the copy, per table."""
+    artifacts: list[str]
+
+
+class StepResult(_Model):
+    """A generic summary of one pipeline step (ingest, consolidate, embed, index, score...)."""
+
+    step: str
+    table: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class GenerateResult(_Model):
+    out_dir: str
+    files: dict[str, str]
+    """Kind of file (customers, transactions, web_events, products, truth) -> path."""
+    customers: int
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReportResult(_Model):
+    html: str
+    images: list[str]
+    sections: list[str]
