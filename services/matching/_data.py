@@ -1,0 +1,130 @@
+"""Reading vectors and holdings out of the store in bounded blocks (shared by matching code)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vectorstore import ColumnNotFound, TableInfo, VectorStore
+from vectorstore.filters import Filter, Has, parse_filter, to_mask
+
+from ..errors import MatchingError
+
+CUSTOMERS = "customers"
+PRODUCTS = "products"
+CUSTOMER_KEY = "customer_id"
+PRODUCT_KEY = "product_id"
+HOLDINGS = "holdings"
+BLOCK_ROWS = 65_536
+
+# A labeller maps one record batch to 1 (positive), 0 (negative) or -1 (leave out) per row.
+Labeller = Callable[[pa.RecordBatch], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One scanned batch: the rows that have a vector, their vectors and the whole batch."""
+
+    batch: pa.RecordBatch
+    vectors: np.ndarray
+
+    @property
+    def num_rows(self) -> int:
+        return self.batch.num_rows
+
+
+def vector_matrix(arr: pa.Array | pa.ChunkedArray, dim: int) -> np.ndarray:
+    """A fixed-size-list column without nulls as a ``(n, dim)`` float32 matrix (no copy if possible)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    flat = arr.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float32).reshape(-1, dim)
+
+
+def iter_blocks(store: VectorStore, table: str, column: str, *, columns: Sequence[str] = (),
+                filter: Filter | None = None, batch_size: int = BLOCK_ROWS) -> Iterator[Block]:
+    """Stream the rows that have a vector in ``column``, with ``columns`` alongside."""
+    info = store.table_info(table)
+    dim = info.vector(column).dim
+    wanted = list(dict.fromkeys([*columns, column]))
+    for batch in store.scan(table, columns=wanted, filter=filter, batch_size=batch_size):
+        vec = batch.column(column)
+        if vec.null_count:
+            batch = batch.filter(pc.is_valid(vec))
+            vec = batch.column(column)
+        if batch.num_rows:
+            yield Block(batch, vector_matrix(vec, dim))
+
+
+def resolve_column(info: TableInfo, column: str | None) -> str:
+    """The vector column to use: the one named, or the table's only one."""
+    try:
+        return info.vector(column).name
+    except ColumnNotFound as exc:
+        raise MatchingError(str(exc)) from exc
+
+
+def as_filter(info: TableInfo, filter: Filter | str | None) -> Filter | None:
+    """A user filter (text or model) checked against the table's schema."""
+    if filter is None or not isinstance(filter, str):
+        return filter
+    return parse_filter(filter, info.schema)
+
+
+def holds(batch: pa.RecordBatch | pa.Table, product: str,
+          holdings: str = HOLDINGS) -> np.ndarray:
+    """Boolean mask: rows whose holdings list contains ``product`` (null lists are False)."""
+    tbl = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+    return np.asarray(to_mask(Has(holdings, product), tbl), dtype=bool)
+
+
+def in_ids(batch: pa.RecordBatch, ids: pa.Array | None, key: str = CUSTOMER_KEY) -> np.ndarray:
+    """Boolean mask: rows whose key is in ``ids``."""
+    if ids is None or len(ids) == 0:
+        return np.zeros(batch.num_rows, dtype=bool)
+    return np.asarray(pc.fill_null(pc.is_in(batch.column(key), value_set=ids), False), dtype=bool)
+
+
+def holdings_labeller(product: str, hidden: pa.Array | None = None,
+                      holdings: str = HOLDINGS) -> Labeller:
+    """Holders of ``product`` are positives, everyone else negative; ``hidden`` holders count
+    as non-holders (the holdout evaluation hides them)."""
+
+    def label(batch: pa.RecordBatch) -> np.ndarray:
+        pos = holds(batch, product, holdings) & ~in_ids(batch, hidden)
+        return pos.astype(np.int8)
+
+    return label
+
+
+def population_mean(store: VectorStore, table: str, column: str) -> np.ndarray:
+    """The mean of a vector column, from ``metadata["embedders"][column]["mean"]``.
+
+    When the embedder did not record it, it is computed in one streamed pass and cached there
+    (with ``mean_rows``, the row count it was computed on).
+    """
+    info = store.table_info(table)
+    dim = info.vector(column).dim
+    entry: dict[str, Any] = dict((info.metadata.get("embedders") or {}).get(column) or {})
+    mean = entry.get("mean")
+    if isinstance(mean, list) and len(mean) == dim:
+        return np.asarray(mean, dtype=np.float64)
+    total = np.zeros(dim, dtype=np.float64)
+    n = 0
+    for block in iter_blocks(store, table, column):
+        total += block.vectors.sum(axis=0, dtype=np.float64)
+        n += block.num_rows
+    if n == 0:
+        raise MatchingError(f"table {table!r}: vector column {column!r} holds no vectors yet")
+    mean_arr = total / n
+    embedders = dict(store.table_info(table).metadata.get("embedders") or {})
+    entry = dict(embedders.get(column) or {})
+    entry.update({"mean": [float(x) for x in mean_arr], "mean_rows": n})
+    embedders[column] = entry
+    store.set_metadata(table, {"embedders": embedders})
+    return mean_arr

@@ -1,0 +1,340 @@
+"""Query vectors for a product: centroid of its consumers, a learned linear model, or its own vector.
+
+Every method yields a :class:`ProductQuery`: a vector to send to the store's search plus the
+exact score the method assigns to any customer vector, so a ranking from the store and a
+ranking computed in numpy (evaluation, streamed scoring) agree.
+
+- ``centroid`` (lookalike): the direction from the population mean to the mean of the
+  holders, ``normalise(mean(holders) - mean(all))``. Centring matters: on uncentred vectors
+  every customer is close to the shared mean direction and cosine mostly measures that. With
+  a cosine or dot column the ranking ``x . c`` equals the ranking of ``(x - mean) . c``
+  (the mean only shifts every score by the same amount) when vectors are unit length, which
+  embedders guarantee for cosine columns.
+- ``learned``: a logistic regression holders-vs-rest on the vectors (strength ``C`` chosen by
+  cross-validated ROC-AUC, weak regularisation and a tight tolerance because unit-length
+  vectors have small coordinates). Its weight vector ``w`` is the query: on a dot column the
+  store's score is ``x . w`` and on a cosine column of unit vectors it is ``x . w / |w|``,
+  both monotone in the model's decision function ``x . w + b``, which is what the match
+  reports. Where neither holds (vectors not unit length on a cosine or l2 column) matching
+  scores ``x . w + b`` itself in streamed blocks.
+- ``product``: the product's own vector from the ``products`` table (same column name).
+- ``auto``: runs the holdout evaluation for every method that applies and keeps the best
+  ROC-AUC; ``details["auto"]`` says which it picked and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+from vectorstore import Metric, VectorStore
+from vectorstore.filters import Cmp, Has
+
+from ..errors import MatchingError, NotEnoughData, UnknownProduct
+from ._data import (
+    CUSTOMER_KEY,
+    CUSTOMERS,
+    HOLDINGS,
+    PRODUCT_KEY,
+    PRODUCTS,
+    Labeller,
+    holdings_labeller,
+    iter_blocks,
+    population_mean,
+    resolve_column,
+    vector_matrix,
+)
+
+Method = Literal["centroid", "learned", "product", "auto"]
+METHODS: tuple[str, ...] = ("centroid", "learned", "product", "auto")
+DEFAULT_CS: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
+_UNIT_TOL = 1e-3
+
+
+@dataclass
+class ProductQuery:
+    """How one product scores customers: the search vector and the exact score of a vector.
+
+    ``score(X)`` is the method's score (higher is more likely / more typical). When
+    ``searchable`` is true, a store search with ``vector`` ranks rows exactly like ``score``
+    and ``scale * store_score + offset`` equals it; otherwise rank with ``score`` in numpy.
+    """
+
+    product: str
+    method: str
+    vector_column: str
+    metric: Metric
+    vector: np.ndarray
+    searchable: bool = True
+    scale: float = 1.0
+    offset: float = 0.0
+    intercept: float = 0.0
+    n_consumers: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+    model_: LogisticRegression | None = None
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """The method's score for each row of ``X`` (float64)."""
+        q = self.vector.astype(np.float64)
+        X = np.asarray(X, dtype=np.float32)
+        if self.method == "learned":
+            return X @ q.astype(np.float32) + self.intercept
+        if self.metric is Metric.L2:
+            return -np.sqrt(np.maximum(((X - q.astype(np.float32)) ** 2).sum(axis=1), 0.0))
+        raw = (X @ q.astype(np.float32)).astype(np.float64)
+        if self.metric is Metric.COSINE:
+            norms = np.linalg.norm(X, axis=1).astype(np.float64) * np.linalg.norm(q)
+            raw = np.divide(raw, norms, out=np.zeros_like(raw), where=norms > 0)
+        return raw
+
+    def from_store(self, result: pa.Table) -> np.ndarray:
+        """The method's score from a store search result (its ``score`` or ``distance``)."""
+        if self.metric is Metric.L2:
+            return -np.asarray(result.column("distance").to_numpy(), dtype=np.float64)
+        s = np.asarray(result.column("score").to_numpy(), dtype=np.float64)
+        return s * self.scale + self.offset
+
+    def summary(self) -> dict[str, Any]:
+        return {"product": self.product, "method": self.method,
+                "vector_column": self.vector_column, "metric": str(self.metric),
+                "n_consumers": self.n_consumers, "searchable": self.searchable, **self.details}
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def _count_positives(store: VectorStore, table: str, column: str, labeller: Labeller,
+                     label_columns: Sequence[str]) -> int:
+    return sum(int((labeller(b.batch) == 1).sum())
+               for b in iter_blocks(store, table, column, columns=label_columns))
+
+
+def fit_centroid(store: VectorStore, table: str, column: str, labeller: Labeller,
+                 label_columns: Sequence[str], *, product: str = "") -> ProductQuery:
+    """Centred centroid of the positives (see module docs)."""
+    info = store.table_info(table)
+    vec = info.vector(column)
+    total = np.zeros(vec.dim, dtype=np.float64)
+    n = 0
+    for block in iter_blocks(store, table, column, columns=label_columns):
+        pos = labeller(block.batch) == 1
+        if pos.any():
+            total += block.vectors[pos].sum(axis=0, dtype=np.float64)
+            n += int(pos.sum())
+    if n == 0:
+        raise NotEnoughData(f"product {product!r}: no known consumers with a {column!r} vector")
+    centroid = total / n
+    if vec.metric is Metric.L2:
+        q = centroid  # distances are translation invariant: the holders' mean point
+    else:
+        q = centroid - population_mean(store, table, column)
+        norm = np.linalg.norm(q)
+        if norm == 0:
+            raise MatchingError(f"product {product!r}: its consumers' mean equals the population "
+                                f"mean on {column!r}; the centroid has no direction")
+        q = q / norm
+    return ProductQuery(product, "centroid", column, vec.metric, q.astype(np.float32),
+                        n_consumers=n, details={"centred": vec.metric is not Metric.L2})
+
+
+def _sample_training(store: VectorStore, table: str, column: str, labeller: Labeller,
+                     label_columns: Sequence[str], *, seed: int, max_negatives: int,
+                     max_positives: int) -> tuple[np.ndarray, np.ndarray]:
+    """All positives (up to a cap) and a uniform sample of negatives, in one streamed pass."""
+    rng = np.random.default_rng(seed)
+    total = max(store.count(table), 1)
+    p_neg = min(1.0, max_negatives / total)
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    for block in iter_blocks(store, table, column, columns=label_columns):
+        lab = labeller(block.batch)
+        keep = (lab == 1) | ((lab == 0) & (rng.random(len(lab)) < p_neg))
+        xs.append(block.vectors[keep])
+        ys.append(lab[keep].astype(np.int8))
+    if not xs:
+        raise NotEnoughData(f"table {table!r} has no {column!r} vectors")
+    X, y = np.concatenate(xs), np.concatenate(ys)
+    pos = np.flatnonzero(y == 1)
+    if len(pos) > max_positives:
+        drop = rng.choice(pos, len(pos) - max_positives, replace=False)
+        keep_mask = np.ones(len(y), dtype=bool)
+        keep_mask[drop] = False
+        X, y = X[keep_mask], y[keep_mask]
+    return X, y
+
+
+def choose_c(X: np.ndarray, y: np.ndarray, Cs: Sequence[float], *, seed: int,
+             folds: int = 3, tol: float = 1e-6) -> tuple[float, dict[float, float]]:
+    """The ``C`` with the best mean cross-validated ROC-AUC (ties: the smaller C)."""
+    n_pos = int(y.sum())
+    folds = max(2, min(folds, n_pos, len(y) - n_pos))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    scores: dict[float, float] = {}
+    for C in Cs:
+        aucs = []
+        for tr, te in cv.split(X, y):
+            m = LogisticRegression(C=C, tol=tol, max_iter=2000).fit(X[tr], y[tr])
+            aucs.append(roc_auc_score(y[te], m.decision_function(X[te])))
+        scores[float(C)] = float(np.mean(aucs))
+    best = max(scores, key=lambda c: (round(scores[c], 6), -c))
+    return best, scores
+
+
+def fit_learned(store: VectorStore, table: str, column: str, labeller: Labeller,
+                label_columns: Sequence[str], *, product: str = "", seed: int = 0,
+                Cs: Sequence[float] = DEFAULT_CS, max_negatives: int = 20_000,
+                max_positives: int = 20_000, tol: float = 1e-6) -> ProductQuery:
+    """Logistic regression positives-vs-rest; its weights become the search vector."""
+    vec = store.table_info(table).vector(column)
+    X, y = _sample_training(store, table, column, labeller, label_columns, seed=seed,
+                            max_negatives=max_negatives, max_positives=max_positives)
+    n_pos = int(y.sum())
+    if n_pos < 2 or n_pos == len(y):
+        raise NotEnoughData(f"product {product!r}: a learned query needs positives and negatives "
+                            f"with {column!r} vectors; got {n_pos} of {len(y)}")
+    C, cv_scores = (float(Cs[0]), {}) if len(Cs) == 1 else choose_c(X, y, Cs, seed=seed, tol=tol)
+    model = LogisticRegression(C=C, tol=tol, max_iter=5000).fit(X, y)
+    w = model.coef_[0].astype(np.float64)
+    b = float(model.intercept_[0])
+    norms = np.linalg.norm(X, axis=1)
+    unit = bool(np.all(np.abs(norms - 1.0) < _UNIT_TOL))
+    wn = float(np.linalg.norm(w))
+    if vec.metric is Metric.DOT:
+        searchable, scale = True, 1.0
+    elif vec.metric is Metric.COSINE and unit and wn > 0:
+        searchable, scale = True, wn
+    else:
+        searchable, scale = False, 1.0
+    return ProductQuery(
+        product, "learned", column, vec.metric, w.astype(np.float32), searchable=searchable,
+        scale=scale, offset=b, intercept=b, n_consumers=n_pos, model_=model,
+        details={"C": C, "cv_roc_auc": cv_scores, "train_rows": len(y),
+                 "train_positives": n_pos, "unit_vectors": unit},
+    )
+
+
+def product_vector(store: VectorStore, product: str, column: str, *,
+                   products_table: str = PRODUCTS) -> np.ndarray | None:
+    """The product's own vector in ``column`` of the products table, or None if it has none."""
+    if not store.has_table(products_table):
+        return None
+    info = store.table_info(products_table)
+    if column not in info.vectors:
+        return None
+    rows = store.to_arrow(products_table, columns=[column],
+                          filter=Cmp(PRODUCT_KEY, "=", product))
+    if rows.num_rows == 0 or rows.column(column).null_count == rows.num_rows:
+        return None
+    arr = pc.drop_null(rows.column(column))
+    return vector_matrix(arr, info.vectors[column].dim)[0]
+
+
+def fit_product(store: VectorStore, table: str, column: str, product: str, *,
+                products_table: str = PRODUCTS) -> ProductQuery:
+    vec = store.table_info(table).vector(column)
+    v = product_vector(store, product, column, products_table=products_table)
+    if v is None:
+        raise UnknownProduct(f"product {product!r} has no {column!r} vector in table "
+                             f"{products_table!r} (method 'product' needs one)")
+    return ProductQuery(product, "product", column, vec.metric, v.astype(np.float32))
+
+
+def fit_query(store: VectorStore, table: str, column: str, method: str, labeller: Labeller,
+              label_columns: Sequence[str], *, product: str = "", seed: int = 0,
+              products_table: str = PRODUCTS, **learned_options: Any) -> ProductQuery:
+    """A query by ``centroid``, ``learned`` or ``product`` from labelled rows (no checks)."""
+    if method == "centroid":
+        return fit_centroid(store, table, column, labeller, label_columns, product=product)
+    if method == "learned":
+        return fit_learned(store, table, column, labeller, label_columns, product=product,
+                           seed=seed, **learned_options)
+    if method == "product":
+        return fit_product(store, table, column, product, products_table=products_table)
+    raise MatchingError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def count_consumers(store: VectorStore, product: str, *, table: str = CUSTOMERS,
+                    holdings: str = HOLDINGS) -> int:
+    """How many customers hold ``product``."""
+    info = store.table_info(table)
+    if holdings not in info.schema.names:
+        raise MatchingError(f"table {table!r} has no {holdings!r} column: matching needs each "
+                            "customer's product holdings")
+    return store.count(table, Has(holdings, product))
+
+
+def build_query(store: VectorStore, product: str, method: str = "centroid", *,
+                vector_column: str | None = None, table: str = CUSTOMERS,
+                products_table: str = PRODUCTS, min_consumers: int = 20, seed: int = 0,
+                candidates: Sequence[str] | None = None,
+                **learned_options: Any) -> ProductQuery:
+    """The query for ``product`` by ``method`` from the current holders.
+
+    Refuses with NotEnoughData when fewer than ``min_consumers`` customers hold the product
+    (lookalike methods: a centroid of three people is noise), and with UnknownProduct when no
+    one holds it and the products table does not know it. ``auto`` compares ``candidates``
+    (default: centroid, learned, and product when it has a vector) by holdout ROC-AUC.
+    """
+    if method not in METHODS:
+        raise MatchingError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    info = store.table_info(table)
+    column = resolve_column(info, vector_column)
+    n = count_consumers(store, product, table=table)
+    pv = product_vector(store, product, column, products_table=products_table)
+    if n == 0 and pv is None and not _product_known(store, product, products_table):
+        raise UnknownProduct(f"product {product!r}: no customer holds it and table "
+                             f"{products_table!r} does not list it")
+    if method != "product" and n < min_consumers:
+        raise NotEnoughData(f"product {product!r} has {n} known consumers; lookalike matching "
+                            f"needs at least {min_consumers} (set min_consumers to override)")
+    if method == "auto":
+        return _auto(store, product, column, table=table, products_table=products_table,
+                     seed=seed, with_product=pv is not None, candidates=candidates,
+                     **learned_options)
+    if method == "product":
+        q = fit_product(store, table, column, product, products_table=products_table)
+        q.n_consumers = n
+        return q
+    labeller = holdings_labeller(product)
+    return fit_query(store, table, column, method, labeller, [CUSTOMER_KEY, HOLDINGS],
+                     product=product, seed=seed, products_table=products_table,
+                     **learned_options)
+
+
+def _product_known(store: VectorStore, product: str, products_table: str) -> bool:
+    if not store.has_table(products_table):
+        return False
+    return store.count(products_table, Cmp(PRODUCT_KEY, "=", product)) > 0
+
+
+def _auto(store: VectorStore, product: str, column: str, *, table: str, products_table: str,
+          seed: int, with_product: bool, candidates: Sequence[str] | None,
+          **learned_options: Any) -> ProductQuery:
+    from ..evaluate import evaluate_holdout
+
+    methods = list(candidates or ["centroid", "learned", *(["product"] if with_product else [])])
+    report = evaluate_holdout(store, product, vector_columns=[column], methods=methods,
+                              table=table, products_table=products_table, seed=seed,
+                              min_consumers=2)
+    aucs = {r.method: r.roc_auc for r in report.rows if r.method in methods}
+    if not aucs:
+        raise MatchingError(f"product {product!r}: no method could be evaluated on {column!r}")
+    best = max(aucs, key=lambda m: aucs[m])
+    q = fit_query(store, table, column, best, holdings_labeller(product),
+                  [CUSTOMER_KEY, HOLDINGS], product=product, seed=seed,
+                  products_table=products_table, **learned_options)
+    q.details["auto"] = {"picked": best, "holdout_roc_auc": aucs,
+                         "reason": f"highest holdout ROC-AUC ({aucs[best]:.4f}) of "
+                                   f"{', '.join(sorted(aucs))}"}
+    return q

@@ -1,0 +1,159 @@
+"""Bulk recommendations: every customer scored against every product, top-N written back.
+
+The score of customer ``x`` for product ``p`` is ``x . p`` (dot columns) or their cosine
+(cosine columns), the seed's "recommendation = customer . product". Customers stream from the
+store in blocks; each block is one matrix product with the products matrix and an
+``argpartition`` per row, so the cost is that of a plain blocked numpy matmul plus the scan.
+Results go back as ``rec_products`` (list<string>) and ``rec_scores`` (list<float32>), best first.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel
+
+from vectorstore import Metric, VectorStore
+
+from ..errors import MatchingError
+from ._data import (
+    BLOCK_ROWS,
+    CUSTOMER_KEY,
+    CUSTOMERS,
+    HOLDINGS,
+    PRODUCT_KEY,
+    PRODUCTS,
+    iter_blocks,
+    resolve_column,
+    vector_matrix,
+)
+
+REC_PRODUCTS = "rec_products"
+REC_SCORES = "rec_scores"
+
+
+class RecommendSummary(BaseModel):
+    vector_column: str
+    customers: int
+    products: int
+    top_n: int
+    exclude_held: bool
+    written: bool
+    seconds_scoring: float
+    seconds_writing: float
+
+
+def top_n_scores(X: np.ndarray, P: np.ndarray, n: int,
+                 mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the ``n`` best columns of ``X @ P.T`` per row, best first.
+
+    ``mask`` (same shape as the scores, True = excluded) removes pairs before ranking.
+    """
+    S = X @ P.T
+    if mask is not None:
+        S[mask] = -np.inf
+    n = min(n, S.shape[1])
+    idx = np.argpartition(-S, n - 1, axis=1)[:, :n] if n < S.shape[1] else \
+        np.broadcast_to(np.arange(S.shape[1]), S.shape).copy()
+    top = np.take_along_axis(S, idx, axis=1)
+    order = np.argsort(-top, axis=1, kind="stable")
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(top, order, axis=1)
+
+
+def _normalise(M: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(M, axis=1, keepdims=True)
+    return M / np.where(norms > 0, norms, 1.0)
+
+
+def load_products(store: VectorStore, column: str,
+                  products_table: str = PRODUCTS) -> tuple[pa.Array, np.ndarray]:
+    """Product ids and their vectors in ``column`` (products without one are left out)."""
+    if not store.has_table(products_table):
+        raise MatchingError(f"bulk recommendation needs a {products_table!r} table with vectors")
+    info = store.table_info(products_table)
+    if column not in info.vectors:
+        raise MatchingError(f"table {products_table!r} has no vector column {column!r}; "
+                            f"vector columns: {sorted(info.vectors)}")
+    rows = store.to_arrow(products_table, columns=[PRODUCT_KEY, column])
+    rows = rows.filter(pc.is_valid(rows.column(column)))
+    if rows.num_rows == 0:
+        raise MatchingError(f"no product in {products_table!r} has a {column!r} vector")
+    ids = rows.column(PRODUCT_KEY).combine_chunks()
+    return ids, vector_matrix(rows.column(column), info.vectors[column].dim)
+
+
+def _held_mask(batch: pa.RecordBatch, product_ids: pa.Array) -> np.ndarray:
+    """(rows, products) boolean matrix: the customer already holds the product."""
+    col = batch.column(HOLDINGS)
+    mask = np.zeros((batch.num_rows, len(product_ids)), dtype=bool)
+    parents = pc.list_parent_indices(col).to_numpy()
+    which = pc.index_in(pc.list_flatten(col), value_set=product_ids)
+    ok = pc.is_valid(which).to_numpy(zero_copy_only=False)
+    mask[parents[ok], which.to_numpy(zero_copy_only=False)[ok].astype(np.int64)] = True
+    return mask
+
+
+def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: int = 10,
+              exclude_held: bool = False, write: bool = True, table: str = CUSTOMERS,
+              products_table: str = PRODUCTS, batch_size: int = BLOCK_ROWS) -> RecommendSummary:
+    """Score every customer for every product and write each customer's top ``top_n``.
+
+    ``vector_column`` must exist in both tables (one shared space, e.g. ``vec_behavior``).
+    ``exclude_held`` leaves out products the customer already holds. With ``write=False``
+    nothing is written (for timing). Customers without a vector keep their old values.
+    """
+    if not isinstance(top_n, int) or top_n <= 0:
+        raise MatchingError(f"top_n must be a positive integer, got {top_n!r}")
+    info = store.table_info(table)
+    column = resolve_column(info, vector_column)
+    metric = info.vectors[column].metric
+    if metric is Metric.L2:
+        raise MatchingError(f"column {column!r} uses l2: bulk recommendation scores by dot "
+                            "product or cosine")
+    pids, P = load_products(store, column, products_table)
+    if P.shape[1] != info.vectors[column].dim:
+        raise MatchingError(f"{products_table}.{column} has dimension {P.shape[1]}, "
+                            f"{table}.{column} has {info.vectors[column].dim}")
+    cosine = metric is Metric.COSINE
+    if cosine:
+        P = _normalise(P)
+    PT = np.ascontiguousarray(P, dtype=np.float32)
+    n = min(top_n, len(pids))
+    extra = [CUSTOMER_KEY, *([HOLDINGS] if exclude_held else [])]
+    t0 = time.perf_counter()
+    out: list[pa.RecordBatch] = []
+    rows = 0
+    for block in iter_blocks(store, table, column, columns=extra, filter=None,
+                             batch_size=batch_size):
+        X = _normalise(block.vectors) if cosine else block.vectors
+        mask = _held_mask(block.batch, pids) if exclude_held else None
+        idx, scores = top_n_scores(X, PT, n, mask)
+        b = len(idx)
+        offsets = pa.array(np.arange(0, b * n + 1, n, dtype=np.int32))
+        rec_p = pa.ListArray.from_arrays(offsets, pids.take(pa.array(idx.ravel())))
+        rec_s = pa.ListArray.from_arrays(offsets, pa.array(scores.ravel().astype(np.float32)))
+        if mask is not None and not np.isfinite(scores).all():
+            keep = np.isfinite(scores)
+            lens = keep.sum(axis=1)
+            offs = pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32))
+            rec_p = pa.ListArray.from_arrays(offs, pids.take(pa.array(idx[keep])))
+            rec_s = pa.ListArray.from_arrays(offs, pa.array(scores[keep].astype(np.float32)))
+        out.append(pa.RecordBatch.from_arrays(
+            [block.batch.column(CUSTOMER_KEY), rec_p, rec_s],
+            names=[CUSTOMER_KEY, REC_PRODUCTS, REC_SCORES]))
+        rows += b
+    t_score = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    if write and out:
+        missing = [f for f in (pa.field(REC_PRODUCTS, pa.list_(pa.string())),
+                               pa.field(REC_SCORES, pa.list_(pa.float32())))
+                   if f.name not in info.schema.names]
+        if missing:
+            store.add_columns(table, missing)
+        store.update(table, out, key=CUSTOMER_KEY)
+    return RecommendSummary(vector_column=column, customers=rows, products=len(pids), top_n=n,
+                            exclude_held=exclude_held, written=write and bool(out),
+                            seconds_scoring=t_score, seconds_writing=time.perf_counter() - t1)
