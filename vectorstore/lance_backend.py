@@ -75,6 +75,7 @@ class LanceStore(VectorStore):
         self._db = lancedb.connect(uri, storage_options=storage_options,
                                    read_consistency_interval=read_consistency_interval)
         self._tables: dict[str, Any] = {}
+        self._descriptions: tuple[int, dict[str, str]] | None = None
         self._lock = threading.RLock()
 
     @classmethod
@@ -133,9 +134,23 @@ class LanceStore(VectorStore):
             return t
 
     def _description(self, name: str) -> str | None:
-        rows = (self._catalog().search().where(f"name = '{name}'")  # name is a checked identifier
-                .select(["description"]).limit(None).to_arrow())
-        return rows.column("description")[0].as_py() if rows.num_rows else None
+        """The catalogue entry of a table, cached until the catalogue's version changes.
+
+        A LanceDB query costs milliseconds of planning; the version check is cheaper, and it
+        still sees changes made by other processes.
+        """
+        cat = self._catalog()
+        version = cat.version
+        with self._lock:
+            cached = self._descriptions
+        if cached is None or cached[0] != version:
+            rows = cat.to_arrow()
+            entries = dict(zip(rows.column("name").to_pylist(),
+                               rows.column("description").to_pylist(), strict=True))
+            cached = (version, entries)
+            with self._lock:
+                self._descriptions = cached
+        return cached[1].get(name)
 
     def table_info(self, name: str) -> TableInfo:
         t = self._table(name)
