@@ -1,0 +1,248 @@
+"""A scikit-learn-style anomaly detector over PyOD: higher score = more anomalous.
+
+``RiskDetector(config).fit(X)`` learns from a matrix (rows = customers); afterwards
+``decision_function(X)`` is a fixed function of each row: the score of a row never depends on
+which other rows are scored with it, nor on whether the row was in the training sample.
+
+That matters for PyOD's transductive detectors. ``pyod.models.ECOD`` and ``COPOD`` score new
+rows by recomputing their empirical CDFs over the training rows *plus the batch being
+scored*, so PyOD gives a row a different score depending on its batch. Kindred keeps the
+per-feature sorted training values and evaluates the training sample's tail probabilities
+for any row (``searchsorted``), with the same formula as PyOD. On the training rows this
+equals PyOD's ``decision_scores_`` exactly; for a new row outside the training range the tail
+probability is floored at ``1/(n+1)`` (what PyOD would give that row scored alone), so new
+rows are scored consistently in any batch. The other detectors (IForest, HBOS, KNN, LOF, PCA)
+are inductive in PyOD already and are called directly; every row, training rows included, is
+scored with ``decision_function`` (so KNN and LOF see a training row as its own neighbour).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+from scipy.stats import skew
+from sklearn.base import BaseEstimator
+
+from .config import EnsembleConfig, parse_detector
+from .errors import InvalidRiskInput, TooManyRows
+
+SCORE_CHUNK = 16_384
+"""Rows scored at once inside ``decision_function`` (bounds temporary memory)."""
+
+
+def check_matrix(X: Any, what: str = "input") -> np.ndarray:
+    """A 2-D float32/float64 matrix with finite values, or InvalidRiskInput saying why."""
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    if X.ndim != 2:
+        raise InvalidRiskInput(f"{what}: expected a 2-D matrix (rows x features), got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise InvalidRiskInput(f"{what}: no rows to use")
+    if X.shape[1] == 0:
+        raise InvalidRiskInput(f"{what}: no features")
+    finite = np.isfinite(X).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        col = int(np.flatnonzero(~np.isfinite(X[row]))[0])
+        raise InvalidRiskInput(f"{what}: row {row} has a NaN or infinite value in feature {col}")
+    return X
+
+
+class _PyODMember:
+    """A fitted PyOD detector whose ``decision_function`` is inductive."""
+
+    def __init__(self, estimator: Any) -> None:
+        self.estimator = estimator
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.estimator.decision_function(X), dtype=np.float64)
+
+
+class _TailMember:
+    """ECOD / COPOD evaluated against the fitted training sample (see the module docstring)."""
+
+    def __init__(self, kind: str, X: np.ndarray) -> None:
+        self.kind = kind
+        self.sorted_t = np.ascontiguousarray(np.sort(X, axis=0).T)  # (d, n), one row per feature
+        self.skew_sign = np.sign(skew(X, axis=0)).astype(np.int8)
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        n = self.sorted_t.shape[1]
+        floor = 1.0 / (n + 1)
+        X = X.astype(self.sorted_t.dtype, copy=False)
+        out = np.zeros(X.shape[0], dtype=np.float64)
+        for j in range(X.shape[1]):
+            col, x = self.sorted_t[j], X[:, j]
+            left = np.searchsorted(col, x, side="right") / n
+            right = (n - np.searchsorted(col, x, side="left")) / n
+            u_l = -np.log(np.maximum(left, floor))
+            u_r = -np.log(np.maximum(right, floor))
+            s = self.skew_sign[j]
+            u_skew = u_l if s < 0 else (u_r if s > 0 else u_l + u_r)
+            if self.kind == "ecod":
+                o = np.maximum(np.maximum(u_l, u_r), u_skew)
+            else:  # copod
+                o = np.maximum(u_skew, (u_l + u_r) / 2)
+            out += o
+        return out
+
+
+def _pyod_estimator(cfg: Any) -> Any:
+    c = cfg.contamination
+    if cfg.kind == "iforest":
+        from pyod.models.iforest import IForest
+
+        return IForest(n_estimators=cfg.n_estimators, max_samples=cfg.max_samples,
+                       max_features=cfg.max_features, random_state=cfg.random_state,
+                       contamination=c)
+    if cfg.kind == "hbos":
+        from pyod.models.hbos import HBOS
+
+        return HBOS(n_bins=cfg.n_bins, alpha=cfg.alpha, tol=cfg.tol, contamination=c)
+    if cfg.kind == "knn":
+        from pyod.models.knn import KNN
+
+        return KNN(n_neighbors=cfg.n_neighbors, method=cfg.method, contamination=c)
+    if cfg.kind == "lof":
+        from pyod.models.lof import LOF
+
+        return LOF(n_neighbors=cfg.n_neighbors, contamination=c)
+    if cfg.kind == "pca":
+        from pyod.models.pca import PCA
+
+        return PCA(n_components=cfg.n_components, whiten=cfg.whiten,
+                   standardization=cfg.standardization, random_state=cfg.random_state,
+                   contamination=c)
+    raise InvalidRiskInput(f"no PyOD estimator for detector kind {cfg.kind!r}")  # pragma: no cover
+
+
+def fit_rows_for(cfg: Any, n_rows: int) -> tuple[np.ndarray | None, str | None]:
+    """Rows a quadratic detector may fit on: (None, None) for all, or (indices, message)."""
+    limit = getattr(cfg, "max_rows", None)
+    if limit is None or n_rows <= limit:
+        return None, None
+    if cfg.on_large == "refuse":
+        raise TooManyRows(
+            f"{cfg.kind.upper()} cost grows with the square of the rows: {n_rows:,} rows is above "
+            f"its limit of {limit:,} (raise max_rows, pass a smaller fit_sample, or set "
+            "on_large='sample')")
+    idx = np.sort(np.random.default_rng(cfg.random_state).choice(n_rows, limit, replace=False))
+    msg = (f"{cfg.kind.upper()} fitted on a seeded sample of {limit:,} of {n_rows:,} rows "
+           f"(its cost grows with the square of the rows; limit max_rows={limit:,})")
+    return idx, msg
+
+
+def _fit_member(cfg: Any, X: np.ndarray, messages: list[str]) -> _PyODMember | _TailMember:
+    if cfg.kind in ("ecod", "copod"):
+        return _TailMember(cfg.kind, X)
+    idx, msg = fit_rows_for(cfg, X.shape[0])
+    if msg is not None:
+        warnings.warn(msg, stacklevel=3)
+        messages.append(msg)
+        X = X[idx]
+    est = _pyod_estimator(cfg)
+    est.fit(X)
+    return _PyODMember(est)
+
+
+def robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature median and robust scale (1.4826 * MAD, else 1.2533 * mean |dev|, else 1)."""
+    med = np.median(X, axis=0)
+    dev = np.abs(X - med)
+    mad = 1.4826 * np.median(dev, axis=0)
+    mean_ad = 1.2533 * dev.mean(axis=0)
+    scale = np.where(mad > 0, mad, np.where(mean_ad > 0, mean_ad, 1.0))
+    return med.astype(np.float64), scale.astype(np.float64)
+
+
+class RiskDetector(BaseEstimator):
+    """Anomaly detector (one PyOD detector or an ensemble); higher score = more anomalous.
+
+    Parameters
+    ----------
+    config:
+        A detector configuration (:mod:`services.risk.config`), a name such as ``"iforest"``,
+        a dict, or None for the default ensemble.
+
+    Attributes set by ``fit``: ``config_`` (validated configuration), ``n_features_in_``,
+    ``n_fit_rows_``, ``members_`` (fitted members), ``member_stats_`` (ensemble
+    standardisation), ``threshold_`` (training-score quantile at ``1 - contamination``),
+    ``train_scores_`` (sorted training scores), ``feature_median_``/``feature_scale_`` (robust
+    population statistics for explanations), ``messages_`` (notes such as sampling).
+    """
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config
+
+    def fit(self, X: Any, y: Any = None) -> RiskDetector:
+        X = check_matrix(X, "fit")
+        cfg = parse_detector(self.config)
+        if X.shape[0] < 2:
+            raise InvalidRiskInput(f"fit: need at least 2 rows, got {X.shape[0]}")
+        if np.all(X.max(axis=0) == X.min(axis=0)):
+            raise InvalidRiskInput("fit: every feature is constant (all rows are identical): "
+                                   "nothing distinguishes one row from another")
+        self.config_ = cfg
+        self.n_features_in_ = X.shape[1]
+        self.n_fit_rows_ = X.shape[0]
+        self.messages_: list[str] = []
+        members = cfg.members if isinstance(cfg, EnsembleConfig) else (cfg,)
+        self.members_ = [_fit_member(m, X, self.messages_) for m in members]
+        self.member_stats_: list[tuple[float, float, np.ndarray]] = []
+        if isinstance(cfg, EnsembleConfig):
+            for m in self.members_:
+                s = self._member_scores(m, X)
+                sd = float(s.std())
+                self.member_stats_.append((float(s.mean()), sd if sd > 0 else 1.0, np.sort(s)))
+        train = self.decision_function(X)
+        self.train_scores_ = np.sort(train)
+        self.threshold_ = float(np.percentile(train, 100 * (1 - cfg.contamination)))
+        self.feature_median_, self.feature_scale_ = robust_scale(X)
+        return self
+
+    @staticmethod
+    def _member_scores(member: Any, X: np.ndarray) -> np.ndarray:
+        parts = [member.score(X[i:i + SCORE_CHUNK]) for i in range(0, X.shape[0], SCORE_CHUNK)]
+        return np.concatenate(parts)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Anomaly scores of the rows of ``X`` (float64; higher = more anomalous)."""
+        self._check_fitted()
+        X = check_matrix(X, "score")
+        if X.shape[1] != self.n_features_in_:
+            raise InvalidRiskInput(f"score: rows have {X.shape[1]} features, the detector was "
+                                   f"fitted on {self.n_features_in_}")
+        if not self.member_stats_:
+            return self._member_scores(self.members_[0], X)
+        total = np.zeros(X.shape[0], dtype=np.float64)
+        for m, (mean, sd, sorted_train) in zip(self.members_, self.member_stats_, strict=True):
+            s = self._member_scores(m, X)
+            if self.config_.combine == "zscore":
+                total += (s - mean) / sd
+            else:
+                total += np.searchsorted(sorted_train, s, side="right") / sorted_train.size
+        return total / len(self.members_)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """True for rows whose score is above ``threshold_``."""
+        return self.decision_function(X) > self.threshold_
+
+    def percentile(self, scores: np.ndarray) -> np.ndarray:
+        """Share (0-100) of training scores at or below each score."""
+        self._check_fitted()
+        ranks = np.searchsorted(self.train_scores_, np.asarray(scores, dtype=np.float64), "right")
+        return 100.0 * ranks / self.train_scores_.size
+
+    def robust_z(self, X: Any) -> np.ndarray:
+        """Robust z-scores of rows against the training population (median / MAD)."""
+        self._check_fitted()
+        return (np.asarray(X, dtype=np.float64) - self.feature_median_) / self.feature_scale_
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "members_"):
+            from .errors import RiskError
+
+            raise RiskError("this RiskDetector is not fitted yet: call fit(X) first")

@@ -1,0 +1,155 @@
+"""Where a detector's features come from: one vector column, or selected numeric attributes.
+
+Turns record batches into float matrices (vectors stay float32, attributes become float64),
+with errors that name the table, column and customer key of a bad value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+from vectorstore import TableInfo, VectorStore
+
+from .errors import InvalidRiskInput, RiskError
+
+RISK_COLUMNS = ("risk_score", "risk_rank", "risk_flag", "risk_model")
+
+
+class FeatureSource(BaseModel):
+    """A vector column (``column``) or numeric attributes (``attributes``): exactly one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    column: str | None = None
+    attributes: tuple[str, ...] | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.column] if self.column else list(self.attributes or ())
+
+    @property
+    def feature_names(self) -> list[str] | None:
+        """Attribute names, or None for a vector column (features are its dimensions)."""
+        return list(self.attributes) if self.attributes else None
+
+    def describe(self) -> str:
+        return f"vector column {self.column!r}" if self.column else f"attributes {self.columns}"
+
+    def matrix(self, batch: pa.RecordBatch | pa.Table, table: str, key: str | None = None) -> np.ndarray:
+        """The feature matrix of ``batch``; InvalidRiskInput on nulls or NaN/inf values."""
+        keys = batch.column(key) if key and key in batch.schema.names else None
+
+        def where(mask: np.ndarray) -> str:
+            row = int(np.flatnonzero(mask)[0])
+            return f"{key}={keys[row].as_py()!r}" if keys is not None else f"row {row}"
+
+        if self.column:
+            arr = batch.column(self.column)
+            if isinstance(arr, pa.ChunkedArray):
+                arr = arr.combine_chunks()
+            if arr.null_count:
+                raise InvalidRiskInput(f"table {table!r}, vector column {self.column!r}: "
+                                       f"{where(arr.is_null().to_numpy(zero_copy_only=False))} "
+                                       "has no vector (null); embed it before scoring")
+            dim = arr.type.list_size
+            X = arr.flatten().to_numpy().reshape(-1, dim)
+            bad = ~np.isfinite(X).all(axis=1)
+            if bad.any():
+                raise InvalidRiskInput(f"table {table!r}, vector column {self.column!r}: "
+                                       f"{where(bad)} has a NaN or infinite component")
+            return X
+        cols = []
+        for name in self.columns:
+            arr = batch.column(name)
+            if arr.null_count:
+                nulls = pc.is_null(arr).to_numpy(zero_copy_only=False)
+                raise InvalidRiskInput(f"table {table!r}, attribute {name!r}: {where(nulls)} "
+                                       "is null; fill or drop it before scoring")
+            values = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                raise InvalidRiskInput(f"table {table!r}, attribute {name!r}: {where(bad)} is "
+                                       "NaN or infinite")
+            cols.append(values)
+        return np.column_stack(cols)
+
+
+def resolve_source(info: TableInfo, column: str | None = None,
+                   attributes: list[str] | tuple[str, ...] | None = None) -> FeatureSource:
+    """Check the requested features against the table's schema; default: its only vector column."""
+    if column and attributes:
+        raise RiskError("give a vector column or attributes, not both")
+    if attributes:
+        info.check_columns(list(attributes))
+        for name in attributes:
+            t = info.schema.field(name).type
+            if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+                raise InvalidRiskInput(f"table {info.name!r}, attribute {name!r} is {t}: "
+                                       "only numeric or boolean attributes can be scored")
+            if name in RISK_COLUMNS:
+                raise InvalidRiskInput(f"attribute {name!r} is a risk output column")
+        return FeatureSource(attributes=tuple(attributes))
+    try:
+        vec = info.vector(column)
+    except Exception as exc:
+        raise RiskError(str(exc)) from None
+    return FeatureSource(column=vec.name)
+
+
+def table_key(info: TableInfo) -> str:
+    if info.key is None:
+        raise RiskError(f"table {info.name!r} has no key column: scores are written back by key")
+    return info.key
+
+
+def iter_matrices(store: VectorStore, table: str, source: FeatureSource, key: str, *,
+                  extra: tuple[str, ...] = (), batch_size: int = 65_536,
+                  ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    """Stream (batch with key and extra columns, feature matrix) over the whole table."""
+    cols = list(dict.fromkeys([key, *extra, *source.columns]))
+    for batch in store.scan(table, columns=cols, batch_size=batch_size):
+        if batch.num_rows:
+            yield batch, source.matrix(batch, table, key)
+
+
+def fit_matrix(store: VectorStore, table: str, source: FeatureSource, key: str, *,
+               fit_sample: int | float | None = None, seed: int = 0,
+               batch_size: int = 65_536) -> np.ndarray:
+    """The rows to fit on: every row, or a seeded sample of ``fit_sample`` rows (an int) or of
+    that share of the rows (a float in (0, 1)). Only the chosen rows are kept in memory."""
+    n = store.count(table)
+    if n == 0:
+        raise InvalidRiskInput(f"table {table!r} is empty: nothing to fit on")
+    take: np.ndarray | None = None
+    if fit_sample is not None:
+        m = round(fit_sample * n) if isinstance(fit_sample, float) else int(fit_sample)
+        if isinstance(fit_sample, float) and not 0 < fit_sample <= 1:
+            raise RiskError(f"fit_sample as a share must be in (0, 1], got {fit_sample}")
+        if m < 2:
+            raise InvalidRiskInput(f"fit_sample={fit_sample!r} leaves {m} rows: need at least 2")
+        if m < n:
+            take = np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
+    parts, start = [], 0
+    for _batch, X in iter_matrices(store, table, source, key, batch_size=batch_size):
+        stop = start + X.shape[0]
+        if take is None:
+            parts.append(X.copy())
+        else:
+            lo, hi = np.searchsorted(take, [start, stop])
+            if hi > lo:
+                parts.append(X[take[lo:hi] - start])
+        start = stop
+    Xf = np.concatenate(parts) if parts else np.empty((0, 0))
+    if source.attributes:
+        const = [a for a, lo, hi in zip(source.attributes, Xf.min(axis=0), Xf.max(axis=0),
+                                        strict=True) if lo == hi]
+        if const:
+            raise InvalidRiskInput(f"table {table!r}: attribute(s) {const} are constant over the "
+                                   f"{Xf.shape[0]:,} fit rows and cannot separate customers; "
+                                   "leave them out")
+    return Xf

@@ -1,0 +1,199 @@
+"""Fit a detector on a table, score every row in streamed batches, and write the scores back.
+
+Write-back adds (once) and sets four columns by key, leaving every other column as it was:
+``risk_score`` (float64, higher = more anomalous), ``risk_rank`` (int64, 1 = most anomalous,
+ties broken by key), ``risk_flag`` (bool: score above the model's threshold, i.e. the
+training-score quantile at ``1 - contamination``, or an explicit ``threshold``) and
+``risk_model`` (the persisted model's id). Memory: the fit rows, one scan batch, and the
+keys and scores of the table (about 30 bytes a row).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel
+
+from vectorstore import VectorStore, col
+
+from .config import config_json, parse_detector
+from .detector import RiskDetector
+from .errors import RiskError
+from .features import FeatureSource, fit_matrix, iter_matrices, resolve_source, table_key
+from .persistence import META_KEY, load_model, save_model
+
+RISK_FIELDS = (pa.field("risk_score", pa.float64()), pa.field("risk_rank", pa.int64()),
+               pa.field("risk_flag", pa.bool_()), pa.field("risk_model", pa.string()))
+
+
+class RiskRun(BaseModel):
+    """What one scoring run did (JSON-serialisable for ``--json``)."""
+
+    table: str
+    model_id: str
+    detector: str
+    config: str
+    source: str
+    n_rows: int
+    n_fit_rows: int
+    n_flagged: int
+    threshold: float
+    artifact: str | None
+    messages: list[str]
+    fit_seconds: float
+    score_seconds: float
+
+
+def fit(store: VectorStore, table: str, detector: Any = None, *, column: str | None = None,
+        attributes: list[str] | None = None, fit_sample: int | float | None = None,
+        seed: int = 0, batch_size: int = 65_536) -> tuple[RiskDetector, FeatureSource]:
+    """Fit a detector on a table's vector column or numeric attributes (all rows or a sample)."""
+    info = store.table_info(table)
+    key = table_key(info)
+    source = resolve_source(info, column, attributes)
+    X = fit_matrix(store, table, source, key, fit_sample=fit_sample, seed=seed,
+                   batch_size=batch_size)
+    return RiskDetector(parse_detector(detector)).fit(X), source
+
+
+def score_stream(store: VectorStore, table: str, detector: RiskDetector, source: FeatureSource,
+                 *, extra: tuple[str, ...] = (), batch_size: int = 65_536,
+                 ) -> tuple[pa.Table, np.ndarray]:
+    """Score every row of ``table`` batch by batch: (key and ``extra`` columns, scores)."""
+    key = table_key(store.table_info(table))
+    kept, scores = [], []
+    for batch, X in iter_matrices(store, table, source, key, extra=extra, batch_size=batch_size):
+        scores.append(detector.decision_function(X))
+        kept.append(batch.select([key, *[c for c in extra if c != key]]))
+    if not kept:
+        raise RiskError(f"table {table!r} is empty: nothing to score")
+    return pa.Table.from_batches(kept), np.concatenate(scores)
+
+
+def _ensure_columns(store: VectorStore, table: str) -> None:
+    schema = store.table_info(table).schema
+    missing = []
+    for f in RISK_FIELDS:
+        if f.name in schema.names:
+            if schema.field(f.name).type != f.type:
+                raise RiskError(f"table {table!r} has a column {f.name!r} of type "
+                                f"{schema.field(f.name).type}; risk scoring writes {f.type}")
+        else:
+            missing.append(f)
+    if missing:
+        store.add_columns(table, missing)
+
+
+def write_scores(store: VectorStore, table: str, keys: pa.Array | pa.ChunkedArray,
+                 scores: np.ndarray, *, threshold: float, model_id: str) -> int:
+    """Set the four risk columns on the rows with these keys; returns rows updated.
+
+    On failure the table is restored to its version before the call (where the backend keeps
+    versions), so a failed write leaves no half-written risk columns behind.
+    """
+    key = table_key(store.table_info(table))
+    scores = np.asarray(scores, dtype=np.float64)
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    order = pc.sort_indices(pa.table({"s": scores, "k": keys}),
+                            sort_keys=[("s", "descending"), ("k", "ascending")]).to_numpy()
+    rank = np.empty(scores.size, dtype=np.int64)
+    rank[order] = np.arange(1, scores.size + 1, dtype=np.int64)
+    data = pa.table({key: keys, "risk_score": scores, "risk_rank": rank,
+                     "risk_flag": scores > threshold,
+                     "risk_model": pa.repeat(pa.scalar(model_id, pa.string()), scores.size)})
+    before = store.version(table) if store.capabilities.versions else None
+    try:
+        _ensure_columns(store, table)
+        return store.update(table, data, key=key)
+    except BaseException:
+        if before is not None and store.version(table) != before:
+            store.restore(table, before)
+        raise
+
+
+def score_table(store: VectorStore, table: str, detector: Any = None, *,
+                column: str | None = None, attributes: list[str] | None = None,
+                fit_sample: int | float | None = None, seed: int = 0,
+                threshold: float | None = None, batch_size: int = 65_536) -> RiskRun:
+    """Fit, persist, score every row and write back ``risk_*``. ``detector`` is a name
+    (``"iforest"``), a config or None for the default ensemble; ``fit_sample`` an int (rows)
+    or a share; ``threshold`` overrides the contamination-based flag threshold."""
+    t0 = time.perf_counter()
+    det, source = fit(store, table, detector, column=column, attributes=attributes,
+                      fit_sample=fit_sample, seed=seed, batch_size=batch_size)
+    record = save_model(store, table, det, source)
+    fit_s = time.perf_counter() - t0
+    return _score_and_record(store, table, det, source, record, threshold, batch_size, fit_s)
+
+
+def rescore(store: VectorStore, table: str, model_id: str | None = None, *,
+            threshold: float | None = None, batch_size: int = 65_536) -> RiskRun:
+    """Score every row (new customers included) with the persisted model, without refitting."""
+    det, source, meta = load_model(store, table, model_id)
+    record = {**meta, "artifact": meta.get("artifact") or f"{table}.risk.{meta['model_id']}"}
+    return _score_and_record(store, table, det, source, record, threshold, batch_size, 0.0)
+
+
+def _score_and_record(store: VectorStore, table: str, det: RiskDetector, source: FeatureSource,
+                      record: dict[str, Any], threshold: float | None, batch_size: int,
+                      fit_s: float) -> RiskRun:
+    t1 = time.perf_counter()
+    keys, scores = score_stream(store, table, det, source, batch_size=batch_size)
+    key = keys.column_names[0]
+    thr = det.threshold_ if threshold is None else float(threshold)
+    write_scores(store, table, keys.column(key), scores, threshold=thr, model_id=record["model_id"])
+    score_s = time.perf_counter() - t1
+    n_flagged = int((scores > thr).sum())
+    store.set_metadata(table, {META_KEY: {
+        "model_id": record["model_id"], "artifact": record["artifact"],
+        "sha256": record["sha256"], "detector": record["detector"], "config": record["config"],
+        "source": record["source"], "threshold": thr, "n_rows": int(scores.size),
+        "n_flagged": n_flagged, "scored_at": dt.datetime.now(dt.UTC).isoformat()}})
+    return RiskRun(table=table, model_id=record["model_id"], detector=det.config_.kind,
+                   config=config_json(det.config_), source=source.describe(),
+                   n_rows=int(scores.size), n_fit_rows=det.n_fit_rows_, n_flagged=n_flagged,
+                   threshold=thr, artifact=record["artifact"], messages=list(det.messages_),
+                   fit_seconds=fit_s, score_seconds=score_s)
+
+
+def score_new(store: VectorStore, table: str, rows: pa.Table | pa.RecordBatch,
+              model_id: str | None = None) -> pa.Table:
+    """Score customers that are not (yet) in the table with the persisted model, no refit.
+
+    ``rows`` needs the model's feature columns; returns them with ``risk_score``,
+    ``risk_flag`` and ``risk_percentile`` (share of training scores at or below).
+    """
+    det, source, meta = load_model(store, table, model_id)
+    key = store.table_info(table).key
+    missing = [c for c in source.columns if c not in rows.schema.names]
+    if missing:
+        raise RiskError(f"rows to score lack the model's feature column(s) {missing}")
+    scores = det.decision_function(source.matrix(rows, table, key))
+    out = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
+    recorded = store.table_info(table).metadata.get(META_KEY) or {}
+    same = recorded.get("model_id") == meta["model_id"]
+    thr = float(recorded["threshold"]) if same and "threshold" in recorded else det.threshold_
+    return (out.append_column("risk_score", pa.array(scores))
+            .append_column("risk_flag", pa.array(scores > thr))
+            .append_column("risk_percentile", pa.array(det.percentile(scores))))
+
+
+def top(store: VectorStore, table: str, n: int = 20, *, columns: list[str] | None = None,
+        flagged_only: bool = False) -> pa.Table:
+    """The ``n`` most anomalous customers (by ``risk_rank``), most anomalous first."""
+    info = store.table_info(table)
+    if "risk_rank" not in info.schema.names:
+        raise RiskError(f"table {table!r} has no risk scores yet: run risk scoring first")
+    if columns is None:
+        columns = [c for c in info.schema.names if c not in info.vectors]
+    cols = list(dict.fromkeys([*columns, *(f.name for f in RISK_FIELDS)]))
+    flt = col("risk_rank") <= int(n)
+    if flagged_only:
+        flt = flt & (col("risk_flag") == True)  # noqa: E712 (a filter expression)
+    res = store.to_arrow(table, columns=cols, filter=flt)
+    return res.sort_by("risk_rank")
