@@ -1,0 +1,420 @@
+"""Consolidate the ``events`` table into per-customer features in ``customers``.
+
+For each customer with events: ``n_events``, ``frequency`` (events per 30 days between the first
+event and ``as_of``), ``monetary`` (sum of ``amount``), ``recency_days`` (days from the last
+event to ``as_of``), ``first_seen``, ``last_seen``, one ``spend_<value>`` (sum of amounts) per
+value of the spend dimensions (default: ``category``) and one ``count_<value>`` (number of
+events) per value of the count dimensions (default: ``channel``), and ``holdings``: the union of
+the holdings already on the row with the products that events show are held (events of a kind
+in ``holding_kinds`` carrying a ``product_id``, e.g. an instalment paid into a mortgage or an
+online purchase). ``consolidation_run`` records the run that last wrote the row.
+
+Incremental: a run finds the events added since the previous run (the ``watermark_column`` of
+events, ``ts`` by default, greater than the watermark kept in the customers table's metadata
+under ``"consolidation"``), takes the set of their customers and recomputes only those
+customers' features from *all* their events (a filtered scan), then writes them back with
+``store.update`` (rows of other customers are not rewritten). A customer id that has events but
+no row in ``customers`` gets a new row (``on_unknown="insert"``), or is skipped or refused.
+Events that arrive late (watermark column not past the watermark) are only picked up when their
+customers are named (``customer_ids=``) or on a ``full=True`` run; an events table with an
+ingestion-time or sequence column should use it as the ``watermark_column``.
+
+Engine: DuckDB, over Arrow record batches streamed from ``store.scan``. One SQL statement
+computes every feature in a single pass with conditional aggregates (``sum(amount) FILTER
+(WHERE category = $n)``), DuckDB's hash aggregation streams its input batch by batch (memory
+grows with the number of customers, not events) and uses both cores. Arrow compute's
+``group_by`` cannot take a stream (it needs one in-memory table) nor conditional aggregates in
+one pass, and Polars is not a runtime dependency. Values (categories, kinds) reach DuckDB only
+as bound parameters; the only text spliced into SQL is feature column names, which are
+sanitised to plain identifiers and checked with ``vectorstore.check_name``.
+
+Only the store interface is used (scan, update, write, add_columns, set_metadata), so this works
+on every backend.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vectorstore import VectorStore, check_name
+from vectorstore.filters import Cmp, In
+
+from .errors import ConsolidationError
+
+TS_TYPE = pa.timestamp("us", "UTC")
+BASE_FEATURES: dict[str, pa.DataType] = {
+    "n_events": pa.int64(), "frequency": pa.float64(), "monetary": pa.float64(),
+    "recency_days": pa.float64(), "first_seen": TS_TYPE, "last_seen": TS_TYPE,
+    "holdings": pa.list_(pa.string()), "consolidation_run": pa.int64(),
+}
+METADATA_KEY = "consolidation"
+
+
+@dataclass(frozen=True)
+class ConsolidationConfig:
+    """What to compute and where to find it.
+
+    ``spend`` / ``count`` map an events column to the prefix of the features built from its
+    values (``{"category": "spend"}`` gives ``spend_groceries``...). ``values`` fixes the values
+    of a dimension (others are ignored); by default every value seen becomes a column.
+    """
+
+    customers: str = "customers"
+    events: str = "events"
+    key: str = "customer_id"
+    spend: dict[str, str] = field(default_factory=lambda: {"category": "spend"})
+    count: dict[str, str] = field(default_factory=lambda: {"channel": "count"})
+    values: dict[str, Sequence[str]] = field(default_factory=dict)
+    holding_kinds: tuple[str, ...] = ("transaction", "purchase")
+    watermark_column: str = "ts"
+    as_of: dt.datetime | None = None
+    on_unknown: Literal["insert", "skip", "error"] = "insert"
+    in_filter_limit: int = 2_000
+    """Up to this many customers are read with an ``IN`` filter; more with one full scan."""
+    write_rows: int = 100_000
+    """Rows per ``store.update`` call."""
+
+
+@dataclass(frozen=True)
+class ConsolidationResult:
+    customers: int
+    """Customers whose features were recomputed."""
+    updated: int
+    inserted: int
+    skipped: int
+    events_scanned: int
+    run: int
+    watermark: str | None
+    as_of: str | None
+    feature_columns: tuple[str, ...]
+
+
+def feature_name(prefix: str, value: str) -> str:
+    """``prefix`` + ``_`` + ``value`` made a plain identifier (lower case, ``_`` separators)."""
+    slug = re.sub(r"[^a-z0-9]+", "_", str(value).lower()).strip("_") or "unknown"
+    return check_name(f"{prefix}_{slug}", "feature column name")
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    return None if t is None else t.astimezone(dt.UTC).isoformat()
+
+
+def _parse_iso(s: str | None) -> dt.datetime | None:
+    return None if s is None else dt.datetime.fromisoformat(s).astimezone(dt.UTC)
+
+
+def _from_us(us: int | None) -> dt.datetime | None:
+    if us is None:
+        return None
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(us))
+
+
+def _reader(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatchReader:
+    def gen() -> Iterator[pa.RecordBatch]:
+        for b in batches:
+            yield b.cast(schema) if b.schema != schema else b
+    return pa.RecordBatchReader.from_batches(schema, gen())
+
+
+class _Run:
+    """One consolidation run: the plan (columns, customers) and the DuckDB work."""
+
+    def __init__(self, store: VectorStore, cfg: ConsolidationConfig) -> None:
+        import duckdb
+
+        self.store, self.cfg = store, cfg
+        self.events_info = store.table_info(cfg.events)
+        self.cust_info = store.table_info(cfg.customers)
+        ev_cols = set(self.events_info.schema.names)
+        for needed in (cfg.key, "ts", cfg.watermark_column):
+            if needed not in ev_cols:
+                raise ConsolidationError(
+                    f"table {cfg.events!r} has no column {needed!r}; columns: {sorted(ev_cols)}")
+        if cfg.key not in self.cust_info.schema.names:
+            raise ConsolidationError(f"table {cfg.customers!r} has no key column {cfg.key!r}")
+        self.has = {c: c in ev_cols for c in ("amount", "kind", "product_id")}
+        # (kind, column, prefix); "spend:category" names the dimension in metadata
+        self.dims = {f"spend:{c}": ("spend", c, p) for c, p in cfg.spend.items()}
+        self.dims |= {f"count:{c}": ("count", c, p) for c, p in cfg.count.items()}
+        for c in {**cfg.spend, **cfg.count}:
+            if c not in ev_cols:
+                raise ConsolidationError(
+                    f"dimension column {c!r} is not in table {cfg.events!r}; "
+                    f"columns: {sorted(ev_cols)}")
+        if cfg.spend and not self.has["amount"]:
+            raise ConsolidationError(f"spend features need an 'amount' column in {cfg.events!r}")
+        self.ev_columns = sorted({cfg.key, "ts", cfg.watermark_column,
+                                  *(c for _, c, _ in self.dims.values()),
+                                  *(c for c, ok in self.has.items() if ok)})
+        self.meta: dict[str, Any] = dict(self.cust_info.metadata.get(METADATA_KEY) or {})
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")
+
+    # -------------------------------------------------------------- event streams
+    def events(self, ids: pa.Array | None) -> pa.RecordBatchReader:
+        schema = pa.schema([self.events_info.schema.field(c) for c in self.ev_columns])
+        if ids is not None and len(ids) <= self.cfg.in_filter_limit:
+            f = In(self.cfg.key, tuple(ids.to_pylist()))
+            return _reader(self.store.scan(self.cfg.events, columns=self.ev_columns, filter=f),
+                           schema)
+        return _reader(self.store.scan(self.cfg.events, columns=self.ev_columns), schema)
+
+    def customers(self, ids: pa.Array | None) -> pa.RecordBatchReader:
+        cols = [self.cfg.key] + (["holdings"] if "holdings" in self.cust_info.schema.names else [])
+        schema = pa.schema([self.cust_info.schema.field(c) for c in cols])
+        f = None
+        if ids is not None and len(ids) <= self.cfg.in_filter_limit:
+            f = In(self.cfg.key, tuple(ids.to_pylist()))
+        return _reader(self.store.scan(self.cfg.customers, columns=cols, filter=f), schema)
+
+    # -------------------------------------------------------------- planning
+    def touched(self) -> pa.Array:
+        """Ids of the customers with events past the stored watermark."""
+        wm_col = self.cfg.watermark_column
+        wm: Any = self.meta["watermark"]
+        if pa.types.is_timestamp(self.events_info.schema.field(wm_col).type):
+            wm = _parse_iso(wm)
+        cols = [self.cfg.key, wm_col]
+        schema = pa.schema([self.events_info.schema.field(c) for c in cols])
+        new = _reader(self.store.scan(self.cfg.events, columns=cols,
+                                      filter=Cmp(wm_col, ">", wm)), schema)
+        self.con.register("_new", new)
+        ids = self.con.sql(f'SELECT DISTINCT "{self.cfg.key}" AS k FROM _new ORDER BY k')
+        assert ids is not None
+        return ids.to_arrow_table().column("k").combine_chunks()
+
+    def source(self, ids: pa.Array | None) -> str:
+        """Register the events of ``ids`` (all when None) as ``_ev``; the SQL to read them."""
+        self.con.register("_ev", self.events(ids))
+        if ids is None:
+            return "_ev"
+        return f'(SELECT * FROM _ev WHERE "{self.cfg.key}" IN (SELECT k FROM _ids))'
+
+    def survey(self, ids: pa.Array | None) -> tuple[Any, Any, int, dict[str, list[str]]]:
+        """One pass: newest ts, newest watermark value, event count, values per dimension."""
+        dims = [d for d, (_, c, _) in self.dims.items() if c not in self.cfg.values]
+        lists = ""
+        for d in dims:
+            kind, c, _ = self.dims[d]
+            # spend columns only for values that carry amounts
+            extra = ' AND "amount" IS NOT NULL' if kind == "spend" else ""
+            lists += (f', list(DISTINCT CAST("{c}" AS VARCHAR)) '
+                      f'FILTER (WHERE "{c}" IS NOT NULL{extra})')
+        src = self.source(ids)
+        wm_col = self.cfg.watermark_column
+        wm_is_ts = pa.types.is_timestamp(self.events_info.schema.field(wm_col).type)
+        wm_sql = f'epoch_us(max("{wm_col}"))' if wm_is_ts else f'max("{wm_col}")'
+        # timestamps leave DuckDB as epoch microseconds (no timezone library needed)
+        row = self.con.execute(
+            f"SELECT epoch_us(max(ts)), {wm_sql}, count(*){lists} FROM {src}").fetchall()[0]
+        row = (_from_us(row[0]), _from_us(row[1]) if wm_is_ts else row[1], *row[2:])
+        known = self.meta.get("values") or {}
+        values: dict[str, list[str]] = {}
+        for d, (_, col, _) in self.dims.items():
+            if col in self.cfg.values:
+                values[d] = [str(v) for v in self.cfg.values[col]]
+                continue
+            seen = row[3 + dims.index(d)] or []
+            vals = list(known.get(d, []))
+            values[d] = vals + sorted(set(seen) - set(vals))
+        return row[0], row[1], int(row[2]), values
+
+    def column_map(self, values: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+        """dimension -> value -> feature column, stable across runs (kept in metadata)."""
+        old = self.meta.get("columns") or {}
+        taken = set(self.cust_info.schema.names) - {n for m in old.values() for n in m.values()}
+        taken |= set(BASE_FEATURES)
+        out: dict[str, dict[str, str]] = {}
+        for d, vals in values.items():
+            prefix = self.dims[d][2]
+            mapping = dict(old.get(d, {}))
+            used = {n for m in out.values() for n in m.values()} | set(mapping.values()) | taken
+            for v in vals:
+                if v in mapping:
+                    continue
+                name, i = feature_name(prefix, v), 2
+                while name in used:
+                    name, i = f"{feature_name(prefix, v)}_{i}", i + 1
+                mapping[v] = name
+                used.add(name)
+            out[d] = mapping
+        return out
+
+    # -------------------------------------------------------------- the aggregate
+    def aggregate(self, ids: pa.Array | None, cmap: dict[str, dict[str, str]]
+                  ) -> tuple[str, list[Any]]:
+        key = self.cfg.key
+        params: list[Any] = []
+
+        def p(v: Any) -> str:
+            params.append(v)
+            return f"${len(params)}"
+
+        amount = '"amount"' if self.has["amount"] else "NULL::DOUBLE"
+        sel = [f'"{key}" AS "{key}"', "count(*) AS n_events",
+               f"coalesce(sum({amount}), 0)::DOUBLE AS monetary",
+               "min(ts) AS first_seen", "max(ts) AS last_seen"]
+        if self.has["product_id"]:
+            cond = '"product_id" IS NOT NULL'
+            if self.has["kind"]:
+                cond += f' AND list_contains({p(list(self.cfg.holding_kinds))}, "kind")'
+            sel.append(f'list(DISTINCT "product_id") FILTER (WHERE {cond}) AS ev_holdings')
+        else:
+            sel.append("NULL::VARCHAR[] AS ev_holdings")
+        for d, mapping in cmap.items():
+            kind, col, _ = self.dims[d]
+            spend = kind == "spend"
+            for value, name in mapping.items():
+                check_name(name, "feature column name")
+                where = f'CAST("{col}" AS VARCHAR) = {p(value)}'
+                if spend:
+                    sel.append(f'coalesce(sum("amount") FILTER (WHERE {where}), 0)::DOUBLE '
+                               f'AS "{name}"')
+                else:
+                    sel.append(f'count(*) FILTER (WHERE {where}) AS "{name}"')
+        src = self.source(ids)
+        agg = f"SELECT {', '.join(sel)} FROM {src} GROUP BY \"{key}\""
+        cust_hold = "c.holdings" if "holdings" in self.cust_info.schema.names else "NULL"
+        sql = (
+            f"SELECT a.*, c.\"{key}\" IS NOT NULL AS _exists, "
+            f"list_sort(list_distinct(list_concat(coalesce({cust_hold}, []::VARCHAR[]), "
+            f"coalesce(a.ev_holdings, []::VARCHAR[])))) AS holdings "
+            f"FROM ({agg}) a LEFT JOIN _cust c ON a.\"{key}\" = c.\"{key}\" "
+            f"ORDER BY a.\"{key}\""
+        )
+        return sql, params
+
+
+def _finish(batch: pa.RecordBatch, as_of: dt.datetime, run: int,
+            types: dict[str, pa.DataType]) -> pa.Table:
+    """Add recency/frequency and the run marker; cast to the customers table's types."""
+    t = pa.Table.from_batches([batch])
+    last = pc.cast(t.column("last_seen"), TS_TYPE).to_numpy().astype("datetime64[us]")
+    first = pc.cast(t.column("first_seen"), TS_TYPE).to_numpy().astype("datetime64[us]")
+    ref = np.datetime64(as_of.astimezone(dt.UTC).replace(tzinfo=None), "us")
+    day = np.timedelta64(86_400_000_000, "us")
+    recency = (ref - last) / day
+    span = np.maximum((ref - first) / day, 1.0)
+    n = t.column("n_events").to_numpy()
+    cols: dict[str, pa.Array] = {}
+    for name in t.column_names:
+        if name in ("ev_holdings", "_exists"):
+            continue
+        cols[name] = t.column(name)
+    cols["recency_days"] = pa.array(recency, pa.float64())
+    cols["frequency"] = pa.array(n / span * 30.0, pa.float64())
+    cols["consolidation_run"] = pa.array(np.full(t.num_rows, run, dtype=np.int64))
+    out = pa.table(cols)
+    return pa.table({n: out.column(n).cast(types[n]) if n in types else out.column(n)
+                     for n in out.column_names})
+
+
+def consolidate(store: VectorStore, *, customer_ids: Sequence[str] | pa.Array | None = None,
+                full: bool = False, config: ConsolidationConfig | None = None
+                ) -> ConsolidationResult:
+    """Recompute event features of the customers with new events (or the ones named, or all).
+
+    With neither ``customer_ids`` nor ``full``, the customers are those with events past the
+    watermark of the previous run (all customers on the first run). The watermark advances only
+    after every row was written, so a failed run is simply repeated.
+    """
+    cfg = config or ConsolidationConfig()
+    run = _Run(store, cfg)
+    key = cfg.key
+    wm_col = cfg.watermark_column
+
+    # 1. which customers
+    if customer_ids is not None:
+        ids: pa.Array | None = pa.array(sorted(set(pa.array(customer_ids).to_pylist()) - {None}),
+                                        pa.string())
+    elif full or run.meta.get("watermark") is None or run.meta.get("watermark_column") != wm_col:
+        ids = None
+    else:
+        ids = run.touched()
+    if ids is not None and len(ids) == 0:
+        return ConsolidationResult(0, 0, 0, 0, 0, int(run.meta.get("run", 0)),
+                                   run.meta.get("watermark"), run.meta.get("as_of"), ())
+    if ids is not None:
+        run.con.register("_ids", pa.table({"k": ids}))
+
+    # 2. one pass over their events: newest time, watermark, dimension values
+    max_ts, max_wm, n_events, values = run.survey(ids)
+    cmap = run.column_map(values)
+    feature_types = dict(BASE_FEATURES)
+    for d, mapping in cmap.items():
+        for name in mapping.values():
+            feature_types[name] = pa.float64() if run.dims[d][0] == "spend" else pa.int64()
+    missing = [pa.field(n, t) for n, t in feature_types.items()
+               if n not in run.cust_info.schema.names]
+
+    # 3. recency is measured to as_of: given, else the newest event seen so far
+    candidates = [t for t in (max_ts, _parse_iso(run.meta.get("as_of"))) if t is not None]
+    as_of = cfg.as_of or (max(candidates) if candidates else dt.datetime.now(dt.UTC))
+    if as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=dt.UTC)
+    run_no = int(run.meta.get("run", 0)) + 1
+
+    # 4. the aggregate, streamed out in batches and written back
+    if missing:
+        store.add_columns(cfg.customers, missing)
+        run.cust_info = store.table_info(cfg.customers)
+    types = {f.name: f.type for f in run.cust_info.schema}
+    run.con.register("_cust", run.customers(ids))
+    sql, params = run.aggregate(ids, cmap)
+    rel = run.con.sql(sql, params=params)
+    assert rel is not None
+    reader = rel.to_arrow_reader(cfg.write_rows)
+    updated = inserted = skipped = customers = 0
+    for batch in reader:
+        if batch.num_rows == 0:
+            continue
+        customers += batch.num_rows
+        exists = batch.column("_exists")
+        rows = _finish(batch, as_of, run_no, types)
+        old = rows.filter(exists)
+        new = rows.filter(pc.invert(exists))
+        if old.num_rows:
+            updated += store.update(cfg.customers, old, key=key)
+        if new.num_rows:
+            if cfg.on_unknown == "error":
+                raise ConsolidationError(
+                    f"{new.num_rows} customer id(s) in {cfg.events!r} have no row in "
+                    f"{cfg.customers!r}, e.g. {key}={new.column(key)[0].as_py()!r} "
+                    "(on_unknown='error')")
+            if cfg.on_unknown == "skip":
+                skipped += new.num_rows
+            else:
+                inserted += store.write(cfg.customers, new, mode="append").inserted
+
+    # 5. remember what was consolidated
+    prev_wm = run.meta.get("watermark")
+    if isinstance(max_wm, dt.datetime):
+        new_wm = _iso(max(max_wm, _parse_iso(prev_wm)) if prev_wm else max_wm)
+    else:
+        new_wm = max_wm if prev_wm is None or max_wm is None else max(max_wm, prev_wm)
+    meta = {
+        "run": run_no, "watermark_column": wm_col,
+        "watermark": new_wm if new_wm is not None else prev_wm,
+        "as_of": _iso(as_of), "columns": cmap,
+        "values": {c: list(m) for c, m in cmap.items()},
+        "last_run": {"customers": customers, "updated": updated, "inserted": inserted,
+                     "skipped": skipped, "events": int(n_events or 0),
+                     "at": _iso(dt.datetime.now(dt.UTC))},
+    }
+    store.set_metadata(cfg.customers, {METADATA_KEY: meta})
+    return ConsolidationResult(
+        customers=customers, updated=updated, inserted=inserted, skipped=skipped,
+        events_scanned=int(n_events or 0), run=run_no, watermark=meta["watermark"],
+        as_of=meta["as_of"],
+        feature_columns=tuple(n for n in feature_types if n != "holdings"))
+
+
+__all__ = ["ConsolidationConfig", "ConsolidationResult", "consolidate", "feature_name"]
