@@ -19,6 +19,10 @@ class ValidationError(IngestError):
     """A row does not fit the target table: names source, row, column, value and expectation."""
 
 
+class SchemaEvolutionError(IngestError):
+    """A load would change a column's type in a way that loses data."""
+
+
 class ConsolidationError(IngestError):
     """Events cannot be consolidated into customer features."""
 
