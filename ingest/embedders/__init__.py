@@ -1,0 +1,32 @@
+"""Embedders: tabular, text, behaviour and combined vectors written into named vector columns.
+
+Public entry points: :func:`embed` (fit + write one embedder's column), :func:`embed_behavior`
+(customers and products in one space), :func:`embed_combined`, :func:`load_embedder` (the fitted
+state of a column, checksum- and version-checked), and the embedder classes.
+"""
+
+from .base import Embedder, EmbedResult, embed, load_embedder
+from .errors import (
+    DimensionConflictError,
+    EmptyInputError,
+    ModelIntegrityError,
+    ModelNotFoundError,
+    UnknownColumnError,
+)
+from .tabular import TabularEmbedder
+from .text import ProfileTemplate, TextEmbedder
+
+__all__ = [
+    "DimensionConflictError",
+    "EmbedResult",
+    "Embedder",
+    "EmptyInputError",
+    "ModelIntegrityError",
+    "ModelNotFoundError",
+    "ProfileTemplate",
+    "TabularEmbedder",
+    "TextEmbedder",
+    "UnknownColumnError",
+    "embed",
+    "load_embedder",
+]

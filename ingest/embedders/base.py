@@ -1,0 +1,401 @@
+"""The embedder interface, safe (pickle-free) state serialisation and the ``embed`` runner.
+
+An embedder takes its parameters in ``__init__``, learns its state in ``fit`` from a streamed
+pass over a table (``store.scan`` batches) and maps a record batch to a
+``FixedSizeListArray<float32>[dim_]`` in ``transform``. Its fitted state is plain numpy arrays
+plus JSON, saved as an ``.npz`` (read back with ``allow_pickle=False``) in a store artifact
+named ``<table>.<column>.embedder``: the store records its sha256 and checks it on every read,
+and the library versions it was fitted with are stored beside it and compared on load, so a
+customer added next month is embedded exactly like the others.
+
+:func:`embed` fits (or reuses) an embedder, adds the vector column, streams the vectors back
+with ``store.update`` by key in bounded batches, and records the column in
+``metadata["embedders"][column]`` (see docs/data-model.md). Every input problem (unknown
+column, empty table, dimension conflict, missing model...) is raised before anything is
+written. Memory is bounded by ``batch_size`` rows plus the fitted state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import io
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from vectorstore import ArtifactNotFound, Metric, TableInfo, VectorColumn, VectorStore
+
+from .errors import (
+    DimensionConflictError,
+    EmbeddingError,
+    EmptyInputError,
+    ModelIntegrityError,
+    UnknownColumnError,
+)
+
+STATE_FORMAT = 1
+_META_KEY = "__kindred_state__"
+
+
+def library_versions(names: Sequence[str]) -> dict[str, str]:
+    """Installed versions of the named distributions (``"missing"`` when absent)."""
+    out = {}
+    for n in names:
+        try:
+            out[n] = importlib.metadata.version(n)
+        except importlib.metadata.PackageNotFoundError:
+            out[n] = "missing"
+    return out
+
+
+def to_vector_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """A ``(n, d)`` array as an Arrow ``fixed_size_list<float32>[d]`` array (no copy if float32)."""
+    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    if v.ndim != 2:
+        raise EmbeddingError(f"expected a 2-d array of vectors, got shape {v.shape}")
+    return pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1])
+
+
+def from_vector_array(arr: pa.Array | pa.ChunkedArray, dim: int) -> np.ndarray:
+    """A fixed-size-list vector column as a ``(n, dim)`` float32 array; null rows become zeros."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], pa.list_(pa.float32(), dim))
+    n = len(arr)
+    if n == 0:
+        return np.zeros((0, dim), np.float32)
+    if arr.null_count:
+        valid = arr.is_valid().to_numpy(zero_copy_only=False)
+        out = np.zeros((n, dim), np.float32)
+        filled = arr.filter(arr.is_valid())
+        out[valid] = filled.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        return out
+    flat = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(n, dim)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (all-zero rows stay zero)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+class Embedder(ABC):
+    """Maps rows of a table to fixed-size float32 vectors (scikit-learn style).
+
+    Subclasses set ``kind``, ``metric`` and ``version_libs`` (the distributions whose versions
+    must match for the fitted state to be reused), implement :meth:`fit`, :meth:`transform`,
+    :meth:`input_columns`, :meth:`get_params` and the state hooks.
+    """
+
+    kind: ClassVar[str] = ""
+    metric: ClassVar[Metric] = Metric.COSINE
+    version_libs: ClassVar[tuple[str, ...]] = ("numpy", "pyarrow")
+    default_column: ClassVar[str] = ""
+
+    dim_: int
+
+    # ------------------------------------------------------------------ the interface
+    @abstractmethod
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters (JSON-compatible)."""
+
+    @abstractmethod
+    def input_columns(self, info: TableInfo) -> list[str]:
+        """Columns of the table that :meth:`transform` reads (checked against the schema)."""
+
+    @abstractmethod
+    def fit(self, store: VectorStore, table: str, *, batch_size: int = 65_536) -> Embedder:
+        """Learn the state from a streamed pass over ``table``; returns self."""
+
+    @abstractmethod
+    def transform(self, batch: pa.RecordBatch) -> pa.FixedSizeListArray:
+        """Vectors of the rows of ``batch`` (one row's vector never depends on the others)."""
+
+    @property
+    def model_name(self) -> str:
+        """What the ``model`` field of the column metadata says."""
+        return self.kind
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "dim_")
+
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Fitted state as (numeric arrays, JSON-compatible dict)."""
+        return {}, {}
+
+    def _load_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:  # noqa: B027
+        """Restore the state written by :meth:`_state` (nothing for stateless embedders)."""
+
+    # ------------------------------------------------------------------ serialisation
+    def to_bytes(self) -> bytes:
+        """The fitted state as an ``.npz`` of plain arrays with a JSON header (no pickle)."""
+        self._check_fitted()
+        arrays, info = self._state()
+        header = {
+            "format": STATE_FORMAT, "kind": self.kind, "params": self.get_params(),
+            "dim": int(self.dim_), "state": info, "versions": library_versions(self.version_libs),
+        }
+        for name, a in arrays.items():
+            if np.asarray(a).dtype == object:
+                raise EmbeddingError(f"state array {name!r} holds Python objects: cannot store it")
+        buf = io.BytesIO()
+        payload = {k: np.asarray(v) for k, v in arrays.items()}
+        payload[_META_KEY] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
+        np.savez(buf, **payload)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, check_versions: bool = True) -> Embedder:
+        """Rebuild a fitted embedder from :meth:`to_bytes` output (any registered kind)."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        try:
+            header = json.loads(arrays.pop(_META_KEY).tobytes().decode())
+        except (KeyError, ValueError) as exc:
+            raise ModelIntegrityError("embedder state has no readable header") from exc
+        kind = header.get("kind")
+        klass = EMBEDDERS.get(kind) if cls is Embedder else cls
+        if klass is None or klass.kind != kind:
+            raise ModelIntegrityError(f"embedder state is of kind {kind!r}, expected {cls.kind!r}")
+        if header.get("format") != STATE_FORMAT:
+            raise ModelIntegrityError(f"embedder state format {header.get('format')!r} is not "
+                                      f"{STATE_FORMAT}")
+        if check_versions:
+            now = library_versions(klass.version_libs)
+            saved = header.get("versions", {})
+            diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+            if diff:
+                detail = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in sorted(diff.items()))
+                raise ModelIntegrityError(
+                    f"the {kind} embedder state was fitted with other library versions ({detail}); "
+                    "refit it, or load with check_versions=False to accept the difference")
+        emb = klass(**header["params"])
+        emb.dim_ = int(header["dim"])
+        emb._load_state(arrays, header["state"])
+        return emb
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise EmbeddingError(f"the {self.kind} embedder is not fitted: call fit() first")
+
+
+EMBEDDERS: dict[str, type[Embedder]] = {}
+
+
+def register(cls: type[Embedder]) -> type[Embedder]:
+    """Class decorator: make an embedder kind loadable by :meth:`Embedder.from_bytes`."""
+    EMBEDDERS[cls.kind] = cls
+    return cls
+
+
+# ---------------------------------------------------------------------- checks shared by runners
+def check_table(store: VectorStore, table: str, *, need_key: bool = True) -> TableInfo:
+    """The table's info; EmptyInputError if it has no rows, EmbeddingError if it has no key."""
+    info = store.table_info(table)
+    if need_key and info.key is None:
+        raise EmbeddingError(f"table {table!r} has no key column: vectors are written back by key")
+    if store.count(table) == 0:
+        raise EmptyInputError(f"table {table!r} has no rows: nothing to fit or embed")
+    return info
+
+
+def check_columns(info: TableInfo, columns: Sequence[str], what: str = "input") -> None:
+    """UnknownColumnError naming the first column that is not in the table."""
+    names = set(info.schema.names)
+    for c in columns:
+        if c not in names:
+            raise UnknownColumnError(
+                f"table {info.name!r} has no {what} column {c!r}; columns: "
+                f"{', '.join(info.schema.names)}")
+
+
+def check_target(info: TableInfo, column: str, dim: int, metric: Metric) -> bool:
+    """True if ``column`` already exists as a matching vector column; error if it conflicts."""
+    if column in info.vectors:
+        vc = info.vectors[column]
+        if vc.dim != dim or vc.metric != metric:
+            raise DimensionConflictError(
+                f"table {info.name!r} already has vector column {column!r} with dim {vc.dim}, "
+                f"metric {vc.metric}; this embedder makes dim {dim}, metric {metric}: "
+                "choose another column name or drop the column")
+        return True
+    if column in info.schema.names:
+        raise DimensionConflictError(
+            f"table {info.name!r} already has a column {column!r} of type "
+            f"{info.schema.field(column).type} that is not a vector column")
+    return False
+
+
+def artifact_name(table: str, column: str) -> str:
+    return f"{table}.{column}.embedder"
+
+
+@dataclass
+class EmbedResult:
+    """What one :func:`embed` run did."""
+
+    table: str
+    column: str
+    rows_embedded: int
+    rows_skipped: int = 0
+    dim: int = 0
+    seconds: float = 0.0
+    state_sha256: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        if self.rows_embedded == 0:
+            return (f"{self.table}.{self.column}: nothing to do, all {self.rows_skipped} rows are "
+                    "up to date (nothing written)")
+        return (f"{self.table}.{self.column}: embedded {self.rows_embedded} rows "
+                f"({self.rows_skipped} skipped: unchanged or no input) in {self.seconds:.1f}s")
+
+
+class MeanAccumulator:
+    """Streaming float64 sum of vectors, for the population mean recorded in the metadata."""
+
+    def __init__(self, dim: int) -> None:
+        self.sum = np.zeros(dim, np.float64)
+        self.n = 0
+
+    def add(self, vectors: np.ndarray) -> None:
+        self.sum += vectors.sum(axis=0, dtype=np.float64)
+        self.n += len(vectors)
+
+    def add_mean(self, mean: list[float] | None, n: int) -> None:
+        if mean is not None and n:
+            self.sum += np.asarray(mean, np.float64) * n
+            self.n += n
+
+    @property
+    def mean(self) -> list[float]:
+        return (self.sum / max(self.n, 1)).tolist()
+
+
+def record_metadata(store: VectorStore, table: str, column: str, embedder: Embedder,
+                    state_sha256: str, mean: list[float], extra: dict[str, Any] | None = None
+                    ) -> None:
+    """Write ``metadata["embedders"][column]`` as docs/data-model.md describes."""
+    entry = {
+        "kind": embedder.kind, "model": embedder.model_name, "dim": int(embedder.dim_),
+        "metric": str(embedder.metric), "params": embedder.get_params(),
+        "state_artifact": artifact_name(table, column), "state_sha256": state_sha256,
+        "versions": library_versions(embedder.version_libs),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "mean": [float(x) for x in mean],
+    }
+    entry.update(extra or {})
+    embedders = dict(store.table_info(table).metadata.get("embedders", {}))
+    embedders[column] = entry
+    store.set_metadata(table, {"embedders": embedders})
+
+
+def save_state(store: VectorStore, table: str, column: str, embedder: Embedder) -> str:
+    """Store the fitted state as an artifact; returns its sha256."""
+    return store.put_artifact(artifact_name(table, column), embedder.to_bytes(),
+                              {"kind": embedder.kind, "table": table, "column": column,
+                               "versions": library_versions(embedder.version_libs)})
+
+
+def load_embedder(store: VectorStore, table: str, column: str, *,
+                  check_versions: bool = True) -> Embedder:
+    """The fitted embedder that wrote ``table.column`` (sha256 and versions checked)."""
+    meta = store.table_info(table).metadata.get("embedders", {}).get(column)
+    if meta is None:
+        raise EmbeddingError(f"table {table!r} has no embedder recorded for column {column!r}")
+    try:
+        data, art = store.get_artifact(meta["state_artifact"])
+    except ArtifactNotFound as exc:
+        raise ModelIntegrityError(f"the fitted state {meta['state_artifact']!r} of "
+                                  f"{table}.{column} is missing from the store") from exc
+    if art["sha256"] != meta["state_sha256"]:
+        raise ModelIntegrityError(
+            f"the stored state of {table}.{column} has sha256 {art['sha256']}, but the table "
+            f"metadata records {meta['state_sha256']}: refusing to use it")
+    return Embedder.from_bytes(data, check_versions=check_versions)
+
+
+# ---------------------------------------------------------------------- the runner
+def embed(store: VectorStore, table: str, embedder: Embedder, column: str | None = None, *,
+          fit: bool = True, batch_size: int = 16_384) -> EmbedResult:
+    """Fit ``embedder`` on ``table`` (unless ``fit=False``), write its vectors into ``column``.
+
+    The vector column is added if missing (an existing one must have the same dimension and
+    metric). Vectors are written with ``store.update`` by key, ``batch_size`` rows at a time,
+    then the fitted state is stored as an artifact and the column recorded in the table
+    metadata. Embedders with an incremental plan (the text embedder) only rewrite changed rows.
+    """
+    t0 = time.perf_counter()
+    column = column or embedder.default_column or f"vec_{embedder.kind}"
+    from vectorstore import check_name
+
+    check_name(column, "vector column name")
+    info = check_table(store, table)
+    inputs = embedder.input_columns(info)
+    check_columns(info, inputs)
+    if fit:
+        embedder.fit(store, table, batch_size=max(batch_size, 65_536))
+    else:
+        embedder._check_fitted()
+    vc = VectorColumn(column, int(embedder.dim_), embedder.metric)
+    exists = check_target(info, column, vc.dim, vc.metric)
+    aux = [f for f in _aux_fields(embedder, column) if f.name not in info.schema.names]
+    if not exists or aux:
+        info = store.add_columns(table, aux, vectors=[] if exists else [vc])
+    key = info.key
+    assert key is not None
+    read = [key, *dict.fromkeys(inputs)]
+    read += [f.name for f in _aux_fields(embedder, column) if f.name not in read]
+    if exists and hasattr(embedder, "plan"):
+        read.append(column)  # unchanged rows' vectors still count towards the column mean
+    acc = MeanAccumulator(vc.dim)
+    embedded = skipped = 0
+    for batch in store.scan(table, columns=read, batch_size=batch_size):
+        mask, aux_arrays = _plan(embedder, batch, column)
+        if mask is not None:
+            keep = pa.array(mask)
+            skipped += int((~mask).sum())
+            old = from_vector_array(batch.column(column), vc.dim) if column in batch.schema.names \
+                else None
+            if old is not None:
+                acc.add(old[~mask])
+            batch = batch.filter(keep)
+            aux_arrays = {k: v.filter(keep) for k, v in aux_arrays.items()}
+        if batch.num_rows == 0:
+            continue
+        vectors = embedder.transform(batch)
+        acc.add(from_vector_array(vectors, vc.dim))
+        store.update(table, pa.table({key: batch.column(key), column: vectors, **aux_arrays}))
+        embedded += batch.num_rows
+    result = EmbedResult(table, column, embedded, skipped, vc.dim)
+    meta = store.table_info(table).metadata.get("embedders", {}).get(column)
+    if embedded == 0 and meta is not None:
+        result.state_sha256 = meta.get("state_sha256", "")
+    else:
+        sha = save_state(store, table, column, embedder)
+        record_metadata(store, table, column, embedder, sha, acc.mean)
+        result.state_sha256 = sha
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _aux_fields(embedder: Embedder, column: str) -> list[pa.Field]:
+    fn = getattr(embedder, "aux_fields", None)
+    return list(fn(column)) if fn is not None else []
+
+
+def _plan(embedder: Embedder, batch: pa.RecordBatch, column: str
+          ) -> tuple[np.ndarray | None, dict[str, pa.Array]]:
+    fn = getattr(embedder, "plan", None)
+    if fn is None:
+        return None, {}
+    return fn(batch, column)
