@@ -55,6 +55,9 @@ def _cast_column(info: TableInfo, name: str, arr: pa.Array, target: pa.Field) ->
         flat = out.values if out.offset == 0 else out.flatten()
         flat_np = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32)
         bad = ~np.isfinite(flat_np)
+        if out.null_count and out.offset == 0:  # a null vector's slots are not values
+            bad = bad[:len(out) * vec.dim] & np.repeat(
+                out.is_valid().to_numpy(zero_copy_only=False), vec.dim)
         if bad.any():
             row = int(np.argmax(bad) // vec.dim)
             raise SchemaMismatch(
