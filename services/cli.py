@@ -299,5 +299,195 @@ def migrate(app: App, target: str, tables_: tuple[str, ...], replace: bool) -> N
     app.emit(r, human)
 
 
+# ---------------------------------------------------------------------- data in
+@main.command()
+@click.option("--out", "out_dir", default="./kindred-bank", show_default=True,
+              type=click.Path(file_okay=False), help="Directory for the generated files.")
+@click.option("--customers", type=click.IntRange(min=1), default=20_000, show_default=True)
+@click.option("--events-per-customer", type=click.FloatRange(min=0), default=20,
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@pass_app
+def generate(app: App, out_dir: str, customers: int, events_per_customer: float,
+             seed: int) -> None:
+    """Write a synthetic bank: customers.csv, transactions.parquet, web_events.jsonl, ..."""
+    from .facade import Kindred
+
+    r = Kindred.generate(out_dir, customers=customers, events_per_customer=events_per_customer,
+                         seed=seed)
+
+    def human() -> None:
+        d = r.details
+        click.echo(f"Generated a bank of {r.customers:,} customers in {r.out_dir}: "
+                   f"{d['transactions']:,} transactions, {d['web_events']:,} web events, "
+                   f"{d['products']} products, {d['anomalies']} planted anomalies")
+        for kind, path in r.files.items():
+            click.echo(f"  {kind:<13} {path}")
+
+    app.emit(r, human)
+
+
+# ---------------------------------------------------------------------- product matching
+METHOD_CHOICE = click.Choice(["centroid", "learned", "product", "auto"])
+
+
+def _print_ranked(title: str, table: Any, limit: int) -> None:
+    click.echo(title)
+    if table.num_rows == 0:
+        click.echo("  (none)")
+        return
+    rows = table.slice(0, limit).to_pylist()
+    extra = [c for c in table.column_names if c not in ("customer_id", "score", "rank")]
+    for r in rows:
+        attrs = "  ".join(f"{c}={r[c]}" for c in extra)
+        click.echo(f"  {r['rank']:>5}. {r['customer_id']:<12} score {r['score']:.4f}  {attrs}")
+    if table.num_rows > limit:
+        click.echo(f"  ... {table.num_rows - limit:,} more (use --json for all)")
+
+
+@main.command()
+@click.argument("product")
+@click.option("--method", type=METHOD_CHOICE, default="centroid", show_default=True,
+              help="Query vector: centroid of consumers, learned model, the product's own "
+                   "vector, or auto (best holdout ROC-AUC).")
+@click.option("--column", "vector_column", default=None,
+              help="Vector column (default: the only one).")
+@click.option("--top", type=click.IntRange(min=1), default=None,
+              help="Number of prospects (default 100).")
+@click.option("--audience-pct", type=click.FloatRange(0, 100, min_open=True), default=None,
+              help="Audience size as a percentage of eligible non-holders.")
+@click.option("--min-score", type=float, default=None)
+@click.option("--where", default=None,
+              help="Filter, e.g. \"age >= 30 and region in ('north','south')\".")
+@click.option("--consumers", "which", flag_value="consumers", help="Only current consumers.")
+@click.option("--prospects", "which", flag_value="prospects", help="Only prospects.")
+@click.option("--both", "which", flag_value="both", default=True, help="Both lists (default).")
+@click.option("--attr", "attrs", multiple=True, help="Attribute column(s) to show (repeatable).")
+@click.option("--exact", is_flag=True, help="Exact search (ignore any ANN index).")
+@click.option("--min-consumers", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--show", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Rows printed per list (human output).")
+@pass_app
+def match(app: App, product: str, method: str, vector_column: str | None, top: int | None,
+          audience_pct: float | None, min_score: float | None, where: str | None, which: str,
+          attrs: tuple[str, ...], exact: bool, min_consumers: int, show: int) -> None:
+    """Current consumers of PRODUCT and the best prospects for it."""
+    r = app.kindred().match(product, method=method, vector_column=vector_column, top=top,
+                            audience_pct=audience_pct, min_score=min_score, where=where,
+                            exact=exact, columns=attrs, min_consumers=min_consumers)
+    s = r.summary
+    data = {"summary": s.model_dump(mode="json")}
+    if which in ("both", "consumers"):
+        data["consumers"] = r.consumers.to_pylist()
+    if which in ("both", "prospects"):
+        data["prospects"] = r.prospects.to_pylist()
+
+    def human() -> None:
+        click.echo(f"{product}: method {s.method} on {s.vector_column} ({s.metric}), "
+                   f"{s.known_consumers:,} known consumers, {s.eligible_prospects:,} eligible "
+                   f"prospects" + (f", filter {s.filter}" if s.filter else ""))
+        if which in ("both", "consumers"):
+            _print_ranked(f"Customers consuming {product}:", r.consumers, show)
+        if which in ("both", "prospects"):
+            _print_ranked(f"Top potential customers for {product}:", r.prospects, show)
+
+    app.emit(data, human)
+
+
+@main.command()
+@click.argument("customer")
+@click.option("--product", required=True)
+@click.option("--column", "vector_column", default=None)
+@click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Nearest consumers to show.")
+@pass_app
+def explain(app: App, customer: str, product: str, vector_column: str | None, k: int) -> None:
+    """Why CUSTOMER matches --product: nearest consumers and the attributes they share."""
+    e = app.kindred().explain(customer, product, vector_column=vector_column, k=k)
+
+    def human() -> None:
+        held = "holds" if e.holds_product else "does not hold"
+        click.echo(f"{e.customer_id} {held} {product}; nearest consumers in {e.vector_column}:")
+        for n in e.neighbours:
+            shared = ", ".join(f"{a}={v}" for a, v in n.shared.items()) or "-"
+            click.echo(f"  {n.customer_id:<12} similarity {n.similarity:.4f}  shares {shared}")
+        common = sorted(e.shared_counts.items(), key=lambda kv: -kv[1])
+        if common:
+            click.echo("Shared most often: " + ", ".join(f"{a} ({c}/{len(e.neighbours)})"
+                                                         for a, c in common[:5]))
+
+    app.emit(e, human)
+
+
+@main.command()
+@click.option("--top-n", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--column", "vector_column", default=None,
+              help="Vector column shared by customers and products (e.g. vec_behavior).")
+@click.option("--include-held", is_flag=True, help="Also recommend products already held.")
+@pass_app
+def recommend(app: App, top_n: int, vector_column: str | None, include_held: bool) -> None:
+    """Score every customer for every product; write rec_products and rec_scores."""
+    r = app.kindred().recommend(top_n=top_n, vector_column=vector_column,
+                                exclude_held=not include_held)
+    app.emit(r, lambda: click.echo(
+        f"Wrote top {r.top_n} of {r.products} products for {r.customers:,} customers "
+        f"({r.vector_column}; scoring {r.seconds_scoring:.2f}s, writing {r.seconds_writing:.2f}s)"))
+
+
+@main.group()
+def evaluate() -> None:
+    """Measured quality of matching and risk scoring."""
+
+
+def _print_eval(rep: Any) -> None:
+    click.echo(f"{rep.kind} evaluation of {rep.target} (base rate {rep.base_rate:.4f})")
+    click.echo(f"  {'vector column':<16} {'method':<12} {'ROC-AUC':>8} {'prec@k':>8} "
+               f"{'recall@k':>8} {'lift@k':>7} {'k':>7}")
+    for r in rep.rows:
+        click.echo(f"  {r.vector_column:<16} {r.method:<12} {r.roc_auc:>8.4f} "
+                   f"{r.precision_at_k:>8.4f} {r.recall_at_k:>8.4f} {r.lift_at_k:>7.2f} "
+                   f"{r.k:>7}")
+
+
+@evaluate.command("matching")
+@click.option("--product", default=None, help="Holdout evaluation of this product's holders.")
+@click.option("--label", default=None, help="Label column (instead of a product holdout).")
+@click.option("--positive", default=None, help="The label's positive value (e.g. yes).")
+@click.option("--column", "columns", multiple=True, help="Vector column(s) (default: all).")
+@click.option("--method", "methods", multiple=True,
+              type=click.Choice(["centroid", "learned", "product"]),
+              help="Method(s) (default: centroid and learned).")
+@click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@pass_app
+def evaluate_matching(app: App, product: str | None, label: str | None, positive: str | None,
+                      columns: tuple[str, ...], methods: tuple[str, ...], holdout: float,
+                      seed: int) -> None:
+    """ROC-AUC, precision/recall/lift at the top 10% against random and popularity."""
+    if (product is None) == (label is None):
+        raise click.UsageError("give exactly one of --product or --label")
+    rep = app.kindred().evaluate_matching(
+        product, label=label, positive=_literal(positive),
+        vector_columns=list(columns) or None, methods=list(methods) or ("centroid", "learned"),
+        holdout=holdout, seed=seed)
+    app.emit(rep, lambda: _print_eval(rep))
+
+
+def _literal(value: str | None) -> Any:
+    """A command-line value as int/float/bool when it looks like one, else the string."""
+    if value is None:
+        return None
+    low = value.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

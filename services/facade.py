@@ -12,19 +12,26 @@ processes) can point at the same store. Long steps accept a ``progress`` callbac
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import vectorstore
 from vectorstore import StoreError, VectorStore
 
 from . import admin
 from .admin import Progress
-from .errors import ServiceError
+from .errors import EvaluationError, ServiceError
 from .models import (
+    GenerateResult,
     MigrationResult,
     StepResult,
     StoreStats,
     VersionRecord,
 )
+
+if TYPE_CHECKING:
+    from .evaluate import EvaluationReport
+    from .matching import Explanation, MatchResult, RecommendSummary
 
 CUSTOMERS = "customers"
 EVENTS = "events"
@@ -156,6 +163,96 @@ class Kindred:
         finally:
             if isinstance(target, str):
                 dst.close()
+
+    # ------------------------------------------------------------------ data in
+    @staticmethod
+    def generate(out_dir: str | Path, *, customers: int = 20_000,
+                 events_per_customer: float = 20, seed: int = 0) -> GenerateResult:
+        """Write a deterministic synthetic bank (CSV, Parquet, JSONL, JSON files) to ``out_dir``.
+
+        Needs no store: it is a static method so that ``Kindred.generate(...)`` works alone.
+        """
+        from ingest import synthetic
+
+        if customers <= 0:
+            raise ServiceError(f"the number of customers must be positive, got {customers}")
+        bank = synthetic.generate(out_dir, customers, events_per_customer, seed)
+        files = {k: str(getattr(bank, k)) for k in
+                 ("customers", "transactions", "web_events", "products", "truth", "manifest")}
+        return GenerateResult(out_dir=str(Path(bank.out_dir).resolve()), files=files,
+                              customers=bank.n_customers, details={
+                                  "transactions": bank.n_transactions,
+                                  "web_events": bank.n_web_events,
+                                  "products": bank.n_products, "anomalies": bank.n_anomalies,
+                                  "seed": bank.seed})
+
+    def load_bank(self, bank_dir: str | Path, *, replace: bool = True) -> StepResult:
+        """Load a generated bank straight into customers/events/products (no mapping needed).
+
+        The fast path for demos and tests: the generator's files are known to be clean, so this
+        skips validation; use :meth:`ingest` for real data.
+        """
+        from ingest import synthetic
+
+        written = synthetic.load_into_store(self._store, bank_dir, replace=replace)
+        return StepResult(step="load_bank", details={"rows": written})
+
+    # ------------------------------------------------------------------ product matching
+    def match(self, product: str, *, method: str = "centroid", vector_column: str | None = None,
+              top: int | None = None, audience_pct: float | None = None,
+              min_score: float | None = None, where: str | None = None, exact: bool = False,
+              columns: Sequence[str] = (), min_consumers: int = 20) -> MatchResult:
+        """Consumers (holders, most typical first) and prospects (most likely first) of a product.
+
+        ``where`` is a filter expression over customer columns, e.g.
+        ``"age >= 30 and region in ('north', 'south')"``. Returns
+        :class:`services.matching.MatchResult`: two Arrow tables (``customer_id, score, rank`` +
+        ``columns``) and a summary (method, sizes, options); ``.to_dict()`` is JSON-ready.
+        """
+        from .matching import match
+
+        self._require_table(CUSTOMERS, "ingest customers first")
+        return match(self._store, product, method=method, vector_column=vector_column,
+                     top_k=top, audience_pct=audience_pct, min_score=min_score, filter=where,
+                     exact=exact, columns=columns, min_consumers=min_consumers)
+
+    def explain(self, customer_id: str, product: str, *, vector_column: str | None = None,
+                k: int = 5) -> Explanation:
+        """Why ``customer_id`` is near ``product``: its nearest consumers and what they share."""
+        from .matching import explain
+
+        self._require_table(CUSTOMERS, "ingest customers first")
+        return explain(self._store, customer_id, product, vector_column=vector_column, k=k)
+
+    def recommend(self, *, top_n: int = 3, vector_column: str | None = None,
+                  exclude_held: bool = True) -> RecommendSummary:
+        """Score every customer for every product; write ``rec_products``/``rec_scores``."""
+        from .matching import recommend
+
+        self._require_table(PRODUCTS, "ingest products first")
+        return recommend(self._store, vector_column=vector_column, top_n=top_n,
+                         exclude_held=exclude_held)
+
+    def evaluate_matching(self, product: str | None = None, *, label: str | None = None,
+                          positive: Any = None, vector_columns: Sequence[str] | None = None,
+                          methods: Sequence[str] = ("centroid", "learned"),
+                          holdout: float = 0.2, seed: int = 0) -> EvaluationReport:
+        """Measured matching quality: a holdout of ``product``'s holders, or a ``label`` column.
+
+        Returns an :class:`services.evaluate.EvaluationReport`: ROC-AUC, precision@k,
+        recall@k and lift@k per vector column and method, with random and popularity baselines.
+        """
+        from .evaluate import evaluate_holdout, evaluate_labels
+
+        self._require_table(CUSTOMERS, "ingest customers first")
+        if (product is None) == (label is None):
+            raise EvaluationError("evaluate matching needs exactly one of a product (holdout) "
+                                  "or a label column")
+        if label is not None:
+            return evaluate_labels(self._store, label, positive=positive,
+                                   vector_columns=vector_columns, methods=methods, seed=seed)
+        return evaluate_holdout(self._store, product, vector_columns=vector_columns,
+                                methods=methods, holdout=holdout, seed=seed)
 
     # ------------------------------------------------------------------ helpers
     def _require_table(self, name: str, hint: str) -> None:
