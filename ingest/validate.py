@@ -80,8 +80,7 @@ def _blank_to_null(arr: pa.Array) -> pa.Array:
 def _parse_timestamp(arr: pa.Array, fmt: str | None) -> pa.Array:
     """UTC timestamps from text; values that do not parse become null."""
     if fmt is not None:
-        out = pc.strptime(arr, format=fmt, unit="us", error_is_null=True)
-        return out.cast(UTC_TS)
+        return _checked_strptime(arr, fmt)
     try:
         out = arr.cast(pa.timestamp("us"))
         return out.cast(UTC_TS)
@@ -89,9 +88,26 @@ def _parse_timestamp(arr: pa.Array, fmt: str | None) -> pa.Array:
         pass
     result = pa.nulls(len(arr), UTC_TS)
     for f in _ISO_FORMATS:
-        parsed = pc.strptime(arr, format=f, unit="us", error_is_null=True).cast(UTC_TS)
-        result = pc.coalesce(result, parsed)
+        result = pc.coalesce(result, _checked_strptime(arr, f))
     return result
+
+
+def _checked_strptime(arr: pa.Array, fmt: str) -> pa.Array:
+    """strptime that also refuses dates that do not exist (2024-02-31 would roll over).
+
+    The parsed value is formatted back and compared with the input, leading zeros and case
+    aside; a mismatch means the input was normalised, so it is not a real date.
+    """
+    out = pc.strptime(arr, format=fmt, unit="us", error_is_null=True)
+    if "%z" not in fmt and "%Z" not in fmt and out.null_count < len(out):
+        back = pc.strftime(out.cast(pa.timestamp("s"), safe=False), format=fmt)
+
+        def canon(x: pa.Array) -> pa.Array:
+            return pc.replace_substring_regex(pc.utf8_lower(x), r"(^|\D)0+(\d)", r"\1\2")
+
+        same = pc.equal(canon(back), canon(arr))
+        out = pc.if_else(pc.fill_null(same, False), out, pa.scalar(None, out.type))
+    return out.cast(UTC_TS)
 
 
 def _cast_rows(arr: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:
