@@ -33,6 +33,7 @@ def _pgvector(request: pytest.FixtureRequest, tmp_path: Path) -> vectorstore.Vec
 STORE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], vectorstore.VectorStore]] = {
     "lance-dir": _lance_dir,
     "lance-memory": _lance_memory,
+    "pgvector": _pgvector,
 }
 
 

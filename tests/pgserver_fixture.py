@@ -3,11 +3,20 @@
 The package ships PostgreSQL binaries with the pgvector extension; the server listens on a
 Unix socket inside (or near) the data directory, trusts local connections, and is stopped when
 the context exits, so a test session leaves no server behind.
+
+Run as root, the package starts the server as a separate ``pgserver`` system user, which must be
+able to traverse every parent of the data directory. pytest resets its own temporary root to
+mode 0700 whenever any pytest run starts, which would lock that user out half-way through a
+session; so as root the cluster lives in a private directory of the system temp dir instead,
+removed on exit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,11 +65,19 @@ class PgServer:
 @contextlib.contextmanager
 def pgserver(datadir: Path | str) -> Iterator[PgServer]:
     """Start a server in ``datadir`` (created when missing); stop it on exit."""
-    server = PgServer(Path(datadir))
+    private = None
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        private = Path(tempfile.mkdtemp(prefix="kindred-pgserver-"))
+        datadir = private / "data"
     try:
-        yield server
+        server = PgServer(Path(datadir))
+        try:
+            yield server
+        finally:
+            server.shutdown()
     finally:
-        server.shutdown()
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
 
 
 @contextlib.contextmanager
