@@ -1,0 +1,360 @@
+"""Behaviour embedder: customers and products in one space from a weighted interaction matrix.
+
+The matrix ``X`` (customers x items) is built with ``scipy.sparse`` from Arrow columns in one
+streamed pass over each source: the customers' ``holdings`` list column (each holding counts
+``holdings_weight``) and the ``events`` table, where every non-null value of each column in
+``event_items`` is an item (``product_id`` values are product ids; other columns' values are
+prefixed, e.g. ``category:travel``) and counts once (``value="count"``) or by its ``amount``
+(``value="spend"``). Cells are weighted BM25-style (default; ``k1``, ``b``) or by TF-IDF,
+with ``log1p`` damping of the raw counts/spend, then factorised by randomized truncated SVD
+(``sklearn.utils.extmath.randomized_svd``, seeded): ``X ~ U S V^T``.
+
+Scaling: customer vectors are ``U S^1/2`` (written to ``customers.<column>``) and item vectors
+``V S^1/2`` (written to ``products.<column>`` for items that are rows of ``products``), so
+``customer . product`` equals the rank-``dim`` reconstruction of the weighted affinity
+``X[customer, product]``: the recommendation score. Both columns use the ``dot`` metric.
+Customers without any interaction get the zero vector (score 0 for every product).
+A new customer is folded in with the fitted state: ``x V S^-1/2`` (:meth:`transform`), which
+gives exactly ``U S^1/2`` for the rows the model was fitted on.
+
+Memory: the sparse matrix (12 bytes per distinct customer-item pair, plus the customer id
+index) and ``U`` (``4 * dim`` bytes per customer) are held while fitting: SVD needs the whole
+matrix. The fitted state kept with the table is ``V``, ``S``, the IDF weights and item ids:
+``n_items * (4 * dim + 8)`` bytes plus the ids (about 0.5 MB for 2,000 items and 64 dims).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+
+from vectorstore import Metric, TableInfo, VectorColumn, VectorStore
+
+from .base import (
+    EmbedResult,
+    Embedder,
+    MeanAccumulator,
+    check_columns,
+    check_table,
+    check_target,
+    library_versions,
+    register,
+    save_state,
+    to_vector_array,
+)
+from .errors import EmbeddingError, EmptyInputError
+
+_FLUSH = 8_000_000  # coalesce the COO chunks once this many entries are pending
+
+
+class _Vocab:
+    """Item id -> column index, growing as new items stream past."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.array = pa.array([], pa.string())
+
+    def index(self, values: pa.Array) -> np.ndarray:
+        new = pc.filter(pc.unique(values), pc.invert(pc.is_in(pc.unique(values),
+                                                              value_set=self.array)))
+        if len(new):
+            self.ids += sorted(new.to_pylist())
+            self.array = pa.array(self.ids, pa.string())
+        return pc.index_in(values, value_set=self.array).to_numpy(zero_copy_only=False)
+
+
+@register
+class BehaviorEmbedder(Embedder):
+    """Truncated SVD of the weighted customers x items matrix (holdings + events)."""
+
+    kind: ClassVar[str] = "behavior"
+    metric: ClassVar[Metric] = Metric.DOT
+    version_libs: ClassVar[tuple[str, ...]] = ("numpy", "scipy", "scikit-learn")
+    default_column: ClassVar[str] = "vec_behavior"
+
+    def __init__(self, dim: int = 64, *, events: str | None = "events",
+                 holdings_column: str | None = "holdings", holdings_weight: float = 3.0,
+                 event_items: Sequence[str] = ("product_id", "category"),
+                 value: str = "count", amount_column: str = "amount",
+                 weighting: str = "bm25", k1: float = 1.2, b: float = 0.75,
+                 n_iter: int = 5, seed: int = 0) -> None:
+        if value not in ("count", "spend"):
+            raise EmbeddingError(f"value must be 'count' or 'spend', got {value!r}")
+        if weighting not in ("bm25", "tfidf"):
+            raise EmbeddingError(f"weighting must be 'bm25' or 'tfidf', got {weighting!r}")
+        if not isinstance(dim, int) or dim <= 0:
+            raise EmbeddingError(f"dim must be a positive integer, got {dim!r}")
+        self.dim = dim
+        self.events = events
+        self.holdings_column = holdings_column
+        self.holdings_weight = holdings_weight
+        self.event_items = list(event_items)
+        self.value = value
+        self.amount_column = amount_column
+        self.weighting = weighting
+        self.k1 = k1
+        self.b = b
+        self.n_iter = n_iter
+        self.seed = seed
+
+    def get_params(self) -> dict[str, Any]:
+        return {"dim": self.dim, "events": self.events, "holdings_column": self.holdings_column,
+                "holdings_weight": self.holdings_weight, "event_items": self.event_items,
+                "value": self.value, "amount_column": self.amount_column,
+                "weighting": self.weighting, "k1": self.k1, "b": self.b, "n_iter": self.n_iter,
+                "seed": self.seed}
+
+    def input_columns(self, info: TableInfo) -> list[str]:
+        return [self.holdings_column] if self.holdings_column else []
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.weighting}+truncated-svd"
+
+    # ------------------------------------------------------------------ matrix
+    def _event_columns(self, store: VectorStore) -> list[str]:
+        if not self.events:
+            return []
+        info = store.table_info(self.events)
+        cols = ["customer_id", *self.event_items]
+        if self.value == "spend":
+            cols.append(self.amount_column)
+        check_columns(info, cols, "events")
+        return cols
+
+    def build_matrix(self, store: VectorStore, table: str, *, batch_size: int = 262_144
+                     ) -> tuple[sp.csr_matrix, pa.Array, list[str]]:
+        """Raw (unweighted) interaction matrix, customer ids in row order, item ids."""
+        info = check_table(store, table)
+        key = info.key
+        assert key is not None
+        if self.holdings_column:
+            check_columns(info, [self.holdings_column], "holdings")
+        ev_cols = self._event_columns(store)
+        vocab = _Vocab()
+        rows: list[np.ndarray] = []
+        cols: list[np.ndarray] = []
+        vals: list[np.ndarray] = []
+        pending = 0
+        acc: sp.csr_matrix | None = None
+        id_chunks: list[pa.Array] = []
+        n = 0
+
+        def flush(n_rows: int) -> None:
+            nonlocal acc, pending
+            if not rows:
+                return
+            m = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                              shape=(n_rows, max(len(vocab.ids), 1)), dtype=np.float32)
+            if acc is not None:
+                acc.resize((n_rows, max(len(vocab.ids), 1)))
+                m = m + acc
+            m.sum_duplicates()
+            acc = m
+            rows.clear()
+            cols.clear()
+            vals.clear()
+            pending = 0
+
+        read = [key] + ([self.holdings_column] if self.holdings_column else [])
+        for bt in store.scan(table, columns=read, batch_size=batch_size):
+            id_chunks.append(bt.column(key))
+            if self.holdings_column:
+                h = bt.column(self.holdings_column)
+                flat = pc.list_flatten(h)
+                if len(flat):
+                    parent = pc.list_parent_indices(h).to_numpy() + n
+                    j = vocab.index(flat)
+                    ok = j >= 0
+                    rows.append(parent[ok].astype(np.int32))
+                    cols.append(j[ok].astype(np.int32))
+                    vals.append(np.full(int(ok.sum()), self.holdings_weight, np.float32))
+                    pending += int(ok.sum())
+            n += bt.num_rows
+        ids = pa.concat_arrays(id_chunks) if id_chunks else pa.array([], pa.string())
+        index = pd.Index(ids.to_numpy(zero_copy_only=False))
+        self.unknown_customers_ = 0
+        if ev_cols:
+            for bt in store.scan(str(self.events), columns=ev_cols, batch_size=batch_size):
+                r = index.get_indexer(bt.column("customer_id").to_numpy(zero_copy_only=False))
+                known = r >= 0
+                self.unknown_customers_ += int((~known).sum())
+                amount = None
+                if self.value == "spend":
+                    amount = np.abs(pc.fill_null(pc.cast(bt.column(self.amount_column),
+                                                         pa.float64()), 0.0).to_numpy())
+                for c in self.event_items:
+                    v = bt.column(c)
+                    if not (pa.types.is_string(v.type) or pa.types.is_large_string(v.type)):
+                        v = pc.cast(v, pa.string())
+                    if c != "product_id":
+                        v = pc.binary_join_element_wise(f"{c}:", v, "")
+                    j = vocab.index(v)
+                    ok = known & (j >= 0)
+                    if amount is not None:
+                        ok &= amount > 0
+                    rows.append(r[ok].astype(np.int32))
+                    cols.append(j[ok].astype(np.int32))
+                    vals.append(amount[ok].astype(np.float32) if amount is not None
+                                else np.ones(int(ok.sum()), np.float32))
+                    pending += int(ok.sum())
+                if pending > _FLUSH:
+                    flush(n)
+        flush(n)
+        if acc is None or acc.nnz == 0:
+            raise EmptyInputError(f"no interactions: neither {table}.{self.holdings_column} nor "
+                                  f"{self.events} gives any customer an item")
+        return acc.tocsr(), ids, list(vocab.ids)
+
+    def _weight(self, x: sp.csr_matrix, *, fit: bool) -> sp.csr_matrix:
+        """log1p damping, then BM25 or TF-IDF weights (IDF and mean length learnt when fitting)."""
+        x = x.tocsr(copy=True)
+        x.data = np.log1p(x.data).astype(np.float32)
+        if fit:
+            n = x.shape[0]
+            df = np.bincount(x.indices, minlength=x.shape[1]).astype(np.float64)
+            if self.weighting == "bm25":
+                self.idf_ = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
+            else:
+                self.idf_ = (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
+            self.avg_len_ = float(np.asarray(x.sum(axis=1)).mean())
+        if self.weighting == "bm25":
+            length = np.asarray(x.sum(axis=1)).ravel()
+            norm = self.k1 * (1 - self.b + self.b * length / max(self.avg_len_, 1e-12))
+            row_norm = np.repeat(norm, np.diff(x.indptr)).astype(np.float32)
+            x.data = x.data * (self.k1 + 1) / (x.data + row_norm)
+        x.data *= self.idf_[x.indices]
+        return x
+
+    # ------------------------------------------------------------------ fit / transform
+    def fit(self, store: VectorStore, table: str, *, batch_size: int = 262_144
+            ) -> BehaviorEmbedder:
+        from sklearn.utils.extmath import randomized_svd
+
+        raw, ids, items = self.build_matrix(store, table, batch_size=batch_size)
+        x = self._weight(raw, fit=True)
+        k = min(self.dim, min(x.shape) - 1)
+        if k < 1:
+            raise EmptyInputError(f"the interaction matrix is {x.shape}: too small for an SVD")
+        u, s, vt = randomized_svd(x, n_components=k, n_iter=self.n_iter,
+                                  random_state=self.seed)
+        root = np.sqrt(s)
+        self.items_ = np.asarray(items, dtype=str)
+        self.singular_values_ = s.astype(np.float32)
+        self.item_vectors_ = (vt.T * root).astype(np.float32)
+        self._projection = (vt.T / np.where(root > 0, root, 1.0)).astype(np.float32)
+        self.customer_ids_ = ids
+        self.customer_vectors_ = (u * root).astype(np.float32)
+        self.n_customers_fit_ = int(x.shape[0])
+        self.nnz_ = int(raw.nnz)
+        self.dim_ = int(k)
+        return self
+
+    def transform(self, batch: pa.RecordBatch) -> pa.FixedSizeListArray:
+        """Fold customers in: ``items`` (list<string> of item ids, e.g. ``category:travel``) and
+        optional ``weights`` (list<float>, the raw count/spend per item; 1 each by default)."""
+        self._check_fitted()
+        check_columns(TableInfo("batch", batch.schema), ["items"])
+        items = batch.column("items")
+        flat = pc.list_flatten(items)
+        parent = pc.list_parent_indices(items).to_numpy()
+        j = pc.index_in(flat, value_set=pa.array(self.items_.tolist(), pa.string()))
+        j = j.fill_null(-1).to_numpy(zero_copy_only=False)
+        if "weights" in batch.schema.names:
+            w = pc.list_flatten(batch.column("weights")).to_numpy(zero_copy_only=False)
+        else:
+            w = np.ones(len(j), np.float32)
+        ok = j >= 0
+        x = sp.csr_matrix((w[ok].astype(np.float32), (parent[ok], j[ok])),
+                          shape=(batch.num_rows, len(self.items_)))
+        x.sum_duplicates()
+        vec = np.asarray(self._weight(x, fit=False) @ self._projection)
+        return to_vector_array(vec)
+
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {"items": self.items_, "singular_values": self.singular_values_,
+                  "item_vectors": self.item_vectors_, "idf": self.idf_}
+        return arrays, {"avg_len": self.avg_len_, "n_customers_fit": self.n_customers_fit_,
+                        "nnz": self.nnz_}
+
+    def _load_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        self.items_ = arrays["items"].astype(str)
+        self.singular_values_ = arrays["singular_values"]
+        self.item_vectors_ = arrays["item_vectors"]
+        self.idf_ = arrays["idf"]
+        root = np.sqrt(self.singular_values_.astype(np.float64))
+        self._projection = (self.item_vectors_ / np.where(root > 0, root, 1.0) ** 2
+                            ).astype(np.float32)
+        self.avg_len_ = float(info["avg_len"])
+        self.n_customers_fit_ = int(info["n_customers_fit"])
+        self.nnz_ = int(info["nnz"])
+
+
+def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None, *,
+                   customers: str = "customers", products: str | None = "products",
+                   column: str = "vec_behavior", batch_size: int = 65_536) -> EmbedResult:
+    """Fit ``embedder`` and write customer vectors and product vectors into ``column``.
+
+    Returns a summary whose ``extra`` holds the product rows written and the items that are
+    not products. Checks (columns, empty tables, dimension conflicts) come before any write.
+    """
+    import time
+
+    from .base import record_metadata
+
+    t0 = time.perf_counter()
+    emb = embedder or BehaviorEmbedder()
+    info = check_table(store, customers)
+    emb.fit(store, customers)
+    vc = VectorColumn(column, emb.dim_, emb.metric)
+    exists = check_target(info, column, vc.dim, vc.metric)
+    pinfo = None
+    if products:
+        pinfo = store.table_info(products)
+        if pinfo.key is None:
+            raise EmbeddingError(f"table {products!r} has no key column")
+        p_exists = check_target(pinfo, column, vc.dim, vc.metric)
+    if not exists:
+        store.add_columns(customers, [], vectors=[vc])
+    key = info.key
+    assert key is not None
+    acc = MeanAccumulator(vc.dim)
+    n = len(emb.customer_ids_)
+    for s in range(0, n, batch_size):
+        v = emb.customer_vectors_[s:s + batch_size]
+        acc.add(v)
+        store.update(customers, pa.table({key: emb.customer_ids_.slice(s, batch_size),
+                                          column: to_vector_array(v)}))
+    sha = save_state(store, customers, column, emb)
+    record_metadata(store, customers, column, emb, sha, acc.mean,
+                    {"n_items": len(emb.items_), "nnz": emb.nnz_})
+    extra: dict[str, Any] = {"n_items": len(emb.items_), "nnz": emb.nnz_,
+                             "unknown_customer_events": emb.unknown_customers_}
+    if products and pinfo is not None:
+        pkey = pinfo.key
+        have = pa.concat_arrays([b.column(pkey) for b in store.scan(products, columns=[pkey])]
+                                or [pa.array([], pa.string())])
+        items = pa.array(emb.items_.tolist(), pa.string())
+        mask = pc.is_in(items, value_set=pc.cast(have, pa.string())).to_numpy(
+            zero_copy_only=False)
+        if not p_exists:
+            store.add_columns(products, [], vectors=[vc])
+        pvec = emb.item_vectors_[mask]
+        if mask.any():
+            store.update(products, pa.table({pkey: pc.filter(items, pa.array(mask)),
+                                             column: to_vector_array(pvec)}))
+        pmean = pvec.mean(axis=0).tolist() if mask.any() else [0.0] * vc.dim
+        entry_extra = {"state_artifact": f"{customers}.{column}.embedder", "space_of":
+                       f"{customers}.{column}"}
+        record_metadata(store, products, column, emb, sha, pmean, entry_extra)
+        extra["products_written"] = int(mask.sum())
+        extra["items_not_products"] = int((~mask).sum())
+    extra["versions"] = library_versions(emb.version_libs)
+    res = EmbedResult(customers, column, n, 0, vc.dim, time.perf_counter() - t0, sha, extra)
+    return res

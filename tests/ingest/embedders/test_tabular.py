@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from ingest.embedders import (
+    DimensionConflictError,
+    EmptyInputError,
+    ModelIntegrityError,
+    TabularEmbedder,
+    UnknownColumnError,
+    embed,
+    load_embedder,
+)
+from ingest.embedders.base import Embedder, artifact_name, from_vector_array
+from tests.ingest.embedders.conftest import customers_table
+from vectorstore import VectorColumn
+
+
+def vectors(store, column, table="customers"):
+    t = store.to_arrow(table, columns=["customer_id", column])
+    order = np.argsort(t.column("customer_id").to_numpy(zero_copy_only=False))
+    dim = store.table_info(table).vectors[column].dim
+    return from_vector_array(t.column(column), dim)[order]
+
+
+def test_deterministic_and_recorded(customers):
+    r1 = embed(customers, "customers", TabularEmbedder(exclude=["note"], pca=3))
+    v1 = vectors(customers, "vec_tabular")
+    r2 = embed(customers, "customers", TabularEmbedder(exclude=["note"], pca=3))
+    assert r1.rows_embedded == r2.rows_embedded == 400
+    np.testing.assert_array_equal(v1, vectors(customers, "vec_tabular"))
+    meta = customers.table_info("customers").metadata["embedders"]["vec_tabular"]
+    assert meta["kind"] == "tabular" and meta["dim"] == 3 and meta["metric"] == "cosine"
+    assert meta["state_sha256"] == r2.state_sha256
+    np.testing.assert_allclose(meta["mean"], v1.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(v1, axis=1), 1.0, atol=1e-5)
+
+
+def test_robust_scaling_and_rare_levels(customers):
+    emb = TabularEmbedder(exclude=["note"], normalize=False).fit(customers, "customers")
+    t = customers.to_arrow("customers")
+    age = t.column("age").to_numpy()
+    assert emb.center_[emb.numeric_.index("age")] == pytest.approx(np.median(age))
+    assert "income__missing" in emb.feature_names_  # income had missing values
+    assert "region=Isles" not in emb.feature_names_  # 0.5% < min_frequency: grouped
+    assert "region=__other__" in emb.feature_names_
+    # an outlier is clipped, not allowed to dominate
+    x = emb.transform(pa.record_batch({"age": [10_000], "income": [1.0], "region": ["North"]}))
+    assert from_vector_array(x, emb.dim_)[0, 0] == pytest.approx(emb.clip)
+
+
+def test_fixed_transform_new_rows_equal_full_run(customers):
+    emb = TabularEmbedder(exclude=["note"], pca=4)
+    embed(customers, "customers", emb, batch_size=128)
+    new = customers_table(50, start=400)
+    customers.write("customers", new)
+    fitted = load_embedder(customers, "customers", "vec_tabular")
+    before = vectors(customers, "vec_tabular")[:400]
+    embed(customers, "customers", fitted, fit=False, batch_size=64)
+    after = vectors(customers, "vec_tabular")
+    np.testing.assert_allclose(after[:400], before, atol=1e-6)  # old rows unchanged
+    direct = from_vector_array(emb.transform(new.to_batches()[0]), emb.dim_)
+    np.testing.assert_allclose(after[400:], direct, atol=1e-6)
+
+
+def test_sample_bound_is_order_independent(customers):
+    a = TabularEmbedder(exclude=["note"], sample_size=100).fit(customers, "customers",
+                                                               batch_size=37)
+    b = TabularEmbedder(exclude=["note"], sample_size=100).fit(customers, "customers",
+                                                               batch_size=400)
+    np.testing.assert_array_equal(a.center_, b.center_)
+    full = TabularEmbedder(exclude=["note"]).fit(customers, "customers")
+    assert not np.array_equal(a.center_, full.center_) or a.scale_[0] != full.scale_[0]
+
+
+def test_state_round_trip_without_pickle(customers):
+    emb = TabularEmbedder(exclude=["note"], pca=2).fit(customers, "customers")
+    data = emb.to_bytes()
+    back = Embedder.from_bytes(data)
+    batch = customers.to_arrow("customers").to_batches()[0]
+    np.testing.assert_array_equal(emb.transform(batch).flatten(), back.transform(batch).flatten())
+
+
+def test_version_mismatch_refused(customers):
+    emb = TabularEmbedder(exclude=["note"]).fit(customers, "customers")
+    data = bytearray(emb.to_bytes())
+    import io
+    import json
+
+    z = dict(np.load(io.BytesIO(bytes(data)), allow_pickle=False))
+    header = json.loads(z["__kindred_state__"].tobytes())
+    header["versions"]["numpy"] = "0.0.1"
+    z["__kindred_state__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **z)
+    with pytest.raises(ModelIntegrityError, match="numpy 0.0.1"):
+        Embedder.from_bytes(buf.getvalue())
+    assert Embedder.from_bytes(buf.getvalue(), check_versions=False).dim_ == emb.dim_
+
+
+def test_tampered_state_refused(customers):
+    embed(customers, "customers", TabularEmbedder(exclude=["note"]))
+    name = artifact_name("customers", "vec_tabular")
+    data, _ = customers.get_artifact(name)
+    customers.put_artifact(name, data + b"x")  # a different state than the metadata records
+    with pytest.raises(ModelIntegrityError, match="refusing"):
+        load_embedder(customers, "customers", "vec_tabular")
+
+
+def test_errors_write_nothing(customers):
+    before = customers.table_info("customers").schema
+    with pytest.raises(UnknownColumnError, match="nope"):
+        embed(customers, "customers", TabularEmbedder(exclude=["nope"]))
+    with pytest.raises(UnknownColumnError, match="nope"):
+        embed(customers, "customers", TabularEmbedder(include=["age", "nope"]))
+    customers.add_columns("customers", [], vectors=[VectorColumn("vec_tabular", 3)])
+    with pytest.raises(DimensionConflictError, match="dim 3"):
+        embed(customers, "customers", TabularEmbedder(exclude=["note"]))
+    info = customers.table_info("customers")
+    assert info.schema.names == [*before.names, "vec_tabular"]
+    assert "embedders" not in info.metadata
+    customers.create_table("empty", before, key="customer_id")
+    with pytest.raises(EmptyInputError, match="no rows"):
+        embed(customers, "empty", TabularEmbedder())
+    assert customers.table_info("empty").schema.names == before.names
