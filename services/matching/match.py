@@ -64,7 +64,8 @@ def match(store: VectorStore, product: str, *, method: str = "centroid",
           filter: Filter | str | None = None, exact: bool = False, min_consumers: int = 20,
           columns: Sequence[str] = (), table: str = CUSTOMERS,
           products_table: str = PRODUCTS, index_threshold: int | None = DEFAULT_THRESHOLD,
-          seed: int = 0, query: ProductQuery | None = None) -> MatchResult:
+          seed: int = 0, query: ProductQuery | None = None,
+          learned_options: dict[str, Any] | None = None) -> MatchResult:
     """Rank the consumers (holders, most typical first) and prospects (non-holders, most
     likely first) of ``product``.
 
@@ -86,7 +87,7 @@ def match(store: VectorStore, product: str, *, method: str = "centroid",
     if query is None:
         query = build_query(store, product, method, vector_column=vector_column, table=table,
                             products_table=products_table, min_consumers=min_consumers,
-                            seed=seed)
+                            seed=seed, **(learned_options or {}))
     column = query.vector_column
     indexed = False
     if not exact and index_threshold is not None:

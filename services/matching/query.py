@@ -161,7 +161,7 @@ def _sample_training(store: VectorStore, table: str, column: str, labeller: Labe
         ys.append(lab[keep].astype(np.int8))
     if not xs:
         raise NotEnoughData(f"table {table!r} has no {column!r} vectors")
-    X, y = np.concatenate(xs), np.concatenate(ys)
+    X, y = np.concatenate(xs).astype(np.float64), np.concatenate(ys)
     pos = np.flatnonzero(y == 1)
     if len(pos) > max_positives:
         drop = rng.choice(pos, len(pos) - max_positives, replace=False)
@@ -326,7 +326,7 @@ def _auto(store: VectorStore, product: str, column: str, *, table: str, products
     methods = list(candidates or ["centroid", "learned", *(["product"] if with_product else [])])
     report = evaluate_holdout(store, product, vector_columns=[column], methods=methods,
                               table=table, products_table=products_table, seed=seed,
-                              min_consumers=2)
+                              min_consumers=2, **learned_options)
     aucs = {r.method: r.roc_auc for r in report.rows if r.method in methods}
     if not aucs:
         raise MatchingError(f"product {product!r}: no method could be evaluated on {column!r}")
