@@ -327,6 +327,132 @@ def generate(app: App, out_dir: str, customers: int, events_per_customer: float,
     app.emit(r, human)
 
 
+@main.command()
+@click.argument("args", nargs=-1, metavar="[TABLE] [SOURCE]")
+@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
+              help="A TOML mapping file (then SOURCE, if given, overrides its path).")
+@click.option("--on-error", type=click.Choice(["fail", "skip", "quarantine"]), default="fail",
+              show_default=True, help="fail: write nothing; skip: drop bad rows; quarantine: "
+                                      "bad rows go to <table>_rejects.")
+@click.option("--id-column", default=None, help="The source's id column.")
+@click.option("--generate-id", is_flag=True, default=None,
+              help="A stable id hashed from each row (automatic when there is no id column).")
+@click.option("--holding", "holdings", multiple=True, metavar="PRODUCT=COLUMN[:VALUE]",
+              help="A yes/no or 0/1 column meaning a product is held (repeatable), "
+                   "e.g. term_deposit=y:yes.")
+@click.option("--holdings-column", default=None,
+              help="A column listing the products held.")
+@click.option("--holdings-separator", default="|", show_default=True)
+@click.option("--holdings-from-events", multiple=True, metavar="KIND",
+              help="events: event kinds whose product the customer holds (e.g. purchase).")
+@click.option("--text-column", "text_columns", multiple=True, help="Free-text column(s).")
+@click.option("--attribute", "attributes", multiple=True,
+              help="Keep only these columns as attributes (repeatable).")
+@click.option("--rename", multiple=True, metavar="OLD=NEW")
+@click.option("--type", "types", multiple=True, metavar="COLUMN=TYPE",
+              help="e.g. age=int64, income=float64, ts=timestamp.")
+@click.option("--timestamp-format", "timestamp_formats", multiple=True,
+              metavar="COLUMN=FORMAT", help="e.g. ts=%Y-%m-%dT%H:%M:%SZ")
+@click.option("--drop", multiple=True, help="Source columns to leave out.")
+@click.option("--kind", default=None,
+              type=click.Choice(["csv", "tsv", "parquet", "jsonl", "arrow", "sql"]),
+              help="Force the source kind (default: from the extension).")
+@click.option("--delimiter", default=None, help="CSV delimiter (e.g. ';').")
+@pass_app
+def ingest(app: App, args: tuple[str, ...], mapping: str | None, on_error: str,
+           id_column: str | None, generate_id: bool | None, holdings: tuple[str, ...],
+           holdings_column: str | None, holdings_separator: str,
+           holdings_from_events: tuple[str, ...], text_columns: tuple[str, ...],
+           attributes: tuple[str, ...], rename: tuple[str, ...], types: tuple[str, ...],
+           timestamp_formats: tuple[str, ...], drop: tuple[str, ...], kind: str | None,
+           delimiter: str | None) -> None:
+    """Load a file (CSV, Parquet, JSONL, Arrow, JSON array) or SQL source into a table.
+
+    \b
+    kindred ingest customers clients.csv --id-column client_id \\
+        --holding term_deposit=y:yes --text-column notes
+    kindred ingest --mapping examples/bank_marketing.toml
+    """
+    if mapping is not None:
+        if len(args) > 1:
+            raise click.UsageError("with --mapping give at most one SOURCE (the mapping names "
+                                   "the table)")
+        source = args[0] if args else None
+        table = None
+    else:
+        if len(args) != 2:
+            raise click.UsageError("give TABLE and SOURCE (or --mapping FILE)")
+        table, source = args
+        if table not in ("customers", "events", "products"):
+            raise click.BadParameter(f"{table!r}: expected customers, events or products",
+                                     param_hint="TABLE")
+    k = app.kindred(must_exist=False)
+    r = k.ingest(source, table=table, mapping=mapping, on_error=on_error, id_column=id_column,
+                 generate_id=generate_id, holdings=holdings, holdings_column=holdings_column,
+                 holdings_separator=holdings_separator,
+                 holdings_from_events=holdings_from_events, text_columns=text_columns,
+                 attributes=list(attributes) or None, rename=rename, types=types,
+                 timestamp_formats=timestamp_formats, drop=drop, kind=kind,
+                 delimiter=delimiter)
+
+    def human() -> None:
+        click.echo(f"{r.table} <- {r.source}: read {r.rows_read:,}, written {r.written:,}, "
+                   f"updated {r.updated:,}, unchanged {r.unchanged:,}, skipped {r.skipped:,}, "
+                   f"quarantined {r.quarantined:,}"
+                   + (f"; new columns: {', '.join(r.new_columns)}" if r.new_columns else ""))
+        for e in r.errors[:5]:
+            click.echo(f"  rejected: {e}")
+
+    app.emit(r, human)
+
+
+@main.command()
+@click.option("--full", is_flag=True, help="Recompute every customer, not only those with new "
+                                          "events.")
+@pass_app
+def consolidate(app: App, full: bool) -> None:
+    """Events -> per-customer features and holdings (incremental)."""
+    r = app.kindred().consolidate(full=full)
+
+    def human() -> None:
+        d = r.details
+        click.echo(f"Consolidated {d['customers']:,} customers from {d['events_scanned']:,} "
+                   f"events: {d['updated']:,} updated, {d['inserted']:,} inserted, "
+                   f"{len(d['feature_columns'])} feature columns")
+
+    app.emit(r, human)
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["tabular", "text", "behavior", "combined"]))
+@click.option("--table", default="customers", show_default=True)
+@click.option("--include", multiple=True, help="tabular: only these columns (repeatable).")
+@click.option("--exclude", multiple=True, help="tabular: leave these columns out (repeatable).")
+@click.option("--column", default=None, help="text: the text column to embed.")
+@click.option("--template", default=None,
+              help="text: a profile template, e.g. '{age}-year-old {occupation} in {region}'.")
+@click.option("--model", default=None,
+              help="text: a local sentence-transformers model directory (default: the "
+                   "packaged all-MiniLM-L6-v2).")
+@click.option("--output", default=None, help="Vector column to write (default vec_<kind>).")
+@click.option("--dim", type=click.IntRange(min=1), default=None,
+              help="tabular: PCA dimension; behavior: SVD dimension.")
+@click.option("--source", "sources", multiple=True,
+              help="combined: source vector columns (repeatable).")
+@click.option("--weight", "weights", multiple=True, type=float,
+              help="combined: one weight per --source.")
+@pass_app
+def embed(app: App, kind: str, table: str, include: tuple[str, ...], exclude: tuple[str, ...],
+          column: str | None, template: str | None, model: str | None, output: str | None,
+          dim: int | None, sources: tuple[str, ...], weights: tuple[float, ...]) -> None:
+    """Write a vector column: tabular, text, behavior or combined."""
+    r = app.kindred().embed(kind, table=table, include=list(include) or None,
+                            exclude=list(exclude), column=column, template=template,
+                            model=model, output=output, dim=dim, sources=list(sources),
+                            weights=list(weights) or None)
+    app.emit(r, lambda: click.echo(r.details.get("message") or str(r.details)))
+
+
 # ---------------------------------------------------------------------- product matching
 METHOD_CHOICE = click.Choice(["centroid", "learned", "product", "auto"])
 
@@ -472,6 +598,116 @@ def evaluate_matching(app: App, product: str | None, label: str | None, positive
         vector_columns=list(columns) or None, methods=list(methods) or ("centroid", "learned"),
         holdout=holdout, seed=seed)
     app.emit(rep, lambda: _print_eval(rep))
+
+
+@evaluate.command("risk")
+@click.option("--label", required=True, help="Column marking known anomalies (bool or 0/1).")
+@click.option("--detector", "detectors", multiple=True,
+              help="Detector(s) to compare (default: iforest, hbos, ecod, default ensemble).")
+@click.option("--column", default=None, help="Vector column (default: the only one).")
+@click.option("--fit-sample", type=float, default=None,
+              help="Fit on this many rows (or this share if < 1).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@pass_app
+def evaluate_risk(app: App, label: str, detectors: tuple[str, ...], column: str | None,
+                  fit_sample: float | None, seed: int) -> None:
+    """ROC-AUC, average precision and precision@n of each detector against --label."""
+    dets = list(detectors) or ["iforest", "hbos", "ecod", "default"]
+    rep = app.kindred().evaluate_risk(label, detectors=dets, column=column,
+                                      fit_sample=_sample(fit_sample), seed=seed)
+
+    def human() -> None:
+        click.echo(f"Risk evaluation against {label}")
+        click.echo(f"  {'detector':<10} {'ROC-AUC':>8} {'avg prec':>9} {'prec@n':>8} "
+                   f"{'n':>6} {'anomalies':>9}")
+        for r in rep.rows:
+            click.echo(f"  {r.detector:<10} {r.roc_auc:>8.4f} {r.average_precision:>9.4f} "
+                       f"{r.precision_at_n:>8.4f} {r.n_rows:>6} {r.n_anomalies:>9}")
+
+    app.emit(rep, human)
+
+
+def _sample(value: float | None) -> int | float | None:
+    if value is None:
+        return None
+    return int(value) if value >= 1 else value
+
+
+# ---------------------------------------------------------------------- risk
+@main.group()
+def risk() -> None:
+    """Anomaly scores on stored vectors: score, top, explain."""
+
+
+@risk.command("score")
+@click.option("--detector", default=None,
+              help="iforest, ecod, hbos, copod, knn, lof, pca, or default (ensemble); or a "
+                   "JSON configuration.")
+@click.option("--column", default=None, help="Vector column (default: the only one).")
+@click.option("--attribute", "attributes", multiple=True,
+              help="Fit on numeric attributes instead of a vector column (repeatable).")
+@click.option("--fit-sample", type=float, default=None,
+              help="Fit on this many rows (or this share if < 1).")
+@click.option("--threshold", type=float, default=None,
+              help="Flag scores at or above this (default: by contamination).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@pass_app
+def risk_score(app: App, detector: str | None, column: str | None,
+               attributes: tuple[str, ...], fit_sample: float | None,
+               threshold: float | None, seed: int) -> None:
+    """Fit a detector, persist it, and write risk_score/rank/flag/model for every customer."""
+    r = app.kindred().score_risk(detector=detector, column=column,
+                                 attributes=list(attributes) or None,
+                                 fit_sample=_sample(fit_sample), threshold=threshold, seed=seed)
+    app.emit(r, lambda: click.echo(
+        f"Scored {r.n_rows:,} customers with {r.detector} on {r.source} (model {r.model_id}, "
+        f"fitted on {r.n_fit_rows:,} rows): {r.n_flagged:,} flagged at score >= "
+        f"{r.threshold:.4g}"))
+
+
+@risk.command("top")
+@click.option("-n", "n", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--flagged", is_flag=True, help="Only flagged customers.")
+@click.option("--attr", "attrs", multiple=True, help="Attribute column(s) to show.")
+@pass_app
+def risk_top(app: App, n: int, flagged: bool, attrs: tuple[str, ...]) -> None:
+    """The N most anomalous customers."""
+    cols = ["customer_id", *attrs] if attrs else None
+    t = app.kindred().risk_top(n, columns=cols, flagged_only=flagged)
+
+    def human() -> None:
+        click.echo(f"Anomalies detected (top {t.num_rows}):")
+        shown = [c for c in (attrs or ()) if c in t.column_names]
+        for r in t.to_pylist():
+            extra = "  ".join(f"{c}={r[c]}" for c in shown)
+            flag = "FLAGGED" if r.get("risk_flag") else ""
+            click.echo(f"  {r['risk_rank']:>5}. {r['customer_id']:<12} risk {r['risk_score']:.4f}"
+                       f"  {flag}  {extra}".rstrip())
+
+    app.emit(t, human)
+
+
+@risk.command("explain")
+@click.argument("customer")
+@pass_app
+def risk_explain(app: App, customer: str) -> None:
+    """Why CUSTOMER has its risk score."""
+    e = app.kindred().explain_risk(customer)
+
+    def human() -> None:
+        flag = "flagged" if e.risk_flag else "not flagged"
+        click.echo(f"{e.customer}: risk {e.risk_score:.4f} (rank {e.risk_rank}, {flag}, "
+                   f"percentile {e.percentile:.1f}) under model {e.model_id}")
+        devs = e.attribute_deviations or e.deviations
+        if devs:
+            click.echo("Most unusual:")
+            for d in devs:
+                click.echo(f"  {d.feature:<24} {d.value:>12.4g} (median {d.median:.4g}, "
+                           f"robust z {d.robust_z:+.1f})")
+        if e.neighbours:
+            click.echo("Nearest normal customers: " + ", ".join(n.key for n in e.neighbours))
+
+    app.emit(e, human)
 
 
 def _literal(value: str | None) -> Any:

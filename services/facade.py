@@ -15,7 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+from pydantic import BaseModel
+
 import vectorstore
+from ingest.errors import SourceError
 from vectorstore import StoreError, VectorStore
 
 from . import admin
@@ -23,7 +27,9 @@ from .admin import Progress
 from .errors import EvaluationError, ServiceError
 from .models import (
     GenerateResult,
+    IngestResult,
     MigrationResult,
+    RiskEvaluation,
     StepResult,
     StoreStats,
     VersionRecord,
@@ -32,7 +38,9 @@ from .models import (
 if TYPE_CHECKING:
     from .evaluate import EvaluationReport
     from .matching import Explanation, MatchResult, RecommendSummary
+    from .risk import RiskExplanation, RiskRun
 
+PREFERRED_VECTORS = ("vec_combined", "vec_tabular", "vec_behavior", "vec_text")
 CUSTOMERS = "customers"
 EVENTS = "events"
 PRODUCTS = "products"
@@ -197,6 +205,118 @@ class Kindred:
         written = synthetic.load_into_store(self._store, bank_dir, replace=replace)
         return StepResult(step="load_bank", details={"rows": written})
 
+    def ingest(self, source: Any = None, *, table: str | None = None,
+               mapping: str | Path | dict[str, Any] | None = None, on_error: str = "fail",
+               id_column: str | None = None, generate_id: bool | None = None,
+               holdings: Sequence[str] = (), holdings_column: str | None = None,
+               holdings_separator: str = "|", holdings_from_events: Sequence[str] = (),
+               text_columns: Sequence[str] = (), attributes: Sequence[str] | None = None,
+               rename: Sequence[str] = (), types: Sequence[str] = (),
+               timestamp_formats: Sequence[str] = (), drop: Sequence[str] = (),
+               kind: str | None = None, delimiter: str | None = None) -> IngestResult:
+        """Load one source into customers, events or products, validated, in one commit.
+
+        Either ``mapping`` (a TOML file or dict; ``source`` then overrides its path) or
+        ``table`` plus options that say the same things: ``holdings=["term_deposit=y:yes"]``
+        (PRODUCT=COLUMN[:VALUE|VALUE]), ``holdings_column`` (a list column or text split on
+        ``holdings_separator``), ``rename=["old=new"]``, ``types=["age=int64"]``,
+        ``timestamp_formats=["ts=%Y-%m-%d"]``. Without an id column, customers get a stable id
+        hashed from each row (``generate_id`` None: automatic when the source has no
+        ``customer_id`` column). A ``.json`` file holding an array of objects is read as rows.
+        ``on_error``: fail (nothing written), skip, or quarantine (``<table>_rejects``).
+        """
+        from ingest.mapping import Mapping
+        from ingest.pipeline import ingest
+
+        if mapping is not None:
+            if table is not None or id_column or holdings or text_columns:
+                raise ServiceError("give either a mapping file or table options, not both")
+            m: Any = mapping if isinstance(mapping, dict) else Mapping.load(mapping)
+            src = _json_array(source) if source is not None else None
+            r = ingest(self._store, src, m, on_error=on_error)  # type: ignore[arg-type]
+            return IngestResult(**_plain(r))
+        if table is None or source is None:
+            raise ServiceError("ingest needs a table and a source (or a mapping file)")
+        src = _json_array(source)
+        opts = {"kind": kind, "delimiter": delimiter}
+        if generate_id is None:
+            generate_id = (not id_column and table != "events"
+                           and KEYS[table] not in _source_columns(src, opts))
+        m = Mapping.from_options(
+            table, id_column=id_column, generate_id=generate_id, rename=rename, types=types,
+            timestamp_formats=timestamp_formats, attributes=attributes,
+            text_columns=text_columns, drop=drop, holdings=holdings,
+            holdings_column=holdings_column, holdings_separator=holdings_separator,
+            holdings_from_events=holdings_from_events,
+            source={k: v for k, v in opts.items() if v is not None} or None)
+        r = ingest(self._store, src, m, on_error=on_error)  # type: ignore[arg-type]
+        return IngestResult(**_plain(r))
+
+    def consolidate(self, *, full: bool = False,
+                    customer_ids: Sequence[str] | None = None) -> StepResult:
+        """Events -> per-customer features (recency, frequency, monetary, spend per category,
+        holdings from purchases). Incremental: only customers with new events, unless ``full``."""
+        from ingest.consolidate import consolidate
+
+        self._require_table(EVENTS, "ingest events first")
+        r = consolidate(self._store, full=full, customer_ids=customer_ids)
+        return StepResult(step="consolidate", table=CUSTOMERS, details=_plain(r))
+
+    # ------------------------------------------------------------------ embeddings
+    def embed(self, kind: str, *, table: str = CUSTOMERS, include: Sequence[str] | None = None,
+              exclude: Sequence[str] = (), column: str | None = None,
+              template: str | None = None, model: str | None = None,
+              output: str | None = None, dim: int | None = None,
+              sources: Sequence[str] = (), weights: Sequence[float] | None = None,
+              ) -> StepResult:
+        """Write a vector column: ``tabular``, ``text``, ``behavior`` or ``combined``.
+
+        - tabular: numeric columns standardised, categoricals one-hot (``include``/``exclude``
+          select columns; ``dim`` adds a PCA).
+        - text: sentence-transformers over a text ``column`` or a profile ``template``
+          (``model``: a local path; default the packaged all-MiniLM-L6-v2).
+        - behavior: SVD of holdings + events, customers and products in one space (``dim``).
+        - combined: weighted concatenation of the ``sources`` vector columns.
+
+        ``output`` names the vector column (default ``vec_<kind>``). Returns a StepResult whose
+        details hold the rows embedded/skipped, dimension, seconds and state checksum.
+        """
+        from ingest import embedders
+
+        self._require_table(table, "ingest it first")
+        if kind == "tabular":
+            kw: dict[str, Any] = {"pca": dim} if dim else {}
+            emb = embedders.TabularEmbedder(include=list(include) if include else None,
+                                            exclude=list(exclude), **kw)
+            r = embedders.embed(self._store, table, emb, output)
+        elif kind == "text":
+            if (column is None) == (template is None):
+                raise ServiceError("text embedding needs exactly one of a text column "
+                                   "(--column) or a profile template (--template)")
+            emb = embedders.TextEmbedder(column=column, template=template, model=model)
+            r = embedders.embed(self._store, table, emb, output)
+        elif kind == "behavior":
+            from ingest.embedders.behavior import BehaviorEmbedder, embed_behavior
+
+            emb = BehaviorEmbedder(**({"dim": dim} if dim else {}))
+            r = embed_behavior(self._store, emb, customers=table,
+                               products=PRODUCTS if self._store.has_table(PRODUCTS) else None,
+                               column=output or "vec_behavior")
+        elif kind == "combined":
+            combined = getattr(embedders, "embed_combined", None)
+            if combined is None:
+                raise ServiceError("combined embeddings are not available in this version")
+            if not sources:
+                raise ServiceError("combined embedding needs the source vector columns "
+                                   "(--source vec_tabular --source vec_text ...)")
+            r = combined(self._store, table, list(sources), weights=weights,
+                         column=output or "vec_combined")
+        else:
+            raise ServiceError(f"unknown embedding kind {kind!r}; expected tabular, text, "
+                               "behavior or combined")
+        return StepResult(step=f"embed {kind}", table=table, details={
+            **_plain(r), "message": getattr(r, "message", "")})
+
     # ------------------------------------------------------------------ product matching
     def match(self, product: str, *, method: str = "centroid", vector_column: str | None = None,
               top: int | None = None, audience_pct: float | None = None,
@@ -212,6 +332,7 @@ class Kindred:
         from .matching import match
 
         self._require_table(CUSTOMERS, "ingest customers first")
+        vector_column = vector_column or self.default_vector_column()
         return match(self._store, product, method=method, vector_column=vector_column,
                      top_k=top, audience_pct=audience_pct, min_score=min_score, filter=where,
                      exact=exact, columns=columns, min_consumers=min_consumers)
@@ -222,6 +343,7 @@ class Kindred:
         from .matching import explain
 
         self._require_table(CUSTOMERS, "ingest customers first")
+        vector_column = vector_column or self.default_vector_column()
         return explain(self._store, customer_id, product, vector_column=vector_column, k=k)
 
     def recommend(self, *, top_n: int = 3, vector_column: str | None = None,
@@ -254,10 +376,114 @@ class Kindred:
         return evaluate_holdout(self._store, product, vector_columns=vector_columns,
                                 methods=methods, holdout=holdout, seed=seed)
 
+    # ------------------------------------------------------------------ risk
+    def score_risk(self, *, detector: str | None = None, column: str | None = None,
+                   attributes: Sequence[str] | None = None,
+                   fit_sample: int | float | None = None, threshold: float | None = None,
+                   seed: int = 0, table: str = CUSTOMERS) -> RiskRun:
+        """Fit a PyOD detector (``iforest``, ``ecod``, ``hbos``, ... or the default ensemble) on
+        a vector column or numeric attributes, persist it, and write back ``risk_score``,
+        ``risk_rank``, ``risk_flag`` and ``risk_model`` for every row."""
+        from .risk import score_table
+
+        self._require_table(table, "ingest it first")
+        if not attributes:
+            column = column or self.default_vector_column(table)
+        return score_table(self._store, table, detector, column=column,
+                           attributes=list(attributes) if attributes else None,
+                           fit_sample=fit_sample, seed=seed, threshold=threshold)
+
+    def risk_top(self, n: int = 20, *, columns: Sequence[str] | None = None,
+                 flagged_only: bool = False, table: str = CUSTOMERS) -> pa.Table:
+        """The ``n`` most anomalous customers, most anomalous first (an Arrow table)."""
+        from .risk import top
+
+        self._require_table(table, "ingest it first")
+        return top(self._store, table, n, columns=list(columns) if columns else None,
+                   flagged_only=flagged_only)
+
+    def explain_risk(self, customer_id: str, *, table: str = CUSTOMERS) -> RiskExplanation:
+        """Why a customer scores as it does: deviating attributes, nearest normal neighbours,
+        and its score percentile."""
+        from .risk import explain
+
+        self._require_table(table, "ingest it first")
+        return explain(self._store, table, customer_id)
+
+    def evaluate_risk(self, label: str, *, detectors: Sequence[str] = ("iforest", "hbos",
+                                                                        "ecod", "default"),
+                      column: str | None = None, fit_sample: int | float | None = None,
+                      seed: int = 0, table: str = CUSTOMERS) -> RiskEvaluation:
+        """ROC-AUC, average precision and precision@n of each detector against ``label``."""
+        from .risk import evaluate
+
+        self._require_table(table, "ingest it first")
+        column = column or self.default_vector_column(table)
+        rows = evaluate(self._store, table, label, list(detectors), column=column,
+                        fit_sample=fit_sample, seed=seed)
+        return RiskEvaluation(label=label, column=column, rows=rows)
+
     # ------------------------------------------------------------------ helpers
+    def default_vector_column(self, table: str = CUSTOMERS) -> str | None:
+        """The vector column used when a call names none: the only one, else the first of
+        vec_combined, vec_tabular, vec_behavior, vec_text that exists (None if no vectors)."""
+        vectors = self._store.table_info(table).vectors
+        if len(vectors) <= 1:
+            return next(iter(vectors), None)
+        for name in PREFERRED_VECTORS:
+            if name in vectors:
+                return name
+        return None
+
     def _require_table(self, name: str, hint: str) -> None:
         if not self._store.has_table(name):
             raise ServiceError(f"the store at {self.location} has no {name!r} table: {hint}")
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    """A dataclass or pydantic result as a JSON-friendly dict."""
+    import dataclasses
+    import json
+
+    if isinstance(obj, BaseModel):
+        d = obj.model_dump(mode="json")
+    elif dataclasses.is_dataclass(obj):
+        d = dataclasses.asdict(obj)
+    else:
+        d = dict(vars(obj))
+    return json.loads(json.dumps(d, default=str))
+
+
+KEYS = {"customers": "customer_id", "events": "event_id", "products": "product_id"}
+
+
+def _json_array(source: Any) -> Any:
+    """A ``.json`` file holding an array of objects as an Arrow table; anything else as is."""
+    if isinstance(source, str | Path) and str(source).lower().endswith(".json"):
+        import json
+
+        path = Path(source)
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise SourceError(f"{path}: no such file") from exc
+        except json.JSONDecodeError as exc:
+            raise SourceError(f"{path}: not valid JSON: {exc}") from exc
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise SourceError(f"{path}: expected a JSON array of objects (or use .jsonl)")
+        return pa.Table.from_pylist(rows)
+    return source
+
+
+def _source_columns(source: Any, opts: dict[str, Any]) -> list[str]:
+    """Column names of a source, from its first batch (a cheap peek)."""
+    if isinstance(source, pa.Table):
+        return source.column_names
+    from ingest.sources import open_source
+
+    src = open_source(source, **{k: v for k, v in opts.items() if v is not None})
+    first = next(src.batches(1_000), None)
+    return first.schema.names if first is not None else []
 
 
 def _missing(feature: str, module: str) -> ServiceError:

@@ -95,3 +95,29 @@ class ReportResult(_Model):
     html: str
     images: list[str]
     sections: list[str]
+
+
+class IngestResult(_Model):
+    """What one load did: rows read, written (inserted), updated, unchanged, skipped,
+    quarantined, whether the table was created and which columns were added."""
+
+    table: str
+    source: str
+    on_error: str
+    rows_read: int = 0
+    written: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    quarantined: int = 0
+    created_table: bool = False
+    new_columns: list[str] = Field(default_factory=list)
+    errors: list[Any] = Field(default_factory=list)
+
+
+class RiskEvaluation(_Model):
+    """One row per detector: ROC-AUC, average precision, precision@n against a label."""
+
+    label: str
+    column: str | None
+    rows: list[Any]

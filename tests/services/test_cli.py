@@ -80,7 +80,7 @@ def test_version_and_help() -> None:
 
 
 def test_missing_store_is_one_clean_error(tmp_path: Path) -> None:
-    code, out, err = run("tables", store=tmp_path / "nope", ok=False)
+    code, _, err = run("tables", store=tmp_path / "nope", ok=False)
     assert code == 1
     assert err.startswith("Error: no Kindred store at ")
     assert "Traceback" not in err
