@@ -9,13 +9,15 @@ prefixed, e.g. ``category:travel``) and counts once (``value="count"``) or by it
 with ``log1p`` damping of the raw counts/spend, then factorised by randomized truncated SVD
 (``sklearn.utils.extmath.randomized_svd``, seeded): ``X ~ U S V^T``.
 
-Scaling: customer vectors are ``U S^1/2`` (written to ``customers.<column>``) and item vectors
+Scaling: customer vectors are ``x V S^-1/2`` (``U S^1/2`` for an exact SVD; written to
+``customers.<column>``) and item vectors
 ``V S^1/2`` (written to ``products.<column>`` for items that are rows of ``products``), so
-``customer . product`` equals the rank-``dim`` reconstruction of the weighted affinity
-``X[customer, product]``: the recommendation score. Both columns use the ``dot`` metric.
+``customer . product`` equals ``x V V^T``, the projection of the customer's weighted row onto
+the top-``dim`` item subspace (the rank-``dim`` reconstruction of ``X[customer, product]``):
+the recommendation score. Both columns use the ``dot`` metric.
 Customers without any interaction get the zero vector (score 0 for every product).
 A new customer is folded in with the fitted state: ``x V S^-1/2`` (:meth:`transform`), which
-gives exactly ``U S^1/2`` for the rows the model was fitted on.
+gives exactly the written vectors for the rows the model was fitted on.
 
 Memory: the sparse matrix (12 bytes per distinct customer-item pair, plus the customer id
 index) and ``U`` (``4 * dim`` bytes per customer) are held while fitting: SVD needs the whole
@@ -37,8 +39,8 @@ import scipy.sparse as sp
 from vectorstore import Metric, TableInfo, VectorColumn, VectorStore
 
 from .base import (
-    EmbedResult,
     Embedder,
+    EmbedResult,
     MeanAccumulator,
     check_columns,
     check_table,
@@ -61,12 +63,13 @@ class _Vocab:
         self.array = pa.array([], pa.string())
 
     def index(self, values: pa.Array) -> np.ndarray:
-        new = pc.filter(pc.unique(values), pc.invert(pc.is_in(pc.unique(values),
-                                                              value_set=self.array)))
+        uniq = pc.drop_null(pc.unique(values))
+        new = pc.filter(uniq, pc.invert(pc.is_in(uniq, value_set=self.array)))
         if len(new):
             self.ids += sorted(new.to_pylist())
             self.array = pa.array(self.ids, pa.string())
-        return pc.index_in(values, value_set=self.array).to_numpy(zero_copy_only=False)
+        idx = pc.index_in(values, value_set=self.array, skip_nulls=True)  # null: not an item
+        return idx.fill_null(-1).to_numpy(zero_copy_only=False)
 
 
 @register
@@ -250,7 +253,10 @@ class BehaviorEmbedder(Embedder):
         self.item_vectors_ = (vt.T * root).astype(np.float32)
         self._projection = (vt.T / np.where(root > 0, root, 1.0)).astype(np.float32)
         self.customer_ids_ = ids
-        self.customer_vectors_ = (u * root).astype(np.float32)
+        # fold every customer in with V S^-1/2 (= U S^1/2 for an exact SVD): the written vectors
+        # are exactly what transform() gives the same rows, now and for new customers later
+        self.customer_vectors_ = np.asarray(x @ self._projection, dtype=np.float32)
+        del u
         self.n_customers_fit_ = int(x.shape[0])
         self.nnz_ = int(raw.nnz)
         self.dim_ = int(k)

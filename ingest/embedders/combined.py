@@ -17,8 +17,8 @@ import pyarrow as pa
 from vectorstore import TableInfo, VectorStore
 
 from .base import (
-    EmbedResult,
     Embedder,
+    EmbedResult,
     check_columns,
     embed,
     from_vector_array,

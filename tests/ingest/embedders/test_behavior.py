@@ -30,7 +30,7 @@ def _customer_vectors(s):
 
 
 def test_segments_closer_within_than_across(bank):
-    s, b, res = bank
+    s, b, _ = bank
     ids, v = _customer_vectors(s)
     truth = pq.read_table(b.truth, columns=["customer_id", "latent_segment"]).to_pylist()
     seg = {r["customer_id"]: r["latent_segment"] for r in truth}
@@ -64,7 +64,8 @@ def test_products_share_the_space_and_score_holders_higher(bank):
             score = cv @ pv[j]
             assert score[has].mean() > score[~has].mean(), pid
     meta = s.table_info("products").metadata["embedders"]["vec_behavior"]
-    assert meta["metric"] == "dot" and meta["state_artifact"] == "customers.vec_behavior.embedder"
+    assert meta["metric"] == "dot"
+    assert meta["state_artifact"] == "customers.vec_behavior.embedder"
 
 
 def test_fold_in_reproduces_written_vectors(bank):
@@ -114,4 +115,5 @@ def test_behavior_errors_write_nothing(bank):
     with pytest.raises(DimensionConflictError, match="dim 5"):
         embed_behavior(s, BehaviorEmbedder(dim=8), column="vec_b3")
     names = s.table_info("customers").schema.names
-    assert "vec_b2" not in names and "vec_b3" not in names
+    assert "vec_b2" not in names
+    assert "vec_b3" not in names

@@ -32,7 +32,7 @@ def test_deterministic_and_recorded(customers):
     assert r1.rows_embedded == r2.rows_embedded == 400
     np.testing.assert_array_equal(v1, vectors(customers, "vec_tabular"))
     meta = customers.table_info("customers").metadata["embedders"]["vec_tabular"]
-    assert meta["kind"] == "tabular" and meta["dim"] == 3 and meta["metric"] == "cosine"
+    assert (meta["kind"], meta["dim"], meta["metric"]) == ("tabular", 3, "cosine")
     assert meta["state_sha256"] == r2.state_sha256
     np.testing.assert_allclose(meta["mean"], v1.mean(axis=0), atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(v1, axis=1), 1.0, atol=1e-5)
@@ -95,7 +95,7 @@ def test_version_mismatch_refused(customers):
     z["__kindred_state__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **z)
-    with pytest.raises(ModelIntegrityError, match="numpy 0.0.1"):
+    with pytest.raises(ModelIntegrityError, match=r"numpy 0\.0\.1"):
         Embedder.from_bytes(buf.getvalue())
     assert Embedder.from_bytes(buf.getvalue(), check_versions=False).dim_ == emb.dim_
 

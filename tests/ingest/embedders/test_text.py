@@ -74,7 +74,7 @@ def test_equal_to_sentence_transformers(small, text_emb):
         t.column("note").to_pylist(), normalize_embeddings=True)
     np.testing.assert_allclose(got, ref, atol=1e-6)
     meta = small.table_info("customers").metadata["embedders"]["vec_note"]
-    assert meta["model"] == "all-MiniLM-L6-v2" and meta["dim"] == 384
+    assert (meta["model"], meta["dim"]) == ("all-MiniLM-L6-v2", 384)
     assert load_embedder(small, "customers", "vec_note").saved_model_sha256_ == \
         DEFAULT_MODEL_SHA256
 
