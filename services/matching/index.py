@@ -1,9 +1,9 @@
 """ANN index upkeep: build one once a table is big enough, keep it current as the table grows.
 
-The row count an index was built on is kept in the table metadata
-(``metadata["matching"]["indexes"][column]``). A table that grew since is optimised (LanceDB
-adds the new rows to the index incrementally); one that doubled is re-indexed so the index's
-partitions fit the data again.
+The row counts an index was built on (``built_rows``) and last brought up to date for
+(``rows``) are kept in the table metadata (``metadata["matching"]["indexes"][column]``). A
+table that grew since is optimised (LanceDB adds the new rows to the index incrementally); one
+that doubled since the build is re-indexed so the index's partitions fit the data again.
 """
 
 from __future__ import annotations
@@ -41,11 +41,13 @@ def ensure_index(store: VectorStore, table: str, column: str, *,
     info = store.table_info(table)
     matching = dict(info.metadata.get("matching") or {})
     indexes = dict(matching.get("indexes") or {})
-    built_rows = int((indexes.get(column) or {}).get("rows", 0))
+    entry = indexes.get(column) or {}
+    seen_rows = int(entry.get("rows", 0))
+    built_rows = int(entry.get("built_rows", seen_rows))
     present = _has_vector_index(store, table, column)
     if n < threshold:
         return IndexStatus(present, "none", n)
-    if present and built_rows == n:
+    if present and seen_rows == n:
         return IndexStatus(True, "none", n)
     if present and built_rows and n < built_rows * REBUILD_GROWTH:
         store.optimize(table)
@@ -53,7 +55,8 @@ def ensure_index(store: VectorStore, table: str, column: str, *,
     else:
         store.create_vector_index(table, column, replace=True)
         action = "rebuilt" if present else "built"
-    indexes[column] = {"rows": n}
+        built_rows = n
+    indexes[column] = {"rows": n, "built_rows": built_rows}
     matching["indexes"] = indexes
     store.set_metadata(table, {"matching": matching})
     return IndexStatus(True, action, n)

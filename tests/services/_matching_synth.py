@@ -54,19 +54,28 @@ def make_synth(n: int = 2000, d: int = 16, factors: int = 4, products: int = 4, 
                  region, age, pv.astype(np.float32))
 
 
-def load_synth(store: VectorStore, s: Synth, *, column: str = "vec", metric: str = "cosine",
-               with_products: bool = False) -> None:
+def write_rows(store: VectorStore, s: Synth, lo: int = 0, hi: int | None = None, *,
+               column: str = "vec") -> None:
+    """Append customers ``lo:hi`` of ``s`` to the customers table."""
+    sl = slice(lo, hi)
     d = s.X.shape[1]
-    holdings = [[p for p, h in zip(s.products, row, strict=False) if h] for row in s.holds]
+    holdings = [[p for p, h in zip(s.products, row, strict=False) if h] for row in s.holds[sl]]
+    store.write("customers", pa.table({
+        "customer_id": s.ids[sl], "age": s.age[sl], "region": s.region[sl].tolist(),
+        "holdings": pa.array(holdings, pa.list_(pa.string())),
+        column: pa.FixedSizeListArray.from_arrays(pa.array(s.X[sl].ravel()), d),
+    }))
+
+
+def load_synth(store: VectorStore, s: Synth, *, column: str = "vec", metric: str = "cosine",
+               with_products: bool = False, rows: int | None = None) -> None:
+    """Create the customers (and products) tables and write the first ``rows`` customers."""
+    d = s.X.shape[1]
     schema = pa.schema([("customer_id", pa.string()), ("age", pa.int64()),
                         ("region", pa.string()), ("holdings", pa.list_(pa.string()))])
     vc = VectorColumn(column, d, metric)
     store.create_table("customers", schema, key="customer_id", vectors=[vc])
-    store.write("customers", pa.table({
-        "customer_id": s.ids, "age": s.age, "region": s.region.tolist(),
-        "holdings": pa.array(holdings, pa.list_(pa.string())),
-        column: pa.FixedSizeListArray.from_arrays(pa.array(s.X.ravel()), d),
-    }))
+    write_rows(store, s, 0, rows, column=column)
     if with_products:
         m = len(s.product_vectors)
         store.create_table("products", pa.schema([("product_id", pa.string()),

@@ -1,0 +1,103 @@
+"""Bulk recommendations against a numpy reference, and automatic ANN index upkeep."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import vectorstore
+from services.errors import MatchingError
+from services.matching import ensure_index, match, recommend
+from services.matching.recommend import top_n_scores
+from tests.services._matching_synth import load_synth, make_synth, write_rows
+
+
+def _reference(X: np.ndarray, P: np.ndarray, n: int, cosine: bool) -> np.ndarray:
+    if cosine:
+        X = X / np.linalg.norm(X, axis=1, keepdims=True)
+        P = P / np.linalg.norm(P, axis=1, keepdims=True)
+    S = X.astype(np.float64) @ P.T.astype(np.float64)
+    return np.argsort(-S, axis=1, kind="stable")[:, :n], np.sort(S, axis=1)[:, ::-1][:, :n]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot"])
+def test_recommend_writes_numpy_top_n(tmp_path, metric):
+    s = make_synth(n=700, products=6, unit=False, seed=3)
+    st = vectorstore.connect(str(tmp_path / "db"))
+    load_synth(st, s, metric=metric, with_products=True)
+    out = recommend(st, top_n=3, batch_size=256)  # several blocks
+    assert (out.customers, out.products, out.top_n) == (700, 6, 3)
+    idx, scores = _reference(s.X, s.product_vectors, 3, metric == "cosine")
+    got = st.to_arrow("customers", columns=["customer_id", "rec_products", "rec_scores"])
+    order = {c: i for i, c in enumerate(got.column("customer_id").to_pylist())}
+    rows = [order[c] for c in s.ids]
+    recs = got.column("rec_products").to_pylist()
+    vals = got.column("rec_scores").to_pylist()
+    assert got.schema.field("rec_scores").type == pa.list_(pa.float32())
+    assert [recs[r] for r in rows] == [[s.products[j] for j in row] for row in idx]
+    np.testing.assert_allclose(np.array([vals[r] for r in rows]), scores, rtol=1e-4, atol=1e-4)
+
+
+def test_recommend_excludes_held_products_and_rewrites(tmp_path):
+    s = make_synth(n=400, products=5, seed=4)
+    st = vectorstore.connect(str(tmp_path / "db"))
+    load_synth(st, s, with_products=True)
+    recommend(st, top_n=5, exclude_held=True)
+    recommend(st, top_n=5, exclude_held=True)  # a second run updates in place
+    got = st.to_arrow("customers", columns=["customer_id", "holdings", "rec_products"])
+    assert got.num_rows == 400
+    for held, recs in zip(got.column("holdings").to_pylist(),
+                          got.column("rec_products").to_pylist(), strict=True):
+        assert not set(held) & set(recs)
+        assert len(recs) == 5 - len(held)
+
+
+def test_top_n_scores_matches_argsort():
+    rng = np.random.default_rng(0)
+    X, P = rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(30, 8)).astype(np.float32)
+    idx, sc = top_n_scores(X, P, 7)
+    ref = np.argsort(-(X @ P.T), axis=1)[:, :7]
+    np.testing.assert_array_equal(idx, ref)
+    assert np.all(np.diff(sc, axis=1) <= 0)
+
+
+def test_recommend_refuses_without_products(store):
+    load_synth(store, make_synth(n=100))
+    with pytest.raises(MatchingError, match="products"):
+        recommend(store)
+
+
+def test_index_created_past_threshold_refreshed_on_growth_and_bypassed(tmp_path):
+    s = make_synth(n=1500, d=16, seed=5)
+    st = vectorstore.connect(str(tmp_path / "db"))
+    load_synth(st, s, rows=400)
+
+    def add(lo: int, hi: int) -> None:
+        write_rows(st, s, lo, hi)
+
+    def indexed() -> bool:
+        return any(ix.vector for ix in st.list_indexes("customers"))
+
+    r = match(st, "p0", top_k=10, index_threshold=500)
+    assert not r.summary.ann_index
+    assert not indexed()
+    add(400, 600)
+    match(st, "p0", top_k=10, index_threshold=500, exact=True)
+    assert not indexed()  # exact bypasses the index and does not build it
+    ann = match(st, "p0", top_k=50, index_threshold=500)
+    assert ann.summary.ann_index
+    assert indexed()
+    meta = st.table_info("customers").metadata["matching"]["indexes"]["vec"]
+    assert meta == {"rows": 600, "built_rows": 600}
+    exact = match(st, "p0", top_k=50, exact=True, query=ann.query)
+    got = set(ann.prospects.column("customer_id").to_pylist())
+    want = set(exact.prospects.column("customer_id").to_pylist())
+    assert len(got & want) / 50 >= 0.9
+    add(600, 800)
+    assert ensure_index(st, "customers", "vec", threshold=500).action == "optimized"
+    add(800, 1500)
+    assert ensure_index(st, "customers", "vec", threshold=500).action == "rebuilt"
+    assert ensure_index(st, "customers", "vec", threshold=500).action == "none"
+    meta = st.table_info("customers").metadata["matching"]["indexes"]["vec"]
+    assert meta == {"rows": 1500, "built_rows": 1500}
