@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from psycopg import errors as pgerr
 from psycopg import sql
 from psycopg.adapt import Loader
+from psycopg.copy import QueuedLibpqWriter
 from psycopg.pq import Format
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -186,34 +187,42 @@ def _numbers(arr: pa.Array, fill: Any = 0) -> np.ndarray:
     return pc.fill_null(arr, fill).to_numpy(zero_copy_only=False)
 
 
-def _scalar_cells(arr: pa.Array, pgt: str) -> pa.Array:
-    valid = _valid(arr)
-    if pgt == "text" or pgt == "bytea":
-        return _var_cells(arr, valid)
+_FIXED_DTYPE = {"smallint": ">i2", "integer": ">i4", "bigint": ">i8", "real": ">f4",
+                "double precision": ">f8"}
+
+
+def _fixed_payload(arr: pa.Array, pgt: str) -> np.ndarray | None:
+    """(n, width) uint8 binary values of a fixed-width type (nulls as zeros); None otherwise."""
     if pgt == "boolean":
-        return _fixed_cells(_numbers(arr, False).astype(np.uint8).reshape(-1, 1), valid)
-    dtype = {"smallint": ">i2", "integer": ">i4", "bigint": ">i8", "real": ">f4",
-             "double precision": ">f8"}.get(pgt)
+        return _numbers(arr, False).astype(np.uint8).reshape(-1, 1)
+    dtype = _FIXED_DTYPE.get(pgt)
     if dtype is not None:
-        return _fixed_cells(_be_bytes(_numbers(arr), dtype), valid)
+        return _be_bytes(_numbers(arr), dtype)
     if pgt in ("timestamp", "timestamptz"):
         us = arr.cast(pa.timestamp("us", tz=arr.type.tz), safe=False).cast(pa.int64())
-        return _fixed_cells(_be_bytes(_numbers(us) - _PG_EPOCH_US, ">i8"), valid)
+        return _be_bytes(_numbers(us) - _PG_EPOCH_US, ">i8")
     if pgt == "date":
         days = arr.cast(pa.date32()).cast(pa.int32())
-        return _fixed_cells(_be_bytes(_numbers(days) - _PG_EPOCH_DAYS, ">i4"), valid)
+        return _be_bytes(_numbers(days) - _PG_EPOCH_DAYS, ">i4")
+    if pgt.startswith("vector("):
+        n, dim = len(arr), arr.type.list_size
+        flat = arr.values.slice(arr.offset * dim, n * dim)
+        vals = _numbers(flat, 0.0).astype(np.float32, copy=False).reshape(n, dim)
+        payload = np.empty((n, 4 + 4 * dim), dtype=np.uint8)
+        payload[:, :2] = np.frombuffer(np.array([dim], ">i2").tobytes(), np.uint8)
+        payload[:, 2:4] = 0
+        payload[:, 4:] = _be_bytes(vals, ">f4").reshape(n, 4 * dim)
+        return payload
+    return None
+
+
+def _scalar_cells(arr: pa.Array, pgt: str) -> pa.Array:
+    payload = _fixed_payload(arr, pgt)
+    if payload is not None:
+        return _fixed_cells(payload, _valid(arr))
+    if pgt in ("text", "bytea"):
+        return _var_cells(arr, _valid(arr))
     raise SchemaMismatch(f"cannot encode PostgreSQL type {pgt}")  # pragma: no cover
-
-
-def _vector_cells(arr: pa.Array, dim: int) -> pa.Array:
-    n = len(arr)
-    flat = arr.values.slice(arr.offset * dim, n * dim)
-    vals = _numbers(flat, 0.0).astype(np.float32, copy=False).reshape(n, dim)
-    payload = np.empty((n, 4 + 4 * dim), dtype=np.uint8)
-    payload[:, :2] = np.frombuffer(np.array([dim], ">i2").tobytes(), np.uint8)
-    payload[:, 2:4] = 0
-    payload[:, 4:] = _be_bytes(vals, ">f4").reshape(n, 4 * dim)
-    return _fixed_cells(payload, _valid(arr))
 
 
 def _array_cells(arr: pa.Array, elem_pgt: str) -> pa.Array:
@@ -238,15 +247,32 @@ def _array_cells(arr: pa.Array, elem_pgt: str) -> pa.Array:
 
 def _column_cells(arr: pa.Array, field: pa.Field) -> pa.Array:
     pgt = pg_type(field)
-    if pgt.startswith("vector("):
-        return _vector_cells(arr, field.type.list_size)
     if pgt.endswith("[]"):
         return _array_cells(arr, pgt[:-2])
     return _scalar_cells(arr, pgt)
 
 
-def encode_copy_rows(batch: pa.RecordBatch) -> bytes:
+def _fixed_rows(batch: pa.RecordBatch) -> np.ndarray | None:
+    """Rows as one (n, width) byte matrix when every column is fixed-width and null-free."""
+    if any(c.null_count for c in batch.columns):
+        return None
+    n = batch.num_rows
+    parts = [np.tile(np.frombuffer(np.array([batch.num_columns], ">i2").tobytes(), np.uint8),
+                     (n, 1))]
+    for arr, fld in zip(batch.columns, batch.schema, strict=True):
+        payload = _fixed_payload(arr, pg_type(fld))
+        if payload is None:
+            return None
+        length = np.frombuffer(np.array([payload.shape[1]], ">i4").tobytes(), np.uint8)
+        parts += [np.tile(length, (n, 1)), payload]
+    return np.concatenate(parts, axis=1)
+
+
+def encode_copy_rows(batch: pa.RecordBatch) -> memoryview:
     """The rows of ``batch`` in PostgreSQL's binary COPY format (no header or trailer)."""
+    fixed = _fixed_rows(batch)
+    if fixed is not None:
+        return memoryview(fixed.reshape(-1))
     n = batch.num_rows
     count = _binary_rows(np.tile(np.frombuffer(np.array([batch.num_columns], ">i2").tobytes(),
                                                np.uint8), (n, 1)))
@@ -255,7 +281,7 @@ def encode_copy_rows(batch: pa.RecordBatch) -> bytes:
     rows = pc.binary_join_element_wise(count, *cells, _EMPTY)
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64)
     begin, end = offsets[rows.offset], offsets[rows.offset + n]
-    return rows.buffers()[2].to_pybytes()[begin:end]
+    return memoryview(rows.buffers()[2])[begin:end]
 
 
 def _check_text(info: TableInfo, batch: pa.RecordBatch) -> None:
@@ -668,7 +694,9 @@ class PgVectorStore(VectorStore):
                 if stmt is None:
                     cols = sql.SQL(", ").join(sql.Identifier(c) for c in batch.schema.names)
                     stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(target, cols)
-                    copy = stack.enter_context(conn.cursor().copy(stmt))
+                    cur = conn.cursor()
+                    # a writer thread sends one chunk while the next is being encoded
+                    copy = stack.enter_context(cur.copy(stmt, writer=QueuedLibpqWriter(cur)))
                     copy.write(_COPY_SIGNATURE)
                 _check_text(info, batch)
                 for start in range(0, batch.num_rows, _COPY_ROWS):

