@@ -157,6 +157,7 @@ class _Run:
         self.meta: dict[str, Any] = dict(self.cust_info.metadata.get(METADATA_KEY) or {})
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET enable_progress_bar = false")
 
     # -------------------------------------------------------------- event streams
     def events(self, ids: pa.Array | None) -> pa.RecordBatchReader:

@@ -21,7 +21,9 @@
     ``login``, ``help``, ``rates``, ``contact`` or ``product_<product id>``), ``product_id``
     (the product a product page or purchase is about, else null), ``channel`` (``web``/``app``).
 ``products.json``
-    A JSON array of ``{"product_id", "name", "description", "family"}`` for 8 products.
+    JSON Lines, one ``{"product_id", "name", "description", "family"}`` object per line, for
+    8 products (line-delimited so every JSON Lines reader, the ingest pipeline's included,
+    streams it).
 ``truth.parquet``
     What a real bank would not know: ``customer_id``, ``latent_segment``, ``is_anomaly``,
     ``anomaly_kind`` (``amount``, ``night``, ``category``, ``velocity`` or null), ``holdings``
@@ -651,7 +653,7 @@ def generate(out_dir: str | Path, n_customers: int = 20_000, events_per_customer
             counts["n_transactions"] += tx.num_rows
             counts["n_web_events"] += web.num_rows
             counts["n_anomalies"] += int(pc.sum(truth.column("is_anomaly")).as_py() or 0)
-    paths["products"].write_text(json.dumps(PRODUCTS, indent=2) + "\n")
+    paths["products"].write_text("".join(json.dumps(p) + "\n" for p in PRODUCTS))
     manifest = {
         "generator": "ingest.synthetic", "seed": seed,
         "events_per_customer": events_per_customer, **counts, "n_products": len(PRODUCTS),
@@ -704,6 +706,12 @@ def web_to_events(web: pa.Table | pa.RecordBatch) -> pa.Table:
     }, schema=EVENTS_TABLE_SCHEMA)
 
 
+def read_products(path: str | Path) -> list[dict[str, str]]:
+    """The products of a generated bank's ``products.json`` (JSON Lines)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 def _read_customers(path: Path, batch_size: int) -> Iterator[pa.RecordBatch]:
     convert = pacsv.ConvertOptions(column_types=CUSTOMERS_CSV_SCHEMA,
                                    strings_can_be_null=False, quoted_strings_can_be_null=False)
@@ -751,8 +759,7 @@ def load_into_store(store: VectorStore, bank: GeneratedBank | str | Path, *,
             yield from transactions_to_events(b).to_batches()
         yield from _read_web(bank.web_events)
 
-    products = pa.Table.from_pylist(json.loads(bank.products.read_text()),
-                                    schema=PRODUCTS_TABLE_SCHEMA)
+    products = pa.Table.from_pylist(read_products(bank.products), schema=PRODUCTS_TABLE_SCHEMA)
     written = {
         "customers": store.write("customers", _read_customers(bank.customers, batch_size)).rows,
         "events": store.write("events", events()).rows,

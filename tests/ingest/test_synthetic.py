@@ -24,6 +24,7 @@ from ingest.synthetic import (
     generate,
     load_into_store,
     main,
+    read_products,
     split_products,
 )
 
@@ -83,7 +84,7 @@ def test_sizes_and_columns(bank: GeneratedBank, frames: dict[str, pd.DataFrame])
     assert set(web["page"]) <= set(PAGES)
     assert set(web["kind"]) == {"page_view", "purchase"}
     assert (tx["amount"] > 0).all()
-    products = json.loads(bank.products.read_text())
+    products = read_products(bank.products)
     assert [p["product_id"] for p in products] == PRODUCT_IDS
     assert len(products) >= 8
     assert all(p["name"] and len(p["description"]) > 30 for p in products)
