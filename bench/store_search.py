@@ -21,6 +21,7 @@ function ``(workdir) -> VectorStore`` that opens an empty store.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -46,8 +47,18 @@ def lance_store(workdir: Path) -> VectorStore:
     return vectorstore.connect(str(workdir / "lance"))
 
 
+def pgvector_store(workdir: Path) -> VectorStore:
+    """PostgreSQL + pgvector (HNSW) at ``KINDRED_BENCH_PG_DSN``, one schema per benchmark run."""
+    import hashlib
+
+    schema = "bench_" + hashlib.sha256(str(workdir).encode()).hexdigest()[:12]
+    return vectorstore.connect(os.environ["KINDRED_BENCH_PG_DSN"], schema=schema)
+
+
 BACKENDS: list[tuple[str, Callable[[Path], VectorStore]]] = [
     ("lancedb", lance_store),
+    # pgvector joins when KINDRED_BENCH_PG_DSN names a server (bench.pg_store can start one)
+    *([("pgvector", pgvector_store)] if os.environ.get("KINDRED_BENCH_PG_DSN") else []),
 ]
 
 
