@@ -1,7 +1,7 @@
 """pgvector (HNSW) beside LanceDB and numpy: bulk write rows/s and top-k cosine search.
 
-Same data and same queries for every side: clustered unit vectors (a Gaussian mixture on the
-sphere, the shape real embeddings have), queries drawn fresh from the same mixture. numpy brute
+Same data and same queries for every side, from :func:`bench.store_search.make_data` (clustered
+unit vectors, the shape real embeddings have; queries drawn fresh from the same mixture). numpy brute
 force (``X @ q``, argpartition, sort) is the exact baseline and the recall reference.
 
 Measured, each step in its own process (peak RSS of the client process; the PostgreSQL server's
@@ -37,29 +37,11 @@ import pyarrow as pa
 
 import vectorstore
 from bench._harness import percentile, report, run_isolated
+from bench.store_search import make_data
 from vectorstore import VectorColumn, VectorStore
 
 TABLE = "bench_vectors"
 WRITE_BATCH = 20_000
-
-
-def make_data(n: int, dim: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and queries from one mixture of 300 clusters on the unit sphere, float32."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((300, dim), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    spread = rng.uniform(0.5, 1.0, 300).astype(np.float32) / np.sqrt(dim)
-
-    def draw(m: int) -> np.ndarray:
-        out = np.empty((m, dim), np.float32)
-        for s in range(0, m, 50_000):
-            e = min(m, s + 50_000)
-            lab = rng.integers(0, 300, e - s)
-            x = centres[lab] + rng.standard_normal((e - s, dim), dtype=np.float32) * spread[lab, None]
-            out[s:e] = x / np.linalg.norm(x, axis=1, keepdims=True)
-        return out
-
-    return draw(n), draw(n_queries)
 
 
 def _open(backend: str, target: str) -> VectorStore:
@@ -191,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="kindred-bench-pg-") as tmpdir:
         tmp = Path(tmpdir)
-        x, q = make_data(n, args.dim, nq)
+        x, q = make_data(n, args.dim, n_queries=nq)
         np.save(tmp / "x.npy", x)
         np.save(tmp / "q.npy", q)
         del x
