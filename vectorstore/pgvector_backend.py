@@ -869,8 +869,9 @@ class PgVectorStore(VectorStore):
                 lit = _vector_literal(one)
                 args = [lit, *wparams, lit, k]
                 rows = self._run_search(conn, stmt, args, settings, exact, f is not None)
-                if not exact and f is not None and len(rows) < k:
-                    # the index ran out of candidates: exact search when more rows match
+                if not exact and len(rows) < k:
+                    # the index ran out of candidates (a selective filter, or k above the
+                    # largest ef_search of 1000): exact search when more rows match
                     n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self._ident(name))
                                      + where, wparams).fetchone()[0]
                     if n > len(rows):

@@ -410,3 +410,12 @@ def test_fixed_width_rows_round_trip(pg):
     assert pg.write("t", data).inserted == n
     assert pg.to_arrow("t").sort_by("id").equals(data.sort_by("id"))
     assert pg.write("t", data.slice(0, 10), mode="upsert").updated == 10
+
+
+def test_ann_search_returns_k_rows_beyond_the_ef_search_limit(pg):
+    _people(pg, 1100)
+    pg.create_vector_index("people", m=4, ef_construction=8)
+    res = pg.search("people", [1, 0.5, 0, 0], k=1050)  # hnsw.ef_search stops at 1000
+    assert res.num_rows == 1050
+    scores = res.column("score").to_numpy()
+    assert (np.diff(scores) <= 1e-9).all()
