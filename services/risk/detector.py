@@ -28,6 +28,9 @@ from sklearn.base import BaseEstimator
 from .config import EnsembleConfig, parse_detector
 from .errors import InvalidRiskInput, TooManyRows
 
+_INDUCTIVE_FIT_SCORES = ("iforest", "hbos", "pca")
+"""PyOD detectors whose ``decision_scores_`` equal ``decision_function`` on the fit rows."""
+
 SCORE_CHUNK = 16_384
 """Rows scored at once inside ``decision_function`` (bounds temporary memory)."""
 
@@ -197,7 +200,13 @@ class RiskDetector(BaseEstimator):
                 s = self._member_scores(m, X)
                 sd = float(s.std())
                 self.member_stats_.append((float(s.mean()), sd if sd > 0 else 1.0, np.sort(s)))
-        train = self.decision_function(X)
+        m0 = self.members_[0]
+        if (not self.member_stats_ and not self.messages_ and isinstance(m0, _PyODMember)
+                and cfg.kind in _INDUCTIVE_FIT_SCORES):
+            # PyOD already scored the fit rows with the same function: don't do it twice
+            train = np.asarray(m0.estimator.decision_scores_, dtype=np.float64)
+        else:
+            train = self.decision_function(X)
         self.train_scores_ = np.sort(train)
         self.threshold_ = float(np.percentile(train, 100 * (1 - cfg.contamination)))
         self.feature_median_, self.feature_scale_ = robust_scale(X)
