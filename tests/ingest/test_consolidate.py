@@ -209,6 +209,24 @@ def test_named_customers_and_the_full_scan_path_agree(store: VectorStore) -> Non
     _check(got.loc[["c1", "c3"]], ref)
 
 
+def test_configurable_dimensions(store: VectorStore) -> None:
+    ev = _setup(store).to_pandas()
+    cfg = ConsolidationConfig(spend={"product_id": "product_spend"},
+                              count={"kind": "n", "channel": "count"},
+                              values={"channel": ["card"]})
+    consolidate(store, config=cfg)
+    got = _customers(store)
+    assert "spend_groceries" not in got.columns
+    assert "count_online" not in got.columns  # only the listed channel value
+    for cid in CUSTOMERS[:5]:
+        mine = ev[ev["customer_id"] == cid]
+        paid = mine[mine["amount"].notna()]
+        assert np.isclose(got.at[cid, "product_spend_mortgage"],
+                          paid.loc[paid["product_id"] == "mortgage", "amount"].sum())
+        assert got.at[cid, "n_purchase"] == (mine["kind"] == "purchase").sum()
+        assert got.at[cid, "count_card"] == (mine["channel"] == "card").sum()
+
+
 def test_missing_columns_are_reported(store: VectorStore) -> None:
     _setup(store, n_events=5)
     with pytest.raises(ConsolidationError, match="'merchant'"):
