@@ -80,13 +80,15 @@ class ProductQuery:
     n_consumers: int = 0
     details: dict[str, Any] = field(default_factory=dict)
     model_: LogisticRegression | None = None
+    linear: bool = False
+    """The score is ``X @ vector + intercept`` whatever the column's metric."""
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """The method's score for each row of ``X`` (float64)."""
         q = self.vector.astype(np.float64)
         X = np.asarray(X, dtype=np.float32)
-        if self.method == "learned":
-            return X @ q.astype(np.float32) + self.intercept
+        if self.linear:
+            return (X @ q.astype(np.float32)).astype(np.float64) + self.intercept
         if self.metric is Metric.L2:
             return -np.sqrt(np.maximum(((X - q.astype(np.float32)) ** 2).sum(axis=1), 0.0))
         raw = (X @ q.astype(np.float32)).astype(np.float64)
@@ -131,18 +133,16 @@ def fit_centroid(store: VectorStore, table: str, column: str, labeller: Labeller
             n += int(pos.sum())
     if n == 0:
         raise NotEnoughData(f"product {product!r}: no known consumers with a {column!r} vector")
-    centroid = total / n
-    if vec.metric is Metric.L2:
-        q = centroid  # distances are translation invariant: the holders' mean point
-    else:
-        q = centroid - population_mean(store, table, column)
-        norm = np.linalg.norm(q)
-        if norm == 0:
-            raise MatchingError(f"product {product!r}: its consumers' mean equals the population "
-                                f"mean on {column!r}; the centroid has no direction")
-        q = q / norm
+    q = total / n - population_mean(store, table, column)
+    norm = np.linalg.norm(q)
+    if norm == 0:
+        raise MatchingError(f"product {product!r}: its consumers' mean equals the population "
+                            f"mean on {column!r}; the centroid has no direction")
+    q = q / norm
+    # on an l2 column the store cannot rank by a direction: score x . c in streamed blocks
+    l2 = vec.metric is Metric.L2
     return ProductQuery(product, "centroid", column, vec.metric, q.astype(np.float32),
-                        n_consumers=n, details={"centred": vec.metric is not Metric.L2})
+                        searchable=not l2, linear=l2, n_consumers=n, details={"centred": True})
 
 
 def _sample_training(store: VectorStore, table: str, column: str, labeller: Labeller,
@@ -215,7 +215,7 @@ def fit_learned(store: VectorStore, table: str, column: str, labeller: Labeller,
         searchable, scale = False, 1.0
     return ProductQuery(
         product, "learned", column, vec.metric, w.astype(np.float32), searchable=searchable,
-        scale=scale, offset=b, intercept=b, n_consumers=n_pos, model_=model,
+        scale=scale, offset=b, intercept=b, n_consumers=n_pos, model_=model, linear=True,
         details={"C": C, "cv_roc_auc": cv_scores, "train_rows": len(y),
                  "train_positives": n_pos, "unit_vectors": unit},
     )
