@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from vectorstore import VectorStore
-from vectorstore.filters import Has
+from vectorstore.filters import Filter, Has
 
 from .errors import EvaluationError, NotEnoughData
 from .matching._data import (
@@ -128,6 +128,7 @@ def _score_candidates(store: VectorStore, table: str, query: ProductQuery, evalu
 def _evaluate(store: VectorStore, table: str, columns: Sequence[str], methods: Sequence[str],
               trainer: Labeller, evaluator: Labeller, label_columns: Sequence[str], *,
               product: str | None, products_table: str, seed: int, top_frac: float,
+              prefilter: Filter | None,
               k: int | None, baselines: bool, learned_options: dict[str, Any],
               ) -> tuple[list[MetricRow], float]:
     rows: list[MetricRow] = []
@@ -137,7 +138,7 @@ def _evaluate(store: VectorStore, table: str, columns: Sequence[str], methods: S
         for method in methods:
             query = fit_query(store, table, column, method, trainer, label_columns,
                               product=product or "", seed=seed, products_table=products_table,
-                              **learned_options)
+                              prefilter=prefilter, **learned_options)
             s, y, pop = _score_candidates(store, table, query, evaluator, label_columns, product)
             kk = k if k is not None else max(1, round(top_frac * len(y)))
             if first:
@@ -196,7 +197,8 @@ def evaluate_holdout(store: VectorStore, product: str, *,
     rows, base = _evaluate(store, table, cols, methods, trainer, evaluator,
                            [CUSTOMER_KEY, HOLDINGS], product=product,
                            products_table=products_table, seed=seed, top_frac=top_frac, k=k,
-                           baselines=baselines, learned_options=learned_options)
+                           baselines=baselines, learned_options=learned_options,
+                           prefilter=Has(HOLDINGS, product))
     return EvaluationReport(kind="holdout", target=product, base_rate=base, rows=rows,
                             params={"holdout": holdout, "seed": seed, "top_frac": top_frac,
                                     "k": k, "hidden": n_hidden, "known": len(ids) - n_hidden})
@@ -267,7 +269,7 @@ def evaluate_labels(store: VectorStore, label_column: str, *, positive: Any = No
     rows, base_rate = _evaluate(store, table, cols, methods, trainer, evaluator, label_cols,
                                 product=None, products_table=PRODUCTS, seed=seed,
                                 top_frac=top_frac, k=k, baselines=baselines,
-                                learned_options=learned_options)
+                                learned_options=learned_options, prefilter=None)
     return EvaluationReport(kind="label", target=f"{label_column} = {positive!r}",
                             base_rate=base_rate, rows=rows,
                             params={"split_column": split_column, "test_size": test_size,

@@ -36,7 +36,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from vectorstore import Metric, VectorStore
-from vectorstore.filters import Cmp, Has
+from vectorstore.filters import Cmp, Filter, Has
 
 from ..errors import MatchingError, NotEnoughData, UnknownProduct
 from ._data import (
@@ -120,13 +120,18 @@ def _count_positives(store: VectorStore, table: str, column: str, labeller: Labe
 
 
 def fit_centroid(store: VectorStore, table: str, column: str, labeller: Labeller,
-                 label_columns: Sequence[str], *, product: str = "") -> ProductQuery:
-    """Centred centroid of the positives (see module docs)."""
+                 label_columns: Sequence[str], *, product: str = "",
+                 prefilter: Filter | None = None) -> ProductQuery:
+    """Centred centroid of the positives (see module docs).
+
+    ``prefilter`` (when every positive satisfies it, e.g. ``has(holdings, product)``) limits
+    the scan to those rows.
+    """
     info = store.table_info(table)
     vec = info.vector(column)
     total = np.zeros(vec.dim, dtype=np.float64)
     n = 0
-    for block in iter_blocks(store, table, column, columns=label_columns):
+    for block in iter_blocks(store, table, column, columns=label_columns, filter=prefilter):
         pos = labeller(block.batch) == 1
         if pos.any():
             total += block.vectors[pos].sum(axis=0, dtype=np.float64)
@@ -249,10 +254,15 @@ def fit_product(store: VectorStore, table: str, column: str, product: str, *,
 
 def fit_query(store: VectorStore, table: str, column: str, method: str, labeller: Labeller,
               label_columns: Sequence[str], *, product: str = "", seed: int = 0,
-              products_table: str = PRODUCTS, **learned_options: Any) -> ProductQuery:
-    """A query by ``centroid``, ``learned`` or ``product`` from labelled rows (no checks)."""
+              products_table: str = PRODUCTS, prefilter: Filter | None = None,
+              **learned_options: Any) -> ProductQuery:
+    """A query by ``centroid``, ``learned`` or ``product`` from labelled rows (no checks).
+
+    ``prefilter``: a filter every positive row satisfies (narrows the centroid's scan).
+    """
     if method == "centroid":
-        return fit_centroid(store, table, column, labeller, label_columns, product=product)
+        return fit_centroid(store, table, column, labeller, label_columns, product=product,
+                            prefilter=prefilter)
     if method == "learned":
         return fit_learned(store, table, column, labeller, label_columns, product=product,
                            seed=seed, **learned_options)
@@ -309,7 +319,7 @@ def build_query(store: VectorStore, product: str, method: str = "centroid", *,
     labeller = holdings_labeller(product)
     return fit_query(store, table, column, method, labeller, [CUSTOMER_KEY, HOLDINGS],
                      product=product, seed=seed, products_table=products_table,
-                     **learned_options)
+                     prefilter=Has(HOLDINGS, product), **learned_options)
 
 
 def _product_known(store: VectorStore, product: str, products_table: str) -> bool:
@@ -333,7 +343,8 @@ def _auto(store: VectorStore, product: str, column: str, *, table: str, products
     best = max(aucs, key=lambda m: aucs[m])
     q = fit_query(store, table, column, best, holdings_labeller(product),
                   [CUSTOMER_KEY, HOLDINGS], product=product, seed=seed,
-                  products_table=products_table, **learned_options)
+                  products_table=products_table, prefilter=Has(HOLDINGS, product),
+                  **learned_options)
     q.details["auto"] = {"picked": best, "holdout_roc_auc": aucs,
                          "reason": f"highest holdout ROC-AUC ({aucs[best]:.4f}) of "
                                    f"{', '.join(sorted(aucs))}"}

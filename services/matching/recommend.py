@@ -128,9 +128,12 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
     rows = 0
     for block in iter_blocks(store, table, column, columns=extra, filter=None,
                              batch_size=batch_size):
-        X = _normalise(block.vectors) if cosine else block.vectors
+        X = block.vectors
         mask = _held_mask(block.batch, pids) if exclude_held else None
         idx, scores = top_n_scores(X, PT, n, mask)
+        if cosine:  # a row's order does not depend on |x|: divide only the kept scores
+            norms = np.linalg.norm(X, axis=1, keepdims=True)
+            scores = scores / np.where(norms > 0, norms, 1.0)
         b = len(idx)
         offsets = pa.array(np.arange(0, b * n + 1, n, dtype=np.int32))
         rec_p = pa.ListArray.from_arrays(offsets, pids.take(pa.array(idx.ravel())))
