@@ -710,6 +710,42 @@ def risk_explain(app: App, customer: str) -> None:
     app.emit(e, human)
 
 
+# ---------------------------------------------------------------------- report and demo
+@main.command()
+@click.option("--out", "out_dir", default="./kindred-report", show_default=True,
+              type=click.Path(file_okay=False))
+@click.option("--product", "products", multiple=True,
+              help="Products to plot (default: the 3 most held).")
+@click.option("--column", default=None, help="Vector column (default: the preferred one).")
+@click.option("--label", default=None, help="Anomaly label column for the risk ROC-AUC.")
+@pass_app
+def report(app: App, out_dir: str, products: tuple[str, ...], column: str | None,
+           label: str | None) -> None:
+    """Write an HTML report (gain/lift, score distributions, risk, customer map)."""
+    r = app.kindred().report(out_dir, products=list(products) or None, column=column,
+                             label=label)
+    app.emit(r, lambda: click.echo(f"Report written to {r.html} ({len(r.images)} plots: "
+                                   f"{', '.join(r.sections) or 'none'})"))
+
+
+@main.command()
+@click.option("--customers", type=click.IntRange(min=200), default=20_000, show_default=True)
+@click.option("--out", "out_dir", default="./kindred-demo", show_default=True,
+              type=click.Path(file_okay=False),
+              help="Directory for the generated bank, the store and the report.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-text", is_flag=True, help="Skip the (slowest) text embedding.")
+@pass_app
+def demo(app: App, customers: int, out_dir: str, seed: int, no_text: bool) -> None:
+    """End to end on a synthetic bank: generate, ingest, embed, match, score risk, report."""
+    from .demo import run_demo
+
+    summary = run_demo(out_dir, customers=customers, seed=seed, text=not no_text,
+                       echo=None if app.json else click.echo)
+    if app.json:
+        app.emit(summary)
+
+
 def _literal(value: str | None) -> Any:
     """A command-line value as int/float/bool when it looks like one, else the string."""
     if value is None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel
 
 import vectorstore
@@ -29,6 +30,7 @@ from .models import (
     GenerateResult,
     IngestResult,
     MigrationResult,
+    ReportResult,
     RiskEvaluation,
     StepResult,
     StoreStats,
@@ -423,6 +425,55 @@ class Kindred:
                         fit_sample=fit_sample, seed=seed)
         return RiskEvaluation(label=label, column=column, rows=rows)
 
+    # ------------------------------------------------------------------ report
+    def report(self, out_dir: str | Path, *, products: Sequence[str] | None = None,
+               column: str | None = None, methods: Sequence[str] = ("centroid", "learned"),
+               label: str | None = None, max_products: int = 3,
+               seed: int = 0) -> ReportResult:
+        """Write ``report.html`` (self-contained) and its PNGs into ``out_dir``.
+
+        Gain/lift curves per product and method (seeded holdout), consumer vs prospect score
+        distributions, the risk score distribution with its flag threshold, and a PCA map of
+        customers coloured by holdings and risk flag. ``products`` defaults to the
+        ``max_products`` most held products; ``column`` to the default vector column; ``label``
+        (e.g. ``is_anomaly``) adds the risk ROC-AUC.
+        """
+        from . import report as rpt
+
+        self._require_table(CUSTOMERS, "ingest customers first")
+        column = column or self.default_vector_column()
+        if column is None:
+            raise ServiceError("the customers table has no vector column: run embed first")
+        if products is None:
+            products = self.popular_products(max_products)
+        st = self.stats([CUSTOMERS])
+        facts = {"store": self.location, "customers": f"{st.tables[0].rows:,}",
+                 "vector column": column,
+                 "vector columns": ", ".join(f"{v.name} ({v.embedder or '-'}, {v.dim}-d)"
+                                             for v in st.tables[0].vectors)}
+        data = rpt.collect(self._store, column=column, products=products, methods=methods,
+                           label=label, seed=seed, facts=facts,
+                           title=f"Kindred report: {self.location}")
+        return rpt.write_report(data, out_dir)
+
+    def popular_products(self, n: int = 3, *, min_holders: int = 20) -> list[str]:
+        """The ``n`` products with most holders (at least ``min_holders``), most held first."""
+        from vectorstore.filters import Has
+
+        info = self._store.table_info(CUSTOMERS)
+        if "holdings" not in info.schema.names:
+            return []
+        if self._store.has_table(PRODUCTS):
+            candidates = self._store.to_arrow(PRODUCTS, columns=["product_id"]).column(
+                "product_id").to_pylist()
+        else:
+            lists = self._store.to_arrow(CUSTOMERS, columns=["holdings"]).column("holdings")
+            candidates = sorted(set(pc.list_flatten(lists).drop_null().to_pylist()))
+        counts = {p: self._store.count(CUSTOMERS, Has("holdings", p)) for p in candidates}
+        ranked = sorted((p for p in counts if counts[p] >= min_holders),
+                        key=lambda p: -counts[p])
+        return ranked[:n]
+
     # ------------------------------------------------------------------ helpers
     def default_vector_column(self, table: str = CUSTOMERS) -> str | None:
         """The vector column used when a call names none: the only one, else the first of
@@ -458,21 +509,27 @@ KEYS = {"customers": "customer_id", "events": "event_id", "products": "product_i
 
 
 def _json_array(source: Any) -> Any:
-    """A ``.json`` file holding an array of objects as an Arrow table; anything else as is."""
-    if isinstance(source, str | Path) and str(source).lower().endswith(".json"):
-        import json
+    """A ``.json`` file holding one array of objects, as an Arrow table; anything else (JSON
+    Lines included) is returned as is for the source adapters."""
+    if not (isinstance(source, str | Path) and str(source).lower().endswith(".json")):
+        return source
+    import json
 
-        path = Path(source)
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise SourceError(f"{path}: no such file") from exc
-        except json.JSONDecodeError as exc:
-            raise SourceError(f"{path}: not valid JSON: {exc}") from exc
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise SourceError(f"{path}: expected a JSON array of objects (or use .jsonl)")
-        return pa.Table.from_pylist(rows)
-    return source
+    path = Path(source)
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except FileNotFoundError as exc:
+        raise SourceError(f"{path}: no such file") from exc
+    if not head.startswith(b"["):
+        return source
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"{path}: not valid JSON: {exc}") from exc
+    if not all(isinstance(r, dict) for r in rows):
+        raise SourceError(f"{path}: expected a JSON array of objects")
+    return pa.Table.from_pylist(rows)
 
 
 def _source_columns(source: Any, opts: dict[str, Any]) -> list[str]:

@@ -14,16 +14,23 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .models import ReportResult
+
+if TYPE_CHECKING:
+    from vectorstore import VectorStore
 
 
 @dataclass
@@ -275,3 +282,94 @@ def write_report(data: ReportData, out_dir: str | Path) -> ReportResult:
     html_path.write_text(page, encoding="utf-8")
     return ReportResult(html=str(html_path.resolve()), images=[str(p.resolve()) for p in images],
                         sections=sections)
+
+
+# ---------------------------------------------------------------------- from a store
+def _vectors(table: pa.Table, column: str) -> np.ndarray:
+    arr = table.column(column).combine_chunks()
+    dim = arr.type.list_size
+    return np.asarray(arr.flatten().to_numpy(zero_copy_only=False),
+                      dtype=np.float32).reshape(-1, dim)
+
+
+def collect(store: VectorStore, *, column: str, products: Sequence[str] = (),
+            methods: Sequence[str] = ("centroid", "learned"), holdout: float = 0.2,
+            max_rows: int = 50_000, map_rows: int = 5_000, label: str | None = None,
+            seed: int = 0, title: str = "Kindred report",
+            facts: dict[str, str] | None = None) -> ReportData:
+    """Gather the report's arrays from the ``customers`` table.
+
+    Reads ``customer_id``, ``holdings``, the vector ``column`` and the risk columns of at most
+    ``max_rows`` customers (a seeded sample above that: the curves need scores in memory).
+    Gain curves come from a holdout like :func:`services.evaluate.evaluate_holdout`: a seeded
+    ``holdout`` share of each product's holders is hidden, each method is fitted on the rest,
+    and every non-holder plus the hidden holders is ranked. ``label`` (e.g. ``is_anomaly``)
+    adds the risk ROC-AUC against that column.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from .matching import build_query
+    from .matching._data import holdings_labeller, holds
+    from .matching.query import fit_query
+
+    info = store.table_info("customers")
+    info.vector(column)
+    names = info.schema.names
+    read = ["customer_id", "holdings", column,
+            *[c for c in ("risk_score", "risk_flag", "risk_model", label) if c and c in names]]
+    data = store.to_arrow("customers", columns=list(dict.fromkeys(read)))
+    rng = np.random.default_rng(seed)
+    if data.num_rows > max_rows:
+        data = data.take(pa.array(np.sort(rng.choice(data.num_rows, max_rows, replace=False))))
+    data = data.filter(pc.is_valid(data.column(column)))
+    X = _vectors(data, column)
+    ids = data.column("customer_id").combine_chunks()
+    rep = ReportData(title=title, facts=dict(facts or {}))
+    holdings: dict[str, np.ndarray] = {}
+    for product in products:
+        held = holds(data, product)
+        holdings[product] = held
+        pos = np.flatnonzero(held)
+        n_hidden = round(holdout * len(pos))
+        if n_hidden < 1 or len(pos) - n_hidden < 2:
+            continue
+        hidden_idx = np.sort(rng.choice(pos, n_hidden, replace=False))
+        hidden = ids.take(pa.array(hidden_idx))
+        candidates = ~held
+        candidates[hidden_idx] = True
+        y = np.zeros(len(held), dtype=bool)
+        y[hidden_idx] = True
+        for method in methods:
+            q = fit_query(store, "customers", column, method, holdings_labeller(product, hidden),
+                          ["customer_id", "holdings"], product=product, seed=seed)
+            s = q.score(X[candidates])
+            auc = float(roc_auc_score(y[candidates], s))
+            rep.curves.append(RankingCurve(product, method, y[candidates], s, auc=auc))
+            rep.facts[f"holdout ROC-AUC {product} / {method}"] = (
+                f"{auc:.3f} (lift@10% {lift_at(y[candidates], s):.2f})")
+        q = build_query(store, product, "centroid", vector_column=column, min_consumers=2)
+        s = q.score(X)
+        rep.distributions.append(ProductScores(product, s[held], s[~held]))
+    if "risk_score" in data.column_names:
+        scores = np.asarray(pc.fill_null(data.column("risk_score"), np.nan).to_numpy(
+            zero_copy_only=False), dtype=np.float64)
+        flags = np.asarray(pc.fill_null(data.column("risk_flag"), False).to_numpy(
+            zero_copy_only=False), dtype=bool)
+        ok = ~np.isnan(scores)
+        threshold = float(scores[flags & ok].min()) if (flags & ok).any() else None
+        models = data.column("risk_model").drop_null().unique().to_pylist()
+        auc = None
+        if label and label in data.column_names:
+            yl = np.asarray(pc.fill_null(pc.cast(data.column(label), pa.bool_()), False)
+                            .to_numpy(zero_copy_only=False), dtype=bool)
+            if 0 < yl[ok].sum() < ok.sum():
+                auc = float(roc_auc_score(yl[ok], scores[ok]))
+                rep.facts[f"risk ROC-AUC on {label}"] = f"{auc:.3f}"
+        rep.risk = RiskScores(scores[ok], threshold, model=", ".join(models), auc=auc)
+    else:
+        flags = None
+    take = np.sort(rng.choice(len(X), min(map_rows, len(X)), replace=False)) if len(X) else []
+    rep.customer_map = CustomerMap(
+        column, X[take], {p: h[take] for p, h in holdings.items()},
+        risk_flag=flags[take] if flags is not None else None)
+    return rep

@@ -251,3 +251,242 @@ def test_subprocess_entry_point(toy: tuple[Path, np.ndarray]) -> None:
     assert res.returncode == 1
     assert res.stderr.startswith("Error: no Kindred store")
     assert "Traceback" not in res.stderr
+
+
+# ---------------------------------------------------------------------- the pipeline commands
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.services._bank import prepared_bank
+
+    return prepared_bank(tmp_path_factory)
+
+
+@pytest.fixture
+def bank_copy(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.services._bank import copy_store
+
+    return copy_store(tmp_path_factory, tmp_path / "store")
+
+
+def test_generate_ingest_consolidate_embed(tmp_path: Path) -> None:
+    out = run_json("generate", "--customers", "300", "--events-per-customer", "5",
+                   "--out", str(tmp_path / "bank"))
+    assert out["customers"] == 300
+    files = out["files"]
+    for path in files.values():
+        assert Path(path).is_file()
+    store = tmp_path / "store"
+    r = run_json("ingest", "customers", files["customers"], "--id-column", "customer_id",
+                 "--holdings-column", "products", "--holdings-separator", ";",
+                 "--text-column", "note", store=store)
+    assert (r["table"], r["rows_read"], r["written"]) == ("customers", 300, 300)
+    assert r["created_table"] is True
+    r = run_json("ingest", "events", files["transactions"], store=store)
+    assert r["written"] == r["rows_read"] > 0
+    r = run_json("ingest", "events", files["transactions"], store=store)
+    assert r["written"] == 0  # idempotent
+    assert r["unchanged"] == r["rows_read"]
+    r = run_json("ingest", "events", files["web_events"], "--rename", "page=category",
+                 "--timestamp-format", "ts=%Y-%m-%dT%H:%M:%SZ", "--holdings-from-events",
+                 "purchase", store=store)
+    assert r["written"] > 0
+    r = run_json("ingest", "products", files["products"], "--id-column", "product_id",
+                 store=store)
+    assert r["written"] == 8
+    r = run_json("consolidate", store=store)
+    assert r["details"]["customers"] == 300
+    assert any(c.startswith("spend_") for c in r["details"]["feature_columns"])
+    r = run_json("embed", "tabular", "--exclude", "note", store=store)
+    assert r["details"]["rows_embedded"] == 300
+    r = run_json("embed", "behavior", "--dim", "8", store=store)
+    assert r["details"]["dim"] == 8
+    r = run_json("embed", "combined", "--source", "vec_tabular", "--source", "vec_behavior",
+                 store=store)
+    assert r["details"]["rows_embedded"] == 300
+    _, out, _ = run("embed", "tabular", "--exclude", "note", store=store)
+    assert "customers.vec_tabular" in out
+    st = run_json("stats", store=store)
+    by = {t["name"]: t for t in st["tables"]}
+    assert {v["name"] for v in by["customers"]["vectors"]} == {
+        "vec_tabular", "vec_behavior", "vec_combined"}
+    # the products table got the behaviour vectors too (one shared space)
+    assert [v["name"] for v in by["products"]["vectors"]] == ["vec_behavior"]
+
+
+def test_embed_text_with_the_packaged_model(tmp_path: Path) -> None:
+    csv = tmp_path / "c.csv"
+    csv.write_text("customer_id,age,note\n" + "".join(
+        f"c{i},{20 + i},{'likes travel' if i % 2 else 'saves for a house'}\n"
+        for i in range(12)))
+    store = tmp_path / "s"
+    run("ingest", "customers", str(csv), "--text-column", "note", store=store)
+    r = run_json("embed", "text", "--column", "note", store=store)
+    assert r["details"]["dim"] == 384
+    assert r["details"]["rows_embedded"] == 12
+    again = run_json("embed", "text", "--column", "note", store=store)
+    assert again["details"]["rows_embedded"] == 0  # unchanged text is not re-embedded
+    code, _, err = run("embed", "text", store=store, ok=False)
+    assert code == 1
+    assert "exactly one of a text column" in err
+
+
+def test_ingest_errors(tmp_path: Path) -> None:
+    csv = tmp_path / "clients.csv"
+    csv.write_text("client_id,age,y\na,34,yes\nb,notanumber,no\nc,28,yes\n")
+    store = tmp_path / "s"
+    code, _, err = run("ingest", "--mapping", str(tmp_path / "missing.toml"), store=store,
+                       ok=False)
+    assert code == 1
+    assert "no such mapping file" in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('table = "customers"\nid_column = "client_id"\ncolour = "red"\n')
+    code, _, err = run("ingest", "--mapping", str(bad), str(csv), store=store, ok=False)
+    assert code == 1
+    assert "colour" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run("ingest", "customers", str(csv), "--holding", "no-equals-sign",
+                       store=store, ok=False)
+    assert code == 1
+    assert "expected NAME=VALUE" in err
+    code, _, err = run("ingest", "clients", str(csv), store=store, ok=False)
+    assert code == 2
+    code, _, err = run("ingest", "customers", str(csv), "--id-column", "client_id",
+                       "--type", "age=int64", store=store, ok=False)
+    assert code == 1
+    assert "notanumber" in err
+    assert run_json("tables", store=store) == []  # fail mode wrote nothing
+    r = run_json("ingest", "customers", str(csv), "--id-column", "client_id", "--type",
+                 "age=int64", "--holding", "term_deposit=y:yes", "--on-error", "quarantine",
+                 store=store)
+    assert (r["written"], r["quarantined"]) == (2, 1)
+    tables = {t["table"]: t["rows"] for t in run_json("tables", store=store)}
+    assert tables == {"customers": 2, "customers_rejects": 1}
+    r = run_json("ingest", "customers", str(csv), "--id-column", "client_id", "--type",
+                 "age=int64", "--on-error", "skip", store=store)
+    assert r["skipped"] == 1
+
+
+def test_ingest_with_a_mapping_file(tmp_path: Path) -> None:
+    csv = tmp_path / "clients.csv"
+    csv.write_text("client_id;age;y\na;34;yes\nb;51;no\n")
+    m = tmp_path / "m.toml"
+    m.write_text('table = "customers"\nid_column = "client_id"\n[source]\npath = "clients.csv"\n'
+                 'delimiter = ";"\n[holdings.flags]\nterm_deposit = "y:yes"\n')
+    r = run_json("ingest", "--mapping", str(m), store=tmp_path / "s")
+    assert (r["rows_read"], r["written"]) == (2, 2)
+    with vectorstore.connect(str(tmp_path / "s")) as s:
+        t = s.to_arrow("customers").sort_by("customer_id")
+        assert t.column("customer_id").to_pylist() == ["a", "b"]
+        assert t.column("holdings").to_pylist() == [["term_deposit"], []]
+
+
+def test_match_and_explain(bank: tuple[Path, Path]) -> None:
+    store = bank[1]
+    r = run_json("match", "term_deposit", "--top", "15", "--where", "age >= 40",
+                 "--attr", "age", store=store)
+    s = r["summary"]
+    assert s["product"] == "term_deposit"
+    assert s["vector_column"] == "vec_tabular"
+    assert len(r["prospects"]) == 15
+    assert all(p["age"] >= 40 for p in r["prospects"] + r["consumers"])
+    assert [p["rank"] for p in r["prospects"]] == list(range(1, 16))
+    consumers = {c["customer_id"] for c in r["consumers"]}
+    assert not consumers & {p["customer_id"] for p in r["prospects"]}
+    only = run_json("match", "term_deposit", "--prospects", "--audience-pct", "1",
+                    "--column", "vec_behavior", store=store)
+    assert "consumers" not in only
+    assert len(only["prospects"]) == -(-only["summary"]["eligible_prospects"] // 100)
+    only = run_json("match", "term_deposit", "--consumers", "--top", "3", store=store)
+    assert "prospects" not in only
+    assert len(only["consumers"]) == 3
+    _, out, _ = run("match", "term_deposit", "--top", "3", store=store)
+    assert "Customers consuming term_deposit:" in out
+    assert "Top potential customers for term_deposit:" in out
+    e = run_json("explain", r["prospects"][0]["customer_id"], "--product", "term_deposit",
+                 "-k", "4", store=store)
+    assert e["holds_product"] is False
+    assert len(e["neighbours"]) == 4
+    _, out, _ = run("explain", r["prospects"][0]["customer_id"], "--product", "term_deposit",
+                    store=store)
+    assert "nearest consumers" in out
+
+
+def test_match_errors(bank: tuple[Path, Path]) -> None:
+    store = bank[1]
+    code, _, err = run("match", "space_travel", store=store, ok=False)
+    assert code == 1
+    assert "space_travel" in err
+    assert "Traceback" not in err
+    code, _, err = run("match", "term_deposit", "--where", "agee > 3", store=store, ok=False)
+    assert code == 1
+    assert "agee" in err
+    code, _, err = run("match", "term_deposit", "--where", "age >>= 3", store=store, ok=False)
+    assert code == 1
+    assert err.startswith("Error: ")
+    code, _, err = run("match", "term_deposit", "--column", "vec_nope", store=store, ok=False)
+    assert code == 1
+    assert "vec_nope" in err
+    code, _, _ = run("match", "term_deposit", "--top", "0", store=store, ok=False)
+    assert code == 2
+
+
+def test_risk_commands(bank_copy: Path) -> None:
+    r = run_json("risk", "score", "--detector", "iforest", "--column", "vec_tabular",
+                 store=bank_copy)
+    assert r["detector"] == "iforest"
+    assert r["n_rows"] == 2000
+    assert 0 < r["n_flagged"] < 2000
+    top = run_json("risk", "top", "-n", "5", "--attr", "is_anomaly", store=bank_copy)
+    assert [t["risk_rank"] for t in top] == [1, 2, 3, 4, 5]
+    assert all(t["risk_model"] == r["model_id"] for t in top)
+    e = run_json("risk", "explain", top[0]["customer_id"], store=bank_copy)
+    assert e["risk_rank"] == 1
+    _, out, _ = run("risk", "top", "-n", "3", store=bank_copy)
+    assert out.startswith("Anomalies detected")
+    code, _, err = run("risk", "score", "--detector", "nosuch", store=bank_copy, ok=False)
+    assert code == 1
+    assert "unknown detector" in err
+    code, _, err = run("risk", "explain", "C99999999", store=bank_copy, ok=False)
+    assert code == 1
+
+
+def test_evaluate_commands(bank: tuple[Path, Path]) -> None:
+    store = bank[1]
+    rep = run_json("evaluate", "matching", "--product", "term_deposit", "--method", "centroid",
+                   "--column", "vec_tabular", store=store)
+    by = {r["method"]: r for r in rep["rows"]}
+    assert set(by) == {"random", "popularity", "centroid"}
+    assert by["centroid"]["roc_auc"] > by["random"]["roc_auc"] + 0.1
+    rep = run_json("evaluate", "risk", "--label", "is_anomaly", "--detector", "hbos",
+                   "--column", "vec_tabular", store=store)
+    (row,) = rep["rows"]
+    assert row["detector"] == "hbos"
+    assert row["n_anomalies"] > 0
+    assert 0 <= row["roc_auc"] <= 1
+    code, _, err = run("evaluate", "matching", store=store, ok=False)
+    assert code == 2
+    assert "exactly one of --product or --label" in err
+    code, _, err = run("evaluate", "risk", "--label", "nope", store=store, ok=False)
+    assert code == 1
+    assert "nope" in err
+
+
+def test_recommend_and_report(bank_copy: Path, tmp_path: Path) -> None:
+    r = run_json("recommend", "--top-n", "2", "--column", "vec_behavior", store=bank_copy)
+    assert (r["customers"], r["top_n"]) == (2000, 2)
+    out = run_json("report", "--out", str(tmp_path / "rep"), "--product", "term_deposit",
+                   "--label", "is_anomaly", store=bank_copy)
+    assert Path(out["html"]).is_file()
+    assert out["sections"] == ["gain", "distributions", "risk", "map"]
+    assert all(Path(p).is_file() for p in out["images"])
+
+
+def test_demo_command(tmp_path: Path) -> None:
+    summary = run_json("demo", "--customers", "400", "--no-text", "--out", str(tmp_path))
+    assert summary["skipped"] == {}
+    assert Path(summary["report"]).is_file()
+    assert summary["match"]["summary"]["product"] == "term_deposit"
+    assert summary["matching_quality"]["roc_auc"] > 0.6
+    assert 0 <= summary["risk_quality"]["roc_auc"] <= 1
+    tables = {t["name"]: t["rows"] for t in summary["stats"]["tables"]}
+    assert tables["customers"] == 400
