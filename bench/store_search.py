@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -106,29 +107,42 @@ def make_data(n: int, dim: int, *, n_queries: int, n_topics: int = 30, n_centres
 
 
 # ---------------------------------------------------------------------------- measuring
-def _latency_stats(runs: list[list[float]]) -> dict[str, float]:
-    """Median over runs of each run's p50/p95 per-query latency (ms) and QPS."""
+def _latency_stats(result: dict[str, Any]) -> dict[str, float]:
+    """Median over runs of each run's p50/p95 per-query latency (ms), QPS and CPU per query.
+
+    CPU time (user + system, every thread of the process) is less sensitive than wall time to
+    other work on the machine, so it is reported beside the latencies.
+    """
+    runs, cpu = result["runs"], result["cpu"]
     return {
         "p50_ms": statistics.median(percentile(r, 50) for r in runs) * 1e3,
         "p95_ms": statistics.median(percentile(r, 95) for r in runs) * 1e3,
         "qps": statistics.median(len(r) / sum(r) for r in runs),
+        "cpu_ms_per_q": statistics.median(c / len(r) for c, r in zip(cpu, runs, strict=True)) * 1e3,
     }
 
 
+def _cpu_seconds() -> float:
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
 def _time_queries(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray,
-                  repeats: int) -> tuple[list[list[float]], np.ndarray]:
-    """Per-query seconds for ``repeats`` passes over the queries, and the last pass's ids."""
+                  repeats: int) -> dict[str, Any]:
+    """Per-query seconds and CPU seconds of ``repeats`` passes; the last pass's ids."""
     search(queries[0])  # warm-up: first-call costs (opening files, caches) are not latency
-    runs, ids = [], np.empty((len(queries), 0), dtype=np.int64)
+    runs, cpu, ids = [], [], np.empty((len(queries), 0), dtype=np.int64)
     for _ in range(repeats):
         lat, found = [], []
+        c0 = _cpu_seconds()
         for q in queries:
             t0 = time.perf_counter()
             found.append(search(q))
             lat.append(time.perf_counter() - t0)
+        cpu.append(_cpu_seconds() - c0)
         runs.append(lat)
         ids = np.stack(found)
-    return runs, ids
+    return {"runs": runs, "cpu": cpu, "ids": ids}
 
 
 def numpy_child(data_dir: str, k: int, repeats: int) -> dict[str, Any]:
@@ -141,8 +155,7 @@ def numpy_child(data_dir: str, k: int, repeats: int) -> dict[str, Any]:
         top = np.argpartition(-s, k - 1)[:k]
         return top[np.argsort(-s[top])]
 
-    runs, ids = _time_queries(search, queries, repeats)
-    return {"runs": runs, "ids": ids}
+    return _time_queries(search, queries, repeats)
 
 
 def load_child(backend: str, data_dir: str, workdir: str) -> dict[str, Any]:
@@ -187,8 +200,7 @@ def query_child(backend: str, data_dir: str, workdir: str, k: int, repeats: int,
                                exact=exact, params=params)
             return res.column("id").to_numpy()
 
-        runs, ids = _time_queries(search, queries, repeats)
-    return {"runs": runs, "ids": ids}
+        return _time_queries(search, queries, repeats)
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -200,7 +212,8 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 def _row(mode: str, stats: dict[str, float], baseline_p50: float, rec: float | None,
          build_s: float | None, peak: float) -> dict[str, Any]:
     return {"mode": mode, "p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"],
-            "qps": stats["qps"], "p50_vs_numpy": stats["p50_ms"] / baseline_p50,
+            "qps": stats["qps"], "cpu_ms_per_q": stats["cpu_ms_per_q"],
+            "p50_vs_numpy": stats["p50_ms"] / baseline_p50,
             "recall@k": rec, "build_s": build_s, "peak_rss_mib": peak}
 
 
@@ -211,17 +224,17 @@ def measure_backend(backend: str, data_dir: Path, workdir: Path, truth: np.ndarr
     bdir.mkdir()
     loaded, load_peak = run_isolated(load_child, backend, str(data_dir), str(bdir))
     rows = [{"mode": f"{backend} load", "p50_ms": None, "p95_ms": None, "qps": None,
-             "p50_vs_numpy": None, "recall@k": None, "build_s": loaded["seconds"],
+             "cpu_ms_per_q": None, "p50_vs_numpy": None, "recall@k": None, "build_s": loaded["seconds"],
              "peak_rss_mib": load_peak}]
     exact, exact_peak = run_isolated(query_child, backend, str(data_dir), str(bdir), args.k,
                                      args.repeats, True, None)
-    rows.append(_row(f"{backend} exact", _latency_stats(exact["runs"]), baseline_p50,
+    rows.append(_row(f"{backend} exact", _latency_stats(exact), baseline_p50,
                      recall(exact["ids"], truth), None, exact_peak))
     built, build_peak = run_isolated(index_child, backend, str(bdir), args.index_type,
                                      args.index_param)
     ann, ann_peak = run_isolated(query_child, backend, str(data_dir), str(bdir), args.k,
                                  args.repeats, False, args.search_param or None)
-    rows.append(_row(f"{backend} ANN", _latency_stats(ann["runs"]), baseline_p50,
+    rows.append(_row(f"{backend} ANN", _latency_stats(ann), baseline_p50,
                      recall(ann["ids"], truth), built["seconds"], max(build_peak, ann_peak)))
     return rows
 
@@ -265,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         del x
         base, base_peak = run_isolated(numpy_child, str(workdir), args.k, args.repeats)
         truth = base["ids"]
-        base_stats = _latency_stats(base["runs"])
+        base_stats = _latency_stats(base)
         rows = [_row("numpy brute force", base_stats, base_stats["p50_ms"], 1.0, None, base_peak)]
         for b in backends:
             rows.extend(measure_backend(b, workdir, workdir, truth, base_stats["p50_ms"], args))
