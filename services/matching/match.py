@@ -30,7 +30,9 @@ class MatchSummary(BaseModel):
     vector_column: str
     metric: str
     known_consumers: int
-    eligible_prospects: int = Field(description="non-holders passing the filter")
+    eligible_prospects: int | None = Field(
+        description="non-holders passing the filter (counted when audience_pct or min_score "
+                    "alone sets the list length)")
     consumers_returned: int
     prospects_returned: int
     top_k: int | None
@@ -94,8 +96,10 @@ def match(store: VectorStore, product: str, *, method: str = "centroid",
         indexed = ensure_index(store, table, column, threshold=index_threshold).indexed
     prospect_filter = all_of([Not(Has(HOLDINGS, product)), user])
     consumer_filter = all_of([Has(HOLDINGS, product), user])
-    eligible = store.count(table, prospect_filter)
-    holders = store.count(table, consumer_filter)
+    # counts only when the list length depends on them (a search returns at most what exists)
+    need_counts = audience_pct is not None or (top_k is None and min_score is not None)
+    eligible = store.count(table, prospect_filter) if need_counts else None
+    holders = store.count(table, consumer_filter) if need_counts else None
     k_prospects = _k(eligible, top_k, audience_pct, min_score)
     k_consumers = _k(holders, top_k, None, min_score)
     prospects = _ranked(store, table, query, prospect_filter, k_prospects, attrs, exact,
@@ -120,16 +124,19 @@ def _check_options(top_k: int | None, audience_pct: float | None) -> None:
         raise MatchingError(f"audience_pct must be in (0, 100], got {audience_pct!r}")
 
 
-def _k(eligible: int, top_k: int | None, audience_pct: float | None,
+def _k(eligible: int | None, top_k: int | None, audience_pct: float | None,
        min_score: float | None) -> int:
     limits = []
     if top_k is not None:
         limits.append(top_k)
-    if audience_pct is not None:
+    if audience_pct is not None and eligible is not None:
         limits.append(math.ceil(eligible * audience_pct / 100))
     if not limits:
-        limits.append(eligible if min_score is not None else DEFAULT_TOP_K)
-    return max(0, min(min(limits), eligible))
+        limits.append(eligible if min_score is not None and eligible is not None
+                      else DEFAULT_TOP_K)
+    if eligible is not None:
+        limits.append(eligible)
+    return max(0, min(limits))
 
 
 def _ranked(store: VectorStore, table: str, query: ProductQuery, filter: Filter | None, k: int,
