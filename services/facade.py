@@ -305,14 +305,16 @@ class Kindred:
                                products=PRODUCTS if self._store.has_table(PRODUCTS) else None,
                                column=output or "vec_behavior")
         elif kind == "combined":
-            combined = getattr(embedders, "embed_combined", None)
-            if combined is None:
-                raise ServiceError("combined embeddings are not available in this version")
+            from ingest.embedders.combined import embed_combined
+
             if not sources:
                 raise ServiceError("combined embedding needs the source vector columns "
                                    "(--source vec_tabular --source vec_text ...)")
-            r = combined(self._store, table, list(sources), weights=weights,
-                         column=output or "vec_combined")
+            if weights is not None and len(weights) != len(sources):
+                raise ServiceError(f"give one weight per source column: {len(sources)} "
+                                   f"sources, {len(weights)} weights")
+            w = dict(zip(sources, weights or [1.0] * len(sources), strict=True))
+            r = embed_combined(self._store, table, w, column=output or "vec_combined")
         else:
             raise ServiceError(f"unknown embedding kind {kind!r}; expected tabular, text, "
                                "behavior or combined")
