@@ -509,9 +509,11 @@ def match(app: App, product: str, method: str, vector_column: str | None, top: i
         data["prospects"] = r.prospects.to_pylist()
 
     def human() -> None:
+        eligible = (f", {s.eligible_prospects:,} eligible prospects"
+                    if s.eligible_prospects is not None else "")
         click.echo(f"{product}: method {s.method} on {s.vector_column} ({s.metric}), "
-                   f"{s.known_consumers:,} known consumers, {s.eligible_prospects:,} eligible "
-                   f"prospects" + (f", filter {s.filter}" if s.filter else ""))
+                   f"{s.known_consumers:,} known consumers{eligible}"
+                   + (f", filter {s.filter}" if s.filter else ""))
         if which in ("both", "consumers"):
             _print_ranked(f"Customers consuming {product}:", r.consumers, show)
         if which in ("both", "prospects"):

@@ -184,8 +184,8 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
             "table": [r.model_dump() for r in ev.rows]}
     m = steps.run("match", lambda: k.match(PRODUCT, method=best_method, vector_column=best_col,
                                            top=10, columns=["age", "occupation", "region"]),
-                  lambda r: f"{r.summary.known_consumers:,} consumers, "
-                            f"{r.summary.eligible_prospects:,} eligible prospects "
+                  lambda r: f"{r.summary.known_consumers:,} consumers, top "
+                            f"{r.summary.prospects_returned} prospects "
                             f"({r.summary.method} on {r.summary.vector_column})")
     if m is not None:
         summary["match"] = m.to_dict()
@@ -236,8 +236,10 @@ def _print_summary(say: Echo, s: dict[str, Any], report_dir: Path) -> None:
         for r in m["consumers"][:5]:
             say(f"  {r['customer_id']}  score {r['score']:.3f}  age {r['age']}, "
                 f"{r['occupation']}, {r['region']}")
-        say(f"Top potential customers for {name}: "
-            f"(of {sm['eligible_prospects']:,} who do not hold it yet)")
+        others = sm.get("eligible_prospects")
+        if others is None:  # not counted when --top sets the list length
+            others = s["customers"] - sm["known_consumers"]
+        say(f"Top potential customers for {name}: (of {others:,} who do not hold it yet)")
         for r in m["prospects"][:5]:
             say(f"  {r['customer_id']}  score {r['score']:.3f}  age {r['age']}, "
                 f"{r['occupation']}, {r['region']}")
