@@ -90,6 +90,17 @@ class App:
         return not self.json and sys.stderr.isatty()
 
     @contextmanager
+    def busy(self, message: str) -> Iterator[None]:
+        """A spinner with the step's name on stderr while a long step runs (terminals only)."""
+        if not self.interactive:
+            yield
+            return
+        from rich.console import Console
+
+        with Console(stderr=True).status(message):
+            yield
+
+    @contextmanager
     def progress(self) -> Iterator[Progress | None]:
         """A progress callback drawing rich bars on stderr, or None when quiet."""
         if not self.interactive:
@@ -387,7 +398,8 @@ def ingest(app: App, args: tuple[str, ...], mapping: str | None, on_error: str,
             raise click.BadParameter(f"{table!r}: expected customers, events or products",
                                      param_hint="TABLE")
     k = app.kindred(must_exist=False)
-    r = k.ingest(source, table=table, mapping=mapping, on_error=on_error, id_column=id_column,
+    with app.busy(f"Ingesting {source or mapping}"):
+        r = k.ingest(source, table=table, mapping=mapping, on_error=on_error, id_column=id_column,
                  generate_id=generate_id, holdings=holdings, holdings_column=holdings_column,
                  holdings_separator=holdings_separator,
                  holdings_from_events=holdings_from_events, text_columns=text_columns,
@@ -412,7 +424,8 @@ def ingest(app: App, args: tuple[str, ...], mapping: str | None, on_error: str,
 @pass_app
 def consolidate(app: App, full: bool) -> None:
     """Events -> per-customer features and holdings (incremental)."""
-    r = app.kindred().consolidate(full=full)
+    with app.busy("Consolidating events"):
+        r = app.kindred().consolidate(full=full)
 
     def human() -> None:
         d = r.details
@@ -446,7 +459,8 @@ def embed(app: App, kind: str, table: str, include: tuple[str, ...], exclude: tu
           column: str | None, template: str | None, model: str | None, output: str | None,
           dim: int | None, sources: tuple[str, ...], weights: tuple[float, ...]) -> None:
     """Write a vector column: tabular, text, behavior or combined."""
-    r = app.kindred().embed(kind, table=table, include=list(include) or None,
+    with app.busy(f"Embedding ({kind})"):
+        r = app.kindred().embed(kind, table=table, include=list(include) or None,
                             exclude=list(exclude), column=column, template=template,
                             model=model, output=output, dim=dim, sources=list(sources),
                             weights=list(weights) or None)
@@ -498,7 +512,8 @@ def match(app: App, product: str, method: str, vector_column: str | None, top: i
           audience_pct: float | None, min_score: float | None, where: str | None, which: str,
           attrs: tuple[str, ...], exact: bool, min_consumers: int, show: int) -> None:
     """Current consumers of PRODUCT and the best prospects for it."""
-    r = app.kindred().match(product, method=method, vector_column=vector_column, top=top,
+    with app.busy(f"Matching {product}"):
+        r = app.kindred().match(product, method=method, vector_column=vector_column, top=top,
                             audience_pct=audience_pct, min_score=min_score, where=where,
                             exact=exact, columns=attrs, min_consumers=min_consumers)
     s = r.summary
@@ -555,7 +570,8 @@ def explain(app: App, customer: str, product: str, vector_column: str | None, k:
 @pass_app
 def recommend(app: App, top_n: int, vector_column: str | None, include_held: bool) -> None:
     """Score every customer for every product; write rec_products and rec_scores."""
-    r = app.kindred().recommend(top_n=top_n, vector_column=vector_column,
+    with app.busy("Scoring every customer for every product"):
+        r = app.kindred().recommend(top_n=top_n, vector_column=vector_column,
                                 exclude_held=not include_held)
     app.emit(r, lambda: click.echo(
         f"Wrote top {r.top_n} of {r.products} products for {r.customers:,} customers "
@@ -595,7 +611,8 @@ def evaluate_matching(app: App, product: str | None, label: str | None, positive
     """ROC-AUC, precision/recall/lift at the top 10% against random and popularity."""
     if (product is None) == (label is None):
         raise click.UsageError("give exactly one of --product or --label")
-    rep = app.kindred().evaluate_matching(
+    with app.busy("Evaluating matching"):
+        rep = app.kindred().evaluate_matching(
         product, label=label, positive=_literal(positive),
         vector_columns=list(columns) or None, methods=list(methods) or ("centroid", "learned"),
         holdout=holdout, seed=seed)
@@ -615,7 +632,8 @@ def evaluate_risk(app: App, label: str, detectors: tuple[str, ...], column: str 
                   fit_sample: float | None, seed: int) -> None:
     """ROC-AUC, average precision and precision@n of each detector against --label."""
     dets = list(detectors) or ["iforest", "hbos", "ecod", "default"]
-    rep = app.kindred().evaluate_risk(label, detectors=dets, column=column,
+    with app.busy("Evaluating detectors"):
+        rep = app.kindred().evaluate_risk(label, detectors=dets, column=column,
                                       fit_sample=_sample(fit_sample), seed=seed)
 
     def human() -> None:
@@ -658,7 +676,8 @@ def risk_score(app: App, detector: str | None, column: str | None,
                attributes: tuple[str, ...], fit_sample: float | None,
                threshold: float | None, seed: int) -> None:
     """Fit a detector, persist it, and write risk_score/rank/flag/model for every customer."""
-    r = app.kindred().score_risk(detector=detector, column=column,
+    with app.busy("Fitting and scoring"):
+        r = app.kindred().score_risk(detector=detector, column=column,
                                  attributes=list(attributes) or None,
                                  fit_sample=_sample(fit_sample), threshold=threshold, seed=seed)
     app.emit(r, lambda: click.echo(
@@ -724,7 +743,8 @@ def risk_explain(app: App, customer: str) -> None:
 def report(app: App, out_dir: str, products: tuple[str, ...], column: str | None,
            label: str | None) -> None:
     """Write an HTML report (gain/lift, score distributions, risk, customer map)."""
-    r = app.kindred().report(out_dir, products=list(products) or None, column=column,
+    with app.busy("Drawing the report"):
+        r = app.kindred().report(out_dir, products=list(products) or None, column=column,
                              label=label)
     app.emit(r, lambda: click.echo(f"Report written to {r.html} ({len(r.images)} plots: "
                                    f"{', '.join(r.sections) or 'none'})"))
