@@ -6,8 +6,9 @@ event to ``as_of``), ``first_seen``, ``last_seen``, one ``spend_<value>`` (sum o
 value of the spend dimensions (default: ``category``) and one ``count_<value>`` (number of
 events) per value of the count dimensions (default: ``channel``), and ``holdings``: the union of
 the holdings already on the row with the products that events show are held (events of a kind
-in ``holding_kinds`` carrying a ``product_id``, e.g. an instalment paid into a mortgage or an
-online purchase). ``consolidation_run`` records the run that last wrote the row.
+in ``holding_kinds``, or declared by an events mapping's ``holdings.from_events``, carrying a
+``product_id``, e.g. an instalment paid into a mortgage or an online purchase).
+``consolidation_run`` records the run that last wrote the row.
 
 Incremental: a run finds the events added since the previous run (the ``watermark_column`` of
 events, ``ts`` by default, greater than the watermark kept in the customers table's metadata
@@ -250,6 +251,13 @@ class _Run:
         return out
 
     # -------------------------------------------------------------- the aggregate
+    def holding_kinds(self) -> list[str]:
+        """The configured kinds plus those the events' ingest mappings declared
+        (``holdings.from_events``, kept in the events table's metadata)."""
+        declared = self.events_info.metadata.get("holding_kinds") or []
+        kinds = list(self.cfg.holding_kinds)
+        return kinds + [k for k in declared if k not in kinds]
+
     def aggregate(self, ids: pa.Array | None, cmap: dict[str, dict[str, str]]
                   ) -> tuple[str, list[Any]]:
         key = self.cfg.key
@@ -266,7 +274,7 @@ class _Run:
         if self.has["product_id"]:
             cond = '"product_id" IS NOT NULL'
             if self.has["kind"]:
-                cond += f' AND list_contains({p(list(self.cfg.holding_kinds))}, "kind")'
+                cond += f' AND list_contains({p(self.holding_kinds())}, "kind")'
             sel.append(f'list(DISTINCT "product_id") FILTER (WHERE {cond}) AS ev_holdings')
         else:
             sel.append("NULL::VARCHAR[] AS ev_holdings")

@@ -6,12 +6,14 @@ store commits nothing. Customers and products are upserted by id (columns the lo
 carry, such as embeddings, keep their values); events are appended, de-duplicated by event id
 (or content hash) against the table and within the load, so re-ingesting a source writes 0
 rows. A column new to the table is added first (existing rows get nulls); a type change that
-would lose data is refused.
+would lose data is refused. A load that fails leaves the store as it was: the table it created
+is dropped, the columns it added are dropped again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import chain
@@ -25,8 +27,8 @@ from vectorstore import VectorColumn, VectorStore, col
 
 from .errors import IngestError, MappingError, ValidationError
 from .mapping import Mapping
-from .sources import DEFAULT_BATCH_ROWS, MalformedRow, Source, open_source
-from .validate import Checked, KeySet, RowError, Validator, make_plan, rows_as_json
+from .sources import DEFAULT_BATCH_ROWS, CsvSource, MalformedRow, Source, open_source
+from .validate import Checked, KeySet, Plan, RowError, Validator, make_plan, rows_as_json
 
 OnError = Literal["fail", "skip", "quarantine"]
 ON_ERROR_MODES: tuple[str, ...] = ("fail", "skip", "quarantine")
@@ -41,6 +43,9 @@ REJECTS_SCHEMA = pa.schema([
     pa.field("rejected_at", pa.timestamp("us", tz="UTC")),
 ])
 _CARRY_CHUNK = 4096
+_log = logging.getLogger(__name__)
+HOLDING_KINDS_KEY = "holding_kinds"
+"""Events table metadata: event kinds whose ``product_id`` the customer holds."""
 
 
 @dataclass
@@ -102,7 +107,7 @@ def _open(source: Any, mapping: Mapping) -> Source:
 
 
 def _error_message(source: str, errors: list[RowError], total: int) -> str:
-    more = f" (and {total - 1} more in this batch)" if total > 1 else ""
+    more = f" (and {total - 1} more)" if total > 1 else ""
     return f"{errors[0]}{more}; nothing was written (use on_error='skip' or 'quarantine' " \
            "to load the other rows)"
 
@@ -186,6 +191,9 @@ class _Load:
                 if good.num_rows:
                     yield good
             self._malformed(self.src.take_malformed())
+            dups = validator.duplicate_errors()
+            if dups:
+                raise ValidationError(_error_message(self.src.name, dups, len(dups)))
         except BaseException as exc:
             self.failure = exc
             raise
@@ -228,11 +236,38 @@ def _json(obj: Any) -> str:
 
 
 def _existing_keys(store: VectorStore, table: str, key: str) -> KeySet:
-    """The keys already stored in ``table`` (hashed, 16 bytes each), for de-duplication."""
+    """The keys already stored in ``table``, for de-duplicating a re-load of events.
+
+    Reads every stored key, but only the key column (a projected scan, 262,144 ids at a
+    time) and keeps 16 bytes per key (two 64-bit hashes), never the rows: memory is bounded
+    by the id column (10M stored events: 160 MB, plus one batch of ids).
+    """
     seen = KeySet()
     for b in store.scan(table, columns=[key], batch_size=262_144):
         seen.add_keys(b.column(0))
     return seen
+
+
+def _typed_columns(plan: Plan) -> dict[str, pa.DataType]:
+    """Source columns a CSV reader can type directly with validation's semantics."""
+    raw = {c for _, c, _ in plan.flags} | {plan.list_column, plan.id_source}
+    return {c.source: c.type for c in plan.columns
+            if c.type in (pa.int64(), pa.float64()) and c.source not in raw and c.fmt is None}
+
+
+def _record_holding_kinds(store: VectorStore, table: str, kinds: list[str]) -> None:
+    """Note in the events table's metadata the kinds whose product the customer holds.
+
+    Consolidation reads ``holding_kinds`` and adds them to its own, so ``holdings.from_events``
+    in a mapping reaches ``customers.holdings`` on the next consolidation.
+    """
+    if not kinds:
+        return
+    meta = store.table_info(table).metadata
+    have = list(meta.get(HOLDING_KINDS_KEY) or [])
+    merged = have + [k for k in kinds if k not in have]
+    if merged != have:
+        store.set_metadata(table, {HOLDING_KINDS_KEY: merged})
 
 
 def ingest(store: VectorStore, source: Any = None,
@@ -267,8 +302,11 @@ def ingest(store: VectorStore, source: Any = None,
     existing = store.table_info(m.table) if store.has_table(m.table) else None
     plan = make_plan(m, first.batch, existing,
                      text_source=src.kind in ("csv", "tsv", "jsonl"))
+    if isinstance(src, CsvSource):
+        src.column_types = _typed_columns(plan)  # later blocks are read typed
     vec_cols = [VectorColumn(n, d) for n, d in plan.vectors.items()
                 if existing is None or n not in existing.vectors]
+    added: list[str] = []
     if existing is None:
         store.create_table(m.table, plan.schema, key=plan.key, vectors=vec_cols)
         summary.created_table = True
@@ -278,11 +316,27 @@ def ingest(store: VectorStore, source: Any = None,
             vec_names = {v.name for v in vec_cols}
             store.add_columns(m.table, [f for f in plan.new_fields if f.name not in vec_names],
                               vectors=vec_cols)
+            added = [f.name for f in plan.new_fields] + \
+                [v.name for v in vec_cols if v.name not in {f.name for f in plan.new_fields}]
             summary.new_columns = [f.name for f in plan.new_fields]
         existing_rows = store.count(m.table)
+    try:
+        _write(store, load, m, plan, first, chunks, existing_rows)
+    except BaseException:
+        _undo(store, m.table, summary.created_table, added)
+        raise
+    if m.table == "events":
+        _record_holding_kinds(store, m.table, m.holdings.from_events)
+    load.write_rejects()
+    return summary
 
+
+def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
+           chunks: Iterator[Any], existing_rows: int) -> None:
+    """Stream the validated batches into one ``store.write`` (one commit)."""
     events = m.table == "events"
-    validator = Validator(plan, src.name, dedupe=events)
+    validator = Validator(plan, load.src.name, dedupe=events,
+                          defer_duplicates=load.on_error == "fail")
     carry: list[str] = []
     if events:
         mode = "append"
@@ -305,8 +359,19 @@ def ingest(store: VectorStore, source: Any = None,
         raise
     if load.failure is not None:
         raise load.failure
-    summary.written = result.inserted
-    summary.updated = result.updated
-    load.write_rejects()
-    return summary
+    load.summary.written = result.inserted
+    load.summary.updated = result.updated
 
+
+def _undo(store: VectorStore, table: str, created: bool, added: list[str]) -> None:
+    """After a failed write: drop the table this load created, or the columns it added, so
+    the store is as it was before the load. A failure here is not allowed to hide the
+    load's own error."""
+    try:
+        if created:
+            if store.count(table) == 0:
+                store.drop_table(table, missing_ok=True)
+        elif added:
+            store.drop_columns(table, added)
+    except Exception as exc:  # the load's own error is the one to raise
+        _log.warning("could not undo the failed load's changes to table %r: %s", table, exc)

@@ -5,9 +5,12 @@ so a file of any size is read in bounded memory. Each yields :class:`Chunk` obje
 batch plus where its rows came from (1-based row numbers and, for text files, line numbers),
 so validation errors can point at ``file:line``.
 
-CSV/TSV columns are read as strings; types are decided by validation, which reports a value
-that does not fit with its line number instead of failing the whole block as the CSV
-converter would.
+CSV/TSV files are cut into newline-aligned byte blocks, each parsed by pyarrow's
+multithreaded reader, so every block knows its first line. Columns are read as strings until
+the load's plan gives :attr:`CsvSource.column_types` (int64, float64, string); later blocks are
+then read typed. A block whose typed read fails is read again as strings, and validation
+reports the value that does not fit with its exact line: the fast path is fast, the error
+path exact.
 """
 
 from __future__ import annotations
@@ -141,14 +144,22 @@ class CsvOptions:
     null_values: list[str] = field(default_factory=lambda: [""])
     multiline: bool = False
     """Allow newlines inside quoted values (slower; line numbers are then not reported)."""
-    block_size: int = 4 << 20
+    block_size: int = 16 << 20
+    """Bytes per block (block mode) or per pyarrow read block (stream mode)."""
+
+
+_FAST_TYPES = (pa.int64(), pa.float64(), pa.string())
+_FIRST_BLOCK = 4 << 20
 
 
 class CsvSource(Source):
-    """CSV/TSV with a header row, read as string columns by ``pyarrow.csv.open_csv``.
+    """CSV/TSV with a header row.
 
-    A UTF-8 byte order mark is skipped; other encodings are transcoded while streaming. Rows
-    with the wrong number of fields are malformed rows with their line number.
+    A UTF-8 byte order mark is skipped; other ASCII-compatible encodings are transcoded block
+    by block. Rows with the wrong number of fields are malformed rows with their line number.
+    Block mode (the default) needs one row per line; with ``multiline`` or an encoding that
+    is not ASCII-compatible (UTF-16...) the file is streamed by ``pyarrow.csv.open_csv`` as
+    strings, single-threaded.
     """
 
     kind = "csv"
@@ -158,6 +169,9 @@ class CsvSource(Source):
         super().__init__(str(self.path))
         self.options = options or CsvOptions()
         self.has_lines = not self.options.multiline
+        self.column_types: dict[str, pa.DataType] = {}
+        """Columns to read typed (int64, float64 or string) from the next block on; a
+        column not named here is read as strings. Set by the pipeline from its plan."""
         if len(self.options.delimiter) != 1:
             raise SourceError(f"{self.name}: the delimiter must be one character, "
                               f"got {self.options.delimiter!r}")
@@ -209,9 +223,170 @@ class CsvSource(Source):
         return names
 
     def chunks(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Chunk]:
+        names = self.header()
+        if self._blockwise():
+            yield from self._block_chunks(names, batch_rows)
+        else:
+            yield from self._stream_chunks(names, batch_rows)
+
+    def _blockwise(self) -> bool:
+        """Whether rows can be cut at newline bytes: one row per line, ASCII-compatible
+        encoding, and no bare carriage-return line ends (which pyarrow also splits at)."""
+        import codecs
+
+        o = self.options
+        if o.multiline:
+            return False
+        try:
+            enc = codecs.lookup(o.encoding).name
+        except LookupError:
+            return False
+        if "a\n\r,\"".encode(enc, "replace") != b"a\n\r,\"" or enc.startswith(("utf-16",
+                                                                                "utf-32")):
+            return False
+        with pa.input_stream(str(self.path)) as f:
+            head = f.read(1 << 16)
+        return head.count(b"\r") == head.count(b"\r\n")
+
+    def _raw_blocks(self) -> Iterator[tuple[bytes, int, np.ndarray]]:
+        """(newline-aligned UTF-8 data bytes, line number of their first line, offsets of
+        their newline bytes), header skipped."""
+        o = self.options
+        enc = o.encoding.lower().replace("-", "").replace("_", "")
+        transcode = enc not in ("utf8", "ascii", "usascii")
+        line = 2
+        tail = b""
+        header_done = False
+        size = min(o.block_size, _FIRST_BLOCK)  # the plan is typed from the first block
+        with pa.input_stream(str(self.path)) as f:
+            while True:
+                data = f.read(size)
+                size = o.block_size
+                buf = tail + data if tail else data
+                if not header_done:
+                    if buf.startswith(b"\xef\xbb\xbf"):
+                        buf = buf[3:]
+                    nl = buf.find(b"\n")
+                    if nl < 0 and data:
+                        tail = buf
+                        continue
+                    buf = buf[nl + 1:] if nl >= 0 else b""
+                    header_done = True
+                if data:
+                    cut = buf.rfind(b"\n")
+                    if cut < 0:  # a line longer than a block: read on
+                        tail = buf
+                        continue
+                    block, tail = buf[:cut + 1], buf[cut + 1:]
+                else:
+                    block, tail = buf, b""
+                if block:
+                    if transcode:
+                        try:
+                            out = block.decode(o.encoding).encode("utf-8")
+                        except UnicodeDecodeError as exc:
+                            bad = line + block[:exc.start].count(b"\n")
+                            raise SourceError(f"{self.name}:{bad}: not valid "
+                                              f"{o.encoding} text: {exc.reason}") from exc
+                    else:
+                        out = block
+                    newlines = np.flatnonzero(np.frombuffer(out, dtype=np.uint8) == 10)
+                    yield out, line, newlines
+                    line += len(newlines)
+                if not data:
+                    return
+
+    def _parse_block(self, block: bytes, names: list[str], types: dict[str, pa.DataType],
+                     threads: bool, handler: Any) -> pa.Table:
         import pyarrow.csv as pcsv
 
-        names = self.header()
+        o = self.options
+        return pcsv.read_csv(
+            io.BytesIO(block),
+            read_options=pcsv.ReadOptions(column_names=names, use_threads=threads,
+                                          encoding="utf8"),
+            parse_options=self._parse_options(handler),
+            convert_options=pcsv.ConvertOptions(
+                column_types={n: types.get(n, pa.string()) for n in names},
+                null_values=o.null_values, strings_can_be_null=True,
+                quoted_strings_can_be_null=False))
+
+    def _block_chunks(self, names: list[str], batch_rows: int) -> Iterator[Chunk]:
+        for block, first_line, newlines in self._raw_blocks():
+            table, lines, bad = self._read_block(block, first_line, newlines, names)
+            if bad:
+                if not self.tolerate_malformed:
+                    m = bad[0]
+                    raise SourceError(f"{self.name}:{m.line}: malformed CSV row {m.text!r}; "
+                                      f"expected {m.reason}")
+                for m in bad:
+                    self._record_malformed(m)
+            rows = lines - 1
+            start = 0
+            for b in table.to_batches(max_chunksize=batch_rows):  # zero-copy slices
+                if b.num_rows:
+                    ln = lines[start:start + b.num_rows]
+                    yield Chunk(b, int(ln[0]) - 1, ln, rows[start:start + b.num_rows])
+                    start += b.num_rows
+
+    def _read_block(self, block: bytes, first_line: int, newlines: np.ndarray,
+                    names: list[str]) -> tuple[pa.Table, np.ndarray, list[MalformedRow]]:
+        """One block: its rows (typed when possible), their file lines, malformed rows."""
+        types = {n: t for n, t in self.column_types.items()
+                 if n in names and t in _FAST_TYPES}
+        data = np.frombuffer(block, dtype=np.uint8)
+        if any(t == pa.int64() for t in types.values()):
+            # pyarrow reads 0x1F as an integer; validation refuses it, so read it as text
+            x = np.flatnonzero((data[1:] | 0x20) == ord("x"))
+            if (data[x] == ord("0")).any():
+                types = {n: t for n, t in types.items() if t != pa.int64()}
+        numbered: list[tuple[int | None, str, int, int]] = []
+
+        def on_invalid(r: Any) -> str:
+            numbered.append((r.number, r.text, r.expected_columns, r.actual_columns))
+            return "skip"
+
+        table = None
+        if types:
+            try:
+                table = self._parse_block(block, names, types, True, on_invalid)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                table = None  # a value the typed read refuses: validation will name it
+                numbered.clear()
+        if table is None:
+            try:
+                table = self._parse_block(block, names, {}, True, on_invalid)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                last = first_line + block.count(b"\n")
+                raise SourceError(f"{self.name}: lines {first_line}-{last}: malformed CSV: "
+                                  f"{str(exc).splitlines()[0]}") from exc
+        if any(n is None for n, *_ in numbered):  # threads do not number rows: once more
+            numbered.clear()
+            table = self._parse_block(block, names, types, False, on_invalid)
+        # file line of each non-empty line (pyarrow skips empty lines and numbers the rest)
+        total = table.num_rows + len(numbered)
+        ends = newlines if block.endswith(b"\n") else np.append(newlines, len(block))
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        width = ends - starts
+        if (width <= 1).any():  # empty lines (or "\r" alone) are skipped by the parser
+            cr = (width == 1) & (data[np.minimum(starts, len(data) - 1)] == 13)
+            nonempty = np.flatnonzero((width > 0) & ~cr) + first_line
+        else:
+            nonempty = np.arange(first_line, first_line + total, dtype=np.int64)
+        bad: list[MalformedRow] = []
+        if numbered:
+            idx = np.asarray([n - 1 for n, *_ in numbered], dtype=np.int64)
+            for (_, text, exp, act), i in zip(numbered, idx.tolist(), strict=True):
+                bad.append(MalformedRow(None, int(nonempty[i]), text,
+                                        f"{exp} fields as in the header (the row has {act})"))
+            keep = np.ones(len(nonempty), dtype=bool)
+            keep[idx] = False
+            nonempty = nonempty[keep]
+        return table, nonempty[: table.num_rows].astype(np.int64), bad
+
+    def _stream_chunks(self, names: list[str], batch_rows: int) -> Iterator[Chunk]:
+        import pyarrow.csv as pcsv
+
         o = self.options
         skipped_lines: list[int] = []
         failed: list[MalformedRow] = []

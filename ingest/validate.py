@@ -72,7 +72,27 @@ def _np(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def _needs_trim(arr: pa.Array) -> bool:
+    """Whether any string is empty or may start or end with whitespace (a byte test over the
+    first and last byte of each value: ASCII whitespace, or any non-ASCII byte)."""
+    if not pa.types.is_string(arr.type) or arr.null_count == len(arr):
+        return True
+    n = len(arr)
+    offs = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset: arr.offset + n + 1]
+    lens = np.diff(offs)
+    valid = _valid_mask(arr) if arr.null_count else None
+    live = lens > 0 if valid is None else (lens > 0) | ~valid
+    if not live.all():
+        return True
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    ends = np.concatenate([data[offs[:-1]], data[offs[1:] - 1]]) if valid is None else \
+        np.concatenate([data[offs[:-1][valid]], data[offs[1:][valid] - 1]])
+    return bool(((ends <= 32) | (ends >= 127)).any())
+
+
 def _blank_to_null(arr: pa.Array) -> pa.Array:
+    if not _needs_trim(arr):
+        return arr
     trimmed = pc.utf8_trim_whitespace(arr)
     return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
 
@@ -494,18 +514,84 @@ def content_hash(batch: pa.RecordBatch) -> pa.Array:
     return out.combine_chunks().cast(pa.string())
 
 
-def _key_hashes(keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Two independent 64-bit hashes of each key (DuckDB's vectorised hash)."""
-    import duckdb
+_HASH_BLOCK = 1 << 22  # key bytes hashed at a time (bounds the uint64 temporaries)
+_MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+_POS_WEIGHTS: dict[int, np.ndarray] = {}
 
-    con = duckdb.connect()
-    try:
-        con.register("k", pa.table({"k": keys}))
-        t = con.sql("SELECT hash(k) AS a, hash(k || chr(30)) AS b FROM k").to_arrow_table()
-    finally:
-        con.close()
-    return (np.asarray(t.column("a").to_numpy(), dtype=np.uint64),
-            np.asarray(t.column("b").to_numpy(), dtype=np.uint64))
+
+def _weights(seed: int, n: int) -> np.ndarray:
+    """Fixed pseudo-random odd 64-bit weights, one per byte position (grown on demand)."""
+    w = _POS_WEIGHTS.get(seed)
+    if w is None or len(w) < n:
+        size = max(64, 1 << int(np.ceil(np.log2(max(n, 1)))))
+        w = np.random.default_rng([seed, size]).integers(0, 2**63, size, dtype=np.uint64)
+        w = w * np.uint64(2) + np.uint64(1)
+        _POS_WEIGHTS[seed] = w
+    return w
+
+
+def _splitmix(h: np.ndarray) -> np.ndarray:
+    h = (h ^ (h >> np.uint64(30))) * _MIX[0]
+    h = (h ^ (h >> np.uint64(27))) * _MIX[1]
+    return h ^ (h >> np.uint64(31))
+
+
+def key_hash(keys: pa.Array, seed: int = 0) -> np.ndarray:
+    """A 64-bit hash of each string key, computed with numpy over the Arrow buffers.
+
+    Each byte (plus one) times a fixed random weight for its position, summed mod 2^64, mixed
+    with the length. Equal keys hash equal; two different keys collide with probability about
+    2^-57 per ``seed`` (the weights are random, so no crafted family of strings collides).
+    Nulls hash as the empty string. No Python loop over rows.
+    """
+    if pa.types.is_dictionary(keys.type):
+        keys = keys.dictionary_decode()
+    if not pa.types.is_string(keys.type):
+        keys = keys.cast(pa.string())
+    n = len(keys)
+    out = np.empty(n, dtype=np.uint64)
+    if n == 0:
+        return out
+    offs = np.frombuffer(keys.buffers()[1], dtype=np.int32)[keys.offset: keys.offset + n + 1]
+    offs = offs.astype(np.int64)
+    lens = np.diff(offs)
+    if keys.null_count:
+        lens[~_valid_mask(keys)] = 0
+    data_buf = keys.buffers()[2]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else \
+        np.zeros(0, np.uint8)
+    weights = _weights(seed, int(lens.max()) if n else 0)
+    start = 0
+    while start < n:
+        # rows [start, stop) hold at most _HASH_BLOCK bytes (at least one row)
+        stop = int(np.searchsorted(offs, offs[start] + _HASH_BLOCK, side="right")) - 1
+        stop = min(max(stop, start + 1), n)
+        lo, hi = int(offs[start]), int(offs[stop])
+        part_lens = lens[start:stop]
+        starts = offs[start:stop] - lo
+        pos = np.arange(hi - lo, dtype=np.int64) - np.repeat(starts, part_lens) \
+            if part_lens.sum() == hi - lo else None
+        if pos is None:  # nulls with data behind them: gather only the live bytes
+            idx = np.concatenate([np.arange(s, s + ln) for s, ln in
+                                  zip(starts.tolist(), part_lens.tolist(), strict=True)]
+                                 ) if part_lens.sum() else np.zeros(0, np.int64)
+            live = data[lo:hi][idx.astype(np.int64)]
+            pos = idx - np.repeat(starts, part_lens)
+        else:
+            live = data[lo:hi]
+        contrib = (live.astype(np.uint64) + np.uint64(1)) * weights[pos]
+        csum = np.zeros(len(contrib) + 1, dtype=np.uint64)
+        np.cumsum(contrib, out=csum[1:])
+        ends = np.cumsum(part_lens)
+        h = csum[ends] - csum[ends - part_lens]
+        out[start:stop] = _splitmix(h ^ (part_lens.astype(np.uint64) * _MIX[1]))
+        start = stop
+    return out
+
+
+def _key_hashes(keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Two independent 64-bit hashes of each key (see :func:`key_hash`)."""
+    return key_hash(keys, 0), key_hash(keys, 1)
 
 
 class KeySet:
@@ -550,6 +636,93 @@ class KeySet:
 
     def add_keys(self, keys: pa.Array) -> None:
         self.add(*_key_hashes(keys))
+
+
+class _Positions:
+    """Row (or line) numbers of the kept keys, stored as a start when they are consecutive."""
+
+    def __init__(self) -> None:
+        self._parts: list[int | np.ndarray] = []
+        self._sizes: list[int] = []
+
+    def add(self, values: np.ndarray | None, n: int) -> None:
+        if values is None:
+            self._parts.append(-1)
+        elif n and int(values[-1]) - int(values[0]) == n - 1 and \
+                bool((np.diff(values) == 1).all()):
+            self._parts.append(int(values[0]))
+        else:
+            self._parts.append(np.asarray(values, dtype=np.int64))
+        self._sizes.append(n)
+
+    def at(self, part: int, i: int) -> int | None:
+        v = self._parts[part]
+        if isinstance(v, np.ndarray):
+            return int(v[i])
+        return None if v == -1 else v + i
+
+
+class DeferredKeys:
+    """The keys of a load, checked for duplicates once at the end (``fail`` mode).
+
+    Per batch this costs one 64-bit hash of the keys (:func:`key_hash`); the key arrays are
+    kept (memory: the id column), so the end check (a sort of the hashes) confirms every hash
+    collision on the real key text and reports each repeated id with its row and line.
+    """
+
+    def __init__(self) -> None:
+        self._keys: list[pa.Array] = []
+        self._hashes: list[np.ndarray] = []
+        self._rows = _Positions()
+        self._lines = _Positions()
+
+    def __len__(self) -> int:
+        return sum(len(h) for h in self._hashes)
+
+    def add(self, keys: pa.Array, rows: np.ndarray, lines: np.ndarray | None) -> None:
+        if not len(keys):
+            return
+        self._keys.append(keys)
+        self._hashes.append(key_hash(keys))
+        self._rows.add(rows, len(keys))
+        self._lines.add(lines, len(keys))
+
+    def duplicates(self) -> list[tuple[int, int | None, str, int]]:
+        """(row, line, key, row of its first occurrence) of every repeated key, by row."""
+        if not self._hashes:
+            return []
+        h = np.concatenate(self._hashes)
+        if not (np.diff(np.sort(h)) == 0).any():
+            return []
+        order = np.argsort(h, kind="stable")
+        sh = h[order]
+        eq = sh[1:] == sh[:-1]
+        if not eq.any():
+            return []
+        cand_mask = np.zeros(len(h), dtype=bool)
+        cand_mask[1:] |= eq
+        cand_mask[:-1] |= eq
+        cand = np.sort(order[cand_mask])  # global positions, in load order
+        keys = pa.chunked_array(self._keys).take(pa.array(cand))
+        codes = np.asarray(pc.dictionary_encode(keys.combine_chunks()).indices.to_numpy(
+            zero_copy_only=False), dtype=np.int64)
+        _, first = np.unique(codes, return_index=True)
+        first_of_code = np.empty(codes.max() + 1, dtype=np.int64)
+        first_of_code[codes[first]] = cand[first]
+        later = np.ones(len(cand), dtype=bool)
+        later[first] = False
+        bounds = np.cumsum([0, *self._rows._sizes])
+        out = []
+        texts = keys.to_pylist()
+        for j in np.nonzero(later)[0].tolist():
+            g = int(cand[j])
+            part = int(np.searchsorted(bounds, g, side="right")) - 1
+            orig = int(first_of_code[codes[j]])
+            opart = int(np.searchsorted(bounds, orig, side="right")) - 1
+            out.append((self._rows.at(part, g - bounds[part]) or 0,
+                        self._lines.at(part, g - bounds[part]), texts[j],
+                        self._rows.at(opart, orig - bounds[opart]) or 0))
+        return out
 
 
 def first_occurrence_dups(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -620,15 +793,28 @@ class Validator:
 
     ``seen`` holds the keys loaded so far (and, for events, the keys already in the table), so
     duplicates are caught across batches: an error for customers and products, a silent
-    de-duplication for events.
+    de-duplication for events. With ``defer_duplicates`` (customers and products in ``fail``
+    mode, where any duplicate aborts the load) the keys are only hashed per batch and checked
+    once by :meth:`duplicate_errors` at the end of the load.
     """
 
-    def __init__(self, plan: Plan, source_name: str, *, dedupe: bool = False) -> None:
+    def __init__(self, plan: Plan, source_name: str, *, dedupe: bool = False,
+                 defer_duplicates: bool = False) -> None:
         self.plan = plan
         self.source = source_name
         self.dedupe = dedupe
         self.seen = KeySet()
+        self.deferred = DeferredKeys() if defer_duplicates and not dedupe else None
         self.schema = plan.schema
+
+    def duplicate_errors(self) -> list[RowError]:
+        """Ids repeated in the load (deferred mode), as errors on their later occurrences."""
+        if self.deferred is None:
+            return []
+        col = self.plan.id_source or self.plan.key
+        return [RowError(self.source, row, line, col, key,
+                         f"an id not already used earlier in this load (row {first} has it)")
+                for row, line, key, first in self.deferred.duplicates()]
 
     def check(self, chunk: Chunk) -> Checked:
         batch = chunk.batch
@@ -668,7 +854,13 @@ class Validator:
         # duplicates among the rows that are otherwise fine
         duplicates = 0
         ok_idx = np.nonzero(~rejected)[0]
-        if len(ok_idx):
+        if self.deferred is not None:
+            if len(ok_idx) == n:
+                self.deferred.add(keys, rows, chunk.lines)
+            elif len(ok_idx):
+                self.deferred.add(keys.take(pa.array(ok_idx)), rows[ok_idx],
+                                  None if chunk.lines is None else chunk.lines[ok_idx])
+        elif len(ok_idx):
             ok_keys = keys.take(pa.array(ok_idx))
             a, b = _key_hashes(ok_keys)
             dup = first_occurrence_dups(a, b) | self.seen.contains(a, b)

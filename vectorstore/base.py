@@ -106,6 +106,27 @@ class VectorStore(ABC):
     ) -> TableInfo:
         """Add nullable columns (existing rows get nulls) and vector columns to a table."""
 
+    def drop_columns(self, name: str, columns: Sequence[str]) -> TableInfo:
+        """Remove columns (their values and any vector entry); the key column cannot go.
+
+        Lets a caller undo :meth:`add_columns` when the write that needed them fails.
+        """
+        from .errors import UnsupportedOperation
+
+        raise UnsupportedOperation(f"the {self.scheme} backend cannot drop columns")
+
+    @staticmethod
+    def _columns_to_drop(info: TableInfo, columns: Sequence[str]) -> list[str]:
+        from .errors import ColumnNotFound, SchemaMismatch
+
+        cols = list(dict.fromkeys(columns))
+        for c in cols:
+            if c not in info.schema.names:
+                raise ColumnNotFound(f"table {info.name!r} has no column {c!r}")
+            if c == info.key:
+                raise SchemaMismatch(f"table {info.name!r}: the key column {c!r} cannot be dropped")
+        return cols
+
     # ------------------------------------------------------------------ data
     @abstractmethod
     def write(self, name: str, data: Data, *, mode: WriteMode = "append") -> WriteResult:

@@ -260,6 +260,19 @@ class LanceStore(VectorStore):
             info = self._save_info(TableInfo(name, info.schema, info.key, vecs, info.metadata))
         return info
 
+    def drop_columns(self, name: str, columns: Sequence[str]) -> TableInfo:
+        info = self.table_info(name)
+        cols = self._columns_to_drop(info, columns)
+        if not cols:
+            return info
+        with self._translate(name, "dropping columns"):
+            self._table(name).drop_columns(cols)
+        info = self.table_info(name)
+        if any(c in info.vectors for c in cols):
+            vecs = {k: v for k, v in info.vectors.items() if k not in cols}
+            info = self._save_info(TableInfo(name, info.schema, info.key, vecs, info.metadata))
+        return info
+
     # ------------------------------------------------------------------ writes
     def write(self, name: str, data: Data, *, mode: WriteMode = "append") -> WriteResult:
         info = self.table_info(name)

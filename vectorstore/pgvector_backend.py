@@ -682,6 +682,22 @@ class PgVectorStore(VectorStore):
             self._save_description(conn, new)
         return self.table_info(name)
 
+    def drop_columns(self, name: str, columns: Sequence[str]) -> TableInfo:
+        info = self.table_info(name)
+        cols = self._columns_to_drop(info, columns)
+        if not cols:
+            return info
+        new = TableInfo(name, pa.schema([f for f in info.schema if f.name not in cols]),
+                        info.key, {k: v for k, v in info.vectors.items() if k not in cols},
+                        info.metadata)
+        with self._translate(name, "dropping columns"), self._connection() as conn, \
+                conn.transaction():
+            for c in cols:
+                conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(
+                    self._ident(name), sql.Identifier(c)))
+            self._save_description(conn, new)
+        return self.table_info(name)
+
     # ------------------------------------------------------------------ writes
     def _copy(self, conn: psycopg.Connection, info: TableInfo, target: sql.Composable,
               batches: Iterator[pa.RecordBatch]) -> int:

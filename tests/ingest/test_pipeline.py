@@ -293,3 +293,105 @@ def test_bank_marketing_mapping(datasets_dir, tmp_path):
     assert 0 < loan < housing < 45_211
     again = ingest(store, path, m)
     assert (again.written, again.updated) == (0, 45_211)  # stable generated ids
+
+
+# ---------------------------------------------------------------- fast path, exact errors
+def _big_csv(path: Path, n: int, extra: dict[int, str] | None = None) -> Path:
+    """client_id,age,income,y,notes rows; ``extra`` replaces data row i (0-based)."""
+    extra = extra or {}
+    rows = [extra.get(i, f"k{i},{20 + i % 60},{i * 1.5},{'yes' if i % 3 else 'no'},n{i}")
+            for i in range(n)]
+    return _csv(path, rows)
+
+
+def _small_blocks(path: Path):
+    from ingest.sources import CsvSource
+
+    src = CsvSource(path)
+    src.options.block_size = 1 << 13
+    return src
+
+
+def test_bad_value_in_a_typed_block_names_its_line(store, tmp_path):
+    p = _big_csv(tmp_path / "typed.csv", 4000, {3500: "k3500,4x,1,no,late typo"})
+    with pytest.raises(ValidationError, match=r"typed\.csv:3502 \(row 3501\), column 'age': "
+                                              r"value '4x'; expected an integer"):
+        ingest(store, _small_blocks(p), CUSTOMERS, batch_rows=256)
+    assert not store.has_table("customers")
+    s = ingest(store, _small_blocks(p), CUSTOMERS, on_error="quarantine", batch_rows=256)
+    assert (s.written, s.quarantined) == (3999, 1)
+    rej = store.to_arrow(rejects_table("customers")).to_pylist()
+    assert [(r["line"], r["column"], r["value"]) for r in rej] == [(3502, "age", "4x")]
+    ages = {r["customer_id"]: r["age"] for r in _sorted(store, "customers",
+                                                        ["customer_id", "age"])}
+    assert ages["k3999"] == 20 + 3999 % 60
+    assert "k3500" not in ages
+
+
+def test_duplicate_id_across_batches(store, tmp_path):
+    p = _big_csv(tmp_path / "dup.csv", 3000, {2800: "k7,33,1,no,again"})
+    with pytest.raises(ValidationError, match=r"dup\.csv:2802 \(row 2801\), column "
+                                              r"'client_id': value 'k7'; expected an id not "
+                                              r"already used earlier in this load \(row 8"):
+        ingest(store, _small_blocks(p), CUSTOMERS, batch_rows=256)
+    assert not store.has_table("customers")
+    s = ingest(store, _small_blocks(p), CUSTOMERS, on_error="skip", batch_rows=256)
+    assert (s.written, s.skipped) == (2999, 1)
+    row = [r for r in _sorted(store, "customers", ["customer_id", "age"])
+           if r["customer_id"] == "k7"]
+    assert row == [{"customer_id": "k7", "age": 27}]  # the first occurrence wins
+
+
+# ---------------------------------------------------------------- a failed load undoes itself
+def test_failed_first_load_leaves_no_table(store, tmp_path):
+    p = _big_csv(tmp_path / "late.csv", 3000, {2990: "k2990,old,1,no,x"})
+    with pytest.raises(ValidationError, match=r"late\.csv:2992"):
+        ingest(store, _small_blocks(p), CUSTOMERS, batch_rows=256)
+    assert "customers" not in store.list_tables()
+    assert not store.has_table("customers")
+
+
+def test_failed_load_leaves_the_schema_as_it_was(store, good_csv, tmp_path):
+    ingest(store, good_csv, CUSTOMERS)
+    before_schema = store.table_info("customers").schema
+    before = _sorted(store, "customers")
+    p = _csv(tmp_path / "more.csv", ["c8,30,10,no,x,north,1.5", "c9,31,11,no,y,south,abc"],
+             header="client_id,age,income,y,notes,region,score")
+    with pytest.raises(ValidationError, match=r"more\.csv:3 \(row 2\), column 'score'"):
+        ingest(store, p, Mapping.from_options(
+            "customers", id_column="client_id", holdings=["term_deposit=y:yes"],
+            text_columns=["notes"], types=["score=float64"]))
+    assert store.table_info("customers").schema == before_schema
+    assert _sorted(store, "customers") == before
+    # and the next load adds the columns as usual
+    p.write_text("client_id,age,income,y,notes,region,score\nc8,30,10,no,x,north,1.5\n")
+    s = ingest(store, p, CUSTOMERS)
+    assert s.new_columns == ["region", "score"]
+
+
+# ---------------------------------------------------------------- holdings from events
+def test_holdings_from_events_reach_customers(store, good_csv, tmp_path):
+    from ingest.consolidate import consolidate
+
+    ingest(store, good_csv, CUSTOMERS)
+    ev = tmp_path / "ev.csv"
+    ev.write_text("event_id,customer_id,ts,kind,product_id,amount,category,channel\n"
+                  "e1,c2,2024-03-01T10:00:00,subscription,insurance,12,cover,app\n"
+                  "e2,c2,2024-03-02T10:00:00,page_view,mortgage,0,home,web\n"
+                  "e3,c3,2024-03-03T10:00:00,subscription,savings,5,saving,app\n")
+    plain = Mapping.from_options("events")
+    ingest(store, ev, plain)
+    consolidate(store)
+    held = {r["customer_id"]: r["holdings"] for r in _sorted(store, "customers",
+                                                            ["customer_id", "holdings"])}
+    assert "insurance" not in held["c2"]  # 'subscription' is not a holding kind by default
+    declared = Mapping.from_options("events", holdings_from_events=["subscription"])
+    s = ingest(store, ev, declared)
+    assert s.written == 0  # the same events: nothing new, but the kinds are recorded
+    assert store.table_info("events").metadata["holding_kinds"] == ["subscription"]
+    consolidate(store, full=True)
+    held = {r["customer_id"]: r["holdings"] for r in _sorted(store, "customers",
+                                                            ["customer_id", "holdings"])}
+    assert held["c2"] == ["insurance"]
+    assert held["c3"] == ["savings", "term_deposit"]
+    assert held["c1"] == ["term_deposit"]

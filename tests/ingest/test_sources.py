@@ -282,3 +282,60 @@ def test_frames():
 def test_unknown_object():
     with pytest.raises(SourceError, match="cannot read a dict"):
         list(open_source({"a": [1]}).chunks())
+
+
+# ---------------------------------------------------------------- CSV blocks, typed reads
+def _typed_csv(path: Path, rows: int, bad: dict[int, str] | None = None) -> Path:
+    """id,n,x rows; ``bad`` replaces the n value of data row i (0-based) with a text."""
+    bad = bad or {}
+    path.write_text("id,n,x\n" + "".join(
+        f"c{i},{bad.get(i, i)},{i / 2}\n" for i in range(rows)))
+    return path
+
+
+def test_csv_typed_blocks_keep_exact_lines(tmp_path):
+    p = _typed_csv(tmp_path / "t.csv", 3000, bad={2500: "0x1F", 2900: "oops"})
+    src = CsvSource(p)
+    src.options.block_size = 1 << 12  # many blocks
+    src.column_types = {"n": pa.int64(), "x": pa.float64()}
+    chunks = list(src.chunks(500))
+    lines = np.concatenate([c.lines for c in chunks])
+    assert lines.tolist() == list(range(2, 3002))
+    typed = [c for c in chunks if c.batch.schema.field("n").type == pa.int64()]
+    text = [c for c in chunks if c.batch.schema.field("n").type == pa.string()]
+    assert typed  # later blocks are read typed
+    assert text  # the first block, and the blocks with values int64 refuses, as text
+    values = {}
+    for c in text:
+        for v, ln in zip(c.batch.column("n").to_pylist(), c.lines.tolist(), strict=True):
+            values[ln] = v
+    assert values[2502] == "0x1F"  # never silently read as 31
+    assert values[2902] == "oops"
+    assert sum(c.batch.num_rows for c in typed) > 1500
+
+
+def test_csv_blocks_with_empty_lines_and_malformed_rows(tmp_path):
+    p = tmp_path / "gaps.csv"
+    body = []
+    for i in range(400):
+        body.append(f"c{i},{i},{i}.5")
+        if i % 97 == 0:
+            body.append("")  # an empty line (skipped, but counted)
+        if i % 151 == 0:
+            body.append("broken,row")
+    p.write_text("id,n,x\n" + "\r\n".join(body) + "\r\n")
+    src = CsvSource(p)
+    src.options.block_size = 1 << 10
+    src.column_types = {"n": pa.int64()}
+    src.tolerate_malformed = True
+    chunks, t = _read(src, batch_rows=64)
+    expect = {}
+    for line_no, text in enumerate(body, start=2):
+        if text.startswith("c"):
+            expect[line_no] = text.split(",")[0]
+    got = dict(zip(np.concatenate([c.lines for c in chunks]).tolist(),
+                   t.column("id").to_pylist(), strict=True))
+    assert got == expect
+    bad = src.take_malformed()
+    assert [m.line for m in bad] == [n for n, text in enumerate(body, start=2)
+                                    if text == "broken,row"]

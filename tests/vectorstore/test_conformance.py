@@ -128,6 +128,23 @@ def test_metadata_and_add_columns(store):
         store.add_columns("t", [pa.field("score", pa.int64())])
 
 
+def test_drop_columns_undoes_add_columns(store):
+    store.create_table("t", pa.schema([("id", pa.string()), ("n", pa.int64())]), key="id")
+    store.write("t", pa.table({"id": ["a", "b"], "n": [1, 2]}))
+    store.add_columns("t", [pa.field("extra", pa.string())], vectors=[VectorColumn("v", 2)])
+    info = store.drop_columns("t", ["extra", "v"])
+    assert info.schema.names == ["id", "n"]
+    assert "v" not in info.vectors
+    assert store.table_info("t").schema.names == ["id", "n"]
+    assert sorted_by_id(store.to_arrow("t")).to_pydict() == {"id": ["a", "b"], "n": [1, 2]}
+    store.add_columns("t", [pa.field("extra", pa.int64())])  # the name is free again
+    assert store.to_arrow("t").column("extra").to_pylist() == [None, None]
+    with pytest.raises(vs.ColumnNotFound):
+        store.drop_columns("t", ["nope"])
+    with pytest.raises(vs.SchemaMismatch):
+        store.drop_columns("t", ["id"])
+
+
 # ------------------------------------------------------------------ writes
 
 
