@@ -106,13 +106,16 @@ def population_mean(store: VectorStore, table: str, column: str) -> np.ndarray:
     """The mean of a vector column, from ``metadata["embedders"][column]["mean"]``.
 
     When the embedder did not record it, it is computed in one streamed pass and cached there
-    (with ``mean_rows``, the row count it was computed on).
+    with ``mean_rows``, the row count it was computed on; a cached mean is recomputed once the
+    table's row count moved by more than 10% from that.
     """
     info = store.table_info(table)
     dim = info.vector(column).dim
     entry: dict[str, Any] = dict((info.metadata.get("embedders") or {}).get(column) or {})
     mean = entry.get("mean")
-    if isinstance(mean, list) and len(mean) == dim:
+    cached_rows = entry.get("mean_rows")  # set only by this function
+    fresh = cached_rows is None or abs(store.count(table) - cached_rows) <= 0.1 * cached_rows
+    if isinstance(mean, list) and len(mean) == dim and fresh:
         return np.asarray(mean, dtype=np.float64)
     total = np.zeros(dim, dtype=np.float64)
     n = 0

@@ -190,3 +190,19 @@ def test_explain_lists_nearest_consumers_and_shared_attributes(shared):
                                        <= 0.1 * max(SYNTH.age[j], SYNTH.age[i]))
     with pytest.raises(MatchingError, match="no customer"):
         explain(shared, "missing", "p0")
+
+
+def test_cached_population_mean_refreshes_when_table_grows(tmp_path):
+    from services.matching._data import population_mean
+    from tests.services._matching_synth import write_rows
+
+    st = vectorstore.connect(str(tmp_path / "db"))
+    load_synth(st, SYNTH, rows=500)
+    m1 = population_mean(st, "customers", "vec")
+    np.testing.assert_allclose(m1, SYNTH.X[:500].astype(np.float64).mean(0), atol=1e-5)
+    write_rows(st, SYNTH, 500, 520)  # +4%: the cached mean is kept
+    np.testing.assert_allclose(population_mean(st, "customers", "vec"), m1)
+    write_rows(st, SYNTH, 520, 1500)
+    np.testing.assert_allclose(population_mean(st, "customers", "vec"),
+                               SYNTH.X.astype(np.float64).mean(0), atol=1e-5)
+    assert st.table_info("customers").metadata["embedders"]["vec"]["mean_rows"] == 1500
