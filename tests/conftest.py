@@ -26,7 +26,17 @@ def _lance_memory(request: pytest.FixtureRequest, tmp_path: Path) -> vectorstore
 def _pgvector(request: pytest.FixtureRequest, tmp_path: Path) -> vectorstore.VectorStore:
     dsn = request.getfixturevalue("pg_dsn")
     schema = f"t_{uuid.uuid4().hex[:12]}"
+    request.addfinalizer(lambda: _drop_schema(dsn, schema))
     return vectorstore.connect(dsn, schema=schema)
+
+
+def _drop_schema(dsn: str, schema: str) -> None:
+    """Leave an external test server (KINDRED_TEST_PG_DSN) as clean as it was."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 # name -> factory; the test id is the backend's name

@@ -284,10 +284,22 @@ class LanceStore(VectorStore):
         counter = {"rows": 0}
         failure: list[BaseException] = []
 
+        # append keeps the key unique, as a primary key does on SQL backends: the stored keys
+        # (that column only) are read once and every incoming batch is checked against them
+        existing = (self._key_values(name, info.key)
+                    if mode == "append" and info.key is not None else None)
+
         def batches() -> Iterator[pa.RecordBatch]:
             try:
                 for b in conform(info, data, require_key=info.key is not None,
-                                 unique_key=mode == "upsert"):
+                                 unique_key=info.key is not None and mode != "overwrite"):
+                    if existing is not None and len(existing) and b.num_rows:
+                        clash = pc.filter(b.column(info.key),
+                                          pc.is_in(b.column(info.key), value_set=existing))
+                        if len(clash):
+                            raise KeyConflict(
+                                f"table {name!r}: key {info.key}={clash[0].as_py()!r} is already "
+                                "in the table (append adds new keys only; use mode='upsert')")
                     counter["rows"] += b.num_rows
                     yield b
             except BaseException as exc:
@@ -309,6 +321,9 @@ class LanceStore(VectorStore):
                 raise failure[0] from None
             raise
 
+    def _key_values(self, name: str, key: str) -> pa.Array:
+        return self.to_arrow(name, columns=[key]).column(key).combine_chunks()
+
     def update(self, name: str, data: Data, *, key: str | None = None) -> int:
         info = self.table_info(name)
         key = key or info.key
@@ -322,8 +337,8 @@ class LanceStore(VectorStore):
         incoming = pa.Table.from_batches(batches)
         if incoming.num_columns < 2:
             return 0
-        existing = self.to_arrow(name, columns=[key]).column(key)
-        missing = pc.invert(pc.is_in(incoming.column(key), value_set=existing.combine_chunks()))
+        existing = self._key_values(name, key)
+        missing = pc.invert(pc.is_in(incoming.column(key), value_set=existing))
         if pc.any(missing).as_py():
             bad = pc.filter(incoming.column(key), missing)
             raise KeyConflict(

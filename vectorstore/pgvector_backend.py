@@ -737,7 +737,7 @@ class PgVectorStore(VectorStore):
         if mode == "upsert" and info.key is None:
             raise KeyConflict(f"table {name!r} has no key column: upsert needs one")
         batches = conform(info, data, require_key=info.key is not None,
-                          unique_key=mode == "upsert")
+                          unique_key=info.key is not None and mode != "overwrite")
         table = self._ident(name)
         with self._translate(name, f"{mode} write"), self._connection() as conn, \
                 conn.transaction():

@@ -168,6 +168,21 @@ def test_overwrite_and_append(store):
     assert store.table_info("t").key == "id"
 
 
+def test_append_refuses_keys_already_stored_or_repeated(store):
+    store.create_table("t", pa.schema([("id", pa.string()), ("n", pa.int64())]), key="id")
+    store.write("t", pa.table({"id": ["a", "b"], "n": [1, 2]}))
+    with pytest.raises(vs.KeyConflict, match="already"):
+        store.write("t", pa.table({"id": ["c", "b"], "n": [3, 4]}))
+    with pytest.raises(vs.KeyConflict, match="more than once"):
+        store.write("t", pa.table({"id": ["d", "d"], "n": [3, 4]}))
+    assert sorted_by_id(store.to_arrow("t")).to_pydict() == {"id": ["a", "b"], "n": [1, 2]}
+    # a table without a key accepts repeated values
+    store.create_table("free", pa.schema([("id", pa.string())]))
+    store.write("free", pa.table({"id": ["x", "x"]}))
+    store.write("free", pa.table({"id": ["x"]}))
+    assert store.count("free") == 3
+
+
 def test_write_accepts_readers_and_missing_nullable_columns(store):
     store.create_table("t", pa.schema([("id", pa.string()), ("n", pa.int64()), ("s", pa.string())]),
                        key="id")
