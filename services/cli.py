@@ -447,6 +447,8 @@ def consolidate(app: App, full: bool) -> None:
 @click.option("--model", default=None,
               help="text: a local sentence-transformers model directory (default: the "
                    "packaged all-MiniLM-L6-v2).")
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch",
+              show_default=True, help="text: PyTorch, or ONNX Runtime int8 (~3x faster on CPU).")
 @click.option("--output", default=None, help="Vector column to write (default vec_<kind>).")
 @click.option("--dim", type=click.IntRange(min=1), default=None,
               help="tabular: PCA dimension; behavior: SVD dimension.")
@@ -456,14 +458,15 @@ def consolidate(app: App, full: bool) -> None:
               help="combined: one weight per --source.")
 @pass_app
 def embed(app: App, kind: str, table: str, include: tuple[str, ...], exclude: tuple[str, ...],
-          column: str | None, template: str | None, model: str | None, output: str | None,
-          dim: int | None, sources: tuple[str, ...], weights: tuple[float, ...]) -> None:
+          column: str | None, template: str | None, model: str | None, backend: str,
+          output: str | None, dim: int | None, sources: tuple[str, ...],
+          weights: tuple[float, ...]) -> None:
     """Write a vector column: tabular, text, behavior or combined."""
     with app.busy(f"Embedding ({kind})"):
         r = app.kindred().embed(kind, table=table, include=list(include) or None,
                             exclude=list(exclude), column=column, template=template,
                             model=model, output=output, dim=dim, sources=list(sources),
-                            weights=list(weights) or None)
+                            weights=list(weights) or None, backend=backend)
     app.emit(r, lambda: click.echo(r.details.get("message") or str(r.details)))
 
 

@@ -147,8 +147,14 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
               lambda r: r.details["message"])
     steps.run("embed behaviour", lambda: k.embed("behavior"), lambda r: r.details["message"])
     if text:
-        steps.run("embed text", lambda: k.embed("text", column="note"),
-                  lambda r: r.details["message"])
+        def embed_text() -> Any:
+            try:  # int8 ONNX Runtime: ~3x faster on CPU than PyTorch
+                return k.embed("text", column="note", backend="onnx")
+            except (*_user_errors(), RuntimeError, OSError) as exc:
+                steps.echo(f"      (ONNX Runtime unavailable: {exc}; using PyTorch)")
+                return k.embed("text", column="note")
+
+        steps.run("embed text", embed_text, lambda r: r.details["message"])
     if not activity:
         steps.n += 1
     else:

@@ -270,13 +270,15 @@ class Kindred:
               template: str | None = None, model: str | None = None,
               output: str | None = None, dim: int | None = None,
               sources: Sequence[str] = (), weights: Sequence[float] | None = None,
-              ) -> StepResult:
+              backend: str = "torch") -> StepResult:
         """Write a vector column: ``tabular``, ``text``, ``behavior`` or ``combined``.
 
         - tabular: numeric columns standardised, categoricals one-hot (``include``/``exclude``
           select columns; ``dim`` adds a PCA).
         - text: sentence-transformers over a text ``column`` or a profile ``template``
-          (``model``: a local path; default the packaged all-MiniLM-L6-v2).
+          (``model``: a local path; default the packaged all-MiniLM-L6-v2; ``backend``
+          ``onnx`` runs it int8-quantised through ONNX Runtime, ~3x faster on CPU, vectors
+          close to but not equal to PyTorch's).
         - behavior: SVD of holdings + events, customers and products in one space (``dim``).
         - combined: weighted concatenation of the ``sources`` vector columns.
 
@@ -295,7 +297,8 @@ class Kindred:
             if (column is None) == (template is None):
                 raise ServiceError("text embedding needs exactly one of a text column "
                                    "(--column) or a profile template (--template)")
-            emb = embedders.TextEmbedder(column=column, template=template, model=model)
+            emb = embedders.TextEmbedder(column=column, template=template, model=model,
+                                         backend=backend)
             r = embedders.embed(self._store, table, emb, output)
         elif kind == "behavior":
             from ingest.embedders.behavior import BehaviorEmbedder, embed_behavior
