@@ -188,8 +188,14 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
             "roc_auc": ev.best().roc_auc, "lift_at_10pct": ev.best().lift_at_k,
             "precision_at_10pct": ev.best().precision_at_k, "base_rate": ev.base_rate,
             "table": [r.model_dump() for r in ev.rows]}
-    m = steps.run("match", lambda: k.match(PRODUCT, method=best_method, vector_column=best_col,
-                                           top=10, columns=["age", "occupation", "region"]),
+    fitted: dict[str, Any] = {}
+
+    def match() -> Any:
+        fitted["query"] = k.product_query(PRODUCT, method=best_method, vector_column=best_col)
+        return k.match(PRODUCT, query=fitted["query"], top=10,
+                       columns=["age", "occupation", "region"])
+
+    m = steps.run("match", match,
                   lambda r: f"{r.summary.known_consumers:,} consumers, top "
                             f"{r.summary.prospects_returned} prospects "
                             f"({r.summary.method} on {r.summary.vector_column})")
@@ -211,11 +217,19 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
     rep = steps.run("report", lambda: k.report(
         Path(summary["out_dir"]) / "report", products=[PRODUCT, "mortgage"],
         column=best_col, methods=tuple(dict.fromkeys(("centroid", best_method))),
-        label=label[0] if label else None),
+        label=label[0] if label else None, learned_options=_learned_c(fitted)),
         lambda r: f"{len(r.images)} plots")
     if rep is not None:
         summary["report"] = rep.html
     summary["stats"] = k.stats().model_dump(mode="json")
+
+
+def _learned_c(fitted: dict[str, Any]) -> dict[str, Any] | None:
+    """The strength C the match step chose by cross-validation, reused by the report."""
+    q = fitted.get("query")
+    if q is None or q.method != "learned" or "C" not in q.details:
+        return None
+    return {"Cs": [float(q.details["C"])]}
 
 
 def _risk_auc(k: Any, label: str) -> dict[str, Any]:

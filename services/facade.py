@@ -39,7 +39,7 @@ from .models import (
 
 if TYPE_CHECKING:
     from .evaluate import EvaluationReport
-    from .matching import Explanation, MatchResult, RecommendSummary
+    from .matching import Explanation, MatchResult, ProductQuery, RecommendSummary
     from .risk import RiskExplanation, RiskRun
 
 PREFERRED_VECTORS = ("vec_combined", "vec_tabular", "vec_behavior", "vec_text")
@@ -328,13 +328,15 @@ class Kindred:
     def match(self, product: str, *, method: str = "centroid", vector_column: str | None = None,
               top: int | None = None, audience_pct: float | None = None,
               min_score: float | None = None, where: str | None = None, exact: bool = False,
-              columns: Sequence[str] = (), min_consumers: int = 20) -> MatchResult:
+              columns: Sequence[str] = (), min_consumers: int = 20,
+              query: ProductQuery | None = None) -> MatchResult:
         """Consumers (holders, most typical first) and prospects (most likely first) of a product.
 
         ``where`` is a filter expression over customer columns, e.g.
         ``"age >= 30 and region in ('north', 'south')"``. Returns
         :class:`services.matching.MatchResult`: two Arrow tables (``customer_id, score, rank`` +
         ``columns``) and a summary (method, sizes, options); ``.to_dict()`` is JSON-ready.
+        ``query`` reuses a query from :meth:`product_query` (no refit).
         """
         from .matching import match
 
@@ -342,7 +344,18 @@ class Kindred:
         vector_column = vector_column or self.default_vector_column()
         return match(self._store, product, method=method, vector_column=vector_column,
                      top_k=top, audience_pct=audience_pct, min_score=min_score, filter=where,
-                     exact=exact, columns=columns, min_consumers=min_consumers)
+                     exact=exact, columns=columns, min_consumers=min_consumers, query=query)
+
+    def product_query(self, product: str, *, method: str = "centroid",
+                      vector_column: str | None = None, min_consumers: int = 20,
+                      ) -> ProductQuery:
+        """The fitted query of a product (centroid, learned model or product vector), to reuse
+        across several :meth:`match` calls without refitting."""
+        from .matching import build_query
+
+        vector_column = vector_column or self.default_vector_column()
+        return build_query(self._store, product, method, vector_column=vector_column,
+                           min_consumers=min_consumers)
 
     def explain(self, customer_id: str, product: str, *, vector_column: str | None = None,
                 k: int = 5) -> Explanation:
@@ -433,15 +446,16 @@ class Kindred:
     # ------------------------------------------------------------------ report
     def report(self, out_dir: str | Path, *, products: Sequence[str] | None = None,
                column: str | None = None, methods: Sequence[str] = ("centroid", "learned"),
-               label: str | None = None, max_products: int = 3,
-               seed: int = 0) -> ReportResult:
+               label: str | None = None, max_products: int = 3, seed: int = 0,
+               learned_options: dict[str, Any] | None = None) -> ReportResult:
         """Write ``report.html`` (self-contained) and its PNGs into ``out_dir``.
 
         Gain/lift curves per product and method (seeded holdout), consumer vs prospect score
         distributions, the risk score distribution with its flag threshold, and a PCA map of
         customers coloured by holdings and risk flag. ``products`` defaults to the
         ``max_products`` most held products; ``column`` to the default vector column; ``label``
-        (e.g. ``is_anomaly``) adds the risk ROC-AUC.
+        (e.g. ``is_anomaly``) adds the risk ROC-AUC; ``learned_options`` go to the learned
+        model (e.g. ``{"Cs": [10.0]}`` to skip choosing C by cross-validation).
         """
         from . import report as rpt
 
@@ -458,6 +472,7 @@ class Kindred:
                                              for v in st.tables[0].vectors)}
         data = rpt.collect(self._store, column=column, products=products, methods=methods,
                            label=label, seed=seed, facts=facts,
+                           learned_options=learned_options,
                            title=f"Kindred report: {self.location}")
         return rpt.write_report(data, out_dir)
 

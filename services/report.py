@@ -17,7 +17,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -296,7 +296,8 @@ def collect(store: VectorStore, *, column: str, products: Sequence[str] = (),
             methods: Sequence[str] = ("centroid", "learned"), holdout: float = 0.2,
             max_rows: int = 50_000, map_rows: int = 5_000, label: str | None = None,
             seed: int = 0, title: str = "Kindred report",
-            facts: dict[str, str] | None = None) -> ReportData:
+            facts: dict[str, str] | None = None,
+            learned_options: dict[str, Any] | None = None) -> ReportData:
     """Gather the report's arrays from the ``customers`` table.
 
     Reads ``customer_id``, ``holdings``, the vector ``column`` and the risk columns of at most
@@ -341,7 +342,8 @@ def collect(store: VectorStore, *, column: str, products: Sequence[str] = (),
         y[hidden_idx] = True
         for method in methods:
             q = fit_query(store, "customers", column, method, holdings_labeller(product, hidden),
-                          ["customer_id", "holdings"], product=product, seed=seed)
+                          ["customer_id", "holdings"], product=product, seed=seed,
+                          **((learned_options or {}) if method == "learned" else {}))
             s = q.score(X[candidates])
             auc = float(roc_auc_score(y[candidates], s))
             rep.curves.append(RankingCurve(product, method, y[candidates], s, auc=auc))
