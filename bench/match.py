@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", type=str, default=None, help="where to build the store (temp)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--only", choices=["match", "bulk"], default=None)
     args = ap.parse_args(argv)
     if args.quick:
         args.n = 50_000
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         setup, _ = run_isolated(build, path, args.n, args.dim, args.products, args.seed)
         rows: list[dict[str, Any]] = []
-        for filtered in (False, True):
+        for filtered in (False, True) if args.only != "bulk" else ():
             ex, ex_rss = run_isolated(kindred_match, path, args.dim, args.seed, args.queries,
                                       True, filtered, threshold)
             an, an_rss = run_isolated(kindred_match, path, args.dim, args.seed, args.queries,
@@ -249,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
                     "setup_s": res.get("fit_s", float("nan")) if name == "kindred exact" else
                     res.get("index_s", float("nan")),
                 })
-        report(f"match top-{TOP_K}: {args.n:,} customers x {args.dim}", rows, json_out=args.json)
+        if rows:
+            report(f"match top-{TOP_K}: {args.n:,} customers x {args.dim}", rows,
+                   json_out=args.json)
+        if args.only == "match":
+            return 0
         kin, num = [], []
         kin_rss = num_rss = 0.0
         for _ in range(args.repeats):

@@ -9,7 +9,11 @@ Results go back as ``rec_products`` (list<string>) and ``rec_scores`` (list<floa
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +35,7 @@ from ._data import (
     vector_matrix,
 )
 
+T = TypeVar("T")
 REC_PRODUCTS = "rec_products"
 REC_SCORES = "rec_scores"
 
@@ -96,14 +101,79 @@ def _held_mask(batch: pa.RecordBatch, product_ids: pa.Array) -> np.ndarray:
     return mask
 
 
+def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``items`` with a reader thread running up to ``depth`` items ahead.
+
+    The scan's decoding then overlaps the matrix products (both release the GIL).
+    """
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put(("item", item))
+            q.put(("end", None))
+        except BaseException as exc:
+            q.put(("error", exc))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(0.01)
+
+
+def _write_back(store: VectorStore, table: str, names: list[str], out: list[pa.RecordBatch],
+                write_rows: int) -> None:
+    before = store.version(table) if store.capabilities.versions else None
+    try:
+        missing = [f for f in (pa.field(REC_PRODUCTS, pa.list_(pa.string())),
+                               pa.field(REC_SCORES, pa.list_(pa.float32())))
+                   if f.name not in names]
+        if missing:
+            store.add_columns(table, missing)
+        chunk: list[pa.RecordBatch] = []
+        rows = 0
+        for b in out:
+            chunk.append(b)
+            rows += b.num_rows
+            if rows >= write_rows:
+                store.update(table, chunk, key=CUSTOMER_KEY)
+                chunk, rows = [], 0
+        if chunk:
+            store.update(table, chunk, key=CUSTOMER_KEY)
+    except BaseException:
+        if before is not None:
+            store.restore(table, before)
+        raise
+
+
 def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: int = 10,
               exclude_held: bool = False, write: bool = True, table: str = CUSTOMERS,
-              products_table: str = PRODUCTS, batch_size: int = BLOCK_ROWS) -> RecommendSummary:
+              products_table: str = PRODUCTS, batch_size: int = BLOCK_ROWS,
+              write_rows: int = 262_144) -> RecommendSummary:
     """Score every customer for every product and write each customer's top ``top_n``.
 
     ``vector_column`` must exist in both tables (one shared space, e.g. ``vec_behavior``).
     ``exclude_held`` leaves out products the customer already holds. With ``write=False``
     nothing is written (for timing). Customers without a vector keep their old values.
+    Results are written ``write_rows`` customers per update (bounded memory); on a backend
+    with versions a failed write-back restores the table to its version before the call.
     """
     if not isinstance(top_n, int) or top_n <= 0:
         raise MatchingError(f"top_n must be a positive integer, got {top_n!r}")
@@ -126,8 +196,9 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
     t0 = time.perf_counter()
     out: list[pa.RecordBatch] = []
     rows = 0
-    for block in iter_blocks(store, table, column, columns=extra, filter=None,
-                             batch_size=batch_size):
+    blocks = prefetch(iter_blocks(store, table, column, columns=extra, filter=None,
+                                  batch_size=batch_size))
+    for block in blocks:
         X = block.vectors
         mask = _held_mask(block.batch, pids) if exclude_held else None
         idx, scores = top_n_scores(X, PT, n, mask)
@@ -151,12 +222,7 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
     t_score = time.perf_counter() - t0
     t1 = time.perf_counter()
     if write and out:
-        missing = [f for f in (pa.field(REC_PRODUCTS, pa.list_(pa.string())),
-                               pa.field(REC_SCORES, pa.list_(pa.float32())))
-                   if f.name not in info.schema.names]
-        if missing:
-            store.add_columns(table, missing)
-        store.update(table, out, key=CUSTOMER_KEY)
+        _write_back(store, table, info.schema.names, out, write_rows)
     return RecommendSummary(vector_column=column, customers=rows, products=len(pids), top_n=n,
                             exclude_held=exclude_held, written=write and bool(out),
                             seconds_scoring=t_score, seconds_writing=time.perf_counter() - t1)

@@ -26,7 +26,7 @@ def test_recommend_writes_numpy_top_n(tmp_path, metric):
     s = make_synth(n=700, products=6, unit=False, seed=3)
     st = vectorstore.connect(str(tmp_path / "db"))
     load_synth(st, s, metric=metric, with_products=True)
-    out = recommend(st, top_n=3, batch_size=256)  # several blocks
+    out = recommend(st, top_n=3, batch_size=256, write_rows=300)  # several blocks and writes
     assert (out.customers, out.products, out.top_n) == (700, 6, 3)
     idx, scores = _reference(s.X, s.product_vectors, 3, metric == "cosine")
     got = st.to_arrow("customers", columns=["customer_id", "rec_products", "rec_scores"])
