@@ -169,7 +169,11 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
     columns = [c for c in ("vec_tabular", "vec_text")
                if c in k.store.table_info("customers").vectors]
 
+    fitted: dict[str, Any] = {}
+
     def evaluate() -> Any:
+        # every method is fitted on the training holders only (C chosen by cross-validation
+        # inside the holdout), so the figures are honest
         rep = k.evaluate_matching(PRODUCT, vector_columns=columns, methods=("centroid",))
         if "vec_tabular" in columns:  # the learned model on the compact tabular vectors
             learned = k.evaluate_matching(PRODUCT, vector_columns=["vec_tabular"],
@@ -188,12 +192,11 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
             "roc_auc": ev.best().roc_auc, "lift_at_10pct": ev.best().lift_at_k,
             "precision_at_10pct": ev.best().precision_at_k, "base_rate": ev.base_rate,
             "table": [r.model_dump() for r in ev.rows]}
-    fitted: dict[str, Any] = {}
 
     def match() -> Any:
-        fitted["query"] = k.product_query(PRODUCT, method=best_method, vector_column=best_col)
-        return k.match(PRODUCT, query=fitted["query"], top=10,
-                       columns=["age", "occupation", "region"])
+        q = k.product_query(PRODUCT, method=best_method, vector_column=best_col)
+        fitted["query"] = q
+        return k.match(PRODUCT, query=q, top=10, columns=["age", "occupation", "region"])
 
     m = steps.run("match", match,
                   lambda r: f"{r.summary.known_consumers:,} consumers, top "
@@ -225,7 +228,8 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
 
 
 def _learned_c(fitted: dict[str, Any]) -> dict[str, Any] | None:
-    """The strength C the match step chose by cross-validation, reused by the report."""
+    """The strength C the match step chose by cross-validation on all holders, reused by the
+    report's curves to save refitting (its figures of record are the evaluation step's)."""
     q = fitted.get("query")
     if q is None or q.method != "learned" or "C" not in q.details:
         return None

@@ -348,14 +348,14 @@ class Kindred:
 
     def product_query(self, product: str, *, method: str = "centroid",
                       vector_column: str | None = None, min_consumers: int = 20,
-                      ) -> ProductQuery:
+                      **learned_options: Any) -> ProductQuery:
         """The fitted query of a product (centroid, learned model or product vector), to reuse
         across several :meth:`match` calls without refitting."""
         from .matching import build_query
 
         vector_column = vector_column or self.default_vector_column()
         return build_query(self._store, product, method, vector_column=vector_column,
-                           min_consumers=min_consumers)
+                           min_consumers=min_consumers, **learned_options)
 
     def explain(self, customer_id: str, product: str, *, vector_column: str | None = None,
                 k: int = 5) -> Explanation:
@@ -378,12 +378,15 @@ class Kindred:
     def evaluate_matching(self, product: str | None = None, *, label: str | None = None,
                           positive: Any = None, vector_columns: Sequence[str] | None = None,
                           methods: Sequence[str] = ("centroid", "learned"),
-                          holdout: float = 0.2, seed: int = 0) -> EvaluationReport:
+                          holdout: float = 0.2, seed: int = 0,
+                          learned_options: dict[str, Any] | None = None) -> EvaluationReport:
         """Measured matching quality: a holdout of ``product``'s holders, or a ``label`` column.
 
         Returns an :class:`services.evaluate.EvaluationReport`: ROC-AUC, precision@k,
         recall@k and lift@k per vector column and method, with random and popularity baselines.
+        ``learned_options`` go to the learned model (e.g. ``{"Cs": [10.0]}``).
         """
+        lo = dict(learned_options or {})
         from .evaluate import evaluate_holdout, evaluate_labels
 
         self._require_table(CUSTOMERS, "ingest customers first")
@@ -392,9 +395,10 @@ class Kindred:
                                   "or a label column")
         if label is not None:
             return evaluate_labels(self._store, label, positive=positive,
-                                   vector_columns=vector_columns, methods=methods, seed=seed)
+                                   vector_columns=vector_columns, methods=methods, seed=seed,
+                                   **lo)
         return evaluate_holdout(self._store, product, vector_columns=vector_columns,
-                                methods=methods, holdout=holdout, seed=seed)
+                                methods=methods, holdout=holdout, seed=seed, **lo)
 
     # ------------------------------------------------------------------ risk
     def score_risk(self, *, detector: str | None = None, column: str | None = None,
