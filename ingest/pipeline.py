@@ -321,7 +321,7 @@ def ingest(store: VectorStore, source: Any = None,
             summary.new_columns = [f.name for f in plan.new_fields]
         existing_rows = store.count(m.table)
     try:
-        _write(store, load, m, plan, first, chunks, existing_rows)
+        _write(store, load, m, plan, first, chunks, existing_rows, summary.created_table)
     except BaseException:
         _undo(store, m.table, summary.created_table, added)
         raise
@@ -332,14 +332,19 @@ def ingest(store: VectorStore, source: Any = None,
 
 
 def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
-           chunks: Iterator[Any], existing_rows: int) -> None:
-    """Stream the validated batches into one ``store.write`` (one commit)."""
+           chunks: Iterator[Any], existing_rows: int, created: bool) -> None:
+    """Stream the validated batches into one ``store.write`` (one commit).
+
+    Into a table this load has just created, the write is an ``overwrite`` of the empty
+    table: the same commit as an append, without the store's second pass over every key for
+    uniqueness, which validation has already checked (with file lines in its errors).
+    """
     events = m.table == "events"
     validator = Validator(plan, load.src.name, dedupe=events,
                           defer_duplicates=load.on_error == "fail")
     carry: list[str] = []
     if events:
-        mode = "append"
+        mode = "overwrite" if created else "append"
         if existing_rows:
             validator.seen = _existing_keys(store, m.table, plan.key)
     elif existing_rows:
@@ -347,8 +352,8 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
         info = store.table_info(m.table)
         written_cols = set(plan.schema.names)
         carry = [c for c in info.schema.names if c not in written_cols]
-    else:
-        mode = "append"  # empty table: every key is new and unique within the load
+    else:  # empty table: every key is new, and validation keeps them unique in the load
+        mode = "overwrite" if created else "append"
 
     batches = load.stream(chain([first], chunks), validator, carry)
     try:

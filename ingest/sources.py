@@ -248,9 +248,9 @@ class CsvSource(Source):
             head = f.read(1 << 16)
         return head.count(b"\r") == head.count(b"\r\n")
 
-    def _raw_blocks(self) -> Iterator[tuple[bytes, int, np.ndarray]]:
-        """(newline-aligned UTF-8 data bytes, line number of their first line, offsets of
-        their newline bytes), header skipped."""
+    def _raw_blocks(self) -> Iterator[tuple[bytes, int, int]]:
+        """(newline-aligned UTF-8 data bytes, line number of their first line, number of
+        newline bytes in them), header skipped."""
         o = self.options
         enc = o.encoding.lower().replace("-", "").replace("_", "")
         transcode = enc not in ("utf8", "ascii", "usascii")
@@ -290,9 +290,9 @@ class CsvSource(Source):
                                               f"{o.encoding} text: {exc.reason}") from exc
                     else:
                         out = block
-                    newlines = np.flatnonzero(np.frombuffer(out, dtype=np.uint8) == 10)
+                    newlines = int(np.count_nonzero(np.frombuffer(out, dtype=np.uint8) == 10))
                     yield out, line, newlines
-                    line += len(newlines)
+                    line += newlines
                 if not data:
                     return
 
@@ -312,30 +312,59 @@ class CsvSource(Source):
                 quoted_strings_can_be_null=False))
 
     def _block_chunks(self, names: list[str], batch_rows: int) -> Iterator[Chunk]:
-        for block, first_line, newlines in self._raw_blocks():
-            table, lines, bad = self._read_block(block, first_line, newlines, names)
-            if bad:
-                if not self.tolerate_malformed:
-                    m = bad[0]
-                    raise SourceError(f"{self.name}:{m.line}: malformed CSV row {m.text!r}; "
-                                      f"expected {m.reason}")
-                for m in bad:
-                    self._record_malformed(m)
-            rows = lines - 1
-            start = 0
-            for b in table.to_batches(max_chunksize=batch_rows):  # zero-copy slices
-                if b.num_rows:
-                    ln = lines[start:start + b.num_rows]
-                    yield Chunk(b, int(ln[0]) - 1, ln, rows[start:start + b.num_rows])
-                    start += b.num_rows
+        """Blocks read and parsed one ahead in a worker thread, so that work overlaps with
+        the consumer's validation and writing (pyarrow and numpy release the GIL). The first
+        block is read alone: its chunks give the plan that types the next blocks."""
+        from concurrent.futures import ThreadPoolExecutor
 
-    def _read_block(self, block: bytes, first_line: int, newlines: np.ndarray,
+        raw = self._raw_blocks()
+
+        def next_block() -> tuple[pa.Table, np.ndarray, list[MalformedRow]] | None:
+            item = next(raw, None)
+            return None if item is None else self._read_block(*item, names)
+
+        try:
+            block = next_block()
+            if block is None:
+                return
+            yield from self._emit(block, batch_rows)
+            with ThreadPoolExecutor(1, thread_name_prefix="kindred-csv") as pool:
+                ahead = pool.submit(next_block)
+                while (block := ahead.result()) is not None:
+                    ahead = pool.submit(next_block)
+                    yield from self._emit(block, batch_rows)
+        finally:
+            raw.close()
+
+    def _emit(self, block: tuple[pa.Table, np.ndarray, list[MalformedRow]],
+              batch_rows: int) -> Iterator[Chunk]:
+        table, lines, bad = block
+        if bad:
+            if not self.tolerate_malformed:
+                m = bad[0]
+                raise SourceError(f"{self.name}:{m.line}: malformed CSV row {m.text!r}; "
+                                  f"expected {m.reason}")
+            for m in bad:
+                self._record_malformed(m)
+        rows = lines - 1
+        start = 0
+        if table.num_rows > batch_rows or table.column(0).num_chunks > 1:
+            # the parser's ~1 MiB chunks, merged into batches of batch_rows: fewer, larger
+            # batches for validation and the writer (one copy of the block)
+            table = table.combine_chunks()
+        for b in table.to_batches(max_chunksize=batch_rows):
+            if b.num_rows:
+                ln = lines[start:start + b.num_rows]
+                yield Chunk(b, int(ln[0]) - 1, ln, rows[start:start + b.num_rows])
+                start += b.num_rows
+
+    def _read_block(self, block: bytes, first_line: int, newlines: int,
                     names: list[str]) -> tuple[pa.Table, np.ndarray, list[MalformedRow]]:
         """One block: its rows (typed when possible), their file lines, malformed rows."""
         types = {n: t for n, t in self.column_types.items()
                  if n in names and t in _FAST_TYPES}
         data = np.frombuffer(block, dtype=np.uint8)
-        if any(t == pa.int64() for t in types.values()):
+        if any(t == pa.int64() for t in types.values()) and (b"x" in block or b"X" in block):
             # pyarrow reads 0x1F as an integer; validation refuses it, so read it as text
             x = np.flatnonzero((data[1:] | 0x20) == ord("x"))
             if (data[x] == ord("0")).any():
@@ -353,6 +382,7 @@ class CsvSource(Source):
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 table = None  # a value the typed read refuses: validation will name it
                 numbered.clear()
+                types = {}
         if table is None:
             try:
                 table = self._parse_block(block, names, {}, True, on_invalid)
@@ -365,10 +395,13 @@ class CsvSource(Source):
             table = self._parse_block(block, names, types, False, on_invalid)
         # file line of each non-empty line (pyarrow skips empty lines and numbers the rest)
         total = table.num_rows + len(numbered)
-        ends = newlines if block.endswith(b"\n") else np.append(newlines, len(block))
-        starts = np.concatenate([[0], ends[:-1] + 1])
-        width = ends - starts
-        if (width <= 1).any():  # empty lines (or "\r" alone) are skipped by the parser
+        n_lines = newlines + (0 if block.endswith(b"\n") else 1)
+        if total != n_lines:  # empty lines (or "\r" alone), which the parser skips
+            ends = np.flatnonzero(data == 10)
+            if not block.endswith(b"\n"):
+                ends = np.append(ends, len(block))
+            starts = np.concatenate([[0], ends[:-1] + 1])
+            width = ends - starts
             cr = (width == 1) & (data[np.minimum(starts, len(data) - 1)] == 13)
             nonempty = np.flatnonzero((width > 0) & ~cr) + first_line
         else:

@@ -30,6 +30,7 @@ from .sources import Chunk
 
 _INT_RE = r"^[+-]?\d+$"
 _FLOAT_RE = r"(?i)^[+-]?(\d+\.?\d*([e][+-]?\d+)?|\.\d+([e][+-]?\d+)?|inf|infinity|nan)$"
+_SAMPLE = 1024  # values tried first when inferring a text column's type
 _BOOL_TRUE = ["true", "t", "yes", "y", "1"]
 _BOOL_FALSE = ["false", "f", "no", "n", "0"]
 _ISO_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M",
@@ -317,21 +318,33 @@ def _normalise(t: pa.DataType) -> pa.DataType:
     return t
 
 
+def _all_match(text: pa.Array, regex: str) -> bool:
+    """Whether every non-null value matches; the first values are tried alone first, so a
+    text column is ruled out without matching the whole batch."""
+    def matches(values: pa.Array) -> bool:
+        found = pc.all(pc.match_substring_regex(values, regex), skip_nulls=True).as_py()
+        return found is not False  # None: no value to test
+
+    if not matches(text.slice(0, _SAMPLE)):
+        return False
+    return len(text) <= _SAMPLE or matches(text)
+
+
 def infer_text_type(arr: pa.Array) -> pa.DataType:
     """int64, float64, UTC timestamp or string: the narrowest type every value parses as."""
     text = _blank_to_null(arr)
     if text.null_count == len(text):
         return pa.string()
-    present = _valid_mask(text)
     for regex, typ in ((_INT_RE, pa.int64()), (_FLOAT_RE, pa.float64())):
-        ok = _np(pc.match_substring_regex(text, regex))
-        if (ok | ~present).all():
-            if typ == pa.int64() and not _cast_rows(text, typ)[1].any():
-                return typ
-            if typ == pa.float64():
-                return typ
-    lead = _np(pc.match_substring_regex(text, r"^\d{4}-\d{2}-\d{2}"))
-    if (lead | ~present).all() and (_valid_mask(_parse_timestamp(text, None)) | ~present).all():
+        if not _all_match(text, regex):
+            continue
+        if typ == pa.int64() and not _cast_rows(text, typ)[1].any():
+            return typ
+        if typ == pa.float64():
+            return typ
+    present = _valid_mask(text)
+    if _all_match(text, r"^\d{4}-\d{2}-\d{2}") and \
+            (_valid_mask(_parse_timestamp(text, None)) | ~present).all():
         return UTC_TS
     return pa.string()
 
@@ -665,14 +678,15 @@ class _Positions:
 class DeferredKeys:
     """The keys of a load, checked for duplicates once at the end (``fail`` mode).
 
-    Per batch this costs one 64-bit hash of the keys (:func:`key_hash`); the key arrays are
-    kept (memory: the id column), so the end check (a sort of the hashes) confirms every hash
-    collision on the real key text and reports each repeated id with its row and line.
+    Per batch this costs one 64-bit hash of the keys (:func:`key_hash`), sorted while the
+    writer works; the end check merges the sorted runs and compares neighbours. The key arrays
+    are kept (memory: the id column plus 8 bytes per key), so a hash collision is confirmed on
+    the real key text, and each repeated id is reported with its row and line.
     """
 
     def __init__(self) -> None:
         self._keys: list[pa.Array] = []
-        self._hashes: list[np.ndarray] = []
+        self._hashes: list[np.ndarray] = []  # each batch's hashes, sorted
         self._rows = _Positions()
         self._lines = _Positions()
 
@@ -683,7 +697,7 @@ class DeferredKeys:
         if not len(keys):
             return
         self._keys.append(keys)
-        self._hashes.append(key_hash(keys))
+        self._hashes.append(np.sort(key_hash(keys)))
         self._rows.add(rows, len(keys))
         self._lines.add(lines, len(keys))
 
@@ -691,9 +705,10 @@ class DeferredKeys:
         """(row, line, key, row of its first occurrence) of every repeated key, by row."""
         if not self._hashes:
             return []
-        h = np.concatenate(self._hashes)
-        if not (np.diff(np.sort(h)) == 0).any():
+        merged = np.sort(np.concatenate(self._hashes), kind="stable")  # merges sorted runs
+        if not (merged[1:] == merged[:-1]).any():
             return []
+        h = np.concatenate([key_hash(k) for k in self._keys])  # load order, for positions
         order = np.argsort(h, kind="stable")
         sh = h[order]
         eq = sh[1:] == sh[:-1]

@@ -339,3 +339,21 @@ def test_csv_blocks_with_empty_lines_and_malformed_rows(tmp_path):
     bad = src.take_malformed()
     assert [m.line for m in bad] == [n for n, text in enumerate(body, start=2)
                                     if text == "broken,row"]
+
+
+def test_csv_typed_block_with_a_bad_value_and_a_malformed_row(tmp_path):
+    p = _typed_csv(tmp_path / "both.csv", 2000, bad={1500: "x1"})
+    lines = p.read_text().splitlines()
+    lines.insert(1700, "c_short,1")  # a malformed row in the same late block
+    p.write_text("\n".join(lines) + "\n")
+    src = CsvSource(p)
+    src.options.block_size = 1 << 16
+    src.column_types = {"n": pa.int64()}
+    src.tolerate_malformed = True
+    chunks = list(src.chunks(4096))
+    got = {}
+    for c in chunks:
+        got.update(zip(c.lines.tolist(), c.batch.column("n").to_pylist(), strict=True))
+    assert got[1502] == "x1"
+    assert [m.line for m in src.take_malformed()] == [1701]
+    assert sorted(got) == [n for n in range(2, 2003) if n != 1701]
