@@ -20,7 +20,6 @@ import pyarrow.compute as pc
 from .base import Data, FilterLike, IndexInfo, VectorStore, VersionInfo, WriteMode, WriteResult
 from .conform import conform
 from .errors import (
-    ColumnNotFound,
     DimensionMismatch,
     InvalidOption,
     KeyConflict,
@@ -31,7 +30,7 @@ from .errors import (
 )
 from .lance_filter import compile_filter
 from .names import check_name
-from .schema import Capabilities, Metric, TableInfo, VectorColumn
+from .schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
 
 CATALOG = "_kindred_catalog"
 INDEX_TYPES = ("IVF_HNSW_SQ", "IVF_PQ", "IVF_FLAT", "IVF_SQ", "IVF_HNSW_PQ", "IVF_RQ")
@@ -164,22 +163,7 @@ class LanceStore(VectorStore):
     def create_table(self, name: str, schema: pa.Schema, *, key: str | None = None,
                      vectors: Sequence[VectorColumn] = (), metadata: dict[str, Any] | None = None,
                      exist_ok: bool = False) -> TableInfo:
-        check_name(name, "table name")
-        for fld in schema:
-            check_name(fld.name, "column name")
-        fields = list(schema.remove_metadata())
-        present = {f.name: f for f in fields}
-        for v in vectors:
-            if v.name in present:
-                if present[v.name].type != v.arrow_type:
-                    raise SchemaMismatch(f"table {name!r}: column {v.name!r} is "
-                                         f"{present[v.name].type}, vector column needs {v.arrow_type}")
-            else:
-                fields.append(v.field())
-        if key is not None and key not in {f.name for f in fields}:
-            raise ColumnNotFound(f"table {name!r}: key column {key!r} is not in the schema")
-        info = TableInfo(name=name, schema=pa.schema(fields), key=key,
-                         vectors={v.name: v for v in vectors}, metadata=dict(metadata or {}))
+        info = new_table_info(name, schema, key=key, vectors=vectors, metadata=metadata)
         with self._lock:
             if name in self._all_tables():
                 if exist_ok:

@@ -19,8 +19,8 @@ from .names import check_name
 _OPS = {op: sql.SQL(op) for op in ("=", "!=", "<", "<=", ">", ">=")}
 
 
-def scalar_pg_type(typ: pa.DataType) -> str:
-    """The PostgreSQL type of a scalar Arrow type (the subset filters can compare)."""
+def plain_pg_type(typ: pa.DataType) -> str | None:
+    """The PostgreSQL type of a boolean, integer, float or string Arrow type, else None."""
     if pa.types.is_boolean(typ):
         return "boolean"
     if pa.types.is_int8(typ) or pa.types.is_int16(typ) or pa.types.is_uint8(typ):
@@ -35,6 +35,14 @@ def scalar_pg_type(typ: pa.DataType) -> str:
         return "double precision"
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
         return "text"
+    return None
+
+
+def scalar_pg_type(typ: pa.DataType) -> str:
+    """The PostgreSQL type of a scalar Arrow type (the subset filters can compare)."""
+    plain = plain_pg_type(typ)
+    if plain is not None:
+        return plain
     if pa.types.is_timestamp(typ):
         return "timestamptz" if typ.tz is not None else "timestamp"
     if pa.types.is_date(typ):

@@ -36,7 +36,6 @@ from .base import Data, FilterLike, IndexInfo, VectorStore, WriteMode, WriteResu
 from .conform import conform
 from .errors import (
     BackendUnavailable,
-    ColumnNotFound,
     DimensionMismatch,
     InvalidOption,
     KeyConflict,
@@ -46,8 +45,8 @@ from .errors import (
     TableNotFound,
 )
 from .names import check_name
-from .pg_filter import compile_filter
-from .schema import Capabilities, Metric, TableInfo, VectorColumn
+from .pg_filter import compile_filter, plain_pg_type
+from .schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
 
 log = logging.getLogger(__name__)
 
@@ -74,28 +73,10 @@ SUPPORTED_TYPES = ("bool, int8/16/32/64, uint8/16/32, float32/64, string, large_
 # --------------------------------------------------------------------------- type mapping
 
 
-def _scalar_type(typ: pa.DataType) -> str | None:
-    if pa.types.is_boolean(typ):
-        return "boolean"
-    if pa.types.is_int8(typ) or pa.types.is_int16(typ) or pa.types.is_uint8(typ):
-        return "smallint"
-    if pa.types.is_int32(typ) or pa.types.is_uint16(typ):
-        return "integer"
-    if pa.types.is_int64(typ) or pa.types.is_uint32(typ):
-        return "bigint"
-    if pa.types.is_float32(typ):
-        return "real"
-    if pa.types.is_float64(typ):
-        return "double precision"
-    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
-        return "text"
-    return None
-
-
 def pg_type(field: pa.Field, table: str = "?") -> str:
     """The PostgreSQL column type storing an Arrow field, or SchemaMismatch naming the type."""
     typ = field.type
-    base = _scalar_type(typ)
+    base = plain_pg_type(typ)
     if base is not None:
         return base
     if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
@@ -107,7 +88,7 @@ def pg_type(field: pa.Field, table: str = "?") -> str:
     if pa.types.is_fixed_size_list(typ) and pa.types.is_float32(typ.value_type):
         return f"vector({typ.list_size})"
     if pa.types.is_list(typ) or pa.types.is_large_list(typ):
-        elem = _scalar_type(typ.value_type)
+        elem = plain_pg_type(typ.value_type)
         if elem is not None:
             return f"{elem}[]"
     raise SchemaMismatch(
@@ -594,26 +575,11 @@ class PgVectorStore(VectorStore):
     def create_table(self, name: str, schema: pa.Schema, *, key: str | None = None,
                      vectors: Sequence[VectorColumn] = (), metadata: dict[str, Any] | None = None,
                      exist_ok: bool = False) -> TableInfo:
-        check_name(name, "table name")
-        for fld in schema:
-            check_name(fld.name, "column name")
-        fields = list(schema.remove_metadata())
-        present = {f.name: f for f in fields}
-        for v in vectors:
-            if v.name in present:
-                if present[v.name].type != v.arrow_type:
-                    raise SchemaMismatch(f"table {name!r}: column {v.name!r} is "
-                                         f"{present[v.name].type}, vector column needs {v.arrow_type}")
-            else:
-                fields.append(v.field())
-        if key is not None and key not in {f.name for f in fields}:
-            raise ColumnNotFound(f"table {name!r}: key column {key!r} is not in the schema")
-        info = TableInfo(name=name, schema=pa.schema(fields), key=key,
-                         vectors={v.name: v for v in vectors}, metadata=dict(metadata or {}))
+        info = new_table_info(name, schema, key=key, vectors=vectors, metadata=metadata)
         json.dumps(info.metadata, default=str)
         columns = [sql.SQL("{} {}{}").format(
             sql.Identifier(f.name), sql.SQL(pg_type(f, name)),
-            sql.SQL("" if f.nullable and f.name != key else " NOT NULL")) for f in fields]
+            sql.SQL("" if f.nullable and f.name != key else " NOT NULL")) for f in info.schema]
         if key is not None:
             columns.append(sql.SQL("PRIMARY KEY ({})").format(sql.Identifier(key)))
         with self._translate(name, "create"), self._connection() as conn, conn.transaction():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -151,3 +152,29 @@ def check_vector_array(table: str, column: VectorColumn, arr: pa.Array | pa.Chun
     raise SchemaMismatch(
         f"table {table!r}, column {column.name!r}: expected a list of {column.dim} floats, got {t}"
     )
+
+
+def new_table_info(name: str, schema: pa.Schema, *, key: str | None,
+                   vectors: Sequence[VectorColumn], metadata: dict[str, Any] | None) -> TableInfo:
+    """Check the parts of a ``create_table`` call and put them together.
+
+    Names must be plain identifiers, vector columns already in ``schema`` must have the vector
+    type and the others are appended, and the key must be a column.
+    """
+    from .errors import ColumnNotFound
+
+    check_name(name, "table name")
+    for fld in schema:
+        check_name(fld.name, "column name")
+    fields = list(schema.remove_metadata())
+    present = {f.name: f for f in fields}
+    for v in vectors:
+        if v.name not in present:
+            fields.append(v.field())
+        elif present[v.name].type != v.arrow_type:
+            raise SchemaMismatch(f"table {name!r}: column {v.name!r} is {present[v.name].type}, "
+                                 f"vector column needs {v.arrow_type}")
+    if key is not None and key not in {f.name for f in fields}:
+        raise ColumnNotFound(f"table {name!r}: key column {key!r} is not in the schema")
+    return TableInfo(name=name, schema=pa.schema(fields), key=key,
+                     vectors={v.name: v for v in vectors}, metadata=dict(metadata or {}))
