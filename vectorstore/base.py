@@ -308,6 +308,33 @@ class VectorStore(ABC):
         self.close()
 
     # ------------------------------------------------------------------ helpers for backends
+    def _check_search(self, info: TableInfo, query: Any, k: int, vector_column: str | None,
+                      params: dict[str, Any] | None, accepted: set[str],
+                      ) -> tuple[VectorColumn, np.ndarray, dict[str, Any]]:
+        """Validate a search call: the vector column, the query's shape and values, k, params.
+
+        Returns the column, the query as float32 (1-D or 2-D) and a copy of the params.
+        """
+        from .errors import DimensionMismatch, InvalidOption
+
+        vec = info.vector(vector_column)
+        q = np.asarray(query, dtype=np.float32)
+        if q.ndim not in (1, 2) or q.shape[-1] != vec.dim:
+            raise DimensionMismatch(
+                f"table {info.name!r}, column {vec.name!r}: query has shape {q.shape}, "
+                f"expected ({vec.dim},) or (n, {vec.dim})"
+            )
+        if not np.isfinite(q).all():
+            raise DimensionMismatch(f"table {info.name!r}: query vector contains NaN or infinity")
+        if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+            raise InvalidOption(f"k must be a positive integer, got {k!r}")
+        params = dict(params or {})
+        unknown = sorted(set(params) - accepted)
+        if unknown:
+            raise InvalidOption(f"unknown search parameter(s) {', '.join(unknown)} for the "
+                                f"{self.scheme} backend; accepted: {', '.join(sorted(accepted))}")
+        return vec, q, params
+
     def _bind_filter(self, info: TableInfo, filter: FilterLike) -> Filter | None:
         if filter is None:
             return None

@@ -36,7 +36,6 @@ from .base import Data, FilterLike, IndexInfo, VectorStore, WriteMode, WriteResu
 from .conform import conform
 from .errors import (
     BackendUnavailable,
-    DimensionMismatch,
     InvalidOption,
     KeyConflict,
     SchemaMismatch,
@@ -816,23 +815,8 @@ class PgVectorStore(VectorStore):
                filter: FilterLike = None, columns: Sequence[str] | None = None,
                exact: bool = False, params: dict[str, Any] | None = None) -> pa.Table:
         info = self.table_info(name)
-        vec = info.vector(vector_column)
-        q = np.asarray(query, dtype=np.float32)
+        vec, q, params = self._check_search(info, query, k, vector_column, params, _SEARCH_PARAMS)
         many = q.ndim == 2
-        if q.ndim not in (1, 2) or q.shape[-1] != vec.dim:
-            raise DimensionMismatch(
-                f"table {name!r}, column {vec.name!r}: query has shape {q.shape}, "
-                f"expected ({vec.dim},) or (n, {vec.dim})"
-            )
-        if not np.isfinite(q).all():
-            raise DimensionMismatch(f"table {name!r}: query vector contains NaN or infinity")
-        if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
-            raise InvalidOption(f"k must be a positive integer, got {k!r}")
-        params = dict(params or {})
-        unknown = sorted(set(params) - _SEARCH_PARAMS)
-        if unknown:
-            raise InvalidOption(f"unknown search parameter(s) {', '.join(unknown)} for pgvector; "
-                                f"accepted: {', '.join(sorted(_SEARCH_PARAMS))}")
         settings = self._search_settings(params, k)
         if columns is None:
             columns = [c for c in info.schema.names if c not in info.vectors]
