@@ -521,14 +521,14 @@ class PgVectorStore(VectorStore):
             where = f"{action} on table {name!r} failed: {msg}"
             if isinstance(exc, pgerr.UndefinedTable):
                 raise TableNotFound(f"table {name!r} does not exist in schema "
-                                    f"{self.schema!r}") from None
+                                    f"{self.schema!r}") from exc
             if isinstance(exc, pgerr.UniqueViolation):
-                raise KeyConflict(where) from None
+                raise KeyConflict(where) from exc
             if isinstance(exc, pgerr.NotNullViolation | pgerr.DataError):
-                raise SchemaMismatch(where) from None
+                raise SchemaMismatch(where) from exc
             if isinstance(exc, psycopg.OperationalError):
-                raise BackendUnavailable(where) from None
-            raise StoreError(where) from None
+                raise BackendUnavailable(where) from exc
+            raise StoreError(where) from exc
 
     # ------------------------------------------------------------------ catalogue
     def _description(self, conn: psycopg.Connection, name: str) -> str | None:
