@@ -12,8 +12,9 @@ Measured (each side in its own process, peak RSS reported):
 - match latency: ``services.matching.match`` top-100 with a prebuilt centroid query (the
   query's fit is reported separately), exact and through the ANN index that ``match`` builds
   past its size threshold; p50/p95 over the query set; recall@100 of ANN against exact;
-- the store search alone (``search_p50_ms``): ``match`` adds the counts (eligible prospects,
-  holders), the index check and the consumers list;
+- ``match(..., consumers=False)`` (the prospects list only, one search) and the store search
+  alone (``search_p50_ms``): a full ``match`` adds the consumers list (a second search with
+  the ``has(holdings, p0)`` filter, run alongside the first) and the index check;
 - numpy baseline: ``X @ q`` + ``argpartition`` on the same vectors in memory (+ a boolean mask
   for the filtered case);
 - bulk: ``services.matching.recommend`` (scan + blocked matmul + argpartition, no write-back)
@@ -132,7 +133,7 @@ def kindred_match(path: str, dim: int, seed: int, n_queries: int, exact: bool,
         ensure_index(st, "customers", "vec", threshold=threshold)
         index_s = time.perf_counter() - t0
     flt = "region = 'EU'" if filtered else None
-    times, search_times, ids, rows = [], [], [], []
+    times, search_times, ids, rows, prospect_times = [], [], [], [], []
     prospects = "not has(holdings, 'p0')" + (f" and {flt}" if flt else "")
     for q in query_vectors(n_queries, dim, seed):
         base.vector = q
@@ -140,6 +141,10 @@ def kindred_match(path: str, dim: int, seed: int, n_queries: int, exact: bool,
         r = match(st, "p0", top_k=TOP_K, filter=flt, exact=exact, index_threshold=threshold,
                   query=base)
         times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        match(st, "p0", top_k=TOP_K, filter=flt, exact=exact, index_threshold=threshold,
+              query=base, consumers=False)
+        prospect_times.append(time.perf_counter() - t0)
         ids.append(r.prospects.column("customer_id").to_pylist())
         rows.append(r.prospects.num_rows)
         t0 = time.perf_counter()
@@ -147,7 +152,7 @@ def kindred_match(path: str, dim: int, seed: int, n_queries: int, exact: bool,
                   exact=exact)
         search_times.append(time.perf_counter() - t0)
     return {"times": times, "search_times": search_times, "ids": ids, "rows": rows,
-            "fit_s": fit_s, "index_s": index_s}
+            "prospect_times": prospect_times, "fit_s": fit_s, "index_s": index_s}
 
 
 def numpy_match(n: int, dim: int, seed: int, n_queries: int, filtered: bool) -> dict[str, Any]:
@@ -242,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                     "case": label, "side": name,
                     "p50_ms": 1000 * percentile(res["times"], 50),
                     "p95_ms": 1000 * percentile(res["times"], 95),
+                    "prospects_only_p50_ms": 1000 * percentile(res["prospect_times"], 50)
+                    if "prospect_times" in res else float("nan"),
                     "search_p50_ms": 1000 * percentile(st_times, 50) if st_times else float("nan"),
                     "min_rows": min(res["rows"]) if "rows" in res else TOP_K,
                     "recall@100": recall if name == "kindred ANN" else

@@ -1,16 +1,21 @@
 """ANN index upkeep: build one once a table is big enough, keep it current as the table grows.
 
-The row counts an index was built on (``built_rows``) and last brought up to date for
-(``rows``) are kept in the table metadata (``metadata["matching"]["indexes"][column]``). A
-table that grew since is optimised (LanceDB adds the new rows to the index incrementally); one
-that doubled since the build is re-indexed so the index's partitions fit the data again.
+The outcome of the last check is kept in the table metadata
+(``metadata["matching"]["indexes"][column]``): the row counts the index was built on
+(``built_rows``) and last brought up to date for (``rows``), whether the column is indexed and,
+on a backend with table versions, the table ``version`` it was checked at. While the table's
+version is unchanged nothing was written since, so a check costs one version read (no row
+count, no index listing). A table that grew is optimised (LanceDB adds the new rows to the
+index incrementally); one that doubled since the build is re-indexed so the index's
+partitions fit the data again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from vectorstore import VectorStore
+from vectorstore import TableInfo, VectorStore
 
 DEFAULT_THRESHOLD = 100_000
 REBUILD_GROWTH = 2.0
@@ -30,33 +35,45 @@ def _has_vector_index(store: VectorStore, table: str, column: str) -> bool:
 
 
 def ensure_index(store: VectorStore, table: str, column: str, *,
-                 threshold: int = DEFAULT_THRESHOLD) -> IndexStatus:
+                 threshold: int = DEFAULT_THRESHOLD, info: TableInfo | None = None) -> IndexStatus:
     """Create or refresh the ANN index on ``column`` when the table has >= ``threshold`` rows.
 
     The index parameters are the backend's defaults (chosen there for recall@100 >= 0.95).
+    ``info``: the table's description when the caller already read it (saves a read).
     """
     if not store.capabilities.ann_index:
         return IndexStatus(False, "none", 0)
-    n = store.count(table)
-    info = store.table_info(table)
+    info = info or store.table_info(table)
     matching = dict(info.metadata.get("matching") or {})
     indexes = dict(matching.get("indexes") or {})
-    entry = indexes.get(column) or {}
+    entry: dict[str, Any] = dict(indexes.get(column) or {})
+    version = store.version(table) if store.capabilities.versions else None
+    if version is not None and entry.get("version") == version and "indexed" in entry:
+        # nothing was written since the last check: its outcome still holds
+        n, indexed = int(entry.get("rows", 0)), bool(entry["indexed"])
+        if indexed or n < threshold:
+            return IndexStatus(indexed, "none", n)
+    n = store.count(table)
     seen_rows = int(entry.get("rows", 0))
     built_rows = int(entry.get("built_rows", seen_rows))
     present = _has_vector_index(store, table, column)
-    if n < threshold:
-        return IndexStatus(present, "none", n)
-    if present and seen_rows == n:
-        return IndexStatus(True, "none", n)
-    if present and built_rows and n < built_rows * REBUILD_GROWTH:
+    if n < threshold or (present and seen_rows == n):
+        action = "none"
+    elif present and built_rows and n < built_rows * REBUILD_GROWTH:
         store.optimize(table)
         action = "optimized"
     else:
         store.create_vector_index(table, column, replace=True)
         action = "rebuilt" if present else "built"
         built_rows = n
-    indexes[column] = {"rows": n, "built_rows": built_rows}
-    matching["indexes"] = indexes
-    store.set_metadata(table, {"matching": matching})
-    return IndexStatus(True, action, n)
+    indexed = present or action != "none"
+    new = {"rows": n, "indexed": indexed}
+    if indexed:
+        new["built_rows"] = built_rows
+    if version is not None:
+        new["version"] = store.version(table)
+    if new != entry:
+        indexes[column] = new
+        matching["indexes"] = indexes
+        store.set_metadata(table, {"matching": matching})
+    return IndexStatus(indexed, action, n)

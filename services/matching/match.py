@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,11 +12,12 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
-from vectorstore import VectorStore
+from vectorstore import TableInfo, VectorStore
 from vectorstore.filters import Filter, Has, Not, all_of
 
 from ..errors import MatchingError
 from ._data import CUSTOMER_KEY, CUSTOMERS, HOLDINGS, PRODUCTS, as_filter, iter_blocks
+from .bands import check_bands, with_bands
 from .index import DEFAULT_THRESHOLD, ensure_index
 from .query import ProductQuery, build_query
 
@@ -41,6 +43,9 @@ class MatchSummary(BaseModel):
     filter: str | None
     exact: bool
     ann_index: bool = Field(description="an ANN index existed on the column for this query")
+    bands: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="per list (consumers, prospects): each similarity band's rows and score range")
     details: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -67,7 +72,8 @@ def match(store: VectorStore, product: str, *, method: str = "centroid",
           columns: Sequence[str] = (), table: str = CUSTOMERS,
           products_table: str = PRODUCTS, index_threshold: int | None = DEFAULT_THRESHOLD,
           seed: int = 0, query: ProductQuery | None = None,
-          learned_options: dict[str, Any] | None = None) -> MatchResult:
+          learned_options: dict[str, Any] | None = None, consumers: bool = True,
+          bands: Sequence[float] | None = None) -> MatchResult:
     """Rank the consumers (holders, most typical first) and prospects (non-holders, most
     likely first) of ``product``.
 
@@ -80,9 +86,15 @@ def match(store: VectorStore, product: str, *, method: str = "centroid",
     created first once the table passes ``index_threshold`` rows (None: never). ``columns``
     are attributes copied into both lists. Raises NotEnoughData below ``min_consumers`` known
     consumers (lookalike methods), UnknownProduct for a product nobody knows.
+
+    ``consumers=False`` skips the consumers list (it comes back empty; one search instead of
+    two); otherwise both searches run at once. Each list gets a ``band`` column (see
+    :func:`assign_bands`; ``bands``: two descending score thresholds, default the list's own
+    tertiles) and ``summary.bands`` reports each band's size and score range per list.
     """
     _check_options(top_k, audience_pct)
-    info = store.table_info(table)
+    edges = check_bands(bands)
+    info = store.table_info(table)  # read once, passed down
     user = as_filter(info, filter)
     attrs = [c for c in dict.fromkeys(columns) if c != CUSTOMER_KEY]
     info.check_columns([CUSTOMER_KEY, HOLDINGS, *attrs])
@@ -93,28 +105,40 @@ def match(store: VectorStore, product: str, *, method: str = "centroid",
     column = query.vector_column
     indexed = False
     if not exact and index_threshold is not None:
-        indexed = ensure_index(store, table, column, threshold=index_threshold).indexed
+        indexed = ensure_index(store, table, column, threshold=index_threshold,
+                               info=info).indexed
     prospect_filter = all_of([Not(Has(HOLDINGS, product)), user])
     consumer_filter = all_of([Has(HOLDINGS, product), user])
     # counts only when the list length depends on them (a search returns at most what exists)
     need_counts = audience_pct is not None or (top_k is None and min_score is not None)
     eligible = store.count(table, prospect_filter) if need_counts else None
-    holders = store.count(table, consumer_filter) if need_counts else None
+    holders = store.count(table, consumer_filter) if need_counts and consumers else None
     k_prospects = _k(eligible, top_k, audience_pct, min_score)
-    k_consumers = _k(holders, top_k, None, min_score)
-    prospects = _ranked(store, table, query, prospect_filter, k_prospects, attrs, exact,
-                        min_score)
-    consumers = _ranked(store, table, query, consumer_filter, k_consumers, attrs, exact,
-                        min_score)
+    k_consumers = _k(holders, top_k, None, min_score) if consumers else 0
+
+    def rank(flt: Filter | None, k: int) -> pa.Table:
+        return _ranked(store, info, query, flt, k, attrs, exact, min_score)
+
+    if k_consumers and k_prospects:  # the two searches overlap (both release the GIL)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(rank, consumer_filter, k_consumers)
+            prospects_t = rank(prospect_filter, k_prospects)
+            consumers_t = pending.result()
+    else:
+        prospects_t = rank(prospect_filter, k_prospects)
+        consumers_t = rank(consumer_filter, k_consumers)
+    consumers_t, consumer_bands = with_bands(consumers_t, edges)
+    prospects_t, prospect_bands = with_bands(prospects_t, edges)
     summary = MatchSummary(
         product=product, method=query.method, vector_column=column, metric=str(query.metric),
         known_consumers=query.n_consumers,
-        eligible_prospects=eligible, consumers_returned=consumers.num_rows,
-        prospects_returned=prospects.num_rows, top_k=top_k, audience_pct=audience_pct,
+        eligible_prospects=eligible, consumers_returned=consumers_t.num_rows,
+        prospects_returned=prospects_t.num_rows, top_k=top_k, audience_pct=audience_pct,
         min_score=min_score, filter=filter if isinstance(filter, str) else
         (repr(filter) if filter is not None else None), exact=exact, ann_index=indexed,
+        bands={"consumers": consumer_bands, "prospects": prospect_bands},
         details=_jsonable(query.details))
-    return MatchResult(consumers, prospects, summary, query)
+    return MatchResult(consumers_t, prospects_t, summary, query)
 
 
 def _check_options(top_k: int | None, audience_pct: float | None) -> None:
@@ -139,11 +163,12 @@ def _k(eligible: int | None, top_k: int | None, audience_pct: float | None,
     return max(0, min(limits))
 
 
-def _ranked(store: VectorStore, table: str, query: ProductQuery, filter: Filter | None, k: int,
-            attrs: list[str], exact: bool, min_score: float | None) -> pa.Table:
+def _ranked(store: VectorStore, info: TableInfo, query: ProductQuery, filter: Filter | None,
+            k: int, attrs: list[str], exact: bool, min_score: float | None) -> pa.Table:
+    table = info.name
     cols = [CUSTOMER_KEY, *attrs]
     if k == 0:
-        rows, scores = store.table_info(table).schema.empty_table().select(cols), np.zeros(0)
+        rows, scores = info.schema.empty_table().select(cols), np.zeros(0)
     elif query.searchable:
         res = store.search(table, query.vector, k=k, vector_column=query.vector_column,
                            filter=filter, columns=cols, exact=exact)

@@ -206,3 +206,46 @@ def test_cached_population_mean_refreshes_when_table_grows(tmp_path):
     np.testing.assert_allclose(population_mean(st, "customers", "vec"),
                                SYNTH.X.astype(np.float64).mean(0), atol=1e-5)
     assert st.table_info("customers").metadata["embedders"]["vec"]["mean_rows"] == 1500
+
+
+def test_similarity_bands_tertiles_and_fixed_edges(shared):
+    r = match(shared, "p0", top_k=90, exact=True)
+    for name, tbl in (("consumers", r.consumers), ("prospects", r.prospects)):
+        scores = tbl.column("score").to_numpy()
+        bands = np.array(tbl.column("band").to_pylist())
+        hi, lo = np.quantile(scores, [2 / 3, 1 / 3])
+        np.testing.assert_array_equal(bands == "high", scores >= hi)
+        np.testing.assert_array_equal(bands == "low", scores < lo)
+        # ranked best first, so bands run high -> medium -> low down the list
+        order = {"high": 0, "medium": 1, "low": 2}
+        assert np.all(np.diff([order[b] for b in bands]) >= 0)
+        report = r.summary.bands[name]
+        assert [b["band"] for b in report] == ["high", "medium", "low"]
+        assert sum(b["rows"] for b in report) == tbl.num_rows
+        for b in report:
+            in_band = scores[bands == b["band"]]
+            assert b["rows"] == len(in_band)
+            if len(in_band):
+                assert b["min_score"] == pytest.approx(in_band.min())
+                assert b["max_score"] == pytest.approx(in_band.max())
+    mid = float(np.median(r.prospects.column("score").to_numpy()))
+    fixed = match(shared, "p0", top_k=90, exact=True, bands=[mid + 1.0, mid], query=r.query)
+    got = fixed.prospects.column("band").to_pylist()
+    scores = fixed.prospects.column("score").to_numpy()
+    assert "high" not in got  # nothing scores a full 1.0 above the median
+    assert [b == "medium" for b in got] == list(scores >= mid)
+    assert fixed.summary.bands["prospects"][1]["min_edge"] == pytest.approx(mid)
+    assert json.loads(json.dumps(fixed.to_dict()))["summary"]["bands"]["prospects"][2]["rows"] \
+        == int((scores < mid).sum())
+    with pytest.raises(MatchingError, match="bands"):
+        match(shared, "p0", top_k=5, bands=[0.1, 0.5], query=r.query)
+
+
+def test_prospects_only_skips_consumers_and_keeps_the_same_prospects(shared):
+    both = match(shared, "p0", top_k=30, exact=True)
+    only = match(shared, "p0", top_k=30, exact=True, consumers=False, query=both.query)
+    assert only.consumers.num_rows == 0
+    assert only.summary.consumers_returned == 0
+    assert both.consumers.num_rows == 30
+    assert (only.prospects.column("customer_id").to_pylist()
+            == both.prospects.column("customer_id").to_pylist())

@@ -89,7 +89,8 @@ def test_index_created_past_threshold_refreshed_on_growth_and_bypassed(tmp_path)
     assert ann.summary.ann_index
     assert indexed()
     meta = st.table_info("customers").metadata["matching"]["indexes"]["vec"]
-    assert meta == {"rows": 600, "built_rows": 600}
+    assert meta == {"rows": 600, "built_rows": 600, "indexed": True,
+                    "version": st.version("customers")}
     exact = match(st, "p0", top_k=50, exact=True, query=ann.query)
     got = set(ann.prospects.column("customer_id").to_pylist())
     want = set(exact.prospects.column("customer_id").to_pylist())
@@ -100,4 +101,15 @@ def test_index_created_past_threshold_refreshed_on_growth_and_bypassed(tmp_path)
     assert ensure_index(st, "customers", "vec", threshold=500).action == "rebuilt"
     assert ensure_index(st, "customers", "vec", threshold=500).action == "none"
     meta = st.table_info("customers").metadata["matching"]["indexes"]["vec"]
-    assert meta == {"rows": 1500, "built_rows": 1500}
+    assert meta == {"rows": 1500, "built_rows": 1500, "indexed": True,
+                    "version": st.version("customers")}
+    # an unchanged table is judged from the recorded check: metadata is not rewritten
+    before = st.table_info("customers").metadata["matching"]
+    assert match(st, "p0", top_k=5, index_threshold=500).summary.ann_index
+    assert st.table_info("customers").metadata["matching"] == before
+    # a deleted row changes the version: the next check counts again and records it
+    st.delete("customers", f"customer_id = '{s.ids[0]}'")
+    assert ensure_index(st, "customers", "vec", threshold=500).rows == 1499
+    meta = st.table_info("customers").metadata["matching"]["indexes"]["vec"]
+    assert meta["rows"] == 1499
+    assert meta["version"] == st.version("customers")
