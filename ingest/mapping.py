@@ -128,7 +128,9 @@ class HoldingsSpec(BaseModel):
     keep_flag_columns: bool = False
     """Keep the flag columns as attributes too (default: they live on only in ``holdings``)."""
     from_events: list[str] = Field(default_factory=list)
-    """For an events source: event kinds (e.g. ``purchase``) whose product the customer holds."""
+    """For an events source: event kinds (e.g. ``purchase``) whose product the customer holds.
+    The load records them in the events table's metadata (``holding_kinds``); consolidation
+    adds them to its own holding kinds, so the products reach ``customers.holdings``."""
 
     def flag_list(self) -> list[HoldingFlag]:
         return [HoldingFlag.parse(p, s) for p, s in self.flags.items()]

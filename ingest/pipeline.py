@@ -240,7 +240,8 @@ def _existing_keys(store: VectorStore, table: str, key: str) -> KeySet:
 
     Reads every stored key, but only the key column (a projected scan, 262,144 ids at a
     time) and keeps 16 bytes per key (two 64-bit hashes), never the rows: memory is bounded
-    by the id column (10M stored events: 160 MB, plus one batch of ids).
+    by the id column (10M stored events: 160 MB, plus one batch of ids and the sort buffers
+    of :class:`KeySet` merges). The store's own append check reads the key column once more.
     """
     seen = KeySet()
     for b in store.scan(table, columns=[key], batch_size=262_144):
@@ -294,16 +295,25 @@ def ingest(store: VectorStore, source: Any = None,
     load = _Load(store, src, m, on_error, summary, max_errors)
 
     chunks = src.chunks(batch_rows)
-    first = next(chunks, None)
-    if first is None:
+    # a CSV file is typed from a sample of its first rows read as text, then read typed
+    # from its first block on; other sources are typed from their first chunk
+    sample = src.sample(batch_rows) if isinstance(src, CsvSource) else None
+    first = None if sample is not None else next(chunks, None)
+    if sample is None and first is None:
         load._malformed(src.take_malformed())
         load.write_rejects()
         return summary
     existing = store.table_info(m.table) if store.has_table(m.table) else None
-    plan = make_plan(m, first.batch, existing,
+    plan = make_plan(m, sample if sample is not None else first.batch, existing,
                      text_source=src.kind in ("csv", "tsv", "jsonl"))
     if isinstance(src, CsvSource):
-        src.column_types = _typed_columns(plan)  # later blocks are read typed
+        src.column_types = _typed_columns(plan)
+        if first is None:
+            first = next(chunks, None)
+            if first is None:
+                load._malformed(src.take_malformed())
+                load.write_rejects()
+                return summary
     vec_cols = [VectorColumn(n, d) for n, d in plan.vectors.items()
                 if existing is None or n not in existing.vectors]
     added: list[str] = []

@@ -144,7 +144,7 @@ class CsvOptions:
     null_values: list[str] = field(default_factory=lambda: [""])
     multiline: bool = False
     """Allow newlines inside quoted values (slower; line numbers are then not reported)."""
-    block_size: int = 16 << 20
+    block_size: int = 8 << 20
     """Bytes per block (block mode) or per pyarrow read block (stream mode)."""
 
 
@@ -228,6 +228,28 @@ class CsvSource(Source):
             yield from self._block_chunks(names, batch_rows)
         else:
             yield from self._stream_chunks(names, batch_rows)
+
+    def sample(self, rows: int) -> pa.RecordBatch | None:
+        """Up to ``rows`` first data rows as strings, to decide column types (block mode;
+        None otherwise, or when the first block has no readable row). Malformed rows are
+        left to :meth:`chunks`, which reports them."""
+        names = self.header()
+        if not self._blockwise():
+            return None
+        raw = self._raw_blocks()
+        try:
+            item = next(raw, None)
+        finally:
+            raw.close()
+        if item is None:
+            return None
+        try:
+            table = self._parse_block(item[0], names, {}, True, lambda row: "skip")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return None
+        if table.num_rows == 0:
+            return None
+        return table.slice(0, rows).combine_chunks().to_batches()[0]
 
     def _blockwise(self) -> bool:
         """Whether rows can be cut at newline bytes: one row per line, ASCII-compatible

@@ -582,8 +582,9 @@ def key_hash(keys: pa.Array, seed: int = 0) -> np.ndarray:
         lo, hi = int(offs[start]), int(offs[stop])
         part_lens = lens[start:stop]
         starts = offs[start:stop] - lo
-        pos = np.arange(hi - lo, dtype=np.int64) - np.repeat(starts, part_lens) \
-            if part_lens.sum() == hi - lo else None
+        pos = np.arange(hi - lo, dtype=np.int32) - np.repeat(starts.astype(np.int32),
+                                                             part_lens) \
+            if part_lens.sum() == hi - lo else None  # int32: a slice is < _HASH_BLOCK bytes
         if pos is None:  # nulls with data behind them: gather only the live bytes
             idx = np.concatenate([np.arange(s, s + ln) for s, ln in
                                   zip(starts.tolist(), part_lens.tolist(), strict=True)]
@@ -680,8 +681,8 @@ class DeferredKeys:
 
     Per batch this costs one 64-bit hash of the keys (:func:`key_hash`), sorted while the
     writer works; the end check merges the sorted runs and compares neighbours. The key arrays
-    are kept (memory: the id column plus 8 bytes per key), so a hash collision is confirmed on
-    the real key text, and each repeated id is reported with its row and line.
+    are kept (memory: the id column plus 8 bytes per key), so a shared hash is confirmed on
+    the key text, and each repeated id is reported with its row and line.
     """
 
     def __init__(self) -> None:
