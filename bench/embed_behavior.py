@@ -17,8 +17,13 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bench._harness import report, run_isolated
+
+
+def _flat(a: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
 
 
 def _make(path: str, n_cust: int, n_prod: int, n_inter: int, seed: int = 0) -> None:
@@ -27,6 +32,8 @@ def _make(path: str, n_cust: int, n_prod: int, n_inter: int, seed: int = 0) -> N
     s = vectorstore.connect(path)
     rng = np.random.default_rng(seed)
     cid = pa.array([f"C{i:08d}" for i in range(n_cust)])
+    if isinstance(cid, pa.ChunkedArray):
+        cid = cid.combine_chunks()
     s.create_table("customers", pa.schema([("customer_id", pa.string())]), key="customer_id")
     s.write("customers", pa.table({"customer_id": cid}))
     pid = [f"P{i:05d}" for i in range(n_prod)]
@@ -45,9 +52,10 @@ def _make(path: str, n_cust: int, n_prod: int, n_inter: int, seed: int = 0) -> N
             c = rng.integers(0, n_cust, m)
             p = rng.choice(n_prod, m, p=pop)
             yield pa.record_batch({
-                "event_id": pa.array(np.char.add("E", np.arange(start, start + m).astype(str))),
-                "customer_id": cid.take(pa.array(c)), "product_id": pa.array(pid).take(
-                    pa.array(p))})
+                "event_id": pc.binary_join_element_wise(
+                    "E", pc.cast(pa.array(np.arange(start, start + m)), pa.string()), ""),
+                "customer_id": _flat(cid.take(pa.array(c))),
+                "product_id": _flat(pa.array(pid).take(pa.array(p)))})
     s.write("events", batches())
 
 

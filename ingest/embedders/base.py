@@ -23,7 +23,7 @@ import io
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from vectorstore import ArtifactNotFound, Metric, TableInfo, VectorColumn, VectorStore
+from vectorstore.errors import UnsupportedOperation
 
 from .errors import (
     DimensionConflictError,
@@ -324,15 +325,70 @@ def load_embedder(store: VectorStore, table: str, column: str, *,
     return Embedder.from_bytes(data, check_versions=check_versions)
 
 
+# ---------------------------------------------------------------------- undo of a failed write
+Progress = Callable[[int, "int | None"], None]
+"""``progress(rows_done, total)``, called after each written batch (total None if unknown)."""
+
+
+class WriteUndo:
+    """Puts a table back as it was when an embedding write fails part-way.
+
+    Created before the first write. :meth:`added` notes the columns the run adds;
+    :meth:`saving` notes the state artifact it is about to replace. :meth:`undo` drops the
+    added columns (their catalog entry too), restores the table's data version if a column that
+    already existed was being rewritten (on backends that keep versions), and puts the previous
+    state artifact back. The column metadata is recorded last, so it never needs undoing.
+    """
+
+    def __init__(self, store: VectorStore, table: str, *, rewrites_existing: bool) -> None:
+        self.store = store
+        self.table = table
+        self.columns: list[str] = []
+        self.version: int | None = None
+        self.artifact: tuple[str, tuple[bytes, dict[str, Any]] | None] | None = None
+        if rewrites_existing:
+            try:
+                self.version = store.version(table)
+            except UnsupportedOperation:
+                self.version = None
+
+    def added(self, columns: Sequence[str]) -> None:
+        self.columns += list(columns)
+
+    def saving(self, artifact: str) -> None:
+        try:
+            old: tuple[bytes, dict[str, Any]] | None = self.store.get_artifact(artifact)
+        except ArtifactNotFound:
+            old = None
+        self.artifact = (artifact, old)
+
+    def undo(self) -> None:
+        if self.columns:
+            self.store.drop_columns(self.table, self.columns)
+        if self.version is not None and self.store.version(self.table) != self.version:
+            self.store.restore(self.table, self.version)
+        if self.artifact is not None:
+            name, old = self.artifact
+            if old is None:
+                self.store.delete_artifact(name)
+            else:
+                meta = {k: v for k, v in old[1].items() if k != "sha256"}
+                self.store.put_artifact(name, old[0], meta)
+
+
 # ---------------------------------------------------------------------- the runner
 def embed(store: VectorStore, table: str, embedder: Embedder, column: str | None = None, *,
-          fit: bool = True, batch_size: int = 16_384) -> EmbedResult:
+          fit: bool = True, batch_size: int = 16_384, progress: Progress | None = None
+          ) -> EmbedResult:
     """Fit ``embedder`` on ``table`` (unless ``fit=False``), write its vectors into ``column``.
 
     The vector column is added if missing (an existing one must have the same dimension and
     metric). Vectors are written with ``store.update`` by key, ``batch_size`` rows at a time,
     then the fitted state is stored as an artifact and the column recorded in the table
     metadata. Embedders with an incremental plan (the text embedder) only rewrite changed rows.
+    ``progress(rows_done, total)`` is called after each batch (rows scanned, skipped ones
+    included, out of the table's row count). If anything fails part-way (including an exception
+    raised by ``progress``), the table is put back as it was (:class:`WriteUndo`).
     """
     t0 = time.perf_counter()
     column = column or embedder.default_column or f"vec_{embedder.kind}"
@@ -349,8 +405,22 @@ def embed(store: VectorStore, table: str, embedder: Embedder, column: str | None
     vc = VectorColumn(column, int(embedder.dim_), embedder.metric)
     exists = check_target(info, column, vc.dim, vc.metric)
     aux = [f for f in _aux_fields(embedder, column) if f.name not in info.schema.names]
+    undo = WriteUndo(store, table, rewrites_existing=exists)
     if not exists or aux:
         info = store.add_columns(table, aux, vectors=[] if exists else [vc])
+        undo.added([f.name for f in aux] + ([] if exists else [column]))
+    try:
+        return _write(store, table, embedder, column, vc, info, inputs, exists, batch_size,
+                      progress, undo, t0)
+    except BaseException:
+        undo.undo()
+        raise
+
+
+def _write(store: VectorStore, table: str, embedder: Embedder, column: str, vc: VectorColumn,
+           info: TableInfo, inputs: list[str], exists: bool, batch_size: int,
+           progress: Progress | None, undo: WriteUndo, t0: float) -> EmbedResult:
+    """The write part of :func:`embed`: stream vectors back, then state and metadata."""
     key = info.key
     assert key is not None
     read = [key, *dict.fromkeys(inputs)]
@@ -358,8 +428,10 @@ def embed(store: VectorStore, table: str, embedder: Embedder, column: str | None
     if exists and hasattr(embedder, "plan"):
         read.append(column)  # unchanged rows' vectors still count towards the column mean
     acc = MeanAccumulator(vc.dim)
-    embedded = skipped = 0
+    embedded = skipped = done = 0
+    total = store.count(table) if progress is not None else None
     for batch in store.scan(table, columns=read, batch_size=batch_size):
+        done += batch.num_rows
         mask, aux_arrays = _plan(embedder, batch, column)
         if mask is not None:
             keep = pa.array(mask)
@@ -370,17 +442,19 @@ def embed(store: VectorStore, table: str, embedder: Embedder, column: str | None
                 acc.add(old[~mask])
             batch = batch.filter(keep)
             aux_arrays = {k: v.filter(keep) for k, v in aux_arrays.items()}
-        if batch.num_rows == 0:
-            continue
-        vectors = embedder.transform(batch)
-        acc.add(from_vector_array(vectors, vc.dim))
-        store.update(table, pa.table({key: batch.column(key), column: vectors, **aux_arrays}))
-        embedded += batch.num_rows
+        if batch.num_rows:
+            vectors = embedder.transform(batch)
+            acc.add(from_vector_array(vectors, vc.dim))
+            store.update(table, pa.table({key: batch.column(key), column: vectors, **aux_arrays}))
+            embedded += batch.num_rows
+        if progress is not None:
+            progress(done, total)
     result = EmbedResult(table, column, embedded, skipped, vc.dim)
     meta = store.table_info(table).metadata.get("embedders", {}).get(column)
     if embedded == 0 and meta is not None:
         result.state_sha256 = meta.get("state_sha256", "")
     else:
+        undo.saving(artifact_name(table, column))
         sha = save_state(store, table, column, embedder)
         record_metadata(store, table, column, embedder, sha, acc.mean)
         result.state_sha256 = sha

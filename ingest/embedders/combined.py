@@ -19,6 +19,7 @@ from vectorstore import TableInfo, VectorStore
 from .base import (
     Embedder,
     EmbedResult,
+    Progress,
     check_columns,
     embed,
     from_vector_array,
@@ -79,6 +80,11 @@ class CombinedEmbedder(Embedder):
 
 
 def embed_combined(store: VectorStore, table: str, weights: Mapping[str, float], *,
-                   column: str = "vec_combined", batch_size: int = 16_384) -> EmbedResult:
-    """Write ``column`` as the weighted concatenation of the ``weights`` vector columns."""
-    return embed(store, table, CombinedEmbedder(weights), column, batch_size=batch_size)
+                   column: str = "vec_combined", batch_size: int = 16_384,
+                   progress: Progress | None = None) -> EmbedResult:
+    """Write ``column`` as the weighted concatenation of the ``weights`` vector columns.
+
+    ``progress(rows_done, total)`` is called after each batch, as in :func:`embed`.
+    """
+    return embed(store, table, CombinedEmbedder(weights), column, batch_size=batch_size,
+                 progress=progress)
