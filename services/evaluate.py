@@ -29,6 +29,8 @@ from .matching._data import (
     HOLDINGS,
     PRODUCTS,
     Labeller,
+    Progress,
+    Tally,
     holdings_labeller,
     holds,
     in_ids,
@@ -103,12 +105,14 @@ def _random_row(column: str, y: np.ndarray, k: int) -> MetricRow:
 
 
 def _score_candidates(store: VectorStore, table: str, query: ProductQuery, evaluator: Labeller,
-                      columns: Sequence[str], product: str | None,
+                      columns: Sequence[str], product: str | None, tally: Tally | None = None,
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Scores, labels and popularity (other holdings) of every candidate row (label >= 0)."""
     scores, labels, pops = [], [], []
     has_holdings = HOLDINGS in columns
     for block in iter_blocks(store, table, query.vector_column, columns=columns):
+        if tally is not None:
+            tally.add(block.scanned)
         lab = evaluator(block.batch)
         keep = lab >= 0
         scores.append(query.score(block.vectors[keep]))
@@ -130,16 +134,21 @@ def _evaluate(store: VectorStore, table: str, columns: Sequence[str], methods: S
               product: str | None, products_table: str, seed: int, top_frac: float,
               prefilter: Filter | None,
               k: int | None, baselines: bool, learned_options: dict[str, Any],
+              progress: Progress | None = None,
               ) -> tuple[list[MetricRow], float]:
     rows: list[MetricRow] = []
     base_rate = math.nan
+    # progress counts rows scored: one pass over the table per vector column and method
+    tally = Tally(progress, store.count(table) * len(columns) * len(methods)
+                  if progress is not None else None)
     for column in columns:
         first = True
         for method in methods:
             query = fit_query(store, table, column, method, trainer, label_columns,
                               product=product or "", seed=seed, products_table=products_table,
                               prefilter=prefilter, **learned_options)
-            s, y, pop = _score_candidates(store, table, query, evaluator, label_columns, product)
+            s, y, pop = _score_candidates(store, table, query, evaluator, label_columns, product,
+                                          tally)
             kk = k if k is not None else max(1, round(top_frac * len(y)))
             if first:
                 base_rate = float(y.mean())
@@ -149,6 +158,7 @@ def _evaluate(store: VectorStore, table: str, columns: Sequence[str], methods: S
                         rows.append(_row(column, "popularity", ranking_metrics(y, pop, kk), kk, y))
                 first = False
             rows.append(_row(column, method, ranking_metrics(y, s, kk), kk, y))
+    tally.finish()
     return rows, base_rate
 
 
@@ -170,9 +180,14 @@ def evaluate_holdout(store: VectorStore, product: str, *,
                      seed: int = 0, top_frac: float = 0.1, k: int | None = None,
                      table: str = CUSTOMERS, products_table: str = PRODUCTS,
                      min_consumers: int = 20, baselines: bool = True,
+                     progress: Progress | None = None,
                      **learned_options: Any) -> EvaluationReport:
     """Hide a seeded ``holdout`` fraction of the product's holders, fit each method on the
-    rest, rank every non-holder plus the hidden ones, and measure how high the hidden rank."""
+    rest, rank every non-holder plus the hidden ones, and measure how high the hidden rank.
+
+    ``progress(rows scored, total)``: called per scanned block; the total is the table's rows
+    times the vector columns times the methods (one scoring pass each).
+    """
     if not 0 < holdout < 1:
         raise EvaluationError(f"holdout must be in (0, 1), got {holdout!r}")
     cols = _columns(store, table, vector_columns)
@@ -198,7 +213,7 @@ def evaluate_holdout(store: VectorStore, product: str, *,
                            [CUSTOMER_KEY, HOLDINGS], product=product,
                            products_table=products_table, seed=seed, top_frac=top_frac, k=k,
                            baselines=baselines, learned_options=learned_options,
-                           prefilter=Has(HOLDINGS, product))
+                           prefilter=Has(HOLDINGS, product), progress=progress)
     return EvaluationReport(kind="holdout", target=product, base_rate=base, rows=rows,
                             params={"holdout": holdout, "seed": seed, "top_frac": top_frac,
                                     "k": k, "hidden": n_hidden, "known": len(ids) - n_hidden})
@@ -224,11 +239,13 @@ def evaluate_labels(store: VectorStore, label_column: str, *, positive: Any = No
                     split_column: str | None = None, test_value: Any = "test",
                     test_size: float = 0.3, seed: int = 0, top_frac: float = 0.1,
                     k: int | None = None, table: str = CUSTOMERS, baselines: bool = True,
+                    progress: Progress | None = None,
                     **learned_options: Any) -> EvaluationReport:
     """Fit on the train rows' labels (``label_column == positive``), measure on the test rows.
 
     Test rows are those with ``split_column == test_value``, or a seeded stratified
-    ``test_size`` split when no split column is named.
+    ``test_size`` split when no split column is named. ``progress``: as in
+    :func:`evaluate_holdout`.
     """
     from sklearn.model_selection import train_test_split
 
@@ -269,7 +286,8 @@ def evaluate_labels(store: VectorStore, label_column: str, *, positive: Any = No
     rows, base_rate = _evaluate(store, table, cols, methods, trainer, evaluator, label_cols,
                                 product=None, products_table=PRODUCTS, seed=seed,
                                 top_frac=top_frac, k=k, baselines=baselines,
-                                learned_options=learned_options, prefilter=None)
+                                learned_options=learned_options, prefilter=None,
+                                progress=progress)
     return EvaluationReport(kind="label", target=f"{label_column} = {positive!r}",
                             base_rate=base_rate, rows=rows,
                             params={"split_column": split_column, "test_size": test_size,

@@ -24,6 +24,26 @@ BLOCK_ROWS = 65_536
 
 # A labeller maps one record batch to 1 (positive), 0 (negative) or -1 (leave out) per row.
 Labeller = Callable[[pa.RecordBatch], np.ndarray]
+# A progress callback gets (rows done, total rows or None when unknown).
+Progress = Callable[[int, int | None], None]
+
+
+class Tally:
+    """Counts rows done toward a ``progress`` callback (no-op without one)."""
+
+    def __init__(self, progress: Progress | None, total: int | None) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+
+    def add(self, rows: int) -> None:
+        self.done += rows
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+    def finish(self) -> None:
+        """Report completion (rows skipped at the end, e.g. without a vector, count as done)."""
+        if self.progress is not None and self.total is not None and self.done < self.total:
+            self.done = self.total
+            self.progress(self.done, self.total)
 
 
 @dataclass(frozen=True)
@@ -32,6 +52,8 @@ class Block:
 
     batch: pa.RecordBatch
     vectors: np.ndarray
+    scanned: int = 0
+    """Rows read from the store for this block, including rows without a vector before it."""
 
     @property
     def num_rows(self) -> int:
@@ -52,13 +74,16 @@ def iter_blocks(store: VectorStore, table: str, column: str, *, columns: Sequenc
     info = store.table_info(table)
     dim = info.vector(column).dim
     wanted = list(dict.fromkeys([*columns, column]))
+    scanned = 0
     for batch in store.scan(table, columns=wanted, filter=filter, batch_size=batch_size):
+        scanned += batch.num_rows
         vec = batch.column(column)
         if vec.null_count:
             batch = batch.filter(pc.is_valid(vec))
             vec = batch.column(column)
         if batch.num_rows:
-            yield Block(batch, vector_matrix(vec, dim))
+            yield Block(batch, vector_matrix(vec, dim), scanned)
+            scanned = 0
 
 
 def resolve_column(info: TableInfo, column: str | None) -> str:

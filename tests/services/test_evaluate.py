@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -110,3 +111,18 @@ def test_bank_marketing_matching_near_supervised_reference(datasets_dir):
     assert rows["learned"]["roc_auc"] >= 0.97 * out["reference"]["roc_auc"]
     assert rows["learned"]["lift_at_k"] > 3.0
     assert rows["centroid"]["roc_auc"] > 0.65
+
+
+def test_evaluation_reports_progress_over_its_scoring_passes(st):
+    n = st.count("customers")
+    calls: list[tuple[int, int | None]] = []
+    evaluate_holdout(st, "p0", methods=["centroid", "learned"], Cs=(10.0,),
+                     progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (2 * n, 2 * n)  # one pass per method
+    done = [d for d, _ in calls]
+    assert all(b > a for a, b in itertools.pairwise(done))
+    assert n in done  # the first pass ends before the second starts
+    label_calls: list[tuple[int, int | None]] = []
+    evaluate_labels(st, "label", positive="yes", split_column="split", methods=["centroid"],
+                    progress=lambda done, total: label_calls.append((done, total)))
+    assert label_calls[-1] == (n, n)

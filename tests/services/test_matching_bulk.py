@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -9,7 +11,7 @@ import pytest
 import vectorstore
 from services.errors import MatchingError
 from services.matching import ensure_index, match, recommend
-from services.matching.recommend import top_n_scores
+from services.matching.recommend import score_block, top_n_scores
 from tests.services._matching_synth import load_synth, make_synth, write_rows
 
 
@@ -113,3 +115,37 @@ def test_index_created_past_threshold_refreshed_on_growth_and_bypassed(tmp_path)
     meta = st.table_info("customers").metadata["matching"]["indexes"]["vec"]
     assert meta["rows"] == 1499
     assert meta["version"] == st.version("customers")
+
+
+def test_recommend_after_growth_patches_columns_and_reports_progress(tmp_path):
+    s = make_synth(n=700, products=6, seed=7)
+    st = vectorstore.connect(str(tmp_path / "db"))
+    load_synth(st, s, with_products=True, rows=400)
+    recommend(st, top_n=3, batch_size=128)
+    assert any(ix.columns == ("customer_id",) for ix in st.list_indexes("customers"))
+    write_rows(st, s, 400, 700)  # rows the key index has not seen yet
+    calls: list[tuple[int, int | None]] = []
+    recommend(st, top_n=3, batch_size=128, progress=lambda done, total: calls.append(
+        (done, total)))
+    assert calls[-1] == (700, 700)
+    assert len(calls) >= 700 // 128
+    assert all(b[0] > a[0] for a, b in itertools.pairwise(calls))
+    idx, _ = _reference(s.X, s.product_vectors, 3, True)
+    got = st.to_arrow("customers", columns=["customer_id", "rec_products", "vec"])
+    assert got.num_rows == 700
+    pos = {c: i for i, c in enumerate(s.ids)}
+    rows = [pos[c] for c in got.column("customer_id").to_pylist()]
+    assert got.column("rec_products").to_pylist() == [[s.products[j] for j in idx[r]]
+                                                      for r in rows]
+    vec = np.stack(got.column("vec").to_numpy(zero_copy_only=False))
+    np.testing.assert_array_equal(vec, s.X[rows])  # vectors untouched by the write-back
+
+
+def test_score_block_in_slices_matches_one_product():
+    rng = np.random.default_rng(1)
+    X, P = rng.normal(size=(45, 8)).astype(np.float32), rng.normal(size=(20, 8)).astype(np.float32)
+    mask = rng.random((45, 20)) < 0.2
+    idx, sc = score_block(X, P, 5, mask, rows=7)
+    ref_idx, ref_sc = top_n_scores(X, P, 5, mask)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(sc, ref_sc, rtol=1e-5, atol=1e-6)  # BLAS rounds by block size
