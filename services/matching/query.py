@@ -287,7 +287,7 @@ def count_consumers(store: VectorStore, product: str, *, table: str = CUSTOMERS,
 def build_query(store: VectorStore, product: str, method: str = "centroid", *,
                 vector_column: str | None = None, table: str = CUSTOMERS,
                 products_table: str = PRODUCTS, min_consumers: int = 20, seed: int = 0,
-                candidates: Sequence[str] | None = None,
+                candidates: Sequence[str] | None = None, cache: bool = True,
                 **learned_options: Any) -> ProductQuery:
     """The query for ``product`` by ``method`` from the current holders.
 
@@ -295,6 +295,8 @@ def build_query(store: VectorStore, product: str, method: str = "centroid", *,
     (lookalike methods: a centroid of three people is noise), and with UnknownProduct when no
     one holds it and the products table does not know it. ``auto`` compares ``candidates``
     (default: centroid, learned, and product when it has a vector) by holdout ROC-AUC.
+    With ``cache`` a ``learned`` query is stored in the store and reused while the table is
+    unchanged (see :mod:`services.matching.cache`; ``details["cached"]`` says so).
     """
     if method not in METHODS:
         raise MatchingError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
@@ -316,10 +318,22 @@ def build_query(store: VectorStore, product: str, method: str = "centroid", *,
         q = fit_product(store, table, column, product, products_table=products_table)
         q.n_consumers = n
         return q
+    key = None
+    if method == "learned" and cache:
+        from . import cache as learned_cache
+
+        key = learned_cache.fingerprint(store, table, column, product, n, seed, learned_options)
+        hit = learned_cache.load(store, key)
+        if hit is not None:
+            return hit
     labeller = holdings_labeller(product)
-    return fit_query(store, table, column, method, labeller, [CUSTOMER_KEY, HOLDINGS],
-                     product=product, seed=seed, products_table=products_table,
-                     prefilter=Has(HOLDINGS, product), **learned_options)
+    q = fit_query(store, table, column, method, labeller, [CUSTOMER_KEY, HOLDINGS],
+                  product=product, seed=seed, products_table=products_table,
+                  prefilter=Has(HOLDINGS, product), **learned_options)
+    if key is not None:
+        learned_cache.save(store, q, key)
+        q.details["cached"] = False
+    return q
 
 
 def _product_known(store: VectorStore, product: str, products_table: str) -> bool:

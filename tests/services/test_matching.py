@@ -249,3 +249,40 @@ def test_prospects_only_skips_consumers_and_keeps_the_same_prospects(shared):
     assert both.consumers.num_rows == 30
     assert (only.prospects.column("customer_id").to_pylist()
             == both.prospects.column("customer_id").to_pylist())
+
+
+def test_learned_query_is_cached_until_holdings_change(tmp_path, monkeypatch):
+    from services.matching import query as query_mod
+
+    s = make_synth(n=600, seed=11)
+    st = vectorstore.connect(str(tmp_path / "db"))
+    load_synth(st, s)
+    first = build_query(st, "p0", "learned", Cs=(1.0, 10.0))
+    assert first.details["cached"] is False
+
+    def no_refit(*args, **kwargs):
+        raise AssertionError("refitted although the table did not change")
+
+    monkeypatch.setattr(query_mod, "fit_learned", no_refit)
+    again = build_query(st, "p0", "learned", Cs=(1.0, 10.0))
+    assert again.details["cached"] is True
+    np.testing.assert_array_equal(again.vector, first.vector)
+    assert (again.scale, again.offset, again.searchable) == (first.scale, first.offset,
+                                                             first.searchable)
+    X = s.X[:50].astype(np.float64)
+    np.testing.assert_allclose(again.model_.decision_function(X),
+                               first.model_.decision_function(X))
+    np.testing.assert_allclose(again.score(s.X[:50]), first.score(s.X[:50]))
+    with pytest.raises(AssertionError, match="refitted"):  # other options: a new fit
+        build_query(st, "p0", "learned", Cs=(10.0,))
+    # a customer who takes up p0 changes the table: the cached fit is stale
+    non_holder = next(i for i, h in enumerate(s.holds[:, 0]) if not h)
+    held = [p for p, h in zip(s.products, s.holds[non_holder], strict=False) if h] + ["p0"]
+    st.update("customers", pa.table({"customer_id": [s.ids[non_holder]],
+                                     "holdings": pa.array([held], pa.list_(pa.string()))}))
+    with pytest.raises(AssertionError, match="refitted"):
+        build_query(st, "p0", "learned", Cs=(1.0, 10.0))
+    monkeypatch.undo()
+    refit = build_query(st, "p0", "learned", Cs=(1.0, 10.0))
+    assert refit.details["cached"] is False
+    assert refit.n_consumers == first.n_consumers + 1
