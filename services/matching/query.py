@@ -36,6 +36,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from vectorstore import Metric, VectorStore
+from vectorstore.errors import StoreError
 from vectorstore.filters import Cmp, Filter, Has
 
 from ..errors import MatchingError, NotEnoughData, UnknownProduct
@@ -331,8 +332,11 @@ def build_query(store: VectorStore, product: str, method: str = "centroid", *,
                   product=product, seed=seed, products_table=products_table,
                   prefilter=Has(HOLDINGS, product), **learned_options)
     if key is not None:
-        learned_cache.save(store, q, key)
         q.details["cached"] = False
+        try:
+            learned_cache.save(store, q, key)
+        except StoreError:  # a store that cannot keep the artifact still gets its match
+            q.details["cached"] = None
     return q
 
 
