@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                          "kindred_s": k, "pyod_numpy_s": b, "ratio": k / b,
                          "kindred_peak_mib": ours_rss, "pyod_peak_mib": base_rss,
                          "repeats": a.repeats})
-            print(f"done {kind}", file=sys.stderr, flush=True)
+            print(f"done {kind}: {rows[-1]}", file=sys.stderr, flush=True)
     report("risk: fit on a sample + score all, Kindred (store) vs PyOD (numpy)", rows,
            json_out=a.json)
     return 0

@@ -31,8 +31,10 @@ from .errors import InvalidRiskInput, TooManyRows
 _INDUCTIVE_FIT_SCORES = ("iforest", "hbos", "pca")
 """PyOD detectors whose ``decision_scores_`` equal ``decision_function`` on the fit rows."""
 
-SCORE_CHUNK = 16_384
-"""Rows scored at once inside ``decision_function`` (bounds temporary memory)."""
+SCORE_CHUNK = 65_536
+"""Rows scored at once inside ``decision_function`` (bounds temporary memory). One streamed
+batch (65,536 rows) is one call: IForest pays a fixed cost per call (100 trees walked), which
+made 16,384-row chunks about 20% slower than whole batches."""
 
 
 def check_matrix(X: Any, what: str = "input") -> np.ndarray:
@@ -61,6 +63,11 @@ class _PyODMember:
         self.estimator = estimator
 
     def score(self, X: np.ndarray) -> np.ndarray:
+        if not X.flags.writeable and type(self.estimator).__name__ == "HBOS":
+            # HBOS's numba kernel compiles once per array type, and read-only (zero-copy Arrow
+            # batches) is a different type from the writable fit sample: a copy of one chunk
+            # is far cheaper than a second compilation in every process
+            X = X.copy()
         return np.asarray(self.estimator.decision_function(X), dtype=np.float64)
 
 
@@ -153,7 +160,7 @@ def _fit_member(cfg: Any, X: np.ndarray, messages: list[str]) -> _PyODMember | _
 
 def robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature median and robust scale (1.4826 * MAD, else 1.2533 * mean |dev|, else 1)."""
-    med = np.median(X, axis=0)
+    med = np.median(X, axis=0)  # in X's dtype: no float64 copy of a float32 sample
     dev = np.abs(X - med)
     mad = 1.4826 * np.median(dev, axis=0)
     mean_ad = 1.2533 * dev.mean(axis=0)
@@ -195,22 +202,34 @@ class RiskDetector(BaseEstimator):
         members = cfg.members if isinstance(cfg, EnsembleConfig) else (cfg,)
         self.members_ = [_fit_member(m, X, self.messages_) for m in members]
         self.member_stats_: list[tuple[float, float, np.ndarray]] = []
+        m0 = self.members_[0]
         if isinstance(cfg, EnsembleConfig):
-            for m in self.members_:
-                s = self._member_scores(m, X)
+            member_train = [self._fit_scores(m, c, X) for m, c in zip(self.members_, members,
+                                                                      strict=True)]
+            for s in member_train:
                 sd = float(s.std())
                 self.member_stats_.append((float(s.mean()), sd if sd > 0 else 1.0, np.sort(s)))
-        m0 = self.members_[0]
-        if (not self.member_stats_ and not self.messages_ and isinstance(m0, _PyODMember)
+            # the fit rows' member scores are known: combine them rather than score again
+            train = self._combine(member_train)
+        elif (not self.messages_ and isinstance(m0, _PyODMember)
                 and cfg.kind in _INDUCTIVE_FIT_SCORES):
             # PyOD already scored the fit rows with the same function: don't do it twice
             train = np.asarray(m0.estimator.decision_scores_, dtype=np.float64)
         else:
-            train = self.decision_function(X)
+            train = self.score_checked(X)
         self.train_scores_ = np.sort(train)
         self.threshold_ = float(np.percentile(train, 100 * (1 - cfg.contamination)))
         self.feature_median_, self.feature_scale_ = robust_scale(X)
         return self
+
+    @classmethod
+    def _fit_scores(cls, member: Any, cfg: Any, X: np.ndarray) -> np.ndarray:
+        """A member's scores of the fit rows ``X``: PyOD's own ``decision_scores_`` where that
+        is the same function (inductive detectors fitted on all of ``X``), else scored."""
+        if (isinstance(member, _PyODMember) and cfg.kind in _INDUCTIVE_FIT_SCORES
+                and member.estimator.decision_scores_.shape[0] == X.shape[0]):
+            return np.asarray(member.estimator.decision_scores_, dtype=np.float64)
+        return cls._member_scores(member, X)
 
     @staticmethod
     def _member_scores(member: Any, X: np.ndarray) -> np.ndarray:
@@ -220,15 +239,23 @@ class RiskDetector(BaseEstimator):
     def decision_function(self, X: Any) -> np.ndarray:
         """Anomaly scores of the rows of ``X`` (float64; higher = more anomalous)."""
         self._check_fitted()
-        X = check_matrix(X, "score")
-        if X.shape[1] != self.n_features_in_:
-            raise InvalidRiskInput(f"score: rows have {X.shape[1]} features, the detector was "
-                                   f"fitted on {self.n_features_in_}")
+        return self.score_checked(check_matrix(X, "score"))
+
+    def score_checked(self, X: np.ndarray) -> np.ndarray:
+        """``decision_function`` for a float matrix already checked to be finite (as
+        :meth:`FeatureSource.matrix` does for streamed batches): skips a second full pass."""
+        self._check_fitted()
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise InvalidRiskInput(f"score: rows have shape {X.shape}, the detector was "
+                                   f"fitted on {self.n_features_in_} features")
         if not self.member_stats_:
             return self._member_scores(self.members_[0], X)
-        total = np.zeros(X.shape[0], dtype=np.float64)
-        for m, (mean, sd, sorted_train) in zip(self.members_, self.member_stats_, strict=True):
-            s = self._member_scores(m, X)
+        return self._combine([self._member_scores(m, X) for m in self.members_])
+
+    def _combine(self, member_scores: list[np.ndarray]) -> np.ndarray:
+        """The ensemble score from each member's scores of the same rows."""
+        total = np.zeros(member_scores[0].shape[0], dtype=np.float64)
+        for s, (mean, sd, sorted_train) in zip(member_scores, self.member_stats_, strict=True):
             if self.config_.combine == "zscore":
                 total += (s - mean) / sd
             else:

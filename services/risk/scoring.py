@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,9 @@ from .detector import RiskDetector
 from .errors import RiskError
 from .features import FeatureSource, fit_matrix, iter_matrices, resolve_source, table_key
 from .persistence import META_KEY, load_model, save_model
+
+Progress = Callable[[int, int | None], None]
+"""Called after each scored batch with (rows scored so far, total rows if known)."""
 
 RISK_FIELDS = (pa.field("risk_score", pa.float64()), pa.field("risk_rank", pa.int64()),
                pa.field("risk_flag", pa.bool_()), pa.field("risk_model", pa.string()))
@@ -63,16 +67,30 @@ def fit(store: VectorStore, table: str, detector: Any = None, *, column: str | N
 
 def score_stream(store: VectorStore, table: str, detector: RiskDetector, source: FeatureSource,
                  *, extra: tuple[str, ...] = (), batch_size: int = 65_536,
-                 ) -> tuple[pa.Table, np.ndarray]:
-    """Score every row of ``table`` batch by batch: (key and ``extra`` columns, scores)."""
+                 progress: Progress | None = None) -> tuple[pa.Table, np.ndarray]:
+    """Score every row of ``table`` batch by batch: (key and ``extra`` columns, scores).
+
+    ``progress(done, total)`` is called after each batch (``total`` is the table's row count
+    when the scan started, or None if the store could not tell)."""
     key = table_key(store.table_info(table))
-    kept, scores = [], []
+    total = _row_count(store, table) if progress is not None else None
+    kept, scores, done = [], [], 0
     for batch, X in iter_matrices(store, table, source, key, extra=extra, batch_size=batch_size):
-        scores.append(detector.decision_function(X))
+        scores.append(detector.score_checked(X))  # the batch was checked by iter_matrices
         kept.append(batch.select([key, *[c for c in extra if c != key]]))
+        done += X.shape[0]
+        if progress is not None:
+            progress(done, total)
     if not kept:
         raise RiskError(f"table {table!r} is empty: nothing to score")
     return pa.Table.from_batches(kept), np.concatenate(scores)
+
+
+def _row_count(store: VectorStore, table: str) -> int | None:
+    try:
+        return int(store.count(table))
+    except Exception:  # a count is only a hint for progress reporting
+        return None
 
 
 def _ensure_columns(store: VectorStore, table: str) -> None:
@@ -119,31 +137,38 @@ def write_scores(store: VectorStore, table: str, keys: pa.Array | pa.ChunkedArra
 def score_table(store: VectorStore, table: str, detector: Any = None, *,
                 column: str | None = None, attributes: list[str] | None = None,
                 fit_sample: int | float | None = None, seed: int = 0,
-                threshold: float | None = None, batch_size: int = 65_536) -> RiskRun:
+                threshold: float | None = None, batch_size: int = 65_536,
+                progress: Progress | None = None) -> RiskRun:
     """Fit, persist, score every row and write back ``risk_*``. ``detector`` is a name
     (``"iforest"``), a config or None for the default ensemble; ``fit_sample`` an int (rows)
-    or a share; ``threshold`` overrides the contamination-based flag threshold."""
+    or a share; ``threshold`` overrides the contamination-based flag threshold;
+    ``progress(done, total)`` is called after each scored batch."""
     t0 = time.perf_counter()
     det, source = fit(store, table, detector, column=column, attributes=attributes,
                       fit_sample=fit_sample, seed=seed, batch_size=batch_size)
     record = save_model(store, table, det, source)
     fit_s = time.perf_counter() - t0
-    return _score_and_record(store, table, det, source, record, threshold, batch_size, fit_s)
+    return _score_and_record(store, table, det, source, record, threshold, batch_size, fit_s,
+                             progress)
 
 
 def rescore(store: VectorStore, table: str, model_id: str | None = None, *,
-            threshold: float | None = None, batch_size: int = 65_536) -> RiskRun:
-    """Score every row (new customers included) with the persisted model, without refitting."""
+            threshold: float | None = None, batch_size: int = 65_536,
+            progress: Progress | None = None) -> RiskRun:
+    """Score every row (new customers included) with the persisted model, without refitting;
+    ``progress(done, total)`` is called after each scored batch."""
     det, source, meta = load_model(store, table, model_id)
     record = {**meta, "artifact": meta.get("artifact") or f"{table}.risk.{meta['model_id']}"}
-    return _score_and_record(store, table, det, source, record, threshold, batch_size, 0.0)
+    return _score_and_record(store, table, det, source, record, threshold, batch_size, 0.0,
+                             progress)
 
 
 def _score_and_record(store: VectorStore, table: str, det: RiskDetector, source: FeatureSource,
                       record: dict[str, Any], threshold: float | None, batch_size: int,
-                      fit_s: float) -> RiskRun:
+                      fit_s: float, progress: Progress | None = None) -> RiskRun:
     t1 = time.perf_counter()
-    keys, scores = score_stream(store, table, det, source, batch_size=batch_size)
+    keys, scores = score_stream(store, table, det, source, batch_size=batch_size,
+                                progress=progress)
     key = keys.column_names[0]
     thr = det.threshold_ if threshold is None else float(threshold)
     write_scores(store, table, keys.column(key), scores, threshold=thr, model_id=record["model_id"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import pickle
 import warnings
@@ -330,3 +331,17 @@ def test_evaluation_table_with_label(store: vectorstore.VectorStore) -> None:
     json.dumps([r.model_dump() for r in rows])
     with pytest.raises(risk.RiskError, match="label column 'region'"):
         risk.evaluate(store, "customers", "region", ["ecod"])
+
+
+def test_progress_reports_increasing_counts_up_to_the_row_count(tmp_path) -> None:
+    with vectorstore.connect(str(tmp_path / "db")) as s:
+        _make_table(s, _data())
+        for call in (lambda p: risk.score_table(s, "customers", "hbos", batch_size=64, progress=p),
+                     lambda p: risk.rescore(s, "customers", batch_size=100, progress=p)):
+            seen: list[tuple[int, int | None]] = []
+            run = call(lambda done, total, seen=seen: seen.append((done, total)))
+            done = [d for d, _ in seen]
+            assert len(done) >= 4  # one call per streamed batch, not one at the end
+            assert all(b > a for a, b in itertools.pairwise(done)), done
+            assert done[-1] == run.n_rows == 400
+            assert {t for _, t in seen} == {400}
