@@ -7,12 +7,13 @@ encode, write vectors and hashes back, record metadata) on a fresh table; baseli
 (baseline seconds / Kindred seconds) >= 0.95. Then the ONNX int8 backend: its speed-up over the
 PyTorch encode and the cosine agreement of its vectors with the PyTorch vectors.
 
-    .venv/bin/python -m bench.embed_text [--quick] [--repeats 3]
+    .venv/bin/python -m bench.embed_text [--quick] [--repeats 3] [--n 10000]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -82,8 +83,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--n", type=int, default=None, help="number of profiles (default 10,000)")
     a = ap.parse_args()
-    n = 500 if a.quick else 10_000
+    n = a.n or (500 if a.quick else 10_000)
+    print("load at start:", os.getloadavg())
     texts = profiles(n)
     ks, rs, kp, rp = [], [], 0.0, 0.0
     ref = None
@@ -95,6 +98,8 @@ def main() -> None:
         k, p = run_isolated(kindred, texts, a.batch_size)
         ks.append(k["seconds"])
         kp = max(kp, p)
+        print(f"repeat: raw {rs[-1]:.1f}s, kindred {ks[-1]:.1f}s, load {os.getloadavg()[0]:.1f}",
+              flush=True)
     o, op = run_isolated(onnx, texts, a.batch_size)
     cos = (o["vectors"] * ref).sum(axis=1)
     k_med, r_med = float(np.median(ks)), float(np.median(rs))
@@ -106,6 +111,8 @@ def main() -> None:
         {"side": "onnx int8 encode (1 run)", "median_s": o["seconds"],
          "texts_per_s": n / o["seconds"], "peak_rss_mib": op},
     ])
+    print("load at end:", os.getloadavg())
+    print(f"raw runs {[round(x, 1) for x in rs]}, kindred runs {[round(x, 1) for x in ks]}")
     print(f"\nratio raw/kindred = {r_med / k_med:.3f} (target >= 0.95)")
     print(f"onnx int8 speed-up over torch encode = {r_med / o['seconds']:.2f}x; cosine with torch "
           f"vectors: mean {cos.mean():.4f}, min {cos.min():.4f}")
