@@ -462,11 +462,11 @@ def embed(app: App, kind: str, table: str, include: tuple[str, ...], exclude: tu
           output: str | None, dim: int | None, sources: tuple[str, ...],
           weights: tuple[float, ...]) -> None:
     """Write a vector column: tabular, text, behavior or combined."""
-    with app.busy(f"Embedding ({kind})"):
+    with app.progress() as bar:
         r = app.kindred().embed(kind, table=table, include=list(include) or None,
-                            exclude=list(exclude), column=column, template=template,
-                            model=model, output=output, dim=dim, sources=list(sources),
-                            weights=list(weights) or None, backend=backend)
+                                exclude=list(exclude), column=column, template=template,
+                                model=model, output=output, dim=dim, sources=list(sources),
+                                weights=list(weights) or None, backend=backend, progress=bar)
     app.emit(r, lambda: click.echo(r.details.get("message") or str(r.details)))
 
 

@@ -270,7 +270,7 @@ class Kindred:
               template: str | None = None, model: str | None = None,
               output: str | None = None, dim: int | None = None,
               sources: Sequence[str] = (), weights: Sequence[float] | None = None,
-              backend: str = "torch") -> StepResult:
+              backend: str = "torch", progress: Progress | None = None) -> StepResult:
         """Write a vector column: ``tabular``, ``text``, ``behavior`` or ``combined``.
 
         - tabular: numeric columns standardised, categoricals one-hot (``include``/``exclude``
@@ -288,25 +288,27 @@ class Kindred:
         from ingest import embedders
 
         self._require_table(table, "ingest it first")
+        step = f"embed {kind}"
+        rows_done = (lambda done, total: progress(step, done, total)) if progress else None
         if kind == "tabular":
             kw: dict[str, Any] = {"pca": dim} if dim else {}
             emb = embedders.TabularEmbedder(include=list(include) if include else None,
                                             exclude=list(exclude), **kw)
-            r = embedders.embed(self._store, table, emb, output)
+            r = embedders.embed(self._store, table, emb, output, progress=rows_done)
         elif kind == "text":
             if (column is None) == (template is None):
                 raise ServiceError("text embedding needs exactly one of a text column "
                                    "(--column) or a profile template (--template)")
             emb = embedders.TextEmbedder(column=column, template=template, model=model,
                                          backend=backend)
-            r = embedders.embed(self._store, table, emb, output)
+            r = embedders.embed(self._store, table, emb, output, progress=rows_done)
         elif kind == "behavior":
             from ingest.embedders.behavior import BehaviorEmbedder, embed_behavior
 
             emb = BehaviorEmbedder(**({"dim": dim} if dim else {}))
             r = embed_behavior(self._store, emb, customers=table,
                                products=PRODUCTS if self._store.has_table(PRODUCTS) else None,
-                               column=output or "vec_behavior")
+                               column=output or "vec_behavior", progress=rows_done)
         elif kind == "combined":
             from ingest.embedders.combined import embed_combined
 
@@ -317,7 +319,8 @@ class Kindred:
                 raise ServiceError(f"give one weight per source column: {len(sources)} "
                                    f"sources, {len(weights)} weights")
             w = dict(zip(sources, weights or [1.0] * len(sources), strict=True))
-            r = embed_combined(self._store, table, w, column=output or "vec_combined")
+            r = embed_combined(self._store, table, w, column=output or "vec_combined",
+                               progress=rows_done)
         else:
             raise ServiceError(f"unknown embedding kind {kind!r}; expected tabular, text, "
                                "behavior or combined")

@@ -185,3 +185,15 @@ def test_migrate_to_another_store(kindred: Kindred, tmp_path: Path) -> None:
         assert dst.table_info("customers").metadata == kindred.store.table_info(
             "customers").metadata
         assert sorted(dst.list_artifacts()) == sorted(kindred.store.list_artifacts())
+
+
+def test_long_steps_report_progress(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    store = copy_store(tmp_path_factory, tmp_path / "store")
+    calls: list[tuple[str, int, int | None]] = []
+    with Kindred(str(store)) as k:
+        k.embed("tabular", output="vec_progress", progress=lambda *a: calls.append(a))
+    assert calls, "embedding reported no progress"
+    assert {step for step, _, _ in calls} == {"embed tabular"}
+    done = [d for _, d, _ in calls]
+    assert done == sorted(done)
+    assert done[-1] == calls[-1][2] == N_CUSTOMERS
