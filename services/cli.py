@@ -679,10 +679,11 @@ def risk_score(app: App, detector: str | None, column: str | None,
                attributes: tuple[str, ...], fit_sample: float | None,
                threshold: float | None, seed: int) -> None:
     """Fit a detector, persist it, and write risk_score/rank/flag/model for every customer."""
-    with app.busy("Fitting and scoring"):
+    with app.progress() as bar:
         r = app.kindred().score_risk(detector=detector, column=column,
-                                 attributes=list(attributes) or None,
-                                 fit_sample=_sample(fit_sample), threshold=threshold, seed=seed)
+                                     attributes=list(attributes) or None,
+                                     fit_sample=_sample(fit_sample), threshold=threshold,
+                                     seed=seed, progress=bar)
     app.emit(r, lambda: click.echo(
         f"Scored {r.n_rows:,} customers with {r.detector} on {r.source} (model {r.model_id}, "
         f"fitted on {r.n_fit_rows:,} rows): {r.n_flagged:,} flagged at score >= "

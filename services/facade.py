@@ -407,7 +407,8 @@ class Kindred:
     def score_risk(self, *, detector: str | None = None, column: str | None = None,
                    attributes: Sequence[str] | None = None,
                    fit_sample: int | float | None = None, threshold: float | None = None,
-                   seed: int = 0, table: str = CUSTOMERS) -> RiskRun:
+                   seed: int = 0, table: str = CUSTOMERS,
+                   progress: Progress | None = None) -> RiskRun:
         """Fit a PyOD detector (``iforest``, ``ecod``, ``hbos``, ... or the default ensemble) on
         a vector column or numeric attributes, persist it, and write back ``risk_score``,
         ``risk_rank``, ``risk_flag`` and ``risk_model`` for every row."""
@@ -416,9 +417,11 @@ class Kindred:
         self._require_table(table, "ingest it first")
         if not attributes:
             column = column or self.default_vector_column(table)
+        rows_done = (lambda done, total: progress("risk score", done, total)) if progress else None
         return score_table(self._store, table, detector, column=column,
                            attributes=list(attributes) if attributes else None,
-                           fit_sample=fit_sample, seed=seed, threshold=threshold)
+                           fit_sample=fit_sample, seed=seed, threshold=threshold,
+                           progress=rows_done)
 
     def risk_top(self, n: int = 20, *, columns: Sequence[str] | None = None,
                  flagged_only: bool = False, table: str = CUSTOMERS) -> pa.Table:

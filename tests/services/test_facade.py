@@ -192,8 +192,9 @@ def test_long_steps_report_progress(tmp_path: Path, tmp_path_factory: pytest.Tem
     calls: list[tuple[str, int, int | None]] = []
     with Kindred(str(store)) as k:
         k.embed("tabular", output="vec_progress", progress=lambda *a: calls.append(a))
-    assert calls, "embedding reported no progress"
-    assert {step for step, _, _ in calls} == {"embed tabular"}
-    done = [d for _, d, _ in calls]
-    assert done == sorted(done)
-    assert done[-1] == calls[-1][2] == N_CUSTOMERS
+        k.score_risk(column="vec_progress", progress=lambda *a: calls.append(a))
+    assert {step for step, _, _ in calls} == {"embed tabular", "risk score"}
+    for step in ("embed tabular", "risk score"):
+        done = [(d, t) for s, d, t in calls if s == step]
+        assert [d for d, _ in done] == sorted(d for d, _ in done), step
+        assert done[-1] == (N_CUSTOMERS, N_CUSTOMERS), step
