@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -116,8 +116,10 @@ class _Load:
     """The state of one load while its batches stream into the store."""
 
     def __init__(self, store: VectorStore, src: Source, mapping: Mapping, on_error: str,
-                 summary: IngestSummary, max_errors: int) -> None:
+                 summary: IngestSummary, max_errors: int,
+                 progress: Callable[[int, int | None], None] | None = None) -> None:
         self.store = store
+        self.progress = progress
         self.src = src
         self.mapping = mapping
         self.on_error = on_error
@@ -190,6 +192,8 @@ class _Load:
                     good = self._with_carried(good, carry)
                 if good.num_rows:
                     yield good
+                if self.progress is not None:
+                    self.progress(self.summary.rows_read, None)
             self._malformed(self.src.take_malformed())
             dups = validator.duplicate_errors()
             if dups:
@@ -274,7 +278,8 @@ def _record_holding_kinds(store: VectorStore, table: str, kinds: list[str]) -> N
 def ingest(store: VectorStore, source: Any = None,
            mapping: Mapping | str | Path | dict[str, Any] | None = None, *,
            on_error: OnError = "fail", batch_rows: int = DEFAULT_BATCH_ROWS,
-           max_errors: int = 100) -> IngestSummary:
+           max_errors: int = 100,
+           progress: Callable[[int, int | None], None] | None = None) -> IngestSummary:
     """Load one source into the mapping's table; returns what was read, written and rejected.
 
     ``source`` is a path, database URL, DataFrame / Arrow object or :class:`Source` (default:
@@ -282,6 +287,8 @@ def ingest(store: VectorStore, source: Any = None,
     ``on_error``: ``fail`` (default: raise :class:`ValidationError` or
     :class:`SourceError` and write nothing), ``skip`` (drop and count bad rows) or
     ``quarantine`` (bad rows, with the reason, go to ``<table>_rejects``).
+    ``progress`` is called after each batch with the rows read so far (the total of a
+    streamed source is not known in advance, so the second argument is None).
     """
     if mapping is None:
         raise MappingError("a mapping is required (Mapping, TOML path or dict)")
@@ -292,7 +299,7 @@ def ingest(store: VectorStore, source: Any = None,
     src = _open(source, m)
     src.tolerate_malformed = on_error != "fail"
     summary = IngestSummary(table=m.table, source=src.name, on_error=on_error)
-    load = _Load(store, src, m, on_error, summary, max_errors)
+    load = _Load(store, src, m, on_error, summary, max_errors, progress)
 
     chunks = src.chunks(batch_rows)
     # a CSV file is typed from a sample of its first rows read as text, then read typed

@@ -398,14 +398,14 @@ def ingest(app: App, args: tuple[str, ...], mapping: str | None, on_error: str,
             raise click.BadParameter(f"{table!r}: expected customers, events or products",
                                      param_hint="TABLE")
     k = app.kindred(must_exist=False)
-    with app.busy(f"Ingesting {source or mapping}"):
+    with app.progress() as bar:
         r = k.ingest(source, table=table, mapping=mapping, on_error=on_error, id_column=id_column,
                  generate_id=generate_id, holdings=holdings, holdings_column=holdings_column,
                  holdings_separator=holdings_separator,
                  holdings_from_events=holdings_from_events, text_columns=text_columns,
                  attributes=list(attributes) or None, rename=rename, types=types,
                  timestamp_formats=timestamp_formats, drop=drop, kind=kind,
-                 delimiter=delimiter)
+                 delimiter=delimiter, progress=bar)
 
     def human() -> None:
         click.echo(f"{r.table} <- {r.source}: read {r.rows_read:,}, written {r.written:,}, "

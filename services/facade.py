@@ -215,7 +215,8 @@ class Kindred:
                text_columns: Sequence[str] = (), attributes: Sequence[str] | None = None,
                rename: Sequence[str] = (), types: Sequence[str] = (),
                timestamp_formats: Sequence[str] = (), drop: Sequence[str] = (),
-               kind: str | None = None, delimiter: str | None = None) -> IngestResult:
+               kind: str | None = None, delimiter: str | None = None,
+               progress: Progress | None = None) -> IngestResult:
         """Load one source into customers, events or products, validated, in one commit.
 
         Either ``mapping`` (a TOML file or dict; ``source`` then overrides its path) or
@@ -230,12 +231,14 @@ class Kindred:
         from ingest.mapping import Mapping
         from ingest.pipeline import ingest
 
+        rows_read = (lambda done, total: progress("ingest", done, total)) if progress else None
         if mapping is not None:
             if table is not None or id_column or holdings or text_columns:
                 raise ServiceError("give either a mapping file or table options, not both")
             m: Any = mapping if isinstance(mapping, dict) else Mapping.load(mapping)
             src = _json_array(source) if source is not None else None
-            r = ingest(self._store, src, m, on_error=on_error)  # type: ignore[arg-type]
+            r = ingest(self._store, src, m, on_error=on_error,  # type: ignore[arg-type]
+                       progress=rows_read)
             return IngestResult(**_plain(r))
         if table is None or source is None:
             raise ServiceError("ingest needs a table and a source (or a mapping file)")
@@ -251,7 +254,8 @@ class Kindred:
             holdings_column=holdings_column, holdings_separator=holdings_separator,
             holdings_from_events=holdings_from_events,
             source={k: v for k, v in opts.items() if v is not None} or None)
-        r = ingest(self._store, src, m, on_error=on_error)  # type: ignore[arg-type]
+        r = ingest(self._store, src, m, on_error=on_error,  # type: ignore[arg-type]
+                   progress=rows_read)
         return IngestResult(**_plain(r))
 
     def consolidate(self, *, full: bool = False,

@@ -194,6 +194,15 @@ def test_long_steps_report_progress(tmp_path: Path, tmp_path_factory: pytest.Tem
         k.embed("tabular", output="vec_progress", progress=lambda *a: calls.append(a))
         k.score_risk(column="vec_progress", progress=lambda *a: calls.append(a))
     assert {step for step, _, _ in calls} == {"embed tabular", "risk score"}
+    ingested: list[tuple[str, int, int | None]] = []
+    with Kindred(str(tmp_path / "fresh")) as k:
+        src = tmp_path / "people.csv"
+        src.write_text("client,age\n" + "".join(f"c{i},{20 + i % 50}\n" for i in range(3000)))
+        k.ingest(str(src), table="customers", id_column="client",
+                 progress=lambda *a: ingested.append(a))
+    assert ingested
+    assert ingested[-1] == ("ingest", 3000, None)
+    assert [d for _, d, _ in ingested] == sorted(d for _, d, _ in ingested)
     for step in ("embed tabular", "risk score"):
         done = [(d, t) for s, d, t in calls if s == step]
         assert [d for d, _ in done] == sorted(d for d, _ in done), step
