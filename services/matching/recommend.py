@@ -195,14 +195,15 @@ def _ensure_key_index(store: VectorStore, table: str) -> None:
 def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: int = 10,
               exclude_held: bool = False, write: bool = True, table: str = CUSTOMERS,
               products_table: str = PRODUCTS, batch_size: int = BLOCK_ROWS,
-              write_rows: int = 262_144,
+              write_rows: int = 1_048_576,
               progress: Progress | None = None) -> RecommendSummary:
     """Score every customer for every product and write each customer's top ``top_n``.
 
     ``vector_column`` must exist in both tables (one shared space, e.g. ``vec_behavior``).
     ``exclude_held`` leaves out products the customer already holds. With ``write=False``
     nothing is written (for timing). Customers without a vector keep their old values.
-    Results are written ``write_rows`` customers per update (bounded memory); on a backend
+    Results are written ``write_rows`` customers per update (on LanceDB each update pass
+    costs about the same memory whatever its size, so fewer, larger updates are cheaper); on a backend
     with versions a failed write-back restores the table to its version before the call.
     The write-back first creates a scalar index on the key column when there is none (see
     :func:`_ensure_key_index`). ``progress(rows scored, total rows)`` is called after each
@@ -250,7 +251,7 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
             rec_p = pa.ListArray.from_arrays(offs, pids.take(pa.array(idx[keep])))
             rec_s = pa.ListArray.from_arrays(offs, pa.array(scores[keep].astype(np.float32)))
         out.append(pa.RecordBatch.from_arrays(
-            [block.batch.column(CUSTOMER_KEY), rec_p, rec_s],
+            [pa.concat_arrays([block.batch.column(CUSTOMER_KEY)]), rec_p, rec_s],  # own buffers
             names=[CUSTOMER_KEY, REC_PRODUCTS, REC_SCORES]))
         rows += b
         tally.add(block.scanned)
