@@ -573,9 +573,9 @@ def explain(app: App, customer: str, product: str, vector_column: str | None, k:
 @pass_app
 def recommend(app: App, top_n: int, vector_column: str | None, include_held: bool) -> None:
     """Score every customer for every product; write rec_products and rec_scores."""
-    with app.busy("Scoring every customer for every product"):
+    with app.progress() as bar:
         r = app.kindred().recommend(top_n=top_n, vector_column=vector_column,
-                                exclude_held=not include_held)
+                                    exclude_held=not include_held, progress=bar)
     app.emit(r, lambda: click.echo(
         f"Wrote top {r.top_n} of {r.products} products for {r.customers:,} customers "
         f"({r.vector_column}; scoring {r.seconds_scoring:.2f}s, writing {r.seconds_writing:.2f}s)"))

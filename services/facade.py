@@ -374,13 +374,14 @@ class Kindred:
         return explain(self._store, customer_id, product, vector_column=vector_column, k=k)
 
     def recommend(self, *, top_n: int = 3, vector_column: str | None = None,
-                  exclude_held: bool = True) -> RecommendSummary:
+                  exclude_held: bool = True, progress: Progress | None = None) -> RecommendSummary:
         """Score every customer for every product; write ``rec_products``/``rec_scores``."""
         from .matching import recommend
 
         self._require_table(PRODUCTS, "ingest products first")
+        rows_done = (lambda done, total: progress("recommend", done, total)) if progress else None
         return recommend(self._store, vector_column=vector_column, top_n=top_n,
-                         exclude_held=exclude_held)
+                         exclude_held=exclude_held, progress=rows_done)
 
     def evaluate_matching(self, product: str | None = None, *, label: str | None = None,
                           positive: Any = None, vector_columns: Sequence[str] | None = None,

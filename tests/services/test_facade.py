@@ -157,8 +157,10 @@ def test_recommend_and_report(bank: tuple[Path, Path], tmp_path: Path,
                               tmp_path_factory: pytest.TempPathFactory) -> None:
     store = copy_store(tmp_path_factory, tmp_path / "store")
     with Kindred(str(store)) as k:
-        r = k.recommend(top_n=2, vector_column="vec_behavior")
+        calls: list[tuple[str, int, int | None]] = []
+        r = k.recommend(top_n=2, vector_column="vec_behavior", progress=lambda *a: calls.append(a))
         assert r.customers == N_CUSTOMERS
+        assert calls[-1] == ("recommend", N_CUSTOMERS, N_CUSTOMERS)
         rec = k.store.to_arrow("customers", columns=["holdings", "rec_products"])
         for held, recs in zip(rec.column("holdings").to_pylist(),
                               rec.column("rec_products").to_pylist(), strict=True):
