@@ -614,11 +614,12 @@ def evaluate_matching(app: App, product: str | None, label: str | None, positive
     """ROC-AUC, precision/recall/lift at the top 10% against random and popularity."""
     if (product is None) == (label is None):
         raise click.UsageError("give exactly one of --product or --label")
-    with app.busy("Evaluating matching"):
+    with app.progress() as bar:
         rep = app.kindred().evaluate_matching(
-        product, label=label, positive=_literal(positive),
-        vector_columns=list(columns) or None, methods=list(methods) or ("centroid", "learned"),
-        holdout=holdout, seed=seed)
+            product, label=label, positive=_literal(positive),
+            vector_columns=list(columns) or None,
+            methods=list(methods) or ("centroid", "learned"), holdout=holdout, seed=seed,
+            progress=bar)
     app.emit(rep, lambda: _print_eval(rep))
 
 

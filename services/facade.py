@@ -387,7 +387,8 @@ class Kindred:
                           positive: Any = None, vector_columns: Sequence[str] | None = None,
                           methods: Sequence[str] = ("centroid", "learned"),
                           holdout: float = 0.2, seed: int = 0,
-                          learned_options: dict[str, Any] | None = None) -> EvaluationReport:
+                          learned_options: dict[str, Any] | None = None,
+                          progress: Progress | None = None) -> EvaluationReport:
         """Measured matching quality: a holdout of ``product``'s holders, or a ``label`` column.
 
         Returns an :class:`services.evaluate.EvaluationReport`: ROC-AUC, precision@k,
@@ -401,12 +402,15 @@ class Kindred:
         if (product is None) == (label is None):
             raise EvaluationError("evaluate matching needs exactly one of a product (holdout) "
                                   "or a label column")
+        rows_done = ((lambda done, total: progress("evaluate matching", done, total))
+                     if progress else None)
         if label is not None:
             return evaluate_labels(self._store, label, positive=positive,
                                    vector_columns=vector_columns, methods=methods, seed=seed,
-                                   **lo)
+                                   progress=rows_done, **lo)
         return evaluate_holdout(self._store, product, vector_columns=vector_columns,
-                                methods=methods, holdout=holdout, seed=seed, **lo)
+                                methods=methods, holdout=holdout, seed=seed,
+                                progress=rows_done, **lo)
 
     # ------------------------------------------------------------------ risk
     def score_risk(self, *, detector: str | None = None, column: str | None = None,

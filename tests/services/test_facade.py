@@ -195,7 +195,9 @@ def test_long_steps_report_progress(tmp_path: Path, tmp_path_factory: pytest.Tem
     with Kindred(str(store)) as k:
         k.embed("tabular", output="vec_progress", progress=lambda *a: calls.append(a))
         k.score_risk(column="vec_progress", progress=lambda *a: calls.append(a))
-    assert {step for step, _, _ in calls} == {"embed tabular", "risk score"}
+        k.evaluate_matching("term_deposit", vector_columns=["vec_progress"],
+                            methods=("centroid",), progress=lambda *a: calls.append(a))
+    assert {step for step, _, _ in calls} == {"embed tabular", "risk score", "evaluate matching"}
     ingested: list[tuple[str, int, int | None]] = []
     with Kindred(str(tmp_path / "fresh")) as k:
         src = tmp_path / "people.csv"
@@ -205,7 +207,7 @@ def test_long_steps_report_progress(tmp_path: Path, tmp_path_factory: pytest.Tem
     assert ingested
     assert ingested[-1] == ("ingest", 3000, None)
     assert [d for _, d, _ in ingested] == sorted(d for _, d, _ in ingested)
-    for step in ("embed tabular", "risk score"):
+    for step in ("embed tabular", "risk score", "evaluate matching"):
         done = [(d, t) for s, d, t in calls if s == step]
         assert [d for d, _ in done] == sorted(d for d, _ in done), step
         assert done[-1] == (N_CUSTOMERS, N_CUSTOMERS), step
