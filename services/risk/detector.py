@@ -203,12 +203,17 @@ class RiskDetector(BaseEstimator):
         self.n_features_in_ = X.shape[1]
         self.n_fit_rows_ = X.shape[0]
         self.messages_: list[str] = []
+        # a feature constant over the fit rows tells no row from another, and breaks detectors
+        # that divide by its spread (PCA's zero eigenvalue gives inf, an ensemble NaN): drop it
+        varying = X.max(axis=0) != X.min(axis=0)
+        self.kept_features_ = None if varying.all() else np.flatnonzero(varying)
+        Xm = X if self.kept_features_ is None else X[:, self.kept_features_]
         members = cfg.members if isinstance(cfg, EnsembleConfig) else (cfg,)
-        self.members_ = [_fit_member(m, X, self.messages_) for m in members]
+        self.members_ = [_fit_member(m, Xm, self.messages_) for m in members]
         self.member_stats_: list[tuple[float, float, np.ndarray]] = []
         m0 = self.members_[0]
         if isinstance(cfg, EnsembleConfig):
-            member_train = [self._fit_scores(m, c, X) for m, c in zip(self.members_, members,
+            member_train = [self._fit_scores(m, c, Xm) for m, c in zip(self.members_, members,
                                                                       strict=True)]
             for s in member_train:
                 sd = float(s.std())
@@ -228,6 +233,9 @@ class RiskDetector(BaseEstimator):
             pick = np.random.default_rng(0).choice(X.shape[0], ROBUST_STATS_ROWS, replace=False)
             rows = X[np.sort(pick)]
         self.feature_median_, self.feature_scale_ = robust_scale(rows)
+        if self.kept_features_ is not None:
+            self.messages_.append(f"{X.shape[1] - self.kept_features_.size} of {X.shape[1]} "
+                                  "features are constant over the fit rows and were ignored")
         return self
 
     @classmethod
@@ -256,6 +264,9 @@ class RiskDetector(BaseEstimator):
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise InvalidRiskInput(f"score: rows have shape {X.shape}, the detector was "
                                    f"fitted on {self.n_features_in_} features")
+        kept = getattr(self, "kept_features_", None)
+        if kept is not None:
+            X = X[:, kept]
         if not self.member_stats_:
             return self._member_scores(self.members_[0], X)
         return self._combine([self._member_scores(m, X) for m in self.members_])

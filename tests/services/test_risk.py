@@ -345,3 +345,29 @@ def test_progress_reports_increasing_counts_up_to_the_row_count(tmp_path) -> Non
             assert all(b > a for a, b in itertools.pairwise(done)), done
             assert done[-1] == run.n_rows == 400
             assert {t for _, t in seen} == {400}
+
+
+@pytest.mark.parametrize("detector", [None, "pca", "iforest"])
+def test_constant_vector_dimensions_are_ignored_not_nan(tmp_path, detector):
+    """One-hot or padded vectors have dimensions constant over every row: the scores must
+    stay finite (PCA alone would divide by a zero eigenvalue) and rank like the varying part."""
+    rng = np.random.default_rng(3)
+    n, d = 600, 8
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    x[:, 2] = 0.0
+    x[:5] += 6.0  # planted outliers, far out on every varying dimension
+    x[:5, 2] = 0.0
+    store = vectorstore.connect(str(tmp_path / "s"))
+    store.create_table("customers", pa.schema([("customer_id", pa.string())]),
+                       key="customer_id", vectors=[VectorColumn("v", d)])
+    store.write("customers", pa.table({
+        "customer_id": [f"c{i:04d}" for i in range(n)],
+        "v": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), d)}))
+    run = risk.score_table(store, "customers", detector, column="v")
+    assert any("constant" in m for m in run.messages)
+    t = store.to_arrow("customers", columns=["customer_id", "risk_score", "risk_rank"])
+    scores = t.column("risk_score").to_numpy()
+    assert np.isfinite(scores).all()
+    top5 = {c for c, r in zip(t.column("customer_id").to_pylist(),
+                             t.column("risk_rank").to_pylist(), strict=True) if r <= 5}
+    assert top5 == {f"c{i:04d}" for i in range(5)}
