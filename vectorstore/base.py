@@ -335,6 +335,24 @@ class VectorStore(ABC):
                                 f"{self.scheme} backend; accepted: {', '.join(sorted(accepted))}")
         return vec, q, params
 
+    def _update_data(self, info: TableInfo, data: Data, key: str | None,
+                     ) -> tuple[str, pa.Table | None]:
+        """The key column and the update's rows cast to the table schema (only the columns
+        given, keys unique and not null), or None when there is nothing to set."""
+        from .conform import conform
+        from .errors import KeyConflict
+
+        key = key or info.key
+        if key is None:
+            raise KeyConflict(f"table {info.name!r} has no key column: name one with key=")
+        info.check_columns([key])
+        batches = list(conform(TableInfo(info.name, info.schema, key, info.vectors), data,
+                               partial=True, require_key=True, unique_key=True))
+        if not batches:
+            return key, None
+        incoming = pa.Table.from_batches(batches)
+        return key, incoming if incoming.num_columns >= 2 else None
+
     def _bind_filter(self, info: TableInfo, filter: FilterLike) -> Filter | None:
         if filter is None:
             return None

@@ -309,16 +309,8 @@ class LanceStore(VectorStore):
 
     def update(self, name: str, data: Data, *, key: str | None = None) -> int:
         info = self.table_info(name)
-        key = key or info.key
-        if key is None:
-            raise KeyConflict(f"table {name!r} has no key column: name one with key=")
-        info.check_columns([key])
-        batches = list(conform(TableInfo(info.name, info.schema, key, info.vectors), data,
-                               partial=True, require_key=True, unique_key=True))
-        if not batches:
-            return 0
-        incoming = pa.Table.from_batches(batches)
-        if incoming.num_columns < 2:
+        key, incoming = self._update_data(info, data, key)
+        if incoming is None:
             return 0
         existing = self._key_values(name, key)
         missing = pc.invert(pc.is_in(incoming.column(key), value_set=existing))
