@@ -214,14 +214,7 @@ class LanceStore(VectorStore):
 
     def set_metadata(self, name: str, updates: dict[str, Any]) -> TableInfo:
         info = self.table_info(name)
-        merged = dict(info.metadata)
-        for k, v in updates.items():
-            if v is None:
-                merged.pop(k, None)
-            else:
-                merged[k] = v
-        json.dumps(merged)  # fail early on values JSON cannot hold
-        return self._save_info(TableInfo(info.name, info.schema, info.key, info.vectors, merged))
+        return self._save_info(info.with_metadata(updates))
 
     def add_columns(self, name: str, fields: Sequence[pa.Field], *,
                     vectors: Sequence[VectorColumn] = ()) -> TableInfo:

@@ -612,14 +612,7 @@ class PgVectorStore(VectorStore):
 
     def set_metadata(self, name: str, updates: dict[str, Any]) -> TableInfo:
         info = self.table_info(name)
-        merged = dict(info.metadata)
-        for k, v in updates.items():
-            if v is None:
-                merged.pop(k, None)
-            else:
-                merged[k] = v
-        json.dumps(merged)  # fail early on values JSON cannot hold
-        new = TableInfo(info.name, info.schema, info.key, info.vectors, merged)
+        new = info.with_metadata(updates)
         with self._translate(name, "updating metadata"), self._connection() as conn:
             self._save_description(conn, new)
         return self.table_info(name)

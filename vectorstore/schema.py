@@ -113,6 +113,17 @@ class TableInfo:
                 f"vector columns: {sorted(self.vectors) or 'none'}"
             ) from None
 
+    def with_metadata(self, updates: dict[str, Any]) -> TableInfo:
+        """A copy with ``updates`` merged into the metadata (a key set to None is removed)."""
+        import json
+
+        merged = {**self.metadata, **{k: v for k, v in updates.items() if v is not None}}
+        for k, v in updates.items():
+            if v is None:
+                merged.pop(k, None)
+        json.dumps(merged)  # fail early on values JSON cannot hold
+        return TableInfo(self.name, self.schema, self.key, self.vectors, merged)
+
     def check_columns(self, columns: list[str] | tuple[str, ...] | None) -> None:
         """Raise ColumnNotFound naming the first column that is not in the schema."""
         from .errors import ColumnNotFound
