@@ -23,6 +23,7 @@ from .errors import (
 )
 from .filters import Filter, col, parse_filter
 from .names import check_name
+from .prefetch import prefetch
 from .registry import connect, known_schemes, register_backend
 from .schema import Capabilities, Metric, TableInfo, VectorColumn
 
@@ -56,5 +57,6 @@ __all__ = [
     "connect",
     "known_schemes",
     "parse_filter",
+    "prefetch",
     "register_backend",
 ]

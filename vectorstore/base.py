@@ -12,6 +12,7 @@ where lower is closer. Results are ordered closest first.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pyarrow as pa
 
+from .errors import InvalidOption
 from .filters import Filter, bind, parse_filter
 from .schema import Capabilities, TableInfo, VectorColumn
 
@@ -165,6 +167,33 @@ class VectorStore(ABC):
         schema = self.table_info(name).schema
         if columns is not None:
             schema = pa.schema([schema.field(c) for c in columns])
+        return schema.empty_table()
+
+    def take(self, name: str, positions: np.ndarray | Sequence[int], *,
+             columns: Sequence[str] | None = None) -> pa.Table:
+        """The rows at these 0-based positions of the table's scan order, in ascending position
+        order (for seeded samples of large tables). Positions are not stable across writes.
+
+        This default streams the table once and keeps the chosen rows; backends with random
+        access override it.
+        """
+        info = self.table_info(name)
+        info.check_columns(columns)
+        pos = _sorted_positions(positions)
+        _check_positions(name, pos, self.count(name))
+        kept, start = [], 0
+        with contextlib.closing(self.scan(name, columns=columns)) as scan:
+            for batch in scan:
+                stop = start + batch.num_rows
+                lo, hi = np.searchsorted(pos, [start, stop])
+                if hi > lo:
+                    kept.append(batch.take(pa.array(pos[lo:hi] - start)))
+                start = stop
+                if hi == pos.size:
+                    break
+        if kept:
+            return pa.Table.from_batches(kept)
+        schema = info.schema if columns is None else pa.schema([info.schema.field(c) for c in columns])
         return schema.empty_table()
 
     @abstractmethod
@@ -359,3 +388,14 @@ class VectorStore(ABC):
         if isinstance(filter, str):
             return parse_filter(filter, info.schema)
         return bind(filter, info.schema)
+
+
+def _sorted_positions(positions: np.ndarray | Sequence[int]) -> np.ndarray:
+    """Positions as a sorted, duplicate-free int64 array."""
+    return np.unique(np.asarray(positions, dtype=np.int64).ravel())
+
+
+def _check_positions(name: str, pos: np.ndarray, n_rows: int) -> None:
+    if pos.size and (pos[0] < 0 or pos[-1] >= n_rows):
+        bad = int(pos[0] if pos[0] < 0 else pos[-1])
+        raise InvalidOption(f"table {name!r} has {n_rows:,} rows: position {bad} is out of range")

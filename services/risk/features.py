@@ -6,6 +6,7 @@ with errors that name the table, column and customer key of a bad value.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
-from vectorstore import TableInfo, VectorStore
+from vectorstore import TableInfo, VectorStore, prefetch
 
 from .errors import InvalidRiskInput, RiskError
 
@@ -110,11 +111,21 @@ def table_key(info: TableInfo) -> str:
 def iter_matrices(store: VectorStore, table: str, source: FeatureSource, key: str, *,
                   extra: tuple[str, ...] = (), batch_size: int = 65_536,
                   ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-    """Stream (batch with key and extra columns, feature matrix) over the whole table."""
+    """Stream (batch with key and extra columns, feature matrix) over the whole table.
+
+    The next batches are read and converted in a background thread while the caller works
+    on this one (:func:`vectorstore.prefetch`)."""
     cols = list(dict.fromkeys([key, *extra, *source.columns]))
-    for batch in store.scan(table, columns=cols, batch_size=batch_size):
-        if batch.num_rows:
-            yield batch, source.matrix(batch, table, key)
+
+    def read() -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        # closed explicitly: an error in matrix() must not leave the scan (and, on
+        # PostgreSQL, its transaction) open for as long as the traceback lives
+        with contextlib.closing(store.scan(table, columns=cols, batch_size=batch_size)) as scan:
+            for batch in scan:
+                if batch.num_rows:
+                    yield batch, source.matrix(batch, table, key)
+
+    yield from prefetch(read())
 
 
 def fit_matrix(store: VectorStore, table: str, source: FeatureSource, key: str, *,
@@ -125,26 +136,22 @@ def fit_matrix(store: VectorStore, table: str, source: FeatureSource, key: str, 
     n = store.count(table)
     if n == 0:
         raise InvalidRiskInput(f"table {table!r} is empty: nothing to fit on")
-    take: np.ndarray | None = None
     if fit_sample is not None:
         m = round(fit_sample * n) if isinstance(fit_sample, float) else int(fit_sample)
         if isinstance(fit_sample, float) and not 0 < fit_sample <= 1:
             raise RiskError(f"fit_sample as a share must be in (0, 1], got {fit_sample}")
         if m < 2:
             raise InvalidRiskInput(f"fit_sample={fit_sample!r} leaves {m} rows: need at least 2")
-        if m < n:
-            take = np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
-    parts, start = [], 0
-    for _batch, X in iter_matrices(store, table, source, key, batch_size=batch_size):
-        stop = start + X.shape[0]
-        if take is None:
-            parts.append(X.copy())
-        else:
-            lo, hi = np.searchsorted(take, [start, stop])
-            if hi > lo:
-                parts.append(X[take[lo:hi] - start])
-        start = stop
-    Xf = np.concatenate(parts) if parts else np.empty((0, 0))
+        if m < n:  # random access to the chosen rows only
+            rows = store.take(table, np.random.default_rng(seed).choice(n, m, replace=False),
+                              columns=list(dict.fromkeys([key, *source.columns])))
+            return _checked_fit_rows(source.matrix(rows, table, key), source, table)
+    parts = [X.copy() for _batch, X in iter_matrices(store, table, source, key,
+                                                     batch_size=batch_size)]
+    return _checked_fit_rows(np.concatenate(parts) if parts else np.empty((0, 0)), source, table)
+
+
+def _checked_fit_rows(Xf: np.ndarray, source: FeatureSource, table: str) -> np.ndarray:
     if source.attributes:
         const = [a for a, lo, hi in zip(source.attributes, Xf.min(axis=0), Xf.max(axis=0),
                                         strict=True) if lo == hi]

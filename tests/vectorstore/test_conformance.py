@@ -227,6 +227,28 @@ def test_scan_streams_batches_with_columns_and_filter(store):
     assert got == [f"r{i:06d}" for i in range(1000) if i % 7 < 2]
 
 
+def test_take_returns_rows_at_scan_positions_in_order(store):
+    make_vectors(store, 500, 4)
+    rng = np.random.default_rng(1)
+    extra = rng.normal(size=(300, 4)).astype(np.float32)
+    store.write("items", pa.table({"id": [f"s{i:06d}" for i in range(300)],
+                                   "grp": np.arange(300) % 7, "v": vec_array(extra)}))
+    full = store.to_arrow("items", columns=["id", "grp", "v"])
+    pos = rng.choice(800, 120, replace=False)
+    got = store.take("items", np.concatenate([pos, pos[:5]]), columns=["id", "v"])  # unsorted, repeats
+    want = full.take(pa.array(np.sort(pos))).select(["id", "v"])
+    assert got.schema.names == ["id", "v"]
+    assert got.column("id").to_pylist() == want.column("id").to_pylist()
+    np.testing.assert_array_equal(
+        np.stack(got.column("v").to_pylist()), np.stack(want.column("v").to_pylist()))
+    assert store.take("items", [], columns=["id"]).num_rows == 0
+    assert store.take("items", [799]).column("id").to_pylist() == full.column("id")[-1:].to_pylist()
+    with pytest.raises(vs.InvalidOption, match="800 rows: position 800"):
+        store.take("items", [3, 800])
+    with pytest.raises(vs.ColumnNotFound):
+        store.take("items", [1], columns=["nope"])
+
+
 # ------------------------------------------------------------------ search
 
 
