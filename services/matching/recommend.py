@@ -9,18 +9,15 @@ Results go back as ``rec_products`` (list<string>) and ``rec_scores`` (list<floa
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
-from vectorstore import Metric, VectorStore
+from vectorstore import Metric, VectorStore, prefetch
 
 from ..errors import MatchingError
 from ._data import (
@@ -114,43 +111,6 @@ def _held_mask(batch: pa.RecordBatch, product_ids: pa.Array) -> np.ndarray:
     ok = pc.is_valid(which).to_numpy(zero_copy_only=False)
     mask[parents[ok], which.to_numpy(zero_copy_only=False)[ok].astype(np.int64)] = True
     return mask
-
-
-def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Iterate ``items`` with a reader thread running up to ``depth`` items ahead.
-
-    The scan's decoding then overlaps the matrix products (both release the GIL).
-    """
-    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def run() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                q.put(("item", item))
-            q.put(("end", None))
-        except BaseException as exc:
-            q.put(("error", exc))
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        while t.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                t.join(0.01)
 
 
 def _write_back(store: VectorStore, table: str, names: list[str], out: list[pa.RecordBatch],

@@ -77,7 +77,10 @@ def score_stream(store: VectorStore, table: str, detector: RiskDetector, source:
     kept, scores, done = [], [], 0
     for batch, X in iter_matrices(store, table, source, key, extra=extra, batch_size=batch_size):
         scores.append(detector.score_checked(X))  # the batch was checked by iter_matrices
-        kept.append(batch.select([key, *[c for c in extra if c != key]]))
+        # copied: a scanned batch's columns can share one allocation with its vectors
+        names = [key, *[c for c in extra if c != key]]
+        kept.append(pa.RecordBatch.from_arrays(
+            [pa.concat_arrays([batch.column(c)]) for c in names], names=names))
         done += X.shape[0]
         if progress is not None:
             progress(done, total)
