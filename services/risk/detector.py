@@ -19,6 +19,7 @@ scored with ``decision_function`` (so KNN and LOF see a training row as its own 
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -67,11 +68,8 @@ class _PyODMember:
         self.estimator = estimator
 
     def score(self, X: np.ndarray) -> np.ndarray:
-        if not X.flags.writeable and type(self.estimator).__name__ == "HBOS":
-            # HBOS's numba kernel compiles once per array type, and read-only (zero-copy Arrow
-            # batches) is a different type from the writable fit sample: a copy of one chunk
-            # is far cheaper than a second compilation in every process
-            X = X.copy()
+        if type(self.estimator).__name__ == "HBOS":
+            X = _read_only(X)  # the array type its numba kernel was compiled for at fit
         return np.asarray(self.estimator.decision_function(X), dtype=np.float64)
 
 
@@ -158,8 +156,20 @@ def _fit_member(cfg: Any, X: np.ndarray, messages: list[str]) -> _PyODMember | _
         messages.append(msg)
         X = X[idx]
     est = _pyod_estimator(cfg)
-    est.fit(X)
+    est.fit(_read_only(X) if cfg.kind == "hbos" else X)
     return _PyODMember(est)
+
+
+def _read_only(X: np.ndarray) -> np.ndarray:
+    """A read-only view of ``X``. HBOS's numba kernels compile once per array type, and
+    read-only arrays (the zero-copy batches a scan yields) are a different type from
+    writable ones: fitting and scoring through read-only views means one compilation and
+    no per-batch copy."""
+    if not X.flags.writeable:
+        return X
+    view = X.view()
+    view.flags.writeable = False
+    return view
 
 
 def robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +219,16 @@ class RiskDetector(BaseEstimator):
         self.kept_features_ = None if varying.all() else np.flatnonzero(varying)
         Xm = X if self.kept_features_ is None else X[:, self.kept_features_]
         members = cfg.members if isinstance(cfg, EnsembleConfig) else (cfg,)
-        self.members_ = [_fit_member(m, Xm, self.messages_) for m in members]
+        rows = X
+        if X.shape[0] > ROBUST_STATS_ROWS:  # median/MAD of 100,000 x 384 cost ~4 s, PyOD's fit 2 s
+            pick = np.random.default_rng(0).choice(X.shape[0], ROBUST_STATS_ROWS, replace=False)
+            rows = X[np.sort(pick)]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # the population statistics for explanations overlap the detectors' fit (numpy's
+            # partition and PyOD's kernels release the GIL)
+            robust = pool.submit(robust_scale, rows)
+            self.members_ = [_fit_member(m, Xm, self.messages_) for m in members]
+            self.feature_median_, self.feature_scale_ = robust.result()
         self.member_stats_: list[tuple[float, float, np.ndarray]] = []
         m0 = self.members_[0]
         if isinstance(cfg, EnsembleConfig):
@@ -228,11 +247,6 @@ class RiskDetector(BaseEstimator):
             train = self.score_checked(X)
         self.train_scores_ = np.sort(train)
         self.threshold_ = float(np.percentile(train, 100 * (1 - cfg.contamination)))
-        rows = X
-        if X.shape[0] > ROBUST_STATS_ROWS:  # median/MAD of 100,000 x 384 cost ~4 s, PyOD's fit 2 s
-            pick = np.random.default_rng(0).choice(X.shape[0], ROBUST_STATS_ROWS, replace=False)
-            rows = X[np.sort(pick)]
-        self.feature_median_, self.feature_scale_ = robust_scale(rows)
         if self.kept_features_ is not None:
             self.messages_.append(f"{X.shape[1] - self.kept_features_.size} of {X.shape[1]} "
                                   "features are constant over the fit rows and were ignored")

@@ -145,8 +145,7 @@ def fit_matrix(store: VectorStore, table: str, source: FeatureSource, key: str, 
         if m < n:  # random access to the chosen rows only
             rows = store.take(table, np.random.default_rng(seed).choice(n, m, replace=False),
                               columns=list(dict.fromkeys([key, *source.columns])))
-            # a writable copy: fitted estimators (numba kernels) see one array type throughout
-            return _checked_fit_rows(np.array(source.matrix(rows, table, key)), source, table)
+            return _checked_fit_rows(source.matrix(rows, table, key), source, table)
     parts = [X.copy() for _batch, X in iter_matrices(store, table, source, key,
                                                      batch_size=batch_size)]
     return _checked_fit_rows(np.concatenate(parts) if parts else np.empty((0, 0)), source, table)
