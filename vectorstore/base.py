@@ -244,6 +244,12 @@ class VectorStore(ABC):
     @abstractmethod
     def list_indexes(self, name: str) -> list[IndexInfo]: ...
 
+    def prewarm(self, name: str) -> None:
+        """Load the table's indexes into memory ahead of queries, so the first searches of a
+        long-running process do not pay for reading them (a hint: backends without an index
+        cache do nothing). Costs about the indexes' size in memory."""
+        self.table_info(name)
+
     @abstractmethod
     def optimize(self, name: str) -> None:
         """Compact storage and bring indexes up to date with new rows."""

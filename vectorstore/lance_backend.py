@@ -481,6 +481,12 @@ class LanceStore(VectorStore):
                                      vector=any(c in info.vectors for c in cols)))
             return out
 
+    def prewarm(self, name: str) -> None:
+        t = self._table(name)
+        with self._translate(name, "prewarming indexes"):
+            for ix in t.list_indices():
+                t.prewarm_index(ix.name)
+
     def optimize(self, name: str) -> None:
         t = self._table(name)
         with self._translate(name, "optimize"):

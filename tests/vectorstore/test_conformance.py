@@ -312,6 +312,13 @@ def test_ann_index_recall_on_clustered_vectors(store):
     # a filtered ANN query still returns k rows when k rows match
     res = store.search("items", queries[0], k=k, filter=col("id") < "r000100")
     assert res.num_rows == k
+    # loading the indexes into memory changes no result
+    before = store.search("items", queries[:5], k=k)
+    store.prewarm("items")
+    after = store.search("items", queries[:5], k=k)
+    assert after.column("id").to_pylist() == before.column("id").to_pylist()
+    with pytest.raises(vs.TableNotFound):
+        store.prewarm("missing")
 
 
 def test_scalar_index_and_optimize_keep_results(store):
