@@ -55,7 +55,12 @@ def compile_filter(f: Filter) -> str:
     if isinstance(f, Has):
         return f"array_has({quote_ident(f.column)}, {literal(f.value)})"
     if isinstance(f, In):
-        return f"({quote_ident(f.column)} IN ({', '.join(literal(v) for v in f.values)}))"
+        values = list(dict.fromkeys(f.values))
+        if len(values) == 1:
+            # DataFusion rewrites a one-value IN list in a way that loses SQL's NULL logic:
+            # NOT (a IN ('x')) OR NOT (a IN ('y')) comes back true for rows where a is NULL
+            return f"({quote_ident(f.column)} = {literal(values[0])})"
+        return f"({quote_ident(f.column)} IN ({', '.join(literal(v) for v in values)}))"
     if isinstance(f, Cmp):
         return f"({quote_ident(f.column)} {f.op} {literal(f.value)})"
     raise InvalidFilter(f"not a filter: {f!r}")
