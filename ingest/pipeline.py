@@ -222,6 +222,12 @@ class _Load:
                                     existing.column(c).take(idx).combine_chunks())
         return out
 
+    def finish_empty(self) -> IngestSummary:
+        """The source had no row to write: report (and quarantine) its malformed rows only."""
+        self._malformed(self.src.take_malformed())
+        self.write_rejects()
+        return self.summary
+
     def write_rejects(self) -> None:
         if not self.rejects:
             return
@@ -307,9 +313,7 @@ def ingest(store: VectorStore, source: Any = None,
     sample = src.sample(batch_rows) if isinstance(src, CsvSource) else None
     first = None if sample is not None else next(chunks, None)
     if sample is None and first is None:
-        load._malformed(src.take_malformed())
-        load.write_rejects()
-        return summary
+        return load.finish_empty()
     existing = store.table_info(m.table) if store.has_table(m.table) else None
     plan = make_plan(m, sample if sample is not None else first.batch, existing,
                      text_source=src.kind in ("csv", "tsv", "jsonl"))
@@ -318,9 +322,7 @@ def ingest(store: VectorStore, source: Any = None,
         if first is None:
             first = next(chunks, None)
             if first is None:
-                load._malformed(src.take_malformed())
-                load.write_rejects()
-                return summary
+                return load.finish_empty()
     vec_cols = [VectorColumn(n, d) for n, d in plan.vectors.items()
                 if existing is None or n not in existing.vectors]
     added: list[str] = []

@@ -350,7 +350,7 @@ class VectorStore(ABC):
 
         Returns the column, the query as float32 (1-D or 2-D) and a copy of the params.
         """
-        from .errors import DimensionMismatch, InvalidOption
+        from .errors import DimensionMismatch
 
         vec = info.vector(vector_column)
         q = np.asarray(query, dtype=np.float32)

@@ -117,10 +117,12 @@ class TableInfo:
         """A copy with ``updates`` merged into the metadata (a key set to None is removed)."""
         import json
 
-        merged = {**self.metadata, **{k: v for k, v in updates.items() if v is not None}}
+        merged = dict(self.metadata)
         for k, v in updates.items():
             if v is None:
                 merged.pop(k, None)
+            else:
+                merged[k] = v
         json.dumps(merged)  # fail early on values JSON cannot hold
         return TableInfo(self.name, self.schema, self.key, self.vectors, merged)
 

@@ -10,7 +10,6 @@ Results go back as ``rec_products`` (list<string>) and ``rec_scores`` (list<floa
 from __future__ import annotations
 
 import time
-from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +33,6 @@ from ._data import (
     vector_matrix,
 )
 
-T = TypeVar("T")
 REC_PRODUCTS = "rec_products"
 REC_SCORES = "rec_scores"
 # rows per matrix product: the (rows, products) score matrix and argpartition's index matrix

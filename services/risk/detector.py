@@ -230,21 +230,16 @@ class RiskDetector(BaseEstimator):
             self.members_ = [_fit_member(m, Xm, self.messages_) for m in members]
             self.feature_median_, self.feature_scale_ = robust.result()
         self.member_stats_: list[tuple[float, float, np.ndarray]] = []
-        m0 = self.members_[0]
+        member_train = [self._fit_scores(m, c, Xm) for m, c in zip(self.members_, members,
+                                                                  strict=True)]
         if isinstance(cfg, EnsembleConfig):
-            member_train = [self._fit_scores(m, c, Xm) for m, c in zip(self.members_, members,
-                                                                      strict=True)]
             for s in member_train:
                 sd = float(s.std())
                 self.member_stats_.append((float(s.mean()), sd if sd > 0 else 1.0, np.sort(s)))
             # the fit rows' member scores are known: combine them rather than score again
             train = self._combine(member_train)
-        elif (not self.messages_ and isinstance(m0, _PyODMember)
-                and cfg.kind in _INDUCTIVE_FIT_SCORES):
-            # PyOD already scored the fit rows with the same function: don't do it twice
-            train = np.asarray(m0.estimator.decision_scores_, dtype=np.float64)
         else:
-            train = self.score_checked(X)
+            train = member_train[0]
         self.train_scores_ = np.sort(train)
         self.threshold_ = float(np.percentile(train, 100 * (1 - cfg.contamination)))
         if self.kept_features_ is not None:
