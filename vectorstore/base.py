@@ -244,6 +244,19 @@ class VectorStore(ABC):
     @abstractmethod
     def list_indexes(self, name: str) -> list[IndexInfo]: ...
 
+    @contextlib.contextmanager
+    def rollback_on_error(self, name: str) -> Iterator[None]:
+        """Put ``name`` back at its current version if the block raises, for steps made of
+        several writes (add columns, then update). Backends without versions keep whatever
+        each write committed (each write is atomic on its own)."""
+        before = self.version(name) if self.capabilities.versions else None
+        try:
+            yield
+        except BaseException:
+            if before is not None and self.version(name) != before:
+                self.restore(name, before)
+            raise
+
     def prewarm(self, name: str) -> None:
         """Load the table's indexes into memory ahead of queries, so the first searches of a
         long-running process do not pay for reading them (a hint: backends without an index

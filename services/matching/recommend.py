@@ -113,8 +113,7 @@ def _held_mask(batch: pa.RecordBatch, product_ids: pa.Array) -> np.ndarray:
 
 def _write_back(store: VectorStore, table: str, names: list[str], out: list[pa.RecordBatch],
                 write_rows: int) -> None:
-    before = store.version(table) if store.capabilities.versions else None
-    try:
+    with store.rollback_on_error(table):
         _ensure_key_index(store, table)
         missing = [f for f in (pa.field(REC_PRODUCTS, pa.list_(pa.string())),
                                pa.field(REC_SCORES, pa.list_(pa.float32())))
@@ -131,10 +130,6 @@ def _write_back(store: VectorStore, table: str, names: list[str], out: list[pa.R
                 chunk, rows = [], 0
         if chunk:
             store.update(table, chunk, key=CUSTOMER_KEY)
-    except BaseException:
-        if before is not None:
-            store.restore(table, before)
-        raise
 
 
 def _ensure_key_index(store: VectorStore, table: str) -> None:

@@ -127,14 +127,9 @@ def write_scores(store: VectorStore, table: str, keys: pa.Array | pa.ChunkedArra
     data = pa.table({key: keys, "risk_score": scores, "risk_rank": rank,
                      "risk_flag": scores > threshold,
                      "risk_model": pa.repeat(pa.scalar(model_id, pa.string()), scores.size)})
-    before = store.version(table) if store.capabilities.versions else None
-    try:
+    with store.rollback_on_error(table):
         _ensure_columns(store, table)
         return store.update(table, data, key=key)
-    except BaseException:
-        if before is not None and store.version(table) != before:
-            store.restore(table, before)
-        raise
 
 
 def score_table(store: VectorStore, table: str, detector: Any = None, *,

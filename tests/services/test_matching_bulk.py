@@ -55,6 +55,20 @@ def test_recommend_excludes_held_products_and_rewrites(tmp_path):
         assert len(recs) == 5 - len(held)
 
 
+def test_recommend_write_failure_leaves_the_table_as_it_was(tmp_path):
+    s = make_synth(n=300, products=4, seed=1)
+    st = vectorstore.connect(str(tmp_path / "db"))
+    load_synth(st, s, with_products=True)
+    st.add_columns("customers", [pa.field("rec_products", pa.int64())])  # not a product list
+    before = st.to_arrow("customers")
+    with pytest.raises(vectorstore.SchemaMismatch, match="rec_products"):
+        recommend(st, top_n=2)
+    # the key index and the rec_scores column created before the failed update are undone
+    assert st.to_arrow("customers").equals(before)
+    assert "rec_scores" not in st.table_info("customers").schema.names
+    assert not any(ix.columns == ("customer_id",) for ix in st.list_indexes("customers"))
+
+
 def test_top_n_scores_matches_argsort():
     rng = np.random.default_rng(0)
     X, P = rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(30, 8)).astype(np.float32)
