@@ -238,7 +238,7 @@ class Kindred:
         from ingest.mapping import Mapping
         from ingest.pipeline import ingest
 
-        rows_read = (lambda done, total: progress("ingest", done, total)) if progress else None
+        rows_read = _for_step(progress, "ingest")
         if mapping is not None:
             if table is not None or id_column or holdings or text_columns:
                 raise ServiceError("give either a mapping file or table options, not both")
@@ -300,7 +300,7 @@ class Kindred:
 
         self._require_table(table, "ingest it first")
         step = f"embed {kind}"
-        rows_done = (lambda done, total: progress(step, done, total)) if progress else None
+        rows_done = _for_step(progress, step)
         if kind == "tabular":
             kw: dict[str, Any] = {"pca": dim} if dim else {}
             emb = embedders.TabularEmbedder(include=list(include) if include else None,
@@ -386,7 +386,7 @@ class Kindred:
         from .matching import recommend
 
         self._require_table(PRODUCTS, "ingest products first")
-        rows_done = (lambda done, total: progress("recommend", done, total)) if progress else None
+        rows_done = _for_step(progress, "recommend")
         return recommend(self._store, vector_column=vector_column, top_n=top_n,
                          exclude_held=exclude_held, progress=rows_done)
 
@@ -409,8 +409,7 @@ class Kindred:
         if (product is None) == (label is None):
             raise EvaluationError("evaluate matching needs exactly one of a product (holdout) "
                                   "or a label column")
-        rows_done = ((lambda done, total: progress("evaluate matching", done, total))
-                     if progress else None)
+        rows_done = _for_step(progress, "evaluate matching")
         if label is not None:
             return evaluate_labels(self._store, label, positive=positive,
                                    vector_columns=vector_columns, methods=methods, seed=seed,
@@ -433,7 +432,7 @@ class Kindred:
         self._require_table(table, "ingest it first")
         if not attributes:
             column = column or self.default_vector_column(table)
-        rows_done = (lambda done, total: progress("risk score", done, total)) if progress else None
+        rows_done = _for_step(progress, "risk score")
         return score_table(self._store, table, detector, column=column,
                            attributes=list(attributes) if attributes else None,
                            fit_sample=fit_sample, seed=seed, threshold=threshold,
@@ -535,6 +534,13 @@ class Kindred:
     def _require_table(self, name: str, hint: str) -> None:
         if not self._store.has_table(name):
             raise ServiceError(f"the store at {self.location} has no {name!r} table: {hint}")
+
+
+def _for_step(progress: Progress | None, step: str) -> Any:
+    """The ``(done, total)`` callback the lower layers take, reporting as ``step``."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(step, done, total)
 
 
 def _plain(obj: Any) -> dict[str, Any]:
