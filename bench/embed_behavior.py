@@ -31,9 +31,7 @@ def _make(path: str, n_cust: int, n_prod: int, n_inter: int, seed: int = 0) -> N
 
     s = vectorstore.connect(path)
     rng = np.random.default_rng(seed)
-    cid = pa.array([f"C{i:08d}" for i in range(n_cust)])
-    if isinstance(cid, pa.ChunkedArray):
-        cid = cid.combine_chunks()
+    cid = _flat(pa.array([f"C{i:08d}" for i in range(n_cust)]))
     s.create_table("customers", pa.schema([("customer_id", pa.string())]), key="customer_id")
     s.write("customers", pa.table({"customer_id": cid}))
     pid = [f"P{i:05d}" for i in range(n_prod)]
