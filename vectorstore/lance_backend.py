@@ -1,7 +1,8 @@
 """Embedded LanceDB backend: a directory (or object-store prefix, or memory) of Lance tables.
 
-Table descriptions (key, vector columns, metadata) live in the Lance schema metadata under
-``kindred``, so they are versioned with the data and come back with ``restore``.
+Table descriptions (key, vector columns, metadata) live in a catalogue table, one row per
+table, so a metadata update does not make a new version of the data. ``restore`` puts back
+the description a table had at the version it returns to (the catalogue is versioned too).
 """
 
 from __future__ import annotations
@@ -555,13 +556,47 @@ class LanceStore(VectorStore):
             return int(ds.version if ds is not None else t.version)
 
     def restore(self, name: str, version: int) -> None:
+        """Put the table's rows and schema back at ``version``, and its description (vector
+        columns, metadata) back to what it was then."""
         t = self._table(name)
-        known = {v.version for v in self.versions(name)}
+        history = self.versions(name)
+        known = {v.version for v in history}
         if version not in known:
             raise StoreError(f"table {name!r} has no version {version}; versions: "
                              f"{min(known)}..{max(known)}")
+        later = [v.timestamp for v in history if v.version > version]
         with self._translate(name, "restore"):
+            then = self._description_before(name, min(later)) if later else None
             t.restore(version)
+            ds = self._dataset(name, t)
+            schema = ds.schema if ds is not None else t.schema
+            info = _info(name, schema, then or self._description(name))
+            present = set(info.schema.names)
+            vectors = {c: v for c, v in info.vectors.items() if c in present}
+            self._write_description(TableInfo(name, info.schema, info.key, vectors,
+                                              info.metadata))
+
+    def _description_before(self, name: str, moment: Any) -> str | None:
+        """The catalogue entry of ``name`` as it stood just before ``moment``, a table
+        version's commit time: a description is always written after the data change it
+        describes, so this is the description of the version before that commit."""
+        cat = self._catalog()
+        earlier = [int(v["version"]) for v in cat.list_versions() if v["timestamp"] < moment]
+        if not earlier:
+            return None
+        ds = self._dataset(CATALOG, cat)
+        if ds is not None:
+            rows = ds.checkout_version(max(earlier)).to_table()
+        else:
+            with self._lock:  # an in-memory catalogue: look back, then return to the latest
+                cat.checkout(max(earlier))
+                try:
+                    rows = cat.to_arrow()
+                finally:
+                    cat.checkout_latest()
+        entries = dict(zip(rows.column("name").to_pylist(),
+                           rows.column("description").to_pylist(), strict=True))
+        return entries.get(name)
 
     def close(self) -> None:
         with self._lock:

@@ -508,6 +508,31 @@ def test_versions_and_restore_where_supported(store):
     assert store.to_arrow("t").column("id").to_pylist() == ["a"]
 
 
+def test_restore_puts_the_description_back_with_the_columns(store):
+    """Vector columns and metadata added after a version go with it: no described column
+    outlives the restore, and metadata reads as it did at that version."""
+    if not store.capabilities.versions:
+        pytest.skip(f"the {store.scheme} backend keeps no versions")
+    x, _ = make_vectors(store, 20, 4)
+    store.set_metadata("items", {"owner": "crm", "n": 1})
+    v = store.version("items")
+    store.add_columns("items", [pa.field("note", pa.string())],
+                      vectors=[VectorColumn("w", 3, "dot")])
+    store.set_metadata("items", {"owner": "risk", "model": {"kind": "iforest"}})
+    store.write("items", pa.table({"id": ["new"], "grp": [0],
+                                   "v": vec_array(np.ones((1, 4)))}))
+    store.restore("items", v)
+    info = store.table_info("items")
+    assert list(info.vectors) == ["v"]
+    assert "w" not in info.schema.names
+    assert info.metadata == {"owner": "crm", "n": 1}
+    # the only vector column is the default again
+    assert store.search("items", x[3], k=1, columns=["id"]).column("id").to_pylist() == ["r000003"]
+    # later metadata updates build on the restored description
+    store.set_metadata("items", {"n": 2})
+    assert store.table_info("items").metadata == {"owner": "crm", "n": 2}
+
+
 def test_rollback_on_error_undoes_a_failed_multi_write_step(store):
     store.create_table("t", pa.schema([("id", pa.string()), ("x", pa.int64())]), key="id")
     store.write("t", pa.table({"id": ["a", "b"], "x": [1, 2]}))
