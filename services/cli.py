@@ -480,10 +480,12 @@ def _print_ranked(title: str, table: Any, limit: int) -> None:
         click.echo("  (none)")
         return
     rows = table.slice(0, limit).to_pylist()
-    extra = [c for c in table.column_names if c not in ("customer_id", "score", "rank")]
+    extra = [c for c in table.column_names if c not in ("customer_id", "score", "rank", "band")]
     for r in rows:
         attrs = "  ".join(f"{c}={r[c]}" for c in extra)
-        click.echo(f"  {r['rank']:>5}. {r['customer_id']:<12} score {r['score']:.4f}  {attrs}")
+        band = f"  [{r['band']}]" if "band" in r else ""
+        click.echo(f"  {r['rank']:>5}. {r['customer_id']:<12} score {r['score']:.4f}{band}  "
+                   f"{attrs}")
     if table.num_rows > limit:
         click.echo(f"  ... {table.num_rows - limit:,} more (use --json for all)")
 
@@ -499,7 +501,9 @@ def _print_ranked(title: str, table: Any, limit: int) -> None:
               help="Number of prospects (default 100).")
 @click.option("--audience-pct", type=click.FloatRange(0, 100, min_open=True), default=None,
               help="Audience size as a percentage of eligible non-holders.")
-@click.option("--min-score", type=float, default=None)
+@click.option("--min-score", type=float, default=None,
+              help="Keep only rows scoring at least this (on the method's score scale); "
+                   "alone, it sets the list length.")
 @click.option("--where", default=None,
               help="Filter, e.g. \"age >= 30 and region in ('north','south')\".")
 @click.option("--consumers", "which", flag_value="consumers", help="Only current consumers.")
@@ -508,17 +512,23 @@ def _print_ranked(title: str, table: Any, limit: int) -> None:
 @click.option("--attr", "attrs", multiple=True, help="Attribute column(s) to show (repeatable).")
 @click.option("--exact", is_flag=True, help="Exact search (ignore any ANN index).")
 @click.option("--min-consumers", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--bands", type=float, nargs=2, default=None, metavar="HIGH LOW",
+              help="Score thresholds of the high and medium bands (default: each list's "
+                   "tertiles).")
 @click.option("--show", type=click.IntRange(min=1), default=10, show_default=True,
               help="Rows printed per list (human output).")
 @pass_app
 def match(app: App, product: str, method: str, vector_column: str | None, top: int | None,
           audience_pct: float | None, min_score: float | None, where: str | None, which: str,
-          attrs: tuple[str, ...], exact: bool, min_consumers: int, show: int) -> None:
+          attrs: tuple[str, ...], exact: bool, min_consumers: int,
+          bands: tuple[float, float] | None, show: int) -> None:
     """Current consumers of PRODUCT and the best prospects for it."""
     with app.busy(f"Matching {product}"):
         r = app.kindred().match(product, method=method, vector_column=vector_column, top=top,
                             audience_pct=audience_pct, min_score=min_score, where=where,
-                            exact=exact, columns=attrs, min_consumers=min_consumers)
+                            exact=exact, columns=attrs, min_consumers=min_consumers,
+                            consumers=which != "prospects", prospects=which != "consumers",
+                            bands=bands)
     s = r.summary
     data = {"summary": s.model_dump(mode="json")}
     if which in ("both", "consumers"):

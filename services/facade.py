@@ -343,14 +343,17 @@ class Kindred:
               top: int | None = None, audience_pct: float | None = None,
               min_score: float | None = None, where: str | None = None, exact: bool = False,
               columns: Sequence[str] = (), min_consumers: int = 20,
-              query: ProductQuery | None = None) -> MatchResult:
+              query: ProductQuery | None = None, consumers: bool = True,
+              prospects: bool = True, bands: Sequence[float] | None = None) -> MatchResult:
         """Consumers (holders, most typical first) and prospects (most likely first) of a product.
 
         ``where`` is a filter expression over customer columns, e.g.
         ``"age >= 30 and region in ('north', 'south')"``. Returns
         :class:`services.matching.MatchResult`: two Arrow tables (``customer_id, score, rank`` +
         ``columns``) and a summary (method, sizes, options); ``.to_dict()`` is JSON-ready.
-        ``query`` reuses a query from :meth:`product_query` (no refit).
+        ``query`` reuses a query from :meth:`product_query` (no refit). ``consumers=False``
+        or ``prospects=False`` leaves that list out (one search). ``bands``: two descending
+        score thresholds for the high/medium/low bands (default: each list's tertiles).
         """
         from .matching import match
 
@@ -358,7 +361,8 @@ class Kindred:
         vector_column = vector_column or self.default_vector_column()
         return match(self._store, product, method=method, vector_column=vector_column,
                      top_k=top, audience_pct=audience_pct, min_score=min_score, filter=where,
-                     exact=exact, columns=columns, min_consumers=min_consumers, query=query)
+                     exact=exact, columns=columns, min_consumers=min_consumers, query=query,
+                     consumers=consumers, prospects=prospects, bands=bands)
 
     def product_query(self, product: str, *, method: str = "centroid",
                       vector_column: str | None = None, min_consumers: int = 20,

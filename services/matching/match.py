@@ -73,7 +73,7 @@ def match(store: VectorStore, product: str, *, method: str = "centroid",
           products_table: str = PRODUCTS, index_threshold: int | None = DEFAULT_THRESHOLD,
           seed: int = 0, query: ProductQuery | None = None,
           learned_options: dict[str, Any] | None = None, consumers: bool = True,
-          bands: Sequence[float] | None = None) -> MatchResult:
+          prospects: bool = True, bands: Sequence[float] | None = None) -> MatchResult:
     """Rank the consumers (holders, most typical first) and prospects (non-holders, most
     likely first) of ``product``.
 
@@ -87,8 +87,8 @@ def match(store: VectorStore, product: str, *, method: str = "centroid",
     are attributes copied into both lists. Raises NotEnoughData below ``min_consumers`` known
     consumers (lookalike methods), UnknownProduct for a product nobody knows.
 
-    ``consumers=False`` skips the consumers list (it comes back empty; one search instead of
-    two); otherwise both searches run at once. Each list gets a ``band`` column (see
+    ``consumers=False`` or ``prospects=False`` skips that list (it comes back empty; one
+    search instead of two); otherwise both searches run at once. Each list gets a ``band`` column (see
     :func:`assign_bands`; ``bands``: two descending score thresholds, default the list's own
     tertiles) and ``summary.bands`` reports each band's size and score range per list.
     """
@@ -111,9 +111,9 @@ def match(store: VectorStore, product: str, *, method: str = "centroid",
     consumer_filter = all_of([Has(HOLDINGS, product), user])
     # counts only when the list length depends on them (a search returns at most what exists)
     need_counts = audience_pct is not None or (top_k is None and min_score is not None)
-    eligible = store.count(table, prospect_filter) if need_counts else None
+    eligible = store.count(table, prospect_filter) if need_counts and prospects else None
     holders = store.count(table, consumer_filter) if need_counts and consumers else None
-    k_prospects = _k(eligible, top_k, audience_pct, min_score)
+    k_prospects = _k(eligible, top_k, audience_pct, min_score) if prospects else 0
     k_consumers = _k(holders, top_k, None, min_score) if consumers else 0
 
     def rank(flt: Filter | None, k: int) -> pa.Table:

@@ -400,13 +400,26 @@ def test_match_and_explain(bank: tuple[Path, Path]) -> None:
     only = run_json("match", "term_deposit", "--prospects", "--audience-pct", "1",
                     "--column", "vec_behavior", store=store)
     assert "consumers" not in only
+    assert only["summary"]["consumers_returned"] == 0  # the list was not searched at all
     assert len(only["prospects"]) == -(-only["summary"]["eligible_prospects"] // 100)
     only = run_json("match", "term_deposit", "--consumers", "--top", "3", store=store)
     assert "prospects" not in only
+    assert only["summary"]["prospects_returned"] == 0
     assert len(only["consumers"]) == 3
+    banded = run_json("match", "term_deposit", "--top", "40", "--bands", "0.3", "0.1",
+                      store=store)
+    for row in banded["prospects"]:
+        want = "high" if row["score"] >= 0.3 else "medium" if row["score"] >= 0.1 else "low"
+        assert row["band"] == want
+    edges = [b["min_edge"] for b in banded["summary"]["bands"]["prospects"]]
+    assert edges == [0.3, 0.1, None]
+    code, _, err = run("match", "term_deposit", "--bands", "0.1", "0.3", store=store, ok=False)
+    assert code == 1
+    assert "highest first" in err
     _, out, _ = run("match", "term_deposit", "--top", "3", store=store)
     assert "Customers consuming term_deposit:" in out
     assert "Top potential customers for term_deposit:" in out
+    assert "[high]" in out
     e = run_json("explain", r["prospects"][0]["customer_id"], "--product", "term_deposit",
                  "-k", "4", store=store)
     assert e["holds_product"] is False
