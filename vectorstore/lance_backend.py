@@ -71,6 +71,12 @@ def _info(name: str, schema: pa.Schema, desc_json: str | None) -> TableInfo:
                      vectors=vectors, metadata=desc.get("metadata", {}))
 
 
+def _entries(catalog: pa.Table) -> dict[str, str]:
+    """Catalogue rows as table name -> description JSON."""
+    return dict(zip(catalog.column("name").to_pylist(),
+                    catalog.column("description").to_pylist(), strict=True))
+
+
 class LanceStore(VectorStore):
     """Tables in an embedded LanceDB database (see :mod:`vectorstore.base` for the contract)."""
 
@@ -192,10 +198,7 @@ class LanceStore(VectorStore):
         with self._lock:
             cached = self._descriptions
         if cached is None or cached[0] != version:
-            rows = cat.to_arrow()
-            entries = dict(zip(rows.column("name").to_pylist(),
-                               rows.column("description").to_pylist(), strict=True))
-            cached = (version, entries)
+            cached = (version, _entries(cat.to_arrow()))
             with self._lock:
                 self._descriptions = cached
         return cached[1].get(name)
@@ -594,9 +597,7 @@ class LanceStore(VectorStore):
                     rows = cat.to_arrow()
                 finally:
                     cat.checkout_latest()
-        entries = dict(zip(rows.column("name").to_pylist(),
-                           rows.column("description").to_pylist(), strict=True))
-        return entries.get(name)
+        return _entries(rows).get(name)
 
     def close(self) -> None:
         with self._lock:
