@@ -134,8 +134,9 @@ class Kindred:
 
     def prewarm(self, table: str = CUSTOMERS) -> StepResult:
         """Load ``table``'s indexes into memory now, so that the first matches of a
-        long-running application answer at warm speed (at 1,000,000 x 384: ~4 s and
-        0.6-1.1 GB; a first-touch ``match`` goes from ~35-45 ms to ~18-21 ms)."""
+        long-running application answer at warm speed (at 1,000,000 x 384: ~3-4 s and
+        0.4-1 GB; a first-touch ``match`` goes from ~31-64 ms to ~13-18 ms, see
+        docs/benchmarks.md)."""
         self._store.prewarm(table)
         return StepResult(step="prewarm", details={"table": table})
 

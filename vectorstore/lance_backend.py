@@ -197,8 +197,8 @@ class LanceStore(VectorStore):
         version = ds.version if ds is not None else cat.version
         with self._lock:
             cached = self._descriptions
-        if cached is None or cached[0] != version:
-            cached = (version, _entries(cat.to_arrow()))
+        if cached is None or cached[0] != version:  # read the very version just checked
+            cached = (version, _entries(ds.to_table() if ds is not None else cat.to_arrow()))
             with self._lock:
                 self._descriptions = cached
         return cached[1].get(name)
@@ -590,13 +590,10 @@ class LanceStore(VectorStore):
         ds = self._dataset(CATALOG, cat)
         if ds is not None:
             rows = ds.checkout_version(max(earlier)).to_table()
-        else:
-            with self._lock:  # an in-memory catalogue: look back, then return to the latest
-                cat.checkout(max(earlier))
-                try:
-                    rows = cat.to_arrow()
-                finally:
-                    cat.checkout_latest()
+        else:  # an in-memory catalogue: a handle of its own, so the shared one stays latest
+            then = self._db.open_table(CATALOG)
+            then.checkout(max(earlier))
+            rows = then.to_arrow()
         return _entries(rows).get(name)
 
     def close(self) -> None:

@@ -88,9 +88,10 @@ def match(store: VectorStore, product: str, *, method: str = "centroid",
     consumers (lookalike methods), UnknownProduct for a product nobody knows.
 
     ``consumers=False`` or ``prospects=False`` skips that list (it comes back empty; one
-    search instead of two); otherwise both searches run at once. Each list gets a ``band`` column (see
-    :func:`assign_bands`; ``bands``: two descending score thresholds, default the list's own
-    tertiles) and ``summary.bands`` reports each band's size and score range per list.
+    search instead of two); otherwise both searches run at once. Each list gets a ``band``
+    column (see :func:`assign_bands`; ``bands``: two descending score thresholds, default the
+    list's own tertiles) and ``summary.bands`` reports each band's size and score range per
+    list.
     """
     _check_options(top_k, audience_pct)
     edges = check_bands(bands)
