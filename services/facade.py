@@ -224,7 +224,8 @@ class Kindred:
                rename: Sequence[str] = (), types: Sequence[str] = (),
                timestamp_formats: Sequence[str] = (), drop: Sequence[str] = (),
                kind: str | None = None, delimiter: str | None = None,
-               progress: Progress | None = None) -> IngestResult:
+               keep_flag_columns: bool = False, strict_names: bool = False,
+               dedupe: bool = False, progress: Progress | None = None) -> IngestResult:
         """Load one source into customers, events or products, validated, in one commit.
 
         Either ``mapping`` (a TOML file or dict; ``source`` then overrides its path) or
@@ -233,8 +234,16 @@ class Kindred:
         ``holdings_separator``), ``rename=["old=new"]``, ``types=["age=int64"]``,
         ``timestamp_formats=["ts=%Y-%m-%d"]``. Without an id column, customers get a stable id
         hashed from each row (``generate_id`` None: automatic when the source has no
-        ``customer_id`` column). A ``.json`` file holding an array of objects is read as rows.
-        ``on_error``: fail (nothing written), skip, or quarantine (``<table>_rejects``).
+        ``customer_id`` column, after renames). A ``.json`` file holding an array of objects is
+        read as rows. ``on_error``: fail (nothing written), skip, or quarantine
+        (``<table>_rejects``).
+
+        Column names as the file has them are made safe (``ZIP Code`` -> ``ZIP_Code``, see
+        :mod:`ingest.names`; ``strict_names`` refuses them instead, listing them all), and every
+        option that names a column takes the source or the table name. ``keep_flag_columns``
+        keeps ``holdings`` flag columns as attributes too (e.g. to use one as a label).
+        ``dedupe``: identical rows count once (sources that replay rows); by default repeated
+        identical events are kept, each with its own id (:mod:`ingest.identity`).
         """
         from ingest.mapping import Mapping
         from ingest.pipeline import ingest
@@ -252,28 +261,49 @@ class Kindred:
             raise ServiceError("ingest needs a table and a source (or a mapping file)")
         src = _json_array(source)
         opts = {"kind": kind, "delimiter": delimiter}
-        if generate_id is None:
-            generate_id = (not id_column and table != "events"
-                           and KEYS[table] not in _source_columns(src, opts))
         m = Mapping.from_options(
-            table, id_column=id_column, generate_id=generate_id, rename=rename, types=types,
-            timestamp_formats=timestamp_formats, attributes=attributes,
+            table, id_column=id_column, generate_id=bool(generate_id), rename=rename,
+            types=types, timestamp_formats=timestamp_formats, attributes=attributes,
             text_columns=text_columns, drop=drop, holdings=holdings,
             holdings_column=holdings_column, holdings_separator=holdings_separator,
-            holdings_from_events=holdings_from_events,
+            holdings_from_events=holdings_from_events, keep_flag_columns=keep_flag_columns,
+            strict_names=strict_names, dedupe=dedupe,
             source={k: v for k, v in opts.items() if v is not None} or None)
+        if generate_id is None and not id_column and table != "events" and KEYS[table] not in {
+                m.resolve(c) for c in _source_columns(src, opts)}:
+            m = m.model_copy(update={"generate_id": True})
         r = ingest(self._store, src, m, on_error=on_error,  # type: ignore[arg-type]
                    progress=rows_read)
         return IngestResult(**_plain(r))
 
-    def consolidate(self, *, full: bool = False,
-                    customer_ids: Sequence[str] | None = None) -> StepResult:
+    def consolidate(self, *, full: bool = False, customer_ids: Sequence[str] | None = None,
+                    amount: str | None = None, categories: Sequence[str] | None = None,
+                    channels: Sequence[str] | None = None,
+                    max_values: int | None = None) -> StepResult:
         """Events -> per-customer features (recency, frequency, monetary, spend per category,
-        holdings from purchases). Incremental: only customers with new events, unless ``full``."""
-        from ingest.consolidate import consolidate
+        counts per channel, holdings from purchases). Incremental: only customers with new
+        events, unless ``full``.
+
+        Only a customer id and a timestamp are required of the events: ``amount``,
+        ``categories`` and ``channels`` name the columns to use (source or table names; by
+        default what the previous run was told, else ``amount``, ``category`` and
+        ``channel`` when present), and features of an absent column are skipped (``notes``
+        in the details say which). Without amounts, categories are counted. Customers first
+        seen in events are created (the customers table too, when there is none yet).
+        ``max_values`` caps the columns per category or channel column (default 200).
+        """
+        from ingest.consolidate import ConsolidationConfig, consolidate
+        from ingest.names import resolve_column, resolve_columns
 
         self._require_table(EVENTS, "ingest events first")
-        r = consolidate(self._store, full=full, customer_ids=customer_ids)
+        info = self._store.table_info(EVENTS)
+        cols = info.schema.names
+        cfg = ConsolidationConfig(
+            amount=resolve_column(cols, info.metadata, amount) if amount else None,
+            categories=resolve_columns(cols, info.metadata, categories),
+            channels=resolve_columns(cols, info.metadata, channels),
+            **({"max_values": max_values} if max_values is not None else {}))
+        r = consolidate(self._store, full=full, customer_ids=customer_ids, config=cfg)
         return StepResult(step="consolidate", table=CUSTOMERS, details=_plain(r))
 
     # ------------------------------------------------------------------ embeddings
