@@ -226,7 +226,7 @@ class Mapping(BaseModel):
                 return parse_type(t)
         if column in {self.resolve(c) for c in self.timestamp_formats}:
             return pa.timestamp("us", tz="UTC")
-        if column in self.text_columns:
+        if column in {self.resolve(t) for t in self.text_columns}:
             return pa.string()
         if self.table == "events":
             return EVENT_TYPES.get(column)

@@ -138,6 +138,36 @@ def resolve_columns(columns: Iterable[str], metadata: Mapping[str, Any] | None,
     return [resolve_column(cols, metadata, n) for n in names]
 
 
+def resolve_filter_names(text: str, columns: Iterable[str],
+                         metadata: Mapping[str, Any] | None) -> str:
+    """Filter text with each double-quoted column name (``"ZIP Code" = '1234'``) replaced by
+    its table column (:func:`resolve_column`); single-quoted values are left alone. A quoted
+    name that matches no column is left quoted, so the filter parser reports it."""
+    cols = list(columns)
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "'":  # a string value, '' escaping a quote
+            j = i + 1
+            while j < n:
+                if text[j] == "'" and (j + 1 >= n or text[j + 1] != "'"):
+                    break
+                j += 2 if text[j] == "'" else 1
+            out.append(text[i:j + 1])
+            i = j + 1
+        elif ch == '"' and (j := text.find('"', i + 1)) > i:
+            name = text[i + 1:j]
+            col = resolve_column(cols, metadata, name)
+            out.append(col if col in cols and is_plain(col) else text[i:j + 1])
+            i = j + 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
 __all__ = ["SOURCE_NAMES_KEY", "check_collisions", "check_strict", "is_plain",
-           "merged_source_names", "resolve_column", "resolve_columns", "safe_name",
+           "merged_source_names", "resolve_column", "resolve_columns", "resolve_filter_names",
+           "safe_name",
            "source_names"]

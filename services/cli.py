@@ -439,7 +439,7 @@ def ingest(app: App, args: tuple[str, ...], mapping: str | None, on_error: str,
             click.echo(f"  names made safe for {len(pairs)} column(s): "
                        f"{', '.join(pairs[:5])}{more}")
         for e in r.errors[:5]:
-            click.echo(f"  rejected: {e}")
+            click.echo(f"  rejected: {_row_error(e)}")
 
     app.emit(r, human)
 
@@ -829,6 +829,18 @@ def demo(app: App, customers: int, out_dir: str, seed: int, no_text: bool) -> No
                        echo=None if app.json else click.echo)
     if app.json:
         app.emit(summary)
+
+
+def _row_error(error: Any) -> str:
+    """A rejected row as one readable line (the facade keeps it as a dict for --json)."""
+    if isinstance(error, dict):
+        from ingest.validate import RowError
+
+        try:
+            return str(RowError(**error))
+        except TypeError:
+            pass
+    return str(error)
 
 
 def _literal(value: str | None) -> Any:

@@ -330,6 +330,8 @@ class Kindred:
         from ingest import embedders
 
         self._require_table(table, "ingest it first")
+        include, exclude = self._named(table, include), self._named(table, exclude) or ()
+        column = self._named_one(table, column) if column else column
         step = f"embed {kind}"
         rows_done = _for_step(progress, step)
         if kind == "tabular":
@@ -390,6 +392,12 @@ class Kindred:
 
         self._require_table(CUSTOMERS, "ingest customers first")
         vector_column = vector_column or self.default_vector_column()
+        columns = self._named(CUSTOMERS, columns) or ()
+        if isinstance(where, str):
+            from ingest.names import resolve_filter_names
+
+            info = self._store.table_info(CUSTOMERS)
+            where = resolve_filter_names(where, info.schema.names, info.metadata)
         return match(self._store, product, method=method, vector_column=vector_column,
                      top_k=top, audience_pct=audience_pct, min_score=min_score, filter=where,
                      exact=exact, columns=columns, min_consumers=min_consumers, query=query,
@@ -446,6 +454,7 @@ class Kindred:
                                   "or a label column")
         rows_done = _for_step(progress, "evaluate matching")
         if label is not None:
+            label = self._named_one(CUSTOMERS, label)
             return evaluate_labels(self._store, label, positive=positive,
                                    vector_columns=vector_columns, methods=methods, seed=seed,
                                    progress=rows_done, **lo)
@@ -465,6 +474,7 @@ class Kindred:
         from .risk import score_table
 
         self._require_table(table, "ingest it first")
+        attributes = self._named(table, attributes)
         if not attributes:
             column = column or self.default_vector_column(table)
         rows_done = _for_step(progress, "risk score")
@@ -479,6 +489,7 @@ class Kindred:
         from .risk import top
 
         self._require_table(table, "ingest it first")
+        columns = self._named(table, columns)
         return top(self._store, table, n, columns=list(columns) if columns else None,
                    flagged_only=flagged_only)
 
@@ -499,6 +510,7 @@ class Kindred:
 
         self._require_table(table, "ingest it first")
         column = column or self.default_vector_column(table)
+        label = self._named_one(table, label)
         rows = evaluate(self._store, table, label, list(detectors), column=column,
                         fit_sample=fit_sample, seed=seed)
         return RiskEvaluation(label=label, column=column, rows=rows)
@@ -565,6 +577,20 @@ class Kindred:
             if name in vectors:
                 return name
         return None
+
+    def _named(self, table: str, names: Sequence[str] | None) -> list[str] | None:
+        """Column names as the user gave them (source names too, e.g. ``ZIP Code``) -> the
+        table's columns (:func:`ingest.names.resolve_column`); unknown names pass through
+        for the step's own error."""
+        from ingest.names import resolve_columns
+
+        if not names or not self._store.has_table(table):
+            return list(names) if names is not None else None
+        info = self._store.table_info(table)
+        return resolve_columns(info.schema.names, info.metadata, list(names))
+
+    def _named_one(self, table: str, name: str) -> str:
+        return (self._named(table, [name]) or [name])[0]
 
     def _require_table(self, name: str, hint: str) -> None:
         if not self._store.has_table(name):
