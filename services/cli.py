@@ -13,6 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -319,24 +320,39 @@ def migrate(app: App, target: str, tables_: tuple[str, ...], replace: bool) -> N
 @main.command()
 @click.option("--out", "out_dir", default="./kindred-bank", show_default=True,
               type=click.Path(file_okay=False), help="Directory for the generated files.")
-@click.option("--customers", type=click.IntRange(min=1), default=20_000, show_default=True)
-@click.option("--events-per-customer", type=click.FloatRange(min=0), default=20,
-              show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--customers", type=click.IntRange(min=1), default=None,
+              help="Customers on day 1 [default: 20000].")
+@click.option("--events-per-customer", type=click.FloatRange(min=0), default=None,
+              help="Events per customer over day 1's year [default: 20].")
+@click.option("--seed", type=int, default=None, help="[default: 0]")
+@click.option("--day", type=click.IntRange(min=1), default=1, show_default=True,
+              help="2 or later: the next day's files of the bank in --out (new and changed "
+                   "customers, that day's transactions and web events), in --out/dayN.")
 @pass_app
-def generate(app: App, out_dir: str, customers: int, events_per_customer: float,
-             seed: int) -> None:
-    """Write a synthetic bank: customers.csv, transactions.parquet, web_events.jsonl, ..."""
+def generate(app: App, out_dir: str, customers: int | None, events_per_customer: float | None,
+             seed: int | None, day: int) -> None:
+    """Write a synthetic bank: customers.csv, transactions.parquet, web_events.jsonl, ...
+
+    \b
+    kindred generate --customers 1000 --out bank     # day 1
+    kindred generate --out bank --day 2              # bank/day2: the next day's files
+    """
     from .facade import Kindred
 
     r = Kindred.generate(out_dir, customers=customers, events_per_customer=events_per_customer,
-                         seed=seed)
+                         seed=seed, day=day)
 
     def human() -> None:
         d = r.details
-        click.echo(f"Generated a bank of {r.customers:,} customers in {r.out_dir}: "
-                   f"{d['transactions']:,} transactions, {d['web_events']:,} web events, "
-                   f"{d['products']} products, {d['anomalies']} planted anomalies")
+        if day > 1:
+            click.echo(f"Generated day {day} of the bank in {Path(r.out_dir).parent}: "
+                       f"{d['new_customers']:,} new and {d['changed_customers']:,} changed "
+                       f"customers, {d['transactions']:,} transactions, {d['web_events']:,} "
+                       f"web events")
+        else:
+            click.echo(f"Generated a bank of {r.customers:,} customers in {r.out_dir}: "
+                       f"{d['transactions']:,} transactions, {d['web_events']:,} web events, "
+                       f"{d['products']} products, {d['anomalies']} planted anomalies")
         for kind, path in r.files.items():
             click.echo(f"  {kind:<13} {path}")
 

@@ -184,14 +184,23 @@ class Kindred:
 
     # ------------------------------------------------------------------ data in
     @staticmethod
-    def generate(out_dir: str | Path, *, customers: int = 20_000,
-                 events_per_customer: float = 20, seed: int = 0) -> GenerateResult:
+    def generate(out_dir: str | Path, *, customers: int | None = None,
+                 events_per_customer: float | None = None, seed: int | None = None,
+                 day: int = 1) -> GenerateResult:
         """Write a deterministic synthetic bank (CSV, Parquet, JSONL, JSON files) to ``out_dir``.
 
+        ``day=2`` (or later) writes the next day's files of the bank already in ``out_dir`` to
+        ``out_dir/day2``: new and changed customers, and that day's transactions and web
+        events (:mod:`ingest.synthetic_days`); its size and seed come from the bank.
         Needs no store: it is a static method so that ``Kindred.generate(...)`` works alone.
         """
         from ingest import synthetic
 
+        if day != 1:
+            return _generate_day(out_dir, day, customers, events_per_customer, seed)
+        customers = 20_000 if customers is None else customers
+        events_per_customer = 20 if events_per_customer is None else events_per_customer
+        seed = 0 if seed is None else seed
         if customers <= 0:
             raise ServiceError(f"the number of customers must be positive, got {customers}")
         bank = synthetic.generate(out_dir, customers, events_per_customer, seed)
@@ -643,6 +652,36 @@ def _json_array(source: Any) -> Any:
     if not all(isinstance(r, dict) for r in rows):
         raise SourceError(f"{path}: expected a JSON array of objects")
     return pa.Table.from_pylist(rows)
+
+
+def _generate_day(out_dir: str | Path, day: int, customers: int | None,
+                  events_per_customer: float | None, seed: int | None) -> GenerateResult:
+    """A later day of the bank in ``out_dir``; size options must agree with the bank's."""
+    from ingest import synthetic, synthetic_days
+    from ingest.errors import IngestError
+
+    if day < 1:
+        raise ServiceError(f"day must be 1 or later, got {day}")
+    try:
+        bank = synthetic.GeneratedBank.open(out_dir)
+    except IngestError:
+        raise ServiceError(f"{out_dir} holds no generated bank: write day 1 first "
+                           f"(kindred generate --out {out_dir})") from None
+    given = {"customers": (customers, bank.n_customers), "seed": (seed, bank.seed),
+             "events per customer": (events_per_customer, bank.events_per_customer)}
+    for what, (mine, theirs) in given.items():
+        if mine is not None and mine != theirs:
+            raise ServiceError(f"the bank in {out_dir} was generated with {what} {theirs}, "
+                               f"not {mine}: leave the option out for day {day}")
+    r = synthetic_days.generate_day(out_dir, day)
+    files = {k: str(getattr(r, k)) for k in synthetic_days.FILES}
+    return GenerateResult(out_dir=str(r.out_dir.resolve()), files=files,
+                          customers=r.n_new_customers + r.n_changed_customers, details={
+                              "day": day, "new_customers": r.n_new_customers,
+                              "changed_customers": r.n_changed_customers,
+                              "transactions": r.n_transactions,
+                              "web_events": r.n_web_events, "anomalies": r.n_anomalies,
+                              "seed": r.seed})
 
 
 def _source_columns(source: Any, opts: dict[str, Any]) -> list[str]:
