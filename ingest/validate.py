@@ -563,13 +563,25 @@ _MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
 _POS_WEIGHTS: dict[int, np.ndarray] = {}
 
 
+_WEIGHT_CHUNK = 1024
+
+
 def _weights(seed: int, n: int) -> np.ndarray:
-    """Fixed pseudo-random odd 64-bit weights, one per byte position (grown on demand)."""
+    """Fixed pseudo-random odd 64-bit weights, one per byte position (grown on demand).
+
+    Grown by appending chunks, each from its own seeded generator, so the weight of a
+    position never changes: a key hashes the same before and after a longer key was seen
+    (sets of hashes built across batches stay consistent).
+    """
     w = _POS_WEIGHTS.get(seed)
     if w is None or len(w) < n:
-        size = max(64, 1 << int(np.ceil(np.log2(max(n, 1)))))
-        w = np.random.default_rng([seed, size]).integers(0, 2**63, size, dtype=np.uint64)
-        w = w * np.uint64(2) + np.uint64(1)
+        parts = [] if w is None else [w]
+        for k in range(0 if w is None else len(w) // _WEIGHT_CHUNK,
+                       max(1, -(-n // _WEIGHT_CHUNK))):
+            c = np.random.default_rng([seed, k]).integers(0, 2**63, _WEIGHT_CHUNK,
+                                                          dtype=np.uint64)
+            parts.append(c * np.uint64(2) + np.uint64(1))
+        w = np.concatenate(parts)
         _POS_WEIGHTS[seed] = w
     return w
 
