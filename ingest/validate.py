@@ -431,7 +431,10 @@ def make_plan(mapping: Mapping, first: pa.RecordBatch, existing: TableInfo | Non
     if mapping.holdings.list_column:
         list_col = _find(raw, mapping, mapping.holdings.list_column, "holdings list column")
         used.add(list_col)
-    dropped = {mapping.resolve(d) for d in mapping.drop}
+    # a dropped name is a source column's own name when one has it (so that "a b" drops only
+    # that column even though "a_b" normalises alike), else a table name
+    used |= {d for d in mapping.drop if d in raw}
+    dropped = {mapping.resolve(d) for d in mapping.drop if d not in raw}
     wanted = None
     if mapping.attributes is not None:
         wanted = {mapping.resolve(a) for a in mapping.attributes} | {
