@@ -10,6 +10,15 @@ in ``holding_kinds``, or declared by an events mapping's ``holdings.from_events`
 ``product_id``, e.g. an instalment paid into a mortgage or an online purchase).
 ``consolidation_run`` records the run that last wrote the row.
 
+Only a customer id and ``ts`` are required of the events (a purchase log of member, date and
+item is enough). The amount, category and channel columns are used when present or named
+(:class:`ConsolidationConfig`: ``amount``, ``categories``, ``channels``); the features of a
+column that is absent are skipped and listed in :attr:`ConsolidationResult.notes`
+(``monetary`` and ``spend_*`` without an amount; without amounts, categories give
+``count_<value>`` instead). Columns named explicitly are remembered in the metadata for the
+next runs. Each category or channel column gives at most ``max_values`` feature columns (the
+most frequent values first). Without a customers table, one is created from the events.
+
 Incremental: a run finds the events added since the previous run (the ``watermark_column`` of
 events, ``ts`` by default, greater than the watermark kept in the customers table's metadata
 under ``"consolidation"``), takes the set of their customers and recomputes only those
