@@ -58,6 +58,7 @@ from vectorstore import VectorStore, check_name
 from vectorstore.filters import Cmp, In
 
 from .errors import ConsolidationError
+from .event_columns import choose_columns
 
 TS_TYPE = pa.timestamp("us", "UTC")
 BASE_FEATURES: dict[str, pa.DataType] = {
@@ -169,24 +170,18 @@ class _Run:
         if cfg.key not in self.cust_info.schema.names:
             raise ConsolidationError(f"table {cfg.customers!r} has no key column {cfg.key!r}")
         self.meta: dict[str, Any] = dict(self.cust_info.metadata.get(METADATA_KEY) or {})
-        self.notes: list[str] = []
-        self.chosen: dict[str, Any] = dict(self.meta.get("config") or {})
-        self.amount = self._amount(ev_cols)
+        chosen = choose_columns(ev_cols, cfg.events, amount=cfg.amount,
+                                categories=cfg.categories, channels=cfg.channels,
+                                spend=cfg.spend, count=cfg.count,
+                                remembered=self.meta.get("config"))
+        self.amount, self.notes, self.chosen = chosen.amount, chosen.notes, chosen.remember
+        spend, count = chosen.spend, chosen.count
         self.has = {c: c in ev_cols for c in ("kind", "product_id")}
         if not self.has["product_id"]:
             self.notes.append("holdings from events (no 'product_id' column)")
-        spend, count = self._dimensions(ev_cols)
         # (kind, column, prefix); "spend:category" names the dimension in metadata
         self.dims = {f"spend:{c}": ("spend", c, p) for c, p in spend.items()}
         self.dims |= {f"count:{c}": ("count", c, p) for c, p in count.items()}
-        for c in {**spend, **count}:
-            if c not in ev_cols:
-                raise ConsolidationError(
-                    f"dimension column {c!r} is not in table {cfg.events!r}; "
-                    f"columns: {sorted(ev_cols)}")
-        if spend and self.amount is None:
-            raise ConsolidationError(f"spend features need an amount column in {cfg.events!r} "
-                                     "(name it with amount=..., or count by the column instead)")
         self.ev_columns = sorted({cfg.key, "ts", cfg.watermark_column,
                                   *(c for _, c, _ in self.dims.values()),
                                   *([self.amount] if self.amount else []),
@@ -194,72 +189,6 @@ class _Run:
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET enable_progress_bar = false")
-
-    def _amount(self, ev_cols: set[str]) -> str | None:
-        """The amount column: given, else remembered, else ``amount`` when present."""
-        cfg = self.cfg
-        if cfg.amount is not None:
-            if cfg.amount not in ev_cols:
-                raise ConsolidationError(f"amount column {cfg.amount!r} is not in table "
-                                         f"{cfg.events!r}; columns: {sorted(ev_cols)}")
-            self.chosen["amount"] = cfg.amount
-            return cfg.amount
-        remembered = self.chosen.get("amount")
-        if remembered:
-            return str(remembered)
-        if "amount" in ev_cols:
-            return "amount"
-        self.notes.append("monetary and spend features (no 'amount' column)")
-        return None
-
-    def _columns(self, given: Sequence[str] | None, what: str, default: str,
-                 ev_cols: set[str]) -> list[str]:
-        if given is not None:
-            cols = list(dict.fromkeys(given))
-            missing = [c for c in cols if c not in ev_cols]
-            if missing:
-                raise ConsolidationError(f"{what} column(s) {', '.join(map(repr, missing))} "
-                                         f"not in table {self.cfg.events!r}; columns: "
-                                         f"{sorted(ev_cols)}")
-            self.chosen[what] = cols
-            return cols
-        if what in self.chosen:
-            return [str(c) for c in self.chosen[what]]
-        if default in ev_cols:
-            return [default]
-        self.notes.append(f"per-{default} features (no {default!r} column)")
-        return []
-
-    def _dimensions(self, ev_cols: set[str]) -> tuple[dict[str, str], dict[str, str]]:
-        """(spend, count): events column -> feature prefix."""
-        cfg = self.cfg
-        if cfg.spend is not None or cfg.count is not None:
-            for name, dims in (("spend", cfg.spend), ("count", cfg.count)):
-                if dims is not None:
-                    self.chosen[name] = dict(dims)
-        if cfg.spend is not None:
-            spend = dict(cfg.spend)
-        elif "spend" in self.chosen:
-            spend = dict(self.chosen["spend"])
-        else:
-            spend = None
-        if cfg.count is not None:
-            count = dict(cfg.count)
-        elif "count" in self.chosen:
-            count = dict(self.chosen["count"])
-        else:
-            count = None
-        if spend is not None and count is not None:
-            return spend, count
-        cats = self._columns(cfg.categories, "categories", "category", ev_cols)
-        chans = self._columns(cfg.channels, "channels", "channel", ev_cols)
-        if spend is None:
-            spend = {c: "spend" for c in cats} if self.amount else {}
-        if count is None:
-            count = {c: "count" for c in chans}
-            if not self.amount:  # no amounts: categories are counted
-                count |= {c: "count" for c in cats if c not in count}
-        return spend, count
 
     # -------------------------------------------------------------- event streams
     def events(self, ids: pa.Array | None) -> pa.RecordBatchReader:

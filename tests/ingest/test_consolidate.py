@@ -302,8 +302,8 @@ def test_a_purchase_log_with_no_customers_table(store: VectorStore, tmp_path) ->
     assert res.created_table
     assert res.inserted == res.customers == df["member"].nunique()
     assert res.notes == ("monetary and spend features (no 'amount' column)",
-                         "holdings from events (no 'product_id' column)",
-                         "per-channel features (no 'channel' column)")
+                         "per-channel features (no 'channel' column)",
+                         "holdings from events (no 'product_id' column)")
     assert "monetary" not in res.feature_columns
     got = _customers(store)
     assert store.table_info("customers").key == "customer_id"
@@ -348,7 +348,7 @@ def test_columns_named_by_options(store: VectorStore) -> None:
     assert got.at["a", "spend_toys"] == 2.0
     assert got.at["b", "spend_food"] == 4.0
     assert (got.at["a", "count_mall"], got.at["b", "count_web"]) == (1, 2)
-    with pytest.raises(ConsolidationError, match="amount column 'cost'"):
+    with pytest.raises(ConsolidationError, match=r"amount column\(s\) 'cost' not in"):
         consolidate(store, config=ConsolidationConfig(amount="cost"))
 
 
