@@ -67,6 +67,7 @@ BASE_FEATURES: dict[str, pa.DataType] = {
     "holdings": pa.list_(pa.string()), "consolidation_run": pa.int64(),
 }
 METADATA_KEY = "consolidation"
+DEFAULT_MAX_VALUES = 200
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ class ConsolidationConfig:
     spend: dict[str, str] | None = None
     count: dict[str, str] | None = None
     values: dict[str, Sequence[str]] = field(default_factory=dict)
-    max_values: int = 200
+    max_values: int | None = None
+    """None: what an earlier run was given, else 200."""
     holding_kinds: tuple[str, ...] = ("transaction", "purchase")
     watermark_column: str = "ts"
     as_of: dt.datetime | None = None
@@ -175,6 +177,9 @@ class _Run:
                                 spend=cfg.spend, count=cfg.count,
                                 remembered=self.meta.get("config"))
         self.amount, self.notes, self.chosen = chosen.amount, chosen.notes, chosen.remember
+        if cfg.max_values is not None:
+            self.chosen["max_values"] = int(cfg.max_values)
+        self.max_values = int(self.chosen.get("max_values", DEFAULT_MAX_VALUES))
         spend, count = chosen.spend, chosen.count
         self.has = {c: c in ev_cols for c in ("kind", "product_id")}
         if not self.has["product_id"]:
@@ -257,7 +262,7 @@ class _Run:
             counts: dict[str, int] = row[3 + dims.index(d)] or {}
             vals = list(known.get(d, []))
             new = sorted(set(counts) - set(vals), key=lambda v: (-counts[v], v))
-            room = max(self.cfg.max_values - len(vals), 0)
+            room = max(self.max_values - len(vals), 0)
             if len(new) > room:
                 self.notes.append(f"{col}: columns for {len(vals) + room} of "
                                   f"{len(vals) + len(new)} values (max_values; the most "

@@ -311,7 +311,7 @@ class Kindred:
             amount=resolve_column(cols, info.metadata, amount) if amount else None,
             categories=resolve_columns(cols, info.metadata, categories),
             channels=resolve_columns(cols, info.metadata, channels),
-            **({"max_values": max_values} if max_values is not None else {}))
+            max_values=max_values)
         r = consolidate(self._store, full=full, customer_ids=customer_ids, config=cfg)
         return StepResult(step="consolidate", table=CUSTOMERS, details=_plain(r))
 

@@ -366,3 +366,5 @@ def test_values_per_column_are_capped(store: VectorStore) -> None:
                                                                         "spend_sku1"]
     assert any("category: columns for 2 of 12 values" in n for n in res.notes)
     assert _customers(store).at["c1", "monetary"] == 40.0  # every event still counted
+    res = consolidate(store, full=True)  # the limit is remembered
+    assert len([c for c in res.feature_columns if c.startswith("spend_")]) == 2
