@@ -261,7 +261,13 @@ class Kindred:
         if mapping is not None:
             if table is not None or id_column or holdings or text_columns:
                 raise ServiceError("give either a mapping file or table options, not both")
-            m: Any = mapping if isinstance(mapping, dict) else Mapping.load(mapping)
+            m = Mapping.from_dict(mapping) if isinstance(mapping, dict) else \
+                Mapping.load(mapping)
+            m = m.model_copy(update={  # the switches may also be given beside a mapping
+                "strict_names": m.strict_names or strict_names,
+                "dedupe": m.dedupe or dedupe,
+                "holdings": m.holdings.model_copy(update={
+                    "keep_flag_columns": m.holdings.keep_flag_columns or keep_flag_columns})})
             src = _json_array(source) if source is not None else None
             r = ingest(self._store, src, m, on_error=on_error,  # type: ignore[arg-type]
                        progress=rows_read)
