@@ -19,6 +19,9 @@ without a digest (loaded before digests existed) are taken as replays.
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,14 +33,37 @@ UNKNOWN = np.int64(-1)
 """The digest of a key whose content is not known (a stored row without a digest)."""
 
 
+_LOCAL = threading.local()
+
+
+def duckdb_connection() -> Any:
+    """This thread's DuckDB connection for hashing batches (opening one costs ~30 ms, about
+    as much as hashing a batch; connections must not be shared between threads)."""
+    con = getattr(_LOCAL, "con", None)
+    if con is None:
+        import duckdb
+
+        con = _LOCAL.con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def hash_rows(sql: str, batch: pa.RecordBatch) -> pa.Array:
+    """The one column of ``sql`` run over ``batch`` (registered as ``t``)."""
+    con = duckdb_connection()
+    con.register("t", pa.Table.from_batches([batch]))
+    try:
+        return con.sql(sql).to_arrow_table().column(0).combine_chunks()
+    finally:
+        con.unregister("t")
+
+
 def event_digest(batch: pa.RecordBatch) -> pa.Array:
     """int64 digest of each validated event row (the :data:`DIGEST_FIELDS` it has).
 
     Values are hashed as text, ``name=value`` for non-null values only, by DuckDB's sha256
     (stable across versions and machines, unlike a process-seeded hash).
     """
-    import duckdb
-
     names = sorted(n for n in batch.schema.names if n in DIGEST_FIELDS)
     if not names:
         return pa.nulls(batch.num_rows, pa.int64())
@@ -49,13 +75,7 @@ def event_digest(batch: pa.RecordBatch) -> pa.Array:
         parts.append(f"'{n}=' || {value}")
     text = "concat_ws(chr(31), " + ", ".join(parts) + ")"
     sql = f"SELECT CAST(('0x' || left(sha256({text}), 15)) AS UBIGINT)::BIGINT AS d FROM t"
-    con = duckdb.connect()
-    try:
-        con.register("t", pa.Table.from_batches([batch.select(names)]))
-        out = con.sql(sql).to_arrow_table().column("d")
-    finally:
-        con.close()
-    return out.combine_chunks().cast(pa.int64())
+    return hash_rows(sql, batch.select(names)).cast(pa.int64())
 
 
 class KeyDigests:

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from vectorstore import TableInfo
 
 from .errors import MappingError, SchemaEvolutionError
-from .identity import DIGEST_COLUMN, KeyDigests, Occurrences, event_digest, replays
+from .identity import DIGEST_COLUMN, KeyDigests, Occurrences, event_digest, hash_rows, replays
 from .mapping import Mapping
 from .names import check_collisions, check_strict, is_plain, safe_name
 from .sources import Chunk
@@ -541,8 +541,6 @@ def content_hash(batch: pa.RecordBatch) -> pa.Array:
     Stable across loads and column order; computed by DuckDB's vectorised sha256 (Arrow has
     no hash kernel).
     """
-    import duckdb
-
     names = sorted(batch.schema.names)
     if not names:
         raise MappingError("cannot hash rows with no columns")
@@ -552,13 +550,7 @@ def content_hash(batch: pa.RecordBatch) -> pa.Array:
         label = n.replace("'", "''")
         parts.append(f"coalesce('{label}=' || CAST({q} AS VARCHAR), '{label}\\N')")
     sql = "SELECT sha256(concat_ws(chr(31), " + ", ".join(parts) + ")) AS h FROM t"
-    con = duckdb.connect()
-    try:
-        con.register("t", pa.Table.from_batches([batch]))
-        out = con.sql(sql).to_arrow_table().column("h")
-    finally:
-        con.close()
-    return out.combine_chunks().cast(pa.string())
+    return hash_rows(sql, batch).cast(pa.string())
 
 
 _HASH_BLOCK = 1 << 22  # key bytes hashed at a time (bounds the uint64 temporaries)
