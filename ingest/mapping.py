@@ -14,6 +14,8 @@ Example (TOML)::
     rename = { y = "subscribed" }
     types = { age = "int64", balance = "float64" }
     text_columns = ["note"]
+    strict_names = false                # true: refuse names like "ZIP Code" instead of ZIP_Code
+    dedupe = false                      # true: identical rows count once (replaying sources)
     [source]
     path = "bank-full.csv"
     delimiter = ";"
