@@ -10,6 +10,15 @@ in ``holding_kinds``, or declared by an events mapping's ``holdings.from_events`
 ``product_id``, e.g. an instalment paid into a mortgage or an online purchase).
 ``consolidation_run`` records the run that last wrote the row.
 
+Only a customer id and ``ts`` are required of the events (a purchase log of member, date and
+item is enough). The amount, category and channel columns are used when present or named
+(:class:`ConsolidationConfig`: ``amount``, ``categories``, ``channels``); the features of a
+column that is absent are skipped and listed in :attr:`ConsolidationResult.notes`
+(``monetary`` and ``spend_*`` without an amount; without amounts, categories give
+``count_<value>`` instead). Columns named explicitly are remembered in the metadata for the
+next runs. Each category or channel column gives at most ``max_values`` feature columns (the
+most frequent values first). Without a customers table, one is created from the events.
+
 Incremental: a run finds the events added since the previous run (the ``watermark_column`` of
 events, ``ts`` by default, greater than the watermark kept in the customers table's metadata
 under ``"consolidation"``), takes the set of their customers and recomputes only those
@@ -38,7 +47,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -49,6 +58,7 @@ from vectorstore import VectorStore, check_name
 from vectorstore.filters import Cmp, In
 
 from .errors import ConsolidationError
+from .event_columns import choose_columns
 
 TS_TYPE = pa.timestamp("us", "UTC")
 BASE_FEATURES: dict[str, pa.DataType] = {
@@ -57,23 +67,39 @@ BASE_FEATURES: dict[str, pa.DataType] = {
     "holdings": pa.list_(pa.string()), "consolidation_run": pa.int64(),
 }
 METADATA_KEY = "consolidation"
+DEFAULT_MAX_VALUES = 200
 
 
 @dataclass(frozen=True)
 class ConsolidationConfig:
     """What to compute and where to find it.
 
-    ``spend`` / ``count`` map an events column to the prefix of the features built from its
-    values (``{"category": "spend"}`` gives ``spend_groceries``...). ``values`` fixes the values
-    of a dimension (others are ignored); by default every value seen becomes a column.
+    Only ``key`` and ``ts`` must be columns of the events table. ``amount`` names the amount
+    column, ``categories`` the columns whose values give one feature each (``spend_<value>``,
+    the sum of amounts, or ``count_<value>``, the number of events, when there is no amount)
+    and ``channels`` the columns whose values give ``count_<value>`` features. Left as None,
+    each is what the previous run used when it was given explicitly, else ``amount``,
+    ``category`` and ``channel`` when the events table has them; the features of an absent
+    column are skipped and said so in :attr:`ConsolidationResult.notes`.
+
+    ``spend`` / ``count`` (advanced; they override ``categories`` / ``channels``) map an events
+    column to the prefix of the features built from its values (``{"category": "spend"}``
+    gives ``spend_groceries``...). ``values`` fixes the values of a dimension (others are
+    ignored); by default every value seen becomes a column, up to ``max_values`` per
+    dimension (the most frequent first; later values beyond the limit get no column).
     """
 
     customers: str = "customers"
     events: str = "events"
     key: str = "customer_id"
-    spend: dict[str, str] = field(default_factory=lambda: {"category": "spend"})
-    count: dict[str, str] = field(default_factory=lambda: {"channel": "count"})
+    amount: str | None = None
+    categories: Sequence[str] | None = None
+    channels: Sequence[str] | None = None
+    spend: dict[str, str] | None = None
+    count: dict[str, str] | None = None
     values: dict[str, Sequence[str]] = field(default_factory=dict)
+    max_values: int | None = None
+    """None: what an earlier run was given, else 200."""
     holding_kinds: tuple[str, ...] = ("transaction", "purchase")
     watermark_column: str = "ts"
     as_of: dt.datetime | None = None
@@ -96,6 +122,10 @@ class ConsolidationResult:
     watermark: str | None
     as_of: str | None
     feature_columns: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+    """Features skipped and why (a column the events table lacks, values beyond the limit)."""
+    created_table: bool = False
+    """The customers table did not exist and was created from the events."""
 
 
 def feature_name(prefix: str, value: str) -> str:
@@ -141,21 +171,26 @@ class _Run:
                     f"table {cfg.events!r} has no column {needed!r}; columns: {sorted(ev_cols)}")
         if cfg.key not in self.cust_info.schema.names:
             raise ConsolidationError(f"table {cfg.customers!r} has no key column {cfg.key!r}")
-        self.has = {c: c in ev_cols for c in ("amount", "kind", "product_id")}
+        self.meta: dict[str, Any] = dict(self.cust_info.metadata.get(METADATA_KEY) or {})
+        chosen = choose_columns(ev_cols, cfg.events, amount=cfg.amount,
+                                categories=cfg.categories, channels=cfg.channels,
+                                spend=cfg.spend, count=cfg.count,
+                                remembered=self.meta.get("config"))
+        self.amount, self.notes, self.chosen = chosen.amount, chosen.notes, chosen.remember
+        if cfg.max_values is not None:
+            self.chosen["max_values"] = int(cfg.max_values)
+        self.max_values = int(self.chosen.get("max_values", DEFAULT_MAX_VALUES))
+        spend, count = chosen.spend, chosen.count
+        self.has = {c: c in ev_cols for c in ("kind", "product_id")}
+        if not self.has["product_id"]:
+            self.notes.append("holdings from events (no 'product_id' column)")
         # (kind, column, prefix); "spend:category" names the dimension in metadata
-        self.dims = {f"spend:{c}": ("spend", c, p) for c, p in cfg.spend.items()}
-        self.dims |= {f"count:{c}": ("count", c, p) for c, p in cfg.count.items()}
-        for c in {**cfg.spend, **cfg.count}:
-            if c not in ev_cols:
-                raise ConsolidationError(
-                    f"dimension column {c!r} is not in table {cfg.events!r}; "
-                    f"columns: {sorted(ev_cols)}")
-        if cfg.spend and not self.has["amount"]:
-            raise ConsolidationError(f"spend features need an 'amount' column in {cfg.events!r}")
+        self.dims = {f"spend:{c}": ("spend", c, p) for c, p in spend.items()}
+        self.dims |= {f"count:{c}": ("count", c, p) for c, p in count.items()}
         self.ev_columns = sorted({cfg.key, "ts", cfg.watermark_column,
                                   *(c for _, c, _ in self.dims.values()),
+                                  *([self.amount] if self.amount else []),
                                   *(c for c, ok in self.has.items() if ok)})
-        self.meta: dict[str, Any] = dict(self.cust_info.metadata.get(METADATA_KEY) or {})
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET enable_progress_bar = false")
@@ -207,8 +242,8 @@ class _Run:
         for d in dims:
             kind, c, _ = self.dims[d]
             # spend columns only for values that carry amounts
-            extra = ' AND "amount" IS NOT NULL' if kind == "spend" else ""
-            lists += (f', list(DISTINCT CAST("{c}" AS VARCHAR)) '
+            extra = f' AND "{self.amount}" IS NOT NULL' if kind == "spend" else ""
+            lists += (f', histogram(CAST("{c}" AS VARCHAR)) '
                       f'FILTER (WHERE "{c}" IS NOT NULL{extra})')
         src = self.source(ids)
         wm_col = self.cfg.watermark_column
@@ -224,9 +259,15 @@ class _Run:
             if col in self.cfg.values:
                 values[d] = [str(v) for v in self.cfg.values[col]]
                 continue
-            seen = row[3 + dims.index(d)] or []
+            counts: dict[str, int] = row[3 + dims.index(d)] or {}
             vals = list(known.get(d, []))
-            values[d] = vals + sorted(set(seen) - set(vals))
+            new = sorted(set(counts) - set(vals), key=lambda v: (-counts[v], v))
+            room = max(self.max_values - len(vals), 0)
+            if len(new) > room:
+                self.notes.append(f"{col}: columns for {len(vals) + room} of "
+                                  f"{len(vals) + len(new)} values (max_values; the most "
+                                  "frequent first)")
+            values[d] = vals + sorted(new[:room])
         return row[0], row[1], int(row[2]), values
 
     def column_map(self, values: dict[str, list[str]]) -> dict[str, dict[str, str]]:
@@ -267,10 +308,10 @@ class _Run:
             params.append(v)
             return f"${len(params)}"
 
-        amount = '"amount"' if self.has["amount"] else "NULL::DOUBLE"
         sel = [f'"{key}" AS "{key}"', "count(*) AS n_events",
-               f"coalesce(sum({amount}), 0)::DOUBLE AS monetary",
                "min(ts) AS first_seen", "max(ts) AS last_seen"]
+        if self.amount:
+            sel.append(f'coalesce(sum("{self.amount}"), 0)::DOUBLE AS monetary')
         if self.has["product_id"]:
             cond = '"product_id" IS NOT NULL'
             if self.has["kind"]:
@@ -285,8 +326,8 @@ class _Run:
                 check_name(name, "feature column name")
                 where = f'CAST("{col}" AS VARCHAR) = {p(value)}'
                 if spend:
-                    sel.append(f'coalesce(sum("amount") FILTER (WHERE {where}), 0)::DOUBLE '
-                               f'AS "{name}"')
+                    sel.append(f'coalesce(sum("{self.amount}") FILTER (WHERE {where}), 0)'
+                               f'::DOUBLE AS "{name}"')
                 else:
                     sel.append(f'count(*) FILTER (WHERE {where}) AS "{name}"')
         src = self.source(ids)
@@ -333,9 +374,32 @@ def consolidate(store: VectorStore, *, customer_ids: Sequence[str] | pa.Array | 
 
     With neither ``customer_ids`` nor ``full``, the customers are those with events past the
     watermark of the previous run (all customers on the first run). The watermark advances only
-    after every row was written, so a failed run is simply repeated.
+    after every row was written, so a failed run is simply repeated. Without a customers
+    table, one is created (keyed by the events' customer id) and filled from the events; a
+    failed run drops it again.
     """
     cfg = config or ConsolidationConfig()
+    if store.has_table(cfg.customers):
+        return _consolidate(store, cfg, customer_ids, full)
+    if not store.has_table(cfg.events):
+        raise ConsolidationError(f"there is no {cfg.events!r} table to consolidate: "
+                                 "ingest events first")
+    ev_schema = store.table_info(cfg.events).schema
+    if cfg.key not in ev_schema.names:
+        raise ConsolidationError(f"table {cfg.events!r} has no column {cfg.key!r}; columns: "
+                                 f"{sorted(ev_schema.names)}")
+    store.create_table(cfg.customers, pa.schema([ev_schema.field(cfg.key)]), key=cfg.key)
+    try:
+        result = _consolidate(store, cfg, customer_ids, full)
+    except BaseException:
+        store.drop_table(cfg.customers, missing_ok=True)
+        raise
+    return replace(result, created_table=True)
+
+
+def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
+                 customer_ids: Sequence[str] | pa.Array | None, full: bool
+                 ) -> ConsolidationResult:
     run = _Run(store, cfg)
     key = cfg.key
     wm_col = cfg.watermark_column
@@ -350,14 +414,16 @@ def consolidate(store: VectorStore, *, customer_ids: Sequence[str] | pa.Array | 
         ids = run.touched()
     if ids is not None and len(ids) == 0:
         return ConsolidationResult(0, 0, 0, 0, 0, int(run.meta.get("run", 0)),
-                                   run.meta.get("watermark"), run.meta.get("as_of"), ())
+                                   run.meta.get("watermark"), run.meta.get("as_of"), (),
+                                   tuple(run.notes))
     if ids is not None:
         run.con.register("_ids", pa.table({"k": ids}))
 
     # 2. one pass over their events: newest time, watermark, dimension values
     max_ts, max_wm, n_events, values = run.survey(ids)
     cmap = run.column_map(values)
-    feature_types = dict(BASE_FEATURES)
+    feature_types = {n: t for n, t in BASE_FEATURES.items()
+                     if n != "monetary" or run.amount is not None}
     for d, mapping in cmap.items():
         for name in mapping.values():
             feature_types[name] = pa.float64() if run.dims[d][0] == "spend" else pa.int64()
@@ -412,7 +478,7 @@ def consolidate(store: VectorStore, *, customer_ids: Sequence[str] | pa.Array | 
     meta = {
         "run": run_no, "watermark_column": wm_col,
         "watermark": new_wm if new_wm is not None else prev_wm,
-        "as_of": _iso(as_of), "columns": cmap,
+        "as_of": _iso(as_of), "columns": cmap, "config": run.chosen,
         "values": {c: list(m) for c, m in cmap.items()},
         "last_run": {"customers": customers, "updated": updated, "inserted": inserted,
                      "skipped": skipped, "events": int(n_events or 0),
@@ -423,7 +489,8 @@ def consolidate(store: VectorStore, *, customer_ids: Sequence[str] | pa.Array | 
         customers=customers, updated=updated, inserted=inserted, skipped=skipped,
         events_scanned=int(n_events or 0), run=run_no, watermark=meta["watermark"],
         as_of=meta["as_of"],
-        feature_columns=tuple(n for n in feature_types if n != "holdings"))
+        feature_columns=tuple(n for n in feature_types if n != "holdings"),
+        notes=tuple(run.notes))
 
 
 __all__ = ["ConsolidationConfig", "ConsolidationResult", "consolidate", "feature_name"]

@@ -1,9 +1,11 @@
 """The mapping: how one source feeds one table (customers, events or products).
 
 Declared in TOML (:meth:`Mapping.load`) or built from CLI-style options
-(:meth:`Mapping.from_options`), validated by pydantic. Column names after ``rename`` are the
-table's column names; ``id_column``, holding columns and ``types`` keys may use either the
-source name or the renamed one.
+(:meth:`Mapping.from_options`), validated by pydantic. A source column's table name is its
+``rename`` target, else its name made safe by :func:`ingest.names.safe_name` (``ZIP Code`` ->
+``ZIP_Code``; with ``strict_names`` a name that is not a plain identifier is an error instead).
+Wherever a mapping names a column (``id_column``, holdings, ``types``, ``drop``,
+``attributes``, ``text_columns``...) either the source name or the table name may be used.
 
 Example (TOML)::
 
@@ -12,6 +14,8 @@ Example (TOML)::
     rename = { y = "subscribed" }
     types = { age = "int64", balance = "float64" }
     text_columns = ["note"]
+    strict_names = false                # true: refuse names like "ZIP Code" instead of ZIP_Code
+    dedupe = false                      # true: identical rows count once (replaying sources)
     [source]
     path = "bank-full.csv"
     delimiter = ";"
@@ -31,6 +35,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import MappingError
+from .names import safe_name
 
 TableName = Literal["customers", "events", "products"]
 KEYS: dict[str, str] = {"customers": "customer_id", "events": "event_id", "products": "product_id"}
@@ -159,6 +164,14 @@ class Mapping(BaseModel):
     text_columns: list[str] = Field(default_factory=list)
     drop: list[str] = Field(default_factory=list)
     holdings: HoldingsSpec = Field(default_factory=HoldingsSpec)
+    strict_names: bool = False
+    """Refuse source column names that are not plain identifiers (one error listing them all)
+    instead of normalising them (see :mod:`ingest.names`)."""
+    dedupe: bool = False
+    """Identical rows count once. By default a generated id (events without ``event_id``,
+    ``generate_id``) is the row's content hash plus its occurrence number among identical rows
+    of the source, so repeats (the same item bought twice on one day) are kept, and a re-load
+    of the same source still writes nothing. Set it for sources that replay rows."""
 
     @field_validator("rename")
     @classmethod
@@ -187,8 +200,6 @@ class Mapping(BaseModel):
             raise ValueError("holdings from list or flag columns apply to the customers table")
         if self.table != "events" and self.holdings.from_events:
             raise ValueError("holdings.from_events applies to an events source")
-        for c in [*(self.attributes or []), *self.text_columns]:
-            _check_ident(self.resolve(c), "column")
         for f in self.holdings.flag_list():
             _check_ident(f.product, "product id")
         if self.table == "products" and self.generate_id:
@@ -202,8 +213,13 @@ class Mapping(BaseModel):
         return KEYS[self.table]
 
     def resolve(self, name: str) -> str:
-        """The table column name of a source or already-renamed column name."""
-        return self.rename.get(name, name)
+        """The table column name of a source or already-renamed column name: its ``rename``
+        target, else the name itself when ``strict_names``, else its safe form."""
+        if name in self.rename:
+            return self.rename[name]
+        if self.strict_names:
+            return name
+        return safe_name(name) or name
 
     def declared_type(self, column: str) -> pa.DataType | None:
         """The type declared for a (renamed) column, or the data-model default for events."""
@@ -212,7 +228,7 @@ class Mapping(BaseModel):
                 return parse_type(t)
         if column in {self.resolve(c) for c in self.timestamp_formats}:
             return pa.timestamp("us", tz="UTC")
-        if column in self.text_columns:
+        if column in {self.resolve(t) for t in self.text_columns}:
             return pa.string()
         if self.table == "events":
             return EVENT_TYPES.get(column)
@@ -263,16 +279,20 @@ class Mapping(BaseModel):
                      drop: Sequence[str] = (), holdings: Sequence[str] = (),
                      holdings_column: str | None = None, holdings_separator: str = "|",
                      holdings_from_events: Sequence[str] = (),
+                     keep_flag_columns: bool = False, strict_names: bool = False,
+                     dedupe: bool = False,
                      source: dict[str, Any] | None = None) -> Mapping:
         """Build a mapping from CLI-style options.
 
         ``rename=["old=new"]``, ``types=["age=int64"]``, ``timestamp_formats=["ts=%Y-%m-%d"]``,
-        ``holdings=["term_deposit=y:yes"]`` (product=column[:value|value]).
+        ``holdings=["term_deposit=y:yes"]`` (product=column[:value|value]). A source column
+        name may hold ``=`` in a rename or a type (the last ``=`` separates the new name or
+        the type, neither of which can hold one).
         """
-        def pairs(items: Sequence[str], what: str) -> dict[str, str]:
+        def pairs(items: Sequence[str], what: str, last: bool = False) -> dict[str, str]:
             out: dict[str, str] = {}
             for item in items:
-                k, sep, v = item.partition("=")
+                k, sep, v = item.rpartition("=") if last else item.partition("=")
                 if not sep or not k.strip() or not v.strip():
                     raise MappingError(f"{what} {item!r}: expected NAME=VALUE")
                 out[k.strip()] = v.strip()
@@ -280,13 +300,16 @@ class Mapping(BaseModel):
 
         data: dict[str, Any] = {
             "table": table, "id_column": id_column, "generate_id": generate_id,
-            "rename": pairs(rename, "rename"), "types": pairs(types, "type"),
+            "rename": pairs(rename, "rename", last=True),
+            "types": pairs(types, "type", last=True),
             "timestamp_formats": pairs(timestamp_formats, "timestamp format"),
             "attributes": list(attributes) if attributes is not None else None,
             "text_columns": list(text_columns), "drop": list(drop),
             "holdings": {"flags": pairs(holdings, "holding"), "list_column": holdings_column,
                          "separator": holdings_separator,
-                         "from_events": list(holdings_from_events)},
+                         "from_events": list(holdings_from_events),
+                         "keep_flag_columns": keep_flag_columns},
+            "strict_names": strict_names, "dedupe": dedupe,
         }
         if source:
             data["source"] = source

@@ -4,10 +4,13 @@ One load is one atomic ``store.write``: batches stream from the source through v
 into that single call, and an error in fail mode is raised from inside the stream, so the
 store commits nothing. Customers and products are upserted by id (columns the load does not
 carry, such as embeddings, keep their values); events are appended, de-duplicated by event id
-(or content hash) against the table and within the load, so re-ingesting a source writes 0
-rows. A column new to the table is added first (existing rows get nulls); a type change that
-would lose data is refused. A load that fails leaves the store as it was: the table it created
-is dropped, the columns it added are dropped again.
+against the table and within the load, so re-ingesting a source writes 0 rows. Events without
+an id get the row's content hash plus its occurrence number among identical rows (repeats are
+kept; ``dedupe`` counts them once); an explicit id that comes again with other content is an
+error (:mod:`ingest.identity`). A column new to the table is added first (existing rows get
+nulls); a type change that would lose data is refused. A load that fails leaves the store as
+it was: the table it created is dropped, the columns it added are dropped again. Column names
+are made safe by :mod:`ingest.names`; the source names are kept in the table's metadata.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import pyarrow.compute as pc
 from vectorstore import VectorColumn, VectorStore, col
 
 from .errors import IngestError, MappingError, ValidationError
+from .identity import DIGEST_COLUMN, KeyDigests
 from .mapping import Mapping
+from .names import SOURCE_NAMES_KEY, merged_source_names
 from .sources import DEFAULT_BATCH_ROWS, CsvSource, MalformedRow, Source, open_source
-from .validate import Checked, KeySet, Plan, RowError, Validator, make_plan, rows_as_json
+from .validate import Checked, Plan, RowError, Validator, make_plan, rows_as_json
 
 OnError = Literal["fail", "skip", "quarantine"]
 ON_ERROR_MODES: tuple[str, ...] = ("fail", "skip", "quarantine")
@@ -65,6 +70,9 @@ class IngestSummary:
     quarantined: int = 0
     created_table: bool = False
     new_columns: list[str] = field(default_factory=list)
+    renamed_columns: dict[str, str] = field(default_factory=dict)
+    """Source name -> table name of the columns whose names were made safe
+    (:mod:`ingest.names`; explicit renames are not listed)."""
     errors: list[RowError] = field(default_factory=list)
     """The first rejected values (at most 100), for display."""
 
@@ -245,17 +253,21 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
-def _existing_keys(store: VectorStore, table: str, key: str) -> KeySet:
-    """The keys already stored in ``table``, for de-duplicating a re-load of events.
+def _existing_keys(store: VectorStore, table: str, key: str) -> KeyDigests:
+    """The keys already stored in ``table`` with their event digests, for telling a re-load
+    of events (unchanged) from an id reused for other content (an error).
 
-    Reads every stored key, but only the key column (a projected scan, 262,144 ids at a
-    time) and keeps 16 bytes per key (two 64-bit hashes), never the rows: memory is bounded
-    by the id column (10M stored events: 160 MB, plus one batch of ids and the sort buffers
-    of :class:`KeySet` merges). The store's own append check reads the key column once more.
+    Reads every stored key, but only the key and digest columns (a projected scan, 262,144
+    ids at a time) and keeps 24 bytes per key (two 64-bit hashes and the digest), never the
+    rows: memory is bounded by the id column (10M stored events: 240 MB, plus one batch of
+    ids and the sort buffers of the merges). The store's own append check reads the key
+    column once more.
     """
-    seen = KeySet()
-    for b in store.scan(table, columns=[key], batch_size=262_144):
-        seen.add_keys(b.column(0))
+    seen = KeyDigests()
+    has_digest = DIGEST_COLUMN in store.table_info(table).schema.names
+    cols = [key, DIGEST_COLUMN] if has_digest else [key]
+    for b in store.scan(table, columns=cols, batch_size=262_144):
+        seen.add_keys(b.column(0), b.column(1) if has_digest else None)
     return seen
 
 
@@ -279,6 +291,16 @@ def _record_holding_kinds(store: VectorStore, table: str, kinds: list[str]) -> N
     merged = have + [k for k in kinds if k not in have]
     if merged != have:
         store.set_metadata(table, {HOLDING_KINDS_KEY: merged})
+
+
+def _record_source_names(store: VectorStore, table: str, names: dict[str, str]) -> None:
+    """Keep the source names of renamed columns in the table's metadata (``source_names``),
+    so that ``stats`` shows them and commands accept them (:mod:`ingest.names`)."""
+    if not names:
+        return
+    merged = merged_source_names(store.table_info(table).metadata, names)
+    if merged is not None:
+        store.set_metadata(table, {SOURCE_NAMES_KEY: merged})
 
 
 def ingest(store: VectorStore, source: Any = None,
@@ -326,8 +348,11 @@ def ingest(store: VectorStore, source: Any = None,
     vec_cols = [VectorColumn(n, d) for n, d in plan.vectors.items()
                 if existing is None or n not in existing.vectors]
     added: list[str] = []
+    summary.renamed_columns = {r: n for n, r in plan.source_names.items() if r not in m.rename}
     if existing is None:
-        store.create_table(m.table, plan.schema, key=plan.key, vectors=vec_cols)
+        store.create_table(m.table, plan.schema, key=plan.key, vectors=vec_cols,
+                           metadata={SOURCE_NAMES_KEY: plan.source_names}
+                           if plan.source_names else None)
         summary.created_table = True
         existing_rows = 0
     else:
@@ -346,6 +371,8 @@ def ingest(store: VectorStore, source: Any = None,
         raise
     if m.table == "events":
         _record_holding_kinds(store, m.table, m.holdings.from_events)
+    if existing is not None:
+        _record_source_names(store, m.table, plan.source_names)
     load.write_rejects()
     return summary
 

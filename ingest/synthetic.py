@@ -75,7 +75,6 @@ BLOCK = 25_000
 END = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 WINDOW_DAYS = 365
 _END_S = int(END.timestamp())
-_WINDOW_S = WINDOW_DAYS * 86_400
 
 # --------------------------------------------------------------------------- catalogue
 
@@ -430,59 +429,95 @@ def _notes(rng: np.random.Generator, c: dict[str, Any]) -> pa.Array:
     return pc.binary_join_element_wise(first, sep, _take(hints, hint), ".", "")
 
 
-def _block(seed: int, index: int, n: int, first_customer: int, epc: float) -> _Block:
-    rng = np.random.default_rng([seed, index])
-    c = _customers(rng, n)
-    cust_id = _ids("C", first_customer, n, 8)
-    seg = c["seg"]
-    hold = c["hold"]
-    recent = hold & (rng.random(hold.shape) < _RECENT_ONLINE)
-    recent[:, _PIDX["current_account"]] = False
-    crm = hold & ~recent
+@dataclass
+class _State:
+    """A group of customers as the generator knows them: ids, attributes and latent state
+    (``c``: segment, propensities, holdings...), the holdings bought online recently (absent
+    from the CRM's ``products``), the notes and the per-customer activity factor."""
 
-    customers = pa.table({
-        "customer_id": cust_id,
+    ids: pa.Array
+    c: dict[str, Any]
+    recent: np.ndarray
+    notes: pa.Array
+    activity: np.ndarray
+
+    @property
+    def crm(self) -> np.ndarray:
+        return self.c["hold"] & ~self.recent
+
+
+def _state(rng: np.random.Generator, n: int, first_customer: int) -> _State:
+    """The customers of one block (the first draws of its RNG, in a fixed order)."""
+    c = _customers(rng, n)
+    recent = c["hold"] & (rng.random(c["hold"].shape) < _RECENT_ONLINE)
+    recent[:, _PIDX["current_account"]] = False
+    notes = _notes(rng, c)
+    activity = rng.lognormal(-0.125, 0.5, n)
+    return _State(_ids("C", first_customer, n, 8), c, recent, notes, activity)
+
+
+def _customers_table(st: _State) -> pa.Table:
+    """customers.csv rows of a group of customers."""
+    c = st.c
+    return pa.table({
+        "customer_id": st.ids,
         "age": c["age"], "income": c["income"],
         "region": _take(REGIONS, c["region"]), "tenure_years": c["tenure"],
         "occupation": _take(OCCUPATIONS, c["occupation"]),
         "marital_status": _take(MARITAL, c["marital"]),
         "segment": _take(["youth", "mass", "affluent", "senior", "business"], c["visible"]),
-        "note": _notes(rng, c),
-        "products": pc.binary_join(_holdings_list(crm), ";"),
+        "note": st.notes,
+        "products": pc.binary_join(_holdings_list(st.crm), ";"),
     }, schema=CUSTOMERS_CSV_SCHEMA)
+
+
+def _truth_table(st: _State) -> pa.Table:
+    """truth.parquet rows of a group of customers."""
+    c = st.c
     kinds = np.array([None, *ANOMALY_KINDS], dtype=object)
-    truth = pa.table(
-        {"customer_id": cust_id, "latent_segment": _take(SEGMENTS, seg),
+    return pa.table(
+        {"customer_id": st.ids, "latent_segment": _take(SEGMENTS, c["seg"]),
          "is_anomaly": c["is_anom"],
          "anomaly_kind": pa.array(kinds[c["anom_kind"] + 1], pa.string()),
-         "holdings": _holdings_list(hold)}
+         "holdings": _holdings_list(c["hold"])}
         | {f"p_{p}": c["prop"][:, i].astype(np.float32) for i, p in enumerate(PRODUCT_IDS)},
         schema=TRUTH_SCHEMA)
 
+
+def _block(seed: int, index: int, n: int, first_customer: int, epc: float) -> _Block:
+    rng = np.random.default_rng([seed, index])
+    st = _state(rng, n, first_customer)
+    c = st.c
+    seg = c["seg"]
+    hold = c["hold"]
+
     # --- how many events each customer produces
-    lam = epc * _ACTIVITY[seg] * rng.lognormal(-0.125, 0.5, n)
+    lam = epc * _ACTIVITY[seg] * st.activity
     n_tx = rng.poisson(lam * (1 - _WEB_SHARE[seg]))
     n_web = rng.poisson(lam * _WEB_SHARE[seg])
     velocity = c["anom_kind"] == ANOMALY_KINDS.index("velocity")
     n_tx = np.where(velocity, n_tx * 6 + 10, n_tx)
 
     transactions = _transactions(rng, c, hold, n_tx)
-    web = _web(rng, c, hold, recent, n_web)
-    return _Block(customers, truth, transactions, web)
+    web = _web(rng, c, hold, st.recent, n_web)
+    return _Block(_customers_table(st), _truth_table(st), transactions, web)
 
 
-def _timestamps(rng: np.random.Generator, m: int, night: np.ndarray | None = None) -> np.ndarray:
-    """Seconds since the epoch: a uniform day in the window, an hour from the daily profile."""
-    day = rng.integers(0, WINDOW_DAYS, m)
+def _timestamps(rng: np.random.Generator, m: int, night: np.ndarray | None = None, *,
+                end_s: int = _END_S, days: int = WINDOW_DAYS) -> np.ndarray:
+    """Seconds since the epoch: a uniform day of the ``days`` before ``end_s``, an hour from
+    the daily profile."""
+    day = rng.integers(0, days, m)
     hour = rng.choice(24, size=m, p=_HOUR_W)
     if night is not None:
         hour = np.where(night, rng.integers(1, 5, m), hour)
     sec = rng.integers(0, 3600, m)
-    return _END_S - _WINDOW_S + day * 86_400 + hour * 3600 + sec
+    return end_s - days * 86_400 + day * 86_400 + hour * 3600 + sec
 
 
 def _transactions(rng: np.random.Generator, c: dict[str, Any], hold: np.ndarray,
-                  n_tx: np.ndarray) -> dict[str, Any]:
+                  n_tx: np.ndarray, *, end_s: int = _END_S, days: int = WINDOW_DAYS
+                  ) -> dict[str, Any]:
     n = len(n_tx)
     cust = np.repeat(np.arange(n), n_tx)
     m = len(cust)
@@ -517,9 +552,10 @@ def _transactions(rng: np.random.Generator, c: dict[str, Any], hold: np.ndarray,
     channel = _sample_rows(rng, cw, cust)
 
     night = (kind == ANOMALY_KINDS.index("night")) & (rng.random(m) < 0.6)
-    ts = _timestamps(rng, m, night)
+    ts = _timestamps(rng, m, night, end_s=end_s, days=days)
     velocity = kind == ANOMALY_KINDS.index("velocity")
-    burst_start = _END_S - rng.integers(3 * 86_400, _WINDOW_S, n)
+    window = days * 86_400
+    burst_start = end_s - rng.integers(min(3 * 86_400, window // 2), window, n)
     burst = velocity & (rng.random(m) < 0.7)
     ts = np.where(burst, burst_start[cust] + rng.integers(0, 3 * 3600, m), ts)
 
@@ -534,7 +570,7 @@ def _transactions(rng: np.random.Generator, c: dict[str, Any], hold: np.ndarray,
 
 
 def _web(rng: np.random.Generator, c: dict[str, Any], hold: np.ndarray, recent: np.ndarray,
-         n_web: np.ndarray) -> dict[str, Any]:
+         n_web: np.ndarray, *, end_s: int = _END_S, days: int = WINDOW_DAYS) -> dict[str, Any]:
     n = len(n_web)
     seg = c["seg"]
     cust = np.repeat(np.arange(n), n_web)
@@ -543,12 +579,13 @@ def _web(rng: np.random.Generator, c: dict[str, Any], hold: np.ndarray, recent: 
     w = np.concatenate([np.tile(_GENERIC_W, (n, 1)),
                         0.05 * hold + 0.35 * prop * (1 - hold)], axis=1)
     page = _sample_rows(rng, w, cust)
-    ts = _timestamps(rng, len(cust))
+    ts = _timestamps(rng, len(cust), end_s=end_s, days=days)
     kind = np.zeros(len(cust), dtype=np.int64)  # page_view
     # purchases of recently bought products, each preceded by a view of the product page
     pc_rows, pc_prod = np.nonzero(recent)
     k = len(pc_rows)
-    buy_ts = _END_S - rng.integers(0, 90 * 86_400, k)
+    # bought within the window, each after a view of the product page in the window too
+    buy_ts = end_s - rng.integers(0, min(90 * 86_400, days * 86_400 - 1800), k)
     cust = np.concatenate([cust, pc_rows, pc_rows])
     page = np.concatenate([page, len(_GENERIC_W) + pc_prod, len(_GENERIC_W) + pc_prod])
     ts = np.concatenate([ts, buy_ts - rng.integers(60, 1800, k), buy_ts])

@@ -25,7 +25,9 @@ import pyarrow.compute as pc
 from vectorstore import TableInfo
 
 from .errors import MappingError, SchemaEvolutionError
+from .identity import DIGEST_COLUMN, KeyDigests, Occurrences, event_digest, hash_rows, replays
 from .mapping import Mapping
+from .names import check_collisions, check_strict, is_plain, safe_name
 from .sources import Chunk
 
 _INT_RE = r"^[+-]?\d+$"
@@ -374,11 +376,19 @@ class Plan:
     holdings: bool = False
     new_fields: list[pa.Field] = field(default_factory=list)
     vectors: dict[str, int] = field(default_factory=dict)
+    source_names: dict[str, str] = field(default_factory=dict)
+    """Table column -> source column, for columns whose name the load changed."""
+    occurrences: bool = False
+    """Generated ids carry the occurrence number of identical rows (:mod:`ingest.identity`)."""
+    digest: bool = False
+    """Events with explicit ids: write ``event_digest`` and refuse an id with other content."""
 
     @property
     def schema(self) -> pa.Schema:
         fields = [pa.field(self.key, pa.string())]
         fields += [pa.field(c.name, c.type) for c in self.columns]
+        if self.digest:
+            fields.append(pa.field(DIGEST_COLUMN, pa.int64()))
         if self.holdings:
             fields.append(pa.field("holdings", pa.list_(pa.string())))
         return pa.schema(fields)
@@ -394,9 +404,6 @@ def _find(raw_names: Sequence[str], mapping: Mapping, name: str, what: str) -> s
 def make_plan(mapping: Mapping, first: pa.RecordBatch, existing: TableInfo | None, *,
               text_source: bool) -> Plan:
     """Decide the output columns and types of a load (see the module docstring)."""
-    from vectorstore import check_name
-    from vectorstore.errors import InvalidName
-
     raw = list(first.schema.names)
     key = mapping.key
     used: set[str] = set()
@@ -424,7 +431,10 @@ def make_plan(mapping: Mapping, first: pa.RecordBatch, existing: TableInfo | Non
     if mapping.holdings.list_column:
         list_col = _find(raw, mapping, mapping.holdings.list_column, "holdings list column")
         used.add(list_col)
-    dropped = {mapping.resolve(d) for d in mapping.drop}
+    # a dropped name is a source column's own name when one has it (so that "a b" drops only
+    # that column even though "a_b" normalises alike), else a table name
+    used |= {d for d in mapping.drop if d in raw}
+    dropped = {mapping.resolve(d) for d in mapping.drop if d not in raw}
     wanted = None
     if mapping.attributes is not None:
         wanted = {mapping.resolve(a) for a in mapping.attributes} | {
@@ -438,18 +448,10 @@ def make_plan(mapping: Mapping, first: pa.RecordBatch, existing: TableInfo | Non
         _find(raw, mapping, t, "text column")
     existing_types = {f.name: f.type for f in existing.schema} if existing else {}
     vectors = dict(existing.vectors) if existing else {}
+    kept = _kept_columns(raw, mapping, used, dropped, wanted)
     columns: list[ColumnPlan] = []
     new_fields: list[pa.Field] = []
-    for r in raw:
-        name = mapping.resolve(r)
-        if r in used or name in dropped or (wanted is not None and name not in wanted):
-            continue
-        if name == key:
-            continue
-        try:
-            check_name(name, "column name")
-        except InvalidName as exc:
-            raise MappingError(f"source column {r!r}: {exc}; rename it in the mapping") from None
+    for r, name in kept:
         if name == "holdings" and (flags or list_col):
             raise MappingError("the source has a 'holdings' column and holdings are also "
                                "derived from flags or a list column: rename or drop one")
@@ -481,12 +483,18 @@ def make_plan(mapping: Mapping, first: pa.RecordBatch, existing: TableInfo | Non
         if pa.types.is_fixed_size_list(typ) and pa.types.is_floating(typ.value_type):
             vectors.setdefault(name, typ.list_size)
         columns.append(ColumnPlan(name, r, typ, fmt))
+    digest = mapping.table == "events" and id_source is not None
     if mapping.table == "events":
         have = {c.name for c in columns}
         missing = [c for c in ("customer_id", "ts") if c not in have]
         if missing:
             raise MappingError(f"an events source needs columns {', '.join(missing)} "
                                "(rename the source's columns to them)")
+        if DIGEST_COLUMN in have:
+            raise MappingError(f"{DIGEST_COLUMN!r} is written by the load itself (see "
+                               "ingest.identity): rename or drop the source's column")
+        if digest and DIGEST_COLUMN not in existing_types:
+            new_fields.append(pa.field(DIGEST_COLUMN, pa.int64()))
     holdings = bool(flags or list_col)
     if holdings and "holdings" not in existing_types:
         new_fields.append(pa.field("holdings", pa.list_(pa.string())))
@@ -497,7 +505,33 @@ def make_plan(mapping: Mapping, first: pa.RecordBatch, existing: TableInfo | Non
     return Plan(table=mapping.table, key=key, id_source=id_source, generate_id=generate,
                 columns=columns, flags=flags, list_column=list_col,
                 separator=mapping.holdings.separator, holdings=holdings,
-                new_fields=new_fields if existing is not None else [], vectors=vec_dims)
+                new_fields=new_fields if existing is not None else [], vectors=vec_dims,
+                source_names={n: r for r, n in kept if n != r},
+                occurrences=generate and not mapping.dedupe, digest=digest)
+
+
+def _kept_columns(raw: Sequence[str], mapping: Mapping, used: set[str], dropped: set[str],
+                  wanted: set[str] | None) -> list[tuple[str, str]]:
+    """(source name, table name) of each source column the load keeps as a column.
+
+    Names are made safe (:mod:`ingest.names`) unless ``strict_names``, which instead refuses
+    every name that is not a plain identifier in one error; two columns that would share a
+    name are refused together too.
+    """
+    kept: list[tuple[str, str]] = []
+    for pos, r in enumerate(raw, start=1):
+        name = mapping.resolve(r)
+        if r in used or name in dropped or (wanted is not None and name not in wanted):
+            continue
+        if name == mapping.key:
+            continue
+        if not mapping.strict_names and not is_plain(name):
+            name = safe_name(r, pos)
+        kept.append((r, name))
+    if mapping.strict_names:
+        check_strict([n for _, n in kept], "strict column names")
+    check_collisions(kept, "column names")
+    return kept
 
 
 # ---------------------------------------------------------------------------------- ids
@@ -507,8 +541,6 @@ def content_hash(batch: pa.RecordBatch) -> pa.Array:
     Stable across loads and column order; computed by DuckDB's vectorised sha256 (Arrow has
     no hash kernel).
     """
-    import duckdb
-
     names = sorted(batch.schema.names)
     if not names:
         raise MappingError("cannot hash rows with no columns")
@@ -518,13 +550,7 @@ def content_hash(batch: pa.RecordBatch) -> pa.Array:
         label = n.replace("'", "''")
         parts.append(f"coalesce('{label}=' || CAST({q} AS VARCHAR), '{label}\\N')")
     sql = "SELECT sha256(concat_ws(chr(31), " + ", ".join(parts) + ")) AS h FROM t"
-    con = duckdb.connect()
-    try:
-        con.register("t", pa.Table.from_batches([batch]))
-        out = con.sql(sql).to_arrow_table().column("h")
-    finally:
-        con.close()
-    return out.combine_chunks().cast(pa.string())
+    return hash_rows(sql, batch).cast(pa.string())
 
 
 _HASH_BLOCK = 1 << 22  # key bytes hashed at a time (bounds the uint64 temporaries)
@@ -532,13 +558,25 @@ _MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
 _POS_WEIGHTS: dict[int, np.ndarray] = {}
 
 
+_WEIGHT_CHUNK = 1024
+
+
 def _weights(seed: int, n: int) -> np.ndarray:
-    """Fixed pseudo-random odd 64-bit weights, one per byte position (grown on demand)."""
+    """Fixed pseudo-random odd 64-bit weights, one per byte position (grown on demand).
+
+    Grown by appending chunks, each from its own seeded generator, so the weight of a
+    position never changes: a key hashes the same before and after a longer key was seen
+    (sets of hashes built across batches stay consistent).
+    """
     w = _POS_WEIGHTS.get(seed)
     if w is None or len(w) < n:
-        size = max(64, 1 << int(np.ceil(np.log2(max(n, 1)))))
-        w = np.random.default_rng([seed, size]).integers(0, 2**63, size, dtype=np.uint64)
-        w = w * np.uint64(2) + np.uint64(1)
+        parts = [] if w is None else [w]
+        for k in range(0 if w is None else len(w) // _WEIGHT_CHUNK,
+                       max(1, -(-n // _WEIGHT_CHUNK))):
+            c = np.random.default_rng([seed, k]).integers(0, 2**63, _WEIGHT_CHUNK,
+                                                          dtype=np.uint64)
+            parts.append(c * np.uint64(2) + np.uint64(1))
+        w = np.concatenate(parts)
         _POS_WEIGHTS[seed] = w
     return w
 
@@ -819,9 +857,16 @@ class Validator:
         self.plan = plan
         self.source = source_name
         self.dedupe = dedupe
-        self.seen = KeySet()
+        self.seen: KeySet | KeyDigests = KeyDigests() if dedupe else KeySet()
+        self.occurrences = Occurrences()
         self.deferred = DeferredKeys() if defer_duplicates and not dedupe else None
         self.schema = plan.schema
+
+    def _remember(self, a: np.ndarray, b: np.ndarray, d: np.ndarray | None) -> None:
+        if isinstance(self.seen, KeyDigests):
+            self.seen.add(a, b, d)
+        else:
+            self.seen.add(a, b)
 
     def duplicate_errors(self) -> list[RowError]:
         """Ids repeated in the load (deferred mode), as errors on their later occurrences."""
@@ -843,6 +888,8 @@ class Validator:
         # key
         if plan.generate_id:
             keys = content_hash(batch)
+            if plan.occurrences:
+                keys = self.occurrences.ids(keys)
         else:
             raw_key = batch.column(plan.id_source)
             keys, bad, _ = convert(raw_key, pa.string())
@@ -861,6 +908,13 @@ class Validator:
                     problems.append((c.source, absent, batch.column(c.source),
                                      f"a {c.name} for every event"))
             arrays.append(out)
+        digests = None
+        if plan.digest:
+            digest_arr = event_digest(pa.RecordBatch.from_arrays(
+                arrays[1:], names=[c.name for c in plan.columns]))
+            arrays.append(digest_arr)
+            digests = np.asarray(pc.fill_null(digest_arr, -1).to_numpy(zero_copy_only=False),
+                                 dtype=np.int64)
         if plan.holdings:
             arrays.append(_holdings(batch, plan))
 
@@ -879,12 +933,27 @@ class Validator:
         elif len(ok_idx):
             ok_keys = keys.take(pa.array(ok_idx))
             a, b = _key_hashes(ok_keys)
-            dup = first_occurrence_dups(a, b) | self.seen.contains(a, b)
+            clash = None
+            if digests is not None and isinstance(self.seen, KeyDigests):
+                d = digests[ok_idx]
+                dup, clash = replays(self.seen, a, b, d)
+            else:
+                d = None
+                dup = first_occurrence_dups(a, b) | self.seen.contains(a, b)
+            if clash is not None and clash.any():
+                clash_mask = np.zeros(n, dtype=bool)
+                clash_mask[ok_idx[clash]] = True
+                problems.append((plan.id_source or plan.key, clash_mask, keys,
+                                 "the same event as the one already stored or loaded under "
+                                 "this id (its customer_id, ts, kind, product_id, category, "
+                                 "amount or channel differ; a changed event needs a new id)"))
+                rejected |= clash_mask
+                dup = dup | clash
             if dup.any():
                 dup_mask = np.zeros(n, dtype=bool)
-                dup_mask[ok_idx[dup]] = True
+                dup_mask[ok_idx[dup & ~clash if clash is not None else dup]] = True
                 if self.dedupe:
-                    duplicates = int(dup.sum())
+                    duplicates = int(dup_mask.sum())
                     rejected |= dup_mask
                     dup_mask[:] = False
                 else:
@@ -892,9 +961,9 @@ class Validator:
                                      "an id not already used earlier in this load"))
                     rejected |= dup_mask
                 keep = ~dup
-                self.seen.add(a[keep], b[keep])
+                self._remember(a[keep], b[keep], None if d is None else d[keep])
             else:
-                self.seen.add(a, b)
+                self._remember(a, b, d)
         out = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         errors = self._errors(problems, rows, chunk.lines) if problems else []
         if rejected.any():

@@ -58,7 +58,8 @@ def _disk_bytes(store: VectorStore, table: str) -> int | None:
 
 
 def table_stats(store: VectorStore, name: str) -> TableStats:
-    """Row count, vector columns with their embedders, indexes, version and disk size."""
+    """Row count, vector columns with their embedders, indexes, version, disk size and the
+    source names of renamed columns."""
     info = store.table_info(name)
     embedders = info.metadata.get("embedders", {}) if isinstance(info.metadata, dict) else {}
     vectors = []
@@ -80,10 +81,12 @@ def table_stats(store: VectorStore, name: str) -> TableStats:
             version = store.version(name)
         except StoreError:
             pass
+    from ingest.names import source_names
+
     return TableStats(
         name=name, rows=store.count(name), key=info.key, columns=len(info.schema),
         vectors=vectors, indexes=indexes, version=version, n_versions=n_versions,
-        disk_bytes=_disk_bytes(store, name),
+        disk_bytes=_disk_bytes(store, name), source_names=source_names(info.metadata),
     )
 
 

@@ -13,6 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -224,6 +225,11 @@ def stats(app: App, tables_: tuple[str, ...]) -> None:
             t.add_row(ts.name, f"{ts.rows:,}", ts.key or "-", vecs or "-", idx or "-", ver,
                       _size(ts.disk_bytes))
         console.print(t)
+        for ts in st.tables:
+            if ts.source_names:
+                pairs = ", ".join(f"{new} <- {old!r}" for new, old in ts.source_names.items())
+                console.print(f"{ts.name}: columns named otherwise in the source: {pairs}",
+                              highlight=False)
         if st.artifacts:
             console.print(f"Artifacts: {', '.join(st.artifacts)}")
 
@@ -314,24 +320,39 @@ def migrate(app: App, target: str, tables_: tuple[str, ...], replace: bool) -> N
 @main.command()
 @click.option("--out", "out_dir", default="./kindred-bank", show_default=True,
               type=click.Path(file_okay=False), help="Directory for the generated files.")
-@click.option("--customers", type=click.IntRange(min=1), default=20_000, show_default=True)
-@click.option("--events-per-customer", type=click.FloatRange(min=0), default=20,
-              show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--customers", type=click.IntRange(min=1), default=None,
+              help="Customers on day 1 [default: 20000].")
+@click.option("--events-per-customer", type=click.FloatRange(min=0), default=None,
+              help="Events per customer over day 1's year [default: 20].")
+@click.option("--seed", type=int, default=None, help="[default: 0]")
+@click.option("--day", type=click.IntRange(min=1), default=1, show_default=True,
+              help="2 or later: the next day's files of the bank in --out (new and changed "
+                   "customers, that day's transactions and web events), in --out/dayN.")
 @pass_app
-def generate(app: App, out_dir: str, customers: int, events_per_customer: float,
-             seed: int) -> None:
-    """Write a synthetic bank: customers.csv, transactions.parquet, web_events.jsonl, ..."""
+def generate(app: App, out_dir: str, customers: int | None, events_per_customer: float | None,
+             seed: int | None, day: int) -> None:
+    """Write a synthetic bank: customers.csv, transactions.parquet, web_events.jsonl, ...
+
+    \b
+    kindred generate --customers 1000 --out bank     # day 1
+    kindred generate --out bank --day 2              # bank/day2: the next day's files
+    """
     from .facade import Kindred
 
     r = Kindred.generate(out_dir, customers=customers, events_per_customer=events_per_customer,
-                         seed=seed)
+                         seed=seed, day=day)
 
     def human() -> None:
         d = r.details
-        click.echo(f"Generated a bank of {r.customers:,} customers in {r.out_dir}: "
-                   f"{d['transactions']:,} transactions, {d['web_events']:,} web events, "
-                   f"{d['products']} products, {d['anomalies']} planted anomalies")
+        if day > 1:
+            click.echo(f"Generated day {day} of the bank in {Path(r.out_dir).parent}: "
+                       f"{d['new_customers']:,} new and {d['changed_customers']:,} changed "
+                       f"customers, {d['transactions']:,} transactions, {d['web_events']:,} "
+                       f"web events")
+        else:
+            click.echo(f"Generated a bank of {r.customers:,} customers in {r.out_dir}: "
+                       f"{d['transactions']:,} transactions, {d['web_events']:,} web events, "
+                       f"{d['products']} products, {d['anomalies']} planted anomalies")
         for kind, path in r.files.items():
             click.echo(f"  {kind:<13} {path}")
 
@@ -369,6 +390,14 @@ def generate(app: App, out_dir: str, customers: int, events_per_customer: float,
               type=click.Choice(["csv", "tsv", "parquet", "jsonl", "arrow", "sql"]),
               help="Force the source kind (default: from the extension).")
 @click.option("--delimiter", default=None, help="CSV delimiter (e.g. ';').")
+@click.option("--keep-flag-columns", is_flag=True,
+              help="Keep --holding flag columns as attributes too (e.g. to use one as a label).")
+@click.option("--strict-names", is_flag=True,
+              help="Refuse column names that are not plain identifiers (one error listing them "
+                   "all) instead of making them safe ('ZIP Code' -> ZIP_Code).")
+@click.option("--dedupe", is_flag=True,
+              help="Identical rows count once (sources that replay rows). By default repeated "
+                   "identical events are kept, each with its own id.")
 @pass_app
 def ingest(app: App, args: tuple[str, ...], mapping: str | None, on_error: str,
            id_column: str | None, generate_id: bool | None, holdings: tuple[str, ...],
@@ -376,12 +405,18 @@ def ingest(app: App, args: tuple[str, ...], mapping: str | None, on_error: str,
            holdings_from_events: tuple[str, ...], text_columns: tuple[str, ...],
            attributes: tuple[str, ...], rename: tuple[str, ...], types: tuple[str, ...],
            timestamp_formats: tuple[str, ...], drop: tuple[str, ...], kind: str | None,
-           delimiter: str | None) -> None:
+           delimiter: str | None, keep_flag_columns: bool, strict_names: bool,
+           dedupe: bool) -> None:
     """Load a file (CSV, Parquet, JSONL, Arrow, JSON array) or SQL source into a table.
+
+    Column names are made safe ('ZIP Code' -> ZIP_Code, 'a.b' -> a_b, '2019' -> c_2019);
+    every option that names a column takes the name as the file has it, or the safe one.
 
     \b
     kindred ingest customers clients.csv --id-column client_id \\
         --holding term_deposit=y:yes --text-column notes
+    kindred ingest events purchases.csv --rename 'Member number=customer_id' \\
+        --rename Date=ts --timestamp-format 'Date=%d-%m-%Y' --rename item=category
     kindred ingest --mapping examples/bank_marketing.toml
     """
     if mapping is not None:
@@ -405,15 +440,22 @@ def ingest(app: App, args: tuple[str, ...], mapping: str | None, on_error: str,
                  holdings_from_events=holdings_from_events, text_columns=text_columns,
                  attributes=list(attributes) or None, rename=rename, types=types,
                  timestamp_formats=timestamp_formats, drop=drop, kind=kind,
-                 delimiter=delimiter, progress=bar)
+                 delimiter=delimiter, keep_flag_columns=keep_flag_columns,
+                 strict_names=strict_names, dedupe=dedupe, progress=bar)
 
     def human() -> None:
         click.echo(f"{r.table} <- {r.source}: read {r.rows_read:,}, written {r.written:,}, "
                    f"updated {r.updated:,}, unchanged {r.unchanged:,}, skipped {r.skipped:,}, "
                    f"quarantined {r.quarantined:,}"
                    + (f"; new columns: {', '.join(r.new_columns)}" if r.new_columns else ""))
+        if r.renamed_columns:
+            pairs = [f"{old!r} -> {new}" for old, new in r.renamed_columns.items()]
+            more = f" ... and {len(pairs) - 5} more (kindred stats lists them)" \
+                if len(pairs) > 5 else ""
+            click.echo(f"  names made safe for {len(pairs)} column(s): "
+                       f"{', '.join(pairs[:5])}{more}")
         for e in r.errors[:5]:
-            click.echo(f"  rejected: {e}")
+            click.echo(f"  rejected: {_row_error(e)}")
 
     app.emit(r, human)
 
@@ -421,17 +463,39 @@ def ingest(app: App, args: tuple[str, ...], mapping: str | None, on_error: str,
 @main.command()
 @click.option("--full", is_flag=True, help="Recompute every customer, not only those with new "
                                           "events.")
+@click.option("--amount", default=None, metavar="COLUMN",
+              help="The events' amount column (default: 'amount' when there is one).")
+@click.option("--category", "categories", multiple=True, metavar="COLUMN",
+              help="A column whose values each give a feature: spend_<value> (sum of amounts), "
+                   "or count_<value> without amounts (default: 'category'; repeatable).")
+@click.option("--channel", "channels", multiple=True, metavar="COLUMN",
+              help="A column whose values each give count_<value> (default: 'channel'; "
+                   "repeatable).")
+@click.option("--max-values", type=click.IntRange(min=0), default=None,
+              help="At most this many feature columns per --category/--channel column "
+                   "(default 200; the most frequent values first).")
 @pass_app
-def consolidate(app: App, full: bool) -> None:
-    """Events -> per-customer features and holdings (incremental)."""
+def consolidate(app: App, full: bool, amount: str | None, categories: tuple[str, ...],
+                channels: tuple[str, ...], max_values: int | None) -> None:
+    """Events -> per-customer features and holdings (incremental).
+
+    Only a customer id and a timestamp are required; the features of an amount, category or
+    channel column the events lack are skipped (and said so). Customers first seen in events
+    are created, the customers table too. Options given once are remembered by later runs.
+    """
     with app.busy("Consolidating events"):
-        r = app.kindred().consolidate(full=full)
+        r = app.kindred().consolidate(full=full, amount=amount,
+                                      categories=list(categories) or None,
+                                      channels=list(channels) or None, max_values=max_values)
 
     def human() -> None:
         d = r.details
         click.echo(f"Consolidated {d['customers']:,} customers from {d['events_scanned']:,} "
                    f"events: {d['updated']:,} updated, {d['inserted']:,} inserted, "
-                   f"{len(d['feature_columns'])} feature columns")
+                   f"{len(d['feature_columns'])} feature columns"
+                   + ("; created the customers table" if d.get("created_table") else ""))
+        if d.get("notes"):
+            click.echo(f"  skipped: {'; '.join(d['notes'])}")
 
     app.emit(r, human)
 
@@ -781,6 +845,18 @@ def demo(app: App, customers: int, out_dir: str, seed: int, no_text: bool) -> No
                        echo=None if app.json else click.echo)
     if app.json:
         app.emit(summary)
+
+
+def _row_error(error: Any) -> str:
+    """A rejected row as one readable line (the facade keeps it as a dict for --json)."""
+    if isinstance(error, dict):
+        from ingest.validate import RowError
+
+        try:
+            return str(RowError(**error))
+        except TypeError:
+            pass
+    return str(error)
 
 
 def _literal(value: str | None) -> Any:

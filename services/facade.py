@@ -184,14 +184,23 @@ class Kindred:
 
     # ------------------------------------------------------------------ data in
     @staticmethod
-    def generate(out_dir: str | Path, *, customers: int = 20_000,
-                 events_per_customer: float = 20, seed: int = 0) -> GenerateResult:
+    def generate(out_dir: str | Path, *, customers: int | None = None,
+                 events_per_customer: float | None = None, seed: int | None = None,
+                 day: int = 1) -> GenerateResult:
         """Write a deterministic synthetic bank (CSV, Parquet, JSONL, JSON files) to ``out_dir``.
 
+        ``day=2`` (or later) writes the next day's files of the bank already in ``out_dir`` to
+        ``out_dir/day2``: new and changed customers, and that day's transactions and web
+        events (:mod:`ingest.synthetic_days`); its size and seed come from the bank.
         Needs no store: it is a static method so that ``Kindred.generate(...)`` works alone.
         """
         from ingest import synthetic
 
+        if day != 1:
+            return _generate_day(out_dir, day, customers, events_per_customer, seed)
+        customers = 20_000 if customers is None else customers
+        events_per_customer = 20 if events_per_customer is None else events_per_customer
+        seed = 0 if seed is None else seed
         if customers <= 0:
             raise ServiceError(f"the number of customers must be positive, got {customers}")
         bank = synthetic.generate(out_dir, customers, events_per_customer, seed)
@@ -224,7 +233,8 @@ class Kindred:
                rename: Sequence[str] = (), types: Sequence[str] = (),
                timestamp_formats: Sequence[str] = (), drop: Sequence[str] = (),
                kind: str | None = None, delimiter: str | None = None,
-               progress: Progress | None = None) -> IngestResult:
+               keep_flag_columns: bool = False, strict_names: bool = False,
+               dedupe: bool = False, progress: Progress | None = None) -> IngestResult:
         """Load one source into customers, events or products, validated, in one commit.
 
         Either ``mapping`` (a TOML file or dict; ``source`` then overrides its path) or
@@ -233,8 +243,16 @@ class Kindred:
         ``holdings_separator``), ``rename=["old=new"]``, ``types=["age=int64"]``,
         ``timestamp_formats=["ts=%Y-%m-%d"]``. Without an id column, customers get a stable id
         hashed from each row (``generate_id`` None: automatic when the source has no
-        ``customer_id`` column). A ``.json`` file holding an array of objects is read as rows.
-        ``on_error``: fail (nothing written), skip, or quarantine (``<table>_rejects``).
+        ``customer_id`` column, after renames). A ``.json`` file holding an array of objects is
+        read as rows. ``on_error``: fail (nothing written), skip, or quarantine
+        (``<table>_rejects``).
+
+        Column names as the file has them are made safe (``ZIP Code`` -> ``ZIP_Code``, see
+        :mod:`ingest.names`; ``strict_names`` refuses them instead, listing them all), and every
+        option that names a column takes the source or the table name. ``keep_flag_columns``
+        keeps ``holdings`` flag columns as attributes too (e.g. to use one as a label).
+        ``dedupe``: identical rows count once (sources that replay rows); by default repeated
+        identical events are kept, each with its own id (:mod:`ingest.identity`).
         """
         from ingest.mapping import Mapping
         from ingest.pipeline import ingest
@@ -243,7 +261,13 @@ class Kindred:
         if mapping is not None:
             if table is not None or id_column or holdings or text_columns:
                 raise ServiceError("give either a mapping file or table options, not both")
-            m: Any = mapping if isinstance(mapping, dict) else Mapping.load(mapping)
+            m = Mapping.from_dict(mapping) if isinstance(mapping, dict) else \
+                Mapping.load(mapping)
+            m = m.model_copy(update={  # the switches may also be given beside a mapping
+                "strict_names": m.strict_names or strict_names,
+                "dedupe": m.dedupe or dedupe,
+                "holdings": m.holdings.model_copy(update={
+                    "keep_flag_columns": m.holdings.keep_flag_columns or keep_flag_columns})})
             src = _json_array(source) if source is not None else None
             r = ingest(self._store, src, m, on_error=on_error,  # type: ignore[arg-type]
                        progress=rows_read)
@@ -252,28 +276,49 @@ class Kindred:
             raise ServiceError("ingest needs a table and a source (or a mapping file)")
         src = _json_array(source)
         opts = {"kind": kind, "delimiter": delimiter}
-        if generate_id is None:
-            generate_id = (not id_column and table != "events"
-                           and KEYS[table] not in _source_columns(src, opts))
         m = Mapping.from_options(
-            table, id_column=id_column, generate_id=generate_id, rename=rename, types=types,
-            timestamp_formats=timestamp_formats, attributes=attributes,
+            table, id_column=id_column, generate_id=bool(generate_id), rename=rename,
+            types=types, timestamp_formats=timestamp_formats, attributes=attributes,
             text_columns=text_columns, drop=drop, holdings=holdings,
             holdings_column=holdings_column, holdings_separator=holdings_separator,
-            holdings_from_events=holdings_from_events,
+            holdings_from_events=holdings_from_events, keep_flag_columns=keep_flag_columns,
+            strict_names=strict_names, dedupe=dedupe,
             source={k: v for k, v in opts.items() if v is not None} or None)
+        if generate_id is None and not id_column and table != "events" and KEYS[table] not in {
+                m.resolve(c) for c in _source_columns(src, opts)}:
+            m = m.model_copy(update={"generate_id": True})
         r = ingest(self._store, src, m, on_error=on_error,  # type: ignore[arg-type]
                    progress=rows_read)
         return IngestResult(**_plain(r))
 
-    def consolidate(self, *, full: bool = False,
-                    customer_ids: Sequence[str] | None = None) -> StepResult:
+    def consolidate(self, *, full: bool = False, customer_ids: Sequence[str] | None = None,
+                    amount: str | None = None, categories: Sequence[str] | None = None,
+                    channels: Sequence[str] | None = None,
+                    max_values: int | None = None) -> StepResult:
         """Events -> per-customer features (recency, frequency, monetary, spend per category,
-        holdings from purchases). Incremental: only customers with new events, unless ``full``."""
-        from ingest.consolidate import consolidate
+        counts per channel, holdings from purchases). Incremental: only customers with new
+        events, unless ``full``.
+
+        Only a customer id and a timestamp are required of the events: ``amount``,
+        ``categories`` and ``channels`` name the columns to use (source or table names; by
+        default what the previous run was told, else ``amount``, ``category`` and
+        ``channel`` when present), and features of an absent column are skipped (``notes``
+        in the details say which). Without amounts, categories are counted. Customers first
+        seen in events are created (the customers table too, when there is none yet).
+        ``max_values`` caps the columns per category or channel column (default 200).
+        """
+        from ingest.consolidate import ConsolidationConfig, consolidate
+        from ingest.names import resolve_column, resolve_columns
 
         self._require_table(EVENTS, "ingest events first")
-        r = consolidate(self._store, full=full, customer_ids=customer_ids)
+        info = self._store.table_info(EVENTS)
+        cols = info.schema.names
+        cfg = ConsolidationConfig(
+            amount=resolve_column(cols, info.metadata, amount) if amount else None,
+            categories=resolve_columns(cols, info.metadata, categories),
+            channels=resolve_columns(cols, info.metadata, channels),
+            max_values=max_values)
+        r = consolidate(self._store, full=full, customer_ids=customer_ids, config=cfg)
         return StepResult(step="consolidate", table=CUSTOMERS, details=_plain(r))
 
     # ------------------------------------------------------------------ embeddings
@@ -300,6 +345,8 @@ class Kindred:
         from ingest import embedders
 
         self._require_table(table, "ingest it first")
+        include, exclude = self._named(table, include), self._named(table, exclude) or ()
+        column = self._named_one(table, column) if column else column
         step = f"embed {kind}"
         rows_done = _for_step(progress, step)
         if kind == "tabular":
@@ -360,6 +407,12 @@ class Kindred:
 
         self._require_table(CUSTOMERS, "ingest customers first")
         vector_column = vector_column or self.default_vector_column()
+        columns = self._named(CUSTOMERS, columns) or ()
+        if isinstance(where, str):
+            from ingest.names import resolve_filter_names
+
+            info = self._store.table_info(CUSTOMERS)
+            where = resolve_filter_names(where, info.schema.names, info.metadata)
         return match(self._store, product, method=method, vector_column=vector_column,
                      top_k=top, audience_pct=audience_pct, min_score=min_score, filter=where,
                      exact=exact, columns=columns, min_consumers=min_consumers, query=query,
@@ -416,6 +469,7 @@ class Kindred:
                                   "or a label column")
         rows_done = _for_step(progress, "evaluate matching")
         if label is not None:
+            label = self._named_one(CUSTOMERS, label)
             return evaluate_labels(self._store, label, positive=positive,
                                    vector_columns=vector_columns, methods=methods, seed=seed,
                                    progress=rows_done, **lo)
@@ -435,6 +489,7 @@ class Kindred:
         from .risk import score_table
 
         self._require_table(table, "ingest it first")
+        attributes = self._named(table, attributes)
         if not attributes:
             column = column or self.default_vector_column(table)
         rows_done = _for_step(progress, "risk score")
@@ -449,6 +504,7 @@ class Kindred:
         from .risk import top
 
         self._require_table(table, "ingest it first")
+        columns = self._named(table, columns)
         return top(self._store, table, n, columns=list(columns) if columns else None,
                    flagged_only=flagged_only)
 
@@ -469,6 +525,7 @@ class Kindred:
 
         self._require_table(table, "ingest it first")
         column = column or self.default_vector_column(table)
+        label = self._named_one(table, label)
         rows = evaluate(self._store, table, label, list(detectors), column=column,
                         fit_sample=fit_sample, seed=seed)
         return RiskEvaluation(label=label, column=column, rows=rows)
@@ -536,6 +593,20 @@ class Kindred:
                 return name
         return None
 
+    def _named(self, table: str, names: Sequence[str] | None) -> list[str] | None:
+        """Column names as the user gave them (source names too, e.g. ``ZIP Code``) -> the
+        table's columns (:func:`ingest.names.resolve_column`); unknown names pass through
+        for the step's own error."""
+        from ingest.names import resolve_columns
+
+        if not names or not self._store.has_table(table):
+            return list(names) if names is not None else None
+        info = self._store.table_info(table)
+        return resolve_columns(info.schema.names, info.metadata, list(names))
+
+    def _named_one(self, table: str, name: str) -> str:
+        return (self._named(table, [name]) or [name])[0]
+
     def _require_table(self, name: str, hint: str) -> None:
         if not self._store.has_table(name):
             raise ServiceError(f"the store at {self.location} has no {name!r} table: {hint}")
@@ -587,6 +658,36 @@ def _json_array(source: Any) -> Any:
     if not all(isinstance(r, dict) for r in rows):
         raise SourceError(f"{path}: expected a JSON array of objects")
     return pa.Table.from_pylist(rows)
+
+
+def _generate_day(out_dir: str | Path, day: int, customers: int | None,
+                  events_per_customer: float | None, seed: int | None) -> GenerateResult:
+    """A later day of the bank in ``out_dir``; size options must agree with the bank's."""
+    from ingest import synthetic, synthetic_days
+    from ingest.errors import IngestError
+
+    if day < 1:
+        raise ServiceError(f"day must be 1 or later, got {day}")
+    try:
+        bank = synthetic.GeneratedBank.open(out_dir)
+    except IngestError:
+        raise ServiceError(f"{out_dir} holds no generated bank: write day 1 first "
+                           f"(kindred generate --out {out_dir})") from None
+    given = {"customers": (customers, bank.n_customers), "seed": (seed, bank.seed),
+             "events per customer": (events_per_customer, bank.events_per_customer)}
+    for what, (mine, theirs) in given.items():
+        if mine is not None and mine != theirs:
+            raise ServiceError(f"the bank in {out_dir} was generated with {what} {theirs}, "
+                               f"not {mine}: leave the option out for day {day}")
+    r = synthetic_days.generate_day(out_dir, day)
+    files = {k: str(getattr(r, k)) for k in synthetic_days.FILES}
+    return GenerateResult(out_dir=str(r.out_dir.resolve()), files=files,
+                          customers=r.n_new_customers + r.n_changed_customers, details={
+                              "day": day, "new_customers": r.n_new_customers,
+                              "changed_customers": r.n_changed_customers,
+                              "transactions": r.n_transactions,
+                              "web_events": r.n_web_events, "anomalies": r.n_anomalies,
+                              "seed": r.seed})
 
 
 def _source_columns(source: Any, opts: dict[str, Any]) -> list[str]:

@@ -45,6 +45,8 @@ class TableStats(_Model):
     n_versions: int | None = None
     disk_bytes: int | None = None
     """Bytes on disk for a local LanceDB table, else None (not measurable through the store)."""
+    source_names: dict[str, str] = Field(default_factory=dict)
+    """Table column -> the source column name it was loaded from, where they differ."""
 
 
 class StoreStats(_Model):
@@ -112,6 +114,8 @@ class IngestResult(_Model):
     quarantined: int = 0
     created_table: bool = False
     new_columns: list[str] = Field(default_factory=list)
+    renamed_columns: dict[str, str] = Field(default_factory=dict)
+    """Source name -> table name of the columns whose names were made safe."""
     errors: list[Any] = Field(default_factory=list)
 
 

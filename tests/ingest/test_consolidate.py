@@ -20,6 +20,7 @@ CUSTOMERS = ["c1", "c2", "c3", "c4", "c5", "c6"]
 CATS = ["groceries", "Pet Shop!", "travel", "mortgage_payment"]
 CHANNELS = ["card", "online", "branch"]
 DAY = 86_400
+TS = pa.timestamp("us", "UTC")
 
 
 def _events(rng: np.random.Generator, n: int, customers: list[str], start: int,
@@ -265,3 +266,105 @@ def test_consolidates_a_synthetic_bank_ingested_by_the_pipeline(tmp_path) -> Non
     assert all(csv[k] <= truth[k] for k in csv.index)
     assert (csv == truth.loc[csv.index]).all()
     assert set(c.columns) >= {"spend_groceries", "count_card", "count_web", "recency_days"}
+
+
+# ---------------------------------------------------------------- the event files people have
+def _purchase_log(path, n: int = 600, seed: int = 3) -> pd.DataFrame:
+    """member,date,item rows, some bought again the same day (kept as repeats)."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({
+        "member": rng.integers(1000, 1030, n),
+        "date": [f"{d:02d}-{m:02d}-2015" for d, m in zip(rng.integers(1, 29, n),
+                                                        rng.integers(1, 13, n), strict=True)],
+        "item": rng.choice(["whole milk", "rolls/buns", "soda", "yogurt", "Pip fruit"], n),
+    })
+    df = pd.concat([df, df.sample(40, random_state=seed)]).sample(frac=1, random_state=seed)
+    df = df.reset_index(drop=True)
+    df.to_csv(path, index=False)
+    return df
+
+
+LOG = {"table": "events", "rename": {"member": "customer_id", "date": "ts"},
+       "timestamp_formats": {"date": "%d-%m-%Y"}}
+
+
+def test_a_purchase_log_with_no_customers_table(store: VectorStore, tmp_path) -> None:
+    from ingest.pipeline import ingest
+
+    df = _purchase_log(tmp_path / "log.csv")
+    assert df.duplicated().sum() >= 30  # repeated purchases
+    ingest(store, tmp_path / "log.csv", LOG)
+    assert not store.has_table("customers")
+    with pytest.raises(ConsolidationError, match="'nope'"):
+        consolidate(store, config=ConsolidationConfig(categories=["nope"]))
+    assert not store.has_table("customers")  # a failed first run leaves no table behind
+    res = consolidate(store, config=ConsolidationConfig(categories=["item"]))
+    assert res.created_table
+    assert res.inserted == res.customers == df["member"].nunique()
+    assert res.notes == ("monetary and spend features (no 'amount' column)",
+                         "per-channel features (no 'channel' column)",
+                         "holdings from events (no 'product_id' column)")
+    assert "monetary" not in res.feature_columns
+    got = _customers(store)
+    assert store.table_info("customers").key == "customer_id"
+    ref = df.groupby(df["member"].astype(str))
+    pd.testing.assert_series_equal(got["n_events"], ref.size(), check_names=False)
+    for item in df["item"].unique():
+        want = df[df["item"] == item].groupby(df["member"].astype(str)).size()
+        want = want.reindex(got.index, fill_value=0)
+        assert (got[feature_name("count", item)] == want).all(), item
+    last = pd.to_datetime(ref["date"].apply(lambda s: pd.to_datetime(s, format="%d-%m-%Y")
+                                            .max()), utc=True)
+    assert (got["last_seen"] == last).all()
+    # the next day: the remembered --category, a new item, a new member
+    more = tmp_path / "more.csv"
+    more.write_text("member,date,item\n1001,01-01-2016,bread\n1001,01-01-2016,bread\n"
+                    "2000,01-01-2016,soda\n")
+    ingest(store, more, LOG)
+    res = consolidate(store)
+    assert (res.updated, res.inserted) == (1, 1)
+    got = _customers(store)
+    assert got.at["1001", "count_bread"] == 2
+    assert got.at["2000", "count_soda"] == 1
+    assert got.at["1001", "n_events"] == ref.size()["1001"] + 2
+
+
+def test_columns_named_by_options(store: VectorStore) -> None:
+    store.create_table("events", pa.schema([("event_id", pa.string()),
+                                            ("customer_id", pa.string()),
+                                            ("ts", TS), ("price", pa.float64()),
+                                            ("dept", pa.string()), ("shop", pa.string())]),
+                       key="event_id")
+    store.write("events", pa.table({
+        "event_id": ["1", "2", "3", "4"], "customer_id": ["a", "a", "b", "b"],
+        "ts": [T0 + dt.timedelta(days=i) for i in range(4)], "price": [1.5, 2.0, 4.0, None],
+        "dept": ["food", "toys", "food", "food"], "shop": ["web", "mall", "web", "web"]}))
+    res = consolidate(store, config=ConsolidationConfig(amount="price", categories=["dept"],
+                                                        channels=["shop"]))
+    assert res.notes == ("holdings from events (no 'product_id' column)",)
+    got = _customers(store)
+    assert got.at["a", "monetary"] == 3.5
+    assert got.at["b", "monetary"] == 4.0
+    assert got.at["a", "spend_toys"] == 2.0
+    assert got.at["b", "spend_food"] == 4.0
+    assert (got.at["a", "count_mall"], got.at["b", "count_web"]) == (1, 2)
+    with pytest.raises(ConsolidationError, match=r"amount column\(s\) 'cost' not in"):
+        consolidate(store, config=ConsolidationConfig(amount="cost"))
+
+
+def test_values_per_column_are_capped(store: VectorStore) -> None:
+    _setup(store, n_events=0)
+    cats = [f"sku{i}" for i in range(12)]
+    store.write("events", pa.table({
+        "event_id": [f"x{i}" for i in range(40)],
+        "customer_id": ["c1"] * 40, "ts": [T0 + dt.timedelta(hours=i) for i in range(40)],
+        "kind": ["transaction"] * 40, "product_id": [None] * 40,
+        "category": [cats[0]] * 20 + [cats[1]] * 10 + cats[2:],
+        "amount": [1.0] * 40, "channel": ["card"] * 40}, schema=EVENTS_TABLE_SCHEMA))
+    res = consolidate(store, config=ConsolidationConfig(max_values=2))
+    assert [c for c in res.feature_columns if c.startswith("spend_")] == ["spend_sku0",
+                                                                        "spend_sku1"]
+    assert any("category: columns for 2 of 12 values" in n for n in res.notes)
+    assert _customers(store).at["c1", "monetary"] == 40.0  # every event still counted
+    res = consolidate(store, full=True)  # the limit is remembered
+    assert len([c for c in res.feature_columns if c.startswith("spend_")]) == 2

@@ -152,10 +152,16 @@ def test_duplicates_across_batches_and_event_dedupe():
     assert not v.check(Chunk(b1, 1)).errors
     errs = v.check(Chunk(b2, 3)).errors
     assert [(e.row, e.value) for e in errs] == [(4, "a")]
-    ev = Mapping.from_options("events")
     e = pa.record_batch({"customer_id": ["a", "a", "b"], "ts": ["2024-01-01"] * 3,
                          "amount": ["1", "1", "2"]})
-    _, _, checked = _validate(ev, e, dedupe=True)
+    # identical events are repeats by default (a purchase log counts them) ...
+    _, _, checked = _validate(Mapping.from_options("events"), e, dedupe=True)
+    assert (checked.duplicates, checked.good.num_rows) == (0, 3)
+    ids = checked.good.column("event_id").to_pylist()
+    assert ids[1] == ids[0] + "#2"
+    assert "#" not in ids[2]
+    # ... and one event with dedupe (a source that replays rows)
+    _, _, checked = _validate(Mapping.from_options("events", dedupe=True), e, dedupe=True)
     assert checked.duplicates == 1
     assert not checked.errors
     assert checked.good.num_rows == 2
