@@ -691,8 +691,8 @@ def risk() -> None:
     Without --column, risk scores vec_tabular_raw (written by `embed tabular`): z-scored
     attributes that keep each customer's distance from the centre, which anomaly detectors
     need and unit-length columns (vec_tabular, vec_text, ...) discard. risk_score is
-    standardised: 0 is a typical customer, 2 is two standard deviations above the fitted
-    customers' mean score; risk_flag is risk_score > the threshold.
+    a robust z-score of the detector's score: 0 is the median customer, 3 is three robust
+    standard deviations more unusual; risk_flag is risk_score > the threshold.
     """
 
 
@@ -708,7 +708,7 @@ def risk() -> None:
 @click.option("--fit-sample", type=float, default=None,
               help="Fit on this many rows (or this share if < 1).")
 @click.option("--threshold", type=float, default=None,
-              help="Flag risk scores above this (standardised scale; default: the top "
+              help="Flag risk scores above this (robust z scale; default: the top "
                    "contamination share, 5%, of the fitted customers).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @pass_app

@@ -447,9 +447,10 @@ class Kindred:
         Without ``column`` or ``attributes`` the detector scores the column that keeps
         magnitudes (``vec_tabular_raw`` from ``embed("tabular")``: anomaly detectors need each
         customer's distance from the centre, which unit-length columns discard); the run's
-        ``column`` and first message say which and why. ``risk_score`` is standardised (0 =
-        a typical customer, 2 = two standard deviations above the fitted customers' mean
-        score) and ``risk_flag`` is ``risk_score > threshold``."""
+        ``column`` and first message say which and why. ``risk_score`` is a robust z-score of
+        the detector's score against the fitted customers' (0 = the median customer, 3 =
+        three robust standard deviations more unusual) and ``risk_flag`` is
+        ``risk_score > threshold``."""
         from .risk import score_table
 
         self._require_table(table, "ingest it first")

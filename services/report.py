@@ -56,7 +56,7 @@ class ProductScores:
 @dataclass
 class RiskScores:
     scores: np.ndarray
-    """Risk scores on the written (standardised) scale."""
+    """Risk scores on the written scale (robust z-scores of the detector's scores)."""
     threshold: float | None
     """The flag threshold the scoring run recorded: flagged means ``score > threshold``."""
     model: str = ""
@@ -174,7 +174,7 @@ def plot_risk(risk: RiskScores, path: Path) -> Path:
         ax.legend(fontsize=8)
     ax.set_yscale("log")
     title = "Risk scores" + (f" ({risk.model})" if risk.model else "")
-    ax.set(title=title, xlabel="risk score (standard deviations above the fitted mean)",
+    ax.set(title=title, xlabel="risk score (robust z: 0 = the median customer)",
            ylabel="customers")
     return _save(fig, path)
 

@@ -17,11 +17,14 @@ scored with ``decision_function`` (so KNN and LOF see a training row as its own 
 
 Two scales. ``decision_function`` is the detector's own score (PyOD's, or the ensemble's
 combination of its members'), whose units differ from one detector to the next.
-``risk_score`` is the scale Kindred writes and shows: the same score standardised against
-the fitted rows' scores, ``(score - mean) / sd``, so 0 is a typical customer and 2 is two
-standard deviations more unusual than the average, whatever the detector; ``threshold_`` is
-on that scale. It is an increasing function of the native score, so ranks and ROC-AUC are
-the same on both.
+``risk_score`` is the scale Kindred writes and shows: the same score as a robust z-score
+against the fitted rows' scores, ``(score - median) / (1.4826 * MAD)`` (the MAD falling back
+to the mean absolute deviation when over half the scores tie), so 0 is the median customer
+and 3 is three robust standard deviations more unusual, whatever the detector. Robust,
+because anomaly scores are heavy-tailed by nature: a mean and standard deviation would be
+set by the anomalies themselves (LOF's few huge ratios put every other customer near 0).
+``threshold_`` is on that scale. It is an increasing function of the native score, so ranks
+and ROC-AUC are the same on both.
 
 Never a non-finite score: features constant over the fit rows are dropped; PCA is fitted on
 the basis its features really span (collinear columns, such as a one-hot block whose levels
@@ -52,11 +55,11 @@ on a seeded sample of this many rows (a median's standard error is then ~1% of t
 
 PCA_RANK_TOL = 1e-10
 """PCA keeps the components whose variance is above this share of the largest. PyOD's PCA
-standardises its features first, so a smaller variance means columns that agree to better
-than float32 precision (vectors are stored as float32, about 7 significant digits, so an
-exactly collinear combination keeps a variance of about 1e-14 of the data's from rounding):
-such a direction is rounding noise, and PyOD's score, which divides by the variance, would
-be dominated by it or infinite."""
+standardises its features first (Kindred runs it in float64), so a smaller variance means
+columns that agree to better than float32 precision (vectors are stored as float32, about 7
+significant digits, so an exactly collinear combination keeps a variance of about 1e-14 of
+the data's from rounding): such a direction is rounding noise, and PyOD's score, which
+divides by the variance, would be dominated by it or infinite."""
 
 SCORE_CHUNK = 65_536
 """Rows scored at once inside ``decision_function`` (bounds temporary memory). One streamed
@@ -86,12 +89,15 @@ def check_matrix(X: Any, what: str = "input") -> np.ndarray:
 class _PyODMember:
     """A fitted PyOD detector whose ``decision_function`` is inductive."""
 
-    def __init__(self, estimator: Any) -> None:
+    def __init__(self, estimator: Any, *, float64: bool = False) -> None:
         self.estimator = estimator
+        self.float64 = float64
 
     def score(self, X: np.ndarray) -> np.ndarray:
         if type(self.estimator).__name__ == "HBOS":
             X = _read_only(X)  # the array type its numba kernel was compiled for at fit
+        if getattr(self, "float64", False):
+            X = X.astype(np.float64, copy=False)
         return np.asarray(self.estimator.decision_function(X), dtype=np.float64)
 
 
@@ -179,7 +185,10 @@ def _fit_member(cfg: Any, X: np.ndarray, messages: list[str]) -> _PyODMember | _
         messages.append(msg)
         X = X[idx]
     if cfg.kind == "pca":
-        return _PyODMember(_fit_pca(cfg, X, messages))
+        # in float64: PyOD divides by the smallest eigenvalues, which float32 arithmetic
+        # leaves at ~1e-6 of the largest even for exactly collinear columns
+        return _PyODMember(_fit_pca(cfg, X.astype(np.float64, copy=False), messages),
+                           float64=True)
     est = _pyod_estimator(cfg)
     est.fit(_read_only(X) if cfg.kind == "hbos" else X)
     return _PyODMember(est)
@@ -235,7 +244,7 @@ class RiskDetector(BaseEstimator):
     Attributes set by ``fit``: ``config_`` (validated configuration), ``n_features_in_``,
     ``n_fit_rows_``, ``members_`` (fitted members), ``member_kinds_`` (their kinds: an
     ensemble member that failed is left out), ``member_stats_`` (ensemble standardisation),
-    ``score_center_``/``score_scale_`` (mean and standard deviation of the fit rows' native
+    ``score_center_``/``score_scale_`` (median and robust spread of the fit rows' native
     scores: the risk-score scale), ``threshold_`` (risk-score quantile of the fit rows at
     ``1 - contamination``), ``train_scores_`` (sorted risk scores of the fit rows),
     ``feature_median_``/``feature_scale_`` (robust population statistics for explanations),
@@ -286,9 +295,8 @@ class RiskDetector(BaseEstimator):
             native = self._combine([s for _, _, s in fitted])
         else:
             native = fitted[0][2]
-        self.score_center_ = float(native.mean())
-        sd = float(native.std())
-        self.score_scale_ = sd if np.isfinite(sd) and sd > 0 else 1.0
+        center, scale = robust_scale(native[:, None])
+        self.score_center_, self.score_scale_ = float(center[0]), float(scale[0])
         train = self._standardise(native)
         self.train_scores_ = np.sort(train)
         self.threshold_ = float(np.percentile(train, 100 * (1 - cfg.contamination)))
@@ -361,8 +369,9 @@ class RiskDetector(BaseEstimator):
         return self._combine([self._member_scores(m, X) for m in self.members_])
 
     def risk_score(self, X: Any) -> np.ndarray:
-        """Risk scores of the rows of ``X``: native scores standardised against the fit rows'
-        (``(score - score_center_) / score_scale_``); InvalidRiskInput if one is not finite."""
+        """Risk scores of the rows of ``X``: native scores as robust z-scores against the fit
+        rows' (``(score - score_center_) / score_scale_``); InvalidRiskInput if one is not
+        finite."""
         self._check_fitted()
         return self.risk_score_checked(check_matrix(X, "score"))
 

@@ -54,7 +54,7 @@ class RiskExplanation(BaseModel):
     customer: str
     model_id: str
     risk_score: float
-    """On the standardised risk-score scale (see :mod:`services.risk.scoring`)."""
+    """On the written risk-score scale (a robust z-score, see :mod:`services.risk.scoring`)."""
     risk_rank: int | None
     risk_flag: bool | None
     percentile: float

@@ -1,14 +1,14 @@
 """Fit a detector on a table, score every row in streamed batches, and write the scores back.
 
 Write-back adds (once) and sets four columns by key, leaving every other column as it was:
-``risk_score`` (float64, higher = more anomalous, on the standardised scale of
-:meth:`RiskDetector.risk_score`: standard deviations above the fitted customers' mean
-score), ``risk_rank`` (int64, 1 = most anomalous, ties broken by key), ``risk_flag`` (bool:
-``risk_score > threshold``, the threshold being the fit rows' risk-score quantile at
-``1 - contamination`` or an explicit ``threshold`` on the same scale) and ``risk_model`` (the
-persisted model's id). A non-finite score is never written: the run fails first, with
-nothing written. Memory: the fit rows, one scan batch, and the keys and scores of the table
-(about 30 bytes a row).
+``risk_score`` (float64, higher = more anomalous, on the scale of
+:meth:`RiskDetector.risk_score`: a robust z-score of the detector's score against the fitted
+customers', 0 = the median customer), ``risk_rank`` (int64, 1 = most anomalous, ties broken
+by key), ``risk_flag`` (bool: ``risk_score > threshold``, the threshold being the fit rows'
+risk-score quantile at ``1 - contamination`` or an explicit ``threshold`` on the same scale)
+and ``risk_model`` (the persisted model's id). A non-finite score is never written: the run
+fails first, with nothing written. Memory: the fit rows, one scan batch, and the keys and
+scores of the table (about 30 bytes a row).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from .persistence import META_KEY, load_model, save_model
 Progress = Callable[[int, int | None], None]
 """Called after each scored batch with (rows scored so far, total rows if known)."""
 
-SCORE_SCALE = "standardised: (detector score - fitted mean) / fitted standard deviation"
+SCORE_SCALE = "robust z: (detector score - fitted median) / (1.4826 * fitted MAD)"
 """How ``risk_score`` reads, recorded with every run (see :meth:`RiskDetector.risk_score`)."""
 
 RISK_FIELDS = (pa.field("risk_score", pa.float64()), pa.field("risk_rank", pa.int64()),
