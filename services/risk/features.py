@@ -156,7 +156,9 @@ def source_note(info: TableInfo, source: FeatureSource, named: bool) -> str | No
     if source.column is None:
         return None
     if not named:
-        return f"risk scored {choose_column(info)[1]}"
+        reason = choose_column(info)[1]
+        return reason if reason.startswith(f"{source.column} is unit-normalised") else \
+            f"risk scored {reason}"
     if not _preserves_magnitude(info, source.column):
         return unit_length_caveat(info, source.column)
     return None
