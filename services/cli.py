@@ -715,7 +715,11 @@ def risk() -> None:
 def risk_score(app: App, detector: str | None, column: str | None,
                attributes: tuple[str, ...], fit_sample: float | None,
                threshold: float | None, seed: int) -> None:
-    """Fit a detector, persist it, and write risk_score/rank/flag/model for every customer."""
+    """Fit a detector, persist it, and write risk_score/rank/flag/model for every customer.
+
+    Without --column it scores vec_tabular_raw, the column that keeps each customer's
+    distance from the centre (see `kindred risk --help`), and says which it used.
+    """
     with app.progress() as bar:
         r = app.kindred().score_risk(detector=detector, column=column,
                                      attributes=list(attributes) or None,

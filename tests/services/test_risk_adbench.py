@@ -42,7 +42,8 @@ def test_cli_commands_give_the_product_path_figures(datasets_dir: Path, tmp_path
     kindred("embed", "tabular", "--exclude", "is_anomaly")
     out = kindred("risk", "score")
     assert "on vector column 'vec_tabular_raw'" in out
-    assert "flagged (risk_score > " in out and "nan" not in out.lower()
+    assert "flagged (risk_score > " in out
+    assert "nan" not in out.lower()
     ev = json.loads(kindred("--json", "evaluate", "risk", "--label", "is_anomaly",
                             "--detector", "default"))
     assert ev["column"] == "vec_tabular_raw"

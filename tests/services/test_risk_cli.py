@@ -98,7 +98,8 @@ def test_risk_scores_the_magnitude_column_and_the_threshold_agrees(scored) -> No
 def test_string_labels_and_the_raw_pyod_reference(scored) -> None:
     store, _, _ = scored
     ev = kindred_json(store, "evaluate", "risk", "--label", "status", "--positive", "bad")
-    assert ev["positive"] == "bad" and ev["column"] == "vec_tabular_raw"
+    assert ev["positive"] == "bad"
+    assert ev["column"] == "vec_tabular_raw"
     by = {r["detector"]: r for r in ev["rows"]}
     assert set(by) == {"iforest", "hbos", "ecod", "default"}
     assert all(r["n_anomalies"] == 24 for r in by.values())
@@ -113,7 +114,8 @@ def test_string_labels_and_the_raw_pyod_reference(scored) -> None:
     # both rank these planted anomalies almost perfectly: the default is not worse than the
     # reference beyond the noise of 24 anomalies (the bank test below is the comparison
     # with a margin, on data this test did not make)
-    assert by["default"]["roc_auc"] > 0.95 and ref > 0.95
+    assert by["default"]["roc_auc"] > 0.95
+    assert ref > 0.95
     assert by["default"]["roc_auc"] >= ref - 0.01, (by["default"]["roc_auc"], ref)
     code, _, err = kindred(store, "evaluate", "risk", "--label", "status", ok=False)
     assert code == 1
@@ -133,14 +135,16 @@ def test_explanations_list_only_the_attributes_used(scored) -> None:
     assert top[0]["status"] == "bad"
     e = kindred_json(store, "risk", "explain", top[0]["customer_id"])
     used = {d["feature"] for d in e["attribute_deviations"]}
-    assert used <= ATTRIBUTES and {"age", "income"} <= used
+    assert used <= ATTRIBUTES
+    assert {"age", "income"} <= used
     dims = {d["feature"] for d in e["deviations"]}
     assert dims <= {"age", "income", "income__missing", *(f"region={v}" for v in
                     ("east", "island", "north", "south", "west")),
                     *(f"plan={v}" for v in ("basic", "plus", "premium"))}, dims
     for d in e["attribute_deviations"]:
         if d["feature"] == "region":  # a planted anomaly is in the rare level
-            assert d["value"] == "island" and d["share"] == pytest.approx(24 / 800)
+            assert d["value"] == "island"
+            assert d["share"] == pytest.approx(24 / 800)
             assert d["robust_z"] == pytest.approx(2.17, abs=0.01)
     _, out, _ = kindred(store, "risk", "explain", top[0]["customer_id"])
     for never in ("consolidation_run", "status", "customer_id ", "vec_tabular_raw["):
@@ -194,8 +198,10 @@ def test_synthetic_bank_readme_commands_beat_raw_iforest(tmp_path: Path) -> None
     the default detector ranks them at least as well as raw IForest on z-scored one-hot
     features of the same attributes (same run; docs/quality.md has several seeds)."""
     b = bank_quality(3_000, tmp_path, seed=0)
-    assert b["finite"] and b["column"] == "vec_tabular_raw"
-    assert "consolidation_run" not in b["attributes"] and "is_anomaly" not in b["attributes"]
+    assert b["finite"]
+    assert b["column"] == "vec_tabular_raw"
+    assert "consolidation_run" not in b["attributes"]
+    assert "is_anomaly" not in b["attributes"]
     assert b["default"] >= b["raw"]["iforest"], b
     assert b["default"] > 0.8, b
     m = re.search(r": ([0-9,]+) flagged \(risk_score > ", b["output"])
