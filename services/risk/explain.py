@@ -24,6 +24,7 @@ from scipy.stats import norm
 
 from vectorstore import VectorStore, col
 
+from .detector import robust_scale
 from .errors import RiskError
 from .features import RISK_COLUMNS, table_key, tabular_features
 from .persistence import load_model
@@ -85,11 +86,9 @@ def _attribute_deviations(store: VectorStore, table: str, row: pa.Table,
     out = []
     for c in numeric:
         x = numeric_values(data.column(c).combine_chunks())
-        med = float(np.nanmedian(x)) if np.isfinite(x).any() else 0.0
-        dev = np.abs(x - med)
-        mad = 1.4826 * float(np.nanmedian(dev)) if np.isfinite(dev).any() else 0.0
-        mean_ad = 1.2533 * float(np.nanmean(dev)) if np.isfinite(dev).any() else 0.0
-        scale = mad if mad > 0 else (mean_ad if mean_ad > 0 else 1.0)
+        x = x[np.isfinite(x)]
+        med, scale = robust_scale(x[:, None]) if x.size else (np.zeros(1), np.ones(1))
+        med, scale = float(med[0]), float(scale[0])
         v = float(numeric_values(row.column(c).combine_chunks())[0])
         ok = np.isfinite(v)
         out.append(Deviation(feature=c, value=v if ok else None, median=med,
