@@ -297,7 +297,7 @@ class RiskDetector(BaseEstimator):
             native = fitted[0][2]
         center, scale = robust_scale(native[:, None])
         self.score_center_, self.score_scale_ = float(center[0]), float(scale[0])
-        train = self._standardise(native)
+        train = self.to_risk_scale(native)
         self.train_scores_ = np.sort(train)
         self.threshold_ = float(np.percentile(train, 100 * (1 - cfg.contamination)))
         return self
@@ -377,14 +377,15 @@ class RiskDetector(BaseEstimator):
 
     def risk_score_checked(self, X: np.ndarray) -> np.ndarray:
         """:meth:`risk_score` for a matrix already checked to be finite."""
-        scores = self._standardise(self.score_checked(X))
+        scores = self.to_risk_scale(self.score_checked(X))
         bad = ~np.isfinite(scores)
         if bad.any():
             raise InvalidRiskInput(f"score: row {int(np.flatnonzero(bad)[0])} got a non-finite "
                                    f"score from {'+'.join(self.member_kinds_)}")
         return scores
 
-    def _standardise(self, native: np.ndarray) -> np.ndarray:
+    def to_risk_scale(self, native: np.ndarray) -> np.ndarray:
+        """Native scores (``decision_function``) on the risk-score scale."""
         return (np.asarray(native, dtype=np.float64) - self.score_center_) / self.score_scale_
 
     def _combine(self, member_scores: list[np.ndarray]) -> np.ndarray:

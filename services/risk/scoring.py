@@ -100,7 +100,7 @@ def score_stream(store: VectorStore, table: str, detector: RiskDetector, source:
     total = _row_count(store, table) if progress is not None else None
     kept, scores, done = [], [], 0
     for batch, X in iter_matrices(store, table, source, key, extra=extra, batch_size=batch_size):
-        s = detector._standardise(detector.score_checked(X))  # iter_matrices checked X
+        s = detector.to_risk_scale(detector.score_checked(X))  # iter_matrices checked X
         bad = ~np.isfinite(s)
         if bad.any():
             row = batch.column(key)[int(np.flatnonzero(bad)[0])].as_py()
