@@ -520,17 +520,25 @@ def consolidate(app: App, full: bool, amount: str | None, categories: tuple[str,
               help="combined: source vector columns (repeatable).")
 @click.option("--weight", "weights", multiple=True, type=float,
               help="combined: one weight per --source.")
+@click.option("--raw/--no-raw", default=True, show_default=True,
+              help="tabular: also write OUTPUT_raw, z-scored and not unit-normalised (l2), "
+                   "the column risk scoring uses.")
 @pass_app
 def embed(app: App, kind: str, table: str, include: tuple[str, ...], exclude: tuple[str, ...],
           column: str | None, template: str | None, model: str | None, backend: str,
           output: str | None, dim: int | None, sources: tuple[str, ...],
-          weights: tuple[float, ...]) -> None:
-    """Write a vector column: tabular, text, behavior or combined."""
+          weights: tuple[float, ...], raw: bool) -> None:
+    """Write a vector column: tabular, text, behavior or combined.
+
+    tabular writes vec_tabular (robust-scaled, unit length: for matching) and
+    vec_tabular_raw (z-scores that keep each customer's distance from the centre: for risk).
+    """
     with app.progress() as bar:
         r = app.kindred().embed(kind, table=table, include=list(include) or None,
                                 exclude=list(exclude), column=column, template=template,
                                 model=model, output=output, dim=dim, sources=list(sources),
-                                weights=list(weights) or None, backend=backend, progress=bar)
+                                weights=list(weights) or None, backend=backend, raw=raw,
+                                progress=bar)
     app.emit(r, lambda: click.echo(r.details.get("message") or str(r.details)))
 
 
@@ -698,24 +706,31 @@ def evaluate_matching(app: App, product: str | None, label: str | None, positive
 
 
 @evaluate.command("risk")
-@click.option("--label", required=True, help="Column marking known anomalies (bool or 0/1).")
+@click.option("--label", required=True,
+              help="Column marking known anomalies (bool or 0/1, or any values with "
+                   "--positive).")
+@click.option("--positive", default=None,
+              help="The --label value that marks an anomaly (e.g. bad, Yes).")
 @click.option("--detector", "detectors", multiple=True,
               help="Detector(s) to compare (default: iforest, hbos, ecod, default ensemble).")
-@click.option("--column", default=None, help="Vector column (default: the only one).")
+@click.option("--column", default=None,
+              help="Vector column (default: as `risk score` picks, vec_tabular_raw first).")
 @click.option("--fit-sample", type=float, default=None,
               help="Fit on this many rows (or this share if < 1).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @pass_app
-def evaluate_risk(app: App, label: str, detectors: tuple[str, ...], column: str | None,
-                  fit_sample: float | None, seed: int) -> None:
+def evaluate_risk(app: App, label: str, positive: str | None, detectors: tuple[str, ...],
+                  column: str | None, fit_sample: float | None, seed: int) -> None:
     """ROC-AUC, average precision and precision@n of each detector against --label."""
     dets = list(detectors) or ["iforest", "hbos", "ecod", "default"]
     with app.busy("Evaluating detectors"):
-        rep = app.kindred().evaluate_risk(label, detectors=dets, column=column,
-                                      fit_sample=_sample(fit_sample), seed=seed)
+        rep = app.kindred().evaluate_risk(label, positive=positive, detectors=dets,
+                                          column=column, fit_sample=_sample(fit_sample),
+                                          seed=seed)
 
     def human() -> None:
-        click.echo(f"Risk evaluation against {label}")
+        target = f"{label} = {positive}" if positive is not None else label
+        click.echo(f"Risk evaluation against {target} on {rep.rows[0].source}")
         click.echo(f"  {'detector':<10} {'ROC-AUC':>8} {'avg prec':>9} {'prec@n':>8} "
                    f"{'n':>6} {'anomalies':>9}")
         for r in rep.rows:
@@ -734,35 +749,58 @@ def _sample(value: float | None) -> int | float | None:
 # ---------------------------------------------------------------------- risk
 @main.group()
 def risk() -> None:
-    """Anomaly scores on stored vectors: score, top, explain."""
+    """Anomaly scores on stored vectors: score, top, explain.
+
+    \b
+    Without --column, risk scores vec_tabular_raw (written by `embed tabular`): z-scored
+    attributes that keep each customer's distance from the centre, which anomaly detectors
+    need and unit-length columns (vec_tabular, vec_text, ...) discard. risk_score is
+    a robust z-score of the detector's score: 0 is the median customer, 3 is three robust
+    standard deviations more unusual; risk_flag is risk_score > the threshold.
+    """
 
 
 @risk.command("score")
 @click.option("--detector", default=None,
-              help="iforest, ecod, hbos, copod, knn, lof, pca, or default (ensemble); or a "
-                   "JSON configuration.")
-@click.option("--column", default=None, help="Vector column (default: the only one).")
+              help="iforest, ecod, hbos, copod, knn, lof, pca, or default (IForest + KNN + PCA "
+                   "ensemble); or a JSON configuration.")
+@click.option("--column", default=None,
+              help="Vector column (default: one that keeps magnitudes, vec_tabular_raw first; "
+                   "a unit-length column works with a caveat).")
 @click.option("--attribute", "attributes", multiple=True,
               help="Fit on numeric attributes instead of a vector column (repeatable).")
 @click.option("--fit-sample", type=float, default=None,
               help="Fit on this many rows (or this share if < 1).")
 @click.option("--threshold", type=float, default=None,
-              help="Flag scores at or above this (default: by contamination).")
+              help="Flag risk scores above this (robust z scale; default: the top "
+                   "contamination share, 5%, of the fitted customers).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @pass_app
 def risk_score(app: App, detector: str | None, column: str | None,
                attributes: tuple[str, ...], fit_sample: float | None,
                threshold: float | None, seed: int) -> None:
-    """Fit a detector, persist it, and write risk_score/rank/flag/model for every customer."""
+    """Fit a detector, persist it, and write risk_score/rank/flag/model for every customer.
+
+    Without --column it scores vec_tabular_raw, the column that keeps each customer's
+    distance from the centre (see `kindred risk --help`), and says which it used.
+    """
     with app.progress() as bar:
         r = app.kindred().score_risk(detector=detector, column=column,
                                      attributes=list(attributes) or None,
                                      fit_sample=_sample(fit_sample), threshold=threshold,
                                      seed=seed, progress=bar)
-    app.emit(r, lambda: click.echo(
-        f"Scored {r.n_rows:,} customers with {r.detector} on {r.source} (model {r.model_id}, "
-        f"fitted on {r.n_fit_rows:,} rows): {r.n_flagged:,} flagged at score >= "
-        f"{r.threshold:.4g}"))
+
+    def human() -> None:
+        who = r.detector if r.members == [r.detector] else f"{r.detector} ({' + '.join(r.members)})"
+        rule = (f", the top {r.contamination:.0%} of the fitted customers"
+                if r.contamination is not None else "")
+        click.echo(f"Scored {r.n_rows:,} customers with {who} on {r.source} (model "
+                   f"{r.model_id}, fitted on {r.n_fit_rows:,} rows): {r.n_flagged:,} flagged "
+                   f"(risk_score > {r.threshold:.3f}{rule})")
+        for m in r.messages:
+            click.echo(f"  note: {m}")
+
+    app.emit(r, human)
 
 
 @risk.command("top")
@@ -802,8 +840,13 @@ def risk_explain(app: App, customer: str) -> None:
         if devs:
             click.echo("Most unusual:")
             for d in devs:
-                click.echo(f"  {d.feature:<24} {d.value:>12.4g} (median {d.median:.4g}, "
-                           f"robust z {d.robust_z:+.1f})")
+                if d.share is not None:
+                    click.echo(f"  {d.feature:<24} {d.value!s:>12} (held by {d.share:.1%} of "
+                               f"customers, z {d.robust_z:+.1f})")
+                else:
+                    value = "missing" if d.value is None else f"{d.value:.4g}"
+                    click.echo(f"  {d.feature:<24} {value:>12} (median {d.median:.4g}, "
+                               f"robust z {d.robust_z:+.1f})")
         if e.neighbours:
             click.echo("Nearest normal customers: " + ", ".join(n.key for n in e.neighbours))
 
@@ -817,14 +860,19 @@ def risk_explain(app: App, customer: str) -> None:
 @click.option("--product", "products", multiple=True,
               help="Products to plot (default: the 3 most held).")
 @click.option("--column", default=None, help="Vector column (default: the preferred one).")
-@click.option("--label", default=None, help="Anomaly label column for the risk ROC-AUC.")
+@click.option("--label", default=None,
+              help="Anomaly label column: adds the risk ROC and precision-recall curves.")
+@click.option("--positive", default=None, help="The --label value that marks an anomaly.")
 @pass_app
 def report(app: App, out_dir: str, products: tuple[str, ...], column: str | None,
-           label: str | None) -> None:
-    """Write an HTML report (gain/lift, score distributions, risk, customer map)."""
+           label: str | None, positive: str | None) -> None:
+    """Write an HTML report (gain/lift, score distributions, risk, customer map).
+
+    A table without holdings gets the risk sections only.
+    """
     with app.busy("Drawing the report"):
         r = app.kindred().report(out_dir, products=list(products) or None, column=column,
-                             label=label)
+                                 label=label, positive=positive)
     app.emit(r, lambda: click.echo(f"Report written to {r.html} ({len(r.images)} plots: "
                                    f"{', '.join(r.sections) or 'none'})"))
 

@@ -204,7 +204,9 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
                             f"({r.summary.method} on {r.summary.vector_column})")
     if m is not None:
         summary["match"] = m.to_dict()
-    risk_col = "vec_activity" if activity else None
+    # the activity features' magnitude-preserving companion: the planted anomalies are in the
+    # transactions, and detectors need each customer's distance from the centre
+    risk_col = "vec_activity_raw" if activity else None
     run = steps.run("risk", lambda: k.score_risk(column=risk_col),
                     lambda r: f"{r.detector} on {r.source}: {r.n_flagged:,} of {r.n_rows:,} "
                               "flagged")

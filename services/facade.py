@@ -327,11 +327,15 @@ class Kindred:
               template: str | None = None, model: str | None = None,
               output: str | None = None, dim: int | None = None,
               sources: Sequence[str] = (), weights: Sequence[float] | None = None,
-              backend: str = "torch", progress: Progress | None = None) -> StepResult:
+              backend: str = "torch", raw: bool = True,
+              progress: Progress | None = None) -> StepResult:
         """Write a vector column: ``tabular``, ``text``, ``behavior`` or ``combined``.
 
         - tabular: numeric columns standardised, categoricals one-hot (``include``/``exclude``
-          select columns; ``dim`` adds a PCA).
+          select columns; ``dim`` adds a PCA), unit length for matching; with ``raw`` (the
+          default) also ``<output>_raw``: z-scored, unclipped, not normalised (metric l2),
+          the column risk scoring uses because it keeps each customer's distance from the
+          centre.
         - text: sentence-transformers over a text ``column`` or a profile ``template``
           (``model``: a local path; default the packaged all-MiniLM-L6-v2; ``backend``
           ``onnx`` runs it int8-quantised through ONNX Runtime, ~3x faster on CPU, vectors
@@ -350,10 +354,17 @@ class Kindred:
         step = f"embed {kind}"
         rows_done = _for_step(progress, step)
         if kind == "tabular":
-            kw: dict[str, Any] = {"pca": dim} if dim else {}
-            emb = embedders.TabularEmbedder(include=list(include) if include else None,
-                                            exclude=list(exclude), **kw)
-            r = embedders.embed(self._store, table, emb, output, progress=rows_done)
+            from ingest.embedders.tabular import embed_tabular
+
+            r, companion = embed_tabular(self._store, table,
+                                         include=list(include) if include else None,
+                                         exclude=list(exclude), pca=dim, column=output,
+                                         raw=raw, progress=rows_done)
+            if companion is not None:
+                return StepResult(step=f"embed {kind}", table=table, details={
+                    **_plain(r), "raw_column": companion.column,
+                    "message": f"{r.message}; {companion.message} (magnitude-preserving, "
+                               "for risk scoring)"})
         elif kind == "text":
             if (column is None) == (template is None):
                 raise ServiceError("text embedding needs exactly one of a text column "
@@ -485,13 +496,19 @@ class Kindred:
                    progress: Progress | None = None) -> RiskRun:
         """Fit a PyOD detector (``iforest``, ``ecod``, ``hbos``, ... or the default ensemble) on
         a vector column or numeric attributes, persist it, and write back ``risk_score``,
-        ``risk_rank``, ``risk_flag`` and ``risk_model`` for every row."""
+        ``risk_rank``, ``risk_flag`` and ``risk_model`` for every row.
+
+        Without ``column`` or ``attributes`` the detector scores the column that keeps
+        magnitudes (``vec_tabular_raw`` from ``embed("tabular")``: anomaly detectors need each
+        customer's distance from the centre, which unit-length columns discard); the run's
+        ``column`` and first message say which and why. ``risk_score`` is a robust z-score of
+        the detector's score against the fitted customers' (0 = the median customer, 3 =
+        three robust standard deviations more unusual) and ``risk_flag`` is
+        ``risk_score > threshold``."""
         from .risk import score_table
 
         self._require_table(table, "ingest it first")
         attributes = self._named(table, attributes)
-        if not attributes:
-            column = column or self.default_vector_column(table)
         rows_done = _for_step(progress, "risk score")
         return score_table(self._store, table, detector, column=column,
                            attributes=list(attributes) if attributes else None,
@@ -516,49 +533,62 @@ class Kindred:
         self._require_table(table, "ingest it first")
         return explain(self._store, table, customer_id)
 
-    def evaluate_risk(self, label: str, *, detectors: Sequence[str] = ("iforest", "hbos",
-                                                                        "ecod", "default"),
+    def evaluate_risk(self, label: str, *, positive: Any = None,
+                      detectors: Sequence[Any] = ("iforest", "hbos", "ecod", "default"),
                       column: str | None = None, fit_sample: int | float | None = None,
                       seed: int = 0, table: str = CUSTOMERS) -> RiskEvaluation:
-        """ROC-AUC, average precision and precision@n of each detector against ``label``."""
+        """ROC-AUC, average precision and precision@n of each detector against ``label``
+        (``label == positive`` marks a known anomaly, e.g. ``positive="bad"``; a bool or 0/1
+        label needs none), on the column :meth:`score_risk` would use."""
         from .risk import evaluate
+        from .risk.features import resolve_source
 
         self._require_table(table, "ingest it first")
-        column = column or self.default_vector_column(table)
         label = self._named_one(table, label)
-        rows = evaluate(self._store, table, label, list(detectors), column=column,
-                        fit_sample=fit_sample, seed=seed)
-        return RiskEvaluation(label=label, column=column, rows=rows)
+        column = resolve_source(self._store.table_info(table), column).column
+        rows = evaluate(self._store, table, label, list(detectors), positive=positive,
+                        column=column, fit_sample=fit_sample, seed=seed)
+        return RiskEvaluation(label=label, positive=positive, column=column, rows=rows)
 
     # ------------------------------------------------------------------ report
     def report(self, out_dir: str | Path, *, products: Sequence[str] | None = None,
                column: str | None = None, methods: Sequence[str] = ("centroid", "learned"),
-               label: str | None = None, max_products: int = 3, seed: int = 0,
-               learned_options: dict[str, Any] | None = None) -> ReportResult:
+               label: str | None = None, positive: Any = None, max_products: int = 3,
+               seed: int = 0, learned_options: dict[str, Any] | None = None) -> ReportResult:
         """Write ``report.html`` (self-contained) and its PNGs into ``out_dir``.
 
         Gain/lift curves per product and method (seeded holdout), consumer vs prospect score
         distributions, the risk score distribution with its flag threshold, and a PCA map of
         customers coloured by holdings and risk flag. ``products`` defaults to the
         ``max_products`` most held products; ``column`` to the default vector column; ``label``
-        (e.g. ``is_anomaly``) adds the risk ROC-AUC; ``learned_options`` go to the learned
-        model (e.g. ``{"Cs": [10.0]}`` to skip choosing C by cross-validation).
+        (e.g. ``is_anomaly``, or ``Status`` with ``positive="bad"``) adds the risk ROC-AUC and
+        ROC/precision-recall curves; ``learned_options`` go to the learned model (e.g.
+        ``{"Cs": [10.0]}`` to skip choosing C by cross-validation). A table without holdings
+        gets the risk sections (and the map), not the matching ones.
         """
         from . import report as rpt
 
         self._require_table(CUSTOMERS, "ingest customers first")
         column = column or self.default_vector_column()
-        if column is None:
-            raise ServiceError("the customers table has no vector column: run embed first")
+        info = self._store.table_info(CUSTOMERS)
+        if column is None and "risk_score" not in info.schema.names:
+            raise ServiceError("the customers table has no vector column and no risk scores: "
+                               "run embed or risk score first")
         if products is None:
             products = self.popular_products(max_products)
         st = self.stats([CUSTOMERS])
         facts = {"store": self.location, "customers": f"{st.tables[0].rows:,}",
-                 "vector column": column,
+                 "vector column": column or "-",
                  "vector columns": ", ".join(f"{v.name} ({v.embedder or '-'}, {v.dim}-d)"
-                                             for v in st.tables[0].vectors)}
+                                             for v in st.tables[0].vectors) or "-"}
+        run = info.metadata.get("risk") or {}
+        if run.get("threshold") is not None:
+            scored = (run.get("source") or {}).get("column") or "attributes"
+            facts["risk model"] = (f"{run.get('model_id')} on {scored}: "
+                                   f"{run.get('n_flagged', 0):,} flagged (risk_score > "
+                                   f"{float(run['threshold']):.3f})")
         data = rpt.collect(self._store, column=column, products=products, methods=methods,
-                           label=label, seed=seed, facts=facts,
+                           label=label, positive=positive, seed=seed, facts=facts,
                            learned_options=learned_options,
                            title=f"Kindred report: {self.location}")
         return rpt.write_report(data, out_dir)

@@ -123,5 +123,7 @@ class RiskEvaluation(_Model):
     """One row per detector: ROC-AUC, average precision, precision@n against a label."""
 
     label: str
+    positive: Any = None
+    """The label value that marks an anomaly (None: a bool or 0/1 label)."""
     column: str | None
     rows: list[Any]

@@ -56,10 +56,17 @@ class ProductScores:
 @dataclass
 class RiskScores:
     scores: np.ndarray
+    """Risk scores on the written scale (robust z-scores of the detector's scores)."""
     threshold: float | None
+    """The flag threshold the scoring run recorded: flagged means ``score > threshold``."""
     model: str = ""
     auc: float | None = None
     """ROC-AUC on labelled/planted anomalies, when known."""
+    n_flagged: int | None = None
+    """Customers flagged in the table (the run's count; default: counted from ``scores``)."""
+    y_true: np.ndarray | None = None
+    """Known anomalies (aligned with ``scores``), for the ROC and precision-recall curves."""
+    label: str = ""
 
 
 @dataclass
@@ -150,18 +157,50 @@ def plot_distributions(ps: ProductScores, path: Path) -> Path:
     return _save(fig, path)
 
 
+def risk_legend(threshold: float, n_flagged: int) -> str:
+    """The threshold line's legend: the same figures ``kindred risk score`` prints."""
+    return f"flag threshold: risk_score > {threshold:.3f} ({n_flagged:,} flagged)"
+
+
 def plot_risk(risk: RiskScores, path: Path) -> Path:
     """Histogram of risk scores with the flag threshold."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.hist(risk.scores, bins=60, color="#4c72b0")
     if risk.threshold is not None:
-        n_flag = int((risk.scores >= risk.threshold).sum())
+        n_flag = (risk.n_flagged if risk.n_flagged is not None
+                  else int((risk.scores > risk.threshold).sum()))
         ax.axvline(risk.threshold, color="#c44e52", ls="--",
-                   label=f"flag threshold {risk.threshold:.3g} ({n_flag:,} flagged)")
+                   label=risk_legend(risk.threshold, n_flag))
         ax.legend(fontsize=8)
     ax.set_yscale("log")
     title = "Risk scores" + (f" ({risk.model})" if risk.model else "")
-    ax.set(title=title, xlabel="anomaly score (higher = more unusual)", ylabel="customers")
+    ax.set(title=title, xlabel="risk score (robust z: 0 = the median customer)",
+           ylabel="customers")
+    return _save(fig, path)
+
+
+def plot_risk_curves(risk: RiskScores, path: Path) -> Path:
+    """ROC (left) and precision-recall (right) curves of the risk scores against the label."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
+
+    assert risk.y_true is not None
+    y = np.asarray(risk.y_true, dtype=bool)
+    fig, (ax_r, ax_p) = plt.subplots(1, 2, figsize=(10, 4))
+    fpr, tpr, _ = roc_curve(y, risk.scores)
+    auc = f" (AUC {risk.auc:.3f})" if risk.auc is not None else ""
+    ax_r.plot(fpr, tpr, label=f"risk score{auc}")
+    ax_r.plot([0, 1], [0, 1], "k--", lw=1, label="random")
+    prec, rec, _ = precision_recall_curve(y, risk.scores)
+    ap = average_precision_score(y, risk.scores)
+    ax_p.plot(rec, prec, label=f"risk score (AP {ap:.3f})")
+    ax_p.axhline(y.mean(), color="k", ls="--", lw=1, label=f"base rate {y.mean():.3f}")
+    name = f" on {risk.label}" if risk.label else ""
+    ax_r.set(title=f"Risk ROC{name}", xlabel="false positive rate",
+             ylabel="true positive rate")
+    ax_p.set(title=f"Risk precision-recall{name}", xlabel="recall", ylabel="precision",
+             ylim=(0, 1.02))
+    ax_r.legend(fontsize=8)
+    ax_p.legend(fontsize=8)
     return _save(fig, path)
 
 
@@ -264,6 +303,11 @@ def write_report(data: ReportData, out_dir: str | Path) -> ReportResult:
         p = plot_risk(data.risk, out / "risk_scores.png")
         images.append(p)
         parts.append(_img(p, "Risk score distribution"))
+        y = data.risk.y_true
+        if y is not None and 0 < int(np.sum(y)) < len(y):
+            p = plot_risk_curves(data.risk, out / "risk_curves.png")
+            images.append(p)
+            parts.append(_img(p, "Risk ROC and precision-recall curves"))
     if data.customer_map is not None and len(data.customer_map.vectors) >= 3:
         sections.append("map")
         parts.append("<h2>Customer map</h2>")
@@ -292,10 +336,10 @@ def _vectors(table: pa.Table, column: str) -> np.ndarray:
                       dtype=np.float32).reshape(-1, dim)
 
 
-def collect(store: VectorStore, *, column: str, products: Sequence[str] = (),
+def collect(store: VectorStore, *, column: str | None, products: Sequence[str] = (),
             methods: Sequence[str] = ("centroid", "learned"), holdout: float = 0.2,
             max_rows: int = 50_000, map_rows: int = 5_000, label: str | None = None,
-            seed: int = 0, title: str = "Kindred report",
+            positive: Any = None, seed: int = 0, title: str = "Kindred report",
             facts: dict[str, str] | None = None,
             learned_options: dict[str, Any] | None = None) -> ReportData:
     """Gather the report's arrays from the ``customers`` table.
@@ -304,8 +348,10 @@ def collect(store: VectorStore, *, column: str, products: Sequence[str] = (),
     ``max_rows`` customers (a seeded sample above that: the curves need scores in memory).
     Gain curves come from a holdout like :func:`services.evaluate.evaluate_holdout`: a seeded
     ``holdout`` share of each product's holders is hidden, each method is fitted on the rest,
-    and every non-holder plus the hidden holders is ranked. ``label`` (e.g. ``is_anomaly``)
-    adds the risk ROC-AUC against that column.
+    and every non-holder plus the hidden holders is ranked. ``label`` (e.g. ``is_anomaly``,
+    or ``Status`` with ``positive="bad"``) adds the risk ROC-AUC and curves against that
+    column. A table without holdings (or ``column=None``, no vectors) gives only the
+    sections it has data for: the risk distribution needs nothing but the written scores.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -314,16 +360,20 @@ def collect(store: VectorStore, *, column: str, products: Sequence[str] = (),
     from .matching.query import fit_query
 
     info = store.table_info("customers")
-    info.vector(column)
+    if column is not None:
+        info.vector(column)
     names = info.schema.names
-    read = ["customer_id", "holdings", column,
-            *[c for c in ("risk_score", "risk_flag", "risk_model", label) if c and c in names]]
+    if "holdings" not in names:
+        products = ()
+    read = ["customer_id", *[c for c in ("holdings", column, "risk_score", "risk_flag",
+                                         "risk_model", label) if c and c in names]]
     data = store.to_arrow("customers", columns=list(dict.fromkeys(read)))
     rng = np.random.default_rng(seed)
     if data.num_rows > max_rows:
         data = data.take(pa.array(np.sort(rng.choice(data.num_rows, max_rows, replace=False))))
-    data = data.filter(pc.is_valid(data.column(column)))
-    X = _vectors(data, column)
+    if column is not None:
+        data = data.filter(pc.is_valid(data.column(column)))
+    X = _vectors(data, column) if column is not None else np.zeros((data.num_rows, 0))
     ids = data.column("customer_id").combine_chunks()
     rep = ReportData(title=title, facts=dict(facts or {}))
     holdings: dict[str, np.ndarray] = {}
@@ -352,26 +402,45 @@ def collect(store: VectorStore, *, column: str, products: Sequence[str] = (),
         q = build_query(store, product, "centroid", vector_column=column, min_consumers=2)
         s = q.score(X)
         rep.distributions.append(ProductScores(product, s[held], s[~held]))
+    flags = None
     if "risk_score" in data.column_names:
-        scores = np.asarray(pc.fill_null(data.column("risk_score"), np.nan).to_numpy(
-            zero_copy_only=False), dtype=np.float64)
-        flags = np.asarray(pc.fill_null(data.column("risk_flag"), False).to_numpy(
-            zero_copy_only=False), dtype=bool)
-        ok = ~np.isnan(scores)
-        threshold = float(scores[flags & ok].min()) if (flags & ok).any() else None
-        models = data.column("risk_model").drop_null().unique().to_pylist()
-        auc = None
-        if label and label in data.column_names:
-            yl = np.asarray(pc.fill_null(pc.cast(data.column(label), pa.bool_()), False)
-                            .to_numpy(zero_copy_only=False), dtype=bool)
-            if 0 < yl[ok].sum() < ok.sum():
-                auc = float(roc_auc_score(yl[ok], scores[ok]))
-                rep.facts[f"risk ROC-AUC on {label}"] = f"{auc:.3f}"
-        rep.risk = RiskScores(scores[ok], threshold, model=", ".join(models), auc=auc)
-    else:
-        flags = None
-    take = np.sort(rng.choice(len(X), min(map_rows, len(X)), replace=False)) if len(X) else []
-    rep.customer_map = CustomerMap(
-        column, X[take], {p: h[take] for p, h in holdings.items()},
-        risk_flag=flags[take] if flags is not None else None)
+        rep.risk, flags = _risk_scores(store, data, label, positive)
+        if rep.risk.auc is not None:
+            rep.facts[f"risk ROC-AUC on {rep.risk.label}"] = f"{rep.risk.auc:.3f}"
+    if column is not None:
+        take = np.sort(rng.choice(len(X), min(map_rows, len(X)), replace=False)) if len(X) \
+            else []
+        rep.customer_map = CustomerMap(
+            column, X[take], {p: h[take] for p, h in holdings.items()},
+            risk_flag=flags[take] if flags is not None else None)
     return rep
+
+
+def _risk_scores(store: VectorStore, data: pa.Table, label: str | None, positive: Any
+                 ) -> tuple[RiskScores, np.ndarray]:
+    """The risk section's data: the written scores, the threshold and flag count the scoring
+    run recorded (so the legend says what ``kindred risk score`` printed), and the label."""
+    from sklearn.metrics import roc_auc_score
+
+    from vectorstore import col
+
+    from .risk.evaluate import labels
+
+    scores = np.asarray(pc.fill_null(data.column("risk_score"), np.nan).to_numpy(
+        zero_copy_only=False), dtype=np.float64)
+    flags = np.asarray(pc.fill_null(data.column("risk_flag"), False).to_numpy(
+        zero_copy_only=False), dtype=bool)
+    ok = np.isfinite(scores)
+    run = store.table_info("customers").metadata.get("risk") or {}
+    threshold = run.get("threshold")
+    n_flagged = store.count("customers", col("risk_flag") == True)  # noqa: E712
+    models = data.column("risk_model").drop_null().unique().to_pylist()
+    risk = RiskScores(scores[ok], float(threshold) if threshold is not None else None,
+                      model=", ".join(models), n_flagged=n_flagged)
+    if label and label in data.column_names:
+        y = labels(data.column(label).filter(pa.array(ok)), "customers", label, positive)
+        if 0 < y.sum() < y.size:
+            risk.y_true = y
+            risk.auc = float(roc_auc_score(y, scores[ok]))
+            risk.label = label if positive is None else f"{label} = {positive}"
+    return risk, flags

@@ -54,7 +54,9 @@ def test_cli_quick_start_on_the_synthetic_bank(quickstart: tuple[Path, str]) -> 
     assert "consumers" not in audience
     risk_eval = json.loads(out[out.index('{\n  "label": "is_anomaly"'):].split("\n}\n")[0]
                            + "\n}")
-    assert {r["detector"] for r in risk_eval["rows"]} == {"iforest", "ecod"}
+    assert {r["detector"] for r in risk_eval["rows"]} == {"default", "iforest"}
+    assert risk_eval["column"] == "vec_tabular_raw"  # risk picks the magnitude column
+    assert all(0 < r["roc_auc"] <= 1 for r in risk_eval["rows"])
     assert (cwd / "report" / "report.html").is_file()
     with vectorstore.connect(str(cwd / "kindred-data")) as s:
         info = s.table_info("customers")

@@ -16,6 +16,17 @@ Fitting is one streamed pass over the table (``store.scan`` batches):
   values (free text, ids) is left out unless it was named in ``include``; what was left out
   and why is recorded in the state.
 * ``pca=k`` projects onto the first k principal components of the sample's features.
+* ``onehot_scale`` is the value of a set one-hot feature (1 by default). At ``1/sqrt(2)`` two
+  rows with different levels of a column are at distance 1, as two rows one standard deviation
+  apart on a z-scored number: every source column then weighs alike in a distance, however
+  many levels it has.
+* ``clip=None`` keeps scaled values unclipped, and ``normalize=False`` keeps the vectors'
+  length (metric l2).
+
+:func:`embed_tabular` writes the column matching uses (robust-scaled, clipped, unit length,
+metric cosine) and, by default, a magnitude-preserving companion ``<column>_raw`` (z-scored,
+unclipped, not normalised, one-hot at ``1/sqrt(2)``, metric l2) that risk scoring uses:
+anomaly detectors need each customer's distance from the centre, which unit length discards.
 
 The fitted state is medians/scales (or means/stds), kept category levels and the PCA matrix:
 a few KB, plus ``4 * k * n_features`` bytes for PCA. Only the sample (``sample_size`` rows of
@@ -33,12 +44,31 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vectorstore import Metric, TableInfo, VectorStore
+from vectorstore import Metric, TableInfo, VectorStore, check_name
 
-from .base import Embedder, check_columns, l2_normalize, register, to_vector_array
+from .base import (
+    Embedder,
+    EmbedResult,
+    Progress,
+    check_columns,
+    check_table,
+    check_target,
+    embed,
+    l2_normalize,
+    register,
+    to_vector_array,
+)
 from .errors import EmbeddingError, EmptyInputError
 
 _SKIP_PREFIXES = ("text_hash_", "risk_", "rec_")
+_BOOKKEEPING = ("consolidation_run",)
+"""Columns Kindred writes to track its own runs: never customer attributes."""
+RAW_SUFFIX = "_raw"
+RAW_PARAMS: dict[str, Any] = {"scaling": "zscore", "clip": None, "normalize": False,
+                              "onehot_scale": 1 / np.sqrt(2), "pca": None}
+"""The companion column's parameters: z-scores (the scale anomaly-detection benchmarks and
+PyOD's own examples use) without clipping (a clip merges the tail, where anomalies are),
+not unit-normalised (metric l2), one-hot blocks at ``1/sqrt(2)`` and no PCA."""
 OTHER = "__other__"
 MISSING = "__missing__"
 
@@ -52,8 +82,9 @@ def _is_categorical(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t)
 
 
-def _numeric(arr: pa.Array) -> np.ndarray:
-    """A numeric-like column as float64 with NaN for nulls (timestamps/dates in days)."""
+def numeric_values(arr: pa.Array) -> np.ndarray:
+    """A numeric-like column as float64 with NaN for nulls (timestamps/dates in days), as the
+    embedder reads it (explanations read attributes the same way)."""
     t = arr.type
     if pa.types.is_timestamp(t):
         arr = pc.divide(pc.cast(pc.cast(arr, pa.timestamp("s", t.tz)), pa.int64()).cast(
@@ -61,6 +92,9 @@ def _numeric(arr: pa.Array) -> np.ndarray:
     elif pa.types.is_date(t):
         arr = pc.cast(pc.cast(arr, pa.date32()), pa.int32())
     return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+_numeric = numeric_values
 
 
 def _strings(arr: pa.Array) -> pa.Array:
@@ -86,9 +120,10 @@ class TabularEmbedder(Embedder):
     default_column: ClassVar[str] = "vec_tabular"
 
     def __init__(self, include: Sequence[str] | None = None, exclude: Sequence[str] = (),
-                 *, scaling: str = "robust", clip: float = 5.0, min_frequency: float = 0.01,
-                 max_levels: int = 50, max_tracked: int = 10_000, pca: int | None = None,
-                 sample_size: int = 100_000, seed: int = 0, normalize: bool = True) -> None:
+                 *, scaling: str = "robust", clip: float | None = 5.0,
+                 min_frequency: float = 0.01, max_levels: int = 50, max_tracked: int = 10_000,
+                 pca: int | None = None, sample_size: int = 100_000, seed: int = 0,
+                 normalize: bool = True, onehot_scale: float = 1.0) -> None:
         self.include = list(include) if include is not None else None
         self.exclude = list(exclude)
         self.scaling = scaling
@@ -100,17 +135,23 @@ class TabularEmbedder(Embedder):
         self.sample_size = sample_size
         self.seed = seed
         self.normalize = normalize
+        self.onehot_scale = float(onehot_scale)
         if scaling not in ("robust", "zscore"):
             raise EmbeddingError(f"scaling must be 'robust' or 'zscore', got {scaling!r}")
         if pca is not None and (not isinstance(pca, int) or pca <= 0):
             raise EmbeddingError(f"pca must be a positive number of dimensions, got {pca!r}")
+        if clip is not None and not clip > 0:
+            raise EmbeddingError(f"clip must be positive or None, got {clip!r}")
+        if not (np.isfinite(self.onehot_scale) and self.onehot_scale > 0):
+            raise EmbeddingError(f"onehot_scale must be positive, got {onehot_scale!r}")
         self.metric = Metric.COSINE if normalize else Metric.L2  # type: ignore[misc]
 
     def get_params(self) -> dict[str, Any]:
         return {"include": self.include, "exclude": self.exclude, "scaling": self.scaling,
                 "clip": self.clip, "min_frequency": self.min_frequency,
                 "max_levels": self.max_levels, "max_tracked": self.max_tracked, "pca": self.pca,
-                "sample_size": self.sample_size, "seed": self.seed, "normalize": self.normalize}
+                "sample_size": self.sample_size, "seed": self.seed, "normalize": self.normalize,
+                "onehot_scale": self.onehot_scale}
 
     # ------------------------------------------------------------------ column selection
     def select_columns(self, info: TableInfo) -> tuple[list[str], list[str]]:
@@ -120,7 +161,7 @@ class TabularEmbedder(Embedder):
         names = self.include if self.include is not None else [
             f.name for f in info.schema
             if f.name != info.key and f.name not in info.vectors
-            and not f.name.startswith(_SKIP_PREFIXES)]
+            and not f.name.startswith(_SKIP_PREFIXES) and f.name not in _BOOKKEEPING]
         numeric, categorical = [], []
         for n in names:
             if n in self.exclude:
@@ -155,6 +196,7 @@ class TabularEmbedder(Embedder):
         n_rows = 0
         nulls = dict.fromkeys(numeric, 0)
         sums = {c: np.zeros(2) for c in numeric}
+        shift: dict[str, float] = {}  # sums of (x - first value seen): no cancellation in sd
         counts: dict[str, dict[str | None, int]] = {c: {} for c in categorical}
         too_many: set[str] = set()
         for b in store.scan(table, columns=[key, *cols] if key else cols, batch_size=batch_size):
@@ -163,7 +205,10 @@ class TabularEmbedder(Embedder):
                 x = _numeric(b.column(c))
                 ok = ~np.isnan(x)
                 nulls[c] += int((~ok).sum())
-                sums[c] += (x[ok].sum(), np.square(x[ok]).sum())
+                if c not in shift and ok.any():
+                    shift[c] = float(x[ok][0])
+                d = x[ok] - shift.get(c, 0.0)
+                sums[c] += (d.sum(), np.square(d).sum())
             for c in categorical:
                 if c in too_many:
                     continue
@@ -204,7 +249,7 @@ class TabularEmbedder(Embedder):
             if self.scaling == "zscore":
                 mu = sums[c][0] / max(n_ok, 1)
                 sd = np.sqrt(max(sums[c][1] / max(n_ok, 1) - mu * mu, 0.0))
-                center.append(mu)
+                center.append(mu + shift.get(c, 0.0))
                 scale.append(sd)
             else:
                 x = _numeric(sample.column(c).combine_chunks()) if sample is not None else \
@@ -272,7 +317,9 @@ class TabularEmbedder(Embedder):
             col = src.column(c)
             x = _numeric(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
             missing = np.isnan(x)
-            z = np.clip((x - self.center_[i]) / self.scale_[i], -self.clip, self.clip)
+            z = (x - self.center_[i]) / self.scale_[i]
+            if self.clip is not None:
+                z = np.clip(z, -self.clip, self.clip)
             z[missing] = 0.0
             out[:, j] = z
             j += 1
@@ -294,7 +341,7 @@ class TabularEmbedder(Embedder):
             if OTHER in levels:
                 pos[unseen] = levels.index(OTHER)
             rows = np.nonzero(pos >= 0)[0]
-            out[rows, j + pos[rows]] = 1.0
+            out[rows, j + pos[rows]] = self.onehot_scale
             j += len(levels)
         return out
 
@@ -340,3 +387,29 @@ class TabularEmbedder(Embedder):
         self.dropped_ = dict(info["dropped"])
         self.n_rows_fit_ = int(info["n_rows_fit"])
         self.n_features_ = int(info["n_features"])
+
+
+def embed_tabular(store: VectorStore, table: str, *, include: Sequence[str] | None = None,
+                  exclude: Sequence[str] = (), pca: int | None = None,
+                  column: str | None = None, raw: bool = True, batch_size: int = 16_384,
+                  progress: Progress | None = None) -> tuple[EmbedResult, EmbedResult | None]:
+    """Write the tabular column (default ``vec_tabular``) and, with ``raw``, its
+    magnitude-preserving companion ``<column>_raw`` (see the module docstring).
+
+    Both embedders are fitted and both target columns checked before anything is written,
+    so a name or dimension conflict fails with nothing written; each column is then written
+    by :func:`~ingest.embedders.base.embed` (one run each). Returns both runs' results (the
+    second None without ``raw``)."""
+    main = TabularEmbedder(include, exclude, pca=pca)
+    column = column or main.default_column
+    plan: list[tuple[TabularEmbedder, str]] = [(main, column)]
+    if raw:
+        plan.append((TabularEmbedder(include, exclude, **RAW_PARAMS), column + RAW_SUFFIX))
+    info = check_table(store, table)
+    for emb, name in plan:
+        check_name(name, "vector column name")
+        emb.fit(store, table, batch_size=max(batch_size, 65_536))
+        check_target(info, name, int(emb.dim_), emb.metric)
+    results = [embed(store, table, emb, name, fit=False, batch_size=batch_size,
+                     progress=progress) for emb, name in plan]
+    return results[0], (results[1] if raw else None)

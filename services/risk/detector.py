@@ -14,6 +14,23 @@ probability is floored at ``1/(n+1)`` (what PyOD would give that row scored alon
 rows are scored consistently in any batch. The other detectors (IForest, HBOS, KNN, LOF, PCA)
 are inductive in PyOD already and are called directly; every row, training rows included, is
 scored with ``decision_function`` (so KNN and LOF see a training row as its own neighbour).
+
+Two scales. ``decision_function`` is the detector's own score (PyOD's, or the ensemble's
+combination of its members'), whose units differ from one detector to the next.
+``risk_score`` is the scale Kindred writes and shows: the same score as a robust z-score
+against the fitted rows' scores, ``(score - median) / (1.4826 * MAD)`` (the MAD falling back
+to the mean absolute deviation when over half the scores tie), so 0 is the median customer
+and 3 is three robust standard deviations more unusual, whatever the detector. Robust,
+because anomaly scores are heavy-tailed by nature: a mean and standard deviation would be
+set by the anomalies themselves (LOF's few huge ratios put every other customer near 0).
+``threshold_`` is on that scale. It is an increasing function of the native score, so ranks
+and ROC-AUC are the same on both.
+
+Never a non-finite score: features constant over the fit rows are dropped; PCA is fitted on
+the basis its features really span (collinear columns, such as a one-hot block whose levels
+sum to one, give zero eigenvalues that PyOD divides by); a member that cannot be fitted or
+gives a non-finite score on the fit rows is left out of an ensemble with a message, and a
+single detector that does so raises :class:`InvalidRiskInput` with one line.
 """
 
 from __future__ import annotations
@@ -27,7 +44,7 @@ from scipy.stats import skew
 from sklearn.base import BaseEstimator
 
 from .config import EnsembleConfig, parse_detector
-from .errors import InvalidRiskInput, TooManyRows
+from .errors import InvalidRiskInput, RiskError, TooManyRows
 
 _INDUCTIVE_FIT_SCORES = ("iforest", "hbos", "pca")
 """PyOD detectors whose ``decision_scores_`` equal ``decision_function`` on the fit rows."""
@@ -35,6 +52,14 @@ _INDUCTIVE_FIT_SCORES = ("iforest", "hbos", "pca")
 ROBUST_STATS_ROWS = 20_000
 """Above this many fit rows, the population median and MAD used by explanations are estimated
 on a seeded sample of this many rows (a median's standard error is then ~1% of the spread)."""
+
+PCA_RANK_TOL = 1e-10
+"""PCA keeps the components whose variance is above this share of the largest. PyOD's PCA
+standardises its features first (Kindred runs it in float64), so a smaller variance means
+columns that agree to better than float32 precision (vectors are stored as float32, about 7
+significant digits, so an exactly collinear combination keeps a variance of about 1e-14 of
+the data's from rounding): such a direction is rounding noise, and PyOD's score, which
+divides by the variance, would be dominated by it or infinite."""
 
 SCORE_CHUNK = 65_536
 """Rows scored at once inside ``decision_function`` (bounds temporary memory). One streamed
@@ -64,12 +89,15 @@ def check_matrix(X: Any, what: str = "input") -> np.ndarray:
 class _PyODMember:
     """A fitted PyOD detector whose ``decision_function`` is inductive."""
 
-    def __init__(self, estimator: Any) -> None:
+    def __init__(self, estimator: Any, *, float64: bool = False) -> None:
         self.estimator = estimator
+        self.float64 = float64
 
     def score(self, X: np.ndarray) -> np.ndarray:
         if type(self.estimator).__name__ == "HBOS":
             X = _read_only(X)  # the array type its numba kernel was compiled for at fit
+        if getattr(self, "float64", False):
+            X = X.astype(np.float64, copy=False)
         return np.asarray(self.estimator.decision_function(X), dtype=np.float64)
 
 
@@ -79,7 +107,8 @@ class _TailMember:
     def __init__(self, kind: str, X: np.ndarray) -> None:
         self.kind = kind
         self.sorted_t = np.ascontiguousarray(np.sort(X, axis=0).T)  # (d, n), one row per feature
-        self.skew_sign = np.sign(skew(X, axis=0)).astype(np.int8)
+        with np.errstate(all="ignore"):  # a near-constant feature's skew can be NaN: no sign
+            self.skew_sign = np.sign(np.nan_to_num(skew(X, axis=0))).astype(np.int8)
 
     def score(self, X: np.ndarray) -> np.ndarray:
         n = self.sorted_t.shape[1]
@@ -155,9 +184,30 @@ def _fit_member(cfg: Any, X: np.ndarray, messages: list[str]) -> _PyODMember | _
         warnings.warn(msg, stacklevel=3)
         messages.append(msg)
         X = X[idx]
+    if cfg.kind == "pca":
+        # in float64: PyOD divides by the smallest eigenvalues, which float32 arithmetic
+        # leaves at ~1e-6 of the largest even for exactly collinear columns
+        return _PyODMember(_fit_pca(cfg, X.astype(np.float64, copy=False), messages),
+                           float64=True)
     est = _pyod_estimator(cfg)
     est.fit(_read_only(X) if cfg.kind == "hbos" else X)
     return _PyODMember(est)
+
+
+def _fit_pca(cfg: Any, X: np.ndarray, messages: list[str]) -> Any:
+    """PyOD's PCA, refitted on the rank-reduced basis when its features are collinear (the
+    components of variance below ``PCA_RANK_TOL`` of the largest are left out)."""
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero eigenvalue: checked below
+        est = _pyod_estimator(cfg).fit(X)
+    var = np.asarray(est.explained_variance_, dtype=np.float64)
+    keep = int(np.sum(var > PCA_RANK_TOL * var.max())) if var.size and var.max() > 0 else 0
+    if keep == var.size:
+        return est
+    if keep == 0:
+        raise InvalidRiskInput("PCA: the features have no variance")
+    messages.append(f"PCA: the features span {keep} of {X.shape[1]} dimensions (collinear "
+                    f"columns, such as a one-hot block); fitted on that {keep}-dimensional basis")
+    return _pyod_estimator(cfg.model_copy(update={"n_components": keep})).fit(X)
 
 
 def _read_only(X: np.ndarray) -> np.ndarray:
@@ -192,10 +242,13 @@ class RiskDetector(BaseEstimator):
         a dict, or None for the default ensemble.
 
     Attributes set by ``fit``: ``config_`` (validated configuration), ``n_features_in_``,
-    ``n_fit_rows_``, ``members_`` (fitted members), ``member_stats_`` (ensemble
-    standardisation), ``threshold_`` (training-score quantile at ``1 - contamination``),
-    ``train_scores_`` (sorted training scores), ``feature_median_``/``feature_scale_`` (robust
-    population statistics for explanations), ``messages_`` (notes such as sampling).
+    ``n_fit_rows_``, ``members_`` (fitted members), ``member_kinds_`` (their kinds: an
+    ensemble member that failed is left out), ``member_stats_`` (ensemble standardisation),
+    ``score_center_``/``score_scale_`` (median and robust spread of the fit rows' native
+    scores: the risk-score scale), ``threshold_`` (risk-score quantile of the fit rows at
+    ``1 - contamination``), ``train_scores_`` (sorted risk scores of the fit rows),
+    ``feature_median_``/``feature_scale_`` (robust population statistics for explanations),
+    ``messages_`` (notes such as sampling or a member left out).
     """
 
     def __init__(self, config: Any = None) -> None:
@@ -218,7 +271,9 @@ class RiskDetector(BaseEstimator):
         varying = X.max(axis=0) != X.min(axis=0)
         self.kept_features_ = None if varying.all() else np.flatnonzero(varying)
         Xm = X if self.kept_features_ is None else X[:, self.kept_features_]
-        members = cfg.members if isinstance(cfg, EnsembleConfig) else (cfg,)
+        if self.kept_features_ is not None:
+            self.messages_.append(f"{X.shape[1] - self.kept_features_.size} of {X.shape[1]} "
+                                  "features are constant over the fit rows and were ignored")
         rows = X
         if X.shape[0] > ROBUST_STATS_ROWS:  # median/MAD of 100,000 x 384 cost ~4 s, PyOD's fit 2 s
             pick = np.random.default_rng(0).choice(X.shape[0], ROBUST_STATS_ROWS, replace=False)
@@ -227,25 +282,57 @@ class RiskDetector(BaseEstimator):
             # the population statistics for explanations overlap the detectors' fit (numpy's
             # partition and PyOD's kernels release the GIL)
             robust = pool.submit(robust_scale, rows)
-            self.members_ = [_fit_member(m, Xm, self.messages_) for m in members]
+            fitted = self._fit_members(cfg, Xm)
             self.feature_median_, self.feature_scale_ = robust.result()
+        self.members_ = [m for m, _, _ in fitted]
+        self.member_kinds_ = [c.kind for _, c, _ in fitted]
         self.member_stats_: list[tuple[float, float, np.ndarray]] = []
-        member_train = [self._fit_scores(m, c, Xm) for m, c in zip(self.members_, members,
-                                                                  strict=True)]
         if isinstance(cfg, EnsembleConfig):
-            for s in member_train:
+            for _, _, s in fitted:
                 sd = float(s.std())
                 self.member_stats_.append((float(s.mean()), sd if sd > 0 else 1.0, np.sort(s)))
             # the fit rows' member scores are known: combine them rather than score again
-            train = self._combine(member_train)
+            native = self._combine([s for _, _, s in fitted])
         else:
-            train = member_train[0]
+            native = fitted[0][2]
+        center, scale = robust_scale(native[:, None])
+        self.score_center_, self.score_scale_ = float(center[0]), float(scale[0])
+        train = self.to_risk_scale(native)
         self.train_scores_ = np.sort(train)
         self.threshold_ = float(np.percentile(train, 100 * (1 - cfg.contamination)))
-        if self.kept_features_ is not None:
-            self.messages_.append(f"{X.shape[1] - self.kept_features_.size} of {X.shape[1]} "
-                                  "features are constant over the fit rows and were ignored")
         return self
+
+    def _fit_members(self, cfg: Any, X: np.ndarray) -> list[tuple[Any, Any, np.ndarray]]:
+        """(member, its config, its fit-row scores) for each member that fits and scores every
+        fit row finitely; the others are left out of an ensemble with a message, and fail a
+        single detector with one clear line."""
+        ensemble = isinstance(cfg, EnsembleConfig)
+        fitted, problems = [], []
+        for m in cfg.members if ensemble else (cfg,):
+            name = m.kind.upper()
+            try:
+                member = _fit_member(m, X, self.messages_)
+                s = self._fit_scores(member, m, X)
+            except TooManyRows:
+                raise
+            except Exception as exc:  # PyOD/scikit-learn numerical failures on these features
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                problem = f"{name} could not be fitted on these features ({detail})"
+            else:
+                bad = int(np.count_nonzero(~np.isfinite(s)))
+                if not bad:
+                    fitted.append((member, m, s))
+                    continue
+                problem = (f"{name} gave a non-finite score to {bad:,} of {s.size:,} fit rows "
+                           "on these features")
+            if not ensemble:
+                raise InvalidRiskInput(f"{problem}: try another detector")
+            problems.append(problem)
+            self.messages_.append(f"{problem}: left out of the ensemble")
+        if not fitted:
+            raise InvalidRiskInput("no ensemble member could score these features: "
+                                   + "; ".join(problems))
+        return fitted
 
     @classmethod
     def _fit_scores(cls, member: Any, cfg: Any, X: np.ndarray) -> np.ndarray:
@@ -262,7 +349,8 @@ class RiskDetector(BaseEstimator):
         return np.concatenate(parts)
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Anomaly scores of the rows of ``X`` (float64; higher = more anomalous)."""
+        """The detector's native scores of the rows of ``X`` (float64; higher = more
+        anomalous): PyOD's ``decision_function``, or the ensemble's combination."""
         self._check_fitted()
         return self.score_checked(check_matrix(X, "score"))
 
@@ -280,6 +368,26 @@ class RiskDetector(BaseEstimator):
             return self._member_scores(self.members_[0], X)
         return self._combine([self._member_scores(m, X) for m in self.members_])
 
+    def risk_score(self, X: Any) -> np.ndarray:
+        """Risk scores of the rows of ``X``: native scores as robust z-scores against the fit
+        rows' (``(score - score_center_) / score_scale_``); InvalidRiskInput if one is not
+        finite."""
+        self._check_fitted()
+        return self.risk_score_checked(check_matrix(X, "score"))
+
+    def risk_score_checked(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`risk_score` for a matrix already checked to be finite."""
+        scores = self.to_risk_scale(self.score_checked(X))
+        bad = ~np.isfinite(scores)
+        if bad.any():
+            raise InvalidRiskInput(f"score: row {int(np.flatnonzero(bad)[0])} got a non-finite "
+                                   f"score from {'+'.join(self.member_kinds_)}")
+        return scores
+
+    def to_risk_scale(self, native: np.ndarray) -> np.ndarray:
+        """Native scores (``decision_function``) on the risk-score scale."""
+        return (np.asarray(native, dtype=np.float64) - self.score_center_) / self.score_scale_
+
     def _combine(self, member_scores: list[np.ndarray]) -> np.ndarray:
         """The ensemble score from each member's scores of the same rows."""
         total = np.zeros(member_scores[0].shape[0], dtype=np.float64)
@@ -288,16 +396,17 @@ class RiskDetector(BaseEstimator):
                 total += (s - mean) / sd
             else:
                 total += np.searchsorted(sorted_train, s, side="right") / sorted_train.size
-        return total / len(self.members_)
+        return total / len(member_scores)
 
     def predict(self, X: Any) -> np.ndarray:
-        """True for rows whose score is above ``threshold_``."""
-        return self.decision_function(X) > self.threshold_
+        """True for rows whose risk score is above ``threshold_``."""
+        return self.risk_score(X) > self.threshold_
 
-    def percentile(self, scores: np.ndarray) -> np.ndarray:
-        """Share (0-100) of training scores at or below each score."""
+    def percentile(self, risk_scores: np.ndarray) -> np.ndarray:
+        """Share (0-100) of the fit rows' risk scores at or below each risk score."""
         self._check_fitted()
-        ranks = np.searchsorted(self.train_scores_, np.asarray(scores, dtype=np.float64), "right")
+        ranks = np.searchsorted(self.train_scores_, np.asarray(risk_scores, dtype=np.float64),
+                                "right")
         return 100.0 * ranks / self.train_scores_.size
 
     def robust_z(self, X: Any) -> np.ndarray:
@@ -307,6 +416,4 @@ class RiskDetector(BaseEstimator):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "members_"):
-            from .errors import RiskError
-
             raise RiskError("this RiskDetector is not fitted yet: call fit(X) first")

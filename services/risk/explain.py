@@ -5,32 +5,43 @@ For one customer (by key) the explanation holds:
 - its score, rank and flag as written back, and the percentile of its score in the table;
 - the features where it deviates most from the population, as robust z-scores
   ``(x - median) / (1.4826 * MAD)``: the model's attributes, or for a vector column its
-  dimensions (against the fit sample's medians) and, when the table has numeric attributes,
-  those too (against the whole table's medians);
+  dimensions against the fit sample's medians (named after the attributes they encode when
+  the tabular embedder wrote the column: ``age``, ``region=north``);
+- the attributes the detector used, and only those (never ids, bookkeeping columns or a
+  label left out of the embedding): numbers as robust z-scores against the whole table,
+  categories by how rare the customer's value is;
 - its nearest normal neighbours: a store search on the model's vector column restricted to
   rows that are not flagged, with the search's similarity (``score``) or ``distance``.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel
+from scipy.stats import norm
 
 from vectorstore import VectorStore, col
 
+from .detector import robust_scale
 from .errors import RiskError
-from .features import RISK_COLUMNS, table_key
+from .features import RISK_COLUMNS, table_key, tabular_features
 from .persistence import load_model
 
 
 class Deviation(BaseModel):
     feature: str
-    value: float
-    median: float
+    value: float | str | None
+    """The customer's value (None when missing)."""
+    median: float | None = None
+    """Numbers: the population median."""
     robust_z: float
+    """Numbers: ``(value - median) / (1.4826 * MAD)``. Categories: the normal quantile whose
+    two-sided tail is the share of customers with this value (1% reads 2.58, 50% 0.67), so
+    both kinds sort on one scale."""
+    share: float | None = None
+    """Categories: share of the table's customers with the same value."""
 
 
 class Neighbour(BaseModel):
@@ -44,6 +55,7 @@ class RiskExplanation(BaseModel):
     customer: str
     model_id: str
     risk_score: float
+    """On the written risk-score scale (a robust z-score, see :mod:`services.risk.scoring`)."""
     risk_rank: int | None
     risk_flag: bool | None
     percentile: float
@@ -51,7 +63,7 @@ class RiskExplanation(BaseModel):
     deviations: list[Deviation]
     """Model features (attributes or vector dimensions), largest |robust z| first."""
     attribute_deviations: list[Deviation]
-    """For a vector model: the table's numeric attributes, largest |robust z| first."""
+    """For a tabular vector model: the attributes it was built from, most unusual first."""
     neighbours: list[Neighbour]
     """Nearest customers that are not flagged, closest first (empty for attribute models)."""
     metric: str | None
@@ -63,27 +75,37 @@ def _top(names: list[str], x: np.ndarray, med: np.ndarray, z: np.ndarray, n: int
                       robust_z=float(z[i])) for i in order]
 
 
-def _numeric_attributes(info: Any) -> list[str]:
+def _attribute_deviations(store: VectorStore, table: str, row: pa.Table,
+                          numeric: list[str], categorical: list[str]) -> list[Deviation]:
+    """The customer's attributes against the whole table, most unusual first."""
+    from ingest.embedders.tabular import numeric_values
+
+    if not numeric and not categorical:
+        return []
+    data = store.to_arrow(table, columns=[*numeric, *categorical])
     out = []
-    for f in info.schema:
-        t = f.type
-        if f.name in RISK_COLUMNS or f.name == info.key or f.name in info.vectors:
-            continue
-        if pa.types.is_integer(t) or pa.types.is_floating(t):
-            out.append(f.name)
+    for c in numeric:
+        x = numeric_values(data.column(c).combine_chunks())
+        x = x[np.isfinite(x)]
+        med, scale = robust_scale(x[:, None]) if x.size else (np.zeros(1), np.ones(1))
+        med, scale = float(med[0]), float(scale[0])
+        v = float(numeric_values(row.column(c).combine_chunks())[0])
+        ok = np.isfinite(v)
+        out.append(Deviation(feature=c, value=v if ok else None, median=med,
+                             robust_z=(v - med) / scale if ok else 0.0))
+    for c in categorical:
+        values = data.column(c)
+        if pa.types.is_dictionary(values.type):
+            values = values.cast(values.type.value_type)
+        v = row.column(c)[0].as_py()
+        same = (values.null_count if v is None else
+                int(pc.sum(pc.equal(values, pa.scalar(v, values.type))).as_py() or 0))
+        share = same / max(len(values), 1)
+        z = float(norm.isf(share / 2)) if 0 < share < 1 else 0.0
+        out.append(Deviation(feature=c, value=None if v is None else str(v), robust_z=z,
+                             share=share))
+    out.sort(key=lambda d: -abs(d.robust_z))
     return out
-
-
-def _attribute_population(store: VectorStore, table: str, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    parts = [np.column_stack([b.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
-                              for c in names])
-             for b in store.scan(table, columns=names) if b.num_rows]
-    X = np.concatenate(parts)
-    med = np.nanmedian(X, axis=0)
-    dev = np.abs(X - med)
-    mad = 1.4826 * np.nanmedian(dev, axis=0)
-    mean_ad = 1.2533 * np.nanmean(dev, axis=0)
-    return med, np.where(mad > 0, mad, np.where(mean_ad > 0, mean_ad, 1.0))
 
 
 def explain(store: VectorStore, table: str, customer: str, *, model_id: str | None = None,
@@ -94,27 +116,26 @@ def explain(store: VectorStore, table: str, customer: str, *, model_id: str | No
     if "risk_score" not in info.schema.names:
         raise RiskError(f"table {table!r} has no risk scores yet: run risk scoring first")
     det, source, meta = load_model(store, table, model_id)
-    attrs = _numeric_attributes(info) if source.column else []
+    tab = tabular_features(store, table, source.column)
+    attrs = [a for a in (tab.attributes if tab else []) if a in info.schema.names]
     cols = list(dict.fromkeys([key, *source.columns, *RISK_COLUMNS, *attrs]))
     row = store.to_arrow(table, columns=cols, filter=col(key) == customer)
     if row.num_rows == 0:
         raise RiskError(f"table {table!r} has no customer {key}={customer!r}")
     x = source.matrix(row, table, key)
-    score = float(det.decision_function(x)[0])
+    score = float(det.risk_score(x)[0])
     stored = row.column("risk_score")[0].as_py()
     if stored is not None and row.column("risk_model")[0].as_py() == meta["model_id"]:
         score = float(stored)
     n_all = store.count(table)
     n_below = store.count(table, col("risk_score") <= score)
-    names = source.feature_names or [f"{source.column}[{i}]" for i in range(x.shape[1])]
+    names = (source.feature_names or (tab.feature_names if tab else None)
+             or [f"{source.column}[{i}]" for i in range(x.shape[1])])
     z = det.robust_z(x)[0]
     deviations = _top(names, x[0], det.feature_median_, z, n_features)
-    attribute_devs: list[Deviation] = []
-    if attrs:
-        med, scale = _attribute_population(store, table, attrs)
-        xa = np.array([row.column(c)[0].as_py() for c in attrs], dtype=np.float64)
-        za = np.where(np.isnan(xa), 0.0, (xa - med) / scale)
-        attribute_devs = _top(attrs, xa, med, za, n_features)
+    attribute_devs = _attribute_deviations(
+        store, table, row, [a for a in tab.numeric if a in attrs] if tab else [],
+        [a for a in tab.categorical if a in attrs] if tab else [])[:n_features]
     neighbours: list[Neighbour] = []
     metric = None
     if source.column:

@@ -80,9 +80,55 @@ class FeatureSource(BaseModel):
         return np.column_stack(cols)
 
 
+_FALLBACK_ORDER = ("vec_tabular", "vec_combined", "vec_behavior", "vec_text")
+
+
+def _preserves_magnitude(info: TableInfo, name: str) -> bool:
+    return str(info.vectors[name].metric) == "l2"
+
+
+def _tabular_raw(info: TableInfo, name: str) -> bool:
+    meta = (info.metadata.get("embedders") or {}).get(name) or {}
+    return meta.get("kind") == "tabular" and (meta.get("params") or {}).get("normalize") is False
+
+
+def choose_column(info: TableInfo) -> tuple[str, str]:
+    """The vector column risk scores when none is named, and why (one sentence).
+
+    Anomaly detectors need each customer's distance from the centre of the population, so a
+    column that keeps the vectors' length (metric l2) comes first: the tabular embedder's
+    ``vec_tabular_raw`` companion, then other tabular columns written without
+    normalisation, then other l2 columns (by name). Without one, the unit-length column
+    matching would use is scored, with a caveat: unit length discards that distance."""
+    if not info.vectors:
+        raise RiskError(f"table {info.name!r} has no vector column: run `kindred embed "
+                        "tabular` first, or score numeric attributes")
+    kept = sorted(n for n in info.vectors if _preserves_magnitude(info, n))
+    kept.sort(key=lambda n: (n != "vec_tabular_raw", not _tabular_raw(info, n)))
+    if kept:
+        name = kept[0]
+        if _tabular_raw(info, name):
+            return name, (f"{name}: the table's attributes as z-scores, not unit-normalised, "
+                          "so each customer's distance from the centre is kept")
+        return name, f"{name}: an l2 column, whose vectors keep their length"
+    names = list(info.vectors)
+    name = names[0] if len(names) == 1 else next((n for n in _FALLBACK_ORDER if n in names), "")
+    if not name:
+        raise RiskError(f"table {info.name!r} has several vector columns {sorted(names)} and "
+                        "none keeps magnitudes: name one with --column")
+    return name, unit_length_caveat(info, name)
+
+
+def unit_length_caveat(info: TableInfo, name: str) -> str:
+    return (f"{name} is unit-normalised ({info.vectors[name].metric}): a customer's distance "
+            "from the centre, which anomaly detectors rely on, is lost; `kindred embed "
+            "tabular` writes vec_tabular_raw, which keeps it")
+
+
 def resolve_source(info: TableInfo, column: str | None = None,
                    attributes: list[str] | tuple[str, ...] | None = None) -> FeatureSource:
-    """Check the requested features against the table's schema; default: its only vector column."""
+    """Check the requested features against the table's schema; default: the column
+    :func:`choose_column` picks."""
     if column and attributes:
         raise RiskError("give a vector column or attributes, not both")
     if attributes:
@@ -95,11 +141,61 @@ def resolve_source(info: TableInfo, column: str | None = None,
             if name in RISK_COLUMNS:
                 raise InvalidRiskInput(f"attribute {name!r} is a risk output column")
         return FeatureSource(attributes=tuple(attributes))
+    if column is None:
+        return FeatureSource(column=choose_column(info)[0])
     try:
         vec = info.vector(column)
     except Exception as exc:
         raise RiskError(str(exc)) from None
     return FeatureSource(column=vec.name)
+
+
+def source_note(info: TableInfo, source: FeatureSource, named: bool) -> str | None:
+    """What the run says about its features: why this column when it was not named, and the
+    unit-length caveat whenever the column discards magnitudes."""
+    if source.column is None:
+        return None
+    if not named:
+        reason = choose_column(info)[1]
+        return reason if reason.startswith(f"{source.column} is unit-normalised") else \
+            f"risk scored {reason}"
+    if not _preserves_magnitude(info, source.column):
+        return unit_length_caveat(info, source.column)
+    return None
+
+
+class TabularFeatures(BaseModel):
+    """What a tabular embedder made a vector column from."""
+
+    numeric: list[str]
+    categorical: list[str]
+    feature_names: list[str] | None
+    """One name per vector dimension (``age``, ``income__missing``, ``region=north``); None
+    when the column is PCA-reduced (its dimensions are not attributes)."""
+
+    @property
+    def attributes(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+def tabular_features(store: VectorStore, table: str, column: str | None
+                     ) -> TabularFeatures | None:
+    """The source attributes of a column written by the tabular embedder (None for other
+    columns), read from its recorded, checksum-verified fitted state."""
+    if column is None:
+        return None
+    meta = (store.table_info(table).metadata.get("embedders") or {}).get(column) or {}
+    if meta.get("kind") != "tabular":
+        return None
+    from ingest.embedders import load_embedder
+    from ingest.embedders.tabular import TabularEmbedder
+
+    emb = load_embedder(store, table, column, check_versions=False)
+    if not isinstance(emb, TabularEmbedder):
+        return None
+    names = list(emb.feature_names_)
+    return TabularFeatures(numeric=list(emb.numeric_), categorical=list(emb.categorical_),
+                           feature_names=names if len(names) == emb.dim_ else None)
 
 
 def table_key(info: TableInfo) -> str:

@@ -72,7 +72,9 @@ def save_model(store: VectorStore, table: str, detector: RiskDetector,
     meta = {
         "format": FORMAT, "table": table, "model_id": model_id,
         "detector": detector.config_.kind, "config": config_json(detector.config_),
-        "source": source.model_dump(mode="json"), "threshold": detector.threshold_,
+        "source": source.model_dump(mode="json"), "members": list(detector.member_kinds_),
+        "score_center": detector.score_center_, "score_scale": detector.score_scale_,
+        "threshold": detector.threshold_,
         "n_fit_rows": detector.n_fit_rows_, "n_features": detector.n_features_in_,
         "messages": list(detector.messages_), "versions": library_versions(), **(extra or {}),
     }

@@ -1,11 +1,14 @@
 """Fit a detector on a table, score every row in streamed batches, and write the scores back.
 
 Write-back adds (once) and sets four columns by key, leaving every other column as it was:
-``risk_score`` (float64, higher = more anomalous), ``risk_rank`` (int64, 1 = most anomalous,
-ties broken by key), ``risk_flag`` (bool: score above the model's threshold, i.e. the
-training-score quantile at ``1 - contamination``, or an explicit ``threshold``) and
-``risk_model`` (the persisted model's id). Memory: the fit rows, one scan batch, and the
-keys and scores of the table (about 30 bytes a row).
+``risk_score`` (float64, higher = more anomalous, on the scale of
+:meth:`RiskDetector.risk_score`: a robust z-score of the detector's score against the fitted
+customers', 0 = the median customer), ``risk_rank`` (int64, 1 = most anomalous, ties broken
+by key), ``risk_flag`` (bool: ``risk_score > threshold``, the threshold being the fit rows'
+risk-score quantile at ``1 - contamination`` or an explicit ``threshold`` on the same scale)
+and ``risk_model`` (the persisted model's id). A non-finite score is never written: the run
+fails first, with nothing written. Memory: the fit rows, one scan batch, and the keys and
+scores of the table (about 30 bytes a row).
 """
 
 from __future__ import annotations
@@ -24,12 +27,22 @@ from vectorstore import VectorStore, col
 
 from .config import config_json, parse_detector
 from .detector import RiskDetector
-from .errors import RiskError
-from .features import FeatureSource, fit_matrix, iter_matrices, resolve_source, table_key
+from .errors import InvalidRiskInput, RiskError
+from .features import (
+    FeatureSource,
+    fit_matrix,
+    iter_matrices,
+    resolve_source,
+    source_note,
+    table_key,
+)
 from .persistence import META_KEY, load_model, save_model
 
 Progress = Callable[[int, int | None], None]
 """Called after each scored batch with (rows scored so far, total rows if known)."""
+
+SCORE_SCALE = "robust z: (detector score - fitted median) / (1.4826 * fitted MAD)"
+"""How ``risk_score`` reads, recorded with every run (see :meth:`RiskDetector.risk_score`)."""
 
 RISK_FIELDS = (pa.field("risk_score", pa.float64()), pa.field("risk_rank", pa.int64()),
                pa.field("risk_flag", pa.bool_()), pa.field("risk_model", pa.string()))
@@ -41,12 +54,19 @@ class RiskRun(BaseModel):
     table: str
     model_id: str
     detector: str
+    members: list[str]
+    """The detectors that scored: the detector itself, or the ensemble members used."""
     config: str
     source: str
+    column: str | None
+    """The vector column scored (None for attributes)."""
     n_rows: int
     n_fit_rows: int
     n_flagged: int
     threshold: float
+    """Flag threshold on the risk-score scale: ``risk_flag = risk_score > threshold``."""
+    contamination: float | None
+    """The share of fitted customers the threshold flags (None for an explicit threshold)."""
     artifact: str | None
     messages: list[str]
     fit_seconds: float
@@ -62,7 +82,11 @@ def fit(store: VectorStore, table: str, detector: Any = None, *, column: str | N
     source = resolve_source(info, column, attributes)
     X = fit_matrix(store, table, source, key, fit_sample=fit_sample, seed=seed,
                    batch_size=batch_size)
-    return RiskDetector(parse_detector(detector)).fit(X), source
+    det = RiskDetector(parse_detector(detector)).fit(X)
+    note = source_note(info, source, named=column is not None)
+    if note:
+        det.messages_.insert(0, note)
+    return det, source
 
 
 def score_stream(store: VectorStore, table: str, detector: RiskDetector, source: FeatureSource,
@@ -76,7 +100,15 @@ def score_stream(store: VectorStore, table: str, detector: RiskDetector, source:
     total = _row_count(store, table) if progress is not None else None
     kept, scores, done = [], [], 0
     for batch, X in iter_matrices(store, table, source, key, extra=extra, batch_size=batch_size):
-        scores.append(detector.score_checked(X))  # the batch was checked by iter_matrices
+        s = detector.to_risk_scale(detector.score_checked(X))  # iter_matrices checked X
+        bad = ~np.isfinite(s)
+        if bad.any():
+            row = batch.column(key)[int(np.flatnonzero(bad)[0])].as_py()
+            raise InvalidRiskInput(
+                f"table {table!r}: {key}={row!r} got a non-finite risk score from "
+                f"{'+'.join(detector.member_kinds_)} ({int(bad.sum()):,} row(s) in its batch); "
+                "nothing was written")
+        scores.append(s)
         # copied: a scanned batch's columns can share one allocation with its vectors
         names = [key, *[c for c in extra if c != key]]
         kept.append(pa.RecordBatch.from_arrays(
@@ -119,6 +151,10 @@ def write_scores(store: VectorStore, table: str, keys: pa.Array | pa.ChunkedArra
     """
     key = table_key(store.table_info(table))
     scores = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(scores).all():
+        raise InvalidRiskInput(f"table {table!r}: {int((~np.isfinite(scores)).sum()):,} risk "
+                               "score(s) are NaN or infinite; nothing was written")
+    threshold = check_threshold(threshold)
     keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
     order = pc.sort_indices(pa.table({"s": scores, "k": keys}),
                             sort_keys=[("s", "descending"), ("k", "ascending")]).to_numpy()
@@ -132,6 +168,17 @@ def write_scores(store: VectorStore, table: str, keys: pa.Array | pa.ChunkedArra
         return store.update(table, data, key=key)
 
 
+def check_threshold(threshold: float) -> float:
+    """A finite flag threshold, or RiskError (NaN would flag nobody, silently)."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise RiskError(f"the flag threshold must be a number, got {threshold!r}") from None
+    if not np.isfinite(value):
+        raise RiskError(f"the flag threshold must be a finite number, got {threshold!r}")
+    return value
+
+
 def score_table(store: VectorStore, table: str, detector: Any = None, *,
                 column: str | None = None, attributes: list[str] | None = None,
                 fit_sample: int | float | None = None, seed: int = 0,
@@ -141,6 +188,8 @@ def score_table(store: VectorStore, table: str, detector: Any = None, *,
     (``"iforest"``), a config or None for the default ensemble; ``fit_sample`` an int (rows)
     or a share; ``threshold`` overrides the contamination-based flag threshold;
     ``progress(done, total)`` is called after each scored batch."""
+    if threshold is not None:
+        check_threshold(threshold)
     t0 = time.perf_counter()
     det, source = fit(store, table, detector, column=column, attributes=attributes,
                       fit_sample=fit_sample, seed=seed, batch_size=batch_size)
@@ -175,12 +224,16 @@ def _score_and_record(store: VectorStore, table: str, det: RiskDetector, source:
     store.set_metadata(table, {META_KEY: {
         "model_id": record["model_id"], "artifact": record["artifact"],
         "sha256": record["sha256"], "detector": record["detector"], "config": record["config"],
-        "source": record["source"], "threshold": thr, "n_rows": int(scores.size),
-        "n_flagged": n_flagged, "scored_at": dt.datetime.now(dt.UTC).isoformat()}})
+        "source": record["source"], "members": list(det.member_kinds_), "threshold": thr,
+        "contamination": det.config_.contamination if threshold is None else None,
+        "score_scale": SCORE_SCALE, "n_rows": int(scores.size), "n_flagged": n_flagged,
+        "scored_at": dt.datetime.now(dt.UTC).isoformat()}})
     return RiskRun(table=table, model_id=record["model_id"], detector=det.config_.kind,
-                   config=config_json(det.config_), source=source.describe(),
-                   n_rows=int(scores.size), n_fit_rows=det.n_fit_rows_, n_flagged=n_flagged,
-                   threshold=thr, artifact=record["artifact"], messages=list(det.messages_),
+                   members=list(det.member_kinds_), config=config_json(det.config_),
+                   source=source.describe(), column=source.column, n_rows=int(scores.size),
+                   n_fit_rows=det.n_fit_rows_, n_flagged=n_flagged, threshold=thr,
+                   contamination=det.config_.contamination if threshold is None else None,
+                   artifact=record["artifact"], messages=list(det.messages_),
                    fit_seconds=fit_s, score_seconds=score_s)
 
 
@@ -188,15 +241,15 @@ def score_new(store: VectorStore, table: str, rows: pa.Table | pa.RecordBatch,
               model_id: str | None = None) -> pa.Table:
     """Score customers that are not (yet) in the table with the persisted model, no refit.
 
-    ``rows`` needs the model's feature columns; returns them with ``risk_score``,
-    ``risk_flag`` and ``risk_percentile`` (share of training scores at or below).
+    ``rows`` needs the model's feature columns; returns them with ``risk_score`` (the
+    written scale), ``risk_flag`` and ``risk_percentile`` (share of fit rows at or below).
     """
     det, source, meta = load_model(store, table, model_id)
     key = store.table_info(table).key
     missing = [c for c in source.columns if c not in rows.schema.names]
     if missing:
         raise RiskError(f"rows to score lack the model's feature column(s) {missing}")
-    scores = det.decision_function(source.matrix(rows, table, key))
+    scores = det.risk_score(source.matrix(rows, table, key))
     out = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
     recorded = store.table_info(table).metadata.get(META_KEY) or {}
     same = recorded.get("model_id") == meta["model_id"]

@@ -302,6 +302,7 @@ def test_generate_ingest_consolidate_embed(tmp_path: Path) -> None:
     assert any(c.startswith("spend_") for c in r["details"]["feature_columns"])
     r = run_json("embed", "tabular", "--exclude", "note", store=store)
     assert r["details"]["rows_embedded"] == 300
+    assert r["details"]["raw_column"] == "vec_tabular_raw"  # the companion risk scores
     r = run_json("embed", "behavior", "--dim", "8", store=store)
     assert r["details"]["dim"] == 8
     r = run_json("embed", "combined", "--source", "vec_tabular", "--source", "vec_behavior",
@@ -311,8 +312,9 @@ def test_generate_ingest_consolidate_embed(tmp_path: Path) -> None:
     assert "customers.vec_tabular" in out
     st = run_json("stats", store=store)
     by = {t["name"]: t for t in st["tables"]}
-    assert {v["name"] for v in by["customers"]["vectors"]} == {
-        "vec_tabular", "vec_behavior", "vec_combined"}
+    vecs = {v["name"]: v for v in by["customers"]["vectors"]}
+    assert set(vecs) == {"vec_tabular", "vec_tabular_raw", "vec_behavior", "vec_combined"}
+    assert (vecs["vec_tabular"]["metric"], vecs["vec_tabular_raw"]["metric"]) == ("cosine", "l2")
     # the products table got the behaviour vectors too (one shared space)
     assert [v["name"] for v in by["products"]["vectors"]] == ["vec_behavior"]
 

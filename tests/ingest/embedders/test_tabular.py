@@ -125,3 +125,53 @@ def test_errors_write_nothing(customers):
     with pytest.raises(EmptyInputError, match="no rows"):
         embed(customers, "empty", TabularEmbedder())
     assert customers.table_info("empty").schema.names == before.names
+
+
+def test_raw_companion_keeps_magnitudes_and_weighs_columns_alike(customers):
+    from ingest.embedders.tabular import embed_tabular
+
+    customers.add_columns("customers", [pa.field("consolidation_run", pa.int64())])
+    customers.update("customers", pa.table({
+        "customer_id": [f"c{i:05d}" for i in range(400)], "consolidation_run": [3] * 400}))
+    main, raw = embed_tabular(customers, "customers", exclude=["note"])
+    assert (main.column, raw.column) == ("vec_tabular", "vec_tabular_raw")
+    info = customers.table_info("customers")
+    assert (str(info.vectors["vec_tabular"].metric), str(info.vectors["vec_tabular_raw"].metric)
+            ) == ("cosine", "l2")
+    assert info.metadata["embedders"]["vec_tabular_raw"]["params"]["normalize"] is False
+    emb = load_embedder(customers, "customers", "vec_tabular_raw")
+    assert "consolidation_run" not in emb.numeric_  # bookkeeping, never an attribute
+    t = customers.to_arrow("customers")
+    age = t.column("age").to_numpy().astype(float)
+    # exact z-scores (population mean and SD), not clipped, not unit length
+    i = emb.numeric_.index("age")
+    assert emb.center_[i] == pytest.approx(age.mean())
+    assert emb.scale_[i] == pytest.approx(age.std())
+    far = emb.transform(pa.record_batch({"age": [10_000], "income": [1.0], "region": ["North"]}))
+    v = from_vector_array(far, emb.dim_)[0]
+    assert v[emb.feature_names_.index("age")] == pytest.approx((10_000 - age.mean()) / age.std())
+    # a change of category is a distance of 1, as one standard deviation of a number is
+    base = {"age": [int(age.mean())], "income": [float(np.nanmean(t.column("income")))]}
+    a, b = (from_vector_array(emb.transform(pa.record_batch({**base, "region": [r]})),
+                              emb.dim_)[0] for r in ("North", "South"))
+    assert np.linalg.norm(a - b) == pytest.approx(1.0, abs=1e-6)
+    older = from_vector_array(emb.transform(pa.record_batch(
+        {**base, "age": [base["age"][0] + age.std()], "region": ["North"]})), emb.dim_)[0]
+    assert np.linalg.norm(older - a) == pytest.approx(1.0, abs=1e-4)
+    assert np.linalg.norm(a) != pytest.approx(1.0, abs=1e-3)
+
+
+def test_raw_companion_conflicts_fail_before_anything_is_written(customers):
+    from ingest.embedders.tabular import embed_tabular
+
+    customers.add_columns("customers", [], vectors=[VectorColumn("vec_tabular_raw", 3, "l2")])
+    version = customers.version("customers") if customers.capabilities.versions else None
+    with pytest.raises(DimensionConflictError, match="vec_tabular_raw"):
+        embed_tabular(customers, "customers", exclude=["note"])
+    info = customers.table_info("customers")
+    assert "vec_tabular" not in info.vectors
+    if version is not None:
+        assert customers.version("customers") == version
+    main, raw = embed_tabular(customers, "customers", exclude=["note"], raw=False)
+    assert raw is None
+    assert main.rows_embedded == 400
