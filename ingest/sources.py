@@ -782,13 +782,12 @@ def _rows_to_batch(name: str, names: list[str], rows: list[Any], schema: pa.Sche
 
 
 def _redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        from sqlalchemy.engine import make_url
+    """The URL without its password, for messages (the password is remembered, so that no
+    later message shows it either)."""
+    from vectorstore.dsn import redact_location, remember_secrets_in
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # a malformed URL: keep only the part after any credentials
-        return url.split("@")[-1]
+    remember_secrets_in(url)
+    return redact_location(url)
 
 
 # ---------------------------------------------------------------------------------- frames

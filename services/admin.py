@@ -6,7 +6,6 @@ metadata and artifacts, so it works between any two backends (LanceDB -> Postgre
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,7 +13,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 
 import vectorstore
-from vectorstore import StoreError, VectorStore
+from vectorstore import StoreError, VectorStore, dsn
 from vectorstore.registry import scheme_of
 
 from .models import IndexState, MigrationResult, TableStats, VectorColumnStats
@@ -22,13 +21,11 @@ from .models import IndexState, MigrationResult, TableStats, VectorColumnStats
 Progress = Callable[[str, int, int | None], None]
 """A progress callback: ``(step, done, total)``; ``total`` is None when unknown."""
 
-_USERINFO = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^@\s]*@")
-_PASSWORD_PARAM = re.compile(r"(?i)(password=)[^&\s]+")
 
 
 def redact(text: str) -> str:
-    """``text`` with passwords removed from any URI in it (``user:pass@`` -> ``user:***@``)."""
-    return _PASSWORD_PARAM.sub(r"\1***", _USERINFO.sub(r"\g<head>:***@", text))
+    """``text`` with every password removed (see :func:`vectorstore.dsn.redact`)."""
+    return dsn.redact(text)
 
 
 def local_path(uri: str) -> Path | None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -25,6 +27,8 @@ from .admin import Progress, redact
 from .errors import ServiceError
 
 DEFAULT_STORE = "./kindred-data"
+_PACKAGE_ROOTS = tuple(str(Path(__file__).resolve().parents[1] / p)
+                       for p in ("services", "ingest", "vectorstore"))
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -39,19 +43,63 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 class KindredGroup(click.Group):
-    """A click group that turns the package's user errors into one clean line on stderr."""
+    """A click group that turns the package's user errors into one clean line on stderr.
+
+    Every message (and, with ``-v``, every traceback) passes through
+    :func:`vectorstore.dsn.redact` and :func:`vectorstore.errors.native_free`, so no password
+    and no Rust source path reaches the terminal; Kindred's warnings show as one
+    ``Warning:`` line each. An unexpected error (a bug) still shows its traceback, redacted,
+    and exits with status 2.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except _user_errors() as exc:
             verbose = bool(ctx.params.get("verbose"))
             if verbose:
                 click.echo(redact("".join(traceback.format_exception(exc))), err=True)
-            message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else
-                             type(exc).__name__)
+            text = str(exc).strip()
+            message = _clean(text.splitlines()[0] if text else type(exc).__name__)
             click.echo(f"Error: {message}", err=True)
             ctx.exit(1)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except RecursionError as exc:  # input nested beyond what the code accepts
+            if ctx.params.get("verbose"):
+                click.echo(redact("".join(traceback.format_exception(exc))), err=True)
+            click.echo("Error: the input is nested too deeply to process", err=True)
+            ctx.exit(1)
+        except Exception as exc:  # a bug: keep the traceback, but never a password in it
+            click.echo(redact("".join(traceback.format_exception(exc))), err=True)
+            click.echo(f"Error: unexpected internal error ({type(exc).__name__}): "
+                       f"{_clean(str(exc).strip().splitlines()[0] if str(exc).strip() else '')}",
+                       err=True)
+            ctx.exit(2)
+
+
+def _clean(text: str) -> str:
+    from vectorstore.errors import native_free
+
+    return redact(native_free(text))
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Kindred's warnings as one ``Warning:`` line on stderr; others as Python prints them."""
+    from vectorstore.errors import KindredWarning
+
+    if issubclass(category, KindredWarning) or filename.startswith(_PACKAGE_ROOTS):
+        click.echo(f"Warning: {_clean(str(message))}", err=True)
+    else:
+        click.echo(redact(warnings.formatwarning(message, category, filename, lineno, line)),
+                   err=True, nl=False)
 
 
 class App:
@@ -164,6 +212,9 @@ def _size(n: int | None) -> str:
 @click.pass_context
 def main(ctx: click.Context, store: str, as_json: bool, verbose: bool) -> None:
     """Kindred: customer embeddings for product matching and risk scoring."""
+    from vectorstore.dsn import remember_secrets_in
+
+    remember_secrets_in(store)
     app = App(store, as_json, verbose)
     ctx.obj = app
     ctx.call_on_close(app.close)
@@ -298,6 +349,9 @@ def index(app: App, table: str, columns: tuple[str, ...], min_rows: int,
 @pass_app
 def migrate(app: App, target: str, tables_: tuple[str, ...], replace: bool) -> None:
     """Copy tables (rows, vectors, metadata) and artifacts to another store or backend."""
+    from vectorstore.dsn import remember_secrets_in
+
+    remember_secrets_in(target)
     with app.progress() as bar:
         r = app.kindred().migrate(target, tables=list(tables_) or None, replace=replace,
                                   progress=bar)
