@@ -229,7 +229,11 @@ def init(app: App) -> None:
 
     path = local_path(app.store_uri)
     if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ServiceError(f"cannot create the store directory {path}: "
+                               f"{exc.strerror or exc}") from exc
     k = app.kindred(must_exist=False)
     result = {"store": k.location, "backend": k.store.scheme, "tables": k.tables()}
     app.emit(result, lambda: click.echo(
@@ -345,16 +349,23 @@ def index(app: App, table: str, columns: tuple[str, ...], min_rows: int,
 @click.option("--to", "target", required=True, metavar="URI",
               help="Target store, e.g. postgresql://user:pass@host/db")
 @click.option("--table", "tables_", multiple=True, help="Only these tables (repeatable).")
-@click.option("--replace", is_flag=True, help="Overwrite tables that exist on the target.")
+@click.option("--replace", is_flag=True,
+              help="Drop and rewrite tables that exist on the target (each is named, with its "
+                   "row count, before anything is dropped).")
 @pass_app
 def migrate(app: App, target: str, tables_: tuple[str, ...], replace: bool) -> None:
     """Copy tables (rows, vectors, metadata) and artifacts to another store or backend."""
     from vectorstore.dsn import remember_secrets_in
 
     remember_secrets_in(target)
+
+    def dropping(tables: dict[str, int]) -> None:
+        click.echo("Replacing on the target (dropped before the copy): " + ", ".join(
+            f"{t} ({n:,} rows)" for t, n in tables.items()), err=True)
+
     with app.progress() as bar:
         r = app.kindred().migrate(target, tables=list(tables_) or None, replace=replace,
-                                  progress=bar)
+                                  progress=bar, on_replace=dropping)
 
     def human() -> None:
         for name, n in r.tables.items():

@@ -11,7 +11,7 @@ processes) can point at the same store. Long steps accept a ``progress`` callbac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,12 +172,17 @@ class Kindred:
             "exact_only": skipped, "min_rows": min_rows})
 
     def migrate(self, target: str | VectorStore, *, tables: Sequence[str] | None = None,
-                replace: bool = False, progress: Progress | None = None) -> MigrationResult:
-        """Copy tables (rows, vectors, metadata) and artifacts to another store or backend."""
+                replace: bool = False, progress: Progress | None = None,
+                on_replace: Callable[[dict[str, int]], None] | None = None) -> MigrationResult:
+        """Copy tables (rows, vectors, metadata) and artifacts to another store or backend.
+
+        A target that is this store (however its location is spelled) is refused; with
+        ``replace``, ``on_replace`` hears which target tables (and rows) will be dropped
+        before any is."""
         dst = vectorstore.connect(target) if isinstance(target, str) else target
         try:
             return admin.migrate(self._store, dst, tables=tables, replace=replace,
-                                 progress=progress)
+                                 progress=progress, on_replace=on_replace)
         finally:
             if isinstance(target, str):
                 dst.close()

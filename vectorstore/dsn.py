@@ -252,3 +252,46 @@ def check_location(location: str) -> None:
         raise InvalidLocation(
             f"the store location {shown!r} looks like a database address without a known "
             "scheme, not a directory: write postgresql://USER:***@HOST:PORT/DBNAME")
+
+
+# ---------------------------------------------------------------------------------- identity
+def store_identity(store: object) -> tuple[object, ...]:
+    """What makes two open stores the same storage, whatever the spelling of their location.
+
+    LanceDB on a local directory: the directory's device and inode (so ``./s``, ``s/``,
+    ``/abs/s`` and a symlink to it agree), else its resolved path; object-store URIs: the
+    normalised URI; in-memory stores: the object. PostgreSQL: the server (its postmaster start
+    time and port, which every role may read), the database and the schema, so ``localhost``,
+    ``127.0.0.1`` and a socket directory that reach one server agree.
+    """
+    import os
+    from pathlib import Path
+
+    scheme = getattr(store, "scheme", "")
+    if scheme == "lance":
+        uri = str(getattr(store, "uri", ""))
+        if uri.startswith("memory://"):
+            return ("memory", id(store))
+        if has_scheme(uri):
+            return ("lance", uri.rstrip("/"))
+        path = Path(uri).expanduser()
+        try:
+            st = os.stat(path)
+            return ("lance-dir", st.st_dev, st.st_ino)
+        except OSError:
+            return ("lance-path", str(path.resolve()))
+    if scheme == "postgresql" and hasattr(store, "_connection"):
+        with store._connection() as conn:  # type: ignore[attr-defined]
+            row = conn.execute("SELECT pg_postmaster_start_time()::text, "
+                               "current_setting('port'), current_database()").fetchone()
+        return ("postgresql", *(str(v) for v in row), getattr(store, "schema", None))
+    return ("object", id(store))
+
+
+def same_store(a: object, b: object) -> bool:
+    """Whether two open stores are the same storage (see :func:`store_identity`)."""
+    if a is b:
+        return True
+    if getattr(a, "scheme", None) != getattr(b, "scheme", None):
+        return False
+    return store_identity(a) == store_identity(b)

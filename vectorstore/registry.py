@@ -84,4 +84,11 @@ def connect(uri: str, **options: Any) -> VectorStore:
     """Open the store at ``uri`` with backend-specific ``options`` (unknown ones are an error)."""
     if not isinstance(uri, str) or not uri.strip():
         raise BackendUnavailable(f"store URI must be a non-empty string, got {uri!r}")
-    return backend_class(uri).open(uri, **options)  # type: ignore[attr-defined]
+    cls = backend_class(uri)
+    try:
+        return cls.open(uri, **options)  # type: ignore[attr-defined]
+    except OSError as exc:  # a directory that cannot be created or read
+        from .dsn import redact_location
+
+        raise BackendUnavailable(f"cannot open the store at {redact_location(uri)}: "
+                                 f"{exc.strerror or type(exc).__name__}") from exc
