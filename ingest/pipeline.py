@@ -28,7 +28,16 @@ from vectorstore import VectorColumn, VectorStore, col
 from .errors import IngestError, MappingError, ValidationError
 from .mapping import Mapping
 from .sources import DEFAULT_BATCH_ROWS, CsvSource, MalformedRow, Source, open_source
-from .validate import Checked, KeySet, Plan, RowError, Validator, make_plan, rows_as_json
+from .validate import (
+    Checked,
+    KeySet,
+    Plan,
+    RowError,
+    Validator,
+    make_plan,
+    rows_as_json,
+    stored_events,
+)
 
 OnError = Literal["fail", "skip", "quarantine"]
 ON_ERROR_MODES: tuple[str, ...] = ("fail", "skip", "quarantine")
@@ -365,7 +374,7 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
     if events:
         mode = "overwrite" if created else "append"
         if existing_rows:
-            validator.seen = _existing_keys(store, m.table, plan.key)
+            validator.seen = stored_events(store, m.table, plan)
     elif existing_rows:
         mode = "upsert"
         info = store.table_info(m.table)

@@ -693,23 +693,35 @@ def _key_hashes(keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return key_hash(keys, 0), key_hash(keys, 1)
 
 
+NO_DIGEST = np.uint64(0)
+"""The content digest of a key whose content is not known (stored keys read without it)."""
+
+
 class KeySet:
     """The set of keys seen in a load, as pairs of 64-bit hashes in sorted runs.
 
     16 bytes per key whatever its length (5M keys: 80 MB), membership by binary search. Runs
     are merged log-structured so adding n keys costs O(n log^2 n). A false "seen" needs both
-    hashes to collide (probability ~2^-128 per pair).
+    hashes to collide (probability ~2^-128 per pair). Each key may carry a 64-bit digest of
+    its row's content and the row it came from (0: already stored), so a repeated event id
+    with other content is told apart from a plain repeat.
     """
 
     def __init__(self) -> None:
-        self._runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._runs: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
     def __len__(self) -> int:
-        return sum(len(a) for a, _ in self._runs)
+        return sum(len(r[0]) for r in self._runs)
 
     def contains(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self.find(a, b)[0]
+
+    def find(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(hit mask, digest of the stored key, its row) for each key (a, b)."""
         hit = np.zeros(len(a), dtype=bool)
-        for ra, rb in self._runs:
+        digest = np.zeros(len(a), dtype=np.uint64)
+        row = np.zeros(len(a), dtype=np.int64)
+        for ra, rb, rd, rr in self._runs:
             lo = np.searchsorted(ra, a, side="left")
             hi = np.searchsorted(ra, a, side="right")
             cand = lo < hi
@@ -718,23 +730,65 @@ class KeySet:
             idx = np.nonzero(cand)[0]
             for pos_lo, pos_hi, i in zip(lo[idx], hi[idx], idx, strict=True):
                 # runs of equal first hashes are almost always of length one
-                if (rb[pos_lo:pos_hi] == b[i]).any():
+                same = np.nonzero(rb[pos_lo:pos_hi] == b[i])[0]
+                if len(same) and not hit[i]:
                     hit[i] = True
-        return hit
+                    digest[i] = rd[pos_lo + same[0]]
+                    row[i] = rr[pos_lo + same[0]]
+        return hit, digest, row
 
-    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+    def add(self, a: np.ndarray, b: np.ndarray, digest: np.ndarray | None = None,
+            rows: np.ndarray | None = None) -> None:
         if not len(a):
             return
+        d = np.full(len(a), NO_DIGEST, np.uint64) if digest is None else digest
+        r = np.zeros(len(a), np.int64) if rows is None else np.asarray(rows, np.int64)
         order = np.argsort(a, kind="stable")
-        self._runs.append((a[order], b[order]))
+        self._runs.append((a[order], b[order], d[order], r[order]))
         while len(self._runs) > 1 and len(self._runs[-1][0]) * 2 >= len(self._runs[-2][0]):
-            (a2, b2), (a1, b1) = self._runs.pop(), self._runs.pop()
-            ma, mb = np.concatenate([a1, a2]), np.concatenate([b1, b2])
-            order = np.argsort(ma, kind="stable")
-            self._runs.append((ma[order], mb[order]))
+            new, old = self._runs.pop(), self._runs.pop()
+            merged = [np.concatenate([o, n]) for o, n in zip(old, new, strict=True)]
+            order = np.argsort(merged[0], kind="stable")
+            self._runs.append(tuple(m[order] for m in merged))  # type: ignore[arg-type]
 
-    def add_keys(self, keys: pa.Array) -> None:
-        self.add(*_key_hashes(keys))
+    def add_keys(self, keys: pa.Array, digest: np.ndarray | None = None) -> None:
+        self.add(*_key_hashes(keys), digest)
+
+
+def row_digest(batch: pa.RecordBatch | pa.Table, columns: Sequence[str]) -> np.ndarray:
+    """A 64-bit digest of each row's values in ``columns`` (text forms joined, nulls marked),
+    never :data:`NO_DIGEST`. Equal values of equal types give equal digests."""
+    n = batch.num_rows
+    parts = []
+    for c in columns:
+        arr = batch.column(c)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        try:
+            text = arr.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            text = _to_json_text(arr)
+        parts.append(pc.fill_null(text, "\x00null"))
+    if not parts:
+        return np.ones(n, np.uint64)
+    joined = pc.binary_join_element_wise(*parts, "\x1f") if len(parts) > 1 else parts[0]
+    out = key_hash(joined, 2)
+    out[out == NO_DIGEST] = np.uint64(1)
+    return out
+
+
+def stored_events(store: Any, table: str, plan: Plan) -> KeySet:
+    """The events already in ``table`` as a :class:`KeySet` with the digest of each one's
+    content over the columns this load also writes, so a repeated event id is "unchanged"
+    only when its values are equal too. One streamed scan of those columns, 24 bytes per
+    stored event."""
+    info = store.table_info(table)
+    cols = [c.name for c in plan.columns if c.name in info.schema.names]
+    seen = KeySet()
+    for b in store.scan(table, columns=[plan.key, *cols], batch_size=131_072):
+        seen.add_keys(b.column(0), row_digest(b, cols))
+    seen.columns = cols  # type: ignore[attr-defined]
+    return seen
 
 
 class _Positions:
@@ -824,6 +878,19 @@ class DeferredKeys:
                         self._lines.at(part, g - bounds[part]), texts[j],
                         self._rows.at(opart, orig - bounds[opart]) or 0))
         return out
+
+
+def _first_index(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each position, the index of the first position holding the same (a, b) pair."""
+    order = np.lexsort((b, a))
+    sa, sb = a[order], b[order]
+    start = np.ones(len(a), dtype=bool)
+    start[1:] = (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])
+    group_first = order[np.flatnonzero(start)]
+    groups = np.cumsum(start) - 1
+    out = np.empty(len(a), dtype=np.int64)
+    out[order] = group_first[groups]
+    return out
 
 
 def first_occurrence_dups(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -992,26 +1059,42 @@ class Validator:
             elif len(ok_idx):
                 self.deferred.add(keys.take(pa.array(ok_idx)), rows[ok_idx],
                                   None if chunk.lines is None else chunk.lines[ok_idx])
-        elif len(ok_idx):
+        out = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        if self.deferred is None and len(ok_idx):
             ok_keys = keys.take(pa.array(ok_idx))
             a, b = _key_hashes(ok_keys)
-            dup = first_occurrence_dups(a, b) | self.seen.contains(a, b)
+            in_batch = first_occurrence_dups(a, b)
+            hit, prev_digest, prev_row = self.seen.find(a, b)
+            dup = in_batch | hit
+            digests = rows_ok = None
+            if self.dedupe:
+                cols = getattr(self.seen, "columns", None) or [c.name for c in plan.columns]
+                digests = row_digest(out.take(pa.array(ok_idx)), cols)
+                rows_ok = rows[ok_idx]
             if dup.any():
+                if digests is not None:
+                    first = _first_index(a, b)
+                    earlier_digest = np.where(in_batch, digests[first], prev_digest)
+                    earlier_row = np.where(in_batch, rows_ok[first], prev_row)
+                    known = in_batch | (prev_digest != NO_DIGEST)
+                    conflict = dup & known & (earlier_digest != digests)
+                    self._conflicts(problems, conflict, ok_idx, earlier_row, keys, n)
+                    rejected[ok_idx[conflict]] = True
+                    dup &= ~conflict
                 dup_mask = np.zeros(n, dtype=bool)
                 dup_mask[ok_idx[dup]] = True
                 if self.dedupe:
                     duplicates = int(dup.sum())
                     rejected |= dup_mask
-                    dup_mask[:] = False
                 else:
                     problems.append((plan.id_source or plan.key, dup_mask, keys,
                                      "an id not already used earlier in this load"))
                     rejected |= dup_mask
-                keep = ~dup
-                self.seen.add(a[keep], b[keep])
+                keep = ~(in_batch | hit)
+                self.seen.add(a[keep], b[keep], None if digests is None else digests[keep],
+                              None if rows_ok is None else rows_ok[keep])
             else:
-                self.seen.add(a, b)
-        out = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+                self.seen.add(a, b, digests, rows_ok)
         errors = self._errors(problems, rows, chunk.lines) if problems else []
         if rejected.any():
             keep_mask = pa.array(~rejected)
@@ -1025,6 +1108,22 @@ class Validator:
         empty = batch.slice(0, 0)
         return Checked(out, errors, empty, np.zeros(0, dtype=np.int64),
                        None if chunk.lines is None else np.zeros(0, dtype=np.int64), duplicates)
+
+    def _conflicts(self, problems: list[tuple[str | None, np.ndarray, pa.Array | None, str]],
+                   conflict: np.ndarray, ok_idx: np.ndarray, earlier_row: np.ndarray,
+                   keys: pa.Array, n: int) -> None:
+        """Problems for repeated event ids whose values differ, naming the other event."""
+        if not conflict.any():
+            return
+        column = self.plan.id_source or self.plan.key
+        for other in np.unique(earlier_row[conflict]).tolist():
+            mask = np.zeros(n, dtype=bool)
+            mask[ok_idx[conflict & (earlier_row == other)]] = True
+            where = f"row {other} of this load" if other > 0 else "an event already stored"
+            problems.append((column, mask, keys,
+                             f"an event id not already used by a different event ({where} has "
+                             "this id with other values; give each event its own id, or "
+                             "correct the earlier one)"))
 
     def _errors(self, problems: list[tuple[str | None, np.ndarray, pa.Array | None, str]],
                 rows: np.ndarray, lines: np.ndarray | None) -> list[RowError]:
