@@ -24,6 +24,7 @@ from vectorstore import StoreError
 
 from . import __version__
 from .admin import Progress, redact
+from .cli_options import FINITE, FiniteRange, exclusive
 from .errors import ServiceError
 
 DEFAULT_STORE = "./kindred-data"
@@ -380,7 +381,7 @@ def migrate(app: App, target: str, tables_: tuple[str, ...], replace: bool) -> N
 @click.option("--out", "out_dir", default="./kindred-bank", show_default=True,
               type=click.Path(file_okay=False), help="Directory for the generated files.")
 @click.option("--customers", type=click.IntRange(min=1), default=20_000, show_default=True)
-@click.option("--events-per-customer", type=click.FloatRange(min=0), default=20,
+@click.option("--events-per-customer", type=FiniteRange(min=0), default=20,
               show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @pass_app
@@ -519,7 +520,7 @@ def consolidate(app: App, full: bool) -> None:
               help="tabular: PCA dimension; behavior: SVD dimension.")
 @click.option("--source", "sources", multiple=True,
               help="combined: source vector columns (repeatable).")
-@click.option("--weight", "weights", multiple=True, type=float,
+@click.option("--weight", "weights", multiple=True, type=FiniteRange(min=0, min_open=True),
               help="combined: one weight per --source.")
 @pass_app
 def embed(app: App, kind: str, table: str, include: tuple[str, ...], exclude: tuple[str, ...],
@@ -564,9 +565,9 @@ def _print_ranked(title: str, table: Any, limit: int) -> None:
               help="Vector column (default: the only one).")
 @click.option("--top", type=click.IntRange(min=1), default=None,
               help="Number of prospects (default 100).")
-@click.option("--audience-pct", type=click.FloatRange(0, 100, min_open=True), default=None,
+@click.option("--audience-pct", type=FiniteRange(0, 100, min_open=True), default=None,
               help="Audience size as a percentage of eligible non-holders.")
-@click.option("--min-score", type=float, default=None,
+@click.option("--min-score", type=FINITE, default=None,
               help="Keep only rows scoring at least this (on the method's score scale); "
                    "alone, it sets the list length.")
 @click.option("--where", default=None,
@@ -577,7 +578,7 @@ def _print_ranked(title: str, table: Any, limit: int) -> None:
 @click.option("--attr", "attrs", multiple=True, help="Attribute column(s) to show (repeatable).")
 @click.option("--exact", is_flag=True, help="Exact search (ignore any ANN index).")
 @click.option("--min-consumers", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--bands", type=float, nargs=2, default=None, metavar="HIGH LOW",
+@click.option("--bands", type=FINITE, nargs=2, default=None, metavar="HIGH LOW",
               help="Score thresholds of the high and medium bands (default: each list's "
                    "tertiles).")
 @click.option("--show", type=click.IntRange(min=1), default=10, show_default=True,
@@ -588,6 +589,7 @@ def match(app: App, product: str, method: str, vector_column: str | None, top: i
           attrs: tuple[str, ...], exact: bool, min_consumers: int,
           bands: tuple[float, float] | None, show: int) -> None:
     """Current consumers of PRODUCT and the best prospects for it."""
+    exclusive(top=top, audience_pct=audience_pct)
     with app.busy(f"Matching {product}"):
         r = app.kindred().match(product, method=method, vector_column=vector_column, top=top,
                             audience_pct=audience_pct, min_score=min_score, where=where,
@@ -679,7 +681,7 @@ def _print_eval(rep: Any) -> None:
 @click.option("--method", "methods", multiple=True,
               type=click.Choice(["centroid", "learned", "product"]),
               help="Method(s) (default: centroid and learned).")
-@click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--holdout", type=FiniteRange(0, 1, min_open=True, max_open=True),
               default=0.2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @pass_app
@@ -703,7 +705,7 @@ def evaluate_matching(app: App, product: str | None, label: str | None, positive
 @click.option("--detector", "detectors", multiple=True,
               help="Detector(s) to compare (default: iforest, hbos, ecod, default ensemble).")
 @click.option("--column", default=None, help="Vector column (default: the only one).")
-@click.option("--fit-sample", type=float, default=None,
+@click.option("--fit-sample", type=FiniteRange(min=0, min_open=True), default=None,
               help="Fit on this many rows (or this share if < 1).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @pass_app
@@ -745,9 +747,9 @@ def risk() -> None:
 @click.option("--column", default=None, help="Vector column (default: the only one).")
 @click.option("--attribute", "attributes", multiple=True,
               help="Fit on numeric attributes instead of a vector column (repeatable).")
-@click.option("--fit-sample", type=float, default=None,
+@click.option("--fit-sample", type=FiniteRange(min=0, min_open=True), default=None,
               help="Fit on this many rows (or this share if < 1).")
-@click.option("--threshold", type=float, default=None,
+@click.option("--threshold", type=FINITE, default=None,
               help="Flag scores at or above this (default: by contamination).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @pass_app

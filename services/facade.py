@@ -307,10 +307,12 @@ class Kindred:
         self._require_table(table, "ingest it first")
         step = f"embed {kind}"
         rows_done = _for_step(progress, step)
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+            raise ServiceError(f"dim must be a positive integer, got {dim!r}")
         if kind == "tabular":
             kw: dict[str, Any] = {"pca": dim} if dim else {}
-            emb = embedders.TabularEmbedder(include=list(include) if include else None,
-                                            exclude=list(exclude), **kw)
+            cls = _exact_dim(embedders.TabularEmbedder, dim, "features")
+            emb = cls(include=list(include) if include else None, exclude=list(exclude), **kw)
             r = embedders.embed(self._store, table, emb, output, progress=rows_done)
         elif kind == "text":
             if (column is None) == (template is None):
@@ -322,7 +324,7 @@ class Kindred:
         elif kind == "behavior":
             from ingest.embedders.behavior import BehaviorEmbedder, embed_behavior
 
-            emb = BehaviorEmbedder(**({"dim": dim} if dim else {}))
+            emb = _exact_dim(BehaviorEmbedder, dim, "items")(**({"dim": dim} if dim else {}))
             r = embed_behavior(self._store, emb, customers=table,
                                products=PRODUCTS if self._store.has_table(PRODUCTS) else None,
                                column=output or "vec_behavior", progress=rows_done)
@@ -363,6 +365,10 @@ class Kindred:
         """
         from .matching import match
 
+        _finite(min_score=min_score, audience_pct=audience_pct,
+                **{f"bands[{i}]": b for i, b in enumerate(bands or ())})
+        if top is not None and audience_pct is not None:
+            raise ServiceError("give top or audience_pct, not both: each sets the list length")
         self._require_table(CUSTOMERS, "ingest customers first")
         vector_column = vector_column or self.default_vector_column()
         return match(self._store, product, method=method, vector_column=vector_column,
@@ -439,6 +445,7 @@ class Kindred:
         ``risk_rank``, ``risk_flag`` and ``risk_model`` for every row."""
         from .risk import score_table
 
+        _finite(threshold=threshold, fit_sample=fit_sample)
         self._require_table(table, "ingest it first")
         if not attributes:
             column = column or self.default_vector_column(table)
@@ -544,6 +551,36 @@ class Kindred:
     def _require_table(self, name: str, hint: str) -> None:
         if not self._store.has_table(name):
             raise ServiceError(f"the store at {self.location} has no {name!r} table: {hint}")
+
+
+def _finite(**values: Any) -> None:
+    """ServiceError naming the first option that is NaN or infinite (never silently used)."""
+    import math
+
+    for name, v in values.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ServiceError(f"{name} must be a finite number, got {v!r}")
+
+
+def _exact_dim(cls: Any, dim: int | None, unit: str) -> Any:
+    """``cls``, or a subclass whose ``fit`` refuses (before anything is written) to give
+    fewer dimensions than ``dim`` asked for: PCA and SVD cannot make more dimensions than the
+    data has, and silently writing 64 when 100,000 were asked is a wrong answer."""
+    if dim is None:
+        return cls
+
+    class Exact(cls):  # type: ignore[misc,valid-type]
+        def fit(self, *args: Any, **kwargs: Any) -> Any:
+            out = super().fit(*args, **kwargs)
+            if self.dim_ < dim:
+                raise ServiceError(
+                    f"--dim {dim} is more than this data allows: the {cls.kind} embedder "
+                    f"can make at most {self.dim_} dimensions here (from its {unit}); "
+                    f"give --dim {self.dim_} or less")
+            return out
+
+    Exact.__name__ = Exact.__qualname__ = cls.__name__
+    return Exact
 
 
 def _for_step(progress: Progress | None, step: str) -> Any:
