@@ -205,6 +205,16 @@ def check_column_names(name: str, names: list[str]) -> None:
         seen.add(n)
 
 
+def _line_break_in_last_row(table: pa.Table) -> bool:
+    last = table.slice(table.num_rows - 1, 1)
+    for col in last.columns:
+        if pa.types.is_string(col.type):
+            v = col[0].as_py()
+            if v is not None and ("\n" in v or "\r" in v):
+                return True
+    return False
+
+
 def _valid_utf8(data: bytes) -> bool:
     """Whether ``data`` is valid UTF-8 (Arrow's vectorised check, no copy of the bytes)."""
     buf = pa.py_buffer(data)
@@ -614,6 +624,10 @@ class CsvSource(Source):
             nonempty = nonempty[keep]
         if len(nonempty) > table.num_rows:  # a quoted value took in the following lines
             raise self._open_quote_error(table, nonempty)
+        if table.num_rows and _line_break_in_last_row(table):
+            # a quote left open on the block's last line takes in only its line end
+            raise self._open_quote_error(table.slice(table.num_rows - 1), nonempty[
+                table.num_rows - 1: table.num_rows])
         return table, nonempty[: table.num_rows].astype(np.int64), bad, b"\x00" not in block
 
     def _open_quote_error(self, table: pa.Table, lines: np.ndarray) -> SourceError:

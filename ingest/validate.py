@@ -225,6 +225,13 @@ def convert(arr: pa.Array, target: pa.DataType, fmt: str | None = None,
         out = arr.cast(target, safe=False)
         back = out.cast(arr.type, safe=False)
         same = _np(pc.equal(back, arr))
+        if pa.types.is_integer(arr.type) and pa.types.is_integer(target) and \
+                pa.types.is_unsigned_integer(arr.type) != pa.types.is_unsigned_integer(target):
+            # a wrap-around survives the round trip bit for bit: compare the signs too
+            if pa.types.is_unsigned_integer(arr.type):
+                same &= ~_np(pc.less(out, pa.scalar(0, out.type)))
+            else:
+                same &= ~_np(pc.less(arr, pa.scalar(0, arr.type)))
         if pa.types.is_floating(arr.type) and pa.types.is_floating(target):
             same |= _np(pc.is_nan(arr))
         bad = _valid_mask(arr) & ~same
