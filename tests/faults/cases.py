@@ -292,10 +292,7 @@ def run_case(case: Case, store: Path, work: Path) -> Outcome:
     work.mkdir(parents=True, exist_ok=True)
     argv = case.make(work)
     argv = [a.replace("{store}", str(store)).replace("{store_name}", store.name) for a in argv]
-    if argv and argv[0].startswith("--store="):
-        full = argv
-    else:
-        full = ["--store", str(store), *argv]
+    full = argv if argv and argv[0].startswith("--store=") else ["--store", str(store), *argv]
     before = fingerprint(store)
     res = CliRunner().invoke(main, full, catch_exceptions=True)
     out = res.output
@@ -311,7 +308,7 @@ def run_case(case: Case, store: Path, work: Path) -> Outcome:
     else:
         if res.exit_code == 0:
             problems.append("silently accepted (exit 0)")
-        elif res.exit_code not in (1, 2) or res.exit_code == 2 and "Usage:" not in out:
+        elif res.exit_code not in (1, 2) or (res.exit_code == 2 and "Usage:" not in out):
             problems.append(f"exit {res.exit_code}")
         errors = [ln for ln in out.splitlines() if ln.startswith("Error:")]
         if len(errors) != 1:
