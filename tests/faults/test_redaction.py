@@ -48,7 +48,8 @@ def test_no_password_piece_in_any_output(host: str, lance_store: str, tmp_path: 
         assert by_case[f"stats, {user} right password"].code == 0
         assert by_case[f"migrate --to, {user} right password"].code == 0
         wrong = by_case[f"stats, {user} wrong password"]
-        assert wrong.code == 1 and "password authentication failed" in wrong.output
+        assert wrong.code == 1
+        assert "password authentication failed" in wrong.output
     assert list(tmp_path.iterdir()) == []  # no keyword string became a directory
 
 
@@ -72,7 +73,9 @@ def test_lenient_parse_hands_the_driver_a_canonical_uri(raw: str, password: str 
     target = dsn.parse_pg_uri(raw)
     params = psycopg.conninfo.conninfo_to_dict(target.conninfo)
     assert params.get("password") == password
-    assert params.get("host") == "h" and params.get("dbname") == "db"
+    assert params.get("host") == "h"
+    assert params.get("dbname") == "db"
     if password:
-        assert password not in target.display and "***" in target.display
+        assert password not in target.display
+        assert "***" in target.display
         assert password not in dsn.redact(f"failed: {raw} and {password}")
