@@ -610,10 +610,18 @@ def content_hash(batch: pa.RecordBatch) -> pa.Array:
         label = n.replace("'", "''")
         parts.append(f"coalesce('{label}=' || CAST({q} AS VARCHAR), '{label}\\N')")
     sql = "SELECT sha256(concat_ws(chr(31), " + ", ".join(parts) + ")) AS h FROM t"
+    arrays = [a.cast(pa.float32()) if pa.types.is_float16(a.type) else a for a in batch.columns]
+    batch = pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
     con = duckdb.connect()
     try:
         con.register("t", pa.Table.from_batches([batch]))
         out = con.sql(sql).to_arrow_table().column("h")
+    except duckdb.Error:  # a type DuckDB cannot read: hash the rows' JSON text instead
+        import hashlib
+
+        rows = batch.select(names).to_pylist()
+        return pa.array([hashlib.sha256(json.dumps(r, sort_keys=True, default=str).encode()
+                                        ).hexdigest() for r in rows], pa.string())
     finally:
         con.close()
     return out.combine_chunks().cast(pa.string())

@@ -67,7 +67,7 @@ def csv_bytes(draw: st.DrawFn) -> bytes:
 
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**19, 10**19)
-                     | st.floats(allow_nan=False) | st.text(max_size=8),
+                     | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
                      lambda inner: st.lists(inner, max_size=3)
                      | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=6)
 
