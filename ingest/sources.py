@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import SourceError
 
@@ -55,6 +56,9 @@ class Chunk:
     lines: np.ndarray | None = None
     row_numbers: np.ndarray | None = None
     """Each row's 1-based row number, when rows of the batch are not consecutive."""
+    nul_free: bool = False
+    """True when the reader knows no value of the batch holds a NUL character (a CSV block
+    without a NUL byte), so validation can skip that check."""
 
     def rows(self) -> np.ndarray:
         if self.row_numbers is not None:
@@ -152,6 +156,124 @@ _FAST_TYPES = (pa.int64(), pa.float64(), pa.string())
 _FIRST_BLOCK = 4 << 20
 
 
+# ---------------------------------------------------------------------------------- text checks
+_SNIFF = 1 << 16
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "gzip-compressed data (decompress it first, e.g. gunzip)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data (decompress it first)"),
+    (b"\xfd7zXZ\x00", "xz-compressed data (decompress it first)"),
+    (b"PK\x03\x04", "a zip archive (extract the file first)"),
+    (b"PAR1", "a Parquet file (name it .parquet or pass kind='parquet')"),
+    (b"ARROW1", "an Arrow IPC file (name it .arrow or pass kind='arrow')"),
+    (b"SQLite format 3\x00", "an SQLite database (read it with a sqlite:/// URL)"),
+)
+_BINARY = np.zeros(256, dtype=bool)
+_BINARY[[*range(0, 9), *range(14, 27), *range(28, 32)]] = True
+
+
+def _short_text(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def sniff_text(name: str, head: bytes, encoding: str) -> None:
+    """SourceError when the first bytes of a text source are a known binary format, or
+    mostly control bytes (random or binary data named ``.csv``)."""
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            raise SourceError(f"{name}: this is {what}, not {encoding} text")
+    if head[:3] == b"\xef\xbb\xbf" or head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return
+    enc = encoding.lower().replace("-", "").replace("_", "")
+    if enc.startswith(("utf16", "utf32")):
+        return
+    data = np.frombuffer(head, dtype=np.uint8)
+    share = float(_BINARY[data].mean()) if len(data) else 0.0
+    if share > 0.05:
+        raise SourceError(f"{name}: this is binary data ({share:.0%} of its first "
+                          f"{len(data):,} bytes are control characters), not {encoding} text")
+
+
+def check_column_names(name: str, names: list[str]) -> None:
+    """SourceError naming a column that appears twice (or has no name) in a source."""
+    seen: set[str] = set()
+    for i, n in enumerate(names, start=1):
+        if not str(n).strip():
+            raise SourceError(f"{name}: column {i} has no name; every column needs one")
+        if n in seen:
+            raise SourceError(f"{name}: column {n!r} appears more than once; rename or drop "
+                              "one of them before loading")
+        seen.add(n)
+
+
+def _line_break_in_last_row(table: pa.Table) -> bool:
+    last = table.slice(table.num_rows - 1, 1)
+    for col in last.columns:
+        if pa.types.is_string(col.type):
+            v = col[0].as_py()
+            if v is not None and ("\n" in v or "\r" in v):
+                return True
+    return False
+
+
+def _valid_utf8(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8 (Arrow's vectorised check, no copy of the bytes)."""
+    buf = pa.py_buffer(data)
+    offsets = pa.py_buffer(np.asarray([0, len(data)], dtype=np.int64).tobytes())
+    arr = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, buf])
+    try:
+        arr.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _first_line(path: Path, head: bytes, limit: int = 16 << 20) -> bytes:
+    """The first line's bytes (without the newline), reading on past ``head`` if needed."""
+    nl = head.find(b"\n")
+    if nl >= 0:
+        return head[:nl].rstrip(b"\r")
+    with pa.input_stream(str(path)) as f:
+        data = f.read(limit)
+    nl = data.find(b"\n")
+    if nl < 0 and len(data) >= limit:
+        raise SourceError(f"{path}: line 1 (the header) is longer than {limit >> 20} MiB")
+    return (data[:nl] if nl >= 0 else data).rstrip(b"\r")
+
+
+def _check_csv_options(name: str, o: CsvOptions) -> None:
+    """SourceError for options pyarrow would refuse with a bare ValueError."""
+    for label, value, optional in (("delimiter", o.delimiter, False),
+                                   ("quote_char", o.quote_char, True),
+                                   ("escape_char", o.escape_char, True)):
+        if optional and not value:
+            continue
+        if not isinstance(value, str) or len(value) != 1:
+            raise SourceError(f"{name}: {label} must be one character, got {value!r}")
+        if value in "\r\n":
+            raise SourceError(f"{name}: {label} cannot be a line break")
+    chars = [c for c in (o.delimiter, o.quote_char, o.escape_char) if c]
+    if len(set(chars)) != len(chars):
+        raise SourceError(f"{name}: the delimiter, quote_char and escape_char must differ, got "
+                          f"{o.delimiter!r}, {o.quote_char!r}, {o.escape_char!r}")
+    if not isinstance(o.block_size, int) or o.block_size < 1:
+        raise SourceError(f"{name}: block_size must be a positive number of bytes")
+
+
+def _field_at(line: bytes, pos: int, o: CsvOptions) -> tuple[int, bytes]:
+    """(0-based field index, the field's bytes) of byte ``pos`` of ``line``."""
+    d, q = o.delimiter.encode(), (o.quote_char or "").encode()
+    field, start, quoted = 0, 0, False
+    for i in range(len(line)):
+        ch = line[i:i + 1]
+        if q and ch == q:
+            quoted = not quoted
+        elif ch == d and not quoted:
+            if i >= pos:
+                return field, line[start:i]
+            field, start = field + 1, i + 1
+    return field, line[start:]
+
+
 class CsvSource(Source):
     """CSV/TSV with a header row.
 
@@ -172,30 +294,59 @@ class CsvSource(Source):
         self.column_types: dict[str, pa.DataType] = {}
         """Columns to read typed (int64, float64 or string) from the next block on; a
         column not named here is read as strings. Set by the pipeline from its plan."""
-        if len(self.options.delimiter) != 1:
-            raise SourceError(f"{self.name}: the delimiter must be one character, "
-                              f"got {self.options.delimiter!r}")
+        _check_csv_options(self.name, self.options)
 
     def _header(self) -> list[str]:
+        """The header row's names, parsed from the first line alone (a long first data row
+        never matters), after sniffing that the file is text at all."""
         import pyarrow.csv as pcsv
 
         o = self.options
+        with pa.input_stream(str(self.path)) as f:
+            head = f.read(_SNIFF)
+        if not head:
+            raise SourceError(f"{self.name}: empty file; a header row is required")
+        sniff_text(self.name, head, o.encoding)
+        if self._ascii_compatible():
+            line = _first_line(self.path, head)
+            if line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            try:
+                text = line.decode(o.encoding)
+            except (UnicodeDecodeError, LookupError) as exc:
+                raise SourceError(f"{self.name}: line 1: the header is not valid {o.encoding} "
+                                  f"text ({exc})") from None
+            source: Any = io.BytesIO(text.encode("utf-8") + b"\n")
+            encoding = "utf8"
+        else:
+            source, encoding = self.path, o.encoding
         try:
             reader = pcsv.open_csv(
-                self.path,
-                read_options=pcsv.ReadOptions(encoding=o.encoding, block_size=1 << 16,
+                source,
+                read_options=pcsv.ReadOptions(encoding=encoding, block_size=1 << 20,
                                               use_threads=False),
                 parse_options=self._parse_options(lambda row: "skip"),
                 convert_options=pcsv.ConvertOptions(include_columns=[]),
             )
-        except (pa.ArrowInvalid, OSError, LookupError) as exc:
+        except (pa.ArrowInvalid, OSError, LookupError, UnicodeDecodeError) as exc:
             msg = str(exc).split("\n")[0]
             if "Empty CSV file" in msg:
                 raise SourceError(f"{self.name}: empty file; a header row is required") from exc
-            raise SourceError(f"{self.name}: cannot read the header: {msg}") from exc
+            raise SourceError(f"{self.name}: line 1: cannot read the header: "
+                              f"{_short_text(msg)}") from exc
         names = list(reader.schema.names)
         reader.close()
         return names
+
+    def _ascii_compatible(self) -> bool:
+        import codecs
+
+        try:
+            enc = codecs.lookup(self.options.encoding).name
+        except LookupError:
+            raise SourceError(f"{self.name}: unknown encoding {self.options.encoding!r}") from None
+        return "a\n\r,\"".encode(enc, "replace") == b"a\n\r,\"" and \
+            not enc.startswith(("utf-16", "utf-32"))
 
     def _parse_options(self, handler: Any) -> Any:
         import pyarrow.csv as pcsv
@@ -307,26 +458,59 @@ class CsvSource(Source):
                         try:
                             out = block.decode(o.encoding).encode("utf-8")
                         except UnicodeDecodeError as exc:
-                            bad = line + block[:exc.start].count(b"\n")
-                            raise SourceError(f"{self.name}:{bad}: not valid "
-                                              f"{o.encoding} text: {exc.reason}") from exc
+                            raise self._encoding_error(block, line, exc) from None
                     else:
                         out = block
+                        if not _valid_utf8(block):
+                            try:
+                                block.decode("utf-8")
+                            except UnicodeDecodeError as exc:
+                                raise self._encoding_error(block, line, exc) from None
                     newlines = int(np.count_nonzero(np.frombuffer(out, dtype=np.uint8) == 10))
                     yield out, line, newlines
                     line += newlines
                 if not data:
                     return
 
+    def _encoding_error(self, block: bytes, first_line: int,
+                        exc: UnicodeDecodeError) -> SourceError:
+        """The exact line, column and value of a byte that is not valid in the encoding."""
+        start = block.rfind(b"\n", 0, exc.start) + 1
+        end = block.find(b"\n", exc.start)
+        line_bytes = block[start:end if end >= 0 else len(block)].rstrip(b"\r")
+        line = first_line + block[:exc.start].count(b"\n")
+        idx, value = _field_at(line_bytes, exc.start - start, self.options)
+        try:
+            names = self.header()
+            column = repr(names[idx]) if idx < len(names) else f"#{idx + 1}"
+        except SourceError:
+            column = f"#{idx + 1}"
+        shown = value.decode("utf-8", "backslashreplace")
+        return SourceError(
+            f"{self.name}:{line}: column {column}: value {_short_text(shown, 60)!r} is not "
+            f"valid {self.options.encoding} text (byte 0x{block[exc.start]:02x}); declare the "
+            "file's encoding (e.g. encoding = \"latin-1\" in the mapping's [source])")
+
     def _parse_block(self, block: bytes, names: list[str], types: dict[str, pa.DataType],
                      threads: bool, handler: Any) -> pa.Table:
+        try:
+            return self._parse_block_sized(block, names, types, threads, handler, 1 << 20)
+        except pa.ArrowInvalid as exc:
+            if "straddl" not in str(exc):
+                raise
+            # a row longer than pyarrow's 1 MiB parse block: parse the block in one piece
+            return self._parse_block_sized(block, names, types, threads, handler,
+                                           len(block) + 1)
+
+    def _parse_block_sized(self, block: bytes, names: list[str], types: dict[str, pa.DataType],
+                           threads: bool, handler: Any, block_size: int) -> pa.Table:
         import pyarrow.csv as pcsv
 
         o = self.options
         return pcsv.read_csv(
             io.BytesIO(block),
             read_options=pcsv.ReadOptions(column_names=names, use_threads=threads,
-                                          encoding="utf8"),
+                                          encoding="utf8", block_size=block_size),
             parse_options=self._parse_options(handler),
             convert_options=pcsv.ConvertOptions(
                 column_types={n: types.get(n, pa.string()) for n in names},
@@ -341,7 +525,7 @@ class CsvSource(Source):
 
         raw = self._raw_blocks()
 
-        def next_block() -> tuple[pa.Table, np.ndarray, list[MalformedRow]] | None:
+        def next_block() -> tuple[pa.Table, np.ndarray, list[MalformedRow], bool] | None:
             item = next(raw, None)
             return None if item is None else self._read_block(*item, names)
 
@@ -358,9 +542,9 @@ class CsvSource(Source):
         finally:
             raw.close()
 
-    def _emit(self, block: tuple[pa.Table, np.ndarray, list[MalformedRow]],
+    def _emit(self, block: tuple[pa.Table, np.ndarray, list[MalformedRow], bool],
               batch_rows: int) -> Iterator[Chunk]:
-        table, lines, bad = block
+        table, lines, bad, nul_free = block
         if bad:
             if not self.tolerate_malformed:
                 m = bad[0]
@@ -377,11 +561,12 @@ class CsvSource(Source):
         for b in table.to_batches(max_chunksize=batch_rows):
             if b.num_rows:
                 ln = lines[start:start + b.num_rows]
-                yield Chunk(b, int(ln[0]) - 1, ln, rows[start:start + b.num_rows])
+                yield Chunk(b, int(ln[0]) - 1, ln, rows[start:start + b.num_rows],
+                            nul_free=nul_free)
                 start += b.num_rows
 
-    def _read_block(self, block: bytes, first_line: int, newlines: int,
-                    names: list[str]) -> tuple[pa.Table, np.ndarray, list[MalformedRow]]:
+    def _read_block(self, block: bytes, first_line: int, newlines: int, names: list[str],
+                    ) -> tuple[pa.Table, np.ndarray, list[MalformedRow], bool]:
         """One block: its rows (typed when possible), their file lines, malformed rows."""
         types = {n: t for n, t in self.column_types.items()
                  if n in names and t in _FAST_TYPES}
@@ -437,7 +622,36 @@ class CsvSource(Source):
             keep = np.ones(len(nonempty), dtype=bool)
             keep[idx] = False
             nonempty = nonempty[keep]
-        return table, nonempty[: table.num_rows].astype(np.int64), bad
+        if len(nonempty) > table.num_rows:  # a quoted value took in the following lines
+            raise self._open_quote_error(table, nonempty)
+        if table.num_rows and _line_break_in_last_row(table):
+            # a quote left open on the block's last line takes in only its line end
+            raise self._open_quote_error(table.slice(table.num_rows - 1), nonempty[
+                table.num_rows - 1: table.num_rows])
+        return table, nonempty[: table.num_rows].astype(np.int64), bad, b"\x00" not in block
+
+    def _open_quote_error(self, table: pa.Table, lines: np.ndarray) -> SourceError:
+        """The first value holding a line break, in a file read one row per line."""
+        first: tuple[int, str, str] | None = None
+        for name in table.column_names:
+            col = table.column(name)
+            if not pa.types.is_string(col.type):
+                continue
+            hit = pc.fill_null(pc.match_substring_regex(col, "[\r\n]"), False)
+            pos = pc.index(hit, True).as_py()
+            if pos is not None and pos >= 0 and (first is None or pos < first[0]):
+                first = (pos, name, col[pos].as_py())
+        if first is None:
+            return SourceError(f"{self.name}: lines {int(lines[0])}-{int(lines[-1])}: fewer "
+                               "rows than lines; a quote is probably not closed")
+        row, name, value = first
+        q = self.options.quote_char or '"'
+        head = value.splitlines()[0] if value.splitlines() else ""
+        return SourceError(
+            f"{self.name}:{int(lines[row])}: column {name!r}: the quoted value "
+            f"{_short_text(q + head, 60)!r} is not closed on its line, so it would swallow the "
+            f"lines after it; close the quote, or set multiline = true if values really "
+            "contain line breaks")
 
     def _stream_chunks(self, names: list[str], batch_rows: int) -> Iterator[Chunk]:
         import pyarrow.csv as pcsv
@@ -535,12 +749,13 @@ class ParquetSource(Source):
                               f"{str(exc).splitlines()[0]}") from exc
         row = 1
         try:
+            check_column_names(self.name, f.schema_arrow.names)
             for b in f.iter_batches(batch_size=batch_rows):
                 yield Chunk(b, row)
                 row += b.num_rows
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise SourceError(f"{self.name}: corrupt Parquet data after row {row - 1}: "
-                              f"{str(exc).splitlines()[0]}") from exc
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            raise SourceError(f"{self.name}: corrupt or unsupported Parquet data after row "
+                              f"{row - 1}: {_short_text(str(exc).splitlines()[0])}") from exc
         finally:
             f.close()
 
@@ -573,6 +788,8 @@ class ArrowIpcSource(Source):
         row = 1
         try:
             for batch in self._batches():
+                if row == 1:
+                    check_column_names(self.name, batch.schema.names)
                 for b in _rebatch(batch, batch_rows):
                     yield Chunk(b, row)
                     row += b.num_rows
@@ -682,8 +899,31 @@ class JsonLinesSource(Source):
                                   f"{len(lines)} lines") from exc
             empty = np.zeros(0, dtype=np.int64)
             return schema.empty_table(), empty, empty
-        return (self._parse(good, schema), np.asarray(good_numbers, dtype=np.int64),
+        try:
+            table = self._parse(good, schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as combined:
+            raise self._type_change_error(str(combined), good_numbers) from None
+        return (table, np.asarray(good_numbers, dtype=np.int64),
                 np.asarray(good_pos, dtype=np.int64))
+
+    def _type_change_error(self, message: str, numbers: list[int]) -> SourceError:
+        """Every line parses alone but not together: a field changes type (number, then text;
+        object, then number...). Names the line and the field."""
+        import re
+
+        first = message.splitlines()[0] if message else ""
+        m = re.search(r"Column\((?P<col>[^)]*)\) changed from (?P<a>\w+) to (?P<b>\w+) in row "
+                      r"(?P<row>\d+)", first)
+        if m is None:
+            return SourceError(f"{self.name}: lines {numbers[0]}-{numbers[-1]}: the rows do not "
+                               f"fit one schema: {_short_text(first)}")
+        row = int(m.group("row"))
+        line = numbers[row] if row < len(numbers) else numbers[-1]
+        col = m.group("col").lstrip("/").replace("/", ".")
+        return SourceError(
+            f"{self.name}:{line}: field {col!r} is {m.group('b')} here but {m.group('a')} on "
+            "earlier lines; one field must hold one type of value (quote the numbers to load "
+            "them as text, or fix the line)")
 
 
 # ---------------------------------------------------------------------------------- SQL
@@ -782,13 +1022,12 @@ def _rows_to_batch(name: str, names: list[str], rows: list[Any], schema: pa.Sche
 
 
 def _redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        from sqlalchemy.engine import make_url
+    """The URL without its password, for messages (the password is remembered, so that no
+    later message shows it either)."""
+    from vectorstore.dsn import redact_location, remember_secrets_in
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # a malformed URL: keep only the part after any credentials
-        return url.split("@")[-1]
+    remember_secrets_in(url)
+    return redact_location(url)
 
 
 # ---------------------------------------------------------------------------------- frames
@@ -840,6 +1079,8 @@ class FrameSource(Source):
     def chunks(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Chunk]:
         row = 1
         for batch in self._batches():
+            if row == 1:
+                check_column_names(self.name, batch.schema.names)
             for b in _rebatch(batch, batch_rows):
                 yield Chunk(b, row)
                 row += b.num_rows

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -172,7 +173,14 @@ def convert(arr: pa.Array, target: pa.DataType, fmt: str | None = None,
         arr = arr.dictionary_decode()
     if pa.types.is_large_string(arr.type) or pa.types.is_string_view(arr.type):
         arr = arr.cast(pa.string())
+    if pa.types.is_float16(arr.type):  # no compute kernels for half floats: widen (lossless)
+        arr = arr.cast(pa.float32())
     no_bad = np.zeros(len(arr), dtype=bool)
+    if pa.types.is_decimal(arr.type) and (pa.types.is_floating(target) or
+                                           pa.types.is_integer(target)):
+        return _convert_decimal(arr, target)
+    if pa.types.is_string(target) and _needs_json(arr.type):
+        return _to_json_text(arr), no_bad, expected
     if pa.types.is_fixed_size_list(target) and pa.types.is_floating(target.value_type):
         return _convert_vector(arr, target)
     if arr.type == target:
@@ -220,6 +228,13 @@ def convert(arr: pa.Array, target: pa.DataType, fmt: str | None = None,
         out = arr.cast(target, safe=False)
         back = out.cast(arr.type, safe=False)
         same = _np(pc.equal(back, arr))
+        if pa.types.is_integer(arr.type) and pa.types.is_integer(target) and \
+                pa.types.is_unsigned_integer(arr.type) != pa.types.is_unsigned_integer(target):
+            # a wrap-around survives the round trip bit for bit: compare the signs too
+            if pa.types.is_unsigned_integer(arr.type):
+                same &= ~_np(pc.less(out, pa.scalar(0, out.type)))
+            else:
+                same &= ~_np(pc.less(arr, pa.scalar(0, arr.type)))
         if pa.types.is_floating(arr.type) and pa.types.is_floating(target):
             same |= _np(pc.is_nan(arr))
         bad = _valid_mask(arr) & ~same
@@ -233,6 +248,46 @@ def convert(arr: pa.Array, target: pa.DataType, fmt: str | None = None,
         return out, bad, expected
     out, bad = _cast_rows(arr, target)
     return out, bad, expected
+
+
+def _needs_json(t: pa.DataType) -> bool:
+    """Nested values (objects, maps, lists of lists or objects) are stored as JSON text."""
+    if pa.types.is_struct(t) or pa.types.is_map(t) or pa.types.is_union(t):
+        return True
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) or \
+            pa.types.is_list_view(t):
+        return _needs_json(t.value_type) or not _plain_list_value(t.value_type)
+    return False
+
+
+def _plain_list_value(t: pa.DataType) -> bool:
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
+            or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_null(t)
+            or pa.types.is_dictionary(t))
+
+
+def _to_json_text(arr: pa.Array) -> pa.Array:
+    """Nested values as compact JSON text (nulls stay null). A row-wise path: nested source
+    columns are rare and small next to the rest of a load."""
+    values = arr.to_pylist()
+    return pa.array([None if v is None else json.dumps(v, default=str, ensure_ascii=False,
+                                                       separators=(",", ":"))
+                     for v in values], pa.string())
+
+
+def _convert_decimal(arr: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray, str]:
+    """Decimals as float64 (or integers) where the value survives the round trip exactly."""
+    try:
+        out = arr.cast(target, safe=False)
+        back = out.cast(arr.type, safe=False)
+        same = _np(pc.equal(back, arr))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        out, bad = _cast_rows(arr, target)
+        return out, bad, f"a decimal that {target} holds exactly"
+    bad = _valid_mask(arr) & ~same
+    if bad.any():
+        out = pc.if_else(pa.array(bad), pa.scalar(None, target), out)
+    return out, bad, f"a decimal that {target} holds exactly (at most 15 significant digits)"
 
 
 def _convert_vector(arr: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray, str]:
@@ -301,23 +356,40 @@ def is_lossless(source: pa.DataType, target: pa.DataType) -> bool:
     return pa.types.is_large_string(source) and pa.types.is_string(target)
 
 
-def _normalise(t: pa.DataType) -> pa.DataType:
-    """The table type for a native source type (64-bit numbers, UTC timestamps, plain strings)."""
+def _normalise(t: pa.DataType, column: str = "?") -> pa.DataType:
+    """The table type for a native source type: 64-bit numbers, UTC timestamps, plain
+    strings; decimals and half floats as float64, unsigned 64-bit as int64 (checked per value),
+    nested values (objects, maps, lists of lists) as JSON text, times of day as text. A type
+    no store can hold (durations, intervals) is refused here, at ingest, not later in a
+    migration."""
     if pa.types.is_dictionary(t):
-        return _normalise(t.value_type)
-    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return _normalise(t.value_type, column)
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t):
         return pa.string()
-    if pa.types.is_signed_integer(t) or (pa.types.is_unsigned_integer(t) and t.bit_width < 64):
+    if pa.types.is_integer(t):
         return pa.int64()
-    if pa.types.is_floating(t):
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
         return pa.float64()
     if pa.types.is_timestamp(t):
         return pa.timestamp("us", tz="UTC")
-    if pa.types.is_large_list(t) or pa.types.is_list(t):
-        return pa.list_(_normalise(t.value_type))
-    if pa.types.is_null(t):
+    if pa.types.is_date(t):
+        return pa.date32()
+    if pa.types.is_time(t):
         return pa.string()
-    return t
+    if pa.types.is_fixed_size_list(t) and pa.types.is_floating(t.value_type):
+        return t  # a vector
+    if _needs_json(t):
+        return pa.string()
+    if pa.types.is_large_list(t) or pa.types.is_list(t) or pa.types.is_fixed_size_list(t):
+        return pa.list_(_normalise(t.value_type, column))
+    if pa.types.is_fixed_size_binary(t) or pa.types.is_large_binary(t) or \
+            pa.types.is_binary_view(t):
+        return pa.binary()
+    if pa.types.is_boolean(t) or pa.types.is_binary(t) or pa.types.is_string(t):
+        return t
+    raise MappingError(f"source column {column!r} has type {t}, which Kindred cannot store; "
+                       "convert it in the source (e.g. a duration to seconds) or leave it out "
+                       "(drop)")
 
 
 def _all_match(text: pa.Array, regex: str) -> bool:
@@ -401,11 +473,32 @@ def _find(raw_names: Sequence[str], mapping: Mapping, name: str, what: str) -> s
     raise MappingError(f"{what} {name!r} is not in the source; its columns: {', '.join(raw_names)}")
 
 
+def _check_renames(raw: Sequence[str], mapping: Mapping) -> None:
+    """MappingError when two source columns would become one table column (``--rename
+    region=age`` on a source that already has ``age``), or a rename names no column."""
+    by_target: dict[str, str] = {}
+    for r in raw:
+        target = mapping.resolve(r)
+        other = by_target.get(target)
+        if other is not None:
+            renamed = r if r in mapping.rename else other
+            kept = other if renamed == r else r
+            raise MappingError(
+                f"rename {renamed}={target}: the source already has a column {kept!r}, so two "
+                f"columns would be called {target!r}; rename or drop {kept!r} as well")
+        by_target[target] = r
+    missing = [old for old in mapping.rename if old not in raw and old not in by_target]
+    if missing:
+        raise MappingError(f"rename {missing[0]}={mapping.rename[missing[0]]}: the source has "
+                           f"no column {missing[0]!r}; its columns: {', '.join(raw)}")
+
+
 def make_plan(mapping: Mapping, first: pa.RecordBatch, existing: TableInfo | None, *,
               text_source: bool) -> Plan:
     """Decide the output columns and types of a load (see the module docstring)."""
     raw = list(first.schema.names)
     key = mapping.key
+    _check_renames(raw, mapping)
     used: set[str] = set()
     id_source: str | None = None
     generate = mapping.generate_id
@@ -466,7 +559,7 @@ def make_plan(mapping: Mapping, first: pa.RecordBatch, existing: TableInfo | Non
                     f"column {name!r} is {typ} in table {mapping.table!r} but the mapping "
                     f"declares {declared}: that change would lose data; load it under another "
                     "column name (rename) or declare a compatible type")
-            if not is_text and not is_lossless(_normalise(src_type), typ) and not (
+            if not is_text and not is_lossless(_normalise(src_type, r), typ) and not (
                     pa.types.is_string(src_type) and fmt):
                 raise SchemaEvolutionError(
                     f"column {name!r} is {typ} in table {mapping.table!r} but the source has "
@@ -477,7 +570,7 @@ def make_plan(mapping: Mapping, first: pa.RecordBatch, existing: TableInfo | Non
         elif is_text:
             typ = infer_text_type(first.column(r))
         else:
-            typ = _normalise(src_type)
+            typ = _normalise(src_type, r)
         if name not in existing_types:
             new_fields.append(pa.field(name, typ))
         if pa.types.is_fixed_size_list(typ) and pa.types.is_floating(typ.value_type):
@@ -550,7 +643,16 @@ def content_hash(batch: pa.RecordBatch) -> pa.Array:
         label = n.replace("'", "''")
         parts.append(f"coalesce('{label}=' || CAST({q} AS VARCHAR), '{label}\\N')")
     sql = "SELECT sha256(concat_ws(chr(31), " + ", ".join(parts) + ")) AS h FROM t"
-    return hash_rows(sql, batch).cast(pa.string())
+    arrays = [a.cast(pa.float32()) if pa.types.is_float16(a.type) else a for a in batch.columns]
+    batch = pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+    try:
+        return hash_rows(sql, batch).cast(pa.string())
+    except duckdb.Error:  # a type DuckDB cannot read: hash the rows' JSON text instead
+        import hashlib
+
+        rows = batch.select(names).to_pylist()
+        return pa.array([hashlib.sha256(json.dumps(r, sort_keys=True, default=str).encode()
+                                        ).hexdigest() for r in rows], pa.string())
 
 
 _HASH_BLOCK = 1 << 22  # key bytes hashed at a time (bounds the uint64 temporaries)
@@ -842,6 +944,29 @@ def _holdings(batch: pa.RecordBatch, plan: Plan) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), values.cast(pa.string()))
 
 
+_NO_NUL = "text without NUL (\\x00) characters, which no store keeps reliably"
+
+
+def _nul_mask(arr: pa.Array) -> np.ndarray | None:
+    """Rows of a string (or list of strings) column holding a NUL character, or None."""
+    typ = arr.type
+    if pa.types.is_list(typ) and pa.types.is_string(typ.value_type):
+        flat = pc.list_flatten(arr)
+        if not len(flat):
+            return None
+        hit = _np(pc.match_substring(flat, "\x00"))
+        if not hit.any():
+            return None
+        parents = np.asarray(pc.list_parent_indices(arr).to_numpy(zero_copy_only=False))
+        out = np.zeros(len(arr), dtype=bool)
+        out[parents[hit]] = True
+        return out
+    if not pa.types.is_string(typ) or not len(arr):
+        return None
+    hit = _np(pc.match_substring(arr, "\x00"))
+    return hit if hit.any() else None
+
+
 class Validator:
     """Validates the chunks of one load against a :class:`Plan`.
 
@@ -898,10 +1023,18 @@ class Validator:
             problems.append((plan.id_source, bad | missing, raw_key,
                              f"a non-empty id ({plan.key})"))
         arrays.append(keys)
+        if not chunk.nul_free:
+            nul = _nul_mask(keys)
+            if nul is not None:
+                problems.append((plan.id_source or plan.key, nul, keys, _NO_NUL))
         for c in plan.columns:
             out, bad, expected = convert(batch.column(c.source), c.type, c.fmt)
             if bad.any():
                 problems.append((c.source, bad, batch.column(c.source), expected))
+            if not chunk.nul_free:
+                nul = _nul_mask(out)
+                if nul is not None:
+                    problems.append((c.source, nul & ~bad, batch.column(c.source), _NO_NUL))
             if plan.table == "events" and c.name in ("customer_id", "ts"):
                 absent = ~_valid_mask(out) & ~bad
                 if absent.any():

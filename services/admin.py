@@ -6,6 +6,7 @@ metadata and artifacts, so it works between any two backends (LanceDB -> Postgre
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -14,7 +15,8 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 
 import vectorstore
-from vectorstore import StoreError, VectorStore
+from vectorstore import StoreError, VectorStore, dsn
+from vectorstore.errors import native_free
 from vectorstore.registry import scheme_of
 
 from .models import IndexState, MigrationResult, TableStats, VectorColumnStats
@@ -22,13 +24,11 @@ from .models import IndexState, MigrationResult, TableStats, VectorColumnStats
 Progress = Callable[[str, int, int | None], None]
 """A progress callback: ``(step, done, total)``; ``total`` is None when unknown."""
 
-_USERINFO = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^@\s]*@")
-_PASSWORD_PARAM = re.compile(r"(?i)(password=)[^&\s]+")
 
 
 def redact(text: str) -> str:
-    """``text`` with passwords removed from any URI in it (``user:pass@`` -> ``user:***@``)."""
-    return _PASSWORD_PARAM.sub(r"\1***", _USERINFO.sub(r"\g<head>:***@", text))
+    """``text`` with every password removed (see :func:`vectorstore.dsn.redact`)."""
+    return dsn.redact(text)
 
 
 def local_path(uri: str) -> Path | None:
@@ -90,31 +90,70 @@ def table_stats(store: VectorStore, name: str) -> TableStats:
     )
 
 
-def _copy_batches(src: VectorStore, name: str, schema: pa.Schema, batch_size: int,
-                  tick: Callable[[int], None]) -> pa.RecordBatchReader:
-    def gen() -> Iterator[pa.RecordBatch]:
-        for batch in src.scan(name, batch_size=batch_size):
-            yield batch
-            tick(batch.num_rows)
+class _Copy:
+    """The batches of one table's copy, with the 1-based source rows of the batch in flight
+    (so a write error can say which source rows it is about)."""
 
-    return pa.RecordBatchReader.from_batches(schema, gen())
+    def __init__(self, src: VectorStore, name: str, batch_size: int,
+                 tick: Callable[[int], None]) -> None:
+        self.src, self.name, self.batch_size, self.tick = src, name, batch_size, tick
+        self.first = self.last = 0
+
+    def reader(self, schema: pa.Schema) -> pa.RecordBatchReader:
+        def gen() -> Iterator[pa.RecordBatch]:
+            for batch in self.src.scan(self.name, batch_size=self.batch_size):
+                self.first, self.last = self.last + 1, self.last + batch.num_rows
+                yield batch
+                self.tick(batch.num_rows)
+
+        return pa.RecordBatchReader.from_batches(schema, gen())
+
+    def error(self, exc: StoreError) -> StoreError:
+        """``exc`` restated with source rows: a batch-relative 0-based ``row N`` in a
+        backend's message becomes the 1-based row of the source table."""
+        text = native_free(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+
+        def absolute(m: re.Match[str]) -> str:
+            return f"{m.group(1)} {self.first + int(m.group(2))}"
+
+        if self.first:
+            text = re.sub(r"\b(row|list element) (\d+)\b", absolute, text, count=1)
+        where = f" (source rows {self.first:,}-{self.last:,})" if self.first else ""
+        out = type(exc)(f"copying table {self.name!r} to the target failed{where}: {text}")
+        return out
+
+
+def _check_not_same(src: VectorStore, dst: VectorStore) -> None:
+    if dsn.same_store(src, dst):
+        raise StoreError(
+            f"the migration target {store_uri(dst)} is the source store {store_uri(src)} "
+            "(the same directory or database schema, however it is spelled): migrating a "
+            "store onto itself would drop what it copies; choose another target")
 
 
 def migrate(src: VectorStore, dst: VectorStore, *, tables: Sequence[str] | None = None,
             replace: bool = False, batch_size: int = 10_000,
-            progress: Progress | None = None) -> MigrationResult:
+            progress: Progress | None = None,
+            on_replace: Callable[[dict[str, int]], None] | None = None) -> MigrationResult:
     """Copy tables (rows, key, vector columns, metadata) and artifacts from ``src`` to ``dst``.
 
-    Each table is written in one commit on the target; a table that already exists there is an
-    error unless ``replace`` (then it is dropped first). Indexes are not copied: build them on
-    the target with ``index``, as their types differ between backends.
+    Refuses a target that is the source (see :func:`vectorstore.dsn.same_store`: another
+    spelling of the same path or database counts). Each table is written in one commit on the
+    target; a table that already exists there is an error unless ``replace``: then
+    ``on_replace`` is told which tables (and how many rows) will be dropped, before anything
+    is. Indexes are not copied: build them on the target with ``index``, as their types differ
+    between backends.
     """
+    _check_not_same(src, dst)
     names = list(tables) if tables else src.list_tables()
     existing = set(dst.list_tables())
     clash = [n for n in names if n in existing]
     if clash and not replace:
         raise StoreError(f"the target already has table(s) {', '.join(clash)}: "
                          "pass replace=True (--replace) to overwrite them")
+    replaced = {n: dst.count(n) for n in clash}
+    if replaced and on_replace is not None:
+        on_replace(replaced)
     copied: dict[str, int] = {}
     for name in names:
         info = src.table_info(name)
@@ -133,9 +172,17 @@ def migrate(src: VectorStore, dst: VectorStore, *, tables: Sequence[str] | None 
         if progress:
             progress(f"copy {name}", 0, total)
         if total:
+            copy = _Copy(src, name, batch_size, tick)
             try:
-                dst.write(name, _copy_batches(src, name, info.schema, batch_size, tick),
-                          mode="append")
+                dst.write(name, copy.reader(info.schema), mode="append")
+            except StoreError as exc:
+                dst.drop_table(name, missing_ok=True)
+                raise copy.error(exc) from exc
+            except OSError as exc:  # a read-only or full target
+                with contextlib.suppress(StoreError, OSError):
+                    dst.drop_table(name, missing_ok=True)
+                raise StoreError(f"copying table {name!r} to the target {store_uri(dst)} "
+                                 f"failed: {exc.strerror or exc}") from exc
             except Exception:
                 dst.drop_table(name, missing_ok=True)
                 raise
@@ -147,7 +194,7 @@ def migrate(src: VectorStore, dst: VectorStore, *, tables: Sequence[str] | None 
         dst.put_artifact(art, data, meta)
         artifacts.append(art)
     return MigrationResult(source=store_uri(src), target=store_uri(dst), tables=copied,
-                           artifacts=artifacts)
+                           artifacts=artifacts, replaced=replaced)
 
 
 def open_store(uri: str, *, must_exist: bool) -> VectorStore:

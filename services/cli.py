@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,9 +24,12 @@ from vectorstore import StoreError
 
 from . import __version__
 from .admin import Progress, redact
+from .cli_options import FINITE, FiniteRange, exclusive
 from .errors import ServiceError
 
 DEFAULT_STORE = "./kindred-data"
+_PACKAGE_ROOTS = tuple(str(Path(__file__).resolve().parents[1] / p)
+                       for p in ("services", "ingest", "vectorstore"))
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -40,19 +44,63 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 class KindredGroup(click.Group):
-    """A click group that turns the package's user errors into one clean line on stderr."""
+    """A click group that turns the package's user errors into one clean line on stderr.
+
+    Every message (and, with ``-v``, every traceback) passes through
+    :func:`vectorstore.dsn.redact` and :func:`vectorstore.errors.native_free`, so no password
+    and no Rust source path reaches the terminal; Kindred's warnings show as one
+    ``Warning:`` line each. An unexpected error (a bug) still shows its traceback, redacted,
+    and exits with status 2.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except _user_errors() as exc:
             verbose = bool(ctx.params.get("verbose"))
             if verbose:
                 click.echo(redact("".join(traceback.format_exception(exc))), err=True)
-            message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else
-                             type(exc).__name__)
+            text = str(exc).strip()
+            message = _clean(text.splitlines()[0] if text else type(exc).__name__)
             click.echo(f"Error: {message}", err=True)
             ctx.exit(1)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except RecursionError as exc:  # input nested beyond what the code accepts
+            if ctx.params.get("verbose"):
+                click.echo(redact("".join(traceback.format_exception(exc))), err=True)
+            click.echo("Error: the input is nested too deeply to process", err=True)
+            ctx.exit(1)
+        except Exception as exc:  # a bug: keep the traceback, but never a password in it
+            click.echo(redact("".join(traceback.format_exception(exc))), err=True)
+            click.echo(f"Error: unexpected internal error ({type(exc).__name__}): "
+                       f"{_clean(str(exc).strip().splitlines()[0] if str(exc).strip() else '')}",
+                       err=True)
+            ctx.exit(2)
+
+
+def _clean(text: str) -> str:
+    from vectorstore.errors import native_free
+
+    return redact(native_free(text))
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Kindred's warnings as one ``Warning:`` line on stderr; others as Python prints them."""
+    from vectorstore.errors import KindredWarning
+
+    if issubclass(category, KindredWarning) or filename.startswith(_PACKAGE_ROOTS):
+        click.echo(f"Warning: {_clean(str(message))}", err=True)
+    else:
+        click.echo(redact(warnings.formatwarning(message, category, filename, lineno, line)),
+                   err=True, nl=False)
 
 
 class App:
@@ -165,6 +213,9 @@ def _size(n: int | None) -> str:
 @click.pass_context
 def main(ctx: click.Context, store: str, as_json: bool, verbose: bool) -> None:
     """Kindred: customer embeddings for product matching and risk scoring."""
+    from vectorstore.dsn import remember_secrets_in
+
+    remember_secrets_in(store)
     app = App(store, as_json, verbose)
     ctx.obj = app
     ctx.call_on_close(app.close)
@@ -179,7 +230,11 @@ def init(app: App) -> None:
 
     path = local_path(app.store_uri)
     if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ServiceError(f"cannot create the store directory {path}: "
+                               f"{exc.strerror or exc}") from exc
     k = app.kindred(must_exist=False)
     result = {"store": k.location, "backend": k.store.scheme, "tables": k.tables()}
     app.emit(result, lambda: click.echo(
@@ -300,13 +355,23 @@ def index(app: App, table: str, columns: tuple[str, ...], min_rows: int,
 @click.option("--to", "target", required=True, metavar="URI",
               help="Target store, e.g. postgresql://user:pass@host/db")
 @click.option("--table", "tables_", multiple=True, help="Only these tables (repeatable).")
-@click.option("--replace", is_flag=True, help="Overwrite tables that exist on the target.")
+@click.option("--replace", is_flag=True,
+              help="Drop and rewrite tables that exist on the target (each is named, with its "
+                   "row count, before anything is dropped).")
 @pass_app
 def migrate(app: App, target: str, tables_: tuple[str, ...], replace: bool) -> None:
     """Copy tables (rows, vectors, metadata) and artifacts to another store or backend."""
+    from vectorstore.dsn import remember_secrets_in
+
+    remember_secrets_in(target)
+
+    def dropping(tables: dict[str, int]) -> None:
+        click.echo("Replacing on the target (dropped before the copy): " + ", ".join(
+            f"{t} ({n:,} rows)" for t, n in tables.items()), err=True)
+
     with app.progress() as bar:
         r = app.kindred().migrate(target, tables=list(tables_) or None, replace=replace,
-                                  progress=bar)
+                                  progress=bar, on_replace=dropping)
 
     def human() -> None:
         for name, n in r.tables.items():
@@ -322,7 +387,7 @@ def migrate(app: App, target: str, tables_: tuple[str, ...], replace: bool) -> N
               type=click.Path(file_okay=False), help="Directory for the generated files.")
 @click.option("--customers", type=click.IntRange(min=1), default=None,
               help="Customers on day 1 [default: 20000].")
-@click.option("--events-per-customer", type=click.FloatRange(min=0), default=None,
+@click.option("--events-per-customer", type=FiniteRange(min=0), default=None,
               help="Events per customer over day 1's year [default: 20].")
 @click.option("--seed", type=int, default=None, help="[default: 0]")
 @click.option("--day", type=click.IntRange(min=1), default=1, show_default=True,
@@ -518,7 +583,7 @@ def consolidate(app: App, full: bool, amount: str | None, categories: tuple[str,
               help="tabular: PCA dimension; behavior: SVD dimension.")
 @click.option("--source", "sources", multiple=True,
               help="combined: source vector columns (repeatable).")
-@click.option("--weight", "weights", multiple=True, type=float,
+@click.option("--weight", "weights", multiple=True, type=FiniteRange(min=0, min_open=True),
               help="combined: one weight per --source.")
 @click.option("--raw/--no-raw", default=True, show_default=True,
               help="tabular: also write OUTPUT_raw, z-scored and not unit-normalised (l2), "
@@ -571,9 +636,9 @@ def _print_ranked(title: str, table: Any, limit: int) -> None:
               help="Vector column (default: the only one).")
 @click.option("--top", type=click.IntRange(min=1), default=None,
               help="Number of prospects (default 100).")
-@click.option("--audience-pct", type=click.FloatRange(0, 100, min_open=True), default=None,
+@click.option("--audience-pct", type=FiniteRange(0, 100, min_open=True), default=None,
               help="Audience size as a percentage of eligible non-holders.")
-@click.option("--min-score", type=float, default=None,
+@click.option("--min-score", type=FINITE, default=None,
               help="Keep only rows scoring at least this (on the method's score scale); "
                    "alone, it sets the list length.")
 @click.option("--where", default=None,
@@ -584,7 +649,7 @@ def _print_ranked(title: str, table: Any, limit: int) -> None:
 @click.option("--attr", "attrs", multiple=True, help="Attribute column(s) to show (repeatable).")
 @click.option("--exact", is_flag=True, help="Exact search (ignore any ANN index).")
 @click.option("--min-consumers", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--bands", type=float, nargs=2, default=None, metavar="HIGH LOW",
+@click.option("--bands", type=FINITE, nargs=2, default=None, metavar="HIGH LOW",
               help="Score thresholds of the high and medium bands (default: each list's "
                    "tertiles).")
 @click.option("--show", type=click.IntRange(min=1), default=10, show_default=True,
@@ -595,6 +660,7 @@ def match(app: App, product: str, method: str, vector_column: str | None, top: i
           attrs: tuple[str, ...], exact: bool, min_consumers: int,
           bands: tuple[float, float] | None, show: int) -> None:
     """Current consumers of PRODUCT and the best prospects for it."""
+    exclusive(top=top, audience_pct=audience_pct)
     with app.busy(f"Matching {product}"):
         r = app.kindred().match(product, method=method, vector_column=vector_column, top=top,
                             audience_pct=audience_pct, min_score=min_score, where=where,
@@ -686,7 +752,7 @@ def _print_eval(rep: Any) -> None:
 @click.option("--method", "methods", multiple=True,
               type=click.Choice(["centroid", "learned", "product"]),
               help="Method(s) (default: centroid and learned).")
-@click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--holdout", type=FiniteRange(0, 1, min_open=True, max_open=True),
               default=0.2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @pass_app
@@ -715,7 +781,7 @@ def evaluate_matching(app: App, product: str | None, label: str | None, positive
               help="Detector(s) to compare (default: iforest, hbos, ecod, default ensemble).")
 @click.option("--column", default=None,
               help="Vector column (default: as `risk score` picks, vec_tabular_raw first).")
-@click.option("--fit-sample", type=float, default=None,
+@click.option("--fit-sample", type=FiniteRange(min=0, min_open=True), default=None,
               help="Fit on this many rows (or this share if < 1).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @pass_app
@@ -769,9 +835,9 @@ def risk() -> None:
                    "a unit-length column works with a caveat).")
 @click.option("--attribute", "attributes", multiple=True,
               help="Fit on numeric attributes instead of a vector column (repeatable).")
-@click.option("--fit-sample", type=float, default=None,
+@click.option("--fit-sample", type=FiniteRange(min=0, min_open=True), default=None,
               help="Fit on this many rows (or this share if < 1).")
-@click.option("--threshold", type=float, default=None,
+@click.option("--threshold", type=FINITE, default=None,
               help="Flag risk scores above this (robust z scale; default: the top "
                    "contamination share, 5%, of the fitted customers).")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -11,7 +11,7 @@ processes) can point at the same store. Long steps accept a ``progress`` callbac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,12 +172,17 @@ class Kindred:
             "exact_only": skipped, "min_rows": min_rows})
 
     def migrate(self, target: str | VectorStore, *, tables: Sequence[str] | None = None,
-                replace: bool = False, progress: Progress | None = None) -> MigrationResult:
-        """Copy tables (rows, vectors, metadata) and artifacts to another store or backend."""
+                replace: bool = False, progress: Progress | None = None,
+                on_replace: Callable[[dict[str, int]], None] | None = None) -> MigrationResult:
+        """Copy tables (rows, vectors, metadata) and artifacts to another store or backend.
+
+        A target that is this store (however its location is spelled) is refused; with
+        ``replace``, ``on_replace`` hears which target tables (and rows) will be dropped
+        before any is."""
         dst = vectorstore.connect(target) if isinstance(target, str) else target
         try:
             return admin.migrate(self._store, dst, tables=tables, replace=replace,
-                                 progress=progress)
+                                 progress=progress, on_replace=on_replace)
         finally:
             if isinstance(target, str):
                 dst.close()
@@ -353,6 +358,8 @@ class Kindred:
         column = self._named_one(table, column) if column else column
         step = f"embed {kind}"
         rows_done = _for_step(progress, step)
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+            raise ServiceError(f"dim must be a positive integer, got {dim!r}")
         if kind == "tabular":
             from ingest.embedders.tabular import embed_tabular
 
@@ -375,7 +382,7 @@ class Kindred:
         elif kind == "behavior":
             from ingest.embedders.behavior import BehaviorEmbedder, embed_behavior
 
-            emb = BehaviorEmbedder(**({"dim": dim} if dim else {}))
+            emb = _exact_dim(BehaviorEmbedder, dim, "items")(**({"dim": dim} if dim else {}))
             r = embed_behavior(self._store, emb, customers=table,
                                products=PRODUCTS if self._store.has_table(PRODUCTS) else None,
                                column=output or "vec_behavior", progress=rows_done)
@@ -416,6 +423,10 @@ class Kindred:
         """
         from .matching import match
 
+        _finite(min_score=min_score, audience_pct=audience_pct,
+                **{f"bands[{i}]": b for i, b in enumerate(bands or ())})
+        if top is not None and audience_pct is not None:
+            raise ServiceError("give top or audience_pct, not both: each sets the list length")
         self._require_table(CUSTOMERS, "ingest customers first")
         vector_column = vector_column or self.default_vector_column()
         columns = self._named(CUSTOMERS, columns) or ()
@@ -507,6 +518,7 @@ class Kindred:
         ``risk_score > threshold``."""
         from .risk import score_table
 
+        _finite(threshold=threshold, fit_sample=fit_sample)
         self._require_table(table, "ingest it first")
         attributes = self._named(table, attributes)
         rows_done = _for_step(progress, "risk score")
@@ -640,6 +652,36 @@ class Kindred:
     def _require_table(self, name: str, hint: str) -> None:
         if not self._store.has_table(name):
             raise ServiceError(f"the store at {self.location} has no {name!r} table: {hint}")
+
+
+def _finite(**values: Any) -> None:
+    """ServiceError naming the first option that is NaN or infinite (never silently used)."""
+    import math
+
+    for name, v in values.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ServiceError(f"{name} must be a finite number, got {v!r}")
+
+
+def _exact_dim(cls: Any, dim: int | None, unit: str) -> Any:
+    """``cls``, or a subclass whose ``fit`` refuses (before anything is written) to give
+    fewer dimensions than ``dim`` asked for: PCA and SVD cannot make more dimensions than the
+    data has, and silently writing 64 when 100,000 were asked is a wrong answer."""
+    if dim is None:
+        return cls
+
+    class Exact(cls):  # type: ignore[misc,valid-type]
+        def fit(self, *args: Any, **kwargs: Any) -> Any:
+            out = super().fit(*args, **kwargs)
+            if self.dim_ < dim:
+                raise ServiceError(
+                    f"--dim {dim} is more than this data allows: the {cls.kind} embedder "
+                    f"can make at most {self.dim_} dimensions here (from its {unit}); "
+                    f"give --dim {self.dim_} or less")
+            return out
+
+    Exact.__name__ = Exact.__qualname__ = cls.__name__
+    return Exact
 
 
 def _for_step(progress: Progress | None, step: str) -> Any:

@@ -75,6 +75,9 @@ class MigrationResult(_Model):
     tables: dict[str, int]
     """Rows present on the target after the copy, per table."""
     artifacts: list[str]
+    replaced: dict[str, int] = {}
+    """Tables that existed on the target and were dropped first (``replace``), with the rows
+    they held."""
 
 
 class StepResult(_Model):

@@ -293,22 +293,27 @@ class VectorStore(ABC):
         import hashlib
         import json
 
+        from .sealing import seal
+
         digest = hashlib.sha256(data).hexdigest()
+        metadata = seal(name, data, metadata or {})
         self._artifact_table()
         row = pa.table({
             "name": [name], "data": [data], "sha256": [digest],
-            "metadata": [json.dumps(metadata or {}, sort_keys=True, default=str)],
+            "metadata": [json.dumps(metadata, sort_keys=True, default=str)],
             "created_at": [dt.datetime.now(dt.UTC).replace(tzinfo=None)],
         }, schema=_ARTIFACT_SCHEMA)
         self.write(ARTIFACT_TABLE, row, mode="upsert")
         return digest
 
     def get_artifact(self, name: str) -> tuple[bytes, dict[str, Any]]:
-        """The bytes and metadata stored under ``name``, after checking their sha256."""
+        """The bytes and metadata stored under ``name``, after checking their sha256 (and,
+        with ``KINDRED_ARTIFACT_KEY`` set, their HMAC: :mod:`vectorstore.sealing`)."""
         import hashlib
         import json
 
         from .errors import ArtifactCorrupt, ArtifactNotFound
+        from .sealing import verify
 
         if not self.has_table(ARTIFACT_TABLE) and ARTIFACT_TABLE not in self._hidden_tables():
             raise ArtifactNotFound(f"no stored artifact {name!r}")
@@ -317,12 +322,19 @@ class VectorStore(ABC):
         rows = self.to_arrow(ARTIFACT_TABLE, filter=Cmp("name", "=", name))
         if rows.num_rows == 0:
             raise ArtifactNotFound(f"no stored artifact {name!r}")
-        data = rows.column("data")[0].as_py()
+        data = rows.column("data")[0].as_py() or b""
         expected = rows.column("sha256")[0].as_py()
         if hashlib.sha256(data).hexdigest() != expected:
             raise ArtifactCorrupt(f"artifact {name!r} does not match its sha256 {expected}: "
                                   "refusing to use it")
-        meta = json.loads(rows.column("metadata")[0].as_py() or "{}")
+        try:
+            meta = json.loads(rows.column("metadata")[0].as_py() or "{}")
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict):
+            raise ArtifactCorrupt(f"artifact {name!r} has metadata that is not a JSON object: "
+                                  "refusing to use it")
+        verify(name, data, meta)
         meta["sha256"] = expected
         return data, meta
 

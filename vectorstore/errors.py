@@ -7,6 +7,8 @@ column and value involved.
 
 from __future__ import annotations
 
+import re
+
 
 class StoreError(Exception):
     """Base class of every error raised by :mod:`vectorstore`."""
@@ -71,3 +73,37 @@ class ArtifactNotFound(StoreError, KeyError):
 
 class ArtifactCorrupt(StoreError):
     """A stored artifact does not match its recorded sha256."""
+
+
+class InvalidLocation(BackendUnavailable, ValueError):
+    """A store location is neither a URI of a known shape nor a plausible directory path."""
+
+
+class ArtifactUnauthenticated(ArtifactCorrupt):
+    """``KINDRED_ARTIFACT_KEY`` is set and an artifact's HMAC is missing or does not match."""
+
+
+class ArtifactUntrusted(ArtifactCorrupt):
+    """A stored model refers to a type outside the allow-list of its kind: never loaded."""
+
+
+class KindredWarning(UserWarning):
+    """A warning the CLI shows as one ``Warning:`` line (a cache rebuilt, a sample taken)."""
+
+
+class ArtifactRebuilt(KindredWarning):
+    """A stored artifact (a cache) was missing, stale or unreadable and was rebuilt."""
+
+
+_RUST_LOCATION = re.compile(r"(?:,\s*|\s+at\s+|\s*\()?(?:[A-Za-z]:)?(?:[/\\][^\s,:()]+)+\.rs:\d+(?::\d+)?\)?")
+_NATIVE_PREFIX = re.compile(r"\b(?:LanceError|lance error|DataFusion error|External error|"
+                            r"Arrow error)\s*\(\w+\)\s*:\s*|\bLanceError\(\w+\):\s*", re.I)
+
+
+def native_free(message: str) -> str:
+    """A native (Rust/Lance/DataFusion) error message fit for users: source paths such as
+    ``/root/.cargo/registry/src/.../commit.rs:128:5`` and ``LanceError(IO):`` prefixes
+    removed, whitespace collapsed. The original stays on the exception's ``__cause__``."""
+    text = _RUST_LOCATION.sub("", message or "")
+    text = _NATIVE_PREFIX.sub("", text)
+    return re.sub(r"\s+", " ", text).strip(" ,;")

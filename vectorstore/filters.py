@@ -170,6 +170,15 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
+MAX_TEXT_DEPTH = 128
+"""Parentheses a filter's text may nest (the parser recurses once per level)."""
+MAX_DEPTH = 32
+"""And/or/not levels a bound filter may nest once simplified (``((x))`` and ``not not x``
+are ``x``; ``a and (b and c)`` is one level): deeper trees make DataFusion's planner slow
+beyond use, and no one writes them by hand."""
+MAX_TERMS = 10_000
+"""Comparisons one filter may hold."""
+
 _KEYWORDS = {"and", "or", "not", "in", "is", "null", "has", "true", "false", "between", "date",
              "timestamp"}
 
@@ -209,6 +218,7 @@ class _Parser:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -257,14 +267,21 @@ class _Parser:
         return items[0] if len(items) == 1 else And(tuple(items))
 
     def parse_not(self) -> Filter:
-        if self.accept("kw", "not"):
-            return Not(self.parse_not())
-        return self.parse_atom()
+        negations = 0
+        while self.accept("kw", "not"):  # a loop, not recursion: "not not ... x" of any length
+            negations += 1
+        f = self.parse_atom()
+        return Not(f) if negations % 2 else f  # NOT NOT x is x, also for NULL
 
     def parse_atom(self) -> Filter:
         if self.accept("punct", "("):
+            self.depth += 1
+            if self.depth > MAX_TEXT_DEPTH:
+                raise InvalidFilter(f"the filter nests parentheses more than {MAX_TEXT_DEPTH} "
+                                    f"levels deep at position {self.peek().pos}; simplify it")
             f = self.parse_or()
             self.expect("punct", ")", "')'")
+            self.depth -= 1
             return f
         if self.accept("kw", "has"):
             self.expect("punct", "(", "'(' after has")
@@ -418,22 +435,78 @@ def _is_list(typ: pa.DataType) -> bool:
     return pa.types.is_list(typ) or pa.types.is_large_list(typ)
 
 
+def _shape(f: object) -> tuple[int, int]:
+    """(nesting depth, number of leaves) of a filter tree, without recursion."""
+    depth = leaves = 0
+    stack: list[tuple[object, int]] = [(f, 1)]
+    while stack:
+        node, d = stack.pop()
+        depth = max(depth, d)
+        if depth > 10 * MAX_TEXT_DEPTH:
+            break
+        if isinstance(node, And | Or):
+            stack.extend((i, d + 1) for i in node.items)
+        elif isinstance(node, Not):
+            stack.append((node.item, d + 1))
+        else:
+            leaves += 1
+    return depth, leaves
+
+
+def simplify(f: Filter) -> Filter:
+    """The same filter with nested and/or flattened, one-item and/or unwrapped and double
+    negation removed (all exact under SQL's three-valued logic)."""
+    if isinstance(f, Not):
+        inner = simplify(f.item)
+        return inner.item if isinstance(inner, Not) else Not(inner)
+    if isinstance(f, And | Or):
+        kind = type(f)
+        items: list[Filter] = []
+        for i in f.items:
+            i = simplify(i)
+            items.extend(i.items if isinstance(i, kind) else (i,))
+        return items[0] if len(items) == 1 else kind(tuple(items))  # () stays: bind refuses
+    return f
+
+
+def check_size(f: Filter) -> Filter:
+    """``f`` simplified, or InvalidFilter when it nests or holds more than backends accept."""
+    depth, leaves = _shape(f)
+    if depth > 4 * MAX_TEXT_DEPTH:
+        raise InvalidFilter(f"the filter nests more than {4 * MAX_TEXT_DEPTH} levels deep; "
+                            "simplify it")
+    if leaves > MAX_TERMS:
+        raise InvalidFilter(f"the filter has {leaves:,} comparisons, more than {MAX_TERMS:,}: "
+                            "use 'column in (...)' for long lists of values")
+    out = simplify(f)
+    depth, _ = _shape(out)
+    if depth > MAX_DEPTH:
+        raise InvalidFilter(f"the filter nests and/or/not {depth} levels deep, more than "
+                            f"{MAX_DEPTH}; simplify it")
+    return out
+
+
 def bind(f: Filter, schema: pa.Schema) -> Filter:
     """Check ``f`` against ``schema`` and return it with literals converted to column types.
 
     Raises ColumnNotFound for an unknown column and InvalidFilter for a value that does not
-    fit its column (a string compared with a number column, ``has`` on a non-list column, ...).
+    fit its column (a string compared with a number column, ``has`` on a non-list column, ...)
+    or a tree too deep or too large for the backends (:func:`check_size`).
     """
+    return _bind(check_size(f), schema)
+
+
+def _bind(f: Filter, schema: pa.Schema) -> Filter:
     if isinstance(f, And):
         if not f.items:
             raise InvalidFilter("'and' needs at least one operand")
-        return And(tuple(bind(i, schema) for i in f.items))
+        return And(tuple(_bind(i, schema) for i in f.items))
     if isinstance(f, Or):
         if not f.items:
             raise InvalidFilter("'or' needs at least one operand")
-        return Or(tuple(bind(i, schema) for i in f.items))
+        return Or(tuple(_bind(i, schema) for i in f.items))
     if isinstance(f, Not):
-        return Not(bind(f.item, schema))
+        return Not(_bind(f.item, schema))
     if not isinstance(f, Cmp | In | IsNull | Has):
         raise InvalidFilter(f"not a filter: {f!r}")
     fld = _field(schema, f.column)

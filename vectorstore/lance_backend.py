@@ -37,6 +37,7 @@ from .errors import (
     StoreError,
     TableExists,
     TableNotFound,
+    native_free,
 )
 from .lance_filter import compile_filter
 from .names import check_name
@@ -170,7 +171,7 @@ class LanceStore(VectorStore):
         except StoreError:
             raise
         except (ValueError, RuntimeError, OSError, pa.ArrowException) as exc:
-            msg = str(exc).split("\n")[0]
+            msg = native_free(str(exc).split("\n")[0])
             if "was not found" in msg or "Not found" in msg:
                 raise TableNotFound(f"table {name!r} does not exist in {self.uri}") from exc
             raise StoreError(f"{action} on table {name!r} failed: {msg}") from exc

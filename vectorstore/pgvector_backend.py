@@ -19,7 +19,6 @@ import re
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import psycopg
@@ -34,6 +33,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .base import Data, FilterLike, IndexInfo, VectorStore, WriteMode, WriteResult
 from .conform import conform
+from .dsn import driver_reason, parse_pg_uri, redact, redact_location, remember_secret
 from .errors import (
     BackendUnavailable,
     InvalidOption,
@@ -323,27 +323,14 @@ def _decode_column(values: list[Any], field: pa.Field) -> pa.Array:
 
 
 def _split_uri(uri: str) -> tuple[str, str | None]:
-    """The URI without Kindred's own query parameters, and the ``schema`` one if given."""
-    parts = urlsplit(uri)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = None
-    kept = []
-    for k, v in query:
-        if k == "schema":
-            schema = v
-        else:
-            kept.append((k, v))
-    scheme = parts.scheme.split("+", 1)[0]
-    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment)), schema
+    """The canonical URI without Kindred's own query parameters, and the ``schema`` one if
+    given (parsed leniently and redacted by :mod:`vectorstore.dsn`)."""
+    target = parse_pg_uri(uri)
+    return target.conninfo, target.schema
 
 
 def _redact_uri(uri: str) -> str:
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    return redact_location(uri)
 
 
 def _index_name(table: str, column: str) -> str:
@@ -381,14 +368,15 @@ class PgVectorStore(VectorStore):
         for label, value in (("connect_timeout", connect_timeout), ("pool_timeout", pool_timeout)):
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise InvalidOption(f"{label} must be a positive number of seconds, got {value!r}")
-        conninfo, _ = _split_uri(uri)
-        self._display = _redact_uri(conninfo)
+        target = parse_pg_uri(uri)
+        self._display = target.display
         try:
-            params = psycopg.conninfo.conninfo_to_dict(conninfo)
-        except psycopg.Error as exc:
+            params = psycopg.conninfo.conninfo_to_dict(target.conninfo)
+        except psycopg.Error as exc:  # its message quotes the string: show only the reason
             raise BackendUnavailable(f"invalid PostgreSQL URI {self._display}: "
-                                     f"{self._redact(str(exc), conninfo)}") from None
+                                     f"{driver_reason(str(exc))}") from None
         self._password = str(params.get("password") or "")
+        remember_secret(self._password)
         params.setdefault("connect_timeout", str(max(2, int(connect_timeout))))
         self._params = params
         self._pool_timeout = float(pool_timeout)
@@ -427,7 +415,7 @@ class PgVectorStore(VectorStore):
             text = text.replace(uri, _redact_uri(uri))
         if pw:
             text = text.replace(pw, "***")
-        return re.sub(r"(password\s*=\s*)\S+", r"\1***", text)
+        return redact(text)
 
     def _setup(self, connect_timeout: float) -> None:
         """Check the server, create the vector extension, the schema and the catalogue."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from .base import VectorStore
+from .dsn import check_location, scheme_of_text
 from .errors import BackendUnavailable
 
 
@@ -50,12 +50,15 @@ def known_schemes() -> list[str]:
 
 
 def scheme_of(uri: str) -> str:
-    """The registry key for a URI: its scheme, or ``lance`` for a plain path."""
-    parts = urlsplit(uri)
-    # a Windows drive letter ("C:\\x") parses as a one-letter scheme: that is a path
-    if not parts.scheme or len(parts.scheme) == 1:
-        return "lance"
-    return parts.scheme.lower().split("+", 1)[0]
+    """The registry key for a URI: its scheme, or ``lance`` for a plain path.
+
+    A location that is neither a URI nor a plausible path (a keyword connection string such as
+    ``host=db password=...``) is refused with :class:`InvalidLocation` (see
+    :func:`vectorstore.dsn.check_location`): it must never become a directory.
+    """
+    check_location(uri)
+    # a Windows drive letter ("C:\\x") is a one-letter scheme: that is a path
+    return scheme_of_text(uri).split("+", 1)[0] or "lance"
 
 
 def backend_class(uri: str) -> type[VectorStore]:
@@ -81,4 +84,11 @@ def connect(uri: str, **options: Any) -> VectorStore:
     """Open the store at ``uri`` with backend-specific ``options`` (unknown ones are an error)."""
     if not isinstance(uri, str) or not uri.strip():
         raise BackendUnavailable(f"store URI must be a non-empty string, got {uri!r}")
-    return backend_class(uri).open(uri, **options)  # type: ignore[attr-defined]
+    cls = backend_class(uri)
+    try:
+        return cls.open(uri, **options)  # type: ignore[attr-defined]
+    except OSError as exc:  # a directory that cannot be created or read
+        from .dsn import redact_location
+
+        raise BackendUnavailable(f"cannot open the store at {redact_location(uri)}: "
+                                 f"{exc.strerror or type(exc).__name__}") from exc

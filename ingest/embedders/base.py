@@ -154,33 +154,54 @@ class Embedder(ABC):
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, check_versions: bool = True) -> Embedder:
-        """Rebuild a fitted embedder from :meth:`to_bytes` output (any registered kind)."""
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+    def from_bytes(cls, data: bytes, *, check_versions: bool = True,
+                   what: str = "embedder state") -> Embedder:
+        """Rebuild a fitted embedder from :meth:`to_bytes` output (any known kind).
+
+        Every part is checked first (:func:`ingest.embedders.state.check_state`): a damaged
+        or crafted state is one :class:`ModelIntegrityError` naming ``what``, never a
+        traceback from the parser or an ``IndexError`` later.
+        """
+        from .state import check_state, embedder_class
+
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except Exception as exc:  # zipfile, numpy and OS errors on a damaged file
+            raise ModelIntegrityError(f"{what} is not a readable npz file "
+                                      f"({type(exc).__name__})") from None
         try:
             header = json.loads(arrays.pop(_META_KEY).tobytes().decode())
         except (KeyError, ValueError) as exc:
-            raise ModelIntegrityError("embedder state has no readable header") from exc
+            raise ModelIntegrityError(f"{what} has no readable header") from exc
+        if not isinstance(header, dict):
+            raise ModelIntegrityError(f"{what} has no readable header")
         kind = header.get("kind")
-        klass = EMBEDDERS.get(kind) if cls is Embedder else cls
+        klass = embedder_class(kind, EMBEDDERS) if cls is Embedder else cls
         if klass is None or klass.kind != kind:
-            raise ModelIntegrityError(f"embedder state is of kind {kind!r}, expected {cls.kind!r}")
+            raise ModelIntegrityError(f"{what} is of kind {kind!r}, expected "
+                                      f"{cls.kind or 'a known kind'!r}")
         if header.get("format") != STATE_FORMAT:
-            raise ModelIntegrityError(f"embedder state format {header.get('format')!r} is not "
+            raise ModelIntegrityError(f"{what} has format {header.get('format')!r}, not "
                                       f"{STATE_FORMAT}")
         if check_versions:
             now = library_versions(klass.version_libs)
             saved = header.get("versions", {})
+            saved = saved if isinstance(saved, dict) else {}
             diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
             if diff:
                 detail = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in sorted(diff.items()))
                 raise ModelIntegrityError(
                     f"the {kind} embedder state was fitted with other library versions ({detail}); "
                     "refit it, or load with check_versions=False to accept the difference")
-        emb = klass(**header["params"])
-        emb.dim_ = int(header["dim"])
-        emb._load_state(arrays, header["state"])
+        check_state(kind, header, arrays, what)
+        try:
+            emb = klass(**header["params"])
+            emb.dim_ = int(header["dim"])
+            emb._load_state(arrays, header["state"])
+        except (EmbeddingError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelIntegrityError(f"{what} does not fit the {kind} embedder "
+                                      f"({type(exc).__name__}: {exc})") from None
         return emb
 
     def _check_fitted(self) -> None:
@@ -309,20 +330,38 @@ def save_state(store: VectorStore, table: str, column: str, embedder: Embedder) 
 
 def load_embedder(store: VectorStore, table: str, column: str, *,
                   check_versions: bool = True) -> Embedder:
-    """The fitted embedder that wrote ``table.column`` (sha256 and versions checked)."""
+    """The fitted embedder that wrote ``table.column`` (sha256, HMAC when
+    ``KINDRED_ARTIFACT_KEY`` is set, versions and every array's shape checked); any kind, its
+    module imported on demand. A missing, tampered or unreadable state is one
+    :class:`ModelIntegrityError` naming it and how to rebuild it."""
+    from vectorstore.errors import ArtifactCorrupt
+
     meta = store.table_info(table).metadata.get("embedders", {}).get(column)
     if meta is None:
         raise EmbeddingError(f"table {table!r} has no embedder recorded for column {column!r}")
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    rebuild = f"re-run `kindred embed {kind or '<kind>'} --output {column}` to fit it again"
+    name = meta.get("state_artifact") if isinstance(meta, dict) else None
+    if not isinstance(name, str):
+        raise ModelIntegrityError(f"the metadata of {table}.{column} names no state artifact; "
+                                  f"{rebuild}")
     try:
-        data, art = store.get_artifact(meta["state_artifact"])
+        data, art = store.get_artifact(name)
     except ArtifactNotFound as exc:
-        raise ModelIntegrityError(f"the fitted state {meta['state_artifact']!r} of "
-                                  f"{table}.{column} is missing from the store") from exc
-    if art["sha256"] != meta["state_sha256"]:
+        raise ModelIntegrityError(f"the fitted state {name!r} of {table}.{column} is missing "
+                                  f"from the store; {rebuild}") from exc
+    except ArtifactCorrupt as exc:
+        raise ModelIntegrityError(f"the fitted state of {table}.{column}: {exc}; "
+                                  f"{rebuild}") from None
+    if art["sha256"] != meta.get("state_sha256"):
         raise ModelIntegrityError(
             f"the stored state of {table}.{column} has sha256 {art['sha256']}, but the table "
-            f"metadata records {meta['state_sha256']}: refusing to use it")
-    return Embedder.from_bytes(data, check_versions=check_versions)
+            f"metadata records {meta.get('state_sha256')}: refusing to use it; {rebuild}")
+    try:
+        return Embedder.from_bytes(data, check_versions=check_versions,
+                                   what=f"the fitted state {name!r} of {table}.{column}")
+    except ModelIntegrityError as exc:
+        raise ModelIntegrityError(f"{exc}; {rebuild}") from None
 
 
 # ---------------------------------------------------------------------- undo of a failed write

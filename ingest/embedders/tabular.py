@@ -409,6 +409,11 @@ def embed_tabular(store: VectorStore, table: str, *, include: Sequence[str] | No
     for emb, name in plan:
         check_name(name, "vector column name")
         emb.fit(store, table, batch_size=max(batch_size, 65_536))
+        if pca is not None and emb is main and emb.dim_ < pca:
+            raise EmbeddingError(
+                f"--dim {pca} is more than this data allows: the tabular embedder can make at "
+                f"most {emb.dim_} dimensions here (from its features); give --dim {emb.dim_} "
+                "or less")
         check_target(info, name, int(emb.dim_), emb.metric)
     results = [embed(store, table, emb, name, fit=False, batch_size=batch_size,
                      progress=progress) for emb, name in plan]

@@ -1,20 +1,25 @@
-"""Fitted detectors stored beside the table, checked before they are ever unpickled.
+"""Fitted detectors stored beside the table in a format that cannot run code.
 
-A model is saved as a store artifact ``<table>.risk.<model id>``: the pickled
-:class:`RiskDetector` plus metadata (format, configuration, feature source, threshold and the
-versions of Python, numpy, scikit-learn and PyOD that made it). The table's metadata
-(``metadata["risk"]``) records the latest model id and its sha256.
+A model is saved as a store artifact ``<table>.risk.<model id>``: the :class:`RiskDetector`
+in the skops format through :mod:`vectorstore.estimators` (the project's one audited path for
+scikit-learn and PyOD models: no pickle, only allow-listed types are ever built) plus
+metadata (format, configuration, feature source, threshold and the versions of Python,
+numpy, scikit-learn and PyOD that made it). The bytes are canonical, so the same fit gives
+the same bytes, and the model id (detector kind + the first 12 hex digits of their sha256)
+is the same on every re-run. The table's metadata (``metadata["risk"]``) records the latest
+model id and its sha256.
 
-Loading refuses, with :class:`ModelIntegrityError` and before any unpickling, when the bytes
-do not match the sha256 stored with them or recorded in the table, when the format is
-unknown, or when the library versions differ from the running ones in a way pickles do not
-survive (Python or scikit-learn or PyOD major.minor, numpy major).
+Loading refuses, with :class:`ModelIntegrityError` naming the artifact and how to rebuild it
+(re-run risk scoring), when the bytes do not match the sha256 stored with them or recorded in
+the table, when ``KINDRED_ARTIFACT_KEY`` is set and the HMAC does not match, when the format
+is unknown (models pickled by older versions are never loaded), when the file names a type
+outside the allow-list, or when the library versions differ from the running ones in a way
+the model may not survive (Python, scikit-learn or PyOD major.minor, numpy major).
 """
 
 from __future__ import annotations
 
 import hashlib
-import pickle
 import platform
 from typing import Any
 
@@ -22,14 +27,22 @@ import numpy as np
 import pyod
 import sklearn
 
-from vectorstore import ArtifactCorrupt, ArtifactNotFound, VectorStore
+from vectorstore import ArtifactCorrupt, ArtifactNotFound, VectorStore, estimators
 
 from .config import config_json
 from .detector import RiskDetector
 from .errors import ModelIntegrityError, ModelNotFound
 from .features import FeatureSource
 
-FORMAT = "kindred-risk-model/1"
+FORMAT = "kindred-risk-model/2"
+REBUILD = "re-run `kindred risk score` (Kindred.score_risk) to fit and store a new model"
+TRUSTED = (
+    "services.risk.detector.RiskDetector", "services.risk.detector._PyODMember",
+    "services.risk.detector._TailMember",
+    *(f"services.risk.config.{c}Config" for c in
+      ("IForest", "HBOS", "ECOD", "COPOD", "KNN", "LOF", "PCA", "Ensemble")),
+)
+"""Kindred's own classes a stored detector is made of (the rest: vectorstore.estimators)."""
 META_KEY = "risk"
 
 
@@ -56,7 +69,7 @@ def check_versions(saved: dict[str, Any], name: str) -> None:
         if _parts(got, n) != _parts(current[lib], n):
             raise ModelIntegrityError(
                 f"risk model {name!r} was made with {lib} {got}, this process runs "
-                f"{current[lib]}: refit the model (a pickle is not safe across these versions)")
+                f"{current[lib]}: the model may not load or score the same; {REBUILD}")
 
 
 def artifact_name(table: str, model_id: str) -> str:
@@ -66,11 +79,12 @@ def artifact_name(table: str, model_id: str) -> str:
 def save_model(store: VectorStore, table: str, detector: RiskDetector,
                source: FeatureSource, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Persist a fitted detector; returns the metadata recorded (with ``model_id``, ``sha256``)."""
-    data = pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL)
+    data = estimators.dumps(detector)
     digest = hashlib.sha256(data).hexdigest()
     model_id = f"{detector.config_.kind}-{digest[:12]}"
     meta = {
-        "format": FORMAT, "table": table, "model_id": model_id,
+        "format": FORMAT, "serialization": estimators.SERIALIZATION, "table": table,
+        "model_id": model_id,
         "detector": detector.config_.kind, "config": config_json(detector.config_),
         "source": source.model_dump(mode="json"), "members": list(detector.member_kinds_),
         "score_center": detector.score_center_, "score_scale": detector.score_scale_,
@@ -97,20 +111,32 @@ def load_model(store: VectorStore, table: str, model_id: str | None = None,
     try:
         data, meta = store.get_artifact(name)
     except ArtifactNotFound:
-        raise ModelNotFound(f"no persisted risk model {model_id!r} for table {table!r}") from None
+        raise ModelNotFound(f"no persisted risk model {model_id!r} for table {table!r} "
+                            f"(artifact {name!r} is missing): {REBUILD}") from None
     except ArtifactCorrupt as exc:
-        raise ModelIntegrityError(f"risk model {name!r}: {exc}") from None
+        raise ModelIntegrityError(f"risk model {name!r}: {exc}; {REBUILD}") from None
     if recorded.get("model_id") == model_id and recorded.get("sha256") not in (None, meta["sha256"]):
         raise ModelIntegrityError(
             f"risk model {name!r} has sha256 {meta['sha256']}, but table {table!r} recorded "
-            f"{recorded['sha256']} when it was scored: refusing to load it")
+            f"{recorded['sha256']} when it was scored: refusing to load it; {REBUILD}")
     if meta.get("format") != FORMAT:
+        old = " (a pickle from an older version, never loaded)" if \
+            meta.get("format") == "kindred-risk-model/1" else ""
         raise ModelIntegrityError(f"risk model {name!r} has format {meta.get('format')!r}, "
-                                  f"expected {FORMAT!r}")
+                                  f"expected {FORMAT!r}{old}; {REBUILD}")
     if meta.get("table") != table:
-        raise ModelIntegrityError(f"risk model {name!r} was made for table {meta.get('table')!r}")
+        raise ModelIntegrityError(f"risk model {name!r} was made for table "
+                                  f"{meta.get('table')!r}; {REBUILD}")
     check_versions(meta.get("versions") or {}, name)
-    detector = pickle.loads(data)  # noqa: S301 (sha256 and versions checked above)
-    if not isinstance(detector, RiskDetector):
-        raise ModelIntegrityError(f"risk model {name!r} does not hold a RiskDetector")
-    return detector, FeatureSource.model_validate(meta["source"]), meta
+    try:
+        detector = estimators.loads(data, what=f"risk model {name!r}", expect=RiskDetector,
+                                    trusted=TRUSTED, rebuild=REBUILD)
+        source = FeatureSource.model_validate(meta["source"])
+    except ArtifactCorrupt as exc:
+        raise ModelIntegrityError(str(exc)) from None
+    except (KeyError, ValueError) as exc:
+        raise ModelIntegrityError(f"risk model {name!r} has unreadable metadata "
+                                  f"({type(exc).__name__}); {REBUILD}") from None
+    if not hasattr(detector, "members_"):
+        raise ModelIntegrityError(f"risk model {name!r} holds an unfitted detector; {REBUILD}")
+    return detector, source, meta
