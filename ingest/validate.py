@@ -474,13 +474,14 @@ def _find(raw_names: Sequence[str], mapping: Mapping, name: str, what: str) -> s
 
 
 def _check_renames(raw: Sequence[str], mapping: Mapping) -> None:
-    """MappingError when two source columns would become one table column (``--rename
-    region=age`` on a source that already has ``age``), or a rename names no column."""
+    """MappingError when a rename makes two source columns one table column (``--rename
+    region=age`` on a source that already has ``age``), or names no column. Names that
+    collide by normalisation alone are reported together by the plan's collision check."""
     by_target: dict[str, str] = {}
     for r in raw:
         target = mapping.resolve(r)
         other = by_target.get(target)
-        if other is not None:
+        if other is not None and (r in mapping.rename or other in mapping.rename):
             renamed = r if r in mapping.rename else other
             kept = other if renamed == r else r
             raise MappingError(
