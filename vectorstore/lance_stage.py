@@ -1,0 +1,131 @@
+"""Staged column data for Lance fragments: write the files now, attach them at commit time.
+
+A *piece* is the new or rewritten column values of one fragment, written to data files of
+their own with pylance (``LanceFragment.merge_columns`` for columns the table does not have
+yet, ``update_columns`` on row addresses for existing ones) but referenced by no manifest.
+At commit time each piece is applied to the fragment as the newest version has it: the
+columns it rewrites are masked out of that fragment's files and its files are added, their
+field ids remapped to the committed schema. That only holds if the fragment still has the
+same rows and nobody rewrote the same columns of it meanwhile; otherwise :class:`Stale`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .lance_fields import Fields, with_fields
+
+TOMBSTONE = -2
+
+
+class Stale(Exception):
+    """A piece no longer fits the fragment it was staged for (internal: becomes a retry or
+    a ConcurrentWriteError)."""
+
+
+def _file_tuple(f: Any) -> tuple[Any, ...]:
+    return (f.path, list(f.fields), list(f.column_indices), f.file_major_version,
+            f.file_minor_version, f.file_size_bytes, f.base_id)
+
+
+def _file(t: tuple[Any, ...]) -> Any:
+    from lance.fragment import DataFile
+
+    return DataFile(*t)
+
+
+@dataclass
+class Piece:
+    """New files for one fragment (picklable: files kept as plain tuples)."""
+
+    fragment_id: int
+    physical_rows: int
+    files: list[tuple[Any, ...]]
+    ids: dict[str, int]
+    """Column path -> field id of the numbering the files use."""
+    rewritten: dict[str, list[str]] = field(default_factory=dict)
+    """Existing column path -> paths of the files that held it when the piece was staged."""
+    columns: tuple[str, ...] = ()
+
+
+def leaf_paths(paths: dict[str, int], column: str) -> list[str]:
+    return [p for p in paths if p == column or p.startswith(column + ".")]
+
+
+def _holders(meta: Any, ids: set[int]) -> list[str]:
+    return sorted({f.path for f in meta.files if ids & set(f.fields)})
+
+
+def stage_existing(frag: Any, schema_paths: dict[str, int], addrs: np.ndarray,
+                   values: pa.Table) -> Piece:
+    """Rewrite existing columns ``values`` at the row addresses ``addrs`` of ``frag``."""
+    meta = frag.metadata
+    before = {f.path for f in meta.files}
+    data = values.add_column(0, "_rowid", pa.array(addrs.astype(np.uint64), pa.uint64()))
+    new_meta, _ = frag.update_columns(data, left_on="_rowid")
+    rewritten = {}
+    for c in values.column_names:
+        ids = {schema_paths[p] for p in leaf_paths(schema_paths, c)}
+        rewritten[c] = _holders(meta, ids)
+    files = [_file_tuple(f) for f in new_meta.files if f.path not in before]
+    return Piece(meta.id, meta.physical_rows, files, dict(schema_paths), rewritten,
+                 tuple(values.column_names))
+
+
+def stage_new(frag: Any, live_rows: int, positions: np.ndarray | None, values: pa.Table) -> Piece:
+    """Add columns the table does not have yet; ``values`` rows are for the fragment's live rows
+    in scan order, or for the scan positions ``positions`` (the others null)."""
+    meta = frag.metadata
+    before = {f.path for f in meta.files}
+    if positions is not None:
+        take = np.full(live_rows, -1, dtype=np.int64)
+        take[positions] = np.arange(len(positions))
+        idx = pa.array(take, mask=take < 0)
+        values = values.take(idx)
+    if values.num_rows != live_rows:
+        raise ValueError(f"fragment {meta.id} has {live_rows} rows, data has {values.num_rows}")
+    reader = pa.RecordBatchReader.from_batches(values.schema, values.to_batches())
+    new_meta, schema = frag.merge_columns(reader)
+    files = [_file_tuple(f) for f in new_meta.files if f.path not in before]
+    return Piece(meta.id, meta.physical_rows, files, Fields.of(schema).paths(), {},
+                 tuple(values.column_names))
+
+
+def apply_pieces(meta: Any, pieces: list[Piece], current: dict[str, int],
+                 final: dict[str, int]) -> Any:
+    """The fragment ``meta`` (as the newest version has it, ids in ``current`` numbering) with
+    ``pieces`` applied, its files in the ``final`` numbering. Raises Stale."""
+    masked: set[int] = set()
+    added = []
+    seen: set[str] = set()
+    for piece in pieces:
+        if piece.physical_rows != meta.physical_rows:
+            raise Stale(f"fragment {meta.id} was rewritten by another writer")
+        for col, holders in piece.rewritten.items():
+            if col in seen:
+                raise Stale(f"column {col!r} of fragment {meta.id} is set twice in one step")
+            ids = {current[p] for p in leaf_paths(current, col)}
+            if not ids or _holders(meta, ids) != holders:
+                raise Stale(f"column {col!r} of fragment {meta.id} was rewritten by another "
+                            "writer")
+            masked |= ids
+        seen |= set(piece.columns)
+        by_id = {fid: path for path, fid in piece.ids.items()}
+        for t in piece.files:
+            f = _file(t)
+            added.append(with_fields(f, [i if i < 0 else final[by_id[i]] for i in f.fields]))
+    files = [with_fields(f, [TOMBSTONE if i in masked else i for i in f.fields])
+             for f in meta.files]
+    return replace(meta, files=files + added)
+
+
+def remap_fragment(meta: Any, source: dict[str, int], final: dict[str, int]) -> Any:
+    """A new fragment (written with ``source`` ids) in the ``final`` numbering, id 0."""
+    by_id = {fid: path for path, fid in source.items()}
+    files = [with_fields(f, [i if i < 0 else final[by_id[i]] for i in f.fields])
+             for f in meta.files]
+    return replace(meta, id=0, files=files)
