@@ -86,8 +86,10 @@ class VectorStore(ABC):
         vectors: Sequence[VectorColumn] = (),
         metadata: dict[str, Any] | None = None,
         exist_ok: bool = False,
+        data: Data | None = None,
     ) -> TableInfo:
-        """Create an empty table. Vector columns not in ``schema`` are appended to it."""
+        """Create a table; vector columns not in ``schema`` are appended to it. With ``data``
+        the table is created holding those rows, in one commit (a failure leaves no table)."""
 
     @abstractmethod
     def table_info(self, name: str) -> TableInfo:
@@ -318,6 +320,14 @@ class VectorStore(ABC):
         raise UnsupportedOperation(f"the {self.scheme} backend does not keep table versions")
 
     def version(self, name: str) -> int:
+        from .errors import UnsupportedOperation
+
+        raise UnsupportedOperation(f"the {self.scheme} backend does not keep table versions")
+
+    def data_version(self, name: str) -> str:
+        """A token that changes whenever the table's rows or columns change, and only then
+        (not on metadata patches or index builds, which also make new versions): for caches
+        and "anything written since?" checks. Backends with versions only."""
         from .errors import UnsupportedOperation
 
         raise UnsupportedOperation(f"the {self.scheme} backend does not keep table versions")

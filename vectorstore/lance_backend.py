@@ -11,6 +11,8 @@ them exactly the staging and commit path of a directory store.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import itertools
 import json
 import shutil
 import tempfile
@@ -42,9 +44,10 @@ from .errors import (
     TableExists,
     TableNotFound,
 )
+from .faults import fault_point
 from .lance_fields import Fields
 from .lance_filter import compile_filter
-from .lance_stage import stage_existing, stage_new
+from .lance_stage import stage_existing, stage_new, stage_new_stream
 from .lance_txn import DESCRIPTION_KEY, LanceTransaction, describe, read_description
 from .names import check_name
 from .schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
@@ -68,7 +71,7 @@ class LanceStore(VectorStore):
 
     scheme = "lance"
     capabilities = Capabilities(versions=True, ann_index=True, scalar_index=True, prefilter=True,
-                                index_types=INDEX_TYPES)
+                                index_types=INDEX_TYPES, partitions=True)
 
     def __init__(self, uri: str, *, storage_options: dict[str, str] | None = None,
                  read_consistency_interval: float | timedelta | None = 0.0) -> None:
@@ -90,6 +93,7 @@ class LanceStore(VectorStore):
         # reads go through the tables' Lance datasets (see _dataset), sharing one cache session
         self._datasets: dict[str, Any] = {}
         self._session: Any = None
+        self._data_versions: dict[str, tuple[int, str]] = {}
         self._lock = threading.RLock()
         self._adopt_legacy_catalog()
 
@@ -206,20 +210,64 @@ class LanceStore(VectorStore):
     # ------------------------------------------------------------------ tables
     def create_table(self, name: str, schema: pa.Schema, *, key: str | None = None,
                      vectors: Sequence[VectorColumn] = (), metadata: dict[str, Any] | None = None,
-                     exist_ok: bool = False) -> TableInfo:
+                     exist_ok: bool = False, data: Data | None = None) -> TableInfo:
         info = new_table_info(name, schema, key=key, vectors=vectors, metadata=metadata)
         with self._lock:
             if name in self._all_tables():
-                if exist_ok:
+                if exist_ok and data is None:
                     return self.table_info(name)
                 raise TableExists(f"table {name!r} already exists in {self.uri}")
             with self._translate(name, "create"):
+                if data is not None and self._create_with_rows(info, data):
+                    return info
                 described = info.schema.with_metadata({DESCRIPTION_KEY: describe(info)})
                 self._tables[name] = self._db.create_table(name, schema=described)
                 self._datasets.pop(name, None)
         return info
 
+    def _create_with_rows(self, info: TableInfo, data: Data) -> bool:
+        """Create the table holding ``data`` in its first commit; False if there are no rows.
+        A failure leaves no table (at most data files no version references)."""
+        import lance
+        from lance.fragment import write_fragments
+
+        rows = conform(info, data, require_key=info.key is not None,
+                       unique_key=info.key is not None)
+        first = next(rows, None)
+        if first is None:
+            return False
+        failure: list[BaseException] = []
+
+        def gen() -> Iterator[pa.RecordBatch]:
+            try:
+                yield first
+                yield from rows
+            except BaseException as exc:
+                failure.append(exc)
+                raise
+
+        uri = f"{self._path.rstrip('/')}/{info.name}.lance"
+        try:
+            frags = write_fragments(pa.RecordBatchReader.from_batches(info.schema, gen()), uri,
+                                    schema=info.schema, mode="overwrite",
+                                    storage_options=self._storage_options)
+        except BaseException:
+            if failure:
+                raise failure[0] from None
+            raise
+        if failure:
+            raise failure[0]
+        schema = Fields.fresh(list(info.schema)).schema({DESCRIPTION_KEY: describe(info)})
+        fault_point("commit", info.name)
+        lance.LanceDataset.commit(uri, lance.LanceOperation.Overwrite(schema, frags),
+                                  storage_options=self._storage_options)
+        fault_point("committed", info.name)
+        self._datasets.pop(info.name, None)
+        return True
+
     def _all_tables(self) -> list[str]:
+        """Tables with a committed version (a create that failed before its first commit can
+        leave a directory lancedb lists but cannot open: not a table)."""
         names: list[str] = []
         token = None
         while True:
@@ -227,7 +275,18 @@ class LanceStore(VectorStore):
             names.extend(resp.tables)
             token = resp.page_token
             if not token:
-                return names
+                break
+        return [n for n in names if self._opens(n)]
+
+    def _opens(self, name: str) -> bool:
+        with self._lock:
+            if name in self._tables:
+                return True
+        try:
+            self._table(name)
+        except StoreError:
+            return False
+        return True
 
     def _hidden_tables(self) -> list[str]:
         return [n for n in self._all_tables() if n.startswith("_kindred")]
@@ -294,12 +353,21 @@ class LanceStore(VectorStore):
         if frag is None:
             raise StoreError(f"table {partition.table!r} has no partition {partition.id} at "
                              f"version {partition.version}")
-        batches = list(conform(info, data, partial=True))
-        table = pa.Table.from_batches(batches) if batches else None
-        cols = [] if table is None else [c for c in table.column_names if c != info.key]
-        if table is None or not cols:
+        it = conform(info, data, partial=True)
+        first = next(it, None)
+        cols = [] if first is None else [c for c in first.schema.names if c != info.key]
+        if first is None or not cols:
+            for _ in it:  # drain: a stream's errors still surface
+                pass
             return StagedPartition(partition, (), [])
         live = frag.metadata.num_rows
+        old = [c for c in cols if c in base.schema.names]
+        new = [c for c in cols if c not in base.schema.names]
+        if rows is None and not old:  # new columns for every row: stream into the files
+            with self._translate(partition.table, "staging a partition"):
+                piece = stage_new_stream(frag, live, itertools.chain([first], it), new)
+            return StagedPartition(partition, tuple(cols), [piece])
+        table = pa.Table.from_batches([first, *it])
         pos = None if rows is None else _sorted_positions(rows)
         want = live if pos is None else len(pos)
         if table.num_rows != want:
@@ -308,8 +376,6 @@ class LanceStore(VectorStore):
         if pos is not None and len(pos) and (pos[0] < 0 or pos[-1] >= live):
             raise InvalidOption(f"partition {partition.id} has {live} rows: position "
                                 f"{int(pos[-1])} is out of range")
-        old = [c for c in cols if c in base.schema.names]
-        new = [c for c in cols if c not in base.schema.names]
         pieces = []
         with self._translate(partition.table, "staging a partition"):
             if old:
@@ -496,6 +562,20 @@ class LanceStore(VectorStore):
         t = self._table(name)
         with self._translate(name, "reading the version"):
             return int(self._dataset(name, t).version)
+
+    def data_version(self, name: str) -> str:
+        ds = self._dataset(name)
+        with self._lock:
+            cached = self._data_versions.get(name)
+        if cached is not None and cached[0] == ds.version:
+            return cached[1]
+        h = hashlib.sha256(json.dumps(Fields.of(ds.lance_schema).items).encode())
+        for f in ds.get_fragments():
+            h.update(json.dumps(f.metadata.to_json(), sort_keys=True, default=str).encode())
+        token = h.hexdigest()[:16]
+        with self._lock:
+            self._data_versions[name] = (ds.version, token)
+        return token
 
     def restore(self, name: str, version: int) -> None:
         """Put the table's rows, schema and description (vector columns, metadata) back as

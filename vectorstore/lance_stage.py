@@ -11,12 +11,14 @@ same rows and nobody rewrote the same columns of it meanwhile; otherwise :class:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from .errors import SchemaMismatch
 from .lance_fields import Fields, with_fields
 
 TOMBSTONE = -2
@@ -87,12 +89,51 @@ def stage_new(frag: Any, live_rows: int, positions: np.ndarray | None, values: p
         idx = pa.array(take, mask=take < 0)
         values = values.take(idx)
     if values.num_rows != live_rows:
-        raise ValueError(f"fragment {meta.id} has {live_rows} rows, data has {values.num_rows}")
+        raise SchemaMismatch(f"fragment {meta.id} has {live_rows} rows, data has {values.num_rows}")
     reader = pa.RecordBatchReader.from_batches(values.schema, values.to_batches())
     new_meta, schema = frag.merge_columns(reader)
     files = [_file_tuple(f) for f in new_meta.files if f.path not in before]
     return Piece(meta.id, meta.physical_rows, files, Fields.of(schema).paths(), {},
                  tuple(values.column_names))
+
+
+def stage_new_stream(frag: Any, live_rows: int, batches: Iterator[pa.RecordBatch],
+                     columns: list[str]) -> Piece:
+    """:func:`stage_new` for every live row, the values streamed (one batch in memory)."""
+    meta = frag.metadata
+    before = {f.path for f in meta.files}
+    count = [0]
+    failure: list[BaseException] = []
+    first = next(batches)
+    schema = pa.schema([first.schema.field(c) for c in columns])
+
+    def gen() -> Iterator[pa.RecordBatch]:
+        try:
+            b: pa.RecordBatch | None = first
+            while b is not None:
+                count[0] += b.num_rows
+                yield pa.RecordBatch.from_arrays([b.column(c) for c in columns], schema=schema)
+                b = next(batches, None)
+        except BaseException as exc:
+            failure.append(exc)
+            raise
+
+    try:
+        new_meta, lschema = frag.merge_columns(pa.RecordBatchReader.from_batches(schema, gen()))
+    except BaseException:
+        if failure:
+            raise failure[0] from None
+        if count[0] > live_rows:
+            raise SchemaMismatch(f"fragment {meta.id} has {live_rows} rows, the data has more"
+                             ) from None
+        raise
+    if failure:
+        raise failure[0]
+    if count[0] != live_rows:
+        raise SchemaMismatch(f"fragment {meta.id} has {live_rows} rows, the data has {count[0]}")
+    files = [_file_tuple(f) for f in new_meta.files if f.path not in before]
+    return Piece(meta.id, meta.physical_rows, files, Fields.of(lschema).paths(), {},
+                 tuple(columns))
 
 
 def apply_pieces(meta: Any, pieces: list[Piece], current: dict[str, int],

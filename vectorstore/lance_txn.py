@@ -393,7 +393,12 @@ class LanceTransaction(Transaction):
                 idx = idx[idx >= 0]
                 cols = [c for c in t.column_names if c != key]
                 if cols and len(idx):
-                    stored = latest.take(pa.array(km.positions[idx]), columns=cols)
+                    there = [c for c in cols if c in latest.schema.names]
+                    got = latest.take(pa.array(km.positions[idx]), columns=there) if there \
+                        else None
+                    # columns this step adds hold nulls so far
+                    stored = pa.table({c: got.column(c) if c in there else
+                                       pa.nulls(len(idx), t.schema.field(c).type) for c in cols})
                     same = rows_equal(t.select(cols), stored, cols)
                 else:
                     same = np.ones(len(idx), dtype=bool)

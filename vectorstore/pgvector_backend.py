@@ -33,6 +33,7 @@ from psycopg.pq import Format
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .base import FilterLike, IndexInfo, VectorStore
+from .conform import conform
 from .errors import (
     BackendUnavailable,
     InvalidOption,
@@ -42,6 +43,7 @@ from .errors import (
     TableExists,
     TableNotFound,
 )
+from .faults import fault_point
 from .names import check_name
 from .pg_filter import compile_filter, plain_pg_type
 from .pg_txn import PgTransaction
@@ -580,7 +582,7 @@ class PgVectorStore(VectorStore):
     # ------------------------------------------------------------------ tables
     def create_table(self, name: str, schema: pa.Schema, *, key: str | None = None,
                      vectors: Sequence[VectorColumn] = (), metadata: dict[str, Any] | None = None,
-                     exist_ok: bool = False) -> TableInfo:
+                     exist_ok: bool = False, data: Any = None) -> TableInfo:
         info = new_table_info(name, schema, key=key, vectors=vectors, metadata=metadata)
         json.dumps(info.metadata, default=str)
         columns = [sql.SQL("{} {}{}").format(
@@ -590,10 +592,17 @@ class PgVectorStore(VectorStore):
             columns.append(sql.SQL("PRIMARY KEY ({})").format(sql.Identifier(key)))
         with self._translate(name, "create"), self._connection() as conn, conn.transaction():
             exists = self._description(conn, name) is not None
-            if exists and not exist_ok:
+            if exists and (not exist_ok or data is not None):
                 raise TableExists(f"table {name!r} already exists in schema {self.schema!r}")
             if not exists:
                 self._create(conn, info, columns)
+                if data is not None:  # the rows, in the same transaction as the table
+                    self._copy(conn, info, self._ident(name),
+                               conform(info, data, require_key=key is not None,
+                                       unique_key=key is not None))
+                fault_point("commit", name)
+        if not exists:
+            fault_point("committed", name)
         return self.table_info(name) if exists else info
 
     def _create(self, conn: psycopg.Connection, info: TableInfo,

@@ -77,6 +77,9 @@ class Capabilities:
     """Filtered searches apply the filter before top-k."""
     index_types: tuple[str, ...] = ()
     """Accepted ``index_type`` values for :meth:`VectorStore.create_vector_index`."""
+    partitions: bool = False
+    """The table has several independently stageable partitions (Lance fragments) that
+    another process can scan and stage (:meth:`VectorStore.stage_partition`)."""
 
 
 MetadataPatch = Mapping[str | tuple[str, ...], Any]
