@@ -45,6 +45,7 @@ from .errors import (
     TableNotFound,
 )
 from .faults import fault_point
+from .filters import IsNull
 from .lance_fields import Fields
 from .lance_filter import compile_filter
 from .lance_stage import stage_existing, stage_new, stage_new_stream
@@ -94,6 +95,7 @@ class LanceStore(VectorStore):
         self._datasets: dict[str, Any] = {}
         self._session: Any = None
         self._data_versions: dict[str, tuple[int, str]] = {}
+        self._null_counts: dict[tuple[str, str, int, str], int] = {}
         self._lock = threading.RLock()
         self._adopt_legacy_catalog()
 
@@ -562,6 +564,30 @@ class LanceStore(VectorStore):
         t = self._table(name)
         with self._translate(name, "reading the version"):
             return int(self._dataset(name, t).version)
+
+    def null_count(self, name: str, column: str) -> int:
+        """Counted fragment by fragment and remembered per fragment state, so a repeated call
+        only counts the fragments written since (new rows, a rewritten column)."""
+        info = self.table_info(name)
+        info.check_columns([column])
+        ds = self._dataset(name)
+        paths = Fields.of(ds.lance_schema).paths()
+        ids = {paths[p] for p in paths if p == column or p.startswith(column + ".")}
+        total = 0
+        with self._translate(name, "counting nulls"):
+            for frag in ds.get_fragments():
+                meta = frag.metadata
+                state = (name, column, meta.id, json.dumps(meta.to_json(), sort_keys=True,
+                                                           default=str))
+                n = self._null_counts.get(state)
+                if n is None:
+                    held = any(ids & set(f.fields) for f in meta.files)
+                    n = frag.count_rows(compile_filter(IsNull(column))) if held else \
+                        meta.num_rows
+                    with self._lock:
+                        self._null_counts[state] = n
+                total += n
+        return total
 
     def data_version(self, name: str) -> str:
         ds = self._dataset(name)

@@ -260,3 +260,45 @@ def test_content_addressed_artifacts_are_idempotent_and_swept_when_unreferenced(
     assert store.sweep_artifacts() == []  # within the grace period
     assert store.sweep_artifacts(grace=dt.timedelta(0)) == [b]
     assert store.list_artifacts() == sorted(["p.cache", a])
+
+
+def test_data_version_changes_with_rows_and_columns_only(store):
+    if not store.capabilities.versions:
+        with pytest.raises(vs.UnsupportedOperation):
+            store.data_version("missing")
+        return
+    people(store)
+    v0 = store.data_version("p")
+    store.set_metadata("p", {"owner": "crm"})  # a new table version, the same data
+    assert store.data_version("p") == v0
+    assert store.write("p", pa.table({"id": ["c1"], "age": [21]}), mode="upsert").unchanged == 1
+    assert store.data_version("p") == v0
+    store.update("p", pa.table({"id": ["c1"], "age": [5]}))
+    v1 = store.data_version("p")
+    assert v1 != v0
+    store.add_columns("p", [pa.field("note", pa.string())])
+    assert store.data_version("p") != v1
+
+
+def test_a_partition_staged_elsewhere_is_attached_to_the_one_commit(store):
+    import pickle
+
+    people(store)
+    with store.transaction("p") as tx:
+        tx.add_columns([pa.field("twice", pa.int64())])
+        parts = pickle.loads(pickle.dumps(tx.partitions()))  # as a worker receives them
+        if not store.capabilities.partitions:
+            with pytest.raises(vs.UnsupportedOperation):
+                store.stage_partition(parts[0], pa.table({"twice": [1]}), info=tx.info)
+            return
+        info = pickle.loads(pickle.dumps(tx.info))
+        for part in parts:
+            # a worker: scan its partition, compute, stage; only the small result comes back
+            rows = pa.concat_tables(pa.Table.from_batches([b])
+                                    for b in store.scan_partition(part, columns=["age"]))
+            staged = store.stage_partition(part, pa.table({"twice": pc.multiply(
+                rows.column("age"), 2)}), info=info)
+            tx.attach(pickle.loads(pickle.dumps(staged)))
+        assert store.table_info("p").schema.names == ["id", "age", "city"]  # not yet visible
+    got = by_id(store.to_arrow("p")).to_pydict()
+    assert got["twice"] == [2 * a for a in got["age"]]

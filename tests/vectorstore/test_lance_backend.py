@@ -80,3 +80,25 @@ def test_index_search_probes_enough_partitions_by_default_and_obeys_nprobes(tmp_
         one_probe += len({int(i[1:]) for i in narrow.column("id").to_pylist()} & want)
     assert hits / (20 * 50) >= 0.99  # 20 of 40 partitions by default
     assert one_probe < hits  # a single probe is taken at its word
+
+
+def test_a_store_with_the_old_catalogue_table_is_adopted(tmp_path):
+    """Descriptions used to live in a catalogue table; on open they move into the tables."""
+    import json
+
+    import lancedb
+
+    db = lancedb.connect(str(tmp_path / "db"))
+    db.create_table("items", pa.table({"id": ["a", "b"], "v": _vectors(np.eye(2)),
+                                       "gone": [1, 2]}))
+    desc = {"key": "id", "metadata": {"owner": "crm"},
+            "vectors": [{"name": "v", "dim": 2, "metric": "dot"},
+                        {"name": "w", "dim": 3, "metric": "cosine"}]}  # w: no longer there
+    db.create_table("_kindred_catalog", pa.table({"name": ["items"],
+                                                  "description": [json.dumps(desc)]}))
+    store = vs.connect(str(tmp_path / "db"))
+    info = store.table_info("items")
+    assert (info.key, info.metadata) == ("id", {"owner": "crm"})
+    assert info.vectors == {"v": VectorColumn("v", 2, "dot")}
+    assert "_kindred_catalog" not in lancedb.connect(str(tmp_path / "db")).table_names()
+    assert vs.connect(str(tmp_path / "db")).table_info("items") == info
