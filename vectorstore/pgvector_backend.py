@@ -134,6 +134,8 @@ def _binary_rows(matrix: np.ndarray, sizes: np.ndarray | None = None) -> pa.Arra
 def _be_bytes(values: np.ndarray, dtype: str) -> np.ndarray:
     """(n, itemsize) uint8 big-endian bytes of ``values``."""
     arr = np.ascontiguousarray(values.astype(dtype, copy=False))
+    if not len(arr):  # e.g. the elements of lists that are all null or empty
+        return np.zeros((0, arr.dtype.itemsize * int(np.prod(arr.shape[1:]))), np.uint8)
     return arr.view(np.uint8).reshape(len(values), -1)
 
 
@@ -190,8 +192,6 @@ def _fixed_payload(arr: pa.Array, pgt: str) -> np.ndarray | None:
     if pgt.startswith("vector("):
         n, dim = len(arr), arr.type.list_size
         flat = arr.values.slice(arr.offset * dim, n * dim)
-        if len(flat) < n * dim:  # all-null vectors may come without value slots
-            flat = pc.list_flatten(arr.fill_null(pa.scalar([0.0] * dim, arr.type)))
         vals = _numbers(flat, 0.0).astype(np.float32, copy=False).reshape(n, dim)
         payload = np.empty((n, 4 + 4 * dim), dtype=np.uint8)
         payload[:, :2] = np.frombuffer(np.array([dim], ">i2").tobytes(), np.uint8)

@@ -164,3 +164,32 @@ def _new_names(state: dict[str, Any], before: dict[str, Any]) -> set[str]:
     """Artifacts a killed run may leave: its model or state, under the run's prefixes."""
     return {a for a in state["artifacts"] - before["artifacts"]
             if ".risk." in a or ".embedder." in a}
+
+
+def test_a_second_process_committing_during_an_embed_keeps_its_rows(bases):
+    """While ``embed tabular`` waits at its commit, another process ingests changed and new
+    customers and finishes; the embed then commits: both writers' work is there."""
+    store = bases["root"] / "two-writers"
+    shutil.copytree(bases["plain"], store)
+    go = bases["root"] / "two-writers.go"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KINDRED_FAULT_POINT="commit:customers",
+               KINDRED_FAULT_PAUSE=str(go))
+    embed = subprocess.Popen(
+        [sys.executable, "-c", "from services.cli import main; main()", "--store", str(store),
+         "embed", "tabular"], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    assert embed.stderr is not None
+    line = embed.stderr.readline()
+    assert "fault point commit:customers reached" in line, line
+    r = kindred(store, "ingest", "customers", str(bases["changes"]), "--id-column", "id")
+    go.touch()  # the embed goes on and commits after the ingest did
+    assert r.returncode == 0, r.stderr
+    assert embed.wait(timeout=120) == 0, embed.stderr.read()
+    with vectorstore.connect(str(store)) as s:
+        rows = {r["customer_id"]: r for r in s.to_arrow("customers").to_pylist()}
+        info = s.table_info("customers")
+    assert len(rows) == 950
+    assert "vec_tabular" in info.vectors
+    assert "tier" in info.schema.names
+    assert (rows["c7"]["age"], rows["c7"]["tier"]) == (70 + 7 % 9, "gold")  # the ingest's
+    assert rows["c7"]["vec_tabular"] is not None  # the embed's vector for a row it saw
+    assert rows["n3"]["vec_tabular"] is None  # a row the embed never saw: to embed next time

@@ -127,19 +127,30 @@ def test_a_staged_step_that_raises_leaves_the_table_exactly_as_it_was(store):
     store.set_metadata("p", {"owner": "crm"})
     before = snapshot(store, "p")
     version = store.version("p") if store.capabilities.versions else None
-    with pytest.raises(RuntimeError, match="half-way"), store.transaction("p") as tx:
-        tx.add_columns([pa.field("note", pa.string())], vectors=[VectorColumn("v", 3)])
-        embed_all(tx)
-        tx.write(pa.table({"id": ["zz", "c1"], "age": [1, 2], "note": ["a", "b"]}), mode="upsert")
-        tx.set_metadata({"owner": "risk", ("embedders", "v"): {"kind": "x"}})
-        raise RuntimeError("stop half-way")
+
+    def step() -> None:
+        with store.transaction("p") as tx:
+            tx.add_columns([pa.field("note", pa.string())], vectors=[VectorColumn("v", 3)])
+            embed_all(tx)
+            tx.write(pa.table({"id": ["zz", "c1"], "age": [1, 2], "note": ["a", "b"]}),
+                     mode="upsert")
+            tx.set_metadata({"owner": "risk", ("embedders", "v"): {"kind": "x"}})
+            raise RuntimeError("stop half-way")
+
+    with pytest.raises(RuntimeError, match="half-way"):
+        step()
     assert snapshot(store, "p") == before
     if version is not None:
         assert store.version("p") == version  # not even a version was added
     # a failing write inside the step is the same
-    with pytest.raises(vs.SchemaMismatch), store.transaction("p") as tx:
-        tx.add_columns([pa.field("note", pa.string())])
-        tx.write(pa.table({"id": ["zz"], "age": ["not a number"]}), mode="upsert")
+
+    def bad_write() -> None:
+        with store.transaction("p") as tx:
+            tx.add_columns([pa.field("note", pa.string())])
+            tx.write(pa.table({"id": ["zz"], "age": ["not a number"]}), mode="upsert")
+
+    with pytest.raises(vs.SchemaMismatch):
+        bad_write()
     assert snapshot(store, "p") == before
 
 
@@ -156,10 +167,12 @@ def test_a_step_with_columns_rows_and_metadata_is_one_commit(store):
     if version is not None:
         assert store.version("p") == version + 1 == tx.version
     info = store.table_info("p")
-    assert "v" in info.vectors and info.metadata == {"embedders": {"v": {"kind": "x"}}}
+    assert "v" in info.vectors
+    assert info.metadata == {"embedders": {"v": {"kind": "x"}}}
     got = by_id(store.to_arrow("p")).to_pydict()
     assert got["note"] == [None, "b", None, None, None, None, "a"]
-    assert got["v"][1] == [21.0, 1.0, 0.0] and got["v"][6] is None
+    assert got["v"][1] == [21.0, 1.0, 0.0]
+    assert got["v"][6] is None
 
 
 # ------------------------------------------------------------------ two writers
@@ -200,16 +213,22 @@ def test_another_writers_commit_during_a_step_is_kept(store):
     assert got["id"] == ["c0", "c1", "c2", "c3", "c4", "c5", "x1"]
     assert got["age"][5:] == [55, 60]  # their upsert, not undone
     assert got["city"][:2] == ["mine", "theirs"]  # both updates of the same column
-    assert got["v"][0] == [20.0, 1.0, 0.0] and got["v"][6] is None
+    assert got["v"][0] == [20.0, 1.0, 0.0]
+    assert got["v"][6] is None
     assert "v" in store.table_info("p").vectors
 
 
 def test_the_same_new_column_added_by_two_writers_fails_clearly(store):
     people(store)
-    with pytest.raises(vs.ConcurrentWriteError, match="'v'"), store.transaction("p") as tx:
-        tx.add_columns([], vectors=[VectorColumn("v", 3)])
-        embed_all(tx)
-        store.add_columns("p", [], vectors=[VectorColumn("v", 3)])  # the other writer wins
+
+    def step() -> None:
+        with store.transaction("p") as tx:
+            tx.add_columns([], vectors=[VectorColumn("v", 3)])
+            embed_all(tx)
+            store.add_columns("p", [], vectors=[VectorColumn("v", 3)])  # the other writer wins
+
+    with pytest.raises(vs.ConcurrentWriteError, match="'v'"):
+        step()
     assert store.null_count("p", "v") == 6  # theirs, empty, untouched
 
 
@@ -217,15 +236,20 @@ def test_a_positional_rewrite_of_a_column_another_writer_rewrote_fails(store):
     if not store.capabilities.partitions:
         pytest.skip("keyed backends apply staged partitions by key: last writer wins per row")
     people(store)
-    before = None
-    with pytest.raises(vs.ConcurrentWriteError), store.transaction("p") as tx:
-        for part in tx.partitions():
-            rows = pa.concat_tables(pa.Table.from_batches([b])
-                                    for b in tx.scan(part, columns=["id", "age"]))
-            tx.stage(part, pa.table({"age": pc.add(rows.column("age"), 100)}))
-        store.update("p", pa.table({"id": ["c2"], "age": [0]}))
-        before = by_id(store.to_arrow("p")).to_pydict()
-    assert by_id(store.to_arrow("p")).to_pydict() == before  # theirs kept, nothing of ours
+    seen: list[dict] = []
+
+    def step() -> None:
+        with store.transaction("p") as tx:
+            for part in tx.partitions():
+                rows = pa.concat_tables(pa.Table.from_batches([b])
+                                        for b in tx.scan(part, columns=["id", "age"]))
+                tx.stage(part, pa.table({"age": pc.add(rows.column("age"), 100)}))
+            store.update("p", pa.table({"id": ["c2"], "age": [0]}))
+            seen.append(by_id(store.to_arrow("p")).to_pydict())
+
+    with pytest.raises(vs.ConcurrentWriteError):
+        step()
+    assert by_id(store.to_arrow("p")).to_pydict() == seen[0]  # theirs kept, nothing of ours
 
 
 def test_keyed_rows_are_matched_again_after_a_concurrent_compaction(store):
@@ -235,7 +259,8 @@ def test_keyed_rows_are_matched_again_after_a_concurrent_compaction(store):
         store.delete("p", "id = 'c4'")
         store.optimize("p")  # LanceDB: fragments compacted into new ones
     got = by_id(store.to_arrow("p")).to_pydict()
-    assert len(got["id"]) == 29 and "c4" not in got["id"]
+    assert len(got["id"]) == 29
+    assert "c4" not in got["id"]
     ages = dict(zip(got["id"], got["age"], strict=True))
     assert (ages["c3"], ages["c17"], ages["c5"]) == (-3, -17, 25)
 
@@ -251,7 +276,8 @@ def store_uri(store: vs.VectorStore) -> str | None:
 def test_content_addressed_artifacts_are_idempotent_and_swept_when_unreferenced(store):
     people(store)
     a = store.save_artifact("p.model", b"fitted state", {"kind": "x"})
-    assert a.startswith("p.model.") and store.save_artifact("p.model", b"fitted state") == a
+    assert a.startswith("p.model.")
+    assert store.save_artifact("p.model", b"fitted state") == a
     b = store.save_artifact("p.model", b"other state")
     store.put_artifact("p.cache", b"cache")  # named artifacts are never swept
     store.set_metadata("p", {"model": {"artifact": a}})
@@ -302,3 +328,27 @@ def test_a_partition_staged_elsewhere_is_attached_to_the_one_commit(store):
         assert store.table_info("p").schema.names == ["id", "age", "city"]  # not yet visible
     got = by_id(store.to_arrow("p")).to_pydict()
     assert got["twice"] == [2 * a for a in got["age"]]
+
+
+def test_rows_without_their_vectors_can_be_appended_and_upserted(store):
+    store.create_table("t", pa.schema([("id", pa.string())]), key="id",
+                       vectors=[VectorColumn("v", 3)])
+    store.write("t", pa.table({"id": ["a"], "v": vec(np.ones((1, 3)))}))
+    store.write("t", pa.table({"id": ["b", "c"]}))  # append: the vectors are null
+    nulls = pa.nulls(2, pa.list_(pa.float32(), 3))  # explicit nulls, without value slots
+    assert store.write("t", pa.table({"id": ["d", "a"], "v": nulls}), mode="upsert") == \
+        vs.WriteResult(inserted=1, updated=1)
+    assert store.null_count("t", "v") == 4
+    assert by_id(store.to_arrow("t")).column("v").to_pylist() == [None] * 4
+
+
+def test_rows_whose_list_columns_are_all_null_are_written(store):
+    """A new customer after ``recommend``: its list columns are null (no element at all)."""
+    store.create_table("t", pa.schema([("id", pa.string()), ("recs", pa.list_(pa.string())),
+                                       ("scores", pa.list_(pa.float32()))]), key="id")
+    store.write("t", pa.table({"id": ["a"], "recs": [["p1"]], "scores": [[0.5]]}))
+    store.write("t", pa.table({"id": ["b", "c"]}))  # append: both list columns null
+    store.write("t", pa.table({"id": ["d"], "scores": pa.array([None], pa.list_(pa.float32()))}),
+                mode="upsert")
+    got = by_id(store.to_arrow("t")).to_pydict()
+    assert got["scores"] == [[0.5], None, None, None]
