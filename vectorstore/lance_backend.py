@@ -48,7 +48,7 @@ from .faults import fault_point
 from .filters import IsNull
 from .lance_fields import Fields
 from .lance_filter import compile_filter
-from .lance_stage import stage_existing, stage_new, stage_new_stream
+from .lance_stage import stage_existing, stage_new, stage_new_stream, write_fragments
 from .lance_txn import DESCRIPTION_KEY, LanceTransaction, describe, read_description
 from .names import check_name
 from .schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
@@ -231,34 +231,15 @@ class LanceStore(VectorStore):
         """Create the table holding ``data`` in its first commit; False if there are no rows.
         A failure leaves no table (at most data files no version references)."""
         import lance
-        from lance.fragment import write_fragments
 
         rows = conform(info, data, require_key=info.key is not None,
                        unique_key=info.key is not None)
         first = next(rows, None)
         if first is None:
             return False
-        failure: list[BaseException] = []
-
-        def gen() -> Iterator[pa.RecordBatch]:
-            try:
-                yield first
-                yield from rows
-            except BaseException as exc:
-                failure.append(exc)
-                raise
-
         uri = f"{self._path.rstrip('/')}/{info.name}.lance"
-        try:
-            frags = write_fragments(pa.RecordBatchReader.from_batches(info.schema, gen()), uri,
-                                    schema=info.schema, mode="overwrite",
-                                    storage_options=self._storage_options)
-        except BaseException:
-            if failure:
-                raise failure[0] from None
-            raise
-        if failure:
-            raise failure[0]
+        frags, _ = write_fragments(uri, info.schema, itertools.chain([first], rows),
+                                   self._storage_options)
         schema = Fields.fresh(list(info.schema)).schema({DESCRIPTION_KEY: describe(info)})
         fault_point("commit", info.name)
         lance.LanceDataset.commit(uri, lance.LanceOperation.Overwrite(schema, frags),

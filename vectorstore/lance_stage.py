@@ -11,6 +11,7 @@ same rows and nobody rewrote the same columns of it meanwhile; otherwise :class:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -52,6 +53,57 @@ class Piece:
     rewritten: dict[str, list[str]] = field(default_factory=dict)
     """Existing column path -> paths of the files that held it when the piece was staged."""
     columns: tuple[str, ...] = ()
+
+
+class Feed:
+    """Batches handed to a pylance writer: counts their rows and keeps the exception the
+    batches themselves raised, so the caller's own error surfaces (not pylance's wrapping)."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema,
+                 columns: list[str] | None = None) -> None:
+        self.batches, self.schema, self.columns = batches, schema, columns
+        self.rows = 0
+        self.failure: BaseException | None = None
+
+    def reader(self) -> pa.RecordBatchReader:
+        def gen() -> Iterator[pa.RecordBatch]:
+            try:
+                for b in self.batches:
+                    self.rows += b.num_rows
+                    if self.columns is not None:
+                        b = pa.RecordBatch.from_arrays([b.column(c) for c in self.columns],
+                                                       schema=self.schema)
+                    yield b
+            except BaseException as exc:
+                self.failure = exc
+                raise
+
+        return pa.RecordBatchReader.from_batches(self.schema, gen())
+
+    def run(self, write: Any) -> Any:
+        """``write(reader)``, raising the batches' own error if they failed."""
+        try:
+            out = write(self.reader())
+        except BaseException:
+            if self.failure is not None:
+                raise self.failure from None
+            raise
+        if self.failure is not None:
+            raise self.failure
+        return out
+
+
+def write_fragments(uri: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch],
+                    storage_options: dict[str, str] | None) -> tuple[list[Any], int]:
+    """New, uncommitted fragments of the dataset at ``uri`` holding ``batches`` (written as
+    they stream in), and their row count. Their field ids are a fresh numbering of
+    ``schema`` (:meth:`Fields.fresh`)."""
+    from lance.fragment import write_fragments as write
+
+    feed = Feed(batches, schema)
+    frags = feed.run(lambda reader: write(reader, uri, schema=schema, mode="overwrite",
+                                          storage_options=storage_options))
+    return list(frags), feed.rows
 
 
 def leaf_paths(paths: dict[str, int], column: str) -> list[str]:
@@ -102,35 +154,19 @@ def stage_new_stream(frag: Any, live_rows: int, batches: Iterator[pa.RecordBatch
     """:func:`stage_new` for every live row, the values streamed (one batch in memory)."""
     meta = frag.metadata
     before = {f.path for f in meta.files}
-    count = [0]
-    failure: list[BaseException] = []
     first = next(batches)
     schema = pa.schema([first.schema.field(c) for c in columns])
-
-    def gen() -> Iterator[pa.RecordBatch]:
-        try:
-            b: pa.RecordBatch | None = first
-            while b is not None:
-                count[0] += b.num_rows
-                yield pa.RecordBatch.from_arrays([b.column(c) for c in columns], schema=schema)
-                b = next(batches, None)
-        except BaseException as exc:
-            failure.append(exc)
-            raise
-
+    feed = Feed(itertools.chain([first], batches), schema, columns)
     try:
-        new_meta, lschema = frag.merge_columns(pa.RecordBatchReader.from_batches(schema, gen()))
-    except BaseException:
-        if failure:
-            raise failure[0] from None
-        if count[0] > live_rows:
-            raise SchemaMismatch(f"fragment {meta.id} has {live_rows} rows, the data has more"
-                             ) from None
+        new_meta, lschema = feed.run(frag.merge_columns)
+    except (OSError, ValueError) as exc:
+        if feed.rows != live_rows or "Stream" in str(exc):
+            more = "more" if feed.rows > live_rows else str(feed.rows)
+            raise SchemaMismatch(f"fragment {meta.id} has {live_rows} rows, the data has "
+                                 f"{more}") from None
         raise
-    if failure:
-        raise failure[0]
-    if count[0] != live_rows:
-        raise SchemaMismatch(f"fragment {meta.id} has {live_rows} rows, the data has {count[0]}")
+    if feed.rows != live_rows:
+        raise SchemaMismatch(f"fragment {meta.id} has {live_rows} rows, the data has {feed.rows}")
     files = [_file_tuple(f) for f in new_meta.files if f.path not in before]
     return Piece(meta.id, meta.physical_rows, files, Fields.of(lschema).paths(), {},
                  tuple(columns))

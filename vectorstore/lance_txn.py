@@ -13,6 +13,7 @@ fragment was rewritten meanwhile cannot be rebuilt and raises ConcurrentWriteErr
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import time
@@ -28,7 +29,15 @@ from .conform import conform
 from .errors import ConcurrentWriteError, InvalidOption, KeyConflict, SchemaMismatch
 from .faults import fault_point
 from .lance_fields import Fields
-from .lance_stage import Piece, Stale, apply_pieces, remap_fragment, stage_existing, stage_new
+from .lance_stage import (
+    Piece,
+    Stale,
+    apply_pieces,
+    remap_fragment,
+    stage_existing,
+    stage_new,
+    write_fragments,
+)
 from .rows import rows_equal
 from .schema import TableInfo, VectorColumn
 from .txn import Partition, PendingWrite, StagedPartition, Transaction, WriteResult
@@ -222,39 +231,14 @@ class LanceTransaction(Transaction):
 
     def _write_new(self, info: TableInfo, batches: Iterator[pa.RecordBatch]) -> int:
         """Write rows to new (uncommitted) fragments as they stream in; returns the count."""
-        from lance.fragment import write_fragments
-
-        schema = info.schema
         it = iter(batches)
         first = next(it, None)
         if first is None:
             return 0
-        count = [0]
-        failure: list[BaseException] = []
-
-        def gen() -> Iterator[pa.RecordBatch]:
-            try:
-                b: pa.RecordBatch | None = first
-                while b is not None:
-                    count[0] += b.num_rows
-                    yield b
-                    b = next(it, None)
-            except BaseException as exc:
-                failure.append(exc)
-                raise
-
-        reader = pa.RecordBatchReader.from_batches(schema, gen())
-        try:
-            frags = write_fragments(reader, self._store._table_uri(self.name), schema=schema,
-                                    mode="overwrite", storage_options=self._store._storage_options)
-        except BaseException:
-            if failure:
-                raise failure[0] from None
-            raise
-        if failure:
-            raise failure[0]
-        self.new_rows.append(_NewRows(list(frags), Fields.fresh(list(schema)).paths()))
-        return count[0]
+        frags, n = write_fragments(self._store._table_uri(self.name), info.schema,
+                                   itertools.chain([first], it), self._store._storage_options)
+        self.new_rows.append(_NewRows(frags, Fields.fresh(list(info.schema)).paths()))
+        return n
 
     # ------------------------------------------------------------------ commit
     def _commit(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 import vectorstore as vs
 from vectorstore import VectorColumn
@@ -102,3 +103,19 @@ def test_a_store_with_the_old_catalogue_table_is_adopted(tmp_path):
     assert info.vectors == {"v": VectorColumn("v", 2, "dot")}
     assert "_kindred_catalog" not in lancedb.connect(str(tmp_path / "db")).table_names()
     assert vs.connect(str(tmp_path / "db")).table_info("items") == info
+
+
+def test_staged_partition_data_must_have_the_partition_rows(tmp_path):
+    store = vs.connect(str(tmp_path / "db"))
+    _make(store, [f"a{i}" for i in range(10)], np.eye(10)[:, :4])
+    before = store.to_arrow("items")
+
+    def stage(n: int) -> None:
+        with store.transaction("items") as tx:
+            tx.add_columns([pa.field("x", pa.int64())])
+            tx.stage(tx.partitions()[0], pa.table({"x": np.arange(n)}))
+
+    for n in (9, 11):
+        with pytest.raises(vs.SchemaMismatch, match="10 rows"):
+            stage(n)
+    assert store.to_arrow("items").equals(before)
