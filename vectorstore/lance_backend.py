@@ -282,6 +282,7 @@ class LanceStore(VectorStore):
         with self._lock:
             self._tables.pop(name, None)
             self._datasets.pop(name, None)
+            self._data_versions.pop(name, None)
             if name not in self._all_tables():
                 if missing_ok:
                     return

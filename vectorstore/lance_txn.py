@@ -286,6 +286,13 @@ class LanceTransaction(Transaction):
                 raise ConcurrentWriteError(
                     f"table {self.name!r}: column {f.name!r} was added by another writer while "
                     "this step ran; nothing was written")
+        written = {c for p in self.pieces for c in p.columns}
+        written |= {c for op in self.ops for t in op.matched for c in t.column_names}
+        gone = sorted(written - set(current.schema.names) - {f.name for f in self.new_fields})
+        if gone:
+            raise ConcurrentWriteError(
+                f"table {self.name!r}: column(s) {gone} were dropped by another writer while "
+                "this step ran; nothing was written")
         meta = current.metadata
         for p in self.patches:
             meta = TableInfo(self.name, current.schema, metadata=meta).with_metadata(p).metadata

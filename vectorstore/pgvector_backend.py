@@ -32,7 +32,7 @@ from psycopg.copy import QueuedLibpqWriter
 from psycopg.pq import Format
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .base import FilterLike, IndexInfo, VectorStore
+from .base import ARTIFACT_TABLE, FilterLike, IndexInfo, VectorStore
 from .conform import conform
 from .errors import (
     BackendUnavailable,
@@ -889,9 +889,12 @@ class PgVectorStore(VectorStore):
                           vector=any(c in info.vectors for c in r[2])) for r in rows]
 
     def optimize(self, name: str) -> None:
+        """VACUUM (ANALYZE) the table and sweep unreferenced content-addressed artifacts."""
         self.table_info(name)
         with self._translate(name, "optimize"), self._connection() as conn:
             conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(self._ident(name)))
+        if name != ARTIFACT_TABLE:
+            self.sweep_artifacts()
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
