@@ -48,7 +48,7 @@ from .faults import fault_point
 from .filters import IsNull
 from .lance_fields import Fields
 from .lance_filter import compile_filter
-from .lance_stage import stage_existing, stage_new, stage_new_stream, write_fragments
+from .lance_stage import Feed, stage_existing, stage_new, stage_new_stream
 from .lance_txn import DESCRIPTION_KEY, LanceTransaction, describe, read_description
 from .names import check_name
 from .schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
@@ -229,23 +229,20 @@ class LanceStore(VectorStore):
 
     def _create_with_rows(self, info: TableInfo, data: Data) -> bool:
         """Create the table holding ``data`` in its first commit; False if there are no rows.
-        A failure leaves no table (at most data files no version references)."""
-        import lance
-
+        A failure leaves no table (at most a directory without a version, see
+        :meth:`_all_tables`)."""
         rows = conform(info, data, require_key=info.key is not None,
                        unique_key=info.key is not None)
         first = next(rows, None)
         if first is None:
             return False
-        uri = f"{self._path.rstrip('/')}/{info.name}.lance"
-        frags, _ = write_fragments(uri, info.schema, itertools.chain([first], rows),
-                                   self._storage_options)
-        schema = Fields.fresh(list(info.schema)).schema({DESCRIPTION_KEY: describe(info)})
+        described = info.schema.with_metadata({DESCRIPTION_KEY: describe(info)})
+        feed = Feed(itertools.chain([first], rows), described)
         fault_point("commit", info.name)
-        lance.LanceDataset.commit(uri, lance.LanceOperation.Overwrite(schema, frags),
-                                  storage_options=self._storage_options)
-        fault_point("committed", info.name)
+        self._tables[info.name] = feed.run(
+            lambda reader: self._db.create_table(info.name, data=reader, schema=described))
         self._datasets.pop(info.name, None)
+        fault_point("committed", info.name)
         return True
 
     def _all_tables(self) -> list[str]:
