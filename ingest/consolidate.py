@@ -22,8 +22,10 @@ most frequent values first). Without a customers table, one is created from the 
 Incremental: a run finds the events added since the previous run (the ``watermark_column`` of
 events, ``ts`` by default, greater than the watermark kept in the customers table's metadata
 under ``"consolidation"``), takes the set of their customers and recomputes only those
-customers' features from *all* their events (a filtered scan), then writes them back with
-``store.update`` (rows of other customers are not rewritten). A customer id that has events but
+customers' features from *all* their events (a filtered scan), then writes them back by key
+(rows of other customers are not rewritten). New feature columns, the rows and the run's
+metadata (watermark, column map) are one commit: a failed or killed run leaves the table as it
+was, and its re-run starts from the same watermark and column names. A customer id that has events but
 no row in ``customers`` gets a new row (``on_unknown="insert"``), or is skipped or refused.
 Events that arrive late (watermark column not past the watermark) are only picked up when their
 customers are named (``customer_ids=``) or on a ``full=True`` run; an events table with an
@@ -38,8 +40,8 @@ one pass, and Polars is not a runtime dependency. Values (categories, kinds) rea
 as bound parameters; the only text spliced into SQL is feature column names, which are
 sanitised to plain identifiers and checked with ``vectorstore.check_name``.
 
-Only the store interface is used (scan, update, write, add_columns, set_metadata), so this works
-on every backend.
+Only the store interface is used (scan and a staged step: ``store.transaction``), so this
+works on every backend.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ class ConsolidationConfig:
     in_filter_limit: int = 2_000
     """Up to this many customers are read with an ``IN`` filter; more with one full scan."""
     write_rows: int = 100_000
-    """Rows per ``store.update`` call."""
+    """Rows per aggregate batch staged."""
 
 
 @dataclass(frozen=True)
@@ -373,10 +375,10 @@ def consolidate(store: VectorStore, *, customer_ids: Sequence[str] | pa.Array | 
     """Recompute event features of the customers with new events (or the ones named, or all).
 
     With neither ``customer_ids`` nor ``full``, the customers are those with events past the
-    watermark of the previous run (all customers on the first run). The watermark advances only
-    after every row was written, so a failed run is simply repeated. Without a customers
+    watermark of the previous run (all customers on the first run). The watermark advances in
+    the same commit as the rows, so a failed run is simply repeated. Without a customers
     table, one is created (keyed by the events' customer id) and filled from the events; a
-    failed run drops it again.
+    failed run drops it again while it is still empty.
     """
     cfg = config or ConsolidationConfig()
     if store.has_table(cfg.customers):
@@ -392,7 +394,8 @@ def consolidate(store: VectorStore, *, customer_ids: Sequence[str] | pa.Array | 
     try:
         result = _consolidate(store, cfg, customer_ids, full)
     except BaseException:
-        store.drop_table(cfg.customers, missing_ok=True)
+        if store.count(cfg.customers) == 0:  # nobody else has written to it meanwhile
+            store.drop_table(cfg.customers, missing_ok=True)
         raise
     return replace(result, created_table=True)
 
@@ -437,54 +440,56 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
         as_of = as_of.replace(tzinfo=dt.UTC)
     run_no = int(run.meta.get("run", 0)) + 1
 
-    # 4. the aggregate, streamed out in batches and written back
-    if missing:
-        store.add_columns(cfg.customers, missing)
-        run.cust_info = store.table_info(cfg.customers)
-    types = {f.name: f.type for f in run.cust_info.schema}
-    run.con.register("_cust", run.customers(ids))
-    sql, params = run.aggregate(ids, cmap)
-    rel = run.con.sql(sql, params=params)
-    assert rel is not None
-    reader = rel.to_arrow_reader(cfg.write_rows)
-    updated = inserted = skipped = customers = 0
-    for batch in reader:
-        if batch.num_rows == 0:
-            continue
-        customers += batch.num_rows
-        exists = batch.column("_exists")
-        rows = _finish(batch, as_of, run_no, types)
-        old = rows.filter(exists)
-        new = rows.filter(pc.invert(exists))
-        if old.num_rows:
-            updated += store.update(cfg.customers, old, key=key)
-        if new.num_rows:
-            if cfg.on_unknown == "error":
-                raise ConsolidationError(
-                    f"{new.num_rows} customer id(s) in {cfg.events!r} have no row in "
-                    f"{cfg.customers!r}, e.g. {key}={new.column(key)[0].as_py()!r} "
-                    "(on_unknown='error')")
-            if cfg.on_unknown == "skip":
-                skipped += new.num_rows
-            else:
-                inserted += store.write(cfg.customers, new, mode="append").inserted
+    # 4. the aggregate, streamed out in batches and staged; 5. what was consolidated: one commit
+    with store.transaction(cfg.customers) as tx:
+        if missing:
+            tx.add_columns(missing)
+        run.cust_info = tx.info
+        types = {f.name: f.type for f in run.cust_info.schema}
+        run.con.register("_cust", run.customers(ids))
+        sql, params = run.aggregate(ids, cmap)
+        rel = run.con.sql(sql, params=params)
+        assert rel is not None
+        reader = rel.to_arrow_reader(cfg.write_rows)
+        updated = inserted = skipped = customers = 0
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            customers += batch.num_rows
+            exists = batch.column("_exists")
+            rows = _finish(batch, as_of, run_no, types)
+            old = rows.filter(exists)
+            new = rows.filter(pc.invert(exists))
+            if old.num_rows:
+                tx.update(old, key=key)
+                updated += old.num_rows
+            if new.num_rows:
+                if cfg.on_unknown == "error":
+                    raise ConsolidationError(
+                        f"{new.num_rows} customer id(s) in {cfg.events!r} have no row in "
+                        f"{cfg.customers!r}, e.g. {key}={new.column(key)[0].as_py()!r} "
+                        "(on_unknown='error')")
+                if cfg.on_unknown == "skip":
+                    skipped += new.num_rows
+                else:
+                    tx.write(new, mode="append")
+                    inserted += new.num_rows
 
-    # 5. remember what was consolidated
-    prev_wm = run.meta.get("watermark")
-    if isinstance(max_wm, dt.datetime):
-        new_wm = _iso(max(max_wm, _parse_iso(prev_wm)) if prev_wm else max_wm)
-    else:
-        new_wm = max_wm if prev_wm is None or max_wm is None else max(max_wm, prev_wm)
-    meta = {
-        "run": run_no, "watermark_column": wm_col,
-        "watermark": new_wm if new_wm is not None else prev_wm,
-        "as_of": _iso(as_of), "columns": cmap, "config": run.chosen,
-        "values": {c: list(m) for c, m in cmap.items()},
-        "last_run": {"customers": customers, "updated": updated, "inserted": inserted,
-                     "skipped": skipped, "events": int(n_events or 0),
-                     "at": _iso(dt.datetime.now(dt.UTC))},
-    }
-    store.set_metadata(cfg.customers, {METADATA_KEY: meta})
+        prev_wm = run.meta.get("watermark")
+        if isinstance(max_wm, dt.datetime):
+            new_wm = _iso(max(max_wm, _parse_iso(prev_wm)) if prev_wm else max_wm)
+        else:
+            new_wm = max_wm if prev_wm is None or max_wm is None else max(max_wm, prev_wm)
+        meta = {
+            "run": run_no, "watermark_column": wm_col,
+            "watermark": new_wm if new_wm is not None else prev_wm,
+            "as_of": _iso(as_of), "columns": cmap, "config": run.chosen,
+            "values": {c: list(m) for c, m in cmap.items()},
+            "last_run": {"customers": customers, "updated": updated, "inserted": inserted,
+                         "skipped": skipped, "events": int(n_events or 0),
+                         "at": _iso(dt.datetime.now(dt.UTC))},
+        }
+        tx.set_metadata({METADATA_KEY: meta})
     return ConsolidationResult(
         customers=customers, updated=updated, inserted=inserted, skipped=skipped,
         events_scanned=int(n_events or 0), run=run_no, watermark=meta["watermark"],

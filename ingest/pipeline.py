@@ -1,16 +1,18 @@
 """The ingest entry point: a source and a mapping -> validated rows in one store table.
 
-One load is one atomic ``store.write``: batches stream from the source through validation
-into that single call, and an error in fail mode is raised from inside the stream, so the
-store commits nothing. Customers and products are upserted by id (columns the load does not
-carry, such as embeddings, keep their values); events are appended, de-duplicated by event id
-against the table and within the load, so re-ingesting a source writes 0 rows. Events without
-an id get the row's content hash plus its occurrence number among identical rows (repeats are
-kept; ``dedupe`` counts them once); an explicit id that comes again with other content is an
-error (:mod:`ingest.identity`). A column new to the table is added first (existing rows get
-nulls); a type change that would lose data is refused. A load that fails leaves the store as
-it was: the table it created is dropped, the columns it added are dropped again. Column names
-are made safe by :mod:`ingest.names`; the source names are kept in the table's metadata.
+One load is one commit: batches stream from the source through validation into a staged
+step (``store.transaction``) that adds the columns new to the table and writes the rows, or
+into ``create_table(data=...)`` for a new table; an error in fail mode is raised from inside
+the stream, so nothing is committed, and a killed load leaves the table as it was. Customers
+and products are upserted by id with a partial upsert (columns the load does not carry, such
+as embeddings, keep their values and are never read; identical rows are counted unchanged).
+Events are inserted when their event id is new, de-duplicated against the table and within
+the load, so re-ingesting a source writes 0 rows. Events without an id get the row's content
+hash plus its occurrence number among identical rows (repeats are kept; ``dedupe`` counts
+them once); an explicit id that comes again with other content is an error
+(:mod:`ingest.identity`). A column new to the table holds nulls for the other rows; a type
+change that would lose data is refused. Column names are made safe by :mod:`ingest.names`;
+the source names are kept in the table's metadata, in the same commit.
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from vectorstore import VectorColumn, VectorStore, col
+from vectorstore import TableInfo, VectorColumn, VectorStore
 
 from .errors import IngestError, MappingError, ValidationError
 from .identity import DIGEST_COLUMN, KeyDigests
@@ -47,7 +48,6 @@ REJECTS_SCHEMA = pa.schema([
     pa.field("row_json", pa.string()),
     pa.field("rejected_at", pa.timestamp("us", tz="UTC")),
 ])
-_CARRY_CHUNK = 4096
 _log = logging.getLogger(__name__)
 HOLDING_KINDS_KEY = "holding_kinds"
 """Events table metadata: event kinds whose ``product_id`` the customer holds."""
@@ -181,8 +181,7 @@ class _Load:
                                     else e.expected for e in errs),
                 "row_json": texts[i]})
 
-    def stream(self, chunks: Iterator[Any], validator: Validator,
-               carry: list[str]) -> Iterator[pa.RecordBatch]:
+    def stream(self, chunks: Iterator[Any], validator: Validator) -> Iterator[pa.RecordBatch]:
         try:
             for chunk in chunks:
                 self.summary.rows_read += chunk.batch.num_rows
@@ -196,8 +195,6 @@ class _Load:
                     self._keep_errors(checked.errors)
                     self._rejected(checked)
                 good = checked.good
-                if carry and good.num_rows:
-                    good = self._with_carried(good, carry)
                 if good.num_rows:
                     yield good
                 if self.progress is not None:
@@ -209,26 +206,6 @@ class _Load:
         except BaseException as exc:
             self.failure = exc
             raise
-
-    def _with_carried(self, batch: pa.RecordBatch, carry: list[str]) -> pa.RecordBatch:
-        """Add the stored values of columns the load lacks, so an upsert keeps them."""
-        key = self.mapping.key
-        keys = batch.column(key)
-        found: list[pa.Table] = []
-        for start in range(0, len(keys), _CARRY_CHUNK):
-            part = keys.slice(start, _CARRY_CHUNK).to_pylist()
-            found.append(self.store.to_arrow(self.mapping.table, columns=[key, *carry],
-                                             filter=col(key).isin(part)))
-        existing = pa.concat_tables(found) if found else None
-        if existing is None or existing.num_rows == 0:
-            return batch
-        existing = existing.combine_chunks()
-        idx = pc.index_in(keys, value_set=existing.column(key))
-        out = batch
-        for c in carry:
-            out = out.append_column(existing.schema.field(c),
-                                    existing.column(c).take(idx).combine_chunks())
-        return out
 
     def finish_empty(self) -> IngestSummary:
         """The source had no row to write: report (and quarantine) its malformed rows only."""
@@ -278,29 +255,15 @@ def _typed_columns(plan: Plan) -> dict[str, pa.DataType]:
             if c.type in (pa.int64(), pa.float64()) and c.source not in raw and c.fmt is None}
 
 
-def _record_holding_kinds(store: VectorStore, table: str, kinds: list[str]) -> None:
-    """Note in the events table's metadata the kinds whose product the customer holds.
+def _holding_kinds(info: TableInfo, kinds: list[str]) -> dict[str, Any]:
+    """The events table's metadata patch noting the kinds whose product the customer holds.
 
     Consolidation reads ``holding_kinds`` and adds them to its own, so ``holdings.from_events``
     in a mapping reaches ``customers.holdings`` on the next consolidation.
     """
-    if not kinds:
-        return
-    meta = store.table_info(table).metadata
-    have = list(meta.get(HOLDING_KINDS_KEY) or [])
+    have = list(info.metadata.get(HOLDING_KINDS_KEY) or [])
     merged = have + [k for k in kinds if k not in have]
-    if merged != have:
-        store.set_metadata(table, {HOLDING_KINDS_KEY: merged})
-
-
-def _record_source_names(store: VectorStore, table: str, names: dict[str, str]) -> None:
-    """Keep the source names of renamed columns in the table's metadata (``source_names``),
-    so that ``stats`` shows them and commands accept them (:mod:`ingest.names`)."""
-    if not names:
-        return
-    merged = merged_source_names(store.table_info(table).metadata, names)
-    if merged is not None:
-        store.set_metadata(table, {SOURCE_NAMES_KEY: merged})
+    return {HOLDING_KINDS_KEY: merged} if merged != have else {}
 
 
 def ingest(store: VectorStore, source: Any = None,
@@ -347,82 +310,74 @@ def ingest(store: VectorStore, source: Any = None,
                 return load.finish_empty()
     vec_cols = [VectorColumn(n, d) for n, d in plan.vectors.items()
                 if existing is None or n not in existing.vectors]
-    added: list[str] = []
     summary.renamed_columns = {r: n for n, r in plan.source_names.items() if r not in m.rename}
-    if existing is None:
-        store.create_table(m.table, plan.schema, key=plan.key, vectors=vec_cols,
-                           metadata={SOURCE_NAMES_KEY: plan.source_names}
-                           if plan.source_names else None)
-        summary.created_table = True
-        existing_rows = 0
-    else:
-        if plan.new_fields:
-            vec_names = {v.name for v in vec_cols}
-            store.add_columns(m.table, [f for f in plan.new_fields if f.name not in vec_names],
-                              vectors=vec_cols)
-            added = [f.name for f in plan.new_fields] + \
-                [v.name for v in vec_cols if v.name not in {f.name for f in plan.new_fields}]
-            summary.new_columns = [f.name for f in plan.new_fields]
-        existing_rows = store.count(m.table)
-    try:
-        _write(store, load, m, plan, first, chunks, existing_rows, summary.created_table)
-    except BaseException:
-        _undo(store, m.table, summary.created_table, added)
-        raise
-    if m.table == "events":
-        _record_holding_kinds(store, m.table, m.holdings.from_events)
-    if existing is not None:
-        _record_source_names(store, m.table, plan.source_names)
+    _write(store, load, m, plan, first, chunks, existing, vec_cols)
     load.write_rejects()
     return summary
 
 
 def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
-           chunks: Iterator[Any], existing_rows: int, created: bool) -> None:
-    """Stream the validated batches into one ``store.write`` (one commit).
+           chunks: Iterator[Any], existing: TableInfo | None, vec_cols: list[VectorColumn]
+           ) -> None:
+    """Stream the validated batches into one commit.
 
-    Into a table this load has just created, the write is an ``overwrite`` of the empty
-    table: the same commit as an append, without the store's second pass over every key for
-    uniqueness, which validation has already checked (with file lines in its errors).
+    A new table is created holding the rows (``create_table(data=...)``). Into an existing
+    one, a staged step adds the new columns and writes the rows: a partial upsert by key
+    (customers, products), or ``insert_missing`` for events (their ids were already
+    de-duplicated against the table by validation; a concurrent load of the same events is
+    still written once).
     """
     events = m.table == "events"
     validator = Validator(plan, load.src.name, dedupe=events,
                           defer_duplicates=load.on_error == "fail")
-    carry: list[str] = []
-    if events:
-        mode = "overwrite" if created else "append"
-        if existing_rows:
-            validator.seen = _existing_keys(store, m.table, plan.key)
-    elif existing_rows:
-        mode = "upsert"
-        info = store.table_info(m.table)
-        written_cols = set(plan.schema.names)
-        carry = [c for c in info.schema.names if c not in written_cols]
-    else:  # empty table: every key is new, and validation keeps them unique in the load
-        mode = "overwrite" if created else "append"
-
-    batches = load.stream(chain([first], chunks), validator, carry)
+    summary = load.summary
+    batches = load.stream(chain([first], chunks), validator)
     try:
-        result = store.write(m.table, batches, mode=mode)
+        if existing is None:
+            counted = _counting(batches)
+            kinds = list(dict.fromkeys(m.holdings.from_events)) if events else []
+            meta = {HOLDING_KINDS_KEY: kinds} if kinds else {}
+            if plan.source_names:
+                meta[SOURCE_NAMES_KEY] = plan.source_names
+            store.create_table(m.table, plan.schema, key=plan.key, vectors=vec_cols,
+                               metadata=meta or None, data=counted)
+            summary.created_table = True
+            summary.written = counted.rows
+            return
+        if events and store.count(m.table):
+            validator.seen = _existing_keys(store, m.table, plan.key)
+        with store.transaction(m.table) as tx:
+            if plan.new_fields:
+                vec_names = {v.name for v in vec_cols}
+                tx.add_columns([f for f in plan.new_fields if f.name not in vec_names],
+                               vectors=vec_cols)
+                summary.new_columns = [f.name for f in plan.new_fields]
+            pending = tx.write(batches, mode="insert_missing" if events else "upsert")
+            if events:
+                tx.set_metadata(_holding_kinds(tx.info, m.holdings.from_events))
+            names = merged_source_names(tx.info.metadata, plan.source_names)
+            if names is not None:  # one entry per column: a concurrent load's entries stay
+                tx.set_metadata({(SOURCE_NAMES_KEY, c): n for c, n in names.items()})
     except BaseException as exc:
         if load.failure is not None and load.failure is not exc:
             raise load.failure from None
         raise
     if load.failure is not None:
         raise load.failure
-    load.summary.written = result.inserted
-    load.summary.updated = result.updated
+    assert pending.result is not None
+    summary.written = pending.result.inserted
+    summary.updated = pending.result.updated
+    summary.unchanged += pending.result.unchanged
 
 
-def _undo(store: VectorStore, table: str, created: bool, added: list[str]) -> None:
-    """After a failed write: drop the table this load created, or the columns it added, so
-    the store is as it was before the load. A failure here is not allowed to hide the
-    load's own error."""
-    try:
-        if created:
-            if store.count(table) == 0:
-                store.drop_table(table, missing_ok=True)
-        elif added:
-            store.drop_columns(table, added)
-    except Exception as exc:  # the load's own error is the one to raise
-        _log.warning("could not undo the failed load's changes to table %r: %s", table, exc)
+class _counting:
+    """An iterator of batches that counts the rows it passed on."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
+        self.batches = batches
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for b in self.batches:
+            self.rows += b.num_rows
+            yield b

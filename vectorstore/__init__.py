@@ -4,12 +4,13 @@ Backends are chosen by URI (:func:`connect`); each passes the same conformance s
 package knows nothing about customers or products.
 """
 
-from .base import IndexInfo, VectorStore, VersionInfo, WriteMode, WriteResult
+from .base import IndexInfo, VectorStore, VersionInfo, WriteMode
 from .errors import (
     ArtifactCorrupt,
     ArtifactNotFound,
     BackendUnavailable,
     ColumnNotFound,
+    ConcurrentWriteError,
     DimensionMismatch,
     InvalidFilter,
     InvalidName,
@@ -26,6 +27,7 @@ from .names import check_name
 from .prefetch import prefetch
 from .registry import connect, known_schemes, register_backend
 from .schema import Capabilities, Metric, TableInfo, VectorColumn
+from .txn import Partition, PendingWrite, StagedPartition, Transaction, WriteResult
 
 __all__ = [
     "ArtifactCorrupt",
@@ -33,6 +35,7 @@ __all__ = [
     "BackendUnavailable",
     "Capabilities",
     "ColumnNotFound",
+    "ConcurrentWriteError",
     "DimensionMismatch",
     "Filter",
     "IndexInfo",
@@ -41,11 +44,15 @@ __all__ = [
     "InvalidOption",
     "KeyConflict",
     "Metric",
+    "Partition",
+    "PendingWrite",
     "SchemaMismatch",
+    "StagedPartition",
     "StoreError",
     "TableExists",
     "TableInfo",
     "TableNotFound",
+    "Transaction",
     "UnsupportedOperation",
     "VectorColumn",
     "VectorStore",

@@ -13,6 +13,7 @@ where lower is closer. Results are ordered closest first.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ import pyarrow as pa
 
 from .errors import InvalidOption
 from .filters import Filter, bind, parse_filter
-from .schema import Capabilities, TableInfo, VectorColumn
+from .schema import Capabilities, MetadataPatch, TableInfo, VectorColumn
+from .txn import Partition, StagedPartition, Transaction, WriteResult
 
 ARTIFACT_TABLE = "_kindred_artifacts"
 _ARTIFACT_SCHEMA = pa.schema([
@@ -33,21 +35,23 @@ _ARTIFACT_SCHEMA = pa.schema([
     pa.field("metadata", pa.string()),
     pa.field("created_at", pa.timestamp("us")),
 ])
-WriteMode = Literal["append", "overwrite", "upsert"]
+WriteMode = Literal["append", "overwrite", "upsert", "insert_missing"]
 Data = pa.Table | pa.RecordBatchReader | pa.RecordBatch | Iterable[pa.RecordBatch]
 FilterLike = Filter | str | None
+CONTENT_ADDRESSED = "_content_addressed"
+"""Artifact metadata flag of :meth:`VectorStore.save_artifact` artifacts (swept when unused)."""
+ARTIFACT_GRACE = dt.timedelta(hours=24)
 
 
-@dataclass(frozen=True)
-class WriteResult:
-    """Row counts of one write: rows inserted and rows updated (upsert) in one commit."""
+def _artifact_row(name: str, data: bytes, metadata: dict[str, Any]) -> pa.Table:
+    import hashlib
+    import json
 
-    inserted: int
-    updated: int = 0
-
-    @property
-    def rows(self) -> int:
-        return self.inserted + self.updated
+    return pa.table({
+        "name": [name], "data": [data], "sha256": [hashlib.sha256(data).hexdigest()],
+        "metadata": [json.dumps(metadata, sort_keys=True, default=str)],
+        "created_at": [dt.datetime.now(dt.UTC).replace(tzinfo=None)],
+    }, schema=_ARTIFACT_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,10 @@ class VectorStore(ABC):
         vectors: Sequence[VectorColumn] = (),
         metadata: dict[str, Any] | None = None,
         exist_ok: bool = False,
+        data: Data | None = None,
     ) -> TableInfo:
-        """Create an empty table. Vector columns not in ``schema`` are appended to it."""
+        """Create a table; vector columns not in ``schema`` are appended to it. With ``data``
+        the table is created holding those rows, in one commit (a failure leaves no table)."""
 
     @abstractmethod
     def table_info(self, name: str) -> TableInfo:
@@ -98,21 +104,26 @@ class VectorStore(ABC):
     def has_table(self, name: str) -> bool:
         return name in self.list_tables() or name in self._hidden_tables()
 
-    @abstractmethod
-    def set_metadata(self, name: str, updates: dict[str, Any]) -> TableInfo:
-        """Merge ``updates`` into the table's metadata (a key set to None is removed)."""
+    def set_metadata(self, name: str, updates: MetadataPatch) -> TableInfo:
+        """Patch the table's metadata in one commit: ``{"key": value}`` replaces a top-level
+        key, ``{("a", "b"): value}`` one entry of a nested dict; None removes. Merged with
+        the description committed at that moment, so concurrent patches of other keys or
+        paths are kept (see :func:`vectorstore.schema.patch_metadata`)."""
+        with self.transaction(name) as tx:
+            tx.set_metadata(updates)
+        return self.table_info(name)
 
-    @abstractmethod
     def add_columns(
         self, name: str, fields: Sequence[pa.Field], *, vectors: Sequence[VectorColumn] = ()
     ) -> TableInfo:
-        """Add nullable columns (existing rows get nulls) and vector columns to a table."""
+        """Add nullable columns (existing rows get nulls) and vector columns, in one commit."""
+        with self.transaction(name) as tx:
+            tx.add_columns(fields, vectors=vectors)
+        return self.table_info(name)
 
     def drop_columns(self, name: str, columns: Sequence[str]) -> TableInfo:
-        """Remove columns (their values and any vector entry); the key column cannot go.
-
-        Lets a caller undo :meth:`add_columns` when the write that needed them fails.
-        """
+        """Remove columns (their values and any vector entry) in one commit; the key column
+        cannot go."""
         from .errors import UnsupportedOperation
 
         raise UnsupportedOperation(f"the {self.scheme} backend cannot drop columns")
@@ -130,21 +141,70 @@ class VectorStore(ABC):
         return cols
 
     # ------------------------------------------------------------------ data
-    @abstractmethod
     def write(self, name: str, data: Data, *, mode: WriteMode = "append") -> WriteResult:
         """Write record batches in one atomic commit: all of them or, on error, none.
 
-        ``append`` adds rows; ``overwrite`` replaces all rows; ``upsert`` inserts rows whose
-        key is new and replaces rows whose key exists (the table needs a key). Data is cast to
-        the table's schema; columns it lacks are null.
+        ``append`` adds rows (new keys only); ``overwrite`` replaces all rows; ``upsert`` is a
+        partial upsert: a matched key gets only the columns present in ``data`` (the others,
+        vectors included, keep their values; a row whose given columns already hold these
+        values is counted ``unchanged`` and not rewritten) and a new key is inserted with the
+        missing columns null; ``insert_missing`` inserts new keys and leaves existing ones
+        untouched (counted ``unchanged``). Data is cast to the table's schema.
         """
+        with self.transaction(name) as tx:
+            pending = tx.write(data, mode=mode)
+        assert pending.result is not None
+        return pending.result
 
-    @abstractmethod
     def update(self, name: str, data: Data, *, key: str | None = None) -> int:
         """Set the columns present in ``data`` on the rows whose key matches; others untouched.
 
-        Returns the number of rows updated. Keys that are not in the table are an error.
+        Returns the number of rows matched (rows already holding the values included). Keys
+        that are not in the table are an error. One commit.
         """
+        with self.transaction(name) as tx:
+            pending = tx.update(data, key=key)
+        assert pending.result is not None
+        return pending.result.updated + pending.result.unchanged
+
+    # ------------------------------------------------------------------ staged steps
+    @abstractmethod
+    def transaction(self, name: str) -> Transaction:
+        """A staged step on ``name``: use as ``with store.transaction(name) as tx:``; the
+        block's writes become visible in one commit when it ends, none if it raises (see
+        :mod:`vectorstore.txn`). Raises ConcurrentWriteError, writing nothing, when another
+        writer's change cannot be combined with the step's."""
+
+    def partitions(self, name: str) -> list[Partition]:
+        """The parts of the table that can be staged independently (one on backends without
+        partitions)."""
+        return [Partition(name, 0, None, self.count(name))]
+
+    def scan_partition(self, partition: Partition, *, columns: Sequence[str] | None = None,
+                       batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """The rows of one partition in a stable order (the order staged data aligns to)."""
+        from .errors import UnsupportedOperation
+
+        raise UnsupportedOperation(f"the {self.scheme} backend cannot scan partitions")
+
+    def stage_partition(self, partition: Partition, data: Data, *,
+                        rows: np.ndarray | Sequence[int] | None = None,
+                        info: TableInfo | None = None) -> StagedPartition:
+        """Write (not commit) column values for one partition, aligned with
+        :meth:`scan_partition` (all rows, or the scan positions in ``rows``); the result is
+        attached to a transaction with ``tx.attach``. ``info`` is the transaction's
+        ``tx.info`` when columns it adds are staged (their types and vector dimensions)."""
+        from .errors import UnsupportedOperation
+
+        raise UnsupportedOperation(f"the {self.scheme} backend stages partitions only inside "
+                                   "a transaction")
+
+    def null_count(self, name: str, column: str) -> int:
+        """Rows whose ``column`` is null, e.g. customers a vector column has not embedded yet."""
+        from .filters import IsNull
+
+        self.table_info(name).check_columns([column])
+        return self.count(name, IsNull(column))
 
     @abstractmethod
     def scan(
@@ -244,19 +304,6 @@ class VectorStore(ABC):
     @abstractmethod
     def list_indexes(self, name: str) -> list[IndexInfo]: ...
 
-    @contextlib.contextmanager
-    def rollback_on_error(self, name: str) -> Iterator[None]:
-        """Put ``name`` back at its current version if the block raises, for steps made of
-        several writes (add columns, then update). Backends without versions keep whatever
-        each write committed (each write is atomic on its own)."""
-        before = self.version(name) if self.capabilities.versions else None
-        try:
-            yield
-        except BaseException:
-            if before is not None and self.version(name) != before:
-                self.restore(name, before)
-            raise
-
     def prewarm(self, name: str) -> None:
         """Load the table's indexes into memory ahead of queries, so the first searches of a
         long-running process do not pay for reading them (a hint: backends without an index
@@ -277,6 +324,14 @@ class VectorStore(ABC):
 
         raise UnsupportedOperation(f"the {self.scheme} backend does not keep table versions")
 
+    def data_version(self, name: str) -> str:
+        """A token that changes whenever the table's rows or columns change, and only then
+        (not on metadata patches or index builds, which also make new versions): for caches
+        and "anything written since?" checks. Backends with versions only."""
+        from .errors import UnsupportedOperation
+
+        raise UnsupportedOperation(f"the {self.scheme} backend does not keep table versions")
+
     def restore(self, name: str, version: int) -> None:
         from .errors import UnsupportedOperation
 
@@ -289,22 +344,14 @@ class VectorStore(ABC):
 
     def put_artifact(self, name: str, data: bytes, metadata: dict[str, Any] | None = None) -> str:
         """Store ``data`` under ``name`` (replacing it); returns its sha256 hex digest."""
-        import datetime as dt
         import hashlib
-        import json
 
         from .sealing import seal
 
-        digest = hashlib.sha256(data).hexdigest()
-        metadata = seal(name, data, metadata or {})
         self._artifact_table()
-        row = pa.table({
-            "name": [name], "data": [data], "sha256": [digest],
-            "metadata": [json.dumps(metadata, sort_keys=True, default=str)],
-            "created_at": [dt.datetime.now(dt.UTC).replace(tzinfo=None)],
-        }, schema=_ARTIFACT_SCHEMA)
-        self.write(ARTIFACT_TABLE, row, mode="upsert")
-        return digest
+        self.write(ARTIFACT_TABLE, _artifact_row(name, data, seal(name, data, metadata or {})),
+                   mode="upsert")
+        return hashlib.sha256(data).hexdigest()
 
     def get_artifact(self, name: str) -> tuple[bytes, dict[str, Any]]:
         """The bytes and metadata stored under ``name``, after checking their sha256 (and,
@@ -335,8 +382,28 @@ class VectorStore(ABC):
             raise ArtifactCorrupt(f"artifact {name!r} has metadata that is not a JSON object: "
                                   "refusing to use it")
         verify(name, data, meta)
+        meta.pop(CONTENT_ADDRESSED, None)
         meta["sha256"] = expected
         return data, meta
+
+    def save_artifact(self, prefix: str, data: bytes, metadata: dict[str, Any] | None = None
+                      ) -> str:
+        """Store ``data`` under a name derived from its content, ``<prefix>.<sha256[:16]>``,
+        and return the name. The same bytes give the same name and write nothing again.
+
+        Write it before the commit that references it (its name in the table's metadata):
+        a step killed in between leaves at most an artifact nothing mentions, which
+        :meth:`sweep_artifacts` removes later.
+        """
+        import hashlib
+
+        from .sealing import seal
+
+        name = f"{prefix}.{hashlib.sha256(data).hexdigest()[:16]}"
+        meta = seal(name, data, {**(metadata or {}), CONTENT_ADDRESSED: True})
+        self._artifact_table()
+        self.write(ARTIFACT_TABLE, _artifact_row(name, data, meta), mode="insert_missing")
+        return name
 
     def list_artifacts(self) -> list[str]:
         if ARTIFACT_TABLE not in self._hidden_tables():
@@ -348,6 +415,34 @@ class VectorStore(ABC):
 
         if ARTIFACT_TABLE in self._hidden_tables():
             self.delete(ARTIFACT_TABLE, Cmp("name", "=", name))
+
+    def sweep_artifacts(self, *, grace: dt.timedelta = ARTIFACT_GRACE) -> list[str]:
+        """Delete content-addressed artifacts (:meth:`save_artifact`) that no table's
+        description mentions and that are older than ``grace`` (steps in flight write their
+        artifact before the commit that references it). Returns the names deleted."""
+        import json
+
+        from .filters import In
+
+        if ARTIFACT_TABLE not in self._hidden_tables():
+            return []
+        rows = self.to_arrow(ARTIFACT_TABLE, columns=["name", "metadata", "created_at"])
+        cutoff = dt.datetime.now(dt.UTC).replace(tzinfo=None) - grace
+        described = " ".join(json.dumps(self.table_info(t).metadata, default=str)
+                             for t in self.list_tables())
+        doomed = []
+        for name, meta, created in zip(rows.column("name").to_pylist(),
+                                       rows.column("metadata").to_pylist(),
+                                       rows.column("created_at").to_pylist(), strict=True):
+            try:
+                swept = json.loads(meta or "{}").get(CONTENT_ADDRESSED) is True
+            except ValueError:
+                swept = False
+            if swept and created is not None and created < cutoff and name not in described:
+                doomed.append(name)
+        if doomed:
+            self.delete(ARTIFACT_TABLE, In("name", tuple(doomed)))
+        return doomed
 
     def _artifact_table(self) -> None:
         if ARTIFACT_TABLE not in self._hidden_tables():

@@ -75,6 +75,12 @@ class ArtifactCorrupt(StoreError):
     """A stored artifact does not match its recorded sha256."""
 
 
+class ConcurrentWriteError(StoreError):
+    """Another writer changed the table in a way this step cannot be rebuilt on (the same
+    column of the same rows, a compaction of the rows it staged, the same new column or
+    key); nothing was written. Re-run the step."""
+
+
 class InvalidLocation(BackendUnavailable, ValueError):
     """A store location is neither a URI of a known shape nor a plausible directory path."""
 

@@ -1,15 +1,22 @@
-"""Embedded LanceDB backend: a directory (or object-store prefix, or memory) of Lance tables.
+"""Embedded LanceDB backend: a directory (or object-store prefix) of Lance tables.
 
-Table descriptions (key, vector columns, metadata) live in a catalogue table, one row per
-table, so a metadata update does not make a new version of the data. ``restore`` puts back
-the description a table had at the version it returns to (the catalogue is versioned too).
+Each table's description (key, vector columns, metadata) lives in its own manifest, in the
+schema metadata, so data and description change in the same commit and are versioned
+together: ``restore`` brings both back. Every write is one commit staged through
+:mod:`vectorstore.lance_txn`. ``memory://`` stores live in a private temporary directory
+removed on close: pylance cannot reach lancedb's in-memory tables, and a directory gives
+them exactly the staging and commit path of a directory store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import shutil
+import tempfile
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
@@ -19,31 +26,32 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .base import (
+    ARTIFACT_TABLE,
     Data,
     FilterLike,
     IndexInfo,
     VectorStore,
     VersionInfo,
-    WriteMode,
-    WriteResult,
     _check_positions,
     _sorted_positions,
 )
 from .conform import conform
 from .errors import (
     InvalidOption,
-    KeyConflict,
-    SchemaMismatch,
     StoreError,
     TableExists,
     TableNotFound,
     native_free,
 )
+from .faults import fault_point
 from .lance_filter import compile_filter
+from .lance_parts import LancePartitions
+from .lance_stage import Feed
+from .lance_txn import DESCRIPTION_KEY, LanceTransaction, describe, read_description
 from .names import check_name
 from .schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
 
-CATALOG = "_kindred_catalog"
+LEGACY_CATALOG = "_kindred_catalog"
 INDEX_TYPES = ("IVF_HNSW_SQ", "IVF_PQ", "IVF_FLAT", "IVF_SQ", "IVF_HNSW_PQ", "IVF_RQ")
 # IVF_FLAT: exact distances inside the probed partitions, so recall depends only on nprobes;
 # with sqrt(n) partitions and the default 20 probes it keeps recall@k >= 0.95 at 20k and 200k
@@ -56,34 +64,12 @@ _SEARCH_PARAMS = {"nprobes", "refine_factor", "ef"}
 _LANCE_METRIC = {Metric.COSINE: "cosine", Metric.DOT: "dot", Metric.L2: "l2"}
 
 
-def _describe(info: TableInfo) -> str:
-    return json.dumps({"key": info.key, "vectors": [v.to_dict() for v in info.vectors.values()],
-                       "metadata": info.metadata}, sort_keys=True, default=str)
-
-
-def _info(name: str, schema: pa.Schema, desc_json: str | None) -> TableInfo:
-    if desc_json is None:  # a Lance table made elsewhere: every float32 vector column, cosine
-        vectors = {f.name: VectorColumn(f.name, f.type.list_size) for f in schema
-                   if pa.types.is_fixed_size_list(f.type) and pa.types.is_float32(f.type.value_type)}
-        return TableInfo(name=name, schema=schema.remove_metadata(), vectors=vectors)
-    desc = json.loads(desc_json)
-    vectors = {v["name"]: VectorColumn.from_dict(v) for v in desc.get("vectors", [])}
-    return TableInfo(name=name, schema=schema.remove_metadata(), key=desc.get("key"),
-                     vectors=vectors, metadata=desc.get("metadata", {}))
-
-
-def _entries(catalog: pa.Table) -> dict[str, str]:
-    """Catalogue rows as table name -> description JSON."""
-    return dict(zip(catalog.column("name").to_pylist(),
-                    catalog.column("description").to_pylist(), strict=True))
-
-
-class LanceStore(VectorStore):
+class LanceStore(LancePartitions, VectorStore):
     """Tables in an embedded LanceDB database (see :mod:`vectorstore.base` for the contract)."""
 
     scheme = "lance"
     capabilities = Capabilities(versions=True, ann_index=True, scalar_index=True, prefilter=True,
-                                index_types=INDEX_TYPES)
+                                index_types=INDEX_TYPES, partitions=True)
 
     def __init__(self, uri: str, *, storage_options: dict[str, str] | None = None,
                  read_consistency_interval: float | timedelta | None = 0.0) -> None:
@@ -92,14 +78,23 @@ class LanceStore(VectorStore):
         if isinstance(read_consistency_interval, int | float):
             read_consistency_interval = timedelta(seconds=read_consistency_interval)
         self.uri = uri
-        self._db = lancedb.connect(uri, storage_options=storage_options,
+        self._scratch: str | None = None
+        path = uri
+        if uri.startswith("memory://"):
+            self._scratch = path = tempfile.mkdtemp(prefix="kindred-memory-")
+            self._cleanup = weakref.finalize(self, shutil.rmtree, path, True)
+        self._path = path
+        self._storage_options = dict(storage_options or {}) or None
+        self._db = lancedb.connect(path, storage_options=storage_options,
                                    read_consistency_interval=read_consistency_interval)
         self._tables: dict[str, Any] = {}
-        # searches run on the tables' Lance datasets (see _dataset), sharing one cache session
+        # reads go through the tables' Lance datasets (see _dataset), sharing one cache session
         self._datasets: dict[str, Any] = {}
         self._session: Any = None
-        self._descriptions: tuple[int, dict[str, str]] | None = None
+        self._data_versions: dict[str, tuple[int, str]] = {}
+        self._null_counts: dict[tuple[str, str, int, str], int] = {}
         self._lock = threading.RLock()
+        self._adopt_legacy_catalog()
 
     @classmethod
     def open(cls, uri: str, **options: Any) -> LanceStore:
@@ -133,8 +128,8 @@ class LanceStore(VectorStore):
                 self._tables[name] = t
             return t
 
-    def _dataset(self, name: str, table: Any = None) -> Any | None:
-        """The table as a Lance dataset at its latest version, or None for in-memory stores.
+    def _dataset(self, name: str, table: Any = None) -> Any:
+        """The table as a Lance dataset at its latest version.
 
         Reads that need the latest version go through the dataset: its version check is a
         native call (~10 us, where lancedb's ``Table.version`` costs ~0.3 ms of round trips
@@ -143,26 +138,32 @@ class LanceStore(VectorStore):
         moved to the latest version when one appears; all of this store's datasets share one
         session, so the index cache survives the move.
         """
-        if self.uri.startswith("memory://"):
-            return None
         with self._lock:
             ds = self._datasets.get(name)
         if ds is not None:
-            latest = ds.latest_version
-            if latest == ds.version:
-                return ds
-            ds = ds.checkout_version(latest)
-        else:
+            try:
+                latest = ds.latest_version
+            except (OSError, ValueError):  # dropped meanwhile
+                ds = None
+            else:
+                if latest == ds.version:
+                    return ds
+                ds = ds.checkout_version(latest)
+        if ds is None:
             t = table if table is not None else self._table(name)
             with self._lock:
                 if self._session is None:
                     import lance
 
                     self._session = lance.Session()
-            ds = t.to_lance(session=self._session)
+            with self._translate(name, "opening"):
+                ds = t.to_lance(session=self._session)
         with self._lock:
             self._datasets[name] = ds
         return ds
+
+    def _table_uri(self, name: str) -> str:
+        return str(self._dataset(name).uri)
 
     @contextlib.contextmanager
     def _translate(self, name: str, action: str) -> Iterator[None]:
@@ -176,63 +177,74 @@ class LanceStore(VectorStore):
                 raise TableNotFound(f"table {name!r} does not exist in {self.uri}") from exc
             raise StoreError(f"{action} on table {name!r} failed: {msg}") from exc
 
-    def _catalog(self) -> Any:
-        """The catalogue table: one row per table with its key, vector columns and metadata."""
-        with self._lock:
-            t = self._tables.get(CATALOG)
-            if t is None:
-                schema = pa.schema([pa.field("name", pa.string(), nullable=False),
-                                    pa.field("description", pa.string())])
-                t = self._db.create_table(CATALOG, schema=schema, exist_ok=True)
-                self._tables[CATALOG] = t
-            return t
-
-    def _description(self, name: str) -> str | None:
-        """The catalogue entry of a table, cached until the catalogue's version changes.
-
-        A LanceDB query costs milliseconds of planning; the version check is cheaper, and it
-        still sees changes made by other processes.
-        """
-        cat = self._catalog()
-        ds = self._dataset(CATALOG, cat)
-        version = ds.version if ds is not None else cat.version
-        with self._lock:
-            cached = self._descriptions
-        if cached is None or cached[0] != version:  # read the very version just checked
-            cached = (version, _entries(ds.to_table() if ds is not None else cat.to_arrow()))
-            with self._lock:
-                self._descriptions = cached
-        return cached[1].get(name)
+    def _adopt_legacy_catalog(self) -> None:
+        """Stores written before descriptions moved into the tables' manifests kept them in a
+        catalogue table: copy each entry into its table (vector columns the table no longer
+        has are left out), then drop the catalogue."""
+        if LEGACY_CATALOG not in self._all_tables():
+            return
+        cat = self._db.open_table(LEGACY_CATALOG).to_arrow()
+        names = set(self._all_tables())
+        for name, raw in zip(cat.column("name").to_pylist(),
+                             cat.column("description").to_pylist(), strict=True):
+            if name not in names or raw is None:
+                continue
+            ds = self._dataset(name)
+            if DESCRIPTION_KEY in (ds.schema.metadata or {}):
+                continue
+            d = json.loads(raw)
+            present = set(ds.schema.names)
+            vectors = {v["name"]: VectorColumn.from_dict(v) for v in d.get("vectors", [])
+                       if v["name"] in present}
+            info = TableInfo(name, ds.schema.remove_metadata(), d.get("key"), vectors,
+                             d.get("metadata", {}))
+            ds.update_schema_metadata({DESCRIPTION_KEY.decode(): describe(info).decode()})
+        self._db.drop_table(LEGACY_CATALOG)
 
     def table_info(self, name: str) -> TableInfo:
         t = self._table(name)
         with self._translate(name, "reading the schema"):
-            ds = self._dataset(name, t)
-            return _info(name, ds.schema if ds is not None else t.schema,
-                         self._description(name))
+            return read_description(name, self._dataset(name, t).schema)
 
     # ------------------------------------------------------------------ tables
     def create_table(self, name: str, schema: pa.Schema, *, key: str | None = None,
                      vectors: Sequence[VectorColumn] = (), metadata: dict[str, Any] | None = None,
-                     exist_ok: bool = False) -> TableInfo:
+                     exist_ok: bool = False, data: Data | None = None) -> TableInfo:
         info = new_table_info(name, schema, key=key, vectors=vectors, metadata=metadata)
         with self._lock:
             if name in self._all_tables():
-                if exist_ok:
+                if exist_ok and data is None:
                     return self.table_info(name)
                 raise TableExists(f"table {name!r} already exists in {self.uri}")
             with self._translate(name, "create"):
-                self._write_description(info)
-                self._tables[name] = self._db.create_table(name, schema=info.schema)
+                if data is not None and self._create_with_rows(info, data):
+                    return info
+                described = info.schema.with_metadata({DESCRIPTION_KEY: describe(info)})
+                self._tables[name] = self._db.create_table(name, schema=described)
+                self._datasets.pop(name, None)
         return info
 
-    def _write_description(self, info: TableInfo) -> None:
-        row = pa.table({"name": [info.name], "description": [_describe(info)]},
-                       schema=self._catalog().schema)
-        (self._catalog().merge_insert("name").when_matched_update_all()
-         .when_not_matched_insert_all().execute(row))
+    def _create_with_rows(self, info: TableInfo, data: Data) -> bool:
+        """Create the table holding ``data`` in its first commit; False if there are no rows.
+        A failure leaves no table (at most a directory without a version, see
+        :meth:`_all_tables`)."""
+        rows = conform(info, data, require_key=info.key is not None,
+                       unique_key=info.key is not None)
+        first = next(rows, None)
+        if first is None:
+            return False
+        described = info.schema.with_metadata({DESCRIPTION_KEY: describe(info)})
+        feed = Feed(itertools.chain([first], rows), described)
+        fault_point("commit", info.name)
+        self._tables[info.name] = feed.run(
+            lambda reader: self._db.create_table(info.name, data=reader, schema=described))
+        self._datasets.pop(info.name, None)
+        fault_point("committed", info.name)
+        return True
 
     def _all_tables(self) -> list[str]:
+        """Tables with a committed version (a create that failed before its first commit can
+        leave a directory lancedb lists but cannot open: not a table)."""
         names: list[str] = []
         token = None
         while True:
@@ -240,10 +252,21 @@ class LanceStore(VectorStore):
             names.extend(resp.tables)
             token = resp.page_token
             if not token:
-                return names
+                break
+        return [n for n in names if self._opens(n)]
+
+    def _opens(self, name: str) -> bool:
+        with self._lock:
+            if name in self._tables:
+                return True
+        try:
+            self._table(name)
+        except StoreError:
+            return False
+        return True
 
     def _hidden_tables(self) -> list[str]:
-        return [n for n in self._all_tables() if n.startswith("_kindred") and n != CATALOG]
+        return [n for n in self._all_tables() if n.startswith("_kindred")]
 
     def list_tables(self) -> list[str]:
         return sorted(n for n in self._all_tables() if not n.startswith("_kindred"))
@@ -253,124 +276,27 @@ class LanceStore(VectorStore):
         with self._lock:
             self._tables.pop(name, None)
             self._datasets.pop(name, None)
+            self._data_versions.pop(name, None)
             if name not in self._all_tables():
                 if missing_ok:
                     return
                 raise TableNotFound(f"table {name!r} does not exist in {self.uri}")
             with self._translate(name, "drop"):
                 self._db.drop_table(name)
-                self._catalog().delete(f"name = '{name}'")  # name is a checked identifier
-
-    def _save_info(self, info: TableInfo) -> TableInfo:
-        with self._translate(info.name, "updating metadata"):
-            self._write_description(info)
-        return self.table_info(info.name)
-
-    def set_metadata(self, name: str, updates: dict[str, Any]) -> TableInfo:
-        info = self.table_info(name)
-        return self._save_info(info.with_metadata(updates))
-
-    def add_columns(self, name: str, fields: Sequence[pa.Field], *,
-                    vectors: Sequence[VectorColumn] = ()) -> TableInfo:
-        info = self.table_info(name)
-        new_fields = list(fields) + [v.field() for v in vectors]
-        for f in new_fields:
-            check_name(f.name, "column name")
-            if f.name in info.schema.names:
-                raise SchemaMismatch(f"table {name!r} already has a column {f.name!r}")
-        if not new_fields:
-            return info
-        t = self._table(name)
-        with self._translate(name, "adding columns"):
-            t.add_columns([f.with_nullable(True) for f in new_fields])
-        info = self.table_info(name)
-        if vectors:
-            vecs = dict(info.vectors)
-            vecs.update({v.name: v for v in vectors})
-            info = self._save_info(TableInfo(name, info.schema, info.key, vecs, info.metadata))
-        return info
 
     def drop_columns(self, name: str, columns: Sequence[str]) -> TableInfo:
         info = self.table_info(name)
         cols = self._columns_to_drop(info, columns)
-        if not cols:
-            return info
-        with self._translate(name, "dropping columns"):
-            self._table(name).drop_columns(cols)
-        info = self.table_info(name)
-        if any(c in info.vectors for c in cols):
-            vecs = {k: v for k, v in info.vectors.items() if k not in cols}
-            info = self._save_info(TableInfo(name, info.schema, info.key, vecs, info.metadata))
-        return info
+        if cols:
+            with self.transaction(name) as tx:
+                tx.drop = cols
+        return self.table_info(name)
 
-    # ------------------------------------------------------------------ writes
-    def write(self, name: str, data: Data, *, mode: WriteMode = "append") -> WriteResult:
-        info = self.table_info(name)
-        if mode not in ("append", "overwrite", "upsert"):
-            raise InvalidOption(f"unknown write mode {mode!r}; expected append, overwrite or upsert")
-        if mode == "upsert" and info.key is None:
-            raise KeyConflict(f"table {name!r} has no key column: upsert needs one")
-        schema = info.schema
-        counter = {"rows": 0}
-        failure: list[BaseException] = []
-
-        # append keeps the key unique, as a primary key does on SQL backends: the stored keys
-        # (that column only) are read once and every incoming batch is checked against them
-        existing = (self._key_values(name, info.key)
-                    if mode == "append" and info.key is not None else None)
-
-        def batches() -> Iterator[pa.RecordBatch]:
-            try:
-                for b in conform(info, data, require_key=info.key is not None,
-                                 unique_key=info.key is not None and mode != "overwrite"):
-                    if existing is not None and len(existing) and b.num_rows:
-                        clash = pc.filter(b.column(info.key),
-                                          pc.is_in(b.column(info.key), value_set=existing))
-                        if len(clash):
-                            raise KeyConflict(
-                                f"table {name!r}: key {info.key}={clash[0].as_py()!r} is already "
-                                "in the table (append adds new keys only; use mode='upsert')")
-                    counter["rows"] += b.num_rows
-                    yield b
-            except BaseException as exc:
-                failure.append(exc)
-                raise
-
-        reader = pa.RecordBatchReader.from_batches(schema, batches())
-        t = self._table(name)
-        try:
-            with self._translate(name, f"{mode} write"):
-                if mode == "upsert":
-                    res = (t.merge_insert(info.key).when_matched_update_all()
-                           .when_not_matched_insert_all().execute(reader))
-                    return WriteResult(inserted=res.num_inserted_rows, updated=res.num_updated_rows)
-                t.add(reader, mode=mode)
-                return WriteResult(inserted=counter["rows"])
-        except StoreError:
-            if failure and isinstance(failure[0], StoreError):
-                raise failure[0] from None
-            raise
-
-    def _key_values(self, name: str, key: str) -> pa.Array:
-        return self.to_arrow(name, columns=[key]).column(key).combine_chunks()
-
-    def update(self, name: str, data: Data, *, key: str | None = None) -> int:
-        info = self.table_info(name)
-        key, incoming = self._update_data(info, data, key)
-        if incoming is None:
-            return 0
-        existing = self._key_values(name, key)
-        missing = pc.invert(pc.is_in(incoming.column(key), value_set=existing))
-        if pc.any(missing).as_py():
-            bad = pc.filter(incoming.column(key), missing)
-            raise KeyConflict(
-                f"table {name!r}: {len(bad)} key(s) to update are not in the table, "
-                f"e.g. {key}={bad[0].as_py()!r}"
-            )
-        t = self._table(name)
-        with self._translate(name, "update"):
-            res = t.merge_insert(key).when_matched_update_all().execute(incoming)
-        return int(res.num_updated_rows)
+    # ------------------------------------------------------------------ staged writes
+    def transaction(self, name: str) -> LanceTransaction:
+        self._table(name)
+        with self._translate(name, "staging"):
+            return LanceTransaction(self, name)
 
     def delete(self, name: str, filter: FilterLike) -> int:
         info = self.table_info(name)
@@ -438,30 +364,14 @@ class LanceStore(VectorStore):
         queries = list(q) if many else [q]
 
         def run(bypass: bool) -> pa.Table:
-            ds = self._dataset(name)
-            if ds is not None:
-                nearest = {"column": vec.name, "q": q, "k": k, "use_index": not bypass,
-                           "metric": _LANCE_METRIC[vec.metric]}
-                if not bypass:
-                    nearest.update({p: int(v) for p, v in params.items()})
-                    if "nprobes" not in params:  # lancedb's default: >= 20, more when needed
-                        nearest["minimum_nprobes"] = DEFAULT_MIN_NPROBES
-                return ds.to_table(columns=[*columns, "_distance"], filter=where, prefilter=True,
-                                   nearest=nearest)
-            b = t.search(queries if many else q, vector_column_name=vec.name)
-            b = b.distance_type(_LANCE_METRIC[vec.metric]).limit(k).select([*columns, "_distance"])
-            if where is not None:
-                b = b.where(where, prefilter=True)
-            if bypass:
-                b = b.bypass_vector_index()
-            else:
-                if "nprobes" in params:
-                    b = b.nprobes(int(params["nprobes"]))
-                if "refine_factor" in params:
-                    b = b.refine_factor(int(params["refine_factor"]))
-                if "ef" in params:
-                    b = b.ef(int(params["ef"]))
-            return b.to_arrow()
+            nearest = {"column": vec.name, "q": q, "k": k, "use_index": not bypass,
+                       "metric": _LANCE_METRIC[vec.metric]}
+            if not bypass:
+                nearest.update({p: int(v) for p, v in params.items()})
+                if "nprobes" not in params:  # lancedb's default: >= 20, more when needed
+                    nearest["minimum_nprobes"] = DEFAULT_MIN_NPROBES
+            return self._dataset(name, t).to_table(columns=[*columns, "_distance"],
+                                                   filter=where, prefilter=True, nearest=nearest)
 
         with self._translate(name, "search"):
             res = run(exact)
@@ -538,14 +448,18 @@ class LanceStore(VectorStore):
     def prewarm(self, name: str) -> None:
         t = self._table(name)
         with self._translate(name, "prewarming indexes"):
-            target = self._dataset(name) or t  # the one searches read through
+            target = self._dataset(name, t)  # the one searches read through
             for ix in t.list_indices():
                 target.prewarm_index(ix.name)
 
     def optimize(self, name: str) -> None:
+        """Compact the table, bring its indexes up to date, and sweep unreferenced
+        content-addressed artifacts (see :meth:`VectorStore.sweep_artifacts`)."""
         t = self._table(name)
         with self._translate(name, "optimize"):
             t.optimize()
+        if name != ARTIFACT_TABLE:
+            self.sweep_artifacts()
 
     def versions(self, name: str) -> list[VersionInfo]:
         t = self._table(name)
@@ -556,49 +470,24 @@ class LanceStore(VectorStore):
     def version(self, name: str) -> int:
         t = self._table(name)
         with self._translate(name, "reading the version"):
-            ds = self._dataset(name, t)
-            return int(ds.version if ds is not None else t.version)
+            return int(self._dataset(name, t).version)
 
     def restore(self, name: str, version: int) -> None:
-        """Put the table's rows and schema back at ``version``, and its description (vector
-        columns, metadata) back to what it was then."""
+        """Put the table's rows, schema and description (vector columns, metadata) back as
+        they were at ``version`` (the description lives in the version's manifest), as a
+        new version: later versions stay listed."""
         t = self._table(name)
         history = self.versions(name)
         known = {v.version for v in history}
         if version not in known:
             raise StoreError(f"table {name!r} has no version {version}; versions: "
                              f"{min(known)}..{max(known)}")
-        later = [v.timestamp for v in history if v.version > version]
         with self._translate(name, "restore"):
-            then = self._description_before(name, min(later)) if later else None
             t.restore(version)
-            ds = self._dataset(name, t)
-            schema = ds.schema if ds is not None else t.schema
-            info = _info(name, schema, then or self._description(name))
-            present = set(info.schema.names)
-            vectors = {c: v for c, v in info.vectors.items() if c in present}
-            self._write_description(TableInfo(name, info.schema, info.key, vectors,
-                                              info.metadata))
-
-    def _description_before(self, name: str, moment: Any) -> str | None:
-        """The catalogue entry of ``name`` as it stood just before ``moment``, a table
-        version's commit time: a description is always written after the data change it
-        describes, so this is the description of the version before that commit."""
-        cat = self._catalog()
-        earlier = [int(v["version"]) for v in cat.list_versions() if v["timestamp"] < moment]
-        if not earlier:
-            return None
-        ds = self._dataset(CATALOG, cat)
-        if ds is not None:
-            rows = ds.checkout_version(max(earlier)).to_table()
-        else:  # an in-memory catalogue: a handle of its own, so the shared one stays latest
-            then = self._db.open_table(CATALOG)
-            then.checkout(max(earlier))
-            rows = then.to_arrow()
-        return _entries(rows).get(name)
 
     def close(self) -> None:
         with self._lock:
             self._tables.clear()
             self._datasets.clear()
-
+        if self._scratch is not None:
+            self._cleanup()

@@ -31,7 +31,7 @@ from psycopg.copy import QueuedLibpqWriter
 from psycopg.pq import Format
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .base import Data, FilterLike, IndexInfo, VectorStore, WriteMode, WriteResult
+from .base import ARTIFACT_TABLE, FilterLike, IndexInfo, VectorStore
 from .conform import conform
 from .dsn import driver_reason, parse_pg_uri, redact, redact_location, remember_secret
 from .errors import (
@@ -43,9 +43,12 @@ from .errors import (
     TableExists,
     TableNotFound,
 )
+from .faults import fault_point
 from .names import check_name
 from .pg_filter import compile_filter, plain_pg_type
+from .pg_txn import PgTransaction
 from .schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
+from .txn import Partition
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +134,8 @@ def _binary_rows(matrix: np.ndarray, sizes: np.ndarray | None = None) -> pa.Arra
 def _be_bytes(values: np.ndarray, dtype: str) -> np.ndarray:
     """(n, itemsize) uint8 big-endian bytes of ``values``."""
     arr = np.ascontiguousarray(values.astype(dtype, copy=False))
+    if not len(arr):  # e.g. the elements of lists that are all null or empty
+        return np.zeros((0, arr.dtype.itemsize * int(np.prod(arr.shape[1:]))), np.uint8)
     return arr.view(np.uint8).reshape(len(values), -1)
 
 
@@ -530,6 +535,10 @@ class PgVectorStore(VectorStore):
             desc = self._description(conn, name)
         if desc is None:
             raise TableNotFound(f"table {name!r} does not exist in schema {self.schema!r}")
+        return self._info_from(name, desc)
+
+    @staticmethod
+    def _info_from(name: str, desc: str) -> TableInfo:
         d = json.loads(desc)
         vectors = {v["name"]: VectorColumn.from_dict(v) for v in d.get("vectors", [])}
         return TableInfo(name=name, schema=_schema_from_text(d["arrow_schema"]), key=d.get("key"),
@@ -561,7 +570,7 @@ class PgVectorStore(VectorStore):
     # ------------------------------------------------------------------ tables
     def create_table(self, name: str, schema: pa.Schema, *, key: str | None = None,
                      vectors: Sequence[VectorColumn] = (), metadata: dict[str, Any] | None = None,
-                     exist_ok: bool = False) -> TableInfo:
+                     exist_ok: bool = False, data: Any = None) -> TableInfo:
         info = new_table_info(name, schema, key=key, vectors=vectors, metadata=metadata)
         json.dumps(info.metadata, default=str)
         columns = [sql.SQL("{} {}{}").format(
@@ -571,10 +580,17 @@ class PgVectorStore(VectorStore):
             columns.append(sql.SQL("PRIMARY KEY ({})").format(sql.Identifier(key)))
         with self._translate(name, "create"), self._connection() as conn, conn.transaction():
             exists = self._description(conn, name) is not None
-            if exists and not exist_ok:
+            if exists and (not exist_ok or data is not None):
                 raise TableExists(f"table {name!r} already exists in schema {self.schema!r}")
             if not exists:
                 self._create(conn, info, columns)
+                if data is not None:  # the rows, in the same transaction as the table
+                    self._copy(conn, info, self._ident(name),
+                               conform(info, data, require_key=key is not None,
+                                       unique_key=key is not None))
+                fault_point("commit", name)
+        if not exists:
+            fault_point("committed", name)
         return self.table_info(name) if exists else info
 
     def _create(self, conn: psycopg.Connection, info: TableInfo,
@@ -597,36 +613,6 @@ class PgVectorStore(VectorStore):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._ident(name)))
             conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s").format(self._ident(CATALOG)),
                          [name])
-
-    def set_metadata(self, name: str, updates: dict[str, Any]) -> TableInfo:
-        info = self.table_info(name)
-        new = info.with_metadata(updates)
-        with self._translate(name, "updating metadata"), self._connection() as conn:
-            self._save_description(conn, new)
-        return self.table_info(name)
-
-    def add_columns(self, name: str, fields: Sequence[pa.Field], *,
-                    vectors: Sequence[VectorColumn] = ()) -> TableInfo:
-        info = self.table_info(name)
-        new_fields = [f.with_nullable(True) for f in list(fields) + [v.field() for v in vectors]]
-        for f in new_fields:
-            check_name(f.name, "column name")
-            if f.name in info.schema.names:
-                raise SchemaMismatch(f"table {name!r} already has a column {f.name!r}")
-            pg_type(f, name)
-        if not new_fields:
-            return info
-        vecs = dict(info.vectors)
-        vecs.update({v.name: v for v in vectors})
-        new = TableInfo(name, pa.schema(list(info.schema) + new_fields), info.key, vecs,
-                        info.metadata)
-        with self._translate(name, "adding columns"), self._connection() as conn, \
-                conn.transaction():
-            for f in new_fields:
-                conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                    self._ident(name), sql.Identifier(f.name), sql.SQL(pg_type(f, name))))
-            self._save_description(conn, new)
-        return self.table_info(name)
 
     def drop_columns(self, name: str, columns: Sequence[str]) -> TableInfo:
         info = self.table_info(name)
@@ -668,68 +654,15 @@ class PgVectorStore(VectorStore):
                 copy.write(_COPY_TRAILER)
         return rows
 
-    def _stage(self, conn: psycopg.Connection, name: str, columns: Sequence[str]) -> sql.Identifier:
-        """A temporary table with ``columns`` of ``name`` (dropped at commit)."""
-        stage = sql.Identifier(f"_kindred_stage_{uuid.uuid4().hex}")
-        conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO "
-                             "DATA").format(stage, sql.SQL(", ").join(map(sql.Identifier, columns)),
-                                            self._ident(name)))
-        return stage
+    def transaction(self, name: str) -> PgTransaction:
+        check_name(name, "table name")
+        return PgTransaction(self, name)
 
-    def write(self, name: str, data: Data, *, mode: WriteMode = "append") -> WriteResult:
-        info = self.table_info(name)
-        if mode not in ("append", "overwrite", "upsert"):
-            raise InvalidOption(f"unknown write mode {mode!r}; expected append, overwrite or upsert")
-        if mode == "upsert" and info.key is None:
-            raise KeyConflict(f"table {name!r} has no key column: upsert needs one")
-        batches = conform(info, data, require_key=info.key is not None,
-                          unique_key=info.key is not None and mode != "overwrite")
-        table = self._ident(name)
-        with self._translate(name, f"{mode} write"), self._connection() as conn, \
-                conn.transaction():
-            if mode == "overwrite":
-                conn.execute(sql.SQL("TRUNCATE {}").format(table))
-            if mode != "upsert":
-                return WriteResult(inserted=self._copy(conn, info, table, batches))
-            cols = info.schema.names
-            stage = self._stage(conn, name, cols)
-            if not self._copy(conn, info, stage, batches):
-                return WriteResult(inserted=0)
-            names = sql.SQL(", ").join(map(sql.Identifier, cols))
-            others = [c for c in cols if c != info.key] or [info.key]
-            sets = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
-                                      for c in others)
-            row = conn.execute(sql.SQL(
-                "WITH r AS (INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT ({k}) DO UPDATE "
-                "SET {u} RETURNING (xmax = 0) AS inserted) "
-                "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
-                "FROM r").format(t=table, c=names, s=stage, k=sql.Identifier(info.key), u=sets)
-            ).fetchone()
-            return WriteResult(inserted=int(row[0]), updated=int(row[1]))
-
-    def update(self, name: str, data: Data, *, key: str | None = None) -> int:
-        info = self.table_info(name)
-        key, incoming = self._update_data(info, data, key)
-        if incoming is None:
-            return 0
-        cols = incoming.schema.names
-        k = sql.Identifier(key)
-        table = self._ident(name)
-        with self._translate(name, "update"), self._connection() as conn, conn.transaction():
-            stage = self._stage(conn, name, cols)
-            self._copy(conn, info, stage, iter(incoming.to_batches()))
-            row = conn.execute(sql.SQL(
-                "SELECT count(*), (array_agg(s.{k}))[1] FROM {s} s WHERE NOT EXISTS "
-                "(SELECT 1 FROM {t} x WHERE x.{k} = s.{k})").format(k=k, s=stage, t=table)
-            ).fetchone()
-            if row[0]:
-                raise KeyConflict(f"table {name!r}: {row[0]} key(s) to update are not in the "
-                                  f"table, e.g. {key}={row[1]!r}")
-            sets = sql.SQL(", ").join(sql.SQL("{0} = s.{0}").format(sql.Identifier(c))
-                                      for c in cols if c != key)
-            cur = conn.execute(sql.SQL("UPDATE {t} x SET {u} FROM {s} s WHERE x.{k} = s.{k}")
-                               .format(t=table, u=sets, s=stage, k=k))
-            return int(cur.rowcount)
+    def scan_partition(self, partition: Partition, *, columns: Sequence[str] | None = None,
+                       batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """The table's rows ordered by key (the whole table is one partition)."""
+        return self.scan(partition.table, columns=columns, batch_size=batch_size,
+                         _order_by_key=True)
 
     def _where(self, info: TableInfo, filter: FilterLike) -> tuple[sql.Composable, list[Any]]:
         f = self._bind_filter(info, filter)
@@ -763,7 +696,7 @@ class PgVectorStore(VectorStore):
         return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
     def scan(self, name: str, *, columns: Sequence[str] | None = None, filter: FilterLike = None,
-             batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+             batch_size: int = 65_536, _order_by_key: bool = False) -> Iterator[pa.RecordBatch]:
         info = self.table_info(name)
         info.check_columns(columns)
         if not isinstance(batch_size, int) or batch_size <= 0:
@@ -773,6 +706,8 @@ class PgVectorStore(VectorStore):
         where, params = self._where(info, filter)
         select = sql.SQL(", ").join(map(sql.Identifier, names)) if names else sql.SQL("1")
         query = sql.SQL("SELECT {} FROM {}").format(select, self._ident(name)) + where
+        if _order_by_key and info.key is not None:
+            query += sql.SQL(" ORDER BY {}").format(sql.Identifier(info.key))
         with self._translate(name, "scan"), self._connection() as conn, conn.transaction():
             cur = self._cursor(conn, name=f"kindred_scan_{uuid.uuid4().hex}")
             cur.itersize = batch_size
@@ -942,9 +877,12 @@ class PgVectorStore(VectorStore):
                           vector=any(c in info.vectors for c in r[2])) for r in rows]
 
     def optimize(self, name: str) -> None:
+        """VACUUM (ANALYZE) the table and sweep unreferenced content-addressed artifacts."""
         self.table_info(name)
         with self._translate(name, "optimize"), self._connection() as conn:
             conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(self._ident(name)))
+        if name != ARTIFACT_TABLE:
+            self.sweep_artifacts()
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -77,6 +77,46 @@ class Capabilities:
     """Filtered searches apply the filter before top-k."""
     index_types: tuple[str, ...] = ()
     """Accepted ``index_type`` values for :meth:`VectorStore.create_vector_index`."""
+    partitions: bool = False
+    """The table has several independently stageable partitions (Lance fragments) that
+    another process can scan and stage (:meth:`VectorStore.stage_partition`)."""
+
+
+MetadataPatch = Mapping[str | tuple[str, ...], Any]
+"""Metadata updates: a top-level key, or a path of keys into nested dicts, to a new value
+(None removes it)."""
+
+
+def patch_metadata(metadata: dict[str, Any], updates: MetadataPatch) -> dict[str, Any]:
+    """``metadata`` with ``updates`` applied in order (the input is not changed).
+
+    ``{"owner": "crm"}`` replaces a top-level key; ``{("embedders", "vec_x"): entry}`` sets
+    one entry of a nested dict (created when missing) and leaves its other entries alone,
+    so two writers patching different paths never overwrite each other's values.
+    """
+    import copy
+    import json
+
+    out = copy.deepcopy(metadata)
+    for key, value in updates.items():
+        path = (key,) if isinstance(key, str) else tuple(key)
+        if not path or not all(isinstance(p, str) for p in path):
+            raise TypeError(f"metadata key must be a string or a tuple of strings, got {key!r}")
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                if value is None:
+                    break
+                child = node[part] = {}
+            node = child
+        else:
+            if value is None:
+                node.pop(path[-1], None)
+            else:
+                node[path[-1]] = copy.deepcopy(value)
+    json.dumps(out)  # fail early on values JSON cannot hold
+    return out
 
 
 @dataclass(frozen=True)
@@ -113,18 +153,10 @@ class TableInfo:
                 f"vector columns: {sorted(self.vectors) or 'none'}"
             ) from None
 
-    def with_metadata(self, updates: dict[str, Any]) -> TableInfo:
-        """A copy with ``updates`` merged into the metadata (a key set to None is removed)."""
-        import json
-
-        merged = dict(self.metadata)
-        for k, v in updates.items():
-            if v is None:
-                merged.pop(k, None)
-            else:
-                merged[k] = v
-        json.dumps(merged)  # fail early on values JSON cannot hold
-        return TableInfo(self.name, self.schema, self.key, self.vectors, merged)
+    def with_metadata(self, updates: MetadataPatch) -> TableInfo:
+        """A copy with ``updates`` merged into the metadata (see :func:`patch_metadata`)."""
+        return TableInfo(self.name, self.schema, self.key, self.vectors,
+                         patch_metadata(self.metadata, updates))
 
     def check_columns(self, columns: list[str] | tuple[str, ...] | None) -> None:
         """Raise ColumnNotFound naming the first column that is not in the schema."""

@@ -4,20 +4,26 @@ An embedder takes its parameters in ``__init__``, learns its state in ``fit`` fr
 pass over a table (``store.scan`` batches) and maps a record batch to a
 ``FixedSizeListArray<float32>[dim_]`` in ``transform``. Its fitted state is plain numpy arrays
 plus JSON, saved as an ``.npz`` (read back with ``allow_pickle=False``) in a store artifact
-named ``<table>.<column>.embedder``: the store records its sha256 and checks it on every read,
-and the library versions it was fitted with are stored beside it and compared on load, so a
-customer added next month is embedded exactly like the others.
+named after its content, ``<table>.<column>.embedder.<sha256 prefix>``: the store records its
+sha256 and checks it on every read, and the library versions it was fitted with are stored
+beside it and compared on load, so a customer added next month is embedded exactly like the
+others.
 
-:func:`embed` fits (or reuses) an embedder, adds the vector column, streams the vectors back
-with ``store.update`` by key in bounded batches, and records the column in
-``metadata["embedders"][column]`` (see docs/data-model.md). Every input problem (unknown
-column, empty table, dimension conflict, missing model...) is raised before anything is
-written. Memory is bounded by ``batch_size`` rows plus the fitted state.
+:func:`embed` fits (or reuses) an embedder and writes, in ONE commit of a staged step
+(``store.transaction``), the vector column (and auxiliary columns), its vectors partition by
+partition, and ``metadata["embedders"][column]`` with the state artifact's name (the artifact
+itself is stored just before that commit). A vector column is registered if and only if its
+data is committed; a failure or a killed process writes nothing to the table (at most an
+unreferenced artifact, swept by ``optimize``). Every input problem (unknown column, empty
+table, dimension conflict, missing model...) is raised before anything is written. Memory is
+bounded by one partition's new vectors plus the fitted state (an embedder with an
+incremental plan keeps only the changed rows' vectors of a partition).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib.metadata
 import io
 import json
@@ -30,8 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from vectorstore import ArtifactNotFound, Metric, TableInfo, VectorColumn, VectorStore
-from vectorstore.errors import UnsupportedOperation
+from vectorstore import ArtifactNotFound, Metric, TableInfo, Transaction, VectorColumn, VectorStore
 
 from .errors import (
     DimensionConflictError,
@@ -257,6 +262,8 @@ def check_target(info: TableInfo, column: str, dim: int, metric: Metric) -> bool
 
 
 def artifact_name(table: str, column: str) -> str:
+    """The prefix of the state artifacts of ``table.column`` (their names end with the
+    state's sha256 prefix; the table metadata names the current one)."""
     return f"{table}.{column}.embedder"
 
 
@@ -303,29 +310,31 @@ class MeanAccumulator:
         return (self.sum / max(self.n, 1)).tolist()
 
 
-def record_metadata(store: VectorStore, table: str, column: str, embedder: Embedder,
-                    state_sha256: str, mean: list[float], extra: dict[str, Any] | None = None
-                    ) -> None:
-    """Write ``metadata["embedders"][column]`` as docs/data-model.md describes."""
+def metadata_entry(table: str, column: str, embedder: Embedder, artifact: str,
+                   state_sha256: str, mean: list[float], extra: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """``metadata["embedders"][column]`` as docs/data-model.md describes."""
     entry = {
         "kind": embedder.kind, "model": embedder.model_name, "dim": int(embedder.dim_),
         "metric": str(embedder.metric), "params": embedder.get_params(),
-        "state_artifact": artifact_name(table, column), "state_sha256": state_sha256,
+        "state_artifact": artifact, "state_sha256": state_sha256,
         "versions": library_versions(embedder.version_libs),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "mean": [float(x) for x in mean],
     }
     entry.update(extra or {})
-    embedders = dict(store.table_info(table).metadata.get("embedders", {}))
-    embedders[column] = entry
-    store.set_metadata(table, {"embedders": embedders})
+    return entry
 
 
-def save_state(store: VectorStore, table: str, column: str, embedder: Embedder) -> str:
-    """Store the fitted state as an artifact; returns its sha256."""
-    return store.put_artifact(artifact_name(table, column), embedder.to_bytes(),
-                              {"kind": embedder.kind, "table": table, "column": column,
-                               "versions": library_versions(embedder.version_libs)})
+def save_state(store: VectorStore, table: str, column: str, embedder: Embedder
+               ) -> tuple[str, str]:
+    """Store the fitted state as a content-addressed artifact (before the commit that
+    references it); returns its name and sha256."""
+    data = embedder.to_bytes()
+    name = store.save_artifact(artifact_name(table, column), data,
+                               {"kind": embedder.kind, "table": table, "column": column,
+                                "versions": library_versions(embedder.version_libs)})
+    return name, hashlib.sha256(data).hexdigest()
 
 
 def load_embedder(store: VectorStore, table: str, column: str, *,
@@ -364,55 +373,8 @@ def load_embedder(store: VectorStore, table: str, column: str, *,
         raise ModelIntegrityError(f"{exc}; {rebuild}") from None
 
 
-# ---------------------------------------------------------------------- undo of a failed write
 Progress = Callable[[int, "int | None"], None]
-"""``progress(rows_done, total)``, called after each written batch (total None if unknown)."""
-
-
-class WriteUndo:
-    """Puts a table back as it was when an embedding write fails part-way.
-
-    Created before the first write. :meth:`added` notes the columns the run adds;
-    :meth:`saving` notes the state artifact it is about to replace. :meth:`undo` drops the
-    added columns (their catalog entry too), restores the table's data version if a column that
-    already existed was being rewritten (on backends that keep versions), and puts the previous
-    state artifact back. The column metadata is recorded last, so it never needs undoing.
-    """
-
-    def __init__(self, store: VectorStore, table: str, *, rewrites_existing: bool) -> None:
-        self.store = store
-        self.table = table
-        self.columns: list[str] = []
-        self.version: int | None = None
-        self.artifact: tuple[str, tuple[bytes, dict[str, Any]] | None] | None = None
-        if rewrites_existing:
-            try:
-                self.version = store.version(table)
-            except UnsupportedOperation:
-                self.version = None
-
-    def added(self, columns: Sequence[str]) -> None:
-        self.columns += list(columns)
-
-    def saving(self, artifact: str) -> None:
-        try:
-            old: tuple[bytes, dict[str, Any]] | None = self.store.get_artifact(artifact)
-        except ArtifactNotFound:
-            old = None
-        self.artifact = (artifact, old)
-
-    def undo(self) -> None:
-        if self.columns:
-            self.store.drop_columns(self.table, self.columns)
-        if self.version is not None and self.store.version(self.table) != self.version:
-            self.store.restore(self.table, self.version)
-        if self.artifact is not None:
-            name, old = self.artifact
-            if old is None:
-                self.store.delete_artifact(name)
-            else:
-                meta = {k: v for k, v in old[1].items() if k != "sha256"}
-                self.store.put_artifact(name, old[0], meta)
+"""``progress(rows_done, total)``, called after each scanned batch (total None if unknown)."""
 
 
 # ---------------------------------------------------------------------- the runner
@@ -422,12 +384,12 @@ def embed(store: VectorStore, table: str, embedder: Embedder, column: str | None
     """Fit ``embedder`` on ``table`` (unless ``fit=False``), write its vectors into ``column``.
 
     The vector column is added if missing (an existing one must have the same dimension and
-    metric). Vectors are written with ``store.update`` by key, ``batch_size`` rows at a time,
-    then the fitted state is stored as an artifact and the column recorded in the table
-    metadata. Embedders with an incremental plan (the text embedder) only rewrite changed rows.
+    metric). Vectors are staged partition by partition and committed with the state
+    artifact's name in the column metadata as one step (see the module docstring).
+    Embedders with an incremental plan (the text embedder) only rewrite changed rows.
     ``progress(rows_done, total)`` is called after each batch (rows scanned, skipped ones
-    included, out of the table's row count). If anything fails part-way (including an exception
-    raised by ``progress``), the table is put back as it was (:class:`WriteUndo`).
+    included, out of the table's row count). If anything fails part-way (including an
+    exception raised by ``progress``), the table is left exactly as it was.
     """
     t0 = time.perf_counter()
     column = column or embedder.default_column or f"vec_{embedder.kind}"
@@ -442,63 +404,82 @@ def embed(store: VectorStore, table: str, embedder: Embedder, column: str | None
     else:
         embedder._check_fitted()
     vc = VectorColumn(column, int(embedder.dim_), embedder.metric)
-    exists = check_target(info, column, vc.dim, vc.metric)
-    aux = [f for f in _aux_fields(embedder, column) if f.name not in info.schema.names]
-    undo = WriteUndo(store, table, rewrites_existing=exists)
-    if not exists or aux:
-        info = store.add_columns(table, aux, vectors=[] if exists else [vc])
-        undo.added([f.name for f in aux] + ([] if exists else [column]))
-    try:
-        return _write(store, table, embedder, column, vc, info, inputs, exists, batch_size,
-                      progress, undo, t0)
-    except BaseException:
-        undo.undo()
-        raise
+    with store.transaction(table) as tx:
+        exists = check_target(tx.info, column, vc.dim, vc.metric)
+        aux = [f for f in _aux_fields(embedder, column) if f.name not in tx.info.schema.names]
+        if not exists or aux:
+            tx.add_columns(aux, vectors=[] if exists else [vc])
+        result = _stage(tx, embedder, column, vc, inputs, exists, batch_size, progress)
+        meta = tx.info.metadata.get("embedders", {}).get(column)
+        if result.rows_embedded == 0 and meta is not None:
+            result.state_sha256 = meta.get("state_sha256", "")
+        else:
+            name, sha = save_state(store, table, column, embedder)
+            tx.set_metadata({("embedders", column): metadata_entry(
+                table, column, embedder, name, sha, result.extra.pop("mean"))})
+            result.state_sha256 = sha
+    result.extra.pop("mean", None)
+    result.seconds = time.perf_counter() - t0
+    return result
 
 
-def _write(store: VectorStore, table: str, embedder: Embedder, column: str, vc: VectorColumn,
-           info: TableInfo, inputs: list[str], exists: bool, batch_size: int,
-           progress: Progress | None, undo: WriteUndo, t0: float) -> EmbedResult:
-    """The write part of :func:`embed`: stream vectors back, then state and metadata."""
-    key = info.key
+def _stage(tx: Transaction, embedder: Embedder, column: str, vc: VectorColumn,
+           inputs: list[str], exists: bool, batch_size: int, progress: Progress | None
+           ) -> EmbedResult:
+    """Compute and stage the vectors of every partition; the result holds the column mean."""
+    key = tx.info.key
     assert key is not None
     read = [key, *dict.fromkeys(inputs)]
     read += [f.name for f in _aux_fields(embedder, column) if f.name not in read]
-    if exists and hasattr(embedder, "plan"):
+    planned = hasattr(embedder, "plan")
+    if exists and planned:
         read.append(column)  # unchanged rows' vectors still count towards the column mean
+    read = [c for c in read if c in tx.base.schema.names]  # not the columns this step adds
     acc = MeanAccumulator(vc.dim)
-    embedded = skipped = done = 0
-    total = store.count(table) if progress is not None else None
-    for batch in store.scan(table, columns=read, batch_size=batch_size):
-        done += batch.num_rows
-        mask, aux_arrays = _plan(embedder, batch, column)
-        if mask is not None:
-            keep = pa.array(mask)
-            skipped += int((~mask).sum())
-            old = from_vector_array(batch.column(column), vc.dim) if column in batch.schema.names \
-                else None
-            if old is not None:
-                acc.add(old[~mask])
-            batch = batch.filter(keep)
-            aux_arrays = {k: v.filter(keep) for k, v in aux_arrays.items()}
-        if batch.num_rows:
-            vectors = embedder.transform(batch)
-            acc.add(from_vector_array(vectors, vc.dim))
-            store.update(table, pa.table({key: batch.column(key), column: vectors, **aux_arrays}))
-            embedded += batch.num_rows
+    counts = {"embedded": 0, "skipped": 0, "done": 0}
+    total = tx.store.count(tx.name) if progress is not None else None
+
+    def tick(n: int) -> None:
+        counts["done"] += n
         if progress is not None:
-            progress(done, total)
-    result = EmbedResult(table, column, embedded, skipped, vc.dim)
-    meta = store.table_info(table).metadata.get("embedders", {}).get(column)
-    if embedded == 0 and meta is not None:
-        result.state_sha256 = meta.get("state_sha256", "")
-    else:
-        undo.saving(artifact_name(table, column))
-        sha = save_state(store, table, column, embedder)
-        record_metadata(store, table, column, embedder, sha, acc.mean)
-        result.state_sha256 = sha
-    result.seconds = time.perf_counter() - t0
-    return result
+            progress(counts["done"], total)
+
+    for part in tx.partitions():
+        if part.rows == 0:
+            continue
+        batches = tx.scan(part, columns=read, batch_size=batch_size)
+        if not planned:  # every row: vectors stream into the partition's files
+            def vectors(batches: Any = batches) -> Any:
+                for batch in batches:
+                    v = embedder.transform(batch)
+                    acc.add(from_vector_array(v, vc.dim))
+                    counts["embedded"] += batch.num_rows
+                    yield pa.record_batch({key: batch.column(key), column: v})
+                    tick(batch.num_rows)
+            tx.stage(part, vectors())
+            continue
+        rows, chunks, offset = [], [], 0
+        for batch in batches:
+            mask, aux_arrays = _plan(embedder, batch, column)
+            assert mask is not None
+            counts["skipped"] += int((~mask).sum())
+            if column in batch.schema.names:
+                acc.add(from_vector_array(batch.column(column), vc.dim)[~mask])
+            if mask.any():
+                keep = pa.array(mask)
+                changed = batch.filter(keep)
+                v = embedder.transform(changed)
+                acc.add(from_vector_array(v, vc.dim))
+                chunks.append(pa.table({key: changed.column(key), column: v,
+                                        **{k: a.filter(keep) for k, a in aux_arrays.items()}}))
+                rows.append(np.flatnonzero(mask) + offset)
+                counts["embedded"] += changed.num_rows
+            offset += batch.num_rows
+            tick(batch.num_rows)
+        if chunks:
+            tx.stage(part, pa.concat_tables(chunks), rows=np.concatenate(rows))
+    return EmbedResult(tx.name, column, counts["embedded"], counts["skipped"], vc.dim,
+                       extra={"mean": acc.mean})
 
 
 def _aux_fields(embedder: Embedder, column: str) -> list[pa.Field]:

@@ -27,6 +27,7 @@ matrix. The fitted state kept with the table is ``V``, ``S``, the IDF weights an
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -37,20 +38,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from vectorstore import Metric, TableInfo, VectorColumn, VectorStore
+from vectorstore import Metric, TableInfo, Transaction, VectorColumn, VectorStore
 
 from .base import (
     Embedder,
     EmbedResult,
     MeanAccumulator,
     Progress,
-    WriteUndo,
-    artifact_name,
     check_columns,
     check_table,
     check_target,
     library_versions,
-    record_metadata,
+    metadata_entry,
     register,
     save_state,
     to_vector_array,
@@ -315,29 +314,27 @@ def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None,
 
     Returns a summary whose ``extra`` holds the product rows written and the items that are
     not products. Checks (columns, empty tables, dimension conflicts) come before any write.
-    ``progress(customers_written, n_customers)`` is called after each written batch. If a write
-    fails part-way, both tables are put back as they were (:class:`WriteUndo`); the column
-    metadata of both tables is recorded only after every vector is written.
+    ``progress(customers_staged, n_customers)`` is called after each staged batch. Each table
+    gets its vectors, column and metadata in one commit (customers first, then products); a
+    failure before the commits writes nothing to either table.
     """
     t0 = time.perf_counter()
     emb = embedder or BehaviorEmbedder()
     info = check_table(store, customers)
     emb.fit(store, customers)
     vc = VectorColumn(column, emb.dim_, emb.metric)
-    exists = check_target(info, column, vc.dim, vc.metric)
+    check_target(info, column, vc.dim, vc.metric)
     pinfo = None
-    p_undo = None
     if products:
         pinfo = store.table_info(products)
         if pinfo.key is None:
             raise EmbeddingError(f"table {products!r} has no key column")
-        p_exists = check_target(pinfo, column, vc.dim, vc.metric)
-        p_undo = WriteUndo(store, products, rewrites_existing=p_exists)
-    undo = WriteUndo(store, customers, rewrites_existing=exists)
-    try:
-        if not exists:
-            store.add_columns(customers, [], vectors=[vc])
-            undo.added([column])
+        check_target(pinfo, column, vc.dim, vc.metric)
+    with contextlib.ExitStack() as steps:  # exits customers first, then products
+        ptx = steps.enter_context(store.transaction(products)) if products else None
+        tx = steps.enter_context(store.transaction(customers))
+        if column not in tx.info.vectors:
+            tx.add_columns([], vectors=[vc])
         key = info.key
         assert key is not None
         acc = MeanAccumulator(vc.dim)
@@ -345,49 +342,42 @@ def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None,
         for s in range(0, n, batch_size):
             v = emb.customer_vectors_[s:s + batch_size]
             acc.add(v)
-            store.update(customers, pa.table({key: emb.customer_ids_.slice(s, batch_size),
-                                              column: to_vector_array(v)}))
+            tx.update(pa.table({key: emb.customer_ids_.slice(s, batch_size),
+                                column: to_vector_array(v)}))
             if progress is not None:
                 progress(min(s + batch_size, n), n)
         extra: dict[str, Any] = {"n_items": len(emb.items_), "nnz": emb.nnz_,
                                  "unknown_customer_events": emb.unknown_customers_}
         pmean = None
-        if products and pinfo is not None and p_undo is not None:
-            pmean = _write_products(store, emb, products, pinfo, vc, p_undo, extra)
-        undo.saving(artifact_name(customers, column))
-        sha = save_state(store, customers, column, emb)
-        record_metadata(store, customers, column, emb, sha, acc.mean,
-                        {"n_items": len(emb.items_), "nnz": emb.nnz_})
-        if products and pmean is not None:
-            record_metadata(store, products, column, emb, sha, pmean,
-                            {"state_artifact": artifact_name(customers, column),
-                             "space_of": f"{customers}.{column}"})
-    except BaseException:
-        if p_undo is not None:
-            p_undo.undo()
-        undo.undo()
-        raise
+        if ptx is not None and pinfo is not None:
+            pmean = _write_products(store, emb, ptx, pinfo, vc, extra)
+        name, sha = save_state(store, customers, column, emb)
+        tx.set_metadata({("embedders", column): metadata_entry(
+            customers, column, emb, name, sha, acc.mean,
+            {"n_items": len(emb.items_), "nnz": emb.nnz_})})
+        if ptx is not None and pmean is not None:
+            ptx.set_metadata({("embedders", column): metadata_entry(
+                products, column, emb, name, sha, pmean,
+                {"space_of": f"{customers}.{column}"})})
     extra["versions"] = library_versions(emb.version_libs)
     return EmbedResult(customers, column, n, 0, vc.dim, time.perf_counter() - t0, sha, extra)
 
 
-def _write_products(store: VectorStore, emb: BehaviorEmbedder, products: str,
-                    pinfo: TableInfo, vc: VectorColumn, undo: WriteUndo,
-                    extra: dict[str, Any]) -> list[float]:
-    """Write the item vectors of the items that are products; returns their mean."""
+def _write_products(store: VectorStore, emb: BehaviorEmbedder, tx: Transaction,
+                    pinfo: TableInfo, vc: VectorColumn, extra: dict[str, Any]) -> list[float]:
+    """Stage the item vectors of the items that are products; returns their mean."""
     pkey = pinfo.key
     assert pkey is not None
-    have = pa.concat_arrays([b.column(pkey) for b in store.scan(products, columns=[pkey])]
+    have = pa.concat_arrays([b.column(pkey) for b in store.scan(tx.name, columns=[pkey])]
                             or [pa.array([], pa.string())])
     items = pa.array(emb.items_.tolist(), pa.string())
     mask = pc.is_in(items, value_set=pc.cast(have, pa.string())).to_numpy(zero_copy_only=False)
-    if vc.name not in pinfo.vectors:
-        store.add_columns(products, [], vectors=[vc])
-        undo.added([vc.name])
+    if vc.name not in tx.info.vectors:
+        tx.add_columns([], vectors=[vc])
     pvec = emb.item_vectors_[mask]
     if mask.any():
-        store.update(products, pa.table({pkey: pc.filter(items, pa.array(mask)),
-                                         vc.name: to_vector_array(pvec)}))
+        tx.update(pa.table({pkey: pc.filter(items, pa.array(mask)),
+                            vc.name: to_vector_array(pvec)}))
     extra["products_written"] = int(mask.sum())
     extra["items_not_products"] = int((~mask).sum())
     return pvec.mean(axis=0).tolist() if mask.any() else [0.0] * vc.dim

@@ -46,7 +46,7 @@ def fingerprint(store: VectorStore, table: str, column: str, product: str, n_con
                 seed: int, options: dict[str, Any]) -> dict[str, Any]:
     """What a learned fit depends on; equal fingerprints give the same query."""
     return {"format": FORMAT, "table": table, "column": column, "product": product,
-            "version": store.version(table) if store.capabilities.versions else None,
+            "version": store.data_version(table) if store.capabilities.versions else None,
             "rows": store.count(table), "consumers": n_consumers, "seed": seed,
             "options": json.loads(json.dumps(options, sort_keys=True, default=str))}
 

@@ -47,7 +47,7 @@ def ensure_index(store: VectorStore, table: str, column: str, *,
     matching = dict(info.metadata.get("matching") or {})
     indexes = dict(matching.get("indexes") or {})
     entry: dict[str, Any] = dict(indexes.get(column) or {})
-    version = store.version(table) if store.capabilities.versions else None
+    version = store.data_version(table) if store.capabilities.versions else None
     if version is not None and entry.get("version") == version and "indexed" in entry:
         # nothing was written since the last check: its outcome still holds
         n, indexed = int(entry.get("rows", 0)), bool(entry["indexed"])
@@ -71,7 +71,7 @@ def ensure_index(store: VectorStore, table: str, column: str, *,
     if indexed:
         new["built_rows"] = built_rows
     if version is not None:
-        new["version"] = store.version(table)
+        new["version"] = store.data_version(table)
     if new != entry:
         indexes[column] = new
         matching["indexes"] = indexes

@@ -113,36 +113,16 @@ def _held_mask(batch: pa.RecordBatch, product_ids: pa.Array) -> np.ndarray:
 
 def _write_back(store: VectorStore, table: str, names: list[str], out: list[pa.RecordBatch],
                 write_rows: int) -> None:
-    with store.rollback_on_error(table):
-        _ensure_key_index(store, table)
+    """One commit: the two columns are added if missing and attached fragment by fragment
+    (vectors and other columns are not rewritten); a failure writes nothing.
+    ``write_rows`` is kept for callers; the write is one step whatever its size."""
+    with store.transaction(table) as tx:
         missing = [f for f in (pa.field(REC_PRODUCTS, pa.list_(pa.string())),
                                pa.field(REC_SCORES, pa.list_(pa.float32())))
                    if f.name not in names]
         if missing:
-            store.add_columns(table, missing)
-        chunk: list[pa.RecordBatch] = []
-        rows = 0
-        for b in out:
-            chunk.append(b)
-            rows += b.num_rows
-            if rows >= write_rows:
-                store.update(table, chunk, key=CUSTOMER_KEY)
-                chunk, rows = [], 0
-        if chunk:
-            store.update(table, chunk, key=CUSTOMER_KEY)
-
-
-def _ensure_key_index(store: VectorStore, table: str) -> None:
-    """A scalar index on the key column, so an update patches only the columns it sets.
-
-    LanceDB's merge_insert rewrites whole rows (vectors included: ~1.5 GB read and rewritten
-    at 1,000,000 x 384) unless the join key is indexed; with the index it attaches the new
-    columns' files to the existing fragments.
-    """
-    if not store.capabilities.scalar_index:
-        return
-    if not any(ix.columns == (CUSTOMER_KEY,) for ix in store.list_indexes(table)):
-        store.create_scalar_index(table, CUSTOMER_KEY)
+            tx.add_columns(missing)
+        tx.update(out, key=CUSTOMER_KEY)
 
 
 def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: int = 10,
@@ -155,12 +135,9 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
     ``vector_column`` must exist in both tables (one shared space, e.g. ``vec_behavior``).
     ``exclude_held`` leaves out products the customer already holds. With ``write=False``
     nothing is written (for timing). Customers without a vector keep their old values.
-    Results are written ``write_rows`` customers per update (on LanceDB each update pass
-    costs about the same memory whatever its size, so fewer, larger updates are cheaper); on a backend
-    with versions a failed write-back restores the table to its version before the call.
-    The write-back first creates a scalar index on the key column when there is none (see
-    :func:`_ensure_key_index`). ``progress(rows scored, total rows)`` is called after each
-    block, from the calling thread.
+    Results are written back in one commit (:func:`_write_back`); a failed write-back writes
+    nothing. ``progress(rows scored, total rows)`` is called after each block, from the
+    calling thread.
     """
     if not isinstance(top_n, int) or top_n <= 0:
         raise MatchingError(f"top_n must be a positive integer, got {top_n!r}")

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
-from vectorstore import VectorStore, col
+from vectorstore import Transaction, VectorStore, col
 
 from .config import config_json, parse_detector
 from .detector import RiskDetector
@@ -128,26 +128,28 @@ def _row_count(store: VectorStore, table: str) -> int | None:
         return None
 
 
-def _ensure_columns(store: VectorStore, table: str) -> None:
-    schema = store.table_info(table).schema
+def _ensure_columns(tx: Transaction) -> None:
+    schema = tx.info.schema
     missing = []
     for f in RISK_FIELDS:
         if f.name in schema.names:
             if schema.field(f.name).type != f.type:
-                raise RiskError(f"table {table!r} has a column {f.name!r} of type "
+                raise RiskError(f"table {tx.name!r} has a column {f.name!r} of type "
                                 f"{schema.field(f.name).type}; risk scoring writes {f.type}")
         else:
             missing.append(f)
     if missing:
-        store.add_columns(table, missing)
+        tx.add_columns(missing)
 
 
 def write_scores(store: VectorStore, table: str, keys: pa.Array | pa.ChunkedArray,
-                 scores: np.ndarray, *, threshold: float, model_id: str) -> int:
-    """Set the four risk columns on the rows with these keys; returns rows updated.
+                 scores: np.ndarray, *, threshold: float, model_id: str,
+                 metadata: dict[str, Any] | None = None) -> int:
+    """Set the four risk columns on the rows with these keys, and merge ``metadata`` into the
+    table's metadata, in one commit; returns the rows matched.
 
-    On failure the table is restored to its version before the call (where the backend keeps
-    versions), so a failed write leaves no half-written risk columns behind.
+    The columns are attached fragment by fragment (vectors and other columns are not
+    rewritten); a failure or a killed process writes nothing.
     """
     key = table_key(store.table_info(table))
     scores = np.asarray(scores, dtype=np.float64)
@@ -163,9 +165,13 @@ def write_scores(store: VectorStore, table: str, keys: pa.Array | pa.ChunkedArra
     data = pa.table({key: keys, "risk_score": scores, "risk_rank": rank,
                      "risk_flag": scores > threshold,
                      "risk_model": pa.repeat(pa.scalar(model_id, pa.string()), scores.size)})
-    with store.rollback_on_error(table):
-        _ensure_columns(store, table)
-        return store.update(table, data, key=key)
+    with store.transaction(table) as tx:
+        _ensure_columns(tx)
+        pending = tx.update(data, key=key)
+        if metadata:
+            tx.set_metadata(metadata)
+    assert pending.result is not None
+    return pending.result.updated + pending.result.unchanged
 
 
 def check_threshold(threshold: float) -> float:
@@ -218,16 +224,17 @@ def _score_and_record(store: VectorStore, table: str, det: RiskDetector, source:
                                 progress=progress)
     key = keys.column_names[0]
     thr = det.threshold_ if threshold is None else float(threshold)
-    write_scores(store, table, keys.column(key), scores, threshold=thr, model_id=record["model_id"])
-    score_s = time.perf_counter() - t1
     n_flagged = int((scores > thr).sum())
-    store.set_metadata(table, {META_KEY: {
-        "model_id": record["model_id"], "artifact": record["artifact"],
-        "sha256": record["sha256"], "detector": record["detector"], "config": record["config"],
-        "source": record["source"], "members": list(det.member_kinds_), "threshold": thr,
-        "contamination": det.config_.contamination if threshold is None else None,
-        "score_scale": SCORE_SCALE, "n_rows": int(scores.size), "n_flagged": n_flagged,
-        "scored_at": dt.datetime.now(dt.UTC).isoformat()}})
+    write_scores(store, table, keys.column(key), scores, threshold=thr, model_id=record["model_id"],
+                 metadata={META_KEY: {
+                     "model_id": record["model_id"], "artifact": record["artifact"],
+                     "sha256": record["sha256"], "detector": record["detector"],
+                     "config": record["config"], "source": record["source"],
+                     "members": list(det.member_kinds_), "threshold": thr,
+                     "contamination": det.config_.contamination if threshold is None else None,
+                     "score_scale": SCORE_SCALE, "n_rows": int(scores.size),
+                     "n_flagged": n_flagged, "scored_at": dt.datetime.now(dt.UTC).isoformat()}})
+    score_s = time.perf_counter() - t1
     return RiskRun(table=table, model_id=record["model_id"], detector=det.config_.kind,
                    members=list(det.member_kinds_), config=config_json(det.config_),
                    source=source.describe(), column=source.column, n_rows=int(scores.size),

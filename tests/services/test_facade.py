@@ -62,7 +62,8 @@ def test_stats_are_typed_and_match_the_store(kindred: Kindred) -> None:
     assert vecs["vec_tabular"].embedder == "tabular"
     assert vecs["vec_behavior"].embedder == "behavior"
     assert vecs["vec_behavior"].dim == 16
-    assert "customers.vec_tabular.embedder" in st.artifacts
+    state = kindred.store.table_info("customers").metadata["embedders"]["vec_tabular"]
+    assert state["state_artifact"] in st.artifacts  # named after its content
     assert st.disk_bytes == sum(t.disk_bytes for t in st.tables)
     json.loads(st.model_dump_json())  # JSON-ready
 

@@ -106,7 +106,7 @@ def test_index_created_past_threshold_refreshed_on_growth_and_bypassed(tmp_path)
     assert indexed()
     meta = st.table_info("customers").metadata["matching"]["indexes"]["vec"]
     assert meta == {"rows": 600, "built_rows": 600, "indexed": True,
-                    "version": st.version("customers")}
+                    "version": st.data_version("customers")}
     exact = match(st, "p0", top_k=50, exact=True, query=ann.query)
     got = set(ann.prospects.column("customer_id").to_pylist())
     want = set(exact.prospects.column("customer_id").to_pylist())
@@ -118,7 +118,7 @@ def test_index_created_past_threshold_refreshed_on_growth_and_bypassed(tmp_path)
     assert ensure_index(st, "customers", "vec", threshold=500).action == "none"
     meta = st.table_info("customers").metadata["matching"]["indexes"]["vec"]
     assert meta == {"rows": 1500, "built_rows": 1500, "indexed": True,
-                    "version": st.version("customers")}
+                    "version": st.data_version("customers")}
     # an unchanged table is judged from the recorded check: metadata is not rewritten
     before = st.table_info("customers").metadata["matching"]
     assert match(st, "p0", top_k=5, index_threshold=500).summary.ann_index
@@ -128,16 +128,25 @@ def test_index_created_past_threshold_refreshed_on_growth_and_bypassed(tmp_path)
     assert ensure_index(st, "customers", "vec", threshold=500).rows == 1499
     meta = st.table_info("customers").metadata["matching"]["indexes"]["vec"]
     assert meta["rows"] == 1499
-    assert meta["version"] == st.version("customers")
+    assert meta["version"] == st.data_version("customers")
+
+
+def _files_holding(st: vectorstore.VectorStore, table: str, column: str) -> set[str]:
+    """The LanceDB data files that hold ``column``."""
+    ds = st._dataset(table)
+    fid = ds.lance_schema.field(column).id()
+    return {f.path for fr in ds.get_fragments() for f in fr.metadata.files if fid in f.fields}
 
 
 def test_recommend_after_growth_patches_columns_and_reports_progress(tmp_path):
     s = make_synth(n=700, products=6, seed=7)
     st = vectorstore.connect(str(tmp_path / "db"))
     load_synth(st, s, with_products=True, rows=400)
+    vector_files = _files_holding(st, "customers", "vec")
     recommend(st, top_n=3, batch_size=128)
-    assert any(ix.columns == ("customer_id",) for ix in st.list_indexes("customers"))
-    write_rows(st, s, 400, 700)  # rows the key index has not seen yet
+    # the write-back attaches its columns: no file holding the vectors is rewritten
+    assert _files_holding(st, "customers", "vec") == vector_files
+    write_rows(st, s, 400, 700)
     calls: list[tuple[int, int | None]] = []
     recommend(st, top_n=3, batch_size=128, progress=lambda done, total: calls.append(
         (done, total)))

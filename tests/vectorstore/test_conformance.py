@@ -533,27 +533,6 @@ def test_restore_puts_the_description_back_with_the_columns(store):
     assert store.table_info("items").metadata == {"owner": "crm", "n": 2}
 
 
-def test_rollback_on_error_undoes_a_failed_multi_write_step(store):
-    store.create_table("t", pa.schema([("id", pa.string()), ("x", pa.int64())]), key="id")
-    store.write("t", pa.table({"id": ["a", "b"], "x": [1, 2]}))
-    def failing_step() -> None:
-        with store.rollback_on_error("t"):
-            store.write("t", pa.table({"id": ["c"], "x": [3]}))
-            store.update("t", pa.table({"id": ["a"], "x": [10]}))
-            raise RuntimeError("stop")
-
-    with pytest.raises(RuntimeError, match="stop"):
-        failing_step()
-    got = sorted_by_id(store.to_arrow("t")).to_pydict()
-    if store.capabilities.versions:  # put back as it was
-        assert got == {"id": ["a", "b"], "x": [1, 2]}
-    else:  # each write committed on its own
-        assert got == {"id": ["a", "b", "c"], "x": [10, 2, 3]}
-    with store.rollback_on_error("t"):  # no error: the writes stay
-        store.update("t", pa.table({"id": ["b"], "x": [20]}))
-    assert sorted_by_id(store.to_arrow("t")).column("x").to_pylist()[1] == 20
-
-
 def test_artifacts_round_trip_and_are_hidden(store):
     digest = store.put_artifact("customers.v.embedder", b"\x00state\xff", {"kind": "tabular"})
     data, meta = store.get_artifact("customers.v.embedder")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 import vectorstore as vs
 from vectorstore import VectorColumn
@@ -80,3 +81,41 @@ def test_index_search_probes_enough_partitions_by_default_and_obeys_nprobes(tmp_
         one_probe += len({int(i[1:]) for i in narrow.column("id").to_pylist()} & want)
     assert hits / (20 * 50) >= 0.99  # 20 of 40 partitions by default
     assert one_probe < hits  # a single probe is taken at its word
+
+
+def test_a_store_with_the_old_catalogue_table_is_adopted(tmp_path):
+    """Descriptions used to live in a catalogue table; on open they move into the tables."""
+    import json
+
+    import lancedb
+
+    db = lancedb.connect(str(tmp_path / "db"))
+    db.create_table("items", pa.table({"id": ["a", "b"], "v": _vectors(np.eye(2)),
+                                       "gone": [1, 2]}))
+    desc = {"key": "id", "metadata": {"owner": "crm"},
+            "vectors": [{"name": "v", "dim": 2, "metric": "dot"},
+                        {"name": "w", "dim": 3, "metric": "cosine"}]}  # w: no longer there
+    db.create_table("_kindred_catalog", pa.table({"name": ["items"],
+                                                  "description": [json.dumps(desc)]}))
+    store = vs.connect(str(tmp_path / "db"))
+    info = store.table_info("items")
+    assert (info.key, info.metadata) == ("id", {"owner": "crm"})
+    assert info.vectors == {"v": VectorColumn("v", 2, "dot")}
+    assert "_kindred_catalog" not in lancedb.connect(str(tmp_path / "db")).table_names()
+    assert vs.connect(str(tmp_path / "db")).table_info("items") == info
+
+
+def test_staged_partition_data_must_have_the_partition_rows(tmp_path):
+    store = vs.connect(str(tmp_path / "db"))
+    _make(store, [f"a{i}" for i in range(10)], np.eye(10)[:, :4])
+    before = store.to_arrow("items")
+
+    def stage(n: int) -> None:
+        with store.transaction("items") as tx:
+            tx.add_columns([pa.field("x", pa.int64())])
+            tx.stage(tx.partitions()[0], pa.table({"x": np.arange(n)}))
+
+    for n in (9, 11):
+        with pytest.raises(vs.SchemaMismatch, match="10 rows"):
+            stage(n)
+    assert store.to_arrow("items").equals(before)

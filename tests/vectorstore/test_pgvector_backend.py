@@ -409,7 +409,10 @@ def test_fixed_width_rows_round_trip(pg):
     pg.create_table("t", data.schema, key="id", vectors=[VectorColumn("v", 5, "dot")])
     assert pg.write("t", data).inserted == n
     assert pg.to_arrow("t").sort_by("id").equals(data.sort_by("id"))
-    assert pg.write("t", data.slice(0, 10), mode="upsert").updated == 10
+    # an upsert of the same rows changes nothing (vectors compared too)
+    assert pg.write("t", data.slice(0, 10), mode="upsert").unchanged == 10
+    changed = data.slice(0, 10).set_column(2, "f", pa.array(np.arange(10.0)))
+    assert pg.write("t", changed, mode="upsert").updated == 10
 
 
 def test_ann_search_returns_k_rows_beyond_the_ef_search_limit(pg):

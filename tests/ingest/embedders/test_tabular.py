@@ -102,7 +102,8 @@ def test_version_mismatch_refused(customers):
 
 def test_tampered_state_refused(customers):
     embed(customers, "customers", TabularEmbedder(exclude=["note"]))
-    name = artifact_name("customers", "vec_tabular")
+    name = customers.table_info("customers").metadata["embedders"]["vec_tabular"]["state_artifact"]
+    assert name.startswith(artifact_name("customers", "vec_tabular"))
     data, _ = customers.get_artifact(name)
     customers.put_artifact(name, data + b"x")  # a different state than the metadata records
     with pytest.raises(ModelIntegrityError, match="refusing"):

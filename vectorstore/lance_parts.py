@@ -1,0 +1,148 @@
+"""LanceDB partitions (fragments): listed, scanned and staged one by one, for runners that
+compute a partition's new columns anywhere (another process or machine) and commit them all
+in one step; and the per-fragment counts that only change with their fragment.
+
+A mixin of :class:`vectorstore.lance_backend.LanceStore` (it uses its ``_dataset``,
+``_translate`` and caches).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .base import Data, _sorted_positions
+from .conform import conform
+from .errors import InvalidOption, SchemaMismatch, StoreError
+from .filters import IsNull
+from .lance_fields import Fields
+from .lance_filter import compile_filter
+from .lance_stage import stage_existing, stage_new, stage_new_stream
+from .lance_txn import read_description
+from .schema import TableInfo
+from .txn import Partition, StagedPartition
+
+
+class LancePartitions:
+    """Partition listing, scanning and staging, null counts and data versions."""
+
+    _dataset: Any
+    _translate: Any
+    _lock: Any
+    _null_counts: dict[tuple[str, str, int, str], int]
+    _data_versions: dict[str, tuple[int, str]]
+    table_info: Any
+
+    def partitions(self, name: str) -> list[Partition]:
+        ds = self._dataset(name)
+        return [Partition(name, f.fragment_id, ds.version, f.metadata.num_rows)
+                for f in ds.get_fragments()]
+
+    def _at(self, partition: Partition) -> Any:
+        ds = self._dataset(partition.table)
+        if partition.version is not None and ds.version != partition.version:
+            ds = ds.checkout_version(partition.version)
+        return ds
+
+    def scan_partition(self, partition: Partition, *, columns: Sequence[str] | None = None,
+                       batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        ds = self._at(partition)
+        info = read_description(partition.table, ds.schema)
+        info.check_columns(columns)
+        frag = ds.get_fragment(partition.id)
+        cols = list(columns) if columns is not None else info.schema.names
+        with self._translate(partition.table, "scanning a partition"):
+            reader = frag.to_batches(columns=cols, batch_size=batch_size)
+        for b in reader:
+            yield b.replace_schema_metadata(None)
+
+    def stage_partition(self, partition: Partition, data: Data, *,
+                        rows: np.ndarray | Sequence[int] | None = None,
+                        info: TableInfo | None = None) -> StagedPartition:
+        ds = self._at(partition)
+        base = read_description(partition.table, ds.schema)
+        info = info or base
+        frag = ds.get_fragment(partition.id)
+        if frag is None:
+            raise StoreError(f"table {partition.table!r} has no partition {partition.id} at "
+                             f"version {partition.version}")
+        it = conform(info, data, partial=True)
+        first = next(it, None)
+        cols = [] if first is None else [c for c in first.schema.names if c != info.key]
+        if first is None or not cols:
+            for _ in it:  # drain: a stream's errors still surface
+                pass
+            return StagedPartition(partition, (), [])
+        live = frag.metadata.num_rows
+        old = [c for c in cols if c in base.schema.names]
+        new = [c for c in cols if c not in base.schema.names]
+        if rows is None and not old:  # new columns for every row: stream into the files
+            with self._translate(partition.table, "staging a partition"):
+                piece = stage_new_stream(frag, live, itertools.chain([first], it), new)
+            return StagedPartition(partition, tuple(cols), [piece])
+        table = pa.Table.from_batches([first, *it])
+        pos = None if rows is None else _sorted_positions(rows)
+        want = live if pos is None else len(pos)
+        if table.num_rows != want:
+            raise SchemaMismatch(f"table {partition.table!r}, partition {partition.id}: "
+                                 f"{want} rows to stage, the data has {table.num_rows}")
+        if pos is not None and len(pos) and (pos[0] < 0 or pos[-1] >= live):
+            raise InvalidOption(f"partition {partition.id} has {live} rows: position "
+                                f"{int(pos[-1])} is out of range")
+        pieces = []
+        with self._translate(partition.table, "staging a partition"):
+            if old:
+                addrs = frag.to_table(columns=[], with_row_address=True).column(
+                    "_rowaddr").to_numpy().astype(np.uint64)
+                if pos is not None:
+                    addrs = addrs[pos]
+                pieces.append(stage_existing(frag, Fields.of(ds.lance_schema).paths(), addrs,
+                                             table.select(old)))
+            if new:
+                pieces.append(stage_new(frag, live, pos, table.select(new)))
+        return StagedPartition(partition, tuple(cols), pieces)
+
+    def null_count(self, name: str, column: str) -> int:
+        """Counted fragment by fragment and remembered per fragment state, so a repeated call
+        only counts the fragments written since (new rows, a rewritten column)."""
+        info = self.table_info(name)
+        info.check_columns([column])
+        ds = self._dataset(name)
+        paths = Fields.of(ds.lance_schema).paths()
+        ids = {paths[p] for p in paths if p == column or p.startswith(column + ".")}
+        total = 0
+        with self._translate(name, "counting nulls"):
+            for frag in ds.get_fragments():
+                meta = frag.metadata
+                state = (name, column, meta.id, json.dumps(meta.to_json(), sort_keys=True,
+                                                           default=str))
+                n = self._null_counts.get(state)
+                if n is None:
+                    held = any(ids & set(f.fields) for f in meta.files)
+                    n = frag.count_rows(compile_filter(IsNull(column))) if held else \
+                        meta.num_rows
+                    with self._lock:
+                        self._null_counts[state] = n
+                total += n
+        return total
+
+    def data_version(self, name: str) -> str:
+        ds = self._dataset(name)
+        with self._lock:
+            cached = self._data_versions.get(name)
+        if cached is not None and cached[0] == ds.version:
+            return cached[1]
+        h = hashlib.sha256(json.dumps(Fields.of(ds.lance_schema).items).encode())
+        for f in ds.get_fragments():
+            h.update(json.dumps(f.metadata.to_json(), sort_keys=True, default=str).encode())
+        token = h.hexdigest()[:16]
+        with self._lock:
+            self._data_versions[name] = (ds.version, token)
+        return token
+

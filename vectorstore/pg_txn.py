@@ -1,0 +1,213 @@
+"""The PostgreSQL transaction: stage into temporary tables, apply in one SQL transaction.
+
+While the step runs its rows are copied (binary COPY) into temporary tables of one pooled
+connection, so the target table is neither locked nor changed. The commit is one SQL
+transaction: the description row is locked (``FOR UPDATE``: description changes of two
+writers are serialised and merged, never lost), new columns are added, each staged write is
+applied, and the description is saved. An exception or a killed process rolls it all back;
+the temporary tables end with the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+from psycopg import errors as pgerr
+from psycopg import sql
+
+from .conform import conform
+from .errors import ConcurrentWriteError, KeyConflict, UnsupportedOperation
+from .faults import fault_point
+from .schema import TableInfo
+from .txn import Partition, PendingWrite, StagedPartition, Transaction, WriteResult
+
+if TYPE_CHECKING:
+    from .pgvector_backend import PgVectorStore
+
+
+class PgTransaction(Transaction):
+    """One staged step on a PostgreSQL table (see the module docstring)."""
+
+    def __init__(self, store: PgVectorStore, name: str) -> None:
+        super().__init__(store, name, store.table_info(name))
+        self._pg = store
+        self._cm: Any = store._connection()
+        self.conn = self._cm.__enter__()
+        self.staged: list[tuple[PendingWrite, sql.Identifier, list[str], int]] = []
+
+    # ------------------------------------------------------------------ staging
+    def _check_type(self, f: pa.Field) -> None:
+        from .pgvector_backend import pg_type
+
+        pg_type(f, self.name)
+
+    def _temp(self, info: TableInfo, columns: Sequence[str]) -> sql.Identifier:
+        from .pgvector_backend import pg_type
+
+        ident = sql.Identifier(f"_kindred_stage_{uuid.uuid4().hex}")
+        cols = sql.SQL(", ").join(sql.SQL("{} {}").format(
+            sql.Identifier(c), sql.SQL(pg_type(info.schema.field(c), self.name)))
+            for c in columns)
+        self.conn.execute(sql.SQL("CREATE TEMP TABLE {} ({})").format(ident, cols))
+        return ident
+
+    def _stage_rows(self, pending: PendingWrite, data: Any) -> None:
+        info = self.info
+        partial = pending.mode in ("upsert", "update", "insert_missing", "stage")
+        key = info.key
+        batches = conform(info, data, partial=partial, require_key=key is not None,
+                          unique_key=key is not None and pending.mode != "overwrite")
+        first = next(batches, None)
+        if first is None:
+            pending.result = WriteResult(0)
+            self.staged.append((pending, sql.Identifier("_none"), [], 0))
+            return
+        cols = first.schema.names
+        if key is not None and key not in cols:
+            raise KeyConflict(f"table {self.name!r}: data staged on PostgreSQL needs the key "
+                              f"column {key!r}")
+        ident = self._temp(info, cols)
+
+        def all_batches() -> Iterator[pa.RecordBatch]:
+            yield first
+            yield from batches
+
+        with self._pg._translate(self.name, "staging"):
+            n = self._pg._copy(self.conn, info, ident, all_batches())
+        self.staged.append((pending, ident, cols, n))
+
+    # ------------------------------------------------------------------ partitions
+    def partitions(self) -> list[Partition]:
+        return self._pg.partitions(self.name)
+
+    def scan(self, partition: Partition, *, columns: Sequence[str] | None = None,
+             batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        return self._pg.scan_partition(partition, columns=columns, batch_size=batch_size)
+
+    def stage(self, partition: Partition, data: Any, *,
+              rows: np.ndarray | Sequence[int] | None = None) -> StagedPartition:
+        """Positional data is applied by key here: it must include the key column."""
+        self._check_open()
+        pending = PendingWrite("stage")
+        self._stage_rows(pending, data)
+        self.writes.append(pending)
+        fault_point("stage", self.name)
+        return StagedPartition(partition, tuple(self.staged[-1][2]))
+
+    def attach(self, staged: StagedPartition) -> None:
+        raise UnsupportedOperation("the PostgreSQL backend has no partitions to stage "
+                                   "elsewhere: use tx.stage")
+
+    # ------------------------------------------------------------------ commit
+    def _commit(self) -> None:
+        try:
+            self._apply()
+        finally:
+            self._release()
+
+    def _apply(self) -> None:
+        pg, conn = self._pg, self.conn
+        table = pg._ident(self.name)
+        with pg._translate(self.name, "commit"), conn.transaction():
+            raw = conn.execute(sql.SQL("SELECT description FROM {} WHERE name = %s FOR UPDATE")
+                               .format(pg._ident("_kindred_catalog")), [self.name]).fetchone()
+            if raw is None:
+                raise ConcurrentWriteError(f"table {self.name!r} was dropped by another writer "
+                                           "while this step ran; nothing was written")
+            current = pg._info_from(self.name, raw[0])
+            for f in self.new_fields:
+                if f.name in current.schema.names:
+                    raise ConcurrentWriteError(
+                        f"table {self.name!r}: column {f.name!r} was added by another writer "
+                        "while this step ran; nothing was written")
+                from .pgvector_backend import pg_type
+
+                conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                    table, sql.Identifier(f.name), sql.SQL(pg_type(f, self.name))))
+            for pending, ident, cols, n in self.staged:
+                if cols:
+                    pending.result = self._apply_one(pending.mode, table, ident, cols, n)
+            vectors = dict(current.vectors)
+            vectors.update({v.name: v for v in self.new_vectors})
+            new = TableInfo(self.name, pa.schema(list(current.schema) + self.new_fields),
+                            current.key, vectors, current.metadata)
+            for p in self.patches:
+                new = new.with_metadata(p)
+            if new != current:
+                pg._save_description(conn, new)
+            fault_point("commit", self.name)
+        fault_point("committed", self.name)
+
+    def _apply_one(self, mode: str, table: sql.Composable, stage: sql.Identifier,
+                   cols: list[str], n: int) -> WriteResult:
+        conn, key = self.conn, self.info.key
+        names = sql.SQL(", ").join(map(sql.Identifier, cols))
+        if mode == "overwrite":
+            conn.execute(sql.SQL("TRUNCATE {}").format(table))
+        if mode in ("append", "overwrite") or key is None:
+            try:
+                cur = conn.execute(sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s}").format(
+                    t=table, c=names, s=stage))
+            except pgerr.UniqueViolation as exc:
+                detail = f" ({exc.diag.message_detail})" if exc.diag.message_detail else ""
+                raise KeyConflict(f"table {self.name!r}: a key to append is already in the "
+                                  f"table{detail}; append adds new keys only, use "
+                                  "mode='upsert'") from exc
+            return WriteResult(inserted=int(cur.rowcount))
+        k = sql.Identifier(key)
+        others = [c for c in cols if c != key]
+        if mode == "insert_missing" or (mode == "upsert" and not others):
+            cur = conn.execute(sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT "
+                                       "({k}) DO NOTHING").format(t=table, c=names, s=stage, k=k))
+            return WriteResult(inserted=int(cur.rowcount), unchanged=n - int(cur.rowcount))
+        mine = sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(c)) for c in others)
+        if mode == "upsert":
+            theirs = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c))
+                                        for c in others)
+            sets = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+                                      for c in others)
+            row = conn.execute(sql.SQL(
+                "WITH r AS (INSERT INTO {t} AS x ({c}) SELECT {c} FROM {s} ON CONFLICT ({k}) DO "
+                "UPDATE SET {u} WHERE ROW({m}) IS DISTINCT FROM ROW({e}) "
+                "RETURNING (xmax = 0) AS inserted) "
+                "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
+                "FROM r").format(t=table, c=names, s=stage, k=k, u=sets, m=mine, e=theirs)
+            ).fetchone()
+            ins, upd = int(row[0]), int(row[1])
+            return WriteResult(inserted=ins, updated=upd, unchanged=n - ins - upd)
+        if mode == "update":  # every key must exist ("stage": rows deleted meanwhile are gone)
+            row = conn.execute(sql.SQL(
+                "SELECT count(*), (array_agg(s.{k}))[1] FROM {s} s WHERE NOT EXISTS "
+                "(SELECT 1 FROM {t} x WHERE x.{k} = s.{k})").format(k=k, s=stage, t=table)
+            ).fetchone()
+            if row[0]:
+                raise KeyConflict(f"table {self.name!r}: {row[0]} key(s) to update are not in "
+                                  f"the table, e.g. {key}={row[1]!r}")
+        if not others:
+            return WriteResult(0, 0, n)
+        theirs = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in others)
+        sets = sql.SQL(", ").join(sql.SQL("{0} = s.{0}").format(sql.Identifier(c))
+                                  for c in others)
+        cur = conn.execute(sql.SQL(
+            "UPDATE {t} x SET {u} FROM {s} s WHERE x.{k} = s.{k} AND ROW({m}) IS DISTINCT FROM "
+            "ROW({e})").format(t=table, u=sets, s=stage, k=k, m=mine, e=theirs))
+        upd = int(cur.rowcount)
+        return WriteResult(0, upd, n - upd)
+
+    def _discard(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._cm is None:
+            return
+        cm, self._cm = self._cm, None
+        with contextlib.suppress(Exception):
+            for _, ident, cols, _ in self.staged:
+                if cols:
+                    self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
+        cm.__exit__(None, None, None)
