@@ -391,36 +391,66 @@ def embed(store: VectorStore, table: str, embedder: Embedder, column: str | None
     included, out of the table's row count). If anything fails part-way (including an
     exception raised by ``progress``), the table is left exactly as it was.
     """
-    t0 = time.perf_counter()
     column = column or embedder.default_column or f"vec_{embedder.kind}"
+    return embed_columns(store, table, [(embedder, column)], fit=fit, batch_size=batch_size,
+                         progress=progress)[0]
+
+
+def embed_columns(store: VectorStore, table: str, targets: Sequence[tuple[Embedder, str]], *,
+                  fit: bool = True, batch_size: int = 16_384, progress: Progress | None = None
+                  ) -> list[EmbedResult]:
+    """:func:`embed` for several (embedder, column) pairs over one scan, in ONE commit: the
+    columns appear together or not at all (e.g. a column and its magnitude-preserving
+    companion). An embedder with an incremental plan must be the only target."""
     from vectorstore import check_name
 
-    check_name(column, "vector column name")
+    t0 = time.perf_counter()
+    if not targets:
+        raise EmbeddingError("nothing to embed: no (embedder, column) given")
+    if len(targets) > 1 and any(hasattr(e, "plan") for e, _ in targets):
+        raise EmbeddingError("an embedder with an incremental plan is embedded on its own")
+    names = [c for _, c in targets]
+    if len(set(names)) != len(names):
+        raise EmbeddingError(f"the same column is named twice: {names}")
     info = check_table(store, table)
-    inputs = embedder.input_columns(info)
-    check_columns(info, inputs)
-    if fit:
-        embedder.fit(store, table, batch_size=max(batch_size, 65_536))
-    else:
-        embedder._check_fitted()
-    vc = VectorColumn(column, int(embedder.dim_), embedder.metric)
-    with store.transaction(table) as tx:
-        exists = check_target(tx.info, column, vc.dim, vc.metric)
-        aux = [f for f in _aux_fields(embedder, column) if f.name not in tx.info.schema.names]
-        if not exists or aux:
-            tx.add_columns(aux, vectors=[] if exists else [vc])
-        result = _stage(tx, embedder, column, vc, inputs, exists, batch_size, progress)
-        meta = tx.info.metadata.get("embedders", {}).get(column)
-        if result.rows_embedded == 0 and meta is not None:
-            result.state_sha256 = meta.get("state_sha256", "")
+    for emb, column in targets:
+        check_name(column, "vector column name")
+        check_columns(info, emb.input_columns(info))
+        if fit:
+            emb.fit(store, table, batch_size=max(batch_size, 65_536))
         else:
-            name, sha = save_state(store, table, column, embedder)
-            tx.set_metadata({("embedders", column): metadata_entry(
-                table, column, embedder, name, sha, result.extra.pop("mean"))})
-            result.state_sha256 = sha
-    result.extra.pop("mean", None)
-    result.seconds = time.perf_counter() - t0
-    return result
+            emb._check_fitted()
+    results = []
+    with store.transaction(table) as tx:
+        plans = []
+        for emb, column in targets:
+            vc = VectorColumn(column, int(emb.dim_), emb.metric)
+            exists = check_target(tx.info, column, vc.dim, vc.metric)
+            aux = [f for f in _aux_fields(emb, column) if f.name not in tx.info.schema.names]
+            if not exists or aux:
+                tx.add_columns(aux, vectors=[] if exists else [vc])
+            plans.append((emb, column, vc, exists))
+        if len(plans) == 1:
+            emb, column, vc, exists = plans[0]
+            stage_results = [_stage(tx, emb, column, vc, emb.input_columns(info), exists,
+                                    batch_size, progress)]
+        else:
+            stage_results = _stage_many(tx, plans, info, batch_size, progress)
+        for (emb, column, _vc, _exists), result in zip(plans, stage_results, strict=True):
+            meta = tx.info.metadata.get("embedders", {}).get(column)
+            if result.rows_embedded == 0 and meta is not None:
+                result.state_sha256 = meta.get("state_sha256", "")
+            else:
+                name, sha = save_state(store, table, column, emb)
+                tx.set_metadata({("embedders", column): metadata_entry(
+                    table, column, emb, name, sha, result.extra.pop("mean"))})
+                result.state_sha256 = sha
+            results.append(result)
+    seconds = time.perf_counter() - t0
+    for result in results:
+        result.extra.pop("mean", None)
+        result.seconds = seconds
+    return results
 
 
 def _stage(tx: Transaction, embedder: Embedder, column: str, vc: VectorColumn,
@@ -480,6 +510,39 @@ def _stage(tx: Transaction, embedder: Embedder, column: str, vc: VectorColumn,
             tx.stage(part, pa.concat_tables(chunks), rows=np.concatenate(rows))
     return EmbedResult(tx.name, column, counts["embedded"], counts["skipped"], vc.dim,
                        extra={"mean": acc.mean})
+
+
+def _stage_many(tx: Transaction, plans: list[tuple[Embedder, str, VectorColumn, bool]],
+                info: TableInfo, batch_size: int, progress: Progress | None
+                ) -> list[EmbedResult]:
+    """Stage every row's vectors of several embedders, one scan per partition."""
+    key = tx.info.key
+    assert key is not None
+    read = [key]
+    for emb, *_ in plans:
+        read += [c for c in emb.input_columns(info) if c not in read]
+    read = [c for c in read if c in tx.base.schema.names]
+    accs = [MeanAccumulator(vc.dim) for _, _, vc, _ in plans]
+    total = tx.store.count(tx.name) if progress is not None else None
+    done = [0]
+
+    def vectors(batches: Any) -> Any:
+        for batch in batches:
+            cols = {key: batch.column(key)}
+            for (emb, column, vc, _), acc in zip(plans, accs, strict=True):
+                v = emb.transform(batch)
+                acc.add(from_vector_array(v, vc.dim))
+                cols[column] = v
+            yield pa.record_batch(cols)
+            done[0] += batch.num_rows
+            if progress is not None:
+                progress(done[0], total)
+
+    for part in tx.partitions():
+        if part.rows:
+            tx.stage(part, vectors(tx.scan(part, columns=read, batch_size=batch_size)))
+    return [EmbedResult(tx.name, column, done[0], 0, vc.dim, extra={"mean": acc.mean})
+            for (_, column, vc, _), acc in zip(plans, accs, strict=True)]
 
 
 def _aux_fields(embedder: Embedder, column: str) -> list[pa.Field]:

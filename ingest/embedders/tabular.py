@@ -53,7 +53,7 @@ from .base import (
     check_columns,
     check_table,
     check_target,
-    embed,
+    embed_columns,
     l2_normalize,
     register,
     to_vector_array,
@@ -397,9 +397,9 @@ def embed_tabular(store: VectorStore, table: str, *, include: Sequence[str] | No
     magnitude-preserving companion ``<column>_raw`` (see the module docstring).
 
     Both embedders are fitted and both target columns checked before anything is written,
-    so a name or dimension conflict fails with nothing written; each column is then written
-    by :func:`~ingest.embedders.base.embed` (one run each). Returns both runs' results (the
-    second None without ``raw``)."""
+    so a name or dimension conflict fails with nothing written; both columns are then written
+    in one commit by :func:`~ingest.embedders.base.embed_columns`, so they appear together or
+    not at all. Returns both columns' results (the second None without ``raw``)."""
     main = TabularEmbedder(include, exclude, pca=pca)
     column = column or main.default_column
     plan: list[tuple[TabularEmbedder, str]] = [(main, column)]
@@ -415,6 +415,6 @@ def embed_tabular(store: VectorStore, table: str, *, include: Sequence[str] | No
                 f"most {emb.dim_} dimensions here (from its features); give --dim {emb.dim_} "
                 "or less")
         check_target(info, name, int(emb.dim_), emb.metric)
-    results = [embed(store, table, emb, name, fit=False, batch_size=batch_size,
-                     progress=progress) for emb, name in plan]
+    results = embed_columns(store, table, plan, fit=False, batch_size=batch_size,
+                            progress=progress)
     return results[0], (results[1] if raw else None)
