@@ -361,7 +361,7 @@ def generate(app: App, out_dir: str, customers: int, events_per_customer: float,
               help="Keep only these columns as attributes (repeatable).")
 @click.option("--rename", multiple=True, metavar="OLD=NEW")
 @click.option("--type", "types", multiple=True, metavar="COLUMN=TYPE",
-              help="e.g. age=int64, income=float64, ts=timestamp.")
+              help="e.g. age=int64, income=float64, ts=timestamp, branch=category.")
 @click.option("--timestamp-format", "timestamp_formats", multiple=True,
               metavar="COLUMN=FORMAT", help="e.g. ts=%Y-%m-%dT%H:%M:%SZ")
 @click.option("--drop", multiple=True, help="Source columns to leave out.")
@@ -456,17 +456,20 @@ def consolidate(app: App, full: bool) -> None:
               help="combined: source vector columns (repeatable).")
 @click.option("--weight", "weights", multiple=True, type=float,
               help="combined: one weight per --source.")
+@click.option("--type", "types", multiple=True, metavar="COLUMN=category|numeric",
+              help="tabular: read a column as a category (e.g. an integer code) or a number.")
 @pass_app
 def embed(app: App, kind: str, table: str, include: tuple[str, ...], exclude: tuple[str, ...],
           column: str | None, template: str | None, model: str | None, backend: str,
           output: str | None, dim: int | None, sources: tuple[str, ...],
-          weights: tuple[float, ...]) -> None:
+          weights: tuple[float, ...], types: tuple[str, ...]) -> None:
     """Write a vector column: tabular, text, behavior or combined."""
     with app.progress() as bar:
         r = app.kindred().embed(kind, table=table, include=list(include) or None,
                                 exclude=list(exclude), column=column, template=template,
                                 model=model, output=output, dim=dim, sources=list(sources),
-                                weights=list(weights) or None, backend=backend, progress=bar)
+                                weights=list(weights) or None, backend=backend,
+                                types=list(types), progress=bar)
     app.emit(r, lambda: click.echo(r.details.get("message") or str(r.details)))
 
 

@@ -282,11 +282,13 @@ class Kindred:
               template: str | None = None, model: str | None = None,
               output: str | None = None, dim: int | None = None,
               sources: Sequence[str] = (), weights: Sequence[float] | None = None,
-              backend: str = "torch", progress: Progress | None = None) -> StepResult:
+              backend: str = "torch", types: Sequence[str] | dict[str, str] = (),
+              progress: Progress | None = None) -> StepResult:
         """Write a vector column: ``tabular``, ``text``, ``behavior`` or ``combined``.
 
         - tabular: numeric columns standardised, categoricals one-hot (``include``/``exclude``
-          select columns; ``dim`` adds a PCA).
+          select columns; ``dim`` adds a PCA; ``types=["branch=category"]`` reads a column as
+          a category or a number, see :mod:`ingest.column_kinds`).
         - text: sentence-transformers over a text ``column`` or a profile ``template``
           (``model``: a local path; default the packaged all-MiniLM-L6-v2; ``backend``
           ``onnx`` runs it int8-quantised through ONNX Runtime, ~3x faster on CPU, vectors
@@ -303,9 +305,15 @@ class Kindred:
         step = f"embed {kind}"
         rows_done = _for_step(progress, step)
         if kind == "tabular":
+            from ingest.column_kinds import parse_kinds
+
             kw: dict[str, Any] = {"pca": dim} if dim else {}
+            try:
+                kinds = parse_kinds(types)
+            except ValueError as exc:
+                raise ServiceError(str(exc)) from None
             emb = embedders.TabularEmbedder(include=list(include) if include else None,
-                                            exclude=list(exclude), **kw)
+                                            exclude=list(exclude), types=kinds, **kw)
             r = embedders.embed(self._store, table, emb, output, progress=rows_done)
         elif kind == "text":
             if (column is None) == (template is None):

@@ -10,11 +10,14 @@ Fitting is one streamed pass over the table (``store.scan`` batches):
   uses the exact mean and standard deviation from mergeable sums. Scaled values are clipped to
   ``[-clip, clip]``; a missing value becomes 0 (the centre) and, for columns that had missing
   values when fitted, a 0/1 missing-indicator feature is added.
-* string columns are one-hot encoded from exact, mergeable level counts; levels seen in fewer
-  than ``min_frequency`` of the rows (or beyond ``max_levels`` levels) share one ``__other__``
-  feature, nulls one ``__missing__`` feature. A column with more than ``max_tracked`` distinct
-  values (free text, ids) is left out unless it was named in ``include``; what was left out
-  and why is recorded in the state.
+* which columns are numbers and which are categories is decided by
+  :func:`ingest.column_kinds.column_kind` (``types={"col": "category"}`` declares it; an integer
+  code such as ``customer_type`` 1..41 is a category, see that module);
+* string columns (and integer codes) are one-hot encoded from exact, mergeable level counts;
+  levels seen in fewer than ``min_frequency`` of the rows (or beyond ``max_levels`` levels)
+  share one ``__other__`` feature, nulls one ``__missing__`` feature. A column with more than
+  ``max_tracked`` distinct values (free text, ids) is left out unless it was named in
+  ``include``; what was left out and why is recorded in the state.
 * ``pca=k`` projects onto the first k principal components of the sample's features.
 
 The fitted state is medians/scales (or means/stds), kept category levels and the PCA matrix:
@@ -35,21 +38,13 @@ import pyarrow.compute as pc
 
 from vectorstore import Metric, TableInfo, VectorStore
 
+from ..column_kinds import column_kind, count_levels, is_code_candidate, parse_kinds
 from .base import Embedder, check_columns, l2_normalize, register, to_vector_array
 from .errors import EmbeddingError, EmptyInputError
 
 _SKIP_PREFIXES = ("text_hash_", "risk_", "rec_")
 OTHER = "__other__"
 MISSING = "__missing__"
-
-
-def _is_numeric(t: pa.DataType) -> bool:
-    return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
-            or pa.types.is_decimal(t) or pa.types.is_timestamp(t) or pa.types.is_date(t))
-
-
-def _is_categorical(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t)
 
 
 def _numeric(arr: pa.Array) -> np.ndarray:
@@ -88,7 +83,13 @@ class TabularEmbedder(Embedder):
     def __init__(self, include: Sequence[str] | None = None, exclude: Sequence[str] = (),
                  *, scaling: str = "robust", clip: float = 5.0, min_frequency: float = 0.01,
                  max_levels: int = 50, max_tracked: int = 10_000, pca: int | None = None,
-                 sample_size: int = 100_000, seed: int = 0, normalize: bool = True) -> None:
+                 sample_size: int = 100_000, seed: int = 0, normalize: bool = True,
+                 types: dict[str, str] | None = None) -> None:
+        try:
+            self.types = parse_kinds(types)
+        except ValueError as exc:
+            raise EmbeddingError(str(exc)) from None
+        self._levels: dict[str, int] = {}
         self.include = list(include) if include is not None else None
         self.exclude = list(exclude)
         self.scaling = scaling
@@ -110,7 +111,8 @@ class TabularEmbedder(Embedder):
         return {"include": self.include, "exclude": self.exclude, "scaling": self.scaling,
                 "clip": self.clip, "min_frequency": self.min_frequency,
                 "max_levels": self.max_levels, "max_tracked": self.max_tracked, "pca": self.pca,
-                "sample_size": self.sample_size, "seed": self.seed, "normalize": self.normalize}
+                "sample_size": self.sample_size, "seed": self.seed, "normalize": self.normalize,
+                "types": self.types}
 
     # ------------------------------------------------------------------ column selection
     def select_columns(self, info: TableInfo) -> tuple[list[str], list[str]]:
@@ -126,9 +128,14 @@ class TabularEmbedder(Embedder):
             if n in self.exclude:
                 continue
             t = info.schema.field(n).type
-            if _is_numeric(t):
+            try:
+                kind = column_kind(n, t, declared=self.types.get(n),
+                                   n_distinct=self._levels.get(n))
+            except ValueError as exc:
+                raise EmbeddingError(f"table {info.name!r}: {exc}") from None
+            if kind == "numeric":
                 numeric.append(n)
-            elif _is_categorical(t):
+            elif kind == "category":
                 categorical.append(n)
             elif self.include is not None:
                 raise EmbeddingError(f"table {info.name!r}: column {n!r} has type {t}, which the "
@@ -147,6 +154,9 @@ class TabularEmbedder(Embedder):
     def fit(self, store: VectorStore, table: str, *, batch_size: int = 65_536
             ) -> TabularEmbedder:
         info = store.table_info(table)
+        self._levels = count_levels(store, table, [
+            f.name for f in info.schema if f.name not in self.types
+            and f.name not in self.exclude and is_code_candidate(f.name, f.type)])
         numeric, categorical = self.select_columns(info)
         key = info.key
         cols = [*numeric, *categorical]
