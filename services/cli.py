@@ -474,10 +474,10 @@ def embed(app: App, kind: str, table: str, include: tuple[str, ...], exclude: tu
 
 
 # ---------------------------------------------------------------------- product matching
-METHOD_CHOICE = click.Choice(["centroid", "learned", "product", "auto"])
+METHOD_CHOICE = click.Choice(["centroid", "learned", "product", "propensity", "auto"])
 
 
-def _print_ranked(title: str, table: Any, limit: int) -> None:
+def _print_ranked(title: str, table: Any, limit: int, label: str = "score") -> None:
     click.echo(title)
     if table.num_rows == 0:
         click.echo("  (none)")
@@ -487,7 +487,7 @@ def _print_ranked(title: str, table: Any, limit: int) -> None:
     for r in rows:
         attrs = "  ".join(f"{c}={r[c]}" for c in extra)
         band = f"  [{r['band']}]" if "band" in r else ""
-        click.echo(f"  {r['rank']:>5}. {r['customer_id']:<12} score {r['score']:.4f}{band}  "
+        click.echo(f"  {r['rank']:>5}. {r['customer_id']:<12} {label} {r['score']:.4f}{band}  "
                    f"{attrs}")
     if table.num_rows > limit:
         click.echo(f"  ... {table.num_rows - limit:,} more (use --json for all)")
@@ -496,8 +496,9 @@ def _print_ranked(title: str, table: Any, limit: int) -> None:
 @main.command()
 @click.argument("product")
 @click.option("--method", type=METHOD_CHOICE, default="centroid", show_default=True,
-              help="Query vector: centroid of consumers, learned model, the product's own "
-                   "vector, or auto (best holdout ROC-AUC).")
+              help="centroid of consumers, learned model, the product's own vector, "
+                   "propensity (calibrated probabilities from the attributes; served from "
+                   "`kindred fit`), or auto (best over repeated holdouts).")
 @click.option("--column", "vector_column", default=None,
               help="Vector column (default: the only one).")
 @click.option("--top", type=click.IntRange(min=1), default=None,
@@ -516,8 +517,8 @@ def _print_ranked(title: str, table: Any, limit: int) -> None:
 @click.option("--exact", is_flag=True, help="Exact search (ignore any ANN index).")
 @click.option("--min-consumers", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--bands", type=float, nargs=2, default=None, metavar="HIGH LOW",
-              help="Score thresholds of the high and medium bands (default: each list's "
-                   "tertiles).")
+              help="Score thresholds of the high and medium bands (default: from the whole "
+                   "base: probability vs base rate, or the non-holders' top 10%/30%).")
 @click.option("--show", type=click.IntRange(min=1), default=10, show_default=True,
               help="Rows printed per list (human output).")
 @pass_app
@@ -545,12 +546,63 @@ def match(app: App, product: str, method: str, vector_column: str | None, top: i
         click.echo(f"{product}: method {s.method} on {s.vector_column} ({s.metric}), "
                    f"{s.known_consumers:,} known consumers{eligible}"
                    + (f", filter {s.filter}" if s.filter else ""))
+        for w in s.warnings:
+            click.echo(f"Warning: {w}")
+        if s.predictability and s.predictability["predictable"]:
+            p = s.predictability
+            click.echo(f"Predictable: {p['method']} ROC-AUC {p['roc_auc']:.3f} (95% interval "
+                       f"{p['interval'][0]:.3f}-{p['interval'][1]:.3f}, {p['source']})")
+        label = "probability" if s.metric == "probability" else "score"
         if which in ("both", "consumers"):
-            _print_ranked(f"Customers consuming {product}:", r.consumers, show)
+            _print_ranked(f"Customers consuming {product}:", r.consumers, show, label)
         if which in ("both", "prospects"):
-            _print_ranked(f"Top potential customers for {product}:", r.prospects, show)
+            _print_ranked(f"Top potential customers for {product}:", r.prospects, show, label)
+        a = s.audience
+        if a and which in ("both", "prospects"):
+            lo, hi = a["conversions_interval"]
+            llo, lhi = a["lift_interval"]
+            click.echo(f"Audience of {a['size']:,}: expected conversions {a['expected_conversions']:.1f}"
+                       f" (95% interval {lo:.1f}-{hi:.1f}), lift {a['lift']:.2f}x the base rate "
+                       f"{a['base_rate']:.4f} (95% interval {llo:.2f}-{lhi:.2f})")
 
     app.emit(data, human)
+
+
+@main.command()
+@click.argument("products", nargs=-1, required=True)
+@click.option("--method", type=click.Choice(["propensity", "learned"]), default="propensity",
+              show_default=True)
+@click.option("--column", "vector_column", default=None, help="learned: the vector column.")
+@click.option("--exclude", multiple=True, help="propensity: attribute columns to leave out.")
+@click.option("--type", "types", multiple=True, metavar="COLUMN=category|numeric",
+              help="propensity: read a column as a category or a number.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@pass_app
+def fit(app: App, products: tuple[str, ...], method: str, vector_column: str | None,
+        exclude: tuple[str, ...], types: tuple[str, ...], seed: int) -> None:
+    """Fit and save PRODUCTS' models; propensity also writes propensity_<product> scores."""
+    with app.progress() as bar:
+        r = app.kindred().fit(list(products), method=method, vector_column=vector_column,
+                              exclude=list(exclude), types=list(types), seed=seed,
+                              progress=bar)
+
+    def human() -> None:
+        for product, d in r.details["products"].items():
+            if d["method"] == "learned":
+                click.echo(f"{product}: learned query on {d['vector_column']} saved")
+                continue
+            a = d["assessment"]
+            lo, hi = a["interval"]
+            click.echo(f"{product}: model {d['model_id']}, {d['rows_scored']:,} customers scored "
+                       f"into {d['column']}; cross-validated ROC-AUC {a['roc_auc']:.3f} "
+                       f"(95% interval {lo:.3f}-{hi:.3f}), base rate {d['base_rate']:.4f}")
+            if not a["predictable"]:
+                click.echo(f"Warning: {product} is not predictable from these data (the "
+                           "interval includes chance)")
+            for w in d["leakage"]:
+                click.echo(f"Warning: {w['message']}")
+
+    app.emit(r, human)
 
 
 @main.command()
@@ -600,13 +652,28 @@ def evaluate() -> None:
 
 
 def _print_eval(rep: Any) -> None:
-    click.echo(f"{rep.kind} evaluation of {rep.target} (base rate {rep.base_rate:.4f})")
-    click.echo(f"  {'vector column':<16} {'method':<12} {'ROC-AUC':>8} {'prec@k':>8} "
+    reps = rep.params.get("repeats", 1)
+    click.echo(f"{rep.kind} evaluation of {rep.target} (base rate {rep.base_rate:.4f}; mean "
+               f"over {reps} repeat(s), seed {rep.params.get('seed')})")
+    click.echo(f"  {'vector column':<16} {'method':<12} {'ROC-AUC':>8} {'SD':>7} {'prec@k':>8} "
                f"{'recall@k':>8} {'lift@k':>7} {'k':>7}")
     for r in rep.rows:
-        click.echo(f"  {r.vector_column:<16} {r.method:<12} {r.roc_auc:>8.4f} "
+        if r.roc_auc is None:
+            click.echo(f"  {r.vector_column:<16} {r.method:<12} could not run: {r.error}")
+            continue
+        sd = f"{r.roc_auc_sd:.4f}" if r.roc_auc_sd is not None else "-"
+        click.echo(f"  {r.vector_column:<16} {r.method:<12} {r.roc_auc:>8.4f} {sd:>7} "
                    f"{r.precision_at_k:>8.4f} {r.recall_at_k:>8.4f} {r.lift_at_k:>7.2f} "
                    f"{r.k:>7}")
+    v = rep.predictability
+    if v is not None:
+        if v["predictable"]:
+            click.echo(f"Best: {v['method']}, ROC-AUC {v['roc_auc']:.4f} (95% interval "
+                       f"{v['interval'][0]:.4f}-{v['interval'][1]:.4f})")
+        else:
+            click.echo(f"Warning: {v['message']}")
+    for w in rep.warnings:
+        click.echo(f"Warning: {w['message']}")
 
 
 @evaluate.command("matching")
@@ -615,15 +682,26 @@ def _print_eval(rep: Any) -> None:
 @click.option("--positive", default=None, help="The label's positive value (e.g. yes).")
 @click.option("--column", "columns", multiple=True, help="Vector column(s) (default: all).")
 @click.option("--method", "methods", multiple=True,
-              type=click.Choice(["centroid", "learned", "product"]),
-              help="Method(s) (default: centroid and learned).")
+              type=click.Choice(["centroid", "learned", "product", "propensity"]),
+              help="Method(s) (default: centroid, learned and propensity).")
 @click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=0.2, show_default=True)
+              default=0.2, show_default=True, help="--product: share of holders hidden.")
+@click.option("--split-column", default=None,
+              help="--label: the column marking test rows (then one fixed split).")
+@click.option("--test-value", default="test", show_default=True,
+              help="--label: the --split-column value of test rows.")
+@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.3, show_default=True,
+              help="--label without --split-column: share of rows in each stratified test split.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Seeded repeats (seed, seed+1, ...): figures are their mean and SD.")
+@click.option("--exclude", multiple=True, help="propensity: attribute columns to leave out.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @pass_app
 def evaluate_matching(app: App, product: str | None, label: str | None, positive: str | None,
                       columns: tuple[str, ...], methods: tuple[str, ...], holdout: float,
-                      seed: int) -> None:
+                      split_column: str | None, test_value: str, test_size: float,
+                      repeats: int, exclude: tuple[str, ...], seed: int) -> None:
     """ROC-AUC, precision/recall/lift at the top 10% against random and popularity."""
     if (product is None) == (label is None):
         raise click.UsageError("give exactly one of --product or --label")
@@ -631,7 +709,9 @@ def evaluate_matching(app: App, product: str | None, label: str | None, positive
         rep = app.kindred().evaluate_matching(
             product, label=label, positive=_literal(positive),
             vector_columns=list(columns) or None,
-            methods=list(methods) or ("centroid", "learned"), holdout=holdout, seed=seed,
+            methods=list(methods) or ("centroid", "learned", "propensity"), holdout=holdout,
+            seed=seed, repeats=repeats, split_column=split_column,
+            test_value=_literal(test_value), test_size=test_size, exclude=list(exclude),
             progress=bar)
     app.emit(rep, lambda: _print_eval(rep))
 
@@ -754,7 +834,8 @@ def risk_explain(app: App, customer: str) -> None:
 @click.option("--out", "out_dir", default="./kindred-report", show_default=True,
               type=click.Path(file_okay=False))
 @click.option("--product", "products", multiple=True,
-              help="Products to plot (default: the 3 most held).")
+              help="Products to plot (default: the fitted ones, else the 3 least held with "
+                   "at least 50 holders).")
 @click.option("--column", default=None, help="Vector column (default: the preferred one).")
 @click.option("--label", default=None, help="Anomaly label column for the risk ROC-AUC.")
 @pass_app

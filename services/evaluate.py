@@ -80,6 +80,12 @@ class EvaluationReport(BaseModel):
     predictability: dict[str, Any] | None = None
     _curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = PrivateAttr(
         default_factory=dict)
+    _calibration: list[dict[str, float]] = PrivateAttr(default_factory=list)
+
+    @property
+    def calibration(self) -> list[dict[str, float]]:
+        """The propensity model's out-of-fold calibration bins (first repeat), if evaluated."""
+        return self._calibration
 
     @property
     def curves(self) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
@@ -173,8 +179,7 @@ def _evaluate(store: VectorStore, table: str, columns: Sequence[str], methods: S
               prefilter: Filter | None, k: int | None, baselines: bool,
               learned_options: dict[str, Any], propensity_options: dict[str, Any] | None,
               progress: Progress | None = None,
-              ) -> tuple[list[MetricRow], float, list[dict[str, Any]],
-                         dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]]:
+              ) -> tuple[list[MetricRow], float, list[dict[str, Any]], Any]:
     # (column, method) pairs: propensity reads attributes, once
     pairs = [(c, m) for c in columns for m in methods if m != "propensity"]
     if "propensity" in methods:
@@ -185,6 +190,7 @@ def _evaluate(store: VectorStore, table: str, columns: Sequence[str], methods: S
     sizes: dict[tuple[str, str], tuple[int, int, int]] = {}
     errors: dict[tuple[str, str], str] = {}
     warnings: list[dict[str, Any]] = []
+    calibration: list[dict[str, float]] = []
     curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     base_rates: list[float] = []
     for r in range(repeats):
@@ -205,6 +211,7 @@ def _evaluate(store: VectorStore, table: str, columns: Sequence[str], methods: S
                 continue
             if method == "propensity" and r == 0:
                 warnings.extend(query.details.get("leakage") or [])
+                calibration[:] = query.details.get("calibration_curve") or []
             kk = k if k is not None else max(1, round(top_frac * len(y)))
             if r == 0:
                 curves[(column, method)] = (y, s)
@@ -233,7 +240,7 @@ def _evaluate(store: VectorStore, table: str, columns: Sequence[str], methods: S
         # one set of baselines is enough when the vector columns' come first
         rows = [x for x in rows if not (x.vector_column == ATTRIBUTES and x.method in BASELINES)]
     base = float(np.mean(base_rates)) if base_rates else math.nan
-    return rows, base, warnings, curves
+    return rows, base, warnings, (curves, calibration)
 
 
 def _aggregate(key: tuple[str, str], runs: list[dict[str, float]],
@@ -330,7 +337,7 @@ def evaluate_holdout(store: VectorStore, product: str, *,
                            params={"holdout": holdout, "seed": seed, "repeats": repeats,
                                    "top_frac": top_frac, "k": k, "hidden": n_hidden,
                                    "known": len(ids) - n_hidden})
-    rep._curves = curves
+    rep._curves, rep._calibration = curves
     return rep
 
 
@@ -440,5 +447,5 @@ def evaluate_labels(store: VectorStore, label_column: str, *, positive: Any = No
                            params={"split_column": split_column, "test_value": test_value,
                                    "test_size": test_size, "seed": seed, "repeats": repeats,
                                    "top_frac": top_frac, "k": k, "test_rows": test_rows})
-    rep._curves = curves
+    rep._curves, rep._calibration = curves
     return rep

@@ -155,8 +155,11 @@ class Kindred:
             info.vector(c)
         built, skipped = [], []
         steps = len(wanted) + 1
+        scores = [c for c in info.schema.names if c.startswith("propensity_")]
         if info.key and self._store.capabilities.scalar_index:
             self._store.create_scalar_index(table, info.key)
+            for c in scores:  # match --method propensity filters on them
+                self._store.create_scalar_index(table, c)
         if progress:
             progress(f"index {table}", 1, steps)
         for i, c in enumerate(wanted, start=2):
@@ -168,7 +171,7 @@ class Kindred:
             if progress:
                 progress(f"index {table}", i, steps)
         return StepResult(step="index", table=table, details={
-            "rows": n, "scalar": info.key, "vector_indexes": built,
+            "rows": n, "scalar": info.key, "score_indexes": scores, "vector_indexes": built,
             "exact_only": skipped, "min_rows": min_rows})
 
     def migrate(self, target: str | VectorStore, *, tables: Sequence[str] | None = None,
@@ -353,7 +356,8 @@ class Kindred:
               min_score: float | None = None, where: str | None = None, exact: bool = False,
               columns: Sequence[str] = (), min_consumers: int = 20,
               query: ProductQuery | None = None, consumers: bool = True,
-              prospects: bool = True, bands: Sequence[float] | None = None) -> MatchResult:
+              prospects: bool = True, bands: Sequence[float] | None = None,
+              propensity_options: dict[str, Any] | None = None) -> MatchResult:
         """Consumers (holders, most typical first) and prospects (most likely first) of a product.
 
         ``where`` is a filter expression over customer columns, e.g.
@@ -362,16 +366,66 @@ class Kindred:
         ``columns``) and a summary (method, sizes, options); ``.to_dict()`` is JSON-ready.
         ``query`` reuses a query from :meth:`product_query` (no refit). ``consumers=False``
         or ``prospects=False`` leaves that list out (one search). ``bands``: two descending
-        score thresholds for the high/medium/low bands (default: each list's tertiles).
+        score thresholds for the high/medium/low bands (default: edges from the whole base,
+        see :mod:`services.matching.bands`). ``method="propensity"`` serves the probabilities
+        :meth:`fit` wrote (else fits in memory); the summary then has the audience's expected
+        conversions and lift. ``match`` never writes to the store.
         """
         from .matching import match
 
         self._require_table(CUSTOMERS, "ingest customers first")
-        vector_column = vector_column or self.default_vector_column()
+        if method != "propensity":
+            vector_column = vector_column or self.default_vector_column()
         return match(self._store, product, method=method, vector_column=vector_column,
                      top_k=top, audience_pct=audience_pct, min_score=min_score, filter=where,
                      exact=exact, columns=columns, min_consumers=min_consumers, query=query,
-                     consumers=consumers, prospects=prospects, bands=bands)
+                     consumers=consumers, prospects=prospects, bands=bands,
+                     propensity_options=propensity_options)
+
+    def fit(self, products: Sequence[str], *, method: str = "propensity",
+            vector_column: str | None = None, exclude: Sequence[str] = (),
+            types: Sequence[str] | dict[str, str] = (), seed: int = 0,
+            propensity_options: dict[str, Any] | None = None,
+            progress: Progress | None = None) -> StepResult:
+        """Fit and persist each product's model, so :meth:`match` serves it without refitting.
+
+        ``propensity``: a gradient-boosted model of the attributes (``exclude`` leaves columns
+        out, ``types=["branch=category"]`` declares kinds), saved verified, and every
+        customer's probability written to ``propensity_<product>`` with a scalar index;
+        ``learned``: the logistic query on ``vector_column``, saved for reuse while the table
+        is unchanged. Returns per product what was fitted (model id, cross-validated ROC-AUC,
+        leakage warnings).
+        """
+        from ingest.column_kinds import parse_kinds
+
+        from .matching import build_query
+        from .matching.scores import fit_and_write
+
+        self._require_table(CUSTOMERS, "ingest customers first")
+        if method not in ("propensity", "learned"):
+            raise ServiceError(f"fit: method must be propensity or learned, got {method!r}")
+        try:
+            kinds = parse_kinds(types)
+        except ValueError as exc:
+            raise ServiceError(str(exc)) from None
+        out: dict[str, Any] = {}
+        for product in products:
+            if method == "learned":
+                q = build_query(self._store, product, "learned", seed=seed,
+                                vector_column=vector_column or self.default_vector_column())
+                out[product] = {"method": "learned", "vector_column": q.vector_column,
+                                "cached": q.details.get("cached"), "C": q.details.get("C")}
+                continue
+            opts = {**(propensity_options or {}), "exclude": list(exclude), "types": kinds}
+            entry = fit_and_write(self._store, product, seed=seed, options=opts,
+                                  progress=_for_step(progress, f"fit {product}"))
+            out[product] = {"method": "propensity", "column": entry["column"],
+                            "model_id": entry["model_id"], "rows_scored": entry["rows_scored"],
+                            "base_rate": entry["base_rate"],
+                            "assessment": entry["assessment"], "leakage": entry["leakage"],
+                            "features": entry["state"]["details"]["features"],
+                            "dropped": entry["state"]["details"]["dropped"]}
+        return StepResult(step="fit", table=CUSTOMERS, details={"products": out})
 
     def product_query(self, product: str, *, method: str = "centroid",
                       vector_column: str | None = None, min_consumers: int = 20,
@@ -405,17 +459,26 @@ class Kindred:
 
     def evaluate_matching(self, product: str | None = None, *, label: str | None = None,
                           positive: Any = None, vector_columns: Sequence[str] | None = None,
-                          methods: Sequence[str] = ("centroid", "learned"),
-                          holdout: float = 0.2, seed: int = 0,
+                          methods: Sequence[str] = ("centroid", "learned", "propensity"),
+                          holdout: float = 0.2, seed: int = 0, repeats: int = 3,
+                          split_column: str | None = None, test_value: Any = "test",
+                          test_size: float = 0.3, exclude: Sequence[str] = (),
                           learned_options: dict[str, Any] | None = None,
+                          propensity_options: dict[str, Any] | None = None,
                           progress: Progress | None = None) -> EvaluationReport:
-        """Measured matching quality: a holdout of ``product``'s holders, or a ``label`` column.
+        """Measured matching quality: repeated holdouts of ``product``'s holders, or a
+        ``label`` column (test rows: ``split_column == test_value``, else ``repeats`` seeded
+        stratified ``test_size`` splits).
 
-        Returns an :class:`services.evaluate.EvaluationReport`: ROC-AUC, precision@k,
-        recall@k and lift@k per vector column and method, with random and popularity baselines.
-        ``learned_options`` go to the learned model (e.g. ``{"Cs": [10.0]}``).
+        Returns an :class:`services.evaluate.EvaluationReport`: ROC-AUC (mean, SD, interval),
+        precision@k, recall@k and lift@k per vector column and method, with random and
+        popularity baselines, leakage warnings and the predictability verdict.
+        ``learned_options`` go to the learned model (e.g. ``{"Cs": [10.0]}``),
+        ``propensity_options`` (and ``exclude``, attribute columns left out) to the
+        propensity model.
         """
         lo = dict(learned_options or {})
+        po = {**(propensity_options or {}), **({"exclude": list(exclude)} if exclude else {})}
         from .evaluate import evaluate_holdout, evaluate_labels
 
         self._require_table(CUSTOMERS, "ingest customers first")
@@ -426,10 +489,12 @@ class Kindred:
         if label is not None:
             return evaluate_labels(self._store, label, positive=positive,
                                    vector_columns=vector_columns, methods=methods, seed=seed,
-                                   progress=rows_done, **lo)
+                                   repeats=repeats, split_column=split_column,
+                                   test_value=test_value, test_size=test_size,
+                                   progress=rows_done, propensity_options=po, **lo)
         return evaluate_holdout(self._store, product, vector_columns=vector_columns,
-                                methods=methods, holdout=holdout, seed=seed,
-                                progress=rows_done, **lo)
+                                methods=methods, holdout=holdout, seed=seed, repeats=repeats,
+                                progress=rows_done, propensity_options=po, **lo)
 
     # ------------------------------------------------------------------ risk
     def score_risk(self, *, detector: str | None = None, column: str | None = None,
@@ -483,51 +548,70 @@ class Kindred:
 
     # ------------------------------------------------------------------ report
     def report(self, out_dir: str | Path, *, products: Sequence[str] | None = None,
-               column: str | None = None, methods: Sequence[str] = ("centroid", "learned"),
+               column: str | None = None,
+               methods: Sequence[str] = ("centroid", "learned", "propensity"),
                label: str | None = None, max_products: int = 3, seed: int = 0,
-               learned_options: dict[str, Any] | None = None) -> ReportResult:
+               repeats: int = 3, learned_options: dict[str, Any] | None = None,
+               propensity_options: dict[str, Any] | None = None) -> ReportResult:
         """Write ``report.html`` (self-contained) and its PNGs into ``out_dir``.
 
-        Gain/lift curves per product and method (seeded holdout), consumer vs prospect score
-        distributions, the risk score distribution with its flag threshold, and a PCA map of
-        customers coloured by holdings and risk flag. ``products`` defaults to the
-        ``max_products`` most held products; ``column`` to the default vector column; ``label``
-        (e.g. ``is_anomaly``) adds the risk ROC-AUC; ``learned_options`` go to the learned
-        model (e.g. ``{"Cs": [10.0]}`` to skip choosing C by cross-validation).
+        Gain/lift curves per product and method from the same repeated holdouts as
+        :meth:`evaluate_matching` (same ``seed``, ``repeats``: the same figures), the
+        propensity calibration curve, consumer vs prospect score distributions, the risk score
+        distribution with its flag threshold, and a PCA map of customers coloured by holdings
+        and risk flag. ``products`` defaults to :meth:`report_products`; ``column`` to the
+        default vector column; ``label`` (e.g. ``is_anomaly``) adds the risk ROC-AUC.
         """
         from . import report as rpt
 
         self._require_table(CUSTOMERS, "ingest customers first")
         column = column or self.default_vector_column()
-        if column is None:
+        if column is None and "propensity" not in methods:
             raise ServiceError("the customers table has no vector column: run embed first")
         if products is None:
-            products = self.popular_products(max_products)
+            products = self.report_products(max_products)
         st = self.stats([CUSTOMERS])
         facts = {"store": self.location, "customers": f"{st.tables[0].rows:,}",
-                 "vector column": column,
+                 "vector column": column or "-",
                  "vector columns": ", ".join(f"{v.name} ({v.embedder or '-'}, {v.dim}-d)"
-                                             for v in st.tables[0].vectors)}
+                                             for v in st.tables[0].vectors) or "-"}
         data = rpt.collect(self._store, column=column, products=products, methods=methods,
-                           label=label, seed=seed, facts=facts,
+                           label=label, seed=seed, repeats=repeats, facts=facts,
                            learned_options=learned_options,
+                           propensity_options=propensity_options,
                            title=f"Kindred report: {self.location}")
         return rpt.write_report(data, out_dir)
 
-    def popular_products(self, n: int = 3, *, min_holders: int = 20) -> list[str]:
-        """The ``n`` products with most holders (at least ``min_holders``), most held first."""
+    def report_products(self, n: int = 3, *, min_holders: int = 50) -> list[str]:
+        """The products a report plots by default: those with a fitted propensity model
+        (:meth:`fit`), else the ``n`` least-held products with at least ``min_holders``
+        holders (the hardest to target, and the ones a campaign is usually about)."""
+        fitted = list(self._store.table_info(CUSTOMERS).metadata.get("propensity") or {})
+        if fitted:
+            return fitted[:n]
+        counts = self.product_counts()
+        ranked = sorted((p for p in counts if counts[p] >= min_holders),
+                        key=lambda p: (counts[p], p))
+        return ranked[:n]
+
+    def product_counts(self) -> dict[str, int]:
+        """Holders per product (products table rows, else every product held)."""
         from vectorstore.filters import Has
 
         info = self._store.table_info(CUSTOMERS)
         if "holdings" not in info.schema.names:
-            return []
+            return {}
         if self._store.has_table(PRODUCTS):
             candidates = self._store.to_arrow(PRODUCTS, columns=["product_id"]).column(
                 "product_id").to_pylist()
         else:
             lists = self._store.to_arrow(CUSTOMERS, columns=["holdings"]).column("holdings")
             candidates = sorted(set(pc.list_flatten(lists).drop_null().to_pylist()))
-        counts = {p: self._store.count(CUSTOMERS, Has("holdings", p)) for p in candidates}
+        return {p: self._store.count(CUSTOMERS, Has("holdings", p)) for p in candidates}
+
+    def popular_products(self, n: int = 3, *, min_holders: int = 20) -> list[str]:
+        """The ``n`` products with most holders (at least ``min_holders``), most held first."""
+        counts = self.product_counts()
         ranked = sorted((p for p in counts if counts[p] >= min_holders),
                         key=lambda p: -counts[p])
         return ranked[:n]

@@ -190,6 +190,8 @@ def fit_propensity(store: VectorStore, table: str, labeller: Labeller,
     calibration = (float(platt.coef_[0, 0]), float(platt.intercept_[0]))
     best = ranked[0]
     fold_aucs = best["fold_roc_auc"]
+    curve = calibration_curve(y, 1.0 / (1.0 + np.exp(-(calibration[0] * oof + calibration[1]))),
+                              w)
     n_neg = len(y) - n_pos
     lo, hi = auc_interval(fold_aucs, n_pos / folds, n_neg / folds)
     details = {
@@ -205,10 +207,29 @@ def fit_propensity(store: VectorStore, table: str, labeller: Labeller,
                        "roc_auc": round(float(np.mean(fold_aucs)), 6),
                        "roc_auc_sd": round(float(np.std(fold_aucs, ddof=1)), 6),
                        "interval": [round(lo, 6), round(hi, 6)], "predictable": lo > 0.5},
-        "leakage": leakage, "seconds": round(time.perf_counter() - t0, 3),
+        "leakage": leakage, "calibration_curve": curve,
+        "seconds": round(time.perf_counter() - t0, 3),
     }
     models = [m for r in chosen for m in r["models"]]
     return PropensityModel(product, spec, models, calibration, base_rate, details)
+
+
+def calibration_curve(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None,
+                      bins: int = 10) -> list[dict[str, float]]:
+    """Mean predicted probability vs observed positive rate in ``bins`` quantile bins of the
+    out-of-fold predictions (weighted back to the population)."""
+    w = np.ones(len(y)) if w is None else w
+    edges = np.unique(np.quantile(p, np.linspace(0, 1, bins + 1)[1:-1]))
+    idx = np.searchsorted(edges, p, side="right")
+    out = []
+    for b in range(len(edges) + 1):
+        m = idx == b
+        if not m.any():
+            continue
+        ww = w[m]
+        out.append({"predicted": float(np.average(p[m], weights=ww)),
+                    "observed": float(np.average(y[m], weights=ww)), "rows": int(m.sum())})
+    return out
 
 
 def score_batches(store: VectorStore, table: str, model: PropensityModel, *,
