@@ -632,18 +632,51 @@ def explain(app: App, customer: str, product: str, vector_column: str | None, k:
 
 @main.command()
 @click.option("--top-n", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--method", type=click.Choice(["behavior", "vector"]), default=None,
+              help="behavior: from the events (default when there are events); vector: "
+                   "customer . product in a shared vector column.")
 @click.option("--column", "vector_column", default=None,
-              help="Vector column shared by customers and products (e.g. vec_behavior).")
-@click.option("--include-held", is_flag=True, help="Also recommend products already held.")
+              help="vector: column shared by customers and products (e.g. vec_behavior).")
+@click.option("--include-held", is_flag=True, help="vector: also recommend products already held.")
+@click.option("--all-items", is_flag=True,
+              help="behavior: recommend any event item, not only products-table rows.")
 @pass_app
-def recommend(app: App, top_n: int, vector_column: str | None, include_held: bool) -> None:
-    """Score every customer for every product; write rec_products and rec_scores."""
+def recommend(app: App, top_n: int, method: str | None, vector_column: str | None,
+              include_held: bool, all_items: bool) -> None:
+    """Every customer's top products, written to rec_products and rec_scores."""
     with app.progress() as bar:
-        r = app.kindred().recommend(top_n=top_n, vector_column=vector_column,
-                                    exclude_held=not include_held, progress=bar)
-    app.emit(r, lambda: click.echo(
-        f"Wrote top {r.top_n} of {r.products} products for {r.customers:,} customers "
-        f"({r.vector_column}; scoring {r.seconds_scoring:.2f}s, writing {r.seconds_writing:.2f}s)"))
+        r = app.kindred().recommend(top_n=top_n, vector_column=vector_column, method=method,
+                                    exclude_held=not include_held, only_products=not all_items,
+                                    progress=bar)
+
+    def human() -> None:
+        d = r.details if hasattr(r, "details") else r.model_dump()
+        click.echo(f"Wrote top {d['top_n']} of {d['products']} products for {d['customers']:,} "
+                   f"customers ({d.get('method') or d.get('vector_column')}; scoring "
+                   f"{d['seconds_scoring']:.2f}s, writing {d['seconds_writing']:.2f}s)")
+
+    app.emit(r, human)
+
+
+@main.command()
+@click.argument("customer")
+@click.option("--top-n", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--all-items", is_flag=True, help="Any event item, not only products.")
+@pass_app
+def recommendations(app: App, customer: str, top_n: int, all_items: bool) -> None:
+    """CUSTOMER's behaviour recommendations, each with its reasons."""
+    r = app.kindred().recommendations(customer, top_n=top_n, only_products=not all_items)
+
+    def human() -> None:
+        click.echo(f"{customer}: {r['active_days']} active days, holds "
+                   f"{', '.join(r['holdings']) or 'nothing'} ({r['source']})")
+        if not r["recommendations"]:
+            click.echo("  (nothing to recommend)")
+        for i, item in enumerate(r["recommendations"], start=1):
+            click.echo(f"  {i:>2}. {item['item']:<24} score {item['score']:.4f}  "
+                       + "; ".join(item["reasons"]))
+
+    app.emit(r, human)
 
 
 @main.group()
@@ -714,6 +747,27 @@ def evaluate_matching(app: App, product: str | None, label: str | None, positive
             test_value=_literal(test_value), test_size=test_size, exclude=list(exclude),
             progress=bar)
     app.emit(rep, lambda: _print_eval(rep))
+
+
+@evaluate.command("recommendations")
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@pass_app
+def evaluate_recommendations(app: App, k: int, seed: int) -> None:
+    """Next-basket hit/recall/NDCG@k (last day of events hidden) against popularity and ALS."""
+    with app.busy("Evaluating recommendations"):
+        rep = app.kindred().evaluate_recommendations(k=k, seed=seed)
+
+    def human() -> None:
+        click.echo(f"Next-basket evaluation: {rep.customers:,} customers, {rep.items} items, "
+                   f"each customer's last day of events hidden")
+        click.echo(f"  {'method':<32} {'hit@' + str(k):>8} {'recall@' + str(k):>10} "
+                   f"{'NDCG@' + str(k):>8}")
+        for r in rep.rows:
+            click.echo(f"  {r.method:<32} {r.hit_at_k:>8.4f} {r.recall_at_k:>10.4f} "
+                       f"{r.ndcg_at_k:>8.4f}")
+
+    app.emit(rep, human)
 
 
 @evaluate.command("risk")

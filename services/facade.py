@@ -448,14 +448,94 @@ class Kindred:
         return explain(self._store, customer_id, product, vector_column=vector_column, k=k)
 
     def recommend(self, *, top_n: int = 3, vector_column: str | None = None,
-                  exclude_held: bool = True, progress: Progress | None = None) -> RecommendSummary:
-        """Score every customer for every product; write ``rec_products``/``rec_scores``."""
-        from .matching import recommend
+                  exclude_held: bool = True, method: str | None = None,
+                  only_products: bool = True,
+                  progress: Progress | None = None) -> RecommendSummary | StepResult:
+        """Every customer's top ``top_n``, written to ``rec_products``/``rec_scores``.
 
-        self._require_table(PRODUCTS, "ingest products first")
+        ``method="behavior"`` (the default when there is an events table): the behaviour
+        recommender of :mod:`services.matching.behaviour` (own history for repeatable items, a
+        behaviour profile that falls back to popularity, implicit ALS factors), fitted on all
+        events and saved; held one-time products are never recommended again, and only
+        products-table items are written when ``only_products``. ``method="vector"``: customer
+        . product in a shared ``vector_column`` (e.g. ``vec_behavior``).
+        """
+        from .matching import recommend
+        from .matching.behaviour import recommend_behaviour
+
+        method = method or ("behavior" if self._store.has_table(EVENTS) else "vector")
         rows_done = _for_step(progress, "recommend")
+        if method == "behavior":
+            self._require_table(EVENTS, "ingest events first")
+            d = recommend_behaviour(self._store, top_n=top_n, only_products=only_products,
+                                    progress=rows_done)
+            return StepResult(step="recommend", table=CUSTOMERS, details=_plain(d))
+        if method != "vector":
+            raise ServiceError(f"recommend: method must be behavior or vector, got {method!r}")
+        self._require_table(PRODUCTS, "ingest products first")
         return recommend(self._store, vector_column=vector_column, top_n=top_n,
                          exclude_held=exclude_held, progress=rows_done)
+
+    def recommendations(self, customer_id: str, *, top_n: int = 10,
+                        only_products: bool = True) -> dict[str, Any]:
+        """One customer's behaviour recommendations with the reasons for each: from the
+        recommender :meth:`recommend` saved (fitted on the fly, not saved, when there is none).
+        """
+        import numpy as np
+
+        from vectorstore.filters import Cmp
+
+        from .matching.behaviour import (
+            Recommender,
+            explain_one,
+            fit_recommender,
+            history_rows,
+            read_interactions,
+        )
+
+        self._require_table(CUSTOMERS, "ingest customers first")
+        self._require_table(EVENTS, "ingest events first")
+        me = self._store.to_arrow(CUSTOMERS, columns=["customer_id", "holdings"]
+                                  if "holdings" in self._store.table_info(CUSTOMERS).schema.names
+                                  else ["customer_id"], filter=Cmp("customer_id", "=", customer_id))
+        if me.num_rows == 0:
+            raise ServiceError(f"table 'customers' has no customer {customer_id!r}")
+        if "customers.recommender" in self._store.list_artifacts():
+            rec, source = Recommender.load(self._store), "saved recommender"
+        else:
+            rec, _ = fit_recommender(self._store, read_interactions(self._store))
+            source = "fitted now (run `kindred recommend` to save one)"
+        mine = read_interactions(self._store, filter=Cmp("customer_id", "=", customer_id)) \
+            if self._store.count(EVENTS, Cmp("customer_id", "=", customer_id)) else None
+        ids = me.column("customer_id").combine_chunks()
+        if mine is None:
+            empty = np.zeros(1)
+            import scipy.sparse as sp
+
+            z = sp.csr_matrix((1, len(rec.items)))
+            counts, days, active = z, z, empty
+        else:
+            counts, days, active = history_rows(rec, mine, ids)
+        exclude = np.zeros(len(rec.items), dtype=bool)
+        if only_products and self._store.has_table(PRODUCTS):
+            pids = self._store.to_arrow(PRODUCTS, columns=["product_id"]).column("product_id")
+            exclude |= ~np.isin(np.asarray(rec.items, dtype=object), pids.to_pylist())
+        held = me.column("holdings")[0].as_py() if "holdings" in me.column_names else None
+        for p in held or []:
+            if p in rec.items and not rec.repeatable[rec.items.index(p)]:
+                exclude[rec.items.index(p)] = True
+        items = explain_one(rec, counts, days, active, top_n, exclude)
+        return {"customer_id": customer_id, "active_days": int(active[0]),
+                "holdings": held or [], "source": source, "recommendations": items}
+
+    def evaluate_recommendations(self, *, k: int = 10, seed: int = 0) -> Any:
+        """Next-basket evaluation (each customer's last day of events hidden): hit@k,
+        recall@k, NDCG@k of Kindred against popularity, popularity without history and raw
+        implicit ALS, in one run (:mod:`services.evaluate_recs`)."""
+        from .evaluate_recs import evaluate_next_basket
+
+        self._require_table(EVENTS, "ingest events first")
+        return evaluate_next_basket(self._store, k=k, seed=seed)
 
     def evaluate_matching(self, product: str | None = None, *, label: str | None = None,
                           positive: Any = None, vector_columns: Sequence[str] | None = None,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +86,7 @@ class Interactions:
 
 def read_interactions(store: VectorStore, *, events: str = EVENTS,
                       item_columns: Sequence[str] = ITEM_COLUMNS,
-                      batch_size: int = 262_144) -> Interactions:
+                      batch_size: int = 262_144, filter: Any = None) -> Interactions:
     """Every (customer, item, day) of the events table with its event count, one streamed
     pass (memory: the distinct triples)."""
     if not store.has_table(events):
@@ -99,7 +99,8 @@ def read_interactions(store: VectorStore, *, events: str = EVENTS,
     ids: list[pa.Array] = []
     items: list[pa.Array] = []
     days: list[np.ndarray] = []
-    for b in store.scan(events, columns=[CUSTOMER_KEY, "ts", *cols], batch_size=batch_size):
+    for b in store.scan(events, columns=[CUSTOMER_KEY, "ts", *cols], batch_size=batch_size,
+                        filter=filter):
         day = pc.cast(pc.cast(b.column("ts"), pa.timestamp("s", "UTC")), pa.int64())
         day = np.asarray(day.to_numpy(zero_copy_only=False), dtype=np.int64) // 86_400
         for c in cols:
@@ -161,7 +162,7 @@ def fit_classes(days: sp.csr_matrix, k: int = CLASSES, seed: int = 0,
                 iterations: int = EM_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
     """EM for a mixture of multinomials over item-day counts: (class item shares, priors)."""
     rng = np.random.default_rng(seed)
-    n, m = days.shape
+    n = days.shape[0]
     R = rng.dirichlet(np.ones(k), size=n)
     X = days.tocsr().astype(np.float64)
     for _ in range(iterations):
@@ -327,7 +328,7 @@ def fit_recommender(store: VectorStore, inter: Interactions, *, seed: int = 0,
                 choice["validation"].append({"shrink": shrink, "w_factors": w, "hit": m})
                 if m > best + 1e-9:
                     best, choice["shrink"], choice["w_factors"] = m, shrink, w
-    model, weighted = _als(counts, f, seed)
+    model, _ = _als(counts, f, seed)
     theta, prior = fit_classes(days, seed=seed)
     rec = Recommender(inter.items, np.asarray(model.item_factors, dtype=np.float32), popularity,
                       repeatable, float(choice["shrink"]), float(choice["w_factors"]),
@@ -337,37 +338,116 @@ def fit_recommender(store: VectorStore, inter: Interactions, *, seed: int = 0,
     return rec, np.asarray(model.user_factors, dtype=np.float64)
 
 
-def recommend_blocks(rec: Recommender, inter: Interactions, user_factors: np.ndarray,
-                     n: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(row indices, item indices, scores) of each customer's top ``n``, in blocks."""
-    _, days, active = inter.matrices()
-    for lo in range(0, days.shape[0], BLOCK):
-        rows = np.arange(lo, min(lo + BLOCK, days.shape[0]))
-        s = rec.scores(days[rows], active[rows], user_factors[rows])
-        idx, top = _top(s, n)
-        yield rows, idx, top
+def recommend_behaviour(store: VectorStore, *, top_n: int = 10, table: str = "customers",
+                        only_products: bool = True, write: bool = True, seed: int = 0,
+                        products_table: str = PRODUCTS, batch_size: int = 65_536,
+                        progress: Any = None) -> dict[str, Any]:
+    """Fit the recommender on every event, save it, and write each customer's top ``top_n``
+    to ``rec_products``/``rec_scores`` (only products-table items when ``only_products`` and
+    a products table exists). Held items that are not repeatable are never recommended."""
+    import time
+
+    import pandas as pd
+
+    from ._data import HOLDINGS, Tally
+    from .recommend import REC_PRODUCTS, REC_SCORES, write_recommendations
+
+    if not isinstance(top_n, int) or top_n <= 0:
+        raise MatchingError(f"top_n must be a positive integer, got {top_n!r}")
+    t0 = time.perf_counter()
+    inter = read_interactions(store)
+    rec, U = fit_recommender(store, inter, seed=seed, products_table=products_table)
+    allowed = np.ones(len(rec.items), dtype=bool)
+    if only_products and store.has_table(products_table):
+        ids = store.to_arrow(products_table, columns=[PRODUCT_KEY]).column(PRODUCT_KEY)
+        allowed = np.isin(np.asarray(rec.items, dtype=object), ids.to_pylist())
+    if not allowed.any():
+        raise MatchingError("no recommendable item: none of the event items is a product")
+    index = pd.Index(inter.customers.to_numpy(zero_copy_only=False))
+    item_index = pd.Index(rec.items)
+    info = store.table_info(table)
+    has_holdings = HOLDINGS in info.schema.names
+    tally = Tally(progress, store.count(table) if progress is not None else None)
+    out: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in store.scan(table, columns=[CUSTOMER_KEY, *([HOLDINGS] if has_holdings else [])],
+                            batch_size=batch_size):
+        keys = batch.column(CUSTOMER_KEY)
+        _, days, active = history_rows(rec, inter, keys)
+        pos = index.get_indexer(keys.to_numpy(zero_copy_only=False))
+        Ub = np.where((pos >= 0)[:, None], U[np.maximum(pos, 0)], 0.0)
+        for lo in range(0, batch.num_rows, BLOCK):
+            sl = slice(lo, min(lo + BLOCK, batch.num_rows))
+            sc = rec.scores(days[sl], active[sl], Ub[sl])
+            sc[:, ~allowed] = -np.inf
+            if has_holdings:
+                hb = batch.column(HOLDINGS).slice(sl.start, sl.stop - sl.start)
+                parents = pc.list_parent_indices(hb).to_numpy()
+                j = item_index.get_indexer(pc.list_flatten(hb).to_numpy(zero_copy_only=False))
+                ok = (j >= 0)
+                ok[ok] &= ~rec.repeatable[j[ok]]
+                sc[parents[ok], j[ok]] = -np.inf
+            idx, top = _top(sc, min(top_n, int(allowed.sum())))
+            finite = np.isfinite(top)
+            lens = finite.sum(axis=1)
+            offs = pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32))
+            names = pa.array(rec.items, pa.string()).take(pa.array(idx[finite]))
+            out.append(pa.RecordBatch.from_arrays(
+                [pa.concat_arrays([keys.slice(sl.start, sl.stop - sl.start)]),
+                 pa.ListArray.from_arrays(offs, names),
+                 pa.ListArray.from_arrays(offs, pa.array(top[finite].astype(np.float32)))],
+                names=[CUSTOMER_KEY, REC_PRODUCTS, REC_SCORES]))
+            rows += sl.stop - sl.start
+        tally.add(batch.num_rows)
+    tally.finish()
+    t_score = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    if write:
+        rec.save(store)
+        if out:
+            write_recommendations(store, table, out)
+    return {"method": "behavior", "customers": rows, "products": int(allowed.sum()),
+            "top_n": top_n, "exclude_held": True, "written": write and bool(out),
+            "seconds_scoring": t_score, "seconds_writing": time.perf_counter() - t1,
+            "items": len(rec.items), "shrink": rec.shrink, "w_factors": rec.w_factors}
 
 
-def explain_one(rec: Recommender, inter: Interactions, row: int | None, n: int
+def history_rows(rec: Recommender, inter: Interactions, ids: pa.Array
+                 ) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
+    """(counts, days, active days) of customers ``ids`` in ``rec``'s item space (customers
+    without events get empty rows; items the recommender does not know are ignored)."""
+    import pandas as pd
+
+    counts, days, active = inter.matrices()
+    rows = pd.Index(inter.customers.to_numpy(zero_copy_only=False)).get_indexer(
+        ids.to_numpy(zero_copy_only=False))
+    cols = pd.Index(rec.items).get_indexer(inter.items)
+    keep = cols >= 0
+    remap = sp.csr_matrix((np.ones(int(keep.sum())), (np.flatnonzero(keep), cols[keep])),
+                          shape=(len(inter.items), len(rec.items)))
+    known = rows >= 0
+    pick = sp.csr_matrix((np.ones(int(known.sum())), (np.flatnonzero(known), rows[known])),
+                         shape=(len(ids), max(counts.shape[0], 1)))
+    if counts.shape[0] == 0:
+        empty = sp.csr_matrix((len(ids), len(rec.items)), dtype=np.float64)
+        return empty, empty, np.zeros(len(ids))
+    act = np.where(known, active[np.maximum(rows, 0)], 0.0)
+    return (pick @ counts @ remap).tocsr(), (pick @ days @ remap).tocsr(), act
+
+
+def explain_one(rec: Recommender, counts: sp.csr_matrix, days: sp.csr_matrix,
+                active: np.ndarray, n: int, exclude: np.ndarray | None = None
                 ) -> list[dict[str, Any]]:
-    """One customer's top ``n`` with the parts of each score (history, popularity, factors)."""
-    n_items = len(rec.items)
-    if row is None:
-        days = sp.csr_matrix((1, n_items), dtype=np.float32)
-        active = np.zeros(1)
-        weighted = sp.csr_matrix((1, n_items), dtype=np.float32)
-    else:
-        keep = inter.cust == row
-        one = Interactions(inter.customers, inter.items, np.zeros(int(keep.sum()), np.int32),
-                           inter.item[keep], inter.day[keep], inter.count[keep])
-        counts, days, active = one.matrices()
-        counts, days = counts[:1], days[:1]
-        active = active[:1]
-        from implicit.nearest_neighbours import bm25_weight
+    """One customer's top ``n`` (rows of length 1) with the parts of each score and reasons;
+    ``exclude``: items never to recommend (e.g. held one-time products)."""
+    from implicit.nearest_neighbours import bm25_weight
 
-        weighted = bm25_weight(counts, K1=100, B=0.8).tocsr()
+    weighted = bm25_weight(counts.astype(np.float32), K1=100, B=0.8).tocsr() \
+        if counts.nnz else counts
     U = rec.fold_in(weighted)
     s = rec.scores(days, active, U)[0]
+    if exclude is not None:
+        s[exclude] = -np.inf
     lam = float(active[0] / (active[0] + rec.shrink)) if np.isfinite(rec.shrink) else 0.0
     rate = days.toarray()[0] / max(active[0], 1.0)
     fac = (U @ rec.item_factors.T.astype(np.float64))[0]

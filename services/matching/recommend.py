@@ -111,8 +111,10 @@ def _held_mask(batch: pa.RecordBatch, product_ids: pa.Array) -> np.ndarray:
     return mask
 
 
-def _write_back(store: VectorStore, table: str, names: list[str], out: list[pa.RecordBatch],
-                write_rows: int) -> None:
+def write_recommendations(store: VectorStore, table: str, out: list[pa.RecordBatch],
+                          write_rows: int = 1_048_576) -> None:
+    """Write keyed ``rec_products``/``rec_scores`` batches (the one recommendation write-back)."""
+    names = store.table_info(table).schema.names
     with store.rollback_on_error(table):
         _ensure_key_index(store, table)
         missing = [f for f in (pa.field(REC_PRODUCTS, pa.list_(pa.string())),
@@ -212,7 +214,7 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
     t_score = time.perf_counter() - t0
     t1 = time.perf_counter()
     if write and out:
-        _write_back(store, table, info.schema.names, out, write_rows)
+        write_recommendations(store, table, out, write_rows)
     return RecommendSummary(vector_column=column, customers=rows, products=len(pids), top_n=n,
                             exclude_held=exclude_held, written=write and bool(out),
                             seconds_scoring=t_score, seconds_writing=time.perf_counter() - t1)
