@@ -892,13 +892,21 @@ def risk_explain(app: App, customer: str) -> None:
                    "at least 50 holders).")
 @click.option("--column", default=None, help="Vector column (default: the preferred one).")
 @click.option("--label", default=None, help="Anomaly label column for the risk ROC-AUC.")
+@click.option("--method", "methods", multiple=True,
+              type=click.Choice(["centroid", "learned", "product", "propensity"]),
+              help="Methods to evaluate (default: centroid, learned and propensity, as "
+                   "evaluate matching).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 @pass_app
 def report(app: App, out_dir: str, products: tuple[str, ...], column: str | None,
-           label: str | None) -> None:
-    """Write an HTML report (gain/lift, score distributions, risk, customer map)."""
+           label: str | None, methods: tuple[str, ...], seed: int, repeats: int) -> None:
+    """Write an HTML report (gain/lift, calibration, score distributions, risk, customer map)."""
     with app.busy("Drawing the report"):
         r = app.kindred().report(out_dir, products=list(products) or None, column=column,
-                             label=label)
+                                 label=label, seed=seed, repeats=repeats,
+                                 methods=list(methods) or ("centroid", "learned",
+                                                           "propensity"))
     app.emit(r, lambda: click.echo(f"Report written to {r.html} ({len(r.images)} plots: "
                                    f"{', '.join(r.sections) or 'none'})"))
 

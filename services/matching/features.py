@@ -35,6 +35,7 @@ MAX_DISTINCT_SHARE = 0.05
 share of the rows (most levels rare) is an identifier or free text, not a category."""
 MAX_HOLDING_FEATURES = 100
 HOLDS_PREFIX = "holds:"
+SIMILARITY_PREFIX = "similarity:"
 
 
 def _usable_type(t: pa.DataType) -> bool:
@@ -87,10 +88,14 @@ class FeatureSpec:
     categorical: dict[str, list[str]]
     holdings: list[str]
     dropped: dict[str, str] = field(default_factory=dict)
+    similarity: dict[str, list[float]] = field(default_factory=dict)
+    """vector column -> the direction from all rows' mean to the positives' mean: the
+    feature ``similarity:<column>`` is each row's vector dotted with it (its lookalike score)."""
 
     @property
     def names(self) -> list[str]:
-        return [*self.numeric, *self.categorical, *(HOLDS_PREFIX + p for p in self.holdings)]
+        return [*self.numeric, *self.categorical, *(HOLDS_PREFIX + p for p in self.holdings),
+                *(SIMILARITY_PREFIX + c for c in self.similarity)]
 
     @property
     def attributes(self) -> list[str]:
@@ -107,7 +112,8 @@ class FeatureSpec:
     @property
     def columns(self) -> list[str]:
         """Columns a batch must have for :meth:`encode`."""
-        return [*self.numeric, *self.categorical, *([HOLDINGS] if self.holdings else [])]
+        return [*self.numeric, *self.categorical, *([HOLDINGS] if self.holdings else []),
+                *self.similarity]
 
     def encode(self, data: pa.Table | pa.RecordBatch) -> np.ndarray:
         """The ``(rows, features)`` float64 matrix; NaN is a missing value."""
@@ -123,17 +129,43 @@ class FeatureSpec:
                                    dtype=np.float64)
             j += 1
         if self.holdings:
-            out[:, j:] = held_matrix(_column(data, HOLDINGS), self.holdings)
+            out[:, j:j + len(self.holdings)] = held_matrix(_column(data, HOLDINGS),
+                                                           self.holdings)
+            j += len(self.holdings)
+        for c, direction in self.similarity.items():
+            out[:, j] = similarity(_column(data, c), np.asarray(direction))
+            j += 1
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"numeric": self.numeric, "categorical": self.categorical,
-                "holdings": self.holdings, "dropped": self.dropped}
+        """JSON-ready; ordered pairs, not objects: stores may sort object keys, and the
+        feature order is the model's column order."""
+        return {"numeric": self.numeric, "categorical": [[c, v] for c, v in
+                                                         self.categorical.items()],
+                "holdings": self.holdings, "dropped": self.dropped,
+                "similarity": [[c, v] for c, v in self.similarity.items()]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
-        return cls(list(d["numeric"]), {k: list(v) for k, v in d["categorical"].items()},
-                   list(d["holdings"]), dict(d.get("dropped") or {}))
+        return cls(list(d["numeric"]), {c: list(v) for c, v in d["categorical"]},
+                   list(d["holdings"]), dict(d.get("dropped") or {}),
+                   {c: list(v) for c, v in d.get("similarity") or []})
+
+
+def similarity(vectors: pa.Array, direction: np.ndarray) -> np.ndarray:
+    """Each vector dotted with ``direction`` (NaN where the row has no vector); a float column
+    is taken as already projected (the training sample keeps only the projection)."""
+    if pa.types.is_floating(vectors.type):
+        return _as_float(vectors)
+    out = np.full(len(vectors), np.nan)
+    if len(vectors) == 0:
+        return out
+    valid = np.asarray(pc.is_valid(vectors).to_numpy(zero_copy_only=False), dtype=bool)
+    if valid.any():
+        flat = pc.list_flatten(vectors.filter(pa.array(valid))).to_numpy(zero_copy_only=False)
+        X = np.asarray(flat, dtype=np.float64).reshape(int(valid.sum()), len(direction))
+        out[valid] = X @ direction
+    return out
 
 
 def held_matrix(holdings: pa.Array, products: Sequence[str]) -> np.ndarray:
@@ -150,8 +182,8 @@ def held_matrix(holdings: pa.Array, products: Sequence[str]) -> np.ndarray:
 
 
 def fit_spec(sample: pa.Table, info: TableInfo, columns: Sequence[str], *,
-             target_product: str | None, declared: dict[str, str] | None = None
-             ) -> FeatureSpec:
+             target_product: str | None, declared: dict[str, str] | None = None,
+             directions: dict[str, list[float]] | None = None) -> FeatureSpec:
     """Choose and encode the feature columns from ``sample`` (rows of ``columns``, and
     ``holdings`` when the table has it). ``target_product`` is never a feature."""
     declared = declared or {}
@@ -197,10 +229,10 @@ def fit_spec(sample: pa.Table, info: TableInfo, columns: Sequence[str], *,
             ranked = sorted(zip(names, cnts, strict=True), key=lambda x: (-x[1], x[0]))
             holdings = [p for p, k in ranked if p != target_product and 0 < k < n][
                 :MAX_HOLDING_FEATURES]
-    if not numeric and not categorical and not holdings:
+    if not numeric and not categorical and not holdings and not directions:
         raise MatchingError(f"table {info.name!r} has no attribute a propensity model can use "
                             f"(dropped: {dropped or 'none'})")
-    return FeatureSpec(numeric, categorical, holdings, dropped)
+    return FeatureSpec(numeric, categorical, holdings, dropped, dict(directions or {}))
 
 
 # --------------------------------------------------------------------------- leakage

@@ -6,7 +6,10 @@ Fit (:func:`fit_propensity`), on the labelled rows only (holders vs the rest, or
    ``max_negatives``; sampled rows are weighted back to the population, so probabilities stay
    population probabilities);
 2. the attributes become features (:mod:`services.matching.features`: numbers, categories by
-   level, the customer's other holdings as 0/1); each attribute alone is checked for leakage;
+   level, the customer's other holdings as 0/1), plus, for each vector column, the lookalike
+   score: the row's vector dotted with the direction from the population mean to the
+   positives' mean (computed in a first streamed pass over the labelled rows); each feature
+   alone is checked for leakage;
 3. scikit-learn's ``HistGradientBoostingClassifier`` (native categorical support, early
    stopping) is cross-validated (stratified ``folds``, seeded) on a small grid of
    hyper-parameters, inside these rows only; the predictor is the average log-odds of the
@@ -32,7 +35,7 @@ import pyarrow as pa
 from vectorstore import VectorStore
 
 from ..errors import NotEnoughData
-from ._data import HOLDINGS, Labeller, Progress, Tally
+from ._data import HOLDINGS, Labeller, Progress, Tally, holds
 from .assess import auc_interval
 from .features import (
     FeatureSpec,
@@ -102,9 +105,12 @@ class PropensityModel:
 
 def _training_sample(store: VectorStore, table: str, columns: Sequence[str],
                      labeller: Labeller, label_columns: Sequence[str], *, seed: int,
-                     max_positives: int, max_negatives: int
+                     max_positives: int, max_negatives: int,
+                     directions: dict[str, list[float]] | None = None
                      ) -> tuple[pa.Table, np.ndarray, np.ndarray]:
-    """Positives and a uniform sample of negatives with their labels and weights."""
+    """Positives and a uniform sample of negatives with their labels and weights (vector
+    columns in ``directions`` are kept only as their projection, to bound memory)."""
+    from .features import similarity
     rng = np.random.default_rng(seed)
     total = max(store.count(table), 1)
     p_neg = min(1.0, max_negatives / total)
@@ -115,7 +121,12 @@ def _training_sample(store: VectorStore, table: str, columns: Sequence[str],
         lab = labeller(batch)
         keep = (lab == 1) | ((lab == 0) & (rng.random(len(lab)) < p_neg))
         if keep.any():
-            parts.append(pa.Table.from_batches([batch]).filter(pa.array(keep)))
+            part = pa.Table.from_batches([batch]).filter(pa.array(keep))
+            for c, d in (directions or {}).items():
+                proj = similarity(part.column(c).combine_chunks(), np.asarray(d))
+                part = part.set_column(part.schema.get_field_index(c), c,
+                                       pa.array(proj, pa.float64()))
+            parts.append(part)
             ys.append(lab[keep].astype(np.int8))
     if not parts:
         raise NotEnoughData(f"table {table!r} has no labelled rows")
@@ -132,17 +143,46 @@ def _training_sample(store: VectorStore, table: str, columns: Sequence[str],
     return sample, y, w
 
 
+def consumer_directions(store: VectorStore, table: str, columns: Sequence[str],
+                        labeller: Labeller, label_columns: Sequence[str]
+                        ) -> dict[str, list[float]]:
+    """Per vector column: mean of the positives' vectors minus the mean of all vectors."""
+    from ._data import iter_blocks
+
+    info = store.table_info(table)
+    out: dict[str, list[float]] = {}
+    for c in columns:
+        dim = info.vector(c).dim
+        tot, pos = np.zeros(dim), np.zeros(dim)
+        n = n_pos = 0
+        for block in iter_blocks(store, table, c, columns=label_columns):
+            lab = labeller(block.batch)
+            ok = lab >= 0
+            tot += block.vectors[ok].sum(axis=0, dtype=np.float64)
+            pos += block.vectors[lab == 1].sum(axis=0, dtype=np.float64)
+            n += int(ok.sum())
+            n_pos += int((lab == 1).sum())
+        if n and n_pos:
+            d = pos / n_pos - tot / n
+            norm = np.linalg.norm(d)
+            if norm > 0:
+                out[c] = [float(x) for x in d / norm]
+    return out
+
+
 def fit_propensity(store: VectorStore, table: str, labeller: Labeller,
                    label_columns: Sequence[str], *, product: str = "", seed: int = 0,
                    exclude: Sequence[str] = (), include: Sequence[str] | None = None,
                    types: dict[str, str] | None = None,
+                   vector_columns: Sequence[str] | None = None,
                    grid: Sequence[dict[str, Any]] = GRID, folds: int = FOLDS,
                    max_positives: int = 100_000, max_negatives: int = 200_000,
                    max_iter: int = 1000) -> PropensityModel:
     """Fit a calibrated gradient-boosted model of ``labeller``'s positives (see module docs).
 
     ``exclude``/``include`` choose the attribute columns (the label columns are never
-    features); ``types`` declares columns as ``category`` or ``numeric``.
+    features); ``types`` declares columns as ``category`` or ``numeric``; ``vector_columns``
+    (default: every vector column) give the lookalike-score features.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
@@ -153,18 +193,25 @@ def fit_propensity(store: VectorStore, table: str, labeller: Labeller,
     info = store.table_info(table)
     never = [c for c in label_columns if c not in (info.key, HOLDINGS)]
     columns = candidate_columns(info, exclude=[*exclude, *never], include=include)
-    read = [*columns, *([HOLDINGS] if HOLDINGS in info.schema.names else [])]
+    vec_cols = list(info.vectors) if vector_columns is None else list(vector_columns)
+    directions = consumer_directions(store, table, vec_cols, labeller, label_columns)
+    read = [*columns, *([HOLDINGS] if HOLDINGS in info.schema.names else []), *directions]
     sample, y, w = _training_sample(store, table, read, labeller, label_columns, seed=seed,
-                                    max_positives=max_positives, max_negatives=max_negatives)
+                                    max_positives=max_positives, max_negatives=max_negatives,
+                                    directions=directions)
     n_pos = int(y.sum())
     folds = max(2, min(folds, n_pos, len(y) - n_pos))
     if n_pos < 2 * folds or len(y) - n_pos < 2 * folds:
         raise NotEnoughData(f"product {product!r}: a propensity model needs at least "
                             f"{2 * folds} positives and negatives; got {n_pos} of {len(y)}")
-    spec = fit_spec(sample, info, columns, target_product=product or None, declared=types)
+    spec = fit_spec(sample, info, columns, target_product=product or None, declared=types,
+                    directions=directions)
     X = spec.encode(sample)
     base_rate = float(np.average(y, weights=w))
-    leakage = leakage_warnings(single_feature_aucs(X, y, spec, seed=seed))
+    # leakage is about the outcome itself: with a product, against every holder (a holdout
+    # counts hidden holders as negatives, which would dilute an attribute that records it)
+    y_leak = holds(sample, product) if product and HOLDINGS in sample.column_names else y
+    leakage = leakage_warnings(single_feature_aucs(X, y_leak, spec, seed=seed))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     splits = list(cv.split(X, y))
     results = []
