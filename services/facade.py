@@ -469,7 +469,7 @@ class Kindred:
             self._require_table(EVENTS, "ingest events first")
             d = recommend_behaviour(self._store, top_n=top_n, only_products=only_products,
                                     progress=rows_done)
-            return StepResult(step="recommend", table=CUSTOMERS, details=_plain(d))
+            return StepResult(step="recommend", table=CUSTOMERS, details=d)
         if method != "vector":
             raise ServiceError(f"recommend: method must be behavior or vector, got {method!r}")
         self._require_table(PRODUCTS, "ingest products first")

@@ -238,7 +238,7 @@ class Recommender:
                  popularity=self.popularity, repeatable=self.repeatable, theta=self.theta,
                  prior=self.prior)
         store.put_artifact(name, buf.getvalue(), {
-            "format": FORMAT, "shrink": self.shrink, "w_factors": self.w_factors,
+            "format": FORMAT, "shrink": finite_or_none(self.shrink), "w_factors": self.w_factors,
             "regularization": self.regularization,
             "details": json.loads(json.dumps(self.details, default=str))})
 
@@ -255,9 +255,15 @@ class Recommender:
             raise MatchingError(f"the saved recommender has format {meta.get('format')!r}")
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             return cls(z["items"].astype(str).tolist(), z["item_factors"], z["popularity"],
-                       z["repeatable"].astype(bool), float(meta["shrink"]),
+                       z["repeatable"].astype(bool),
+                       float("inf") if meta["shrink"] is None else float(meta["shrink"]),
                        float(meta["w_factors"]), z["theta"], z["prior"],
                        float(meta["regularization"]), dict(meta.get("details") or {}))
+
+
+def finite_or_none(x: float) -> float | None:
+    """``shrink`` is infinite when own history is not used: shown and stored as None."""
+    return float(x) if np.isfinite(x) else None
 
 
 def _top(s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -325,7 +331,7 @@ def fit_recommender(store: VectorStore, inter: Interactions, *, seed: int = 0,
             for w in FACTOR_WEIGHTS:
                 s = rec.scores(tr_days[users], tr_active[users], U, shrink, w)
                 m = float(hits(_top(s, k)[0], va_days[users], k)["hit"].mean())
-                choice["validation"].append({"shrink": shrink, "w_factors": w, "hit": m})
+                choice["validation"].append({"shrink": finite_or_none(shrink), "w_factors": w, "hit": m})
                 if m > best + 1e-9:
                     best, choice["shrink"], choice["w_factors"] = m, shrink, w
     model, _ = _als(counts, f, seed)
@@ -409,7 +415,8 @@ def recommend_behaviour(store: VectorStore, *, top_n: int = 10, table: str = "cu
     return {"method": "behavior", "customers": rows, "products": int(allowed.sum()),
             "top_n": top_n, "exclude_held": True, "written": write and bool(out),
             "seconds_scoring": t_score, "seconds_writing": time.perf_counter() - t1,
-            "items": len(rec.items), "shrink": rec.shrink, "w_factors": rec.w_factors}
+            "items": len(rec.items), "shrink": finite_or_none(rec.shrink),
+            "w_factors": rec.w_factors}
 
 
 def history_rows(rec: Recommender, inter: Interactions, ids: pa.Array

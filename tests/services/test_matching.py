@@ -157,7 +157,8 @@ def test_auto_picks_best_holdout_method_and_says_so(shared):
               propensity_options=FAST_PROPENSITY)
     auto = r.summary.details["auto"]
     assert set(auto["holdout_roc_auc"]) == {"centroid", "learned", "product", "propensity"}
-    assert auto["repeats"] == 3 and set(auto["holdout_roc_auc_sd"]) == set(auto["holdout_roc_auc"])
+    assert auto["repeats"] == 3
+    assert set(auto["holdout_roc_auc_sd"]) == set(auto["holdout_roc_auc"])
     best = max(auto["holdout_roc_auc"], key=auto["holdout_roc_auc"].get)
     assert auto["picked"] == best == r.summary.method
     assert r.summary.predictability["predictable"] is True

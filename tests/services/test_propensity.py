@@ -65,12 +65,15 @@ def test_scores_written_with_model_record_and_scalar_index(bank):
     meta = info.metadata["propensity"]["p0"]
     assert meta["model_id"] == meta["model"]["sha256"][:16]
     assert meta["rows_scored"] == N
-    assert meta["fitted_at"] and meta["scored_at"]
+    assert meta["fitted_at"]
+    assert meta["scored_at"]
     assert meta["model"]["versions"]["scikit-learn"]
     assert [f for f, _ in meta["thresholds"]] == [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
     scores = st.to_arrow("customers", columns=["customer_id", col])
     p = scores.column(col).to_numpy()
-    assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
+    assert np.isfinite(p).all()
+    assert (p >= 0).all()
+    assert (p <= 1).all()
     # the persisted model, loaded after its checks, gives the written probabilities
     model = load_stored_model(st, meta)
     rows = st.to_arrow("customers", columns=model.columns)
@@ -135,7 +138,7 @@ def test_match_serves_written_scores_exactly_and_writes_nothing(bank):
 
 
 def test_propensity_beats_learned_where_the_signal_is_not_linear(bank):
-    st, truth, _ = bank
+    st, _truth, _ = bank
     rep = evaluate_holdout(st, "p0", methods=["learned", "propensity"], repeats=2, Cs=(10.0,),
                            propensity_options=FAST)
     by = {r.method: r for r in rep.rows}
@@ -147,7 +150,8 @@ def test_propensity_beats_learned_where_the_signal_is_not_linear(bank):
     assert lo < by["propensity"].roc_auc < hi
     assert rep.predictability["predictable"] is True
     assert len(rep.curves[("attributes", "propensity")][0]) == by["propensity"].candidates
-    assert rep.calibration and all(0 <= b["observed"] <= 1 for b in rep.calibration)
+    assert rep.calibration
+    assert all(0 <= b["observed"] <= 1 for b in rep.calibration)
 
 
 def test_leakage_is_named(bank):
@@ -155,7 +159,8 @@ def test_leakage_is_named(bank):
     entry = fit_and_write(st, "leaky", options=FAST)
     (leak,) = [w for w in entry["leakage"] if w["attribute"] == "closing_flag"]
     assert leak["roc_auc"] >= 0.98
-    assert "closing_flag" in leak["message"] and "leakage" in leak["message"]
+    assert "closing_flag" in leak["message"]
+    assert "leakage" in leak["message"]
     r = match(st, "leaky", method="propensity", top_k=5)
     assert any("closing_flag" in w for w in r.summary.warnings)
     rep = evaluate_holdout(st, "leaky", methods=["propensity"], repeats=1,
@@ -182,5 +187,4 @@ def test_a_method_that_cannot_run_is_a_row_not_an_abort(bank):
     assert by["centroid"].roc_auc > 0.6
     assert by["product"].roc_auc is None
     assert "products" in by["product"].error
-    assert "could not" not in rep.to_markdown() or True
     assert by["product"].error in rep.to_markdown()
