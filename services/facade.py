@@ -453,7 +453,8 @@ class Kindred:
                   progress: Progress | None = None) -> RecommendSummary | StepResult:
         """Every customer's top ``top_n``, written to ``rec_products``/``rec_scores``.
 
-        ``method="behavior"`` (the default when there is an events table): the behaviour
+        ``method="behavior"`` (the default when there is an events table and no
+        ``vector_column``): the behaviour
         recommender of :mod:`services.matching.behaviour` (own history for repeatable items, a
         behaviour profile that falls back to popularity, implicit ALS factors), fitted on all
         events and saved; held one-time products are never recommended again, and only
@@ -463,7 +464,9 @@ class Kindred:
         from .matching import recommend
         from .matching.behaviour import recommend_behaviour
 
-        method = method or ("behavior" if self._store.has_table(EVENTS) else "vector")
+        if method is None:  # a shared vector column means customer . product
+            method = "vector" if vector_column or not self._store.has_table(EVENTS) \
+                else "behavior"
         rows_done = _for_step(progress, "recommend")
         if method == "behavior":
             self._require_table(EVENTS, "ingest events first")

@@ -188,3 +188,22 @@ def test_a_method_that_cannot_run_is_a_row_not_an_abort(bank):
     assert by["product"].roc_auc is None
     assert "products" in by["product"].error
     assert by["product"].error in rep.to_markdown()
+
+
+@pytest.mark.datasets
+def test_telco_leakage_is_detected_and_named(datasets_dir, tmp_path):
+    """IBM telco: `MultipleLines` says "No phone service" exactly when `PhoneService` is No,
+    so it alone determines the phone holding: a leakage warning must name it."""
+    from services.facade import Kindred
+
+    csv = datasets_dir / "telco_churn" / "WA_Fn-UseC_-Telco-Customer-Churn.csv"
+    with Kindred(str(tmp_path / "store")) as k:
+        k.ingest(str(csv), table="customers", id_column="customerID",
+                 holdings=["phone=PhoneService:Yes", "internet=InternetService:DSL|Fiber optic"])
+        r = k.fit(["phone"], propensity_options=FAST)
+        leak = r.details["products"]["phone"]["leakage"]
+        assert leak
+        assert leak[0]["attribute"] == "MultipleLines"
+        assert leak[0]["roc_auc"] >= 0.98
+        m = k.match("phone", method="propensity", top=5)
+        assert any("MultipleLines" in w for w in m.summary.warnings)
