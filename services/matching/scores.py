@@ -9,8 +9,8 @@ score thresholds (the score at the top 0.1%, 0.3%, 1%, ... of all customers).
 
 :func:`top_from_column` serves a top-k from the stored column without reading every eligible
 row: it asks the store for the rows passing the filter *and* scoring at least the ladder's
-threshold, the smallest rung first that is expected to hold ``k`` rows, and steps down the
-ladder only when fewer came back. Any row below the threshold scores less than every row
+threshold, the first rung expected to hold ``k`` rows under a filter keeping 1/30 of the
+customers, and steps down the ladder only when fewer came back. Any row below the threshold scores less than every row
 returned, so the answer is exact; with a scalar index on the score column each step is an
 index lookup.
 """
@@ -37,6 +37,9 @@ from .propensity import PropensityModel, fit_propensity, score_batches
 META_KEY = "propensity"
 PREFIX = "propensity_"
 LADDER = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+SPREAD = 30
+"""The ladder's first rung holds ``SPREAD * k`` customers, so one lookup answers a filter that
+keeps at least 1/30 of them; a narrower filter steps down the ladder."""
 _PLAIN = re.compile(r"^[A-Za-z0-9_]{1,40}$")
 
 
@@ -128,8 +131,9 @@ def top_from_column(store: VectorStore, table: str, column: str, filter: Filter 
     (rows without a score are never returned); ``entry`` is the product's metadata entry."""
     cols = list(dict.fromkeys([*columns, column]))
     rows = int(entry.get("rows_scored") or 0)
+    # the first rung expects k rows when the filter keeps 1/SPREAD of the customers
     rungs: list[float | None] = [float(t) for f, t in entry.get("thresholds") or []
-                                 if f < 1.0 and f * rows >= k]
+                                 if f < 1.0 and f * rows >= SPREAD * k]
     rungs.append(None)  # finally every scored row
     floor_min = min_score if min_score is not None else -np.inf
     got: pa.Table | None = None
