@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -275,14 +275,21 @@ def _ranked(store: VectorStore, info: TableInfo, query: ProductQuery, filter: Fi
 def stream_top_k(store: VectorStore, table: str, query: ProductQuery, filter: Filter | None,
                  k: int, columns: Sequence[str]) -> tuple[pa.Table, np.ndarray]:
     """Exact top-``k`` by ``query.score`` over a streamed scan (memory: k rows + one block)."""
+    scored = ((b.batch, query.score(b.vectors)) for b in
+              iter_blocks(store, table, query.vector_column, columns=columns, filter=filter))
+    return _top_k(store, table, scored, k, columns)
+
+
+def _top_k(store: VectorStore, table: str, scored: Iterator[tuple[Any, np.ndarray]], k: int,
+           columns: Sequence[str]) -> tuple[pa.Table, np.ndarray]:
+    """The ``k`` best (batch rows, scores) pairs of a stream, best first (k rows + one batch
+    in memory)."""
     best_rows: pa.Table | None = None
     best: np.ndarray = np.zeros(0)
-    for block in iter_blocks(store, table, query.vector_column, columns=columns, filter=filter):
-        s = query.score(block.vectors)
-        rows = pa.Table.from_batches([block.batch]).select(list(columns))
+    for batch, s in scored:
+        rows = pa.Table.from_batches([batch]).select(list(columns))
         if best_rows is not None:
-            rows = pa.concat_tables([best_rows, rows])
-            s = np.concatenate([best, s])
+            rows, s = pa.concat_tables([best_rows, rows]), np.concatenate([best, s])
         if len(s) > k:
             top = np.argpartition(-s, k - 1)[:k]
             rows, s = rows.take(pa.array(top)), s[top]
@@ -298,21 +305,8 @@ def stream_top_k_rows(store: VectorStore, table: str, query: ProductQuery,
                       ) -> tuple[pa.Table, np.ndarray]:
     """Exact top-``k`` by ``query.score_rows`` (a model of the attributes) over a streamed scan."""
     read = list(dict.fromkeys([*columns, *query.rows_model.columns]))
-    best_rows: pa.Table | None = None
-    best: np.ndarray = np.zeros(0)
-    for batch in store.scan(table, columns=read, filter=filter):
-        s = query.score_rows(batch)
-        rows = pa.Table.from_batches([batch]).select(list(columns))
-        if best_rows is not None:
-            rows, s = pa.concat_tables([best_rows, rows]), np.concatenate([best, s])
-        if len(s) > k:
-            top = np.argpartition(-s, k - 1)[:k]
-            rows, s = rows.take(pa.array(top)), s[top]
-        best_rows, best = rows, s
-    if best_rows is None:
-        return store.table_info(table).schema.empty_table().select(list(columns)), best
-    order = np.argsort(-best, kind="stable")
-    return best_rows.take(pa.array(order)), best[order]
+    scored = ((b, query.score_rows(b)) for b in store.scan(table, columns=read, filter=filter))
+    return _top_k(store, table, scored, k, columns)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

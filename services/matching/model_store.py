@@ -12,7 +12,6 @@ format.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 from typing import Any
 
 from vectorstore import VectorStore
@@ -30,13 +29,9 @@ TRUSTED_TYPES = [
 
 
 def library_versions() -> dict[str, str]:
-    out = {}
-    for name in VERSION_LIBS:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "missing"
-    return out
+    from ingest.embedders.base import library_versions as versions
+
+    return versions(VERSION_LIBS)
 
 
 def save_model(store: VectorStore, name: str, estimators: Any,
