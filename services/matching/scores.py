@@ -11,8 +11,8 @@ score thresholds (the score at the top 0.1%, 0.3%, 1%, ... of all customers).
 row: it asks the store for the rows passing the filter *and* scoring at least the ladder's
 threshold, the first rung expected to hold ``k`` rows under a filter keeping 1/30 of the
 customers, and steps down the ladder only when fewer came back. Any row below the threshold
-scores less than every row returned, so the answer is exact; with a scalar index on the score column each step is an
-index lookup.
+scores less than every row returned, so the answer is exact; with a scalar index on the score
+column each step is an index lookup.
 """
 
 from __future__ import annotations
