@@ -143,6 +143,18 @@ def _training_sample(store: VectorStore, table: str, columns: Sequence[str],
     return sample, y, w
 
 
+def reads_holdings(info: Any, column: str, depth: int = 0) -> bool:
+    """Whether a vector column was built from the holdings (a behaviour embedding): its
+    lookalike score would restate the holding itself, so it is no feature by default."""
+    entry = (info.metadata.get("embedders") or {}).get(column) or {}
+    params = entry.get("params") or {}
+    if params.get("holdings_column"):
+        return True
+    sources = params.get("sources") or params.get("weights") or {}
+    return depth < 3 and any(reads_holdings(info, c, depth + 1) for c in sources
+                             if isinstance(c, str))
+
+
 def consumer_directions(store: VectorStore, table: str, columns: Sequence[str],
                         labeller: Labeller, label_columns: Sequence[str]
                         ) -> dict[str, list[float]]:
@@ -182,7 +194,8 @@ def fit_propensity(store: VectorStore, table: str, labeller: Labeller,
 
     ``exclude``/``include`` choose the attribute columns (the label columns are never
     features); ``types`` declares columns as ``category`` or ``numeric``; ``vector_columns``
-    (default: every vector column) give the lookalike-score features.
+    (default: every vector column not built from the holdings) give the lookalike-score
+    features.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
@@ -193,7 +206,8 @@ def fit_propensity(store: VectorStore, table: str, labeller: Labeller,
     info = store.table_info(table)
     never = [c for c in label_columns if c not in (info.key, HOLDINGS)]
     columns = candidate_columns(info, exclude=[*exclude, *never], include=include)
-    vec_cols = list(info.vectors) if vector_columns is None else list(vector_columns)
+    vec_cols = [c for c in info.vectors if not reads_holdings(info, c)] \
+        if vector_columns is None else list(vector_columns)
     directions = consumer_directions(store, table, vec_cols, labeller, label_columns)
     read = [*columns, *([HOLDINGS] if HOLDINGS in info.schema.names else []), *directions]
     sample, y, w = _training_sample(store, table, read, labeller, label_columns, seed=seed,
