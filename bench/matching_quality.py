@@ -99,8 +99,8 @@ def run(path: Path = DATA, *, quick: bool = False, repeats: int = 3) -> dict[str
                                      repeats=1)
         t_single = time.perf_counter() - t1
         t1 = time.perf_counter()
-        rep = k.evaluate_matching(label="y", positive="yes", test_size=0.3, seed=0,
-                                  repeats=repeats)
+        rep = single if repeats == 1 else k.evaluate_matching(
+            label="y", positive="yes", test_size=0.3, seed=0, repeats=repeats)
         t_rep = time.perf_counter() - t1
         k.close()
     refs = [reference(df, s) for s in range(repeats)]

@@ -440,7 +440,8 @@ def evaluate_labels(store: VectorStore, label_column: str, *, positive: Any = No
         products_table=PRODUCTS, seed=seed, top_frac=top_frac, k=k, baselines=baselines,
         learned_options=learned_options, propensity_options=propensity_options,
         prefilter=None, progress=progress)
-    test_rows = int(fixed.sum()) if split_column else round(test_size * base.num_rows)
+    # train_test_split rounds a fractional test share up
+    test_rows = int(fixed.sum()) if split_column else math.ceil(test_size * base.num_rows)
     rep = EvaluationReport(kind="label", target=f"{label_column} = {positive!r}",
                            base_rate=base_rate, rows=rows, warnings=warnings,
                            predictability=_verdict(rows, f"{repeats} repeated test splits"),
