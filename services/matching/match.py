@@ -159,6 +159,9 @@ def match(store: VectorStore, product: str, *, method: str = "centroid",
     warnings = [w["message"] for w in (query.details.get("leakage") or [])]
     if verdict is not None and not verdict["predictable"]:
         warnings.insert(0, verdict["message"])
+    if query.probabilities and query.score_column is None:
+        warnings.append(f"the propensity model was fitted for this call; `kindred fit "
+                        f"{product}` saves it and writes the scores, which match then serves")
     audience_summary = None
     if query.probabilities and query.base_rate is not None:
         audience_summary = audience(np.asarray(prospects_t.column("score").to_numpy(),
