@@ -24,7 +24,14 @@ Measured (each side in its own process, peak RSS reported):
   against numpy blocked matmul + argpartition on the in-memory matrix; the write-back of
   ``rec_products``/``rec_scores`` is timed separately.
 
-Run: ``.venv/bin/python -m bench.match [--quick] [--n N] [--dim D] [--products M] [--json]``.
+- propensity serving: ``match --method propensity`` top-100 with the filter ``region = 'EU'``
+  (~10%) from precomputed ``propensity_p0`` scores (a scalar index on the score column and on
+  ``region``, as ``kindred fit``/``kindred index`` leave them), against numpy ``argpartition``
+  over the in-memory scores of the eligible rows. The scores are planted (a seeded function of
+  the row) and written once with their threshold ladder, so the measurement is the serving.
+
+Run: ``.venv/bin/python -m bench.match [--quick] [--n N] [--dim D] [--products M] [--json]
+[--only match|bulk|propensity]``.
 """
 
 from __future__ import annotations
@@ -121,6 +128,75 @@ def build(path: str, n: int, dim: int, m: int, seed: int) -> dict[str, float]:
 # --------------------------------------------------------------------------- measured sides
 
 
+def planted_scores(seed: int, b: int, rows: int) -> np.ndarray:
+    return np.random.default_rng((seed, b, 2)).beta(1.0, 12.0, rows)
+
+
+def build_propensity(path: str, n: int, seed: int) -> dict[str, float]:
+    """Write planted p0 probabilities and their ladder, as `kindred fit` would."""
+    import pyarrow as pa
+
+    import vectorstore
+    from services.matching.scores import META_KEY, _ladder, score_column, write_scores
+
+    st = vectorstore.connect(path)
+    col = score_column("p0")
+    t0 = time.perf_counter()
+    batches, all_s = [], []
+    for b, start, rows, _X, _eu, _p0 in blocks(n, 8, seed):
+        s = planted_scores(seed, b, rows)
+        all_s.append(s)
+        ids = pa.array([f"c{i:08d}" for i in range(start, start + rows)])
+        batches.append(pa.record_batch([ids, pa.array(s)], names=["customer_id", "score"]))
+    st.create_scalar_index("customers", "customer_id")
+    written = write_scores(st, "customers", col, batches)
+    scores = np.concatenate(all_s)
+    st.set_metadata("customers", {META_KEY: {"p0": {
+        "column": col, "model_id": "planted", "fitted_at": "-", "scored_at": "-",
+        "rows_scored": written, "model": {}, "base_rate": float(scores.mean()),
+        "state": {"details": {"train_positives": 0}},
+        "assessment": {"source": "planted", "roc_auc": 0.5, "roc_auc_sd": 0.0,
+                       "interval": [0.5, 0.5], "predictable": False},
+        "leakage": [], "thresholds": _ladder(scores)}}})
+    st.create_scalar_index("customers", col)
+    return {"write_s": time.perf_counter() - t0}
+
+
+def kindred_propensity(path: str, seed: int, n_queries: int) -> dict[str, Any]:
+    import vectorstore
+    from services.matching import build_query, match
+
+    st = vectorstore.connect(path)
+    q = build_query(st, "p0", "propensity")
+    times, ids = [], []
+    for _ in range(n_queries):
+        t0 = time.perf_counter()
+        r = match(st, "p0", top_k=TOP_K, filter="region = 'EU'", query=q, consumers=False)
+        times.append(time.perf_counter() - t0)
+        ids.append(r.prospects.column("customer_id").to_pylist())
+    return {"times": times, "ids": ids}
+
+
+def numpy_propensity(n: int, seed: int, n_queries: int) -> dict[str, Any]:
+    s = np.empty(n)
+    ok = np.empty(n, bool)
+    ids = np.empty(n, dtype=object)
+    for b, start, rows, _X, eu, p0 in blocks(n, 8, seed):
+        s[start:start + rows] = planted_scores(seed, b, rows)
+        ok[start:start + rows] = eu & ~p0
+        ids[start:start + rows] = [f"c{i:08d}" for i in range(start, start + rows)]
+    idx_ok = np.flatnonzero(ok)
+    times, top_ids = [], []
+    for _ in range(n_queries):
+        t0 = time.perf_counter()
+        sf = s[idx_ok]
+        top = np.argpartition(-sf, TOP_K - 1)[:TOP_K]
+        top = idx_ok[top[np.argsort(-sf[top])]]
+        times.append(time.perf_counter() - t0)
+        top_ids.append(ids[top].tolist())
+    return {"times": times, "ids": top_ids}
+
+
 def kindred_match(path: str, dim: int, seed: int, n_queries: int, exact: bool,
                   filtered: bool, threshold: int, prewarm: bool = False) -> dict[str, Any]:
     import vectorstore
@@ -143,12 +219,10 @@ def kindred_match(path: str, dim: int, seed: int, n_queries: int, exact: bool,
     for q in query_vectors(n_queries, dim, seed):
         base.vector = q
         t0 = time.perf_counter()
-        r = match(st, "p0", top_k=TOP_K, filter=flt, exact=exact, index_threshold=threshold,
-                  query=base)
+        r = match(st, "p0", top_k=TOP_K, filter=flt, exact=exact, query=base)
         times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        match(st, "p0", top_k=TOP_K, filter=flt, exact=exact, index_threshold=threshold,
-              query=base, consumers=False)
+        match(st, "p0", top_k=TOP_K, filter=flt, exact=exact, query=base, consumers=False)
         prospect_times.append(time.perf_counter() - t0)
         ids.append(r.prospects.column("customer_id").to_pylist())
         rows.append(r.prospects.num_rows)
@@ -226,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", type=str, default=None, help="where to build the store (temp)")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--only", choices=["match", "bulk"], default=None)
+    ap.add_argument("--only", choices=["match", "bulk", "propensity"], default=None)
     args = ap.parse_args(argv)
     if args.quick:
         args.n = 50_000
@@ -235,6 +309,27 @@ def main(argv: list[str] | None = None) -> int:
     path = str(tmp / "db")
     try:
         setup, _ = run_isolated(build, path, args.n, args.dim, args.products, args.seed)
+        if args.only in (None, "propensity"):
+            prop_setup, _ = run_isolated(build_propensity, path, args.n, args.seed)
+            kp, kp_rss = run_isolated(kindred_propensity, path, args.seed, args.queries)
+            npp, np_rss = run_isolated(numpy_propensity, args.n, args.seed, args.queries)
+            same = all(a == b for a, b in zip(kp["ids"], npp["ids"], strict=True))
+            prop_rows = [
+                {"side": name, "p50_ms": 1000 * percentile(res["times"], 50),
+                 "p95_ms": 1000 * percentile(res["times"], 95), "same_top100": same,
+                 "peak_rss_mib": rss}
+                for name, res, rss in (("kindred match --method propensity", kp, kp_rss),
+                                       ("numpy argpartition (in memory)", npp, np_rss))]
+            prop_rows.append({"side": "ratio kindred / numpy",
+                              "p50_ms": percentile(kp["times"], 50)
+                              / max(percentile(npp["times"], 50), 1e-9),
+                              "p95_ms": float("nan"), "same_top100": same,
+                              "peak_rss_mib": float("nan")})
+            report(f"propensity top-{TOP_K}, filter region='EU' (~10%): {args.n:,} customers "
+                   f"(scores written in {prop_setup['write_s']:.1f} s)", prop_rows,
+                   json_out=args.json)
+            if args.only == "propensity":
+                return 0
         rows: list[dict[str, Any]] = []
         for filtered in (False, True) if args.only != "bulk" else ():
             ex, ex_rss = run_isolated(kindred_match, path, args.dim, args.seed, args.queries,

@@ -51,6 +51,8 @@ _TYPES: dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("us", tz="UTC"), "datetime": pa.timestamp("us", tz="UTC"),
     "date": pa.date32(), "list<string>": pa.list_(pa.string()),
     "list[string]": pa.list_(pa.string()),
+    # a category code (e.g. customer type 1..41): kept as its text, so every reader sees a label
+    "category": pa.string(),
 }
 EVENT_TYPES: dict[str, pa.DataType] = {
     "event_id": pa.string(), "customer_id": pa.string(), "ts": pa.timestamp("us", tz="UTC"),

@@ -447,7 +447,7 @@ def generate(app: App, out_dir: str, customers: int | None, events_per_customer:
               help="Keep only these columns as attributes (repeatable).")
 @click.option("--rename", multiple=True, metavar="OLD=NEW")
 @click.option("--type", "types", multiple=True, metavar="COLUMN=TYPE",
-              help="e.g. age=int64, income=float64, ts=timestamp.")
+              help="e.g. age=int64, income=float64, ts=timestamp, branch=category.")
 @click.option("--timestamp-format", "timestamp_formats", multiple=True,
               metavar="COLUMN=FORMAT", help="e.g. ts=%Y-%m-%dT%H:%M:%SZ")
 @click.option("--drop", multiple=True, help="Source columns to leave out.")
@@ -588,11 +588,13 @@ def consolidate(app: App, full: bool, amount: str | None, categories: tuple[str,
 @click.option("--raw/--no-raw", default=True, show_default=True,
               help="tabular: also write OUTPUT_raw, z-scored and not unit-normalised (l2), "
                    "the column risk scoring uses.")
+@click.option("--type", "types", multiple=True, metavar="COLUMN=category|numeric",
+              help="tabular: read a column as a category (e.g. an integer code) or a number.")
 @pass_app
 def embed(app: App, kind: str, table: str, include: tuple[str, ...], exclude: tuple[str, ...],
           column: str | None, template: str | None, model: str | None, backend: str,
           output: str | None, dim: int | None, sources: tuple[str, ...],
-          weights: tuple[float, ...], raw: bool) -> None:
+          weights: tuple[float, ...], raw: bool, types: tuple[str, ...]) -> None:
     """Write a vector column: tabular, text, behavior or combined.
 
     tabular writes vec_tabular (robust-scaled, unit length: for matching) and
@@ -603,15 +605,15 @@ def embed(app: App, kind: str, table: str, include: tuple[str, ...], exclude: tu
                                 exclude=list(exclude), column=column, template=template,
                                 model=model, output=output, dim=dim, sources=list(sources),
                                 weights=list(weights) or None, backend=backend, raw=raw,
-                                progress=bar)
+                                types=list(types), progress=bar)
     app.emit(r, lambda: click.echo(r.details.get("message") or str(r.details)))
 
 
 # ---------------------------------------------------------------------- product matching
-METHOD_CHOICE = click.Choice(["centroid", "learned", "product", "auto"])
+METHOD_CHOICE = click.Choice(["centroid", "learned", "product", "propensity", "auto"])
 
 
-def _print_ranked(title: str, table: Any, limit: int) -> None:
+def _print_ranked(title: str, table: Any, limit: int, label: str = "score") -> None:
     click.echo(title)
     if table.num_rows == 0:
         click.echo("  (none)")
@@ -621,7 +623,7 @@ def _print_ranked(title: str, table: Any, limit: int) -> None:
     for r in rows:
         attrs = "  ".join(f"{c}={r[c]}" for c in extra)
         band = f"  [{r['band']}]" if "band" in r else ""
-        click.echo(f"  {r['rank']:>5}. {r['customer_id']:<12} score {r['score']:.4f}{band}  "
+        click.echo(f"  {r['rank']:>5}. {r['customer_id']:<12} {label} {r['score']:.4f}{band}  "
                    f"{attrs}")
     if table.num_rows > limit:
         click.echo(f"  ... {table.num_rows - limit:,} more (use --json for all)")
@@ -630,8 +632,9 @@ def _print_ranked(title: str, table: Any, limit: int) -> None:
 @main.command()
 @click.argument("product")
 @click.option("--method", type=METHOD_CHOICE, default="centroid", show_default=True,
-              help="Query vector: centroid of consumers, learned model, the product's own "
-                   "vector, or auto (best holdout ROC-AUC).")
+              help="centroid of consumers, learned model, the product's own vector, "
+                   "propensity (calibrated probabilities from the attributes; served from "
+                   "`kindred fit`), or auto (best over repeated holdouts).")
 @click.option("--column", "vector_column", default=None,
               help="Vector column (default: the only one).")
 @click.option("--top", type=click.IntRange(min=1), default=None,
@@ -650,8 +653,8 @@ def _print_ranked(title: str, table: Any, limit: int) -> None:
 @click.option("--exact", is_flag=True, help="Exact search (ignore any ANN index).")
 @click.option("--min-consumers", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--bands", type=FINITE, nargs=2, default=None, metavar="HIGH LOW",
-              help="Score thresholds of the high and medium bands (default: each list's "
-                   "tertiles).")
+              help="Score thresholds of the high and medium bands (default: from the whole "
+                   "base: probability vs base rate, or the non-holders' top 10%/30%).")
 @click.option("--show", type=click.IntRange(min=1), default=10, show_default=True,
               help="Rows printed per list (human output).")
 @pass_app
@@ -680,12 +683,63 @@ def match(app: App, product: str, method: str, vector_column: str | None, top: i
         click.echo(f"{product}: method {s.method} on {s.vector_column} ({s.metric}), "
                    f"{s.known_consumers:,} known consumers{eligible}"
                    + (f", filter {s.filter}" if s.filter else ""))
+        for w in s.warnings:
+            click.echo(f"Warning: {w}")
+        if s.predictability and s.predictability["predictable"]:
+            p = s.predictability
+            click.echo(f"Predictable: {p['method']} ROC-AUC {p['roc_auc']:.3f} (95% interval "
+                       f"{p['interval'][0]:.3f}-{p['interval'][1]:.3f}, {p['source']})")
+        label = "probability" if s.metric == "probability" else "score"
         if which in ("both", "consumers"):
-            _print_ranked(f"Customers consuming {product}:", r.consumers, show)
+            _print_ranked(f"Customers consuming {product}:", r.consumers, show, label)
         if which in ("both", "prospects"):
-            _print_ranked(f"Top potential customers for {product}:", r.prospects, show)
+            _print_ranked(f"Top potential customers for {product}:", r.prospects, show, label)
+        a = s.audience
+        if a and which in ("both", "prospects"):
+            lo, hi = a["conversions_interval"]
+            llo, lhi = a["lift_interval"]
+            click.echo(f"Audience of {a['size']:,}: expected conversions {a['expected_conversions']:.1f}"
+                       f" (95% interval {lo:.1f}-{hi:.1f}), lift {a['lift']:.2f}x the base rate "
+                       f"{a['base_rate']:.4f} (95% interval {llo:.2f}-{lhi:.2f})")
 
     app.emit(data, human)
+
+
+@main.command()
+@click.argument("products", nargs=-1, required=True)
+@click.option("--method", type=click.Choice(["propensity", "learned"]), default="propensity",
+              show_default=True)
+@click.option("--column", "vector_column", default=None, help="learned: the vector column.")
+@click.option("--exclude", multiple=True, help="propensity: attribute columns to leave out.")
+@click.option("--type", "types", multiple=True, metavar="COLUMN=category|numeric",
+              help="propensity: read a column as a category or a number.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@pass_app
+def fit(app: App, products: tuple[str, ...], method: str, vector_column: str | None,
+        exclude: tuple[str, ...], types: tuple[str, ...], seed: int) -> None:
+    """Fit and save PRODUCTS' models; propensity also writes propensity_<product> scores."""
+    with app.progress() as bar:
+        r = app.kindred().fit(list(products), method=method, vector_column=vector_column,
+                              exclude=list(exclude), types=list(types), seed=seed,
+                              progress=bar)
+
+    def human() -> None:
+        for product, d in r.details["products"].items():
+            if d["method"] == "learned":
+                click.echo(f"{product}: learned query on {d['vector_column']} saved")
+                continue
+            a = d["assessment"]
+            lo, hi = a["interval"]
+            click.echo(f"{product}: model {d['model_id']}, {d['rows_scored']:,} customers scored "
+                       f"into {d['column']}; cross-validated ROC-AUC {a['roc_auc']:.3f} "
+                       f"(95% interval {lo:.3f}-{hi:.3f}), base rate {d['base_rate']:.4f}")
+            if not a["predictable"]:
+                click.echo(f"Warning: {product} is not predictable from these data (the "
+                           "interval includes chance)")
+            for w in d["leakage"]:
+                click.echo(f"Warning: {w['message']}")
+
+    app.emit(r, human)
 
 
 @main.command()
@@ -715,18 +769,51 @@ def explain(app: App, customer: str, product: str, vector_column: str | None, k:
 
 @main.command()
 @click.option("--top-n", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--method", type=click.Choice(["behavior", "vector"]), default=None,
+              help="behavior: from the events (default when there are events); vector: "
+                   "customer . product in a shared vector column.")
 @click.option("--column", "vector_column", default=None,
-              help="Vector column shared by customers and products (e.g. vec_behavior).")
-@click.option("--include-held", is_flag=True, help="Also recommend products already held.")
+              help="vector: column shared by customers and products (e.g. vec_behavior).")
+@click.option("--include-held", is_flag=True, help="vector: also recommend products already held.")
+@click.option("--all-items", is_flag=True,
+              help="behavior: recommend any event item, not only products-table rows.")
 @pass_app
-def recommend(app: App, top_n: int, vector_column: str | None, include_held: bool) -> None:
-    """Score every customer for every product; write rec_products and rec_scores."""
+def recommend(app: App, top_n: int, method: str | None, vector_column: str | None,
+              include_held: bool, all_items: bool) -> None:
+    """Every customer's top products, written to rec_products and rec_scores."""
     with app.progress() as bar:
-        r = app.kindred().recommend(top_n=top_n, vector_column=vector_column,
-                                    exclude_held=not include_held, progress=bar)
-    app.emit(r, lambda: click.echo(
-        f"Wrote top {r.top_n} of {r.products} products for {r.customers:,} customers "
-        f"({r.vector_column}; scoring {r.seconds_scoring:.2f}s, writing {r.seconds_writing:.2f}s)"))
+        r = app.kindred().recommend(top_n=top_n, vector_column=vector_column, method=method,
+                                    exclude_held=not include_held, only_products=not all_items,
+                                    progress=bar)
+
+    def human() -> None:
+        d = r.details if hasattr(r, "details") else r.model_dump()
+        click.echo(f"Wrote top {d['top_n']} of {d['products']} products for {d['customers']:,} "
+                   f"customers ({d.get('method') or d.get('vector_column')}; scoring "
+                   f"{d['seconds_scoring']:.2f}s, writing {d['seconds_writing']:.2f}s)")
+
+    app.emit(r, human)
+
+
+@main.command()
+@click.argument("customer")
+@click.option("--top-n", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--all-items", is_flag=True, help="Any event item, not only products.")
+@pass_app
+def recommendations(app: App, customer: str, top_n: int, all_items: bool) -> None:
+    """CUSTOMER's behaviour recommendations, each with its reasons."""
+    r = app.kindred().recommendations(customer, top_n=top_n, only_products=not all_items)
+
+    def human() -> None:
+        click.echo(f"{customer}: {r['active_days']} active days, holds "
+                   f"{', '.join(r['holdings']) or 'nothing'} ({r['source']})")
+        if not r["recommendations"]:
+            click.echo("  (nothing to recommend)")
+        for i, item in enumerate(r["recommendations"], start=1):
+            click.echo(f"  {i:>2}. {item['item']:<24} score {item['score']:.4f}  "
+                       + "; ".join(item["reasons"]))
+
+    app.emit(r, human)
 
 
 @main.group()
@@ -735,13 +822,28 @@ def evaluate() -> None:
 
 
 def _print_eval(rep: Any) -> None:
-    click.echo(f"{rep.kind} evaluation of {rep.target} (base rate {rep.base_rate:.4f})")
-    click.echo(f"  {'vector column':<16} {'method':<12} {'ROC-AUC':>8} {'prec@k':>8} "
+    reps = rep.params.get("repeats", 1)
+    click.echo(f"{rep.kind} evaluation of {rep.target} (base rate {rep.base_rate:.4f}; mean "
+               f"over {reps} repeat(s), seed {rep.params.get('seed')})")
+    click.echo(f"  {'vector column':<16} {'method':<12} {'ROC-AUC':>8} {'SD':>7} {'prec@k':>8} "
                f"{'recall@k':>8} {'lift@k':>7} {'k':>7}")
     for r in rep.rows:
-        click.echo(f"  {r.vector_column:<16} {r.method:<12} {r.roc_auc:>8.4f} "
+        if r.roc_auc is None:
+            click.echo(f"  {r.vector_column:<16} {r.method:<12} could not run: {r.error}")
+            continue
+        sd = f"{r.roc_auc_sd:.4f}" if r.roc_auc_sd is not None else "-"
+        click.echo(f"  {r.vector_column:<16} {r.method:<12} {r.roc_auc:>8.4f} {sd:>7} "
                    f"{r.precision_at_k:>8.4f} {r.recall_at_k:>8.4f} {r.lift_at_k:>7.2f} "
                    f"{r.k:>7}")
+    v = rep.predictability
+    if v is not None:
+        if v["predictable"]:
+            click.echo(f"Best: {v['method']}, ROC-AUC {v['roc_auc']:.4f} (95% interval "
+                       f"{v['interval'][0]:.4f}-{v['interval'][1]:.4f})")
+        else:
+            click.echo(f"Warning: {v['message']}")
+    for w in rep.warnings:
+        click.echo(f"Warning: {w['message']}")
 
 
 @evaluate.command("matching")
@@ -750,15 +852,26 @@ def _print_eval(rep: Any) -> None:
 @click.option("--positive", default=None, help="The label's positive value (e.g. yes).")
 @click.option("--column", "columns", multiple=True, help="Vector column(s) (default: all).")
 @click.option("--method", "methods", multiple=True,
-              type=click.Choice(["centroid", "learned", "product"]),
-              help="Method(s) (default: centroid and learned).")
+              type=click.Choice(["centroid", "learned", "product", "propensity"]),
+              help="Method(s) (default: centroid, learned and propensity).")
 @click.option("--holdout", type=FiniteRange(0, 1, min_open=True, max_open=True),
-              default=0.2, show_default=True)
+              default=0.2, show_default=True, help="--product: share of holders hidden.")
+@click.option("--split-column", default=None,
+              help="--label: the column marking test rows (then one fixed split).")
+@click.option("--test-value", default="test", show_default=True,
+              help="--label: the --split-column value of test rows.")
+@click.option("--test-size", type=FiniteRange(0, 1, min_open=True, max_open=True),
+              default=0.3, show_default=True,
+              help="--label without --split-column: share of rows in each stratified test split.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Seeded repeats (seed, seed+1, ...): figures are their mean and SD.")
+@click.option("--exclude", multiple=True, help="propensity: attribute columns to leave out.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @pass_app
 def evaluate_matching(app: App, product: str | None, label: str | None, positive: str | None,
                       columns: tuple[str, ...], methods: tuple[str, ...], holdout: float,
-                      seed: int) -> None:
+                      split_column: str | None, test_value: str, test_size: float,
+                      repeats: int, exclude: tuple[str, ...], seed: int) -> None:
     """ROC-AUC, precision/recall/lift at the top 10% against random and popularity."""
     if (product is None) == (label is None):
         raise click.UsageError("give exactly one of --product or --label")
@@ -766,9 +879,32 @@ def evaluate_matching(app: App, product: str | None, label: str | None, positive
         rep = app.kindred().evaluate_matching(
             product, label=label, positive=_literal(positive),
             vector_columns=list(columns) or None,
-            methods=list(methods) or ("centroid", "learned"), holdout=holdout, seed=seed,
+            methods=list(methods) or ("centroid", "learned", "propensity"), holdout=holdout,
+            seed=seed, repeats=repeats, split_column=split_column,
+            test_value=_literal(test_value), test_size=test_size, exclude=list(exclude),
             progress=bar)
     app.emit(rep, lambda: _print_eval(rep))
+
+
+@evaluate.command("recommendations")
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@pass_app
+def evaluate_recommendations(app: App, k: int, seed: int) -> None:
+    """Next-basket hit/recall/NDCG@k (last day of events hidden) against popularity and ALS."""
+    with app.busy("Evaluating recommendations"):
+        rep = app.kindred().evaluate_recommendations(k=k, seed=seed)
+
+    def human() -> None:
+        click.echo(f"Next-basket evaluation: {rep.customers:,} customers, {rep.items} items, "
+                   f"each customer's last day of events hidden")
+        click.echo(f"  {'method':<32} {'hit@' + str(k):>8} {'recall@' + str(k):>10} "
+                   f"{'NDCG@' + str(k):>8}")
+        for r in rep.rows:
+            click.echo(f"  {r.method:<32} {r.hit_at_k:>8.4f} {r.recall_at_k:>10.4f} "
+                       f"{r.ndcg_at_k:>8.4f}")
+
+    app.emit(rep, human)
 
 
 @evaluate.command("risk")
@@ -924,21 +1060,31 @@ def risk_explain(app: App, customer: str) -> None:
 @click.option("--out", "out_dir", default="./kindred-report", show_default=True,
               type=click.Path(file_okay=False))
 @click.option("--product", "products", multiple=True,
-              help="Products to plot (default: the 3 most held).")
+              help="Products to plot (default: the fitted ones, else the 3 least held with "
+                   "at least 50 holders).")
 @click.option("--column", default=None, help="Vector column (default: the preferred one).")
 @click.option("--label", default=None,
               help="Anomaly label column: adds the risk ROC and precision-recall curves.")
 @click.option("--positive", default=None, help="The --label value that marks an anomaly.")
+@click.option("--method", "methods", multiple=True,
+              type=click.Choice(["centroid", "learned", "product", "propensity"]),
+              help="Methods to evaluate (default: centroid, learned and propensity, as "
+                   "evaluate matching).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 @pass_app
 def report(app: App, out_dir: str, products: tuple[str, ...], column: str | None,
-           label: str | None, positive: str | None) -> None:
-    """Write an HTML report (gain/lift, score distributions, risk, customer map).
+           label: str | None, positive: str | None, methods: tuple[str, ...], seed: int,
+           repeats: int) -> None:
+    """Write an HTML report (gain/lift, calibration, score distributions, risk, customer map).
 
     A table without holdings gets the risk sections only.
     """
     with app.busy("Drawing the report"):
         r = app.kindred().report(out_dir, products=list(products) or None, column=column,
-                                 label=label, positive=positive)
+                                 label=label, positive=positive, seed=seed, repeats=repeats,
+                                 methods=list(methods) or ("centroid", "learned",
+                                                           "propensity"))
     app.emit(r, lambda: click.echo(f"Report written to {r.html} ({len(r.images)} plots: "
                                    f"{', '.join(r.sections) or 'none'})"))
 

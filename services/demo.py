@@ -216,13 +216,14 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
         summary["risk_top"] = top.to_pylist()
         if label:
             summary["risk_quality"] = _risk_auc(k, label[0])
-    steps.run("recommend", lambda: k.recommend(top_n=3, vector_column="vec_behavior"),
-              lambda r: f"top {r.top_n} of {r.products} products for {r.customers:,} "
-                        "customers (rec_products, rec_scores)")
+    steps.run("recommend", lambda: k.recommend(top_n=3),
+              lambda r: f"top {r.details['top_n']} of {r.details['products']} products for "
+                        f"{r.details['customers']:,} customers from their behaviour "
+                        "(rec_products, rec_scores)")
     rep = steps.run("report", lambda: k.report(
         Path(summary["out_dir"]) / "report", products=[PRODUCT, "mortgage"],
         column=best_col, methods=tuple(dict.fromkeys(("centroid", best_method))),
-        label=label[0] if label else None, learned_options=_learned_c(fitted)),
+        label=label[0] if label else None, learned_options=_learned_c(fitted), repeats=1),
         lambda r: f"{len(r.images)} plots")
     if rep is not None:
         summary["report"] = rep.html

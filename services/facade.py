@@ -155,8 +155,11 @@ class Kindred:
             info.vector(c)
         built, skipped = [], []
         steps = len(wanted) + 1
+        scores = [c for c in info.schema.names if c.startswith("propensity_")]
         if info.key and self._store.capabilities.scalar_index:
             self._store.create_scalar_index(table, info.key)
+            for c in scores:  # match --method propensity filters on them
+                self._store.create_scalar_index(table, c)
         if progress:
             progress(f"index {table}", 1, steps)
         for i, c in enumerate(wanted, start=2):
@@ -168,7 +171,7 @@ class Kindred:
             if progress:
                 progress(f"index {table}", i, steps)
         return StepResult(step="index", table=table, details={
-            "rows": n, "scalar": info.key, "vector_indexes": built,
+            "rows": n, "scalar": info.key, "score_indexes": scores, "vector_indexes": built,
             "exact_only": skipped, "min_rows": min_rows})
 
     def migrate(self, target: str | VectorStore, *, tables: Sequence[str] | None = None,
@@ -333,14 +336,16 @@ class Kindred:
               output: str | None = None, dim: int | None = None,
               sources: Sequence[str] = (), weights: Sequence[float] | None = None,
               backend: str = "torch", raw: bool = True,
+              types: Sequence[str] | dict[str, str] = (),
               progress: Progress | None = None) -> StepResult:
         """Write a vector column: ``tabular``, ``text``, ``behavior`` or ``combined``.
 
         - tabular: numeric columns standardised, categoricals one-hot (``include``/``exclude``
-          select columns; ``dim`` adds a PCA), unit length for matching; with ``raw`` (the
-          default) also ``<output>_raw``: z-scored, unclipped, not normalised (metric l2),
-          the column risk scoring uses because it keeps each customer's distance from the
-          centre.
+          select columns; ``dim`` adds a PCA; ``types=["branch=category"]`` reads a column as
+          a category or a number, see :mod:`ingest.column_kinds`), unit length for matching;
+          with ``raw`` (the default) also ``<output>_raw``: z-scored, unclipped, not
+          normalised (metric l2), the column risk scoring uses because it keeps each
+          customer's distance from the centre.
         - text: sentence-transformers over a text ``column`` or a profile ``template``
           (``model``: a local path; default the packaged all-MiniLM-L6-v2; ``backend``
           ``onnx`` runs it int8-quantised through ONNX Runtime, ~3x faster on CPU, vectors
@@ -361,12 +366,17 @@ class Kindred:
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
             raise ServiceError(f"dim must be a positive integer, got {dim!r}")
         if kind == "tabular":
+            from ingest.column_kinds import parse_kinds
             from ingest.embedders.tabular import embed_tabular
 
+            try:
+                kinds = parse_kinds(types)
+            except ValueError as exc:
+                raise ServiceError(str(exc)) from None
             r, companion = embed_tabular(self._store, table,
                                          include=list(include) if include else None,
                                          exclude=list(exclude), pca=dim, column=output,
-                                         raw=raw, progress=rows_done)
+                                         raw=raw, types=kinds, progress=rows_done)
             if companion is not None:
                 return StepResult(step=f"embed {kind}", table=table, details={
                     **_plain(r), "raw_column": companion.column,
@@ -410,7 +420,8 @@ class Kindred:
               min_score: float | None = None, where: str | None = None, exact: bool = False,
               columns: Sequence[str] = (), min_consumers: int = 20,
               query: ProductQuery | None = None, consumers: bool = True,
-              prospects: bool = True, bands: Sequence[float] | None = None) -> MatchResult:
+              prospects: bool = True, bands: Sequence[float] | None = None,
+              propensity_options: dict[str, Any] | None = None) -> MatchResult:
         """Consumers (holders, most typical first) and prospects (most likely first) of a product.
 
         ``where`` is a filter expression over customer columns, e.g.
@@ -419,7 +430,10 @@ class Kindred:
         ``columns``) and a summary (method, sizes, options); ``.to_dict()`` is JSON-ready.
         ``query`` reuses a query from :meth:`product_query` (no refit). ``consumers=False``
         or ``prospects=False`` leaves that list out (one search). ``bands``: two descending
-        score thresholds for the high/medium/low bands (default: each list's tertiles).
+        score thresholds for the high/medium/low bands (default: edges from the whole base,
+        see :mod:`services.matching.bands`). ``method="propensity"`` serves the probabilities
+        :meth:`fit` wrote (else fits in memory); the summary then has the audience's expected
+        conversions and lift. ``match`` never writes to the store.
         """
         from .matching import match
 
@@ -428,7 +442,8 @@ class Kindred:
         if top is not None and audience_pct is not None:
             raise ServiceError("give top or audience_pct, not both: each sets the list length")
         self._require_table(CUSTOMERS, "ingest customers first")
-        vector_column = vector_column or self.default_vector_column()
+        if method != "propensity":
+            vector_column = vector_column or self.default_vector_column()
         columns = self._named(CUSTOMERS, columns) or ()
         if isinstance(where, str):
             from ingest.names import resolve_filter_names
@@ -438,7 +453,53 @@ class Kindred:
         return match(self._store, product, method=method, vector_column=vector_column,
                      top_k=top, audience_pct=audience_pct, min_score=min_score, filter=where,
                      exact=exact, columns=columns, min_consumers=min_consumers, query=query,
-                     consumers=consumers, prospects=prospects, bands=bands)
+                     consumers=consumers, prospects=prospects, bands=bands,
+                     propensity_options=propensity_options)
+
+    def fit(self, products: Sequence[str], *, method: str = "propensity",
+            vector_column: str | None = None, exclude: Sequence[str] = (),
+            types: Sequence[str] | dict[str, str] = (), seed: int = 0,
+            propensity_options: dict[str, Any] | None = None,
+            progress: Progress | None = None) -> StepResult:
+        """Fit and persist each product's model, so :meth:`match` serves it without refitting.
+
+        ``propensity``: a gradient-boosted model of the attributes (``exclude`` leaves columns
+        out, ``types=["branch=category"]`` declares kinds), saved verified, and every
+        customer's probability written to ``propensity_<product>`` with a scalar index;
+        ``learned``: the logistic query on ``vector_column``, saved for reuse while the table
+        is unchanged. Returns per product what was fitted (model id, cross-validated ROC-AUC,
+        leakage warnings).
+        """
+        from ingest.column_kinds import parse_kinds
+
+        from .matching import build_query
+        from .matching.scores import fit_and_write
+
+        self._require_table(CUSTOMERS, "ingest customers first")
+        if method not in ("propensity", "learned"):
+            raise ServiceError(f"fit: method must be propensity or learned, got {method!r}")
+        try:
+            kinds = parse_kinds(types)
+        except ValueError as exc:
+            raise ServiceError(str(exc)) from None
+        out: dict[str, Any] = {}
+        for product in products:
+            if method == "learned":
+                q = build_query(self._store, product, "learned", seed=seed,
+                                vector_column=vector_column or self.default_vector_column())
+                out[product] = {"method": "learned", "vector_column": q.vector_column,
+                                "cached": q.details.get("cached"), "C": q.details.get("C")}
+                continue
+            opts = {**(propensity_options or {}), "exclude": list(exclude), "types": kinds}
+            entry = fit_and_write(self._store, product, seed=seed, options=opts,
+                                  progress=_for_step(progress, f"fit {product}"))
+            out[product] = {"method": "propensity", "column": entry["column"],
+                            "model_id": entry["model_id"], "rows_scored": entry["rows_scored"],
+                            "base_rate": entry["base_rate"],
+                            "assessment": entry["assessment"], "leakage": entry["leakage"],
+                            "features": entry["state"]["details"]["features"],
+                            "dropped": entry["state"]["details"]["dropped"]}
+        return StepResult(step="fit", table=CUSTOMERS, details={"products": out})
 
     def product_query(self, product: str, *, method: str = "centroid",
                       vector_column: str | None = None, min_consumers: int = 20,
@@ -461,28 +522,120 @@ class Kindred:
         return explain(self._store, customer_id, product, vector_column=vector_column, k=k)
 
     def recommend(self, *, top_n: int = 3, vector_column: str | None = None,
-                  exclude_held: bool = True, progress: Progress | None = None) -> RecommendSummary:
-        """Score every customer for every product; write ``rec_products``/``rec_scores``."""
-        from .matching import recommend
+                  exclude_held: bool = True, method: str | None = None,
+                  only_products: bool = True,
+                  progress: Progress | None = None) -> RecommendSummary | StepResult:
+        """Every customer's top ``top_n``, written to ``rec_products``/``rec_scores``.
 
-        self._require_table(PRODUCTS, "ingest products first")
+        ``method="behavior"`` (the default when there is an events table and no
+        ``vector_column``): the behaviour
+        recommender of :mod:`services.matching.behaviour` (own history for repeatable items, a
+        behaviour profile that falls back to popularity, implicit ALS factors), fitted on all
+        events and saved; held one-time products are never recommended again, and only
+        products-table items are written when ``only_products``. ``method="vector"``: customer
+        . product in a shared ``vector_column`` (e.g. ``vec_behavior``).
+        """
+        from .matching import recommend
+        from .matching.behaviour import recommend_behaviour
+
+        if method is None:  # a shared vector column means customer . product
+            method = "vector" if vector_column or not self._store.has_table(EVENTS) \
+                else "behavior"
         rows_done = _for_step(progress, "recommend")
+        if method == "behavior":
+            self._require_table(EVENTS, "ingest events first")
+            d = recommend_behaviour(self._store, top_n=top_n, only_products=only_products,
+                                    progress=rows_done)
+            return StepResult(step="recommend", table=CUSTOMERS, details=d)
+        if method != "vector":
+            raise ServiceError(f"recommend: method must be behavior or vector, got {method!r}")
+        self._require_table(PRODUCTS, "ingest products first")
         return recommend(self._store, vector_column=vector_column, top_n=top_n,
                          exclude_held=exclude_held, progress=rows_done)
 
+    def recommendations(self, customer_id: str, *, top_n: int = 10,
+                        only_products: bool = True) -> dict[str, Any]:
+        """One customer's behaviour recommendations with the reasons for each: from the
+        recommender :meth:`recommend` saved (fitted on the fly, not saved, when there is none).
+        """
+        import numpy as np
+
+        from vectorstore.filters import Cmp
+
+        from .matching.behaviour import (
+            Recommender,
+            explain_one,
+            fit_recommender,
+            history_rows,
+            read_interactions,
+        )
+
+        self._require_table(CUSTOMERS, "ingest customers first")
+        self._require_table(EVENTS, "ingest events first")
+        me = self._store.to_arrow(CUSTOMERS, columns=["customer_id", "holdings"]
+                                  if "holdings" in self._store.table_info(CUSTOMERS).schema.names
+                                  else ["customer_id"], filter=Cmp("customer_id", "=", customer_id))
+        if me.num_rows == 0:
+            raise ServiceError(f"table 'customers' has no customer {customer_id!r}")
+        if "customers.recommender" in self._store.list_artifacts():
+            rec, source = Recommender.load(self._store), "saved recommender"
+        else:
+            rec, _ = fit_recommender(self._store, read_interactions(self._store))
+            source = "fitted now (run `kindred recommend` to save one)"
+        mine = read_interactions(self._store, filter=Cmp("customer_id", "=", customer_id)) \
+            if self._store.count(EVENTS, Cmp("customer_id", "=", customer_id)) else None
+        ids = me.column("customer_id").combine_chunks()
+        if mine is None:
+            empty = np.zeros(1)
+            import scipy.sparse as sp
+
+            z = sp.csr_matrix((1, len(rec.items)))
+            counts, days, active = z, z, empty
+        else:
+            counts, days, active = history_rows(rec, mine, ids)
+        exclude = np.zeros(len(rec.items), dtype=bool)
+        if only_products and self._store.has_table(PRODUCTS):
+            pids = self._store.to_arrow(PRODUCTS, columns=["product_id"]).column("product_id")
+            exclude |= ~np.isin(np.asarray(rec.items, dtype=object), pids.to_pylist())
+        held = me.column("holdings")[0].as_py() if "holdings" in me.column_names else None
+        for p in held or []:
+            if p in rec.items and not rec.repeatable[rec.items.index(p)]:
+                exclude[rec.items.index(p)] = True
+        items = explain_one(rec, counts, days, active, top_n, exclude)
+        return {"customer_id": customer_id, "active_days": int(active[0]),
+                "holdings": held or [], "source": source, "recommendations": items}
+
+    def evaluate_recommendations(self, *, k: int = 10, seed: int = 0) -> Any:
+        """Next-basket evaluation (each customer's last day of events hidden): hit@k,
+        recall@k, NDCG@k of Kindred against popularity, popularity without history and raw
+        implicit ALS, in one run (:mod:`services.evaluate_recs`)."""
+        from .evaluate_recs import evaluate_next_basket
+
+        self._require_table(EVENTS, "ingest events first")
+        return evaluate_next_basket(self._store, k=k, seed=seed)
+
     def evaluate_matching(self, product: str | None = None, *, label: str | None = None,
                           positive: Any = None, vector_columns: Sequence[str] | None = None,
-                          methods: Sequence[str] = ("centroid", "learned"),
-                          holdout: float = 0.2, seed: int = 0,
+                          methods: Sequence[str] = ("centroid", "learned", "propensity"),
+                          holdout: float = 0.2, seed: int = 0, repeats: int = 3,
+                          split_column: str | None = None, test_value: Any = "test",
+                          test_size: float = 0.3, exclude: Sequence[str] = (),
                           learned_options: dict[str, Any] | None = None,
+                          propensity_options: dict[str, Any] | None = None,
                           progress: Progress | None = None) -> EvaluationReport:
-        """Measured matching quality: a holdout of ``product``'s holders, or a ``label`` column.
+        """Measured matching quality: repeated holdouts of ``product``'s holders, or a
+        ``label`` column (test rows: ``split_column == test_value``, else ``repeats`` seeded
+        stratified ``test_size`` splits).
 
-        Returns an :class:`services.evaluate.EvaluationReport`: ROC-AUC, precision@k,
-        recall@k and lift@k per vector column and method, with random and popularity baselines.
-        ``learned_options`` go to the learned model (e.g. ``{"Cs": [10.0]}``).
+        Returns an :class:`services.evaluate.EvaluationReport`: ROC-AUC (mean, SD, interval),
+        precision@k, recall@k and lift@k per vector column and method, with random and
+        popularity baselines, leakage warnings and the predictability verdict.
+        ``learned_options`` go to the learned model (e.g. ``{"Cs": [10.0]}``),
+        ``propensity_options`` (and ``exclude``, attribute columns left out) to the
+        propensity model.
         """
         lo = dict(learned_options or {})
+        po = {**(propensity_options or {}), **({"exclude": list(exclude)} if exclude else {})}
         from .evaluate import evaluate_holdout, evaluate_labels
 
         self._require_table(CUSTOMERS, "ingest customers first")
@@ -494,10 +647,12 @@ class Kindred:
             label = self._named_one(CUSTOMERS, label)
             return evaluate_labels(self._store, label, positive=positive,
                                    vector_columns=vector_columns, methods=methods, seed=seed,
-                                   progress=rows_done, **lo)
+                                   repeats=repeats, split_column=split_column,
+                                   test_value=test_value, test_size=test_size,
+                                   progress=rows_done, propensity_options=po, **lo)
         return evaluate_holdout(self._store, product, vector_columns=vector_columns,
-                                methods=methods, holdout=holdout, seed=seed,
-                                progress=rows_done, **lo)
+                                methods=methods, holdout=holdout, seed=seed, repeats=repeats,
+                                progress=rows_done, propensity_options=po, **lo)
 
     # ------------------------------------------------------------------ risk
     def score_risk(self, *, detector: str | None = None, column: str | None = None,
@@ -564,30 +719,33 @@ class Kindred:
 
     # ------------------------------------------------------------------ report
     def report(self, out_dir: str | Path, *, products: Sequence[str] | None = None,
-               column: str | None = None, methods: Sequence[str] = ("centroid", "learned"),
+               column: str | None = None,
+               methods: Sequence[str] = ("centroid", "learned", "propensity"),
                label: str | None = None, positive: Any = None, max_products: int = 3,
-               seed: int = 0, learned_options: dict[str, Any] | None = None) -> ReportResult:
+               seed: int = 0, repeats: int = 3, learned_options: dict[str, Any] | None = None,
+               propensity_options: dict[str, Any] | None = None) -> ReportResult:
         """Write ``report.html`` (self-contained) and its PNGs into ``out_dir``.
 
-        Gain/lift curves per product and method (seeded holdout), consumer vs prospect score
-        distributions, the risk score distribution with its flag threshold, and a PCA map of
-        customers coloured by holdings and risk flag. ``products`` defaults to the
-        ``max_products`` most held products; ``column`` to the default vector column; ``label``
-        (e.g. ``is_anomaly``, or ``Status`` with ``positive="bad"``) adds the risk ROC-AUC and
-        ROC/precision-recall curves; ``learned_options`` go to the learned model (e.g.
-        ``{"Cs": [10.0]}`` to skip choosing C by cross-validation). A table without holdings
-        gets the risk sections (and the map), not the matching ones.
+        Gain/lift curves per product and method from the same repeated holdouts as
+        :meth:`evaluate_matching` (same ``seed``, ``repeats``: the same figures), the
+        propensity calibration curve, consumer vs prospect score distributions, the risk score
+        distribution with its flag threshold, and a PCA map of customers coloured by holdings
+        and risk flag. ``products`` defaults to :meth:`report_products`; ``column`` to the
+        default vector column; ``label`` (e.g. ``is_anomaly``, or ``Status`` with
+        ``positive="bad"``) adds the risk ROC-AUC and ROC/precision-recall curves. A table
+        without holdings gets the risk sections (and the map), not the matching ones.
         """
         from . import report as rpt
 
         self._require_table(CUSTOMERS, "ingest customers first")
         column = column or self.default_vector_column()
         info = self._store.table_info(CUSTOMERS)
-        if column is None and "risk_score" not in info.schema.names:
+        if column is None and "risk_score" not in info.schema.names \
+                and "propensity" not in methods:
             raise ServiceError("the customers table has no vector column and no risk scores: "
                                "run embed or risk score first")
         if products is None:
-            products = self.popular_products(max_products)
+            products = self.report_products(max_products)
         st = self.stats([CUSTOMERS])
         facts = {"store": self.location, "customers": f"{st.tables[0].rows:,}",
                  "vector column": column or "-",
@@ -600,25 +758,43 @@ class Kindred:
                                    f"{run.get('n_flagged', 0):,} flagged (risk_score > "
                                    f"{float(run['threshold']):.3f})")
         data = rpt.collect(self._store, column=column, products=products, methods=methods,
-                           label=label, positive=positive, seed=seed, facts=facts,
+                           label=label, positive=positive, seed=seed, repeats=repeats,
+                           facts=facts,
                            learned_options=learned_options,
+                           propensity_options=propensity_options,
                            title=f"Kindred report: {self.location}")
         return rpt.write_report(data, out_dir)
 
-    def popular_products(self, n: int = 3, *, min_holders: int = 20) -> list[str]:
-        """The ``n`` products with most holders (at least ``min_holders``), most held first."""
+    def report_products(self, n: int = 3, *, min_holders: int = 50) -> list[str]:
+        """The products a report plots by default: those with a fitted propensity model
+        (:meth:`fit`), else the ``n`` least-held products with at least ``min_holders``
+        holders (the hardest to target, and the ones a campaign is usually about)."""
+        fitted = list(self._store.table_info(CUSTOMERS).metadata.get("propensity") or {})
+        if fitted:
+            return fitted[:n]
+        counts = self.product_counts()
+        ranked = sorted((p for p in counts if counts[p] >= min_holders),
+                        key=lambda p: (counts[p], p))
+        return ranked[:n]
+
+    def product_counts(self) -> dict[str, int]:
+        """Holders per product (products table rows, else every product held)."""
         from vectorstore.filters import Has
 
         info = self._store.table_info(CUSTOMERS)
         if "holdings" not in info.schema.names:
-            return []
+            return {}
         if self._store.has_table(PRODUCTS):
             candidates = self._store.to_arrow(PRODUCTS, columns=["product_id"]).column(
                 "product_id").to_pylist()
         else:
             lists = self._store.to_arrow(CUSTOMERS, columns=["holdings"]).column("holdings")
             candidates = sorted(set(pc.list_flatten(lists).drop_null().to_pylist()))
-        counts = {p: self._store.count(CUSTOMERS, Has("holdings", p)) for p in candidates}
+        return {p: self._store.count(CUSTOMERS, Has("holdings", p)) for p in candidates}
+
+    def popular_products(self, n: int = 3, *, min_holders: int = 20) -> list[str]:
+        """The ``n`` products with most holders (at least ``min_holders``), most held first."""
+        counts = self.product_counts()
         ranked = sorted((p for p in counts if counts[p] >= min_holders),
                         key=lambda p: -counts[p])
         return ranked[:n]

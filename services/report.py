@@ -4,7 +4,11 @@ Plots are drawn with matplotlib's Agg backend from plain arrays, so the report c
 from any source of scores; :meth:`services.facade.Kindred.report` gathers those arrays from the
 store. Sections:
 
-- cumulative gain and lift curves per product and method (holdout or label evaluation);
+- cumulative gain and lift curves per product and method, from the same evaluation
+  (:func:`services.evaluate.evaluate_holdout`, same seed and repeats) as ``kindred evaluate
+  matching``, so the report's figures are the command's;
+- the calibration curve of the propensity model (predicted probability vs observed rate, out
+  of fold);
 - score distributions of current consumers vs prospects for each product;
 - the risk score distribution with the flag threshold;
 - a 2-D map of customers (PCA of a vector column) coloured by holdings and by risk flag.
@@ -81,10 +85,19 @@ class CustomerMap:
 
 
 @dataclass
+class CalibrationCurve:
+    """Mean predicted probability vs observed rate per bin, for one product's model."""
+
+    product: str
+    bins: list[dict[str, float]]
+
+
+@dataclass
 class ReportData:
     title: str = "Kindred report"
     subtitle: str = ""
     curves: list[RankingCurve] = field(default_factory=list)
+    calibration: list[CalibrationCurve] = field(default_factory=list)
     distributions: list[ProductScores] = field(default_factory=list)
     risk: RiskScores | None = None
     customer_map: CustomerMap | None = None
@@ -139,6 +152,23 @@ def plot_gain_lift(curves: list[RankingCurve], path: Path) -> Path:
              xlim=(0.01, 1))
     ax_g.legend(fontsize=8)
     ax_l.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_calibration(curves: list[CalibrationCurve], path: Path) -> Path:
+    """Reliability diagram: predicted probability (x) vs observed rate (y), one line per product."""
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    top = 0.0
+    for c in curves:
+        x = [b["predicted"] for b in c.bins]
+        y = [b["observed"] for b in c.bins]
+        top = max(top, *x, *y)
+        ax.plot(x, y, "o-", label=c.product)
+    top = min(1.0, top * 1.05 + 1e-3)
+    ax.plot([0, top], [0, top], "k--", lw=1, label="perfectly calibrated")
+    ax.set(title="Propensity calibration (out of fold)", xlabel="predicted probability",
+           ylabel="observed rate", xlim=(0, top), ylim=(0, top))
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 
@@ -290,6 +320,12 @@ def write_report(data: ReportData, out_dir: str | Path) -> ReportResult:
             p = plot_gain_lift(curves, out / f"gain_{_slug(product)}.png")
             images.append(p)
             parts.append(_img(p, f"Gain and lift for {product}"))
+    if data.calibration:
+        sections.append("calibration")
+        parts.append("<h2>Propensity calibration</h2>")
+        p = plot_calibration(data.calibration, out / "calibration.png")
+        images.append(p)
+        parts.append(_img(p, "Calibration of the propensity probabilities"))
     if data.distributions:
         sections.append("distributions")
         parts.append("<h2>Match scores: consumers vs prospects</h2>")
@@ -337,27 +373,28 @@ def _vectors(table: pa.Table, column: str) -> np.ndarray:
 
 
 def collect(store: VectorStore, *, column: str | None, products: Sequence[str] = (),
-            methods: Sequence[str] = ("centroid", "learned"), holdout: float = 0.2,
-            max_rows: int = 50_000, map_rows: int = 5_000, label: str | None = None,
-            positive: Any = None, seed: int = 0, title: str = "Kindred report",
-            facts: dict[str, str] | None = None,
-            learned_options: dict[str, Any] | None = None) -> ReportData:
+            methods: Sequence[str] = ("centroid", "learned", "propensity"),
+            holdout: float = 0.2, repeats: int = 3, max_rows: int = 50_000,
+            map_rows: int = 5_000, label: str | None = None, positive: Any = None,
+            seed: int = 0, title: str = "Kindred report", facts: dict[str, str] | None = None,
+            learned_options: dict[str, Any] | None = None,
+            propensity_options: dict[str, Any] | None = None) -> ReportData:
     """Gather the report's arrays from the ``customers`` table.
 
-    Reads ``customer_id``, ``holdings``, the vector ``column`` and the risk columns of at most
-    ``max_rows`` customers (a seeded sample above that: the curves need scores in memory).
-    Gain curves come from a holdout like :func:`services.evaluate.evaluate_holdout`: a seeded
-    ``holdout`` share of each product's holders is hidden, each method is fitted on the rest,
-    and every non-holder plus the hidden holders is ranked. ``label`` (e.g. ``is_anomaly``,
-    or ``Status`` with ``positive="bad"``) adds the risk ROC-AUC and curves against that
-    column. A table without holdings (or ``column=None``, no vectors) gives only the
-    sections it has data for: the risk distribution needs nothing but the written scores.
+    Gain curves and their ROC-AUCs come from :func:`services.evaluate.evaluate_holdout` with
+    ``holdout``, ``seed`` and ``repeats`` (the figures are the repeats' means, the curves the
+    first repeat's), exactly what ``kindred evaluate matching --product P`` computes with the
+    same options. Score distributions, the risk section and the customer map read at most
+    ``max_rows`` customers (a seeded sample above that). ``label`` (e.g. ``is_anomaly``, or
+    ``Status`` with ``positive="bad"``) adds the risk ROC-AUC and curves against that column.
+    A table without holdings (or ``column=None``, no vectors) gives only the sections it has
+    data for: the risk distribution needs nothing but the written scores.
     """
-    from sklearn.metrics import roc_auc_score
 
+    from .errors import ServiceError
+    from .evaluate import evaluate_holdout
     from .matching import build_query
-    from .matching._data import holdings_labeller, holds
-    from .matching.query import fit_query
+    from .matching._data import holds
 
     info = store.table_info("customers")
     if column is not None:
@@ -373,43 +410,52 @@ def collect(store: VectorStore, *, column: str | None, products: Sequence[str] =
         data = data.take(pa.array(np.sort(rng.choice(data.num_rows, max_rows, replace=False))))
     if column is not None:
         data = data.filter(pc.is_valid(data.column(column)))
-    X = _vectors(data, column) if column is not None else np.zeros((data.num_rows, 0))
-    ids = data.column("customer_id").combine_chunks()
+        X = _vectors(data, column)
+    else:
+        X = np.zeros((data.num_rows, 0), np.float32)
     rep = ReportData(title=title, facts=dict(facts or {}))
+    usable = [m for m in methods if m == "propensity" or column is not None]
     holdings: dict[str, np.ndarray] = {}
     for product in products:
         held = holds(data, product)
         holdings[product] = held
-        pos = np.flatnonzero(held)
-        n_hidden = round(holdout * len(pos))
-        if n_hidden < 1 or len(pos) - n_hidden < 2:
+        try:
+            ev = evaluate_holdout(store, product, vector_columns=[column] if column else None,
+                                  methods=usable, holdout=holdout, seed=seed, repeats=repeats,
+                                  propensity_options=propensity_options,
+                                  **(learned_options or {}))
+        except ServiceError as exc:
+            rep.facts[f"holdout {product}"] = f"not evaluated: {exc}"
             continue
-        hidden_idx = np.sort(rng.choice(pos, n_hidden, replace=False))
-        hidden = ids.take(pa.array(hidden_idx))
-        candidates = ~held
-        candidates[hidden_idx] = True
-        y = np.zeros(len(held), dtype=bool)
-        y[hidden_idx] = True
-        for method in methods:
-            q = fit_query(store, "customers", column, method, holdings_labeller(product, hidden),
-                          ["customer_id", "holdings"], product=product, seed=seed,
-                          **((learned_options or {}) if method == "learned" else {}))
-            s = q.score(X[candidates])
-            auc = float(roc_auc_score(y[candidates], s))
-            rep.curves.append(RankingCurve(product, method, y[candidates], s, auc=auc))
-            rep.facts[f"holdout ROC-AUC {product} / {method}"] = (
-                f"{auc:.3f} (lift@10% {lift_at(y[candidates], s):.2f})")
-        q = build_query(store, product, "centroid", vector_column=column, min_consumers=2)
-        s = q.score(X)
-        rep.distributions.append(ProductScores(product, s[held], s[~held]))
+        by = {(r.vector_column, r.method): r for r in ev.rows}
+        for key, (y, s) in ev.curves.items():
+            row = by[key]
+            rep.curves.append(RankingCurve(product, key[1], y, s, auc=row.roc_auc))
+            sd = f" +- {row.roc_auc_sd:.3f}" if row.roc_auc_sd is not None else ""
+            rep.facts[f"holdout ROC-AUC {product} / {key[1]}"] = (
+                f"{row.roc_auc:.3f}{sd} over {row.repeats} repeats "
+                f"(lift@10% {row.lift_at_k:.2f})")
+        for key, r in by.items():
+            if r.error:
+                rep.facts[f"holdout ROC-AUC {product} / {key[1]}"] = f"could not run: {r.error}"
+        if ev.calibration:
+            rep.calibration.append(CalibrationCurve(product, ev.calibration))
+        for w in ev.warnings:
+            rep.facts[f"warning {product}"] = w["message"]
+        if ev.predictability and not ev.predictability["predictable"]:
+            rep.facts[f"warning {product}"] = ev.predictability["message"]
+        if column is not None and held.any() and (~held).any():
+            q = build_query(store, product, "centroid", vector_column=column, min_consumers=2,
+                            read_only=True)
+            s = q.score(X)
+            rep.distributions.append(ProductScores(product, s[held], s[~held]))
     flags = None
     if "risk_score" in data.column_names:
         rep.risk, flags = _risk_scores(store, data, label, positive)
         if rep.risk.auc is not None:
             rep.facts[f"risk ROC-AUC on {rep.risk.label}"] = f"{rep.risk.auc:.3f}"
-    if column is not None:
-        take = np.sort(rng.choice(len(X), min(map_rows, len(X)), replace=False)) if len(X) \
-            else []
+    if column is not None and len(X):
+        take = np.sort(rng.choice(len(X), min(map_rows, len(X)), replace=False))
         rep.customer_map = CustomerMap(
             column, X[take], {p: h[take] for p, h in holdings.items()},
             risk_flag=flags[take] if flags is not None else None)

@@ -10,11 +10,14 @@ Fitting is one streamed pass over the table (``store.scan`` batches):
   uses the exact mean and standard deviation from mergeable sums. Scaled values are clipped to
   ``[-clip, clip]``; a missing value becomes 0 (the centre) and, for columns that had missing
   values when fitted, a 0/1 missing-indicator feature is added.
-* string columns are one-hot encoded from exact, mergeable level counts; levels seen in fewer
-  than ``min_frequency`` of the rows (or beyond ``max_levels`` levels) share one ``__other__``
-  feature, nulls one ``__missing__`` feature. A column with more than ``max_tracked`` distinct
-  values (free text, ids) is left out unless it was named in ``include``; what was left out
-  and why is recorded in the state.
+* which columns are numbers and which are categories is decided by
+  :func:`ingest.column_kinds.column_kind` (``types={"col": "category"}`` declares it; an integer
+  code such as ``customer_type`` 1..41 is a category, see that module);
+* string columns (and integer codes) are one-hot encoded from exact, mergeable level counts;
+  levels seen in fewer than ``min_frequency`` of the rows (or beyond ``max_levels`` levels)
+  share one ``__other__`` feature, nulls one ``__missing__`` feature. A column with more than
+  ``max_tracked`` distinct values (free text, ids) is left out unless it was named in
+  ``include``; what was left out and why is recorded in the state.
 * ``pca=k`` projects onto the first k principal components of the sample's features.
 * ``onehot_scale`` is the value of a set one-hot feature (1 by default). At ``1/sqrt(2)`` two
   rows with different levels of a column are at distance 1, as two rows one standard deviation
@@ -46,6 +49,13 @@ import pyarrow.compute as pc
 
 from vectorstore import Metric, TableInfo, VectorStore, check_name
 
+from ..column_kinds import (
+    column_kind,
+    count_levels,
+    is_code_candidate,
+    numeric_values,
+    parse_kinds,
+)
 from .base import (
     Embedder,
     EmbedResult,
@@ -73,28 +83,6 @@ OTHER = "__other__"
 MISSING = "__missing__"
 
 
-def _is_numeric(t: pa.DataType) -> bool:
-    return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
-            or pa.types.is_decimal(t) or pa.types.is_timestamp(t) or pa.types.is_date(t))
-
-
-def _is_categorical(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t)
-
-
-def numeric_values(arr: pa.Array) -> np.ndarray:
-    """A numeric-like column as float64 with NaN for nulls (timestamps/dates in days), as the
-    embedder reads it (explanations read attributes the same way)."""
-    t = arr.type
-    if pa.types.is_timestamp(t):
-        arr = pc.divide(pc.cast(pc.cast(arr, pa.timestamp("s", t.tz)), pa.int64()).cast(
-            pa.float64()), 86_400.0)
-    elif pa.types.is_date(t):
-        arr = pc.cast(pc.cast(arr, pa.date32()), pa.int32())
-    return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
-
-
-_numeric = numeric_values
 
 
 def _strings(arr: pa.Array) -> pa.Array:
@@ -123,7 +111,13 @@ class TabularEmbedder(Embedder):
                  *, scaling: str = "robust", clip: float | None = 5.0,
                  min_frequency: float = 0.01, max_levels: int = 50, max_tracked: int = 10_000,
                  pca: int | None = None, sample_size: int = 100_000, seed: int = 0,
-                 normalize: bool = True, onehot_scale: float = 1.0) -> None:
+                 normalize: bool = True, onehot_scale: float = 1.0,
+                 types: dict[str, str] | None = None) -> None:
+        try:
+            self.types = parse_kinds(types)
+        except ValueError as exc:
+            raise EmbeddingError(str(exc)) from None
+        self._levels: dict[str, int] = {}
         self.include = list(include) if include is not None else None
         self.exclude = list(exclude)
         self.scaling = scaling
@@ -151,7 +145,7 @@ class TabularEmbedder(Embedder):
                 "clip": self.clip, "min_frequency": self.min_frequency,
                 "max_levels": self.max_levels, "max_tracked": self.max_tracked, "pca": self.pca,
                 "sample_size": self.sample_size, "seed": self.seed, "normalize": self.normalize,
-                "onehot_scale": self.onehot_scale}
+                "onehot_scale": self.onehot_scale, "types": self.types}
 
     # ------------------------------------------------------------------ column selection
     def select_columns(self, info: TableInfo) -> tuple[list[str], list[str]]:
@@ -167,9 +161,14 @@ class TabularEmbedder(Embedder):
             if n in self.exclude:
                 continue
             t = info.schema.field(n).type
-            if _is_numeric(t):
+            try:
+                kind = column_kind(n, t, declared=self.types.get(n),
+                                   n_distinct=self._levels.get(n))
+            except ValueError as exc:
+                raise EmbeddingError(f"table {info.name!r}: {exc}") from None
+            if kind == "numeric":
                 numeric.append(n)
-            elif _is_categorical(t):
+            elif kind == "category":
                 categorical.append(n)
             elif self.include is not None:
                 raise EmbeddingError(f"table {info.name!r}: column {n!r} has type {t}, which the "
@@ -188,6 +187,9 @@ class TabularEmbedder(Embedder):
     def fit(self, store: VectorStore, table: str, *, batch_size: int = 65_536
             ) -> TabularEmbedder:
         info = store.table_info(table)
+        self._levels = count_levels(store, table, [
+            f.name for f in info.schema if f.name not in self.types
+            and f.name not in self.exclude and is_code_candidate(f.name, f.type)])
         numeric, categorical = self.select_columns(info)
         key = info.key
         cols = [*numeric, *categorical]
@@ -202,7 +204,7 @@ class TabularEmbedder(Embedder):
         for b in store.scan(table, columns=[key, *cols] if key else cols, batch_size=batch_size):
             n_rows += b.num_rows
             for c in numeric:
-                x = _numeric(b.column(c))
+                x = numeric_values(b.column(c))
                 ok = ~np.isnan(x)
                 nulls[c] += int((~ok).sum())
                 if c not in shift and ok.any():
@@ -252,7 +254,7 @@ class TabularEmbedder(Embedder):
                 center.append(mu + shift.get(c, 0.0))
                 scale.append(sd)
             else:
-                x = _numeric(sample.column(c).combine_chunks()) if sample is not None else \
+                x = numeric_values(sample.column(c).combine_chunks()) if sample is not None else \
                     np.zeros(0)
                 x = x[~np.isnan(x)]
                 if len(x):
@@ -315,7 +317,7 @@ class TabularEmbedder(Embedder):
         j = 0
         for i, c in enumerate(self.numeric_):
             col = src.column(c)
-            x = _numeric(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+            x = numeric_values(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
             missing = np.isnan(x)
             z = (x - self.center_[i]) / self.scale_[i]
             if self.clip is not None:
@@ -391,7 +393,8 @@ class TabularEmbedder(Embedder):
 
 def embed_tabular(store: VectorStore, table: str, *, include: Sequence[str] | None = None,
                   exclude: Sequence[str] = (), pca: int | None = None,
-                  column: str | None = None, raw: bool = True, batch_size: int = 16_384,
+                  column: str | None = None, raw: bool = True,
+                  types: dict[str, str] | None = None, batch_size: int = 16_384,
                   progress: Progress | None = None) -> tuple[EmbedResult, EmbedResult | None]:
     """Write the tabular column (default ``vec_tabular``) and, with ``raw``, its
     magnitude-preserving companion ``<column>_raw`` (see the module docstring).
@@ -400,11 +403,12 @@ def embed_tabular(store: VectorStore, table: str, *, include: Sequence[str] | No
     so a name or dimension conflict fails with nothing written; both columns are then written
     in one commit by :func:`~ingest.embedders.base.embed_columns`, so they appear together or
     not at all. Returns both columns' results (the second None without ``raw``)."""
-    main = TabularEmbedder(include, exclude, pca=pca)
+    main = TabularEmbedder(include, exclude, pca=pca, types=types)
     column = column or main.default_column
     plan: list[tuple[TabularEmbedder, str]] = [(main, column)]
     if raw:
-        plan.append((TabularEmbedder(include, exclude, **RAW_PARAMS), column + RAW_SUFFIX))
+        plan.append((TabularEmbedder(include, exclude, types=types, **RAW_PARAMS),
+                     column + RAW_SUFFIX))
     info = check_table(store, table)
     for emb, name in plan:
         check_name(name, "vector column name")

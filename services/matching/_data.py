@@ -127,12 +127,14 @@ def holdings_labeller(product: str, hidden: pa.Array | None = None,
     return label
 
 
-def population_mean(store: VectorStore, table: str, column: str) -> np.ndarray:
+def population_mean(store: VectorStore, table: str, column: str, *,
+                    remember: bool = True) -> np.ndarray:
     """The mean of a vector column, from ``metadata["embedders"][column]["mean"]``.
 
     When the embedder did not record it, it is computed in one streamed pass and cached there
     with ``mean_rows``, the row count it was computed on; a cached mean is recomputed once the
-    table's row count moved by more than 10% from that.
+    table's row count moved by more than 10% from that. ``remember=False`` (read-only
+    callers such as ``match``) computes it without storing it.
     """
     info = store.table_info(table)
     dim = info.vector(column).dim
@@ -150,6 +152,8 @@ def population_mean(store: VectorStore, table: str, column: str) -> np.ndarray:
     if n == 0:
         raise MatchingError(f"table {table!r}: vector column {column!r} holds no vectors yet")
     mean_arr = total / n
+    if not remember:
+        return mean_arr
     embedders = dict(store.table_info(table).metadata.get("embedders") or {})
     entry = dict(embedders.get(column) or {})
     entry.update({"mean": [float(x) for x in mean_arr], "mean_rows": n})

@@ -1,9 +1,15 @@
-"""Similarity bands: each ranked list split into high, medium and low score bands.
+"""Score bands: each ranked list split into high, medium and low bands by fixed score edges.
 
-A band is a score range. By default the edges are the list's own score tertiles (the upper and
-lower thirds of the scores returned), so every list reads "top third / middle / bottom third"
-whatever the method's score scale; fixed edges (two descending thresholds, e.g. cosine 0.5 and
-0.3) make bands comparable across products and calls.
+A band is a score range, the same for every list of a product, so a customer's band does not
+depend on how long a list was asked for. The edges come from the whole base, never from the
+returned list:
+
+- calibrated probabilities (``propensity``): **high** at least twice the base rate, **medium**
+  above the base rate, **low** at or below it (:func:`probability_edges`);
+- similarity scores (the vector methods): the score distribution of the customers who do not
+  hold the product, from a seeded sample of up to :data:`BASE_SAMPLE` of them: **high** is
+  their top 10%, **medium** the next 20%, **low** the rest (:func:`base_edges`);
+- or two fixed descending thresholds given by the caller (e.g. cosine 0.5 and 0.3).
 """
 
 from __future__ import annotations
@@ -18,6 +24,23 @@ from ..errors import MatchingError
 
 BAND_LABELS: tuple[str, str, str] = ("high", "medium", "low")
 BAND_COLUMN = "band"
+BASE_SAMPLE = 2_000
+BASE_QUANTILES = (0.9, 0.7)
+
+
+def probability_edges(base_rate: float) -> tuple[float, float]:
+    """Probability bands: high >= twice the base rate, medium > the base rate."""
+    return min(1.0, 2.0 * base_rate), float(np.nextafter(base_rate, 1.0))
+
+
+def base_edges(scores: np.ndarray) -> tuple[float, float] | None:
+    """Edges at the top 10% and top 30% of a sample of the base's scores (None if empty)."""
+    s = np.asarray(scores, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    if len(s) == 0:
+        return None
+    hi, lo = np.quantile(s, BASE_QUANTILES)
+    return float(hi), float(lo)
 
 
 def check_bands(bands: Sequence[float] | None) -> tuple[float, float] | None:
@@ -32,13 +55,10 @@ def check_bands(bands: Sequence[float] | None) -> tuple[float, float] | None:
 
 
 def band_edges(scores: np.ndarray, edges: tuple[float, float] | None) -> tuple[float, float]:
-    """The edges to use: the given ones, or the scores' upper and lower tertiles."""
+    """The edges to use (``None``: no edges known, every row is low)."""
     if edges is not None:
         return edges
-    if len(scores) == 0:
-        return float("nan"), float("nan")
-    hi, lo = np.quantile(scores, [2 / 3, 1 / 3])
-    return float(hi), float(lo)
+    return float("inf"), float("inf")
 
 
 def assign_bands(scores: np.ndarray, edges: tuple[float, float] | None = None) -> np.ndarray:

@@ -18,8 +18,13 @@ ranking computed in numpy (evaluation, streamed scoring) agree.
   reports. Where neither holds (vectors not unit length on a cosine or l2 column) matching
   scores ``x . w + b`` itself in streamed blocks.
 - ``product``: the product's own vector from the ``products`` table (same column name).
-- ``auto``: runs the holdout evaluation for every method that applies and keeps the best
-  ROC-AUC; ``details["auto"]`` says which it picked and why.
+- ``propensity``: calibrated probabilities from a gradient-boosted model of the raw attributes
+  (:mod:`services.matching.propensity`); no vector. When ``kindred fit`` has written the
+  product's scores, the query serves them from their column (:mod:`services.matching.scores`);
+  otherwise it fits the model in memory and scores rows in streamed blocks.
+- ``auto``: runs repeated holdouts for every method that applies and keeps the best mean
+  ROC-AUC; ``details["auto"]`` says which it picked and why, and ``details["predictability"]``
+  whether even the best is distinguishable from chance.
 """
 
 from __future__ import annotations
@@ -54,8 +59,10 @@ from ._data import (
     vector_matrix,
 )
 
-Method = Literal["centroid", "learned", "product", "auto"]
-METHODS: tuple[str, ...] = ("centroid", "learned", "product", "auto")
+Method = Literal["centroid", "learned", "product", "propensity", "auto"]
+METHODS: tuple[str, ...] = ("centroid", "learned", "product", "propensity", "auto")
+ATTRIBUTES = "attributes"
+"""The ``vector_column`` reported for the propensity method (it reads attributes, no vector)."""
 DEFAULT_CS: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
 _UNIT_TOL = 1e-3
 
@@ -83,6 +90,24 @@ class ProductQuery:
     model_: LogisticRegression | None = None
     linear: bool = False
     """The score is ``X @ vector + intercept`` whatever the column's metric."""
+    rows_model: Any = None
+    """propensity: the fitted :class:`~services.matching.propensity.PropensityModel`, which
+    scores record batches (:meth:`score_rows`) instead of vectors."""
+    score_column: str | None = None
+    """propensity: the column holding the written probabilities, when they are served."""
+    base_rate: float | None = None
+    """propensity: the positives' share of the population (its probabilities' average)."""
+
+    @property
+    def probabilities(self) -> bool:
+        """Scores are calibrated probabilities (the propensity method)."""
+        return self.method == "propensity"
+
+    def score_rows(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+        """propensity: calibrated probabilities of the rows of ``batch``."""
+        if self.rows_model is None:
+            raise MatchingError(f"the {self.method} query scores vectors, not rows")
+        return self.rows_model.score_rows(batch)
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """The method's score for each row of ``X`` (float64)."""
@@ -122,7 +147,7 @@ def _count_positives(store: VectorStore, table: str, column: str, labeller: Labe
 
 def fit_centroid(store: VectorStore, table: str, column: str, labeller: Labeller,
                  label_columns: Sequence[str], *, product: str = "",
-                 prefilter: Filter | None = None) -> ProductQuery:
+                 prefilter: Filter | None = None, remember: bool = True) -> ProductQuery:
     """Centred centroid of the positives (see module docs).
 
     ``prefilter`` (when every positive satisfies it, e.g. ``has(holdings, product)``) limits
@@ -139,7 +164,7 @@ def fit_centroid(store: VectorStore, table: str, column: str, labeller: Labeller
             n += int(pos.sum())
     if n == 0:
         raise NotEnoughData(f"product {product!r}: no known consumers with a {column!r} vector")
-    q = total / n - population_mean(store, table, column)
+    q = total / n - population_mean(store, table, column, remember=remember)
     norm = np.linalg.norm(q)
     if norm == 0:
         raise MatchingError(f"product {product!r}: its consumers' mean equals the population "
@@ -253,17 +278,38 @@ def fit_product(store: VectorStore, table: str, column: str, product: str, *,
     return ProductQuery(product, "product", column, vec.metric, v.astype(np.float32))
 
 
+def fit_propensity_query(store: VectorStore, table: str, labeller: Labeller,
+                         label_columns: Sequence[str], *, product: str = "", seed: int = 0,
+                         **options: Any) -> ProductQuery:
+    """A propensity query fitted in memory on ``labeller``'s rows (nothing is written)."""
+    from .propensity import fit_propensity
+
+    model = fit_propensity(store, table, labeller, label_columns, product=product, seed=seed,
+                           **options)
+    return ProductQuery(product, "propensity", ATTRIBUTES, Metric.DOT,
+                        np.zeros(0, np.float32), searchable=False,
+                        n_consumers=int(model.details["train_positives"]),
+                        details=dict(model.details), rows_model=model,
+                        base_rate=model.base_rate)
+
+
 def fit_query(store: VectorStore, table: str, column: str, method: str, labeller: Labeller,
               label_columns: Sequence[str], *, product: str = "", seed: int = 0,
               products_table: str = PRODUCTS, prefilter: Filter | None = None,
+              remember: bool = True, propensity_options: dict[str, Any] | None = None,
               **learned_options: Any) -> ProductQuery:
-    """A query by ``centroid``, ``learned`` or ``product`` from labelled rows (no checks).
+    """A query by ``centroid``, ``learned``, ``product`` or ``propensity`` from labelled rows
+    (no checks).
 
     ``prefilter``: a filter every positive row satisfies (narrows the centroid's scan).
+    ``remember``: the centroid may cache the population mean in the table metadata.
     """
+    if method == "propensity":
+        return fit_propensity_query(store, table, labeller, label_columns, product=product,
+                                    seed=seed, **(propensity_options or {}))
     if method == "centroid":
         return fit_centroid(store, table, column, labeller, label_columns, product=product,
-                            prefilter=prefilter)
+                            prefilter=prefilter, remember=remember)
     if method == "learned":
         return fit_learned(store, table, column, labeller, label_columns, product=product,
                            seed=seed, **learned_options)
@@ -289,22 +335,27 @@ def build_query(store: VectorStore, product: str, method: str = "centroid", *,
                 vector_column: str | None = None, table: str = CUSTOMERS,
                 products_table: str = PRODUCTS, min_consumers: int = 20, seed: int = 0,
                 candidates: Sequence[str] | None = None, cache: bool = True,
+                read_only: bool = False, propensity_options: dict[str, Any] | None = None,
                 **learned_options: Any) -> ProductQuery:
     """The query for ``product`` by ``method`` from the current holders.
 
     Refuses with NotEnoughData when fewer than ``min_consumers`` customers hold the product
     (lookalike methods: a centroid of three people is noise), and with UnknownProduct when no
     one holds it and the products table does not know it. ``auto`` compares ``candidates``
-    (default: centroid, learned, and product when it has a vector) by holdout ROC-AUC.
-    With ``cache`` a ``learned`` query is stored in the store and reused while the table is
-    unchanged (see :mod:`services.matching.cache`; ``details["cached"]`` says so).
+    (default: centroid, learned, propensity, and product when it has a vector) over repeated
+    holdouts. With ``cache`` a ``learned`` query is read from the store when one was saved
+    for the table as it is now (see :mod:`services.matching.cache`; ``details["cached"]``
+    says so), and saved after a fit unless ``read_only``. ``read_only`` callers (``match``)
+    write nothing at all. ``propensity_options`` go to
+    :func:`services.matching.propensity.fit_propensity`.
     """
     if method not in METHODS:
         raise MatchingError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     info = store.table_info(table)
-    column = resolve_column(info, vector_column)
+    column = _column_or_none(info, vector_column, required=method not in ("propensity", "auto"))
     n = count_consumers(store, product, table=table)
-    pv = product_vector(store, product, column, products_table=products_table)
+    pv = product_vector(store, product, column, products_table=products_table) \
+        if column is not None else None
     if n == 0 and pv is None and not _product_known(store, product, products_table):
         raise UnknownProduct(f"product {product!r}: no customer holds it and table "
                              f"{products_table!r} does not list it")
@@ -314,11 +365,21 @@ def build_query(store: VectorStore, product: str, method: str = "centroid", *,
     if method == "auto":
         return _auto(store, product, column, table=table, products_table=products_table,
                      seed=seed, with_product=pv is not None, candidates=candidates,
+                     read_only=read_only, propensity_options=propensity_options,
                      **learned_options)
     if method == "product":
+        assert column is not None
         q = fit_product(store, table, column, product, products_table=products_table)
         q.n_consumers = n
         return q
+    if method == "propensity":
+        stored = stored_propensity_query(store, info, product)
+        if stored is not None and not propensity_options:
+            return stored
+        return fit_propensity_query(store, table, holdings_labeller(product),
+                                    [CUSTOMER_KEY, HOLDINGS], product=product, seed=seed,
+                                    **(propensity_options or {}))
+    assert column is not None
     key = None
     if method == "learned" and cache:
         from . import cache as learned_cache
@@ -330,14 +391,39 @@ def build_query(store: VectorStore, product: str, method: str = "centroid", *,
     labeller = holdings_labeller(product)
     q = fit_query(store, table, column, method, labeller, [CUSTOMER_KEY, HOLDINGS],
                   product=product, seed=seed, products_table=products_table,
-                  prefilter=Has(HOLDINGS, product), **learned_options)
+                  prefilter=Has(HOLDINGS, product), remember=not read_only, **learned_options)
     if key is not None:
         q.details["cached"] = False
-        try:
-            learned_cache.save(store, q, key)
-        except StoreError:  # a store that cannot keep the artifact still gets its match
-            q.details["cached"] = None
+        if not read_only:
+            try:
+                learned_cache.save(store, q, key)
+            except StoreError:  # a store that cannot keep the artifact still gets its match
+                q.details["cached"] = None
     return q
+
+
+def _column_or_none(info: Any, vector_column: str | None, *, required: bool) -> str | None:
+    if required or vector_column is not None or len(info.vectors) == 1:
+        return resolve_column(info, vector_column)
+    return None
+
+
+def stored_propensity_query(store: VectorStore, info: Any, product: str) -> ProductQuery | None:
+    """A query serving ``product``'s written probabilities, if ``kindred fit`` wrote them."""
+    from .scores import stored_entry
+
+    entry = stored_entry(info, product)
+    if entry is None:
+        return None
+    details = {"served_from": entry["column"], "model_id": entry["model_id"],
+               "fitted_at": entry["fitted_at"], "scored_at": entry["scored_at"],
+               "rows_scored": entry["rows_scored"], "assessment": entry["assessment"],
+               "leakage": entry.get("leakage") or [], "thresholds": entry["thresholds"]}
+    return ProductQuery(product, "propensity", ATTRIBUTES, Metric.DOT, np.zeros(0, np.float32),
+                        searchable=False,
+                        n_consumers=int(entry["state"]["details"]["train_positives"]),
+                        details=details, score_column=entry["column"],
+                        base_rate=float(entry["base_rate"]))
 
 
 def _product_known(store: VectorStore, product: str, products_table: str) -> bool:
@@ -346,24 +432,46 @@ def _product_known(store: VectorStore, product: str, products_table: str) -> boo
     return store.count(products_table, Cmp(PRODUCT_KEY, "=", product)) > 0
 
 
-def _auto(store: VectorStore, product: str, column: str, *, table: str, products_table: str,
-          seed: int, with_product: bool, candidates: Sequence[str] | None,
-          **learned_options: Any) -> ProductQuery:
+def _auto(store: VectorStore, product: str, column: str | None, *, table: str,
+          products_table: str, seed: int, with_product: bool,
+          candidates: Sequence[str] | None, read_only: bool,
+          propensity_options: dict[str, Any] | None, **learned_options: Any) -> ProductQuery:
     from ..evaluate import evaluate_holdout
+    from .assess import predictability
 
-    methods = list(candidates or ["centroid", "learned", *(["product"] if with_product else [])])
-    report = evaluate_holdout(store, product, vector_columns=[column], methods=methods,
-                              table=table, products_table=products_table, seed=seed,
-                              min_consumers=2, **learned_options)
-    aucs = {r.method: r.roc_auc for r in report.rows if r.method in methods}
-    if not aucs:
-        raise MatchingError(f"product {product!r}: no method could be evaluated on {column!r}")
-    best = max(aucs, key=lambda m: aucs[m])
-    q = fit_query(store, table, column, best, holdings_labeller(product),
-                  [CUSTOMER_KEY, HOLDINGS], product=product, seed=seed,
-                  products_table=products_table, prefilter=Has(HOLDINGS, product),
-                  **learned_options)
-    q.details["auto"] = {"picked": best, "holdout_roc_auc": aucs,
-                         "reason": f"highest holdout ROC-AUC ({aucs[best]:.4f}) of "
-                                   f"{', '.join(sorted(aucs))}"}
+    vector_methods = ["centroid", "learned", *(["product"] if with_product else [])]
+    methods = list(candidates or [*(vector_methods if column else []), "propensity"])
+    report = evaluate_holdout(store, product, vector_columns=[column] if column else None,
+                              methods=methods, table=table, products_table=products_table,
+                              seed=seed, min_consumers=2, propensity_options=propensity_options,
+                              **learned_options)
+    rows = [r for r in report.rows if r.method in methods and r.roc_auc is not None]
+    if not rows:
+        failed = "; ".join(f"{r.method}: {r.error}" for r in report.rows if r.error)
+        raise MatchingError(f"product {product!r}: no method could be evaluated ({failed})")
+    best_row = max(rows, key=lambda r: r.roc_auc or 0.0)
+    best = best_row.method
+    aucs = {r.method: r.roc_auc for r in rows}
+    q = None
+    if best == "propensity" and not propensity_options:
+        q = stored_propensity_query(store, store.table_info(table), product)
+    if q is None:
+        q = fit_query(store, table, column or "", best, holdings_labeller(product),
+                      [CUSTOMER_KEY, HOLDINGS], product=product, seed=seed,
+                      products_table=products_table, prefilter=Has(HOLDINGS, product),
+                      remember=not read_only, propensity_options=propensity_options,
+                      **learned_options)
+    low, high = best_row.roc_auc_interval or (best_row.roc_auc, best_row.roc_auc)
+    q.details["auto"] = {
+        "picked": best, "holdout_roc_auc": aucs,
+        "holdout_roc_auc_sd": {r.method: r.roc_auc_sd for r in rows},
+        "repeats": report.params.get("repeats"),
+        "failed": {r.method: r.error for r in report.rows if r.error},
+        "reason": f"highest mean holdout ROC-AUC ({aucs[best]:.4f} over "
+                  f"{report.params.get('repeats')} repeats) of {', '.join(sorted(aucs))}"}
+    q.details["predictability"] = predictability(
+        best, float(best_row.roc_auc or 0.0), float(low), float(high),
+        f"{report.params.get('repeats')} repeated holdouts")
+    if report.warnings:
+        q.details["leakage"] = report.warnings
     return q

@@ -111,12 +111,14 @@ def _held_mask(batch: pa.RecordBatch, product_ids: pa.Array) -> np.ndarray:
     return mask
 
 
-def _write_back(store: VectorStore, table: str, names: list[str], out: list[pa.RecordBatch],
-                write_rows: int) -> None:
-    """One commit: the two columns are added if missing and attached fragment by fragment
-    (vectors and other columns are not rewritten); a failure writes nothing.
+def write_recommendations(store: VectorStore, table: str, out: list[pa.RecordBatch],
+                          write_rows: int = 1_048_576) -> None:
+    """Write keyed ``rec_products``/``rec_scores`` batches (the one recommendation
+    write-back), in one commit: the two columns are added if missing and attached fragment by
+    fragment (vectors and other columns are not rewritten); a failure writes nothing.
     ``write_rows`` is kept for callers; the write is one step whatever its size."""
     with store.transaction(table) as tx:
+        names = tx.info.schema.names
         missing = [f for f in (pa.field(REC_PRODUCTS, pa.list_(pa.string())),
                                pa.field(REC_SCORES, pa.list_(pa.float32())))
                    if f.name not in names]
@@ -135,7 +137,7 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
     ``vector_column`` must exist in both tables (one shared space, e.g. ``vec_behavior``).
     ``exclude_held`` leaves out products the customer already holds. With ``write=False``
     nothing is written (for timing). Customers without a vector keep their old values.
-    Results are written back in one commit (:func:`_write_back`); a failed write-back writes
+    Results are written back in one commit (:func:`write_recommendations`); a failed write-back writes
     nothing. ``progress(rows scored, total rows)`` is called after each block, from the
     calling thread.
     """
@@ -189,7 +191,7 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
     t_score = time.perf_counter() - t0
     t1 = time.perf_counter()
     if write and out:
-        _write_back(store, table, info.schema.names, out, write_rows)
+        write_recommendations(store, table, out, write_rows)
     return RecommendSummary(vector_column=column, customers=rows, products=len(pids), top_n=n,
                             exclude_held=exclude_held, written=write and bool(out),
                             seconds_scoring=t_score, seconds_writing=time.perf_counter() - t1)

@@ -78,7 +78,7 @@ def _top(names: list[str], x: np.ndarray, med: np.ndarray, z: np.ndarray, n: int
 def _attribute_deviations(store: VectorStore, table: str, row: pa.Table,
                           numeric: list[str], categorical: list[str]) -> list[Deviation]:
     """The customer's attributes against the whole table, most unusual first."""
-    from ingest.embedders.tabular import numeric_values
+    from ingest.column_kinds import numeric_values
 
     if not numeric and not categorical:
         return []

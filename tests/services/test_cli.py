@@ -492,10 +492,11 @@ def test_evaluate_commands(bank: tuple[Path, Path]) -> None:
 
 
 def test_recommend_and_report(bank_copy: Path, tmp_path: Path) -> None:
-    r = run_json("recommend", "--top-n", "2", "--column", "vec_behavior", store=bank_copy)
+    r = run_json("recommend", "--top-n", "2", "--method", "vector", "--column", "vec_behavior",
+                 store=bank_copy)
     assert (r["customers"], r["top_n"]) == (2000, 2)
     out = run_json("report", "--out", str(tmp_path / "rep"), "--product", "term_deposit",
-                   "--label", "is_anomaly", store=bank_copy)
+                   "--label", "is_anomaly", "--method", "centroid", store=bank_copy)
     assert Path(out["html"]).is_file()
     assert out["sections"] == ["gain", "distributions", "risk", "map"]
     assert all(Path(p).is_file() for p in out["images"])

@@ -197,7 +197,8 @@ def test_long_steps_report_progress(tmp_path: Path, tmp_path_factory: pytest.Tem
         k.embed("tabular", output="vec_progress", progress=lambda *a: calls.append(a))
         k.score_risk(column="vec_progress", progress=lambda *a: calls.append(a))
         k.evaluate_matching("term_deposit", vector_columns=["vec_progress"],
-                            methods=("centroid",), progress=lambda *a: calls.append(a))
+                            methods=("centroid",), repeats=1,
+                            progress=lambda *a: calls.append(a))
     assert {step for step, _, _ in calls} == {"embed tabular", "risk score", "evaluate matching"}
     ingested: list[tuple[str, int, int | None]] = []
     with Kindred(str(tmp_path / "fresh")) as k:

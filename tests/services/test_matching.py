@@ -18,6 +18,8 @@ from tests.services._matching_synth import load_synth, make_synth
 from vectorstore.filters import parse_filter, to_mask
 
 SYNTH = make_synth(n=1500, rare=5)
+FAST_PROPENSITY = {"grid": [{"learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 20,
+                             "l2_regularization": 0.0}], "folds": 3, "max_iter": 100}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def _cos(X: np.ndarray, q: np.ndarray) -> np.ndarray:
 def test_consumers_are_exactly_holders_and_prospects_exactly_non_holders(store):
     load_synth(store, SYNTH)
     holders = _holders("p1")
-    r = match(store, "p1", top_k=len(SYNTH.ids), exact=True, index_threshold=None)
+    r = match(store, "p1", top_k=len(SYNTH.ids), exact=True)
     assert set(r.consumers.column("customer_id").to_pylist()) == holders
     assert set(r.prospects.column("customer_id").to_pylist()) == set(SYNTH.ids) - holders
     for tbl in (r.consumers, r.prospects):
@@ -53,7 +55,7 @@ def test_filtered_prospects_respect_filter_and_return_k_rows(store):
     load_synth(store, SYNTH)
     text = "region = 'EU' and age between 25 and 60"
     r = match(store, "p0", top_k=40, filter=text, columns=["region", "age"], exact=True,
-              index_threshold=None)
+)
     assert r.prospects.num_rows == 40
     assert set(r.prospects.column("region").to_pylist()) == {"EU"}
     ages = np.array(r.prospects.column("age").to_pylist())
@@ -107,7 +109,7 @@ def test_audience_pct_and_min_score(shared):
 
 def _decision_check(st: vectorstore.VectorStore, s, **kw):
     """Match scores equal LogisticRegression.decision_function, in its order."""
-    r = match(st, "p0", method="learned", top_k=len(s.ids), exact=True, index_threshold=None,
+    r = match(st, "p0", method="learned", top_k=len(s.ids), exact=True,
               **kw)
     model = r.query.model_
     assert model is not None
@@ -151,11 +153,16 @@ def test_product_method_ranks_by_the_product_vector(shared):
 
 
 def test_auto_picks_best_holdout_method_and_says_so(shared):
-    r = match(shared, "p1", method="auto", top_k=5, learned_options={"Cs": (10.0,)})
+    r = match(shared, "p1", method="auto", top_k=5, learned_options={"Cs": (10.0,)},
+              propensity_options=FAST_PROPENSITY)
     auto = r.summary.details["auto"]
-    assert set(auto["holdout_roc_auc"]) == {"centroid", "learned", "product"}
+    assert set(auto["holdout_roc_auc"]) == {"centroid", "learned", "product", "propensity"}
+    assert auto["repeats"] == 3
+    assert set(auto["holdout_roc_auc_sd"]) == set(auto["holdout_roc_auc"])
     best = max(auto["holdout_roc_auc"], key=auto["holdout_roc_auc"].get)
     assert auto["picked"] == best == r.summary.method
+    assert r.summary.predictability["predictable"] is True
+    assert r.summary.predictability["interval"][0] > 0.5
     json.dumps(r.to_dict())
 
 
@@ -208,17 +215,19 @@ def test_cached_population_mean_refreshes_when_table_grows(tmp_path):
     assert st.table_info("customers").metadata["embedders"]["vec"]["mean_rows"] == 1500
 
 
-def test_similarity_bands_tertiles_and_fixed_edges(shared):
+def test_bands_come_from_the_base_not_from_the_returned_list(shared):
     r = match(shared, "p0", top_k=90, exact=True)
+    hi, lo = r.query.details["base_edges"]
+    # the edges are the non-holders' top 10% and top 30% (a seeded sample of the base)
+    non = ~SYNTH.holds[:, 0]
+    base = r.query.score(SYNTH.X[non])
+    assert np.mean(base >= hi) == pytest.approx(0.10, abs=0.03)
+    assert np.mean(base >= lo) == pytest.approx(0.30, abs=0.04)
     for name, tbl in (("consumers", r.consumers), ("prospects", r.prospects)):
         scores = tbl.column("score").to_numpy()
         bands = np.array(tbl.column("band").to_pylist())
-        hi, lo = np.quantile(scores, [2 / 3, 1 / 3])
         np.testing.assert_array_equal(bands == "high", scores >= hi)
         np.testing.assert_array_equal(bands == "low", scores < lo)
-        # ranked best first, so bands run high -> medium -> low down the list
-        order = {"high": 0, "medium": 1, "low": 2}
-        assert np.all(np.diff([order[b] for b in bands]) >= 0)
         report = r.summary.bands[name]
         assert [b["band"] for b in report] == ["high", "medium", "low"]
         assert sum(b["rows"] for b in report) == tbl.num_rows
@@ -228,6 +237,11 @@ def test_similarity_bands_tertiles_and_fixed_edges(shared):
             if len(in_band):
                 assert b["min_score"] == pytest.approx(in_band.min())
                 assert b["max_score"] == pytest.approx(in_band.max())
+    # the top 10 of 90 are the top 10 of 10: the same bands whatever the list length
+    assert set(r.prospects.column("band").to_pylist()[:10]) == {"high"}
+    short = match(shared, "p0", top_k=10, exact=True, query=r.query)
+    assert short.prospects.column("band").to_pylist() == ["high"] * 10
+    assert "non-holders" in r.summary.band_basis or "not holding" in r.summary.band_basis
     mid = float(np.median(r.prospects.column("score").to_numpy()))
     fixed = match(shared, "p0", top_k=90, exact=True, bands=[mid + 1.0, mid], query=r.query)
     got = fixed.prospects.column("band").to_pylist()

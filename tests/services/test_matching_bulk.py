@@ -95,13 +95,19 @@ def test_index_created_past_threshold_refreshed_on_growth_and_bypassed(tmp_path)
     def indexed() -> bool:
         return any(ix.vector for ix in st.list_indexes("customers"))
 
-    r = match(st, "p0", top_k=10, index_threshold=500)
-    assert not r.summary.ann_index
+    assert ensure_index(st, "customers", "vec", threshold=500).action == "none"
     assert not indexed()
     add(400, 600)
-    match(st, "p0", top_k=10, index_threshold=500, exact=True)
-    assert not indexed()  # exact bypasses the index and does not build it
-    ann = match(st, "p0", top_k=50, index_threshold=500)
+    version = st.version("customers")
+    meta_before = st.table_info("customers").metadata
+    r = match(st, "p0", top_k=10)
+    # match reads only: no index built, no metadata written, the table version unchanged
+    assert not r.summary.ann_index
+    assert not indexed()
+    assert st.version("customers") == version
+    assert st.table_info("customers").metadata == meta_before
+    assert ensure_index(st, "customers", "vec", threshold=500).action == "built"
+    ann = match(st, "p0", top_k=50)
     assert ann.summary.ann_index
     assert indexed()
     meta = st.table_info("customers").metadata["matching"]["indexes"]["vec"]
@@ -121,7 +127,8 @@ def test_index_created_past_threshold_refreshed_on_growth_and_bypassed(tmp_path)
                     "version": st.data_version("customers")}
     # an unchanged table is judged from the recorded check: metadata is not rewritten
     before = st.table_info("customers").metadata["matching"]
-    assert match(st, "p0", top_k=5, index_threshold=500).summary.ann_index
+    assert ensure_index(st, "customers", "vec", threshold=500).action == "none"
+    assert match(st, "p0", top_k=5).summary.ann_index
     assert st.table_info("customers").metadata["matching"] == before
     # a deleted row changes the version: the next check counts again and records it
     st.delete("customers", f"customer_id = '{s.ids[0]}'")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from services.report import (
+    CalibrationCurve,
     CustomerMap,
     ProductScores,
     RankingCurve,
@@ -47,6 +48,9 @@ def _data(rng: np.random.Generator, n: int = 600) -> ReportData:
         title="Test report", subtitle="synthetic arrays",
         curves=[RankingCurve("term_deposit", "centroid", y, good, auc=0.8),
                 RankingCurve("term_deposit", "random", y, noise)],
+        calibration=[CalibrationCurve("term_deposit", [
+            {"predicted": p, "observed": min(1.0, p * 1.1), "rows": 60}
+            for p in np.linspace(0.02, 0.6, 10)])],
         distributions=[ProductScores("term_deposit", good[y], good[~y])],
         risk=RiskScores(risk, threshold=float(np.quantile(risk, 0.95)), model="iforest"),
         customer_map=CustomerMap("vec_tabular", vecs, {"term_deposit": y},
@@ -81,12 +85,12 @@ def test_pca_2d_finds_the_main_direction() -> None:
 def test_report_writes_self_contained_html_and_pngs(tmp_path: Path) -> None:
     r = write_report(_data(np.random.default_rng(1)), tmp_path / "rep")
     page = Path(r.html).read_text()
-    assert r.sections == ["gain", "distributions", "risk", "map"]
-    assert len(r.images) == 4
+    assert r.sections == ["gain", "calibration", "distributions", "risk", "map"]
+    assert len(r.images) == 5
     for img in r.images:
         assert Path(img).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # every plot is embedded (no external file needed to view the page)
-    assert page.count('src="data:image/png;base64,') == 4
+    assert page.count('src="data:image/png;base64,') == 5
     assert "src=\"http" not in page
     assert "src=\"/" not in page
 
@@ -110,8 +114,8 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert dom.returncode == 0, dom.stderr[-2000:]
     loaded = re.search(r'data-plots-loaded="(\d+)"', dom.stdout)
     assert loaded, "the page's load handler did not run"
-    assert int(loaded.group(1)) == len(r.images) == 4  # every plot decoded
-    assert dom.stdout.count("<img") == 4
+    assert int(loaded.group(1)) == len(r.images) == 5  # every plot decoded
+    assert dom.stdout.count("<img") == 5
     console = [ln for ln in dom.stderr.splitlines() if ":CONSOLE" in ln]
     assert console == [], console
     shot = tmp_path / "report.png"

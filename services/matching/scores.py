@@ -1,0 +1,152 @@
+"""Precomputed propensity scores: written back once, served by ``match`` with scalar filters.
+
+:func:`fit_and_write` fits a product's propensity model, persists it
+(:mod:`services.matching.model_store`), scores every customer in streamed blocks, writes the
+probabilities to ``propensity_<product>`` (:func:`write_scores`, the one write-back) and records
+in ``metadata["propensity"][product]``: the column, model id, fit and score times, the verified
+model record, the base rate, the cross-validated assessment, leakage warnings and a ladder of
+score thresholds (the score at the top 0.1%, 0.3%, 1%, ... of all customers).
+
+:func:`top_from_column` serves a top-k from the stored column without reading every eligible
+row: it asks the store for the rows passing the filter *and* scoring at least the ladder's
+threshold, the first rung expected to hold ``k`` rows under a filter keeping 1/30 of the
+customers, and steps down the ladder only when fewer came back. Any row below the threshold
+scores less than every row returned, so the answer is exact; with a scalar index on the score
+column each step is an index lookup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from vectorstore import TableInfo, VectorStore
+from vectorstore.filters import Cmp, Filter, all_of
+
+from ..errors import MatchingError
+from ._data import CUSTOMER_KEY, CUSTOMERS, Progress, holdings_labeller
+from .model_store import load_model, save_model
+from .propensity import PropensityModel, fit_propensity, score_batches
+
+META_KEY = "propensity"
+PREFIX = "propensity_"
+LADDER = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+SPREAD = 30
+"""The ladder's first rung holds ``SPREAD * k`` customers, so one lookup answers a filter that
+keeps at least 1/30 of them; a narrower filter steps down the ladder."""
+_PLAIN = re.compile(r"^[A-Za-z0-9_]{1,40}$")
+
+
+def score_column(product: str) -> str:
+    """The column holding ``product``'s probabilities (a digest keeps odd ids apart)."""
+    if _PLAIN.match(product):
+        return PREFIX + product
+    slug = re.sub(r"[^A-Za-z0-9_]+", "_", product)[:24].strip("_") or "p"
+    return f"{PREFIX}{slug}_{hashlib.sha256(product.encode()).hexdigest()[:8]}"
+
+
+def artifact_name(table: str, product: str) -> str:
+    return f"{table}.propensity.{hashlib.sha256(product.encode()).hexdigest()[:16]}"
+
+
+def stored_entry(info: TableInfo, product: str) -> dict[str, Any] | None:
+    """The metadata entry of ``product``'s written scores, if its column exists."""
+    entry = (info.metadata.get(META_KEY) or {}).get(product)
+    if not entry or entry.get("column") not in info.schema.names:
+        return None
+    return dict(entry)
+
+
+def write_scores(store: VectorStore, table: str, column: str,
+                 batches: Iterable[pa.RecordBatch], key: str = CUSTOMER_KEY) -> int:
+    """Write keyed probabilities (``key``, ``score``) into ``column``; returns rows written."""
+    info = store.table_info(table)
+    if column not in info.schema.names:
+        store.add_columns(table, [pa.field(column, pa.float64())])
+    data = [pa.record_batch([b.column(0), b.column(1)], names=[key, column]) for b in batches]
+    return store.update(table, data, key=key) if data else 0
+
+
+def _ladder(scores: np.ndarray) -> list[list[float]]:
+    if len(scores) == 0:
+        return []
+    s = np.sort(scores)[::-1]
+    return [[f, float(s[min(len(s) - 1, max(0, int(np.ceil(f * len(s))) - 1))])]
+            for f in LADDER]
+
+
+def fit_and_write(store: VectorStore, product: str, *, table: str = CUSTOMERS, seed: int = 0,
+                  options: dict[str, Any] | None = None,
+                  progress: Progress | None = None) -> dict[str, Any]:
+    """Fit, persist, score and write ``product``'s propensity; returns the metadata entry."""
+    fitted_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    model = fit_propensity(store, table, holdings_labeller(product),
+                           [CUSTOMER_KEY, "holdings"], product=product, seed=seed,
+                           **(options or {}))
+    name = artifact_name(table, product)
+    record = save_model(store, name, model.models, {"product": product, "table": table})
+    column = score_column(product)
+    scored: list[np.ndarray] = []
+
+    def tapped() -> Iterable[pa.RecordBatch]:
+        for b in score_batches(store, table, model, progress=progress):
+            scored.append(b.column(1).to_numpy())
+            yield b
+
+    written = write_scores(store, table, column, list(tapped()))
+    scores = np.concatenate(scored) if scored else np.zeros(0)
+    if not np.isfinite(scores).all():  # never write or show a non-finite number
+        raise MatchingError(f"product {product!r}: the model produced non-finite scores")
+    entry = {
+        "column": column, "model_id": record["sha256"][:16], "fitted_at": fitted_at,
+        "scored_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "rows_scored": written, "model": record, "state": model.state(),
+        "base_rate": model.base_rate, "assessment": model.details["assessment"],
+        "leakage": model.details["leakage"], "thresholds": _ladder(scores),
+    }
+    meta = dict(store.table_info(table).metadata.get(META_KEY) or {})
+    meta[product] = entry
+    store.set_metadata(table, {META_KEY: meta})
+    if store.capabilities.scalar_index:
+        store.create_scalar_index(table, column)
+    return entry
+
+
+def load_stored_model(store: VectorStore, entry: dict[str, Any]) -> PropensityModel:
+    """The persisted model of a metadata entry, verified (checksum and versions)."""
+    models = load_model(store, entry["model"])
+    return PropensityModel.from_state(entry["state"], models)
+
+
+def top_from_column(store: VectorStore, table: str, column: str, filter: Filter | None,
+                    k: int, columns: Sequence[str], entry: dict[str, Any],
+                    min_score: float | None = None) -> tuple[pa.Table, np.ndarray]:
+    """The exact top ``k`` rows by the stored ``column`` among those passing ``filter``
+    (rows without a score are never returned); ``entry`` is the product's metadata entry."""
+    cols = list(dict.fromkeys([*columns, column]))
+    rows = int(entry.get("rows_scored") or 0)
+    # the first rung expects k rows when the filter keeps 1/SPREAD of the customers
+    rungs: list[float | None] = [float(t) for f, t in entry.get("thresholds") or []
+                                 if f < 1.0 and f * rows >= SPREAD * k]
+    rungs.append(None)  # finally every scored row
+    floor_min = min_score if min_score is not None else -np.inf
+    got: pa.Table | None = None
+    for t in rungs:
+        floor = max(t, floor_min) if t is not None else floor_min
+        cut = Cmp(column, ">=", float(floor)) if np.isfinite(floor) else Cmp(column, ">=", -1.0)
+        got = store.to_arrow(table, columns=cols, filter=all_of([filter, cut]))
+        if got.num_rows >= k or t is None or t <= floor_min:
+            break
+    assert got is not None
+    s = np.asarray(got.column(column).to_numpy(zero_copy_only=False), dtype=np.float64)
+    if len(s) > k:
+        top = np.argpartition(-s, k - 1)[:k]
+        got, s = got.take(pa.array(top)), s[top]
+    order = np.argsort(-s, kind="stable")
+    return got.take(pa.array(order)).select(list(columns)), s[order]
