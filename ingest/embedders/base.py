@@ -364,8 +364,9 @@ def load_embedder(store: VectorStore, table: str, column: str, *,
                                   f"{rebuild}") from None
     if art["sha256"] != meta.get("state_sha256"):
         raise ModelIntegrityError(
-            f"the stored state of {table}.{column} has sha256 {art['sha256']}, but the table "
-            f"metadata records {meta.get('state_sha256')}: refusing to use it; {rebuild}")
+            f"the fitted state {name!r} of {table}.{column} has sha256 {art['sha256']}, but "
+            f"the table metadata records {meta.get('state_sha256')}: refusing to use it; "
+            f"{rebuild}")
     try:
         return Embedder.from_bytes(data, check_versions=check_versions,
                                    what=f"the fitted state {name!r} of {table}.{column}")
