@@ -444,8 +444,8 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
     with store.transaction(cfg.customers) as tx:
         if missing:
             tx.add_columns(missing)
-        run.cust_info = tx.info
-        types = {f.name: f.type for f in run.cust_info.schema}
+        # reads go to the committed table (run.cust_info); rows are written in tx's schema
+        types = {f.name: f.type for f in tx.info.schema}
         run.con.register("_cust", run.customers(ids))
         sql, params = run.aggregate(ids, cmap)
         rel = run.con.sql(sql, params=params)
