@@ -797,6 +797,24 @@ class ArrowIpcSource(Source):
             raise SourceError(f"{self.name}: not a readable Arrow IPC/Feather file: "
                               f"{str(exc).splitlines()[0]}") from exc
 
+def _repair_null_lists(table: pa.Table) -> pa.Table:
+    """``pyarrow.json`` gives a field whose lists hold only nulls (``[null, null]``) a child
+    array shorter than its offsets say; rebuild such columns with a child of the right length
+    so that later steps can read them."""
+    for i, f in enumerate(table.schema):
+        t = f.type
+        if not ((pa.types.is_list(t) or pa.types.is_large_list(t))
+                and pa.types.is_null(t.value_type)):
+            continue
+        chunks = []
+        for arr in table.column(i).chunks:
+            offsets = arr.offsets
+            total = offsets[-1].as_py() if len(offsets) else 0
+            cls = pa.LargeListArray if pa.types.is_large_list(t) else pa.ListArray
+            chunks.append(cls.from_arrays(offsets, pa.nulls(total), mask=arr.is_null()))
+        table = table.set_column(i, f, pa.chunked_array(chunks, t))
+    return table
+
 
 class JsonLinesSource(Source):
     """JSON Lines read in chunks of lines, each parsed by ``pyarrow.json``.
@@ -840,10 +858,11 @@ class JsonLinesSource(Source):
         import pyarrow.json as pj
 
         opts = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
-        return pj.read_json(io.BytesIO(b"\n".join(lines)), parse_options=opts,
-                            read_options=pj.ReadOptions(use_threads=False,
-                                                        block_size=max(1 << 20,
-                                                                       sum(map(len, lines)) + 1)))
+        table = pj.read_json(io.BytesIO(b"\n".join(lines)), parse_options=opts,
+                             read_options=pj.ReadOptions(use_threads=False,
+                                                         block_size=max(1 << 20,
+                                                                        sum(map(len, lines)) + 1)))
+        return _repair_null_lists(table)
 
     def chunks(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Chunk]:
         _check_file(self.path)
