@@ -197,7 +197,7 @@ class LanceTransaction(Transaction):
             return
         known = self._map(self.ds)
         key = info.key
-        partial = mode != "append"
+        partial = mode != "append" or bool(pending.touch)
         op = _RowOp(pending, [])
         self.ops.append(op)
 
