@@ -58,7 +58,6 @@ import pyarrow.compute as pc
 
 from vectorstore import VectorStore, check_name
 from vectorstore.filters import Cmp, In, IsNull, Not
-
 from vectorstore.rows import values_equal
 
 from .errors import ConsolidationError

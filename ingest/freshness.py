@@ -157,7 +157,7 @@ def derived_outputs(info: TableInfo) -> list[tuple[str, str | None, str | None]]
     risk = meta.get("risk") or {}
     if risk.get("model_id") and "risk_score" in info.schema.names:
         out.append(("risk", "risk_score", risk.get("refreshed_at") or risk.get("scored_at")))
-    for product, entry in (meta.get("propensity") or {}).items():
+    for entry in (meta.get("propensity") or {}).values():
         if isinstance(entry, dict) and entry.get("column") in info.schema.names:
             out.append((entry["column"], entry["column"],
                         entry.get("refreshed_at") or entry.get("scored_at")))
@@ -167,7 +167,21 @@ def derived_outputs(info: TableInfo) -> list[tuple[str, str | None, str | None]]
     return out
 
 
-__all__ = ["AGING_FEATURES", "BOOKKEEPING", "DERIVED_PREFIXES", "Freshness", "ROW_STAMP",
-           "STAMP_PREFIX", "derived_outputs", "freshness", "is_derived", "new_stamp",
-           "source_touch", "stale_count", "stale_mask", "stamp_column", "stamp_fields",
-           "stamps_of"]
+__all__ = [
+    "AGING_FEATURES",
+    "BOOKKEEPING",
+    "DERIVED_PREFIXES",
+    "ROW_STAMP",
+    "STAMP_PREFIX",
+    "Freshness",
+    "derived_outputs",
+    "freshness",
+    "is_derived",
+    "new_stamp",
+    "source_touch",
+    "stale_count",
+    "stale_mask",
+    "stamp_column",
+    "stamp_fields",
+    "stamps_of",
+]
