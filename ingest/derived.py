@@ -23,7 +23,10 @@ from vectorstore import Transaction
 from .freshness import ROW_STAMP, STAMP_TYPE, stale_mask, stamp_column, stamps_of
 
 Compute = Callable[[pa.RecordBatch], dict[str, pa.Array]]
-"""Rows (key, ``row_stamp``, the inputs and the old values asked for) -> output columns."""
+"""Rows (key, ``row_stamp``, the inputs and the old values asked for) -> output columns.
+An optional ``FRESH`` entry (bool per row) marks rows that could not be computed yet (an
+input missing): they are written with a null stamp, so they stay stale."""
+FRESH = "__fresh__"
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,13 @@ def output_partition(scan: Callable[..., Iterator[pa.RecordBatch]], partition: A
     for batch in scan(partition, columns=read, batch_size=job.batch_size, rows=rows):
         if batch.num_rows == 0:
             continue
-        out = {job.key: batch.column(job.key), **compute(batch),
-               job.stamp: pa.array(stamps_of(batch), STAMP_TYPE)}
-        parts.append(pa.table(out))
+        values = compute(batch)
+        fresh = values.pop(FRESH, None)
+        stamps = pa.array(stamps_of(batch), STAMP_TYPE)
+        if fresh is not None:
+            stamps = pa.array(stamps_of(batch), STAMP_TYPE,
+                              mask=~np.asarray(fresh, dtype=bool))
+        parts.append(pa.table({job.key: batch.column(job.key), **values, job.stamp: stamps}))
         if progress is not None:
             progress(batch.num_rows)
     return pa.concat_tables(parts) if parts else None
@@ -89,9 +96,12 @@ def output_partition(scan: Callable[..., Iterator[pa.RecordBatch]], partition: A
 def write_output(tx: Transaction, output: str, inputs: Sequence[str], compute: Compute, *,
                  fields: Sequence[pa.Field] = (), stale_only: bool = True,
                  batch_size: int = 65_536,
-                 progress: Callable[[int, int | None], None] | None = None) -> OutputRun:
+                 progress: Callable[[int, int | None], None] | None = None,
+                 prepare: Callable[[pa.Array | None], None] | None = None) -> OutputRun:
     """Compute ``output`` for the stale rows (every row unless ``stale_only``) partition by
-    partition and stage it in ``tx``; ``fields`` are the output columns, added if missing."""
+    partition and stage it in ``tx``; ``fields`` are the output columns, added if missing.
+    ``prepare(keys)`` is called once before any row is computed with the keys of the rows
+    about to be (None: every row), for a model that needs more than the row (events)."""
     info = tx.info
     key = info.key
     assert key is not None
@@ -108,6 +118,14 @@ def write_output(tx: Transaction, output: str, inputs: Sequence[str], compute: C
     parts = [p for p in tx.partitions() if p.rows]
     plans = [(p, stale_rows(tx.scan, p, job)) for p in parts]
     total = sum(p.rows if r is None else len(r) for p, r in plans)
+    if prepare is not None:
+        if all(r is None for _, r in plans):
+            prepare(None)
+        else:
+            chunks = [b.column(key) for p, r in plans if r is None or len(r)
+                      for b in tx.scan(p, columns=[key], rows=r)]
+            prepare(pa.concat_arrays(chunks) if chunks else pa.array([], info.schema.field(
+                key).type))
     done = [0]
 
     def tick(n: int) -> None:
@@ -126,5 +144,5 @@ def write_output(tx: Transaction, output: str, inputs: Sequence[str], compute: C
     return OutputRun(output, done, n - done, "stale" if job.stale_only else "all")
 
 
-__all__ = ["Compute", "OutputJob", "OutputRun", "output_partition", "stale_rows",
+__all__ = ["FRESH", "Compute", "OutputJob", "OutputRun", "output_partition", "stale_rows",
            "write_output"]
