@@ -57,10 +57,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vectorstore import VectorStore, check_name
-from vectorstore.filters import Cmp, In
+from vectorstore.filters import Cmp, In, IsNull, Not
+from vectorstore.rows import values_equal
 
 from .errors import ConsolidationError
 from .event_columns import choose_columns
+from .freshness import AGING_FEATURES, new_stamp, source_touch, stamp_column, stamp_fields
 
 TS_TYPE = pa.timestamp("us", "UTC")
 BASE_FEATURES: dict[str, pa.DataType] = {
@@ -70,6 +72,10 @@ BASE_FEATURES: dict[str, pa.DataType] = {
 }
 METADATA_KEY = "consolidation"
 DEFAULT_MAX_VALUES = 200
+STEP = "consolidation"
+CONSOLIDATED = stamp_column(STEP)
+"""``stamp_consolidation``: the row's stamp when consolidation last wrote it (a later source
+write sets it to null, so the next run recomputes the customer)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,8 @@ class ConsolidationResult:
     """Features skipped and why (a column the events table lacks, values beyond the limit)."""
     created_table: bool = False
     """The customers table did not exist and was created from the events."""
+    aged: int = 0
+    """Rows whose ``recency_days``/``frequency`` moved to a later ``as_of`` (:func:`age`)."""
 
 
 def feature_name(prefix: str, value: str) -> str:
@@ -215,6 +223,19 @@ class _Run:
         return _reader(self.store.scan(self.cfg.customers, columns=cols, filter=f), schema)
 
     # -------------------------------------------------------------- planning
+    def changed_rows(self) -> pa.Array:
+        """Ids of the consolidated customers whose row changed since (a source write set
+        their consolidation stamp to null)."""
+        names = self.cust_info.schema.names
+        if "consolidation_run" not in names:
+            return pa.array([], pa.string())
+        f = Not(IsNull("consolidation_run"))
+        if CONSOLIDATED in names:
+            f = f & IsNull(CONSOLIDATED)
+        ids = [b.column(0) for b in self.store.scan(self.cfg.customers, columns=[self.cfg.key],
+                                                    filter=f, batch_size=262_144)]
+        return pc.cast(pa.concat_arrays(ids), pa.string()) if ids else pa.array([], pa.string())
+
     def touched(self) -> pa.Array:
         """Ids of the customers with events past the stored watermark."""
         wm_col = self.cfg.watermark_column
@@ -345,24 +366,35 @@ class _Run:
         return sql, params
 
 
-def _finish(batch: pa.RecordBatch, as_of: dt.datetime, run: int,
-            types: dict[str, pa.DataType]) -> pa.Table:
-    """Add recency/frequency and the run marker; cast to the customers table's types."""
-    t = pa.Table.from_batches([batch])
-    last = pc.cast(t.column("last_seen"), TS_TYPE).to_numpy().astype("datetime64[us]")
-    first = pc.cast(t.column("first_seen"), TS_TYPE).to_numpy().astype("datetime64[us]")
+def aged(last_seen: Any, first_seen: Any, n_events: Any, as_of: dt.datetime
+         ) -> tuple[pa.Array, pa.Array]:
+    """``recency_days`` and ``frequency`` of customers measured to ``as_of`` (null where the
+    customer has no events): the features that age with time."""
+    last = pc.cast(last_seen, TS_TYPE).to_numpy(zero_copy_only=False).astype("datetime64[us]")
+    first = pc.cast(first_seen, TS_TYPE).to_numpy(zero_copy_only=False).astype("datetime64[us]")
     ref = np.datetime64(as_of.astimezone(dt.UTC).replace(tzinfo=None), "us")
     day = np.timedelta64(86_400_000_000, "us")
     recency = (ref - last) / day
     span = np.maximum((ref - first) / day, 1.0)
-    n = t.column("n_events").to_numpy()
+    n = pc.cast(n_events, pa.float64()).to_numpy(zero_copy_only=False)
+    freq = n / span * 30.0
+    return (pa.array(recency, pa.float64(), from_pandas=True),
+            pa.array(freq, pa.float64(), from_pandas=True))
+
+
+def _finish(batch: pa.RecordBatch, as_of: dt.datetime, run: int,
+            types: dict[str, pa.DataType]) -> pa.Table:
+    """Add recency/frequency and the run marker; cast to the customers table's types."""
+    t = pa.Table.from_batches([batch])
+    recency, frequency = aged(t.column("last_seen"), t.column("first_seen"),
+                              t.column("n_events"), as_of)
     cols: dict[str, pa.Array] = {}
     for name in t.column_names:
         if name in ("ev_holdings", "_exists"):
             continue
         cols[name] = t.column(name)
-    cols["recency_days"] = pa.array(recency, pa.float64())
-    cols["frequency"] = pa.array(n / span * 30.0, pa.float64())
+    cols["recency_days"] = recency
+    cols["frequency"] = frequency
     cols["consolidation_run"] = pa.array(np.full(t.num_rows, run, dtype=np.int64))
     out = pa.table(cols)
     return pa.table({n: out.column(n).cast(types[n]) if n in types else out.column(n)
@@ -407,18 +439,21 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
     key = cfg.key
     wm_col = cfg.watermark_column
 
-    # 1. which customers
+    # 1. which customers: with new events, and those whose row changed since their last
+    # consolidation (a CRM upsert replaced their holdings: the events' products go back in)
     if customer_ids is not None:
         ids: pa.Array | None = pa.array(sorted(set(pa.array(customer_ids).to_pylist()) - {None}),
                                         pa.string())
     elif full or run.meta.get("watermark") is None or run.meta.get("watermark_column") != wm_col:
         ids = None
     else:
-        ids = run.touched()
+        ids = pc.unique(pa.concat_arrays([pc.cast(run.touched(), pa.string()),
+                                          run.changed_rows()])).sort()
     if ids is not None and len(ids) == 0:
+        aging = age(store, cfg)
         return ConsolidationResult(0, 0, 0, 0, 0, int(run.meta.get("run", 0)),
                                    run.meta.get("watermark"), run.meta.get("as_of"), (),
-                                   tuple(run.notes))
+                                   tuple(run.notes), aged=aging)
     if ids is not None:
         run.con.register("_ids", pa.table({"k": ids}))
 
@@ -432,6 +467,7 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
             feature_types[name] = pa.float64() if run.dims[d][0] == "spend" else pa.int64()
     missing = [pa.field(n, t) for n, t in feature_types.items()
                if n not in run.cust_info.schema.names]
+    missing += stamp_fields(run.cust_info, [STEP])
 
     # 3. recency is measured to as_of: given, else the newest event seen so far
     candidates = [t for t in (max_ts, _parse_iso(run.meta.get("as_of"))) if t is not None]
@@ -452,16 +488,22 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
         assert rel is not None
         reader = rel.to_arrow_reader(cfg.write_rows)
         updated = inserted = skipped = customers = 0
+        # the rows written are source changes: a new row_stamp, derived outputs stale; the
+        # run's own stamp says the row is consolidated as it stands now
+        stamp = new_stamp()
+        touch = {c: v for c, v in source_touch(tx.info, stamp).items() if c != CONSOLIDATED}
         for batch in reader:
             if batch.num_rows == 0:
                 continue
             customers += batch.num_rows
             exists = batch.column("_exists")
             rows = _finish(batch, as_of, run_no, types)
+            rows = rows.append_column(CONSOLIDATED, pa.repeat(pa.scalar(stamp, pa.int64()),
+                                                              rows.num_rows))
             old = rows.filter(exists)
             new = rows.filter(pc.invert(exists))
             if old.num_rows:
-                tx.update(old, key=key)
+                tx.update(old, key=key, touch=touch)
                 updated += old.num_rows
             if new.num_rows:
                 if cfg.on_unknown == "error":
@@ -472,7 +514,7 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
                 if cfg.on_unknown == "skip":
                     skipped += new.num_rows
                 else:
-                    tx.write(new, mode="append")
+                    tx.write(new, mode="append", touch=touch)
                     inserted += new.num_rows
 
         prev_wm = run.meta.get("watermark")
@@ -489,13 +531,56 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
                          "skipped": skipped, "events": int(n_events or 0),
                          "at": _iso(dt.datetime.now(dt.UTC))},
         }
+        if run.meta.get("aged_as_of"):
+            meta["aged_as_of"] = run.meta["aged_as_of"]
         tx.set_metadata({METADATA_KEY: meta})
+    aging = age(store, cfg)
     return ConsolidationResult(
         customers=customers, updated=updated, inserted=inserted, skipped=skipped,
         events_scanned=int(n_events or 0), run=run_no, watermark=meta["watermark"],
         as_of=meta["as_of"],
         feature_columns=tuple(n for n in feature_types if n != "holdings"),
-        notes=tuple(run.notes))
+        notes=tuple(run.notes), aged=aging)
 
 
-__all__ = ["ConsolidationConfig", "ConsolidationResult", "consolidate", "feature_name"]
+def age(store: VectorStore, cfg: ConsolidationConfig | None = None) -> int:
+    """Bring ``recency_days`` and ``frequency`` of every customer to the consolidation's
+    ``as_of`` (they are measured to it, so they change as it moves even for customers without
+    new events); returns the rows rewritten. One commit, positional (only the rows whose
+    values change are written); source stamps are not touched: derived outputs leave these
+    features out by default (:mod:`ingest.freshness`). Nothing is written when the table is
+    already aged to ``as_of``."""
+    cfg = cfg or ConsolidationConfig()
+    if not store.has_table(cfg.customers):
+        return 0
+    info = store.table_info(cfg.customers)
+    meta = info.metadata.get(METADATA_KEY) or {}
+    as_of = _parse_iso(meta.get("as_of"))
+    needed = ("last_seen", "first_seen", "n_events", *AGING_FEATURES)
+    if as_of is None or meta.get("aged_as_of") == meta.get("as_of") or \
+            any(c not in info.schema.names for c in needed):
+        return 0
+    written = 0
+    with store.transaction(cfg.customers) as tx:
+        for part in tx.partitions():
+            if not part.rows:
+                continue
+            t = pa.concat_tables(pa.Table.from_batches([b]) for b in tx.scan(
+                part, columns=[info.key, *needed], batch_size=262_144))
+            recency, frequency = aged(t.column("last_seen"), t.column("first_seen"),
+                                      t.column("n_events"), as_of)
+            same = values_equal(recency, t.column("recency_days").combine_chunks()) & \
+                values_equal(frequency, t.column("frequency").combine_chunks())
+            rows = np.flatnonzero(~same)
+            if len(rows):
+                take = pa.array(rows)
+                tx.stage(part, pa.table({info.key: t.column(info.key).take(take),
+                                         "recency_days": recency.take(take),
+                                         "frequency": frequency.take(take)}), rows=rows)
+                written += len(rows)
+        tx.set_metadata({(METADATA_KEY, "aged_as_of"): meta.get("as_of")})
+    return written
+
+
+__all__ = ["ConsolidationConfig", "ConsolidationResult", "age", "aged", "consolidate",
+           "feature_name"]

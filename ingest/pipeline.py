@@ -12,7 +12,10 @@ hash plus its occurrence number among identical rows (repeats are kept; ``dedupe
 them once); an explicit id that comes again with other content is an error
 (:mod:`ingest.identity`). A column new to the table holds nulls for the other rows; a type
 change that would lose data is refused. Column names are made safe by :mod:`ingest.names`;
-the source names are kept in the table's metadata, in the same commit.
+the source names are kept in the table's metadata, in the same commit. Every customer or
+product row the load inserts or changes gets a new ``row_stamp`` and null derived-output
+stamps in that commit (:mod:`ingest.freshness`), so the next refresh knows which rows to
+recompute.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import pyarrow as pa
 from vectorstore import TableInfo, VectorColumn, VectorStore
 
 from .errors import IngestError, MappingError, ValidationError
+from .freshness import ROW_STAMP, STAMP_TYPE, new_stamp, source_touch
 from .identity import DIGEST_COLUMN, KeyDigests
 from .mapping import Mapping
 from .names import SOURCE_NAMES_KEY, merged_source_names
@@ -332,14 +336,22 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
                           defer_duplicates=load.on_error == "fail")
     summary = load.summary
     batches = load.stream(chain([first], chunks), validator)
+    stamped = not events and plan.key is not None  # entity rows carry change stamps
     try:
         if existing is None:
+            schema = plan.schema
+            if stamped and ROW_STAMP not in schema.names:
+                stamp = new_stamp()
+                schema = schema.append(pa.field(ROW_STAMP, STAMP_TYPE))
+                batches = (b.append_column(ROW_STAMP, pa.repeat(pa.scalar(stamp, STAMP_TYPE),
+                                                                 b.num_rows))
+                           for b in batches)
             counted = _counting(batches)
             kinds = list(dict.fromkeys(m.holdings.from_events)) if events else []
             meta = {HOLDING_KINDS_KEY: kinds} if kinds else {}
             if plan.source_names:
                 meta[SOURCE_NAMES_KEY] = plan.source_names
-            store.create_table(m.table, plan.schema, key=plan.key, vectors=vec_cols,
+            store.create_table(m.table, schema, key=plan.key, vectors=vec_cols,
                                metadata=meta or None, data=counted)
             summary.created_table = True
             summary.written = counted.rows
@@ -352,7 +364,13 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
                 tx.add_columns([f for f in plan.new_fields if f.name not in vec_names],
                                vectors=vec_cols)
                 summary.new_columns = [f.name for f in plan.new_fields]
-            pending = tx.write(batches, mode="insert_missing" if events else "upsert")
+            touch = None
+            if stamped:
+                if ROW_STAMP not in tx.info.schema.names:
+                    tx.add_columns([pa.field(ROW_STAMP, STAMP_TYPE)])
+                touch = source_touch(tx.info)
+            pending = tx.write(batches, mode="insert_missing" if events else "upsert",
+                               touch=touch)
             if events:
                 tx.set_metadata(_holding_kinds(tx.info, m.holdings.from_events))
             names = merged_source_names(tx.info.metadata, plan.source_names)

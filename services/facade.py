@@ -536,7 +536,7 @@ class Kindred:
         . product in a shared ``vector_column`` (e.g. ``vec_behavior``).
         """
         from .matching import recommend
-        from .matching.behaviour import recommend_behaviour
+        from .matching.rec_write import recommend_behaviour
 
         if method is None:  # a shared vector column means customer . product
             method = "vector" if vector_column or not self._store.has_table(EVENTS) \
@@ -577,8 +577,11 @@ class Kindred:
                                   else ["customer_id"], filter=Cmp("customer_id", "=", customer_id))
         if me.num_rows == 0:
             raise ServiceError(f"table 'customers' has no customer {customer_id!r}")
-        if "customers.recommender" in self._store.list_artifacts():
-            rec, source = Recommender.load(self._store), "saved recommender"
+        saved = (self._store.table_info(CUSTOMERS).metadata.get("recommend") or {}).get(
+            "artifact") or ("customers.recommender" if "customers.recommender" in
+                            self._store.list_artifacts() else None)
+        if saved:
+            rec, source = Recommender.load(self._store, saved), "saved recommender"
         else:
             rec, _ = fit_recommender(self._store, read_interactions(self._store))
             source = "fitted now (run `kindred recommend` to save one)"

@@ -1,14 +1,17 @@
-"""Fit a detector on a table, score every row in streamed batches, and write the scores back.
+"""Fit a detector on a table, score its rows in streamed batches, and write the scores back.
 
-Write-back adds (once) and sets four columns by key, leaving every other column as it was:
+Write-back adds (once) and sets four columns, leaving every other column as it was:
 ``risk_score`` (float64, higher = more anomalous, on the scale of
 :meth:`RiskDetector.risk_score`: a robust z-score of the detector's score against the fitted
-customers', 0 = the median customer), ``risk_rank`` (int64, 1 = most anomalous, ties broken
-by key), ``risk_flag`` (bool: ``risk_score > threshold``, the threshold being the fit rows'
-risk-score quantile at ``1 - contamination`` or an explicit ``threshold`` on the same scale)
-and ``risk_model`` (the persisted model's id). A non-finite score is never written: the run
-fails first, with nothing written. Memory: the fit rows, one scan batch, and the keys and
-scores of the table (about 30 bytes a row).
+customers', 0 = the median customer), ``risk_percentile`` (float64, the share 0-100 of the
+fitted customers' scores at or below it), ``risk_flag`` (bool: ``risk_score > threshold``, the
+threshold being the fit rows' risk-score quantile at ``1 - contamination`` or an explicit
+``threshold`` on the same scale) and ``risk_model`` (the persisted model's id), with the
+row's stamp in ``stamp_risk`` (:mod:`ingest.freshness`). Every value is a function of the row
+and the model alone (no global rank), so scoring new or changed customers with the persisted
+model (:func:`rescore` with ``stale_only``) never rewrites the others; ``risk top`` orders by
+score. A non-finite score is never written: the run fails first, with nothing written.
+Memory: the fit rows and one partition's scores.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
+from ingest.derived import write_output
 from vectorstore import Transaction, VectorStore, col
 
 from .config import config_json, parse_detector
@@ -44,8 +48,11 @@ Progress = Callable[[int, int | None], None]
 SCORE_SCALE = "robust z: (detector score - fitted median) / (1.4826 * fitted MAD)"
 """How ``risk_score`` reads, recorded with every run (see :meth:`RiskDetector.risk_score`)."""
 
-RISK_FIELDS = (pa.field("risk_score", pa.float64()), pa.field("risk_rank", pa.int64()),
+RISK_FIELDS = (pa.field("risk_score", pa.float64()), pa.field("risk_percentile", pa.float64()),
                pa.field("risk_flag", pa.bool_()), pa.field("risk_model", pa.string()))
+OUTPUT = "risk"
+LEGACY_RANK = "risk_rank"
+"""The global rank older versions stored: dropped by the next full scoring run."""
 
 
 class RiskRun(BaseModel):
@@ -71,6 +78,10 @@ class RiskRun(BaseModel):
     messages: list[str]
     fit_seconds: float
     score_seconds: float
+    rows_scored: int = 0
+    """Rows this run scored and wrote (all of them, or the stale ones)."""
+    mode: str = "all"
+    """``all`` (every row scored) or ``stale`` (only rows new or changed since)."""
 
 
 def fit(store: VectorStore, table: str, detector: Any = None, *, column: str | None = None,
@@ -144,13 +155,11 @@ def _ensure_columns(tx: Transaction) -> None:
 
 def write_scores(store: VectorStore, table: str, keys: pa.Array | pa.ChunkedArray,
                  scores: np.ndarray, *, threshold: float, model_id: str,
+                 percentiles: np.ndarray | None = None,
                  metadata: dict[str, Any] | None = None) -> int:
-    """Set the four risk columns on the rows with these keys, and merge ``metadata`` into the
-    table's metadata, in one commit; returns the rows matched.
-
-    The columns are attached fragment by fragment (vectors and other columns are not
-    rewritten); a failure or a killed process writes nothing.
-    """
+    """Set the risk columns on the rows with these keys, and merge ``metadata`` into the
+    table's metadata, in one commit; returns the rows matched. A failure or a killed process
+    writes nothing."""
     key = table_key(store.table_info(table))
     scores = np.asarray(scores, dtype=np.float64)
     if not np.isfinite(scores).all():
@@ -158,11 +167,9 @@ def write_scores(store: VectorStore, table: str, keys: pa.Array | pa.ChunkedArra
                                "score(s) are NaN or infinite; nothing was written")
     threshold = check_threshold(threshold)
     keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
-    order = pc.sort_indices(pa.table({"s": scores, "k": keys}),
-                            sort_keys=[("s", "descending"), ("k", "ascending")]).to_numpy()
-    rank = np.empty(scores.size, dtype=np.int64)
-    rank[order] = np.arange(1, scores.size + 1, dtype=np.int64)
-    data = pa.table({key: keys, "risk_score": scores, "risk_rank": rank,
+    data = pa.table({key: keys, "risk_score": scores,
+                     "risk_percentile": pa.array(percentiles, pa.float64())
+                     if percentiles is not None else pa.nulls(scores.size, pa.float64()),
                      "risk_flag": scores > threshold,
                      "risk_model": pa.repeat(pa.scalar(model_id, pa.string()), scores.size)})
     with store.transaction(table) as tx:
@@ -206,42 +213,99 @@ def score_table(store: VectorStore, table: str, detector: Any = None, *,
 
 
 def rescore(store: VectorStore, table: str, model_id: str | None = None, *,
-            threshold: float | None = None, batch_size: int = 65_536,
-            progress: Progress | None = None) -> RiskRun:
-    """Score every row (new customers included) with the persisted model, without refitting;
-    ``progress(done, total)`` is called after each scored batch."""
+            threshold: float | None = None, stale_only: bool = False,
+            batch_size: int = 65_536, progress: Progress | None = None) -> RiskRun:
+    """Score rows with the persisted model, without refitting: every row, or with
+    ``stale_only`` only the rows new or changed since they were scored (when the table was
+    scored by this model, with this threshold, on the same fitted source column; otherwise
+    every row). ``progress(done, total)`` is called after each scored partition."""
     det, source, meta = load_model(store, table, model_id)
     record = {**meta, "artifact": meta.get("artifact") or f"{table}.risk.{meta['model_id']}"}
     return _score_and_record(store, table, det, source, record, threshold, batch_size, 0.0,
-                             progress)
+                             progress, stale_only=stale_only)
+
+
+def _source_state(info: Any, source: FeatureSource) -> str | None:
+    """The fitted state of the vector column scored (its re-fit makes every score stale)."""
+    if not source.column:
+        return None
+    entry = (info.metadata.get("embedders") or {}).get(source.column) or {}
+    return entry.get("state_sha256")
 
 
 def _score_and_record(store: VectorStore, table: str, det: RiskDetector, source: FeatureSource,
                       record: dict[str, Any], threshold: float | None, batch_size: int,
-                      fit_s: float, progress: Progress | None = None) -> RiskRun:
+                      fit_s: float, progress: Progress | None = None, *,
+                      stale_only: bool = False) -> RiskRun:
     t1 = time.perf_counter()
-    keys, scores = score_stream(store, table, det, source, batch_size=batch_size,
-                                progress=progress)
-    key = keys.column_names[0]
-    thr = det.threshold_ if threshold is None else float(threshold)
-    n_flagged = int((scores > thr).sum())
-    write_scores(store, table, keys.column(key), scores, threshold=thr, model_id=record["model_id"],
-                 metadata={META_KEY: {
-                     "model_id": record["model_id"], "artifact": record["artifact"],
-                     "sha256": record["sha256"], "detector": record["detector"],
-                     "config": record["config"], "source": record["source"],
-                     "members": list(det.member_kinds_), "threshold": thr,
-                     "contamination": det.config_.contamination if threshold is None else None,
-                     "score_scale": SCORE_SCALE, "n_rows": int(scores.size),
-                     "n_flagged": n_flagged, "scored_at": dt.datetime.now(dt.UTC).isoformat()}})
+    thr = det.threshold_ if threshold is None else check_threshold(threshold)
+    model_id = record["model_id"]
+    with store.transaction(table) as tx:
+        _ensure_columns(tx)
+        info = tx.base
+        key = table_key(info)
+        old = dict(info.metadata.get(META_KEY) or {})
+        same = (old.get("model_id") == model_id and old.get("threshold") == thr
+                and old.get("source_state") == _source_state(info, source)
+                and "risk_percentile" in info.schema.names)
+        incremental = stale_only and same
+        tally = {"new": 0, "old": 0}
+
+        def compute(batch: pa.RecordBatch) -> dict[str, pa.Array]:
+            X = source.matrix(batch, table, key)
+            s = det.to_risk_scale(det.score_checked(X))
+            bad = ~np.isfinite(s)
+            if bad.any():
+                row = batch.column(key)[int(np.flatnonzero(bad)[0])].as_py()
+                raise InvalidRiskInput(
+                    f"table {table!r}: {key}={row!r} got a non-finite risk score from "
+                    f"{'+'.join(det.member_kinds_)} ({int(bad.sum()):,} row(s) in its batch); "
+                    "nothing was written")
+            flags = s > thr
+            tally["new"] += int(flags.sum())
+            if incremental and "risk_flag" in batch.schema.names:
+                tally["old"] += int(pc.sum(pc.fill_null(batch.column("risk_flag"),
+                                                        False)).as_py() or 0)
+            return {"risk_score": pa.array(s, pa.float64()),
+                    "risk_percentile": pa.array(det.percentile(s), pa.float64()),
+                    "risk_flag": pa.array(flags),
+                    "risk_model": pa.repeat(pa.scalar(model_id, pa.string()), len(s))}
+
+        inputs = [*source.columns, *(["risk_flag"] if incremental else [])]
+        run = write_output(tx, OUTPUT, inputs, compute, fields=RISK_FIELDS,
+                           stale_only=incremental, batch_size=batch_size, progress=progress)
+        n_rows = run.rows + run.skipped
+        if run.rows == 0 and n_rows == 0:
+            raise RiskError(f"table {table!r} is empty: nothing to score")
+        n_flagged = (int(old.get("n_flagged") or 0) - tally["old"] + tally["new"]) \
+            if incremental else tally["new"]
+        now = dt.datetime.now(dt.UTC).isoformat()
+        if incremental:
+            if run.rows:
+                tx.set_metadata({(META_KEY, "n_rows"): n_rows,
+                                 (META_KEY, "n_flagged"): n_flagged,
+                                 (META_KEY, "refreshed_at"): now})
+        else:
+            tx.set_metadata({META_KEY: {
+                "model_id": model_id, "artifact": record["artifact"],
+                "sha256": record["sha256"], "detector": record["detector"],
+                "config": record["config"], "source": record["source"],
+                "source_state": _source_state(info, source),
+                "members": list(det.member_kinds_), "threshold": thr,
+                "contamination": det.config_.contamination if threshold is None else None,
+                "score_scale": SCORE_SCALE, "n_rows": n_rows, "n_flagged": n_flagged,
+                "scored_at": now, "refreshed_at": now}})
+    if not incremental and LEGACY_RANK in store.table_info(table).schema.names:
+        store.drop_columns(table, [LEGACY_RANK])  # a global rank cannot stay right
     score_s = time.perf_counter() - t1
-    return RiskRun(table=table, model_id=record["model_id"], detector=det.config_.kind,
+    return RiskRun(table=table, model_id=model_id, detector=det.config_.kind,
                    members=list(det.member_kinds_), config=config_json(det.config_),
-                   source=source.describe(), column=source.column, n_rows=int(scores.size),
+                   source=source.describe(), column=source.column, n_rows=n_rows,
                    n_fit_rows=det.n_fit_rows_, n_flagged=n_flagged, threshold=thr,
                    contamination=det.config_.contamination if threshold is None else None,
                    artifact=record["artifact"], messages=list(det.messages_),
-                   fit_seconds=fit_s, score_seconds=score_s)
+                   fit_seconds=fit_s, score_seconds=score_s, rows_scored=run.rows,
+                   mode=run.mode)
 
 
 def score_new(store: VectorStore, table: str, rows: pa.Table | pa.RecordBatch,
@@ -268,15 +332,37 @@ def score_new(store: VectorStore, table: str, rows: pa.Table | pa.RecordBatch,
 
 def top(store: VectorStore, table: str, n: int = 20, *, columns: list[str] | None = None,
         flagged_only: bool = False) -> pa.Table:
-    """The ``n`` most anomalous customers (by ``risk_rank``), most anomalous first."""
+    """The ``n`` most anomalous customers by ``risk_score`` (ties by key), most anomalous
+    first, with their position in ``risk_rank`` (1 = most anomalous). One pass over the key
+    and score columns keeps the best ``n``; only those rows are then read in full."""
+    from ingest.freshness import is_derived
+    from vectorstore.filters import In
+
     info = store.table_info(table)
-    if "risk_rank" not in info.schema.names:
+    key = table_key(info)
+    if "risk_score" not in info.schema.names or "risk_flag" not in info.schema.names:
         raise RiskError(f"table {table!r} has no risk scores yet: run risk scoring first")
     if columns is None:
-        columns = [c for c in info.schema.names if c not in info.vectors]
-    cols = list(dict.fromkeys([*columns, *(f.name for f in RISK_FIELDS)]))
-    flt = col("risk_rank") <= int(n)
+        columns = [c for c in info.schema.names if c not in info.vectors and
+                   (not is_derived(c) or c.startswith("risk_"))]
+    cols = list(dict.fromkeys([key, *columns, *(f.name for f in RISK_FIELDS
+                                                if f.name in info.schema.names)]))
+    flt = col("risk_score").not_null()
     if flagged_only:
         flt = flt & (col("risk_flag") == True)  # noqa: E712 (a filter expression)
-    res = store.to_arrow(table, columns=cols, filter=flt)
-    return res.sort_by("risk_rank")
+    best_k: list[pa.Array] = []
+    best_s = np.zeros(0)
+    for b in store.scan(table, columns=[key, "risk_score"], filter=flt, batch_size=262_144):
+        k = pa.concat_arrays([*best_k, b.column(key)]) if best_k else b.column(key)
+        s_ = np.concatenate([best_s, b.column("risk_score").to_numpy(zero_copy_only=False)])
+        if len(s_) > n:
+            keep = np.argpartition(-s_, n - 1)[:n]
+            k, s_ = k.take(pa.array(keep)), s_[keep]
+        best_k, best_s = [k], s_
+    if not best_k or len(best_s) == 0:
+        return pa.table({c: pa.array([], info.schema.field(c).type) for c in cols}
+                        ).append_column("risk_rank", pa.array([], pa.int64()))
+    keys = best_k[0]
+    rows = store.to_arrow(table, columns=cols, filter=In(key, tuple(keys.to_pylist())))
+    rows = rows.sort_by([("risk_score", "descending"), (key, "ascending")]).slice(0, n)
+    return rows.append_column("risk_rank", pa.array(np.arange(1, rows.num_rows + 1)))
