@@ -211,7 +211,7 @@ def rescore(store: VectorStore, table: str, model_id: str | None = None, *,
     """Score every row (new customers included) with the persisted model, without refitting;
     ``progress(done, total)`` is called after each scored batch."""
     det, source, meta = load_model(store, table, model_id)
-    record = {**meta, "artifact": meta.get("artifact") or f"{table}.risk.{meta['model_id']}"}
+    record = dict(meta)  # load_model names the artifact it read
     return _score_and_record(store, table, det, source, record, threshold, batch_size, 0.0,
                              progress)
 
