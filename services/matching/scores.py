@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from vectorstore import TableInfo, VectorStore
+from vectorstore import PendingWrite, TableInfo, Transaction, VectorStore
 from vectorstore.filters import Cmp, Filter, all_of
 
 from ..errors import MatchingError
@@ -52,6 +52,7 @@ def score_column(product: str) -> str:
 
 
 def artifact_name(table: str, product: str) -> str:
+    """The prefix of ``product``'s model artifacts (``save_artifact`` appends the digest)."""
     return f"{table}.propensity.{hashlib.sha256(product.encode()).hexdigest()[:16]}"
 
 
@@ -63,14 +64,14 @@ def stored_entry(info: TableInfo, product: str) -> dict[str, Any] | None:
     return dict(entry)
 
 
-def write_scores(store: VectorStore, table: str, column: str,
-                 batches: Iterable[pa.RecordBatch], key: str = CUSTOMER_KEY) -> int:
-    """Write keyed probabilities (``key``, ``score``) into ``column``; returns rows written."""
-    info = store.table_info(table)
-    if column not in info.schema.names:
-        store.add_columns(table, [pa.field(column, pa.float64())])
+def write_scores(tx: Transaction, column: str, batches: Iterable[pa.RecordBatch],
+                 key: str = CUSTOMER_KEY) -> PendingWrite | None:
+    """Stage keyed probabilities (``key``, ``score``) into ``column`` (added when missing)
+    in the step's transaction; the pending write's result is known after the commit."""
+    if column not in tx.info.schema.names:
+        tx.add_columns([pa.field(column, pa.float64())])
     data = [pa.record_batch([b.column(0), b.column(1)], names=[key, column]) for b in batches]
-    return store.update(table, data, key=key) if data else 0
+    return tx.update(data, key=key) if data else None
 
 
 def _ladder(scores: np.ndarray) -> list[list[float]]:
@@ -84,35 +85,38 @@ def _ladder(scores: np.ndarray) -> list[list[float]]:
 def fit_and_write(store: VectorStore, product: str, *, table: str = CUSTOMERS, seed: int = 0,
                   options: dict[str, Any] | None = None,
                   progress: Progress | None = None) -> dict[str, Any]:
-    """Fit, persist, score and write ``product``'s propensity; returns the metadata entry."""
+    """Fit, persist, score and write ``product``'s propensity; returns the metadata entry.
+
+    The model is stored first (a content-addressed artifact nothing refers to until the
+    commit); then the scores column, every customer's probability and
+    ``metadata["propensity"][product]`` are one commit, so a failure or a kill leaves the
+    table as it was and a re-run (the same fit, the same bytes) completes it. The scalar
+    index on the column is built after the commit (an index, not data: a kill before it
+    leaves the scores served by a scan until ``kindred index`` or the next fit builds it).
+    """
     fitted_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     model = fit_propensity(store, table, holdings_labeller(product),
                            [CUSTOMER_KEY, "holdings"], product=product, seed=seed,
                            **(options or {}))
-    name = artifact_name(table, product)
-    record = save_model(store, name, model.models, {"product": product, "table": table})
+    record = save_model(store, artifact_name(table, product), model.models,
+                        {"product": product, "table": table})
     column = score_column(product)
-    scored: list[np.ndarray] = []
-
-    def tapped() -> Iterable[pa.RecordBatch]:
-        for b in score_batches(store, table, model, progress=progress):
-            scored.append(b.column(1).to_numpy())
-            yield b
-
-    written = write_scores(store, table, column, list(tapped()))
-    scores = np.concatenate(scored) if scored else np.zeros(0)
+    batches = list(score_batches(store, table, model, progress=progress))
+    scores = np.concatenate([b.column(1).to_numpy() for b in batches]) if batches \
+        else np.zeros(0)
     if not np.isfinite(scores).all():  # never write or show a non-finite number
-        raise MatchingError(f"product {product!r}: the model produced non-finite scores")
+        raise MatchingError(f"product {product!r}: the model produced non-finite scores; "
+                            "nothing was written")
     entry = {
         "column": column, "model_id": record["sha256"][:16], "fitted_at": fitted_at,
         "scored_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "rows_scored": written, "model": record, "state": model.state(),
+        "rows_scored": len(scores), "model": record, "state": model.state(),
         "base_rate": model.base_rate, "assessment": model.details["assessment"],
         "leakage": model.details["leakage"], "thresholds": _ladder(scores),
     }
-    meta = dict(store.table_info(table).metadata.get(META_KEY) or {})
-    meta[product] = entry
-    store.set_metadata(table, {META_KEY: meta})
+    with store.transaction(table) as tx:
+        write_scores(tx, column, batches)
+        tx.set_metadata({(META_KEY, product): entry})  # this product's entry only
     if store.capabilities.scalar_index:
         store.create_scalar_index(table, column)
     return entry
