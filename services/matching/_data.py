@@ -154,9 +154,8 @@ def population_mean(store: VectorStore, table: str, column: str, *,
     mean_arr = total / n
     if not remember:
         return mean_arr
-    embedders = dict(store.table_info(table).metadata.get("embedders") or {})
-    entry = dict(embedders.get(column) or {})
-    entry.update({"mean": [float(x) for x in mean_arr], "mean_rows": n})
-    embedders[column] = entry
-    store.set_metadata(table, {"embedders": embedders})
+    # two path patches: this entry's mean only, so a concurrent writer's entries (another
+    # column's embedder, or this column's own re-embedding) are never overwritten
+    store.set_metadata(table, {("embedders", column, "mean"): [float(x) for x in mean_arr],
+                               ("embedders", column, "mean_rows"): n})
     return mean_arr
