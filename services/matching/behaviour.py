@@ -51,6 +51,8 @@ FACTOR_WEIGHTS = (0.0, 0.03, 0.1, 0.3)
 CLASSES = 8
 EM_ITERATIONS = 40
 ARTIFACT = "customers.recommender"
+META_KEY = "recommender"
+"""``metadata["recommender"]["artifact"]``: the recommender the written lists came from."""
 FORMAT = 1
 BLOCK = 4_096
 
@@ -232,18 +234,23 @@ class Recommender:
         return s.reshape(n, -1)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, store: VectorStore, name: str = ARTIFACT) -> None:
+    def save(self, store: VectorStore, prefix: str = ARTIFACT) -> str:
+        """Store the recommender as a content-addressed artifact (``<prefix>.<sha16>``,
+        before the commit that records it); returns its name."""
         buf = io.BytesIO()
         np.savez(buf, items=np.asarray(self.items, dtype=str), item_factors=self.item_factors,
                  popularity=self.popularity, repeatable=self.repeatable, theta=self.theta,
                  prior=self.prior)
-        store.put_artifact(name, buf.getvalue(), {
+        return store.save_artifact(prefix, buf.getvalue(), {
             "format": FORMAT, "shrink": finite_or_none(self.shrink), "w_factors": self.w_factors,
             "regularization": self.regularization,
             "details": json.loads(json.dumps(self.details, default=str))})
 
     @classmethod
-    def load(cls, store: VectorStore, name: str = ARTIFACT) -> Recommender:
+    def load(cls, store: VectorStore, name: str | None = None) -> Recommender:
+        name = name or saved_recommender(store)
+        if name is None:
+            raise MatchingError("no behaviour recommender yet: run `kindred recommend` first")
         try:
             data, meta = store.get_artifact(name)
         except ArtifactNotFound:
@@ -259,6 +266,18 @@ class Recommender:
                        float("inf") if meta["shrink"] is None else float(meta["shrink"]),
                        float(meta["w_factors"]), z["theta"], z["prior"],
                        float(meta["regularization"]), dict(meta.get("details") or {}))
+
+
+def saved_recommender(store: VectorStore, table: str = "customers") -> str | None:
+    """The artifact of the recommender whose lists ``table`` holds: the one its metadata
+    records (written in the same commit as ``rec_products``), else the fixed name earlier
+    versions used; None when there is none."""
+    if not store.has_table(table):
+        return None
+    entry = store.table_info(table).metadata.get(META_KEY)
+    if isinstance(entry, dict) and isinstance(entry.get("artifact"), str):
+        return entry["artifact"]
+    return ARTIFACT if ARTIFACT in store.list_artifacts() else None
 
 
 def finite_or_none(x: float) -> float | None:
@@ -408,10 +427,9 @@ def recommend_behaviour(store: VectorStore, *, top_n: int = 10, table: str = "cu
     tally.finish()
     t_score = time.perf_counter() - t0
     t1 = time.perf_counter()
-    if write:
-        rec.save(store)
-        if out:
-            write_recommendations(store, table, out)
+    if write:  # the recommender first (nothing refers to it yet), then one commit
+        name = rec.save(store)
+        write_recommendations(store, table, out, metadata={(META_KEY, "artifact"): name})
     return {"method": "behavior", "customers": rows, "products": int(allowed.sum()),
             "top_n": top_n, "exclude_held": True, "written": write and bool(out),
             "seconds_scoring": t_score, "seconds_writing": time.perf_counter() - t1,

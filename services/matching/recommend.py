@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from vectorstore import Metric, VectorStore, prefetch
+from vectorstore.schema import MetadataPatch
 
 from ..errors import MatchingError
 from ._data import (
@@ -112,19 +113,24 @@ def _held_mask(batch: pa.RecordBatch, product_ids: pa.Array) -> np.ndarray:
 
 
 def write_recommendations(store: VectorStore, table: str, out: list[pa.RecordBatch],
-                          write_rows: int = 1_048_576) -> None:
+                          write_rows: int = 1_048_576,
+                          metadata: MetadataPatch | None = None) -> None:
     """Write keyed ``rec_products``/``rec_scores`` batches (the one recommendation
-    write-back), in one commit: the two columns are added if missing and attached fragment by
-    fragment (vectors and other columns are not rewritten); a failure writes nothing.
-    ``write_rows`` is kept for callers; the write is one step whatever its size."""
+    write-back) and ``metadata`` (a patch, e.g. the recommender the lists came from), in one
+    commit: the two columns are added if missing and attached fragment by fragment (vectors
+    and other columns are not rewritten); a failure writes nothing. ``write_rows`` is kept
+    for callers; the write is one step whatever its size."""
     with store.transaction(table) as tx:
         names = tx.info.schema.names
         missing = [f for f in (pa.field(REC_PRODUCTS, pa.list_(pa.string())),
                                pa.field(REC_SCORES, pa.list_(pa.float32())))
                    if f.name not in names]
-        if missing:
+        if missing and out:
             tx.add_columns(missing)
-        tx.update(out, key=CUSTOMER_KEY)
+        if out:
+            tx.update(out, key=CUSTOMER_KEY)
+        if metadata:
+            tx.set_metadata(metadata)
 
 
 def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: int = 10,
