@@ -29,6 +29,7 @@ from ._data import (
     PRODUCTS,
     Progress,
     Tally,
+    check_shared_space,
     iter_blocks,
     resolve_column,
     vector_matrix,
@@ -156,6 +157,7 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
         raise MatchingError(f"column {column!r} uses l2: bulk recommendation scores by dot "
                             "product or cosine")
     pids, P = load_products(store, column, products_table)
+    check_shared_space(store, column, table=table, products_table=products_table)
     if P.shape[1] != info.vectors[column].dim:
         raise MatchingError(f"{products_table}.{column} has dimension {P.shape[1]}, "
                             f"{table}.{column} has {info.vectors[column].dim}")
