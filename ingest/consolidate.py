@@ -56,9 +56,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vectorstore import VectorStore, check_name
+from vectorstore import TableInfo, VectorStore, check_name
 from vectorstore.filters import Cmp, In, IsNull, Not
 from vectorstore.rows import values_equal
+from vectorstore.txn import PendingWrite
 
 from .errors import ConsolidationError
 from .event_columns import choose_columns
@@ -168,12 +169,14 @@ def _reader(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBa
 class _Run:
     """One consolidation run: the plan (columns, customers) and the DuckDB work."""
 
-    def __init__(self, store: VectorStore, cfg: ConsolidationConfig) -> None:
+    def __init__(self, store: VectorStore, cfg: ConsolidationConfig,
+                 new_table: TableInfo | None = None) -> None:
         import duckdb
 
         self.store, self.cfg = store, cfg
         self.events_info = store.table_info(cfg.events)
-        self.cust_info = store.table_info(cfg.customers)
+        self.new_table = new_table is not None
+        self.cust_info = new_table or store.table_info(cfg.customers)
         ev_cols = set(self.events_info.schema.names)
         for needed in (cfg.key, "ts", cfg.watermark_column):
             if needed not in ev_cols:
@@ -217,6 +220,8 @@ class _Run:
     def customers(self, ids: pa.Array | None) -> pa.RecordBatchReader:
         cols = [self.cfg.key] + (["holdings"] if "holdings" in self.cust_info.schema.names else [])
         schema = pa.schema([self.cust_info.schema.field(c) for c in cols])
+        if self.new_table:  # the table this run creates: no customers yet
+            return _reader(iter(()), schema)
         f = None
         if ids is not None and len(ids) <= self.cfg.in_filter_limit:
             f = In(self.cfg.key, tuple(ids.to_pylist()))
@@ -409,8 +414,9 @@ def consolidate(store: VectorStore, *, customer_ids: Sequence[str] | pa.Array | 
     With neither ``customer_ids`` nor ``full``, the customers are those with events past the
     watermark of the previous run (all customers on the first run). The watermark advances in
     the same commit as the rows, so a failed run is simply repeated. Without a customers
-    table, one is created (keyed by the events' customer id) and filled from the events; a
-    failed run drops it again while it is still empty.
+    table, one is created (keyed by the events' customer id) holding the rows from the events
+    and the run's metadata, in one commit (``create_table(data=...)``): a failed or killed
+    run leaves no table.
     """
     cfg = config or ConsolidationConfig()
     if store.has_table(cfg.customers):
@@ -422,20 +428,15 @@ def consolidate(store: VectorStore, *, customer_ids: Sequence[str] | pa.Array | 
     if cfg.key not in ev_schema.names:
         raise ConsolidationError(f"table {cfg.events!r} has no column {cfg.key!r}; columns: "
                                  f"{sorted(ev_schema.names)}")
-    store.create_table(cfg.customers, pa.schema([ev_schema.field(cfg.key)]), key=cfg.key)
-    try:
-        result = _consolidate(store, cfg, customer_ids, full)
-    except BaseException:
-        if store.count(cfg.customers) == 0:  # nobody else has written to it meanwhile
-            store.drop_table(cfg.customers, missing_ok=True)
-        raise
+    new = TableInfo(cfg.customers, pa.schema([ev_schema.field(cfg.key)]), key=cfg.key)
+    result = _consolidate(store, cfg, customer_ids, full, new_table=new)
     return replace(result, created_table=True)
 
 
 def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
-                 customer_ids: Sequence[str] | pa.Array | None, full: bool
-                 ) -> ConsolidationResult:
-    run = _Run(store, cfg)
+                 customer_ids: Sequence[str] | pa.Array | None, full: bool,
+                 new_table: TableInfo | None = None) -> ConsolidationResult:
+    run = _Run(store, cfg, new_table)
     key = cfg.key
     wm_col = cfg.watermark_column
 
@@ -477,7 +478,9 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
     run_no = int(run.meta.get("run", 0)) + 1
 
     # 4. the aggregate, streamed out in batches and staged; 5. what was consolidated: one commit
-    with store.transaction(cfg.customers) as tx:
+    step = _Creation(store, new_table) if new_table is not None else \
+        store.transaction(cfg.customers)
+    with step as tx:
         if missing:
             tx.add_columns(missing)
         # reads go to the committed table (run.cust_info); rows are written in tx's schema
@@ -488,6 +491,7 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
         assert rel is not None
         reader = rel.to_arrow_reader(cfg.write_rows)
         updated = inserted = skipped = customers = 0
+        written: list[pa.Array] = []
         # the rows written are source changes: a new row_stamp, derived outputs stale; the
         # run's own stamp says the row is consolidated as it stands now
         stamp = new_stamp()
@@ -500,6 +504,7 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
             rows = _finish(batch, as_of, run_no, types)
             rows = rows.append_column(CONSOLIDATED, pa.repeat(pa.scalar(stamp, pa.int64()),
                                                               rows.num_rows))
+            written.append(rows.column(key).combine_chunks())
             old = rows.filter(exists)
             new = rows.filter(pc.invert(exists))
             if old.num_rows:
@@ -531,10 +536,11 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
                          "skipped": skipped, "events": int(n_events or 0),
                          "at": _iso(dt.datetime.now(dt.UTC))},
         }
-        if run.meta.get("aged_as_of"):
-            meta["aged_as_of"] = run.meta["aged_as_of"]
+        aging = 0
+        if new_table is None:  # the other customers age to the new as_of in the same commit
+            aging = _stage_aging(store, tx, run.cust_info, as_of, written)
+            meta["aged_as_of"] = meta["as_of"]
         tx.set_metadata({METADATA_KEY: meta})
-    aging = age(store, cfg)
     return ConsolidationResult(
         customers=customers, updated=updated, inserted=inserted, skipped=skipped,
         events_scanned=int(n_events or 0), run=run_no, watermark=meta["watermark"],
@@ -580,6 +586,76 @@ def age(store: VectorStore, cfg: ConsolidationConfig | None = None) -> int:
                 written += len(rows)
         tx.set_metadata({(METADATA_KEY, "aged_as_of"): meta.get("as_of")})
     return written
+
+
+def _stage_aging(store: VectorStore, tx: Any, info: TableInfo, as_of: dt.datetime,
+                 written: list[pa.Array]) -> int:
+    """Stage, keyed, ``recency_days``/``frequency`` at ``as_of`` for the customers this
+    consolidation does not rewrite and whose values change; returns how many."""
+    needed = ("last_seen", "first_seen", "n_events", *AGING_FEATURES)
+    if any(c not in info.schema.names for c in needed):
+        return 0
+    done = pa.concat_arrays([pc.cast(a, info.schema.field(info.key).type) for a in written]) \
+        if written else pa.array([], info.schema.field(info.key).type)
+    staged = 0
+    for batch in store.scan(info.name, columns=[info.key, *needed], batch_size=262_144):
+        recency, frequency = aged(batch.column("last_seen"), batch.column("first_seen"),
+                                  batch.column("n_events"), as_of)
+        same = values_equal(recency, batch.column("recency_days")) & \
+            values_equal(frequency, batch.column("frequency"))
+        keep = pc.and_(pa.array(~same), pc.invert(pc.is_in(batch.column(info.key), done)))
+        if not pc.any(keep).as_py():
+            continue
+        tx.update(pa.table({info.key: batch.column(info.key), "recency_days": recency,
+                            "frequency": frequency}).filter(keep), key=info.key)
+        staged += int(pc.sum(keep).as_py())
+    return staged
+
+
+class _Creation:
+    """The part of a transaction a consolidation uses, for the customers table it creates:
+    columns, appended rows and metadata collected, then one ``create_table(data=...)`` on
+    exit (nothing on an exception). Holds the new rows in memory until then."""
+
+    def __init__(self, store: VectorStore, base: TableInfo) -> None:
+        self.store, self.base = store, base
+        self.fields: list[pa.Field] = []
+        self.rows: list[pa.Table] = []
+        self.patch: dict[str, Any] = {}
+
+    @property
+    def info(self) -> TableInfo:
+        schema = pa.schema(list(self.base.schema) + self.fields)
+        return TableInfo(self.base.name, schema, self.base.key, {}, dict(self.patch))
+
+    def add_columns(self, fields: Sequence[pa.Field]) -> None:
+        self.fields += [f.with_nullable(True) for f in fields]
+
+    def write(self, data: pa.Table, *, mode: str, touch: dict[str, Any] | None = None) -> None:
+        assert mode == "append"
+        arrays = PendingWrite(mode, touch=dict(touch or {})).touch_arrays(self.info,
+                                                                          data.num_rows)
+        for c, arr in arrays.items():
+            data = data.append_column(self.info.schema.field(c), arr)
+        self.rows.append(data)
+
+    def update(self, data: pa.Table, *, key: str, touch: dict[str, Any] | None = None) -> None:
+        raise ConsolidationError(f"table {self.base.name!r} is being created: no row to "
+                                 "update")  # pragma: no cover - every customer is new
+
+    def set_metadata(self, updates: dict[str, Any]) -> None:
+        self.patch.update(updates)
+
+    def __enter__(self) -> _Creation:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None:
+            return
+        info = self.info
+        batches = [b for t in self.rows for b in t.to_batches()]
+        self.store.create_table(info.name, info.schema, key=info.key,
+                                metadata=info.metadata or None, data=batches)
 
 
 __all__ = ["ConsolidationConfig", "ConsolidationResult", "age", "aged", "consolidate",

@@ -42,7 +42,11 @@ from .validate import Checked, Plan, RowError, Validator, make_plan, rows_as_jso
 
 OnError = Literal["fail", "skip", "quarantine"]
 ON_ERROR_MODES: tuple[str, ...] = ("fail", "skip", "quarantine")
+REJECT_KEY = "reject_id"
+"""Key of a rejects table: a digest of the rejected row and why, so loading the same file
+again (a re-run after a failure or a kill) records each reject once."""
 REJECTS_SCHEMA = pa.schema([
+    pa.field(REJECT_KEY, pa.string()),
     pa.field("source", pa.string()),
     pa.field("row", pa.int64()),
     pa.field("line", pa.int64()),
@@ -220,12 +224,23 @@ class _Load:
     def write_rejects(self) -> None:
         if not self.rejects:
             return
+        import hashlib
+
         name = rejects_table(self.mapping.table)
-        self.store.create_table(name, REJECTS_SCHEMA, exist_ok=True)
         now = dt.datetime.now(dt.UTC)
         for r in self.rejects:
             r["rejected_at"] = now
-        self.store.write(name, pa.Table.from_pylist(self.rejects, schema=REJECTS_SCHEMA))
+            what = _json([r.get(c) for c in ("source", "row", "line", "column", "value",
+                                             "reason", "row_json")])
+            r[REJECT_KEY] = hashlib.sha256(what.encode()).hexdigest()[:32]
+        unique = list({r[REJECT_KEY]: r for r in self.rejects}.values())
+        rows = pa.Table.from_pylist(unique, schema=REJECTS_SCHEMA)
+        if not self.store.has_table(name):  # created holding its rows: one commit
+            self.store.create_table(name, REJECTS_SCHEMA, key=REJECT_KEY, data=rows)
+        elif self.store.table_info(name).key == REJECT_KEY:
+            self.store.write(name, rows, mode="insert_missing")
+        else:  # a rejects table from an earlier version, without the key
+            self.store.write(name, rows.drop_columns([REJECT_KEY]))
 
 
 def _json(obj: Any) -> str:

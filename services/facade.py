@@ -568,6 +568,7 @@ class Kindred:
             fit_recommender,
             history_rows,
             read_interactions,
+            saved_recommender,
         )
 
         self._require_table(CUSTOMERS, "ingest customers first")
@@ -577,10 +578,8 @@ class Kindred:
                                   else ["customer_id"], filter=Cmp("customer_id", "=", customer_id))
         if me.num_rows == 0:
             raise ServiceError(f"table 'customers' has no customer {customer_id!r}")
-        saved = (self._store.table_info(CUSTOMERS).metadata.get("recommend") or {}).get(
-            "artifact") or ("customers.recommender" if "customers.recommender" in
-                            self._store.list_artifacts() else None)
-        if saved:
+        saved = saved_recommender(self._store, CUSTOMERS)
+        if saved is not None:
             rec, source = Recommender.load(self._store, saved), "saved recommender"
         else:
             rec, _ = fit_recommender(self._store, read_interactions(self._store))

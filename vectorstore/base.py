@@ -390,6 +390,32 @@ class VectorStore(ABC):
     def get_artifact(self, name: str) -> tuple[bytes, dict[str, Any]]:
         """The bytes and metadata stored under ``name``, after checking their sha256 (and,
         with ``KINDRED_ARTIFACT_KEY`` set, their HMAC: :mod:`vectorstore.sealing`)."""
+        data, meta, expected = self._artifact_record(name)
+        meta.pop(CONTENT_ADDRESSED, None)
+        meta["sha256"] = expected
+        return data, meta
+
+    def copy_artifacts(self, source: VectorStore, names: Sequence[str] | None = None
+                       ) -> list[str]:
+        """Copy artifacts from ``source`` (all, or ``names``) exactly as stored there: bytes,
+        metadata, HMAC and whether they are content-addressed (swept when unreferenced);
+        each is verified on the way (sha256, and the HMAC when the key is set). One commit:
+        a failure or a kill copies none. Returns the names copied."""
+        wanted = list(source.list_artifacts() if names is None else names)
+        if not wanted:
+            return []
+
+        def rows() -> Iterator[pa.RecordBatch]:
+            for name in wanted:
+                data, meta, _ = source._artifact_record(name)
+                yield from _artifact_row(name, data, meta).to_batches()
+
+        self._artifact_table()
+        self.write(ARTIFACT_TABLE, rows(), mode="upsert")
+        return wanted
+
+    def _artifact_record(self, name: str) -> tuple[bytes, dict[str, Any], str]:
+        """Bytes, stored metadata and sha256 of an artifact, verified (see get_artifact)."""
         import hashlib
         import json
 
@@ -416,9 +442,7 @@ class VectorStore(ABC):
             raise ArtifactCorrupt(f"artifact {name!r} has metadata that is not a JSON object: "
                                   "refusing to use it")
         verify(name, data, meta)
-        meta.pop(CONTENT_ADDRESSED, None)
-        meta["sha256"] = expected
-        return data, meta
+        return data, meta, expected
 
     def save_artifact(self, prefix: str, data: bytes, metadata: dict[str, Any] | None = None
                       ) -> str:

@@ -429,10 +429,12 @@ class LanceStore(LancePartitions, VectorStore):
         info = self.table_info(name)
         info.check_columns([column])
         typ = info.schema.field(column).type
-        kind = "LABEL_LIST" if pa.types.is_list(typ) or pa.types.is_large_list(typ) else "BTREE"
+        from lancedb.index import BTree, LabelList
+
+        listed = pa.types.is_list(typ) or pa.types.is_large_list(typ)
         t = self._table(name)
         with self._translate(name, "creating a scalar index"):
-            t.create_scalar_index(column, replace=replace, index_type=kind)
+            t.create_index(column, config=LabelList() if listed else BTree(), replace=replace)
 
     def list_indexes(self, name: str) -> list[IndexInfo]:
         info = self.table_info(name)

@@ -401,8 +401,12 @@ def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None,
     Returns a summary whose ``extra`` holds the product rows written and the items that are
     not products. Checks (columns, empty tables, dimension conflicts) come before any write.
     ``progress(customers_staged, n_customers)`` is called after each staged batch. Each table
-    gets its vectors, column and metadata in one commit (customers first, then products); a
-    failure before the commits writes nothing to either table.
+    gets its vectors, column and metadata in one commit: products first, then customers; a
+    failure before the commits writes nothing to either table. A run killed between the two
+    commits leaves the products' vectors of the new fit beside the customers' of the old one,
+    which readers that score one against the other refuse
+    (:func:`services.matching._data.check_shared_space`: both record their state artifact)
+    until a re-run, which fits the same model again, completes it.
     """
     t0 = time.perf_counter()
     emb = embedder or BehaviorEmbedder()
@@ -416,9 +420,9 @@ def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None,
         if pinfo.key is None:
             raise EmbeddingError(f"table {products!r} has no key column")
         check_target(pinfo, column, vc.dim, vc.metric)
-    with contextlib.ExitStack() as steps:  # exits customers first, then products
-        ptx = steps.enter_context(store.transaction(products)) if products else None
+    with contextlib.ExitStack() as steps:  # commits products first, then customers
         tx = steps.enter_context(store.transaction(customers))
+        ptx = steps.enter_context(store.transaction(products)) if products else None
         stamp = stamp_column(column)
         new = [pa.field(stamp, STAMP_TYPE)] if stamp not in tx.info.schema.names else []
         if column not in tx.info.vectors or new:

@@ -51,6 +51,8 @@ FACTOR_WEIGHTS = (0.0, 0.03, 0.1, 0.3)
 CLASSES = 8
 EM_ITERATIONS = 40
 ARTIFACT = "customers.recommender"
+META_KEY = "recommend"  # the table metadata entry of the recommendations (recommend.META_KEY)
+"""``metadata["recommender"]["artifact"]``: the recommender the written lists came from."""
 FORMAT = 1
 BLOCK = 4_096
 
@@ -335,6 +337,18 @@ class Recommender:
                        float(meta["regularization"]), dict(meta.get("details") or {}),
                        z["idf"] if "idf" in z.files else None,
                        None if avg is None else float(avg))
+
+
+def saved_recommender(store: VectorStore, table: str = "customers") -> str | None:
+    """The artifact of the recommender whose lists ``table`` holds: the one its metadata
+    records (written in the same commit as ``rec_products``), else the fixed name earlier
+    versions used; None when there is none."""
+    if not store.has_table(table):
+        return None
+    entry = store.table_info(table).metadata.get(META_KEY)
+    if isinstance(entry, dict) and isinstance(entry.get("artifact"), str):
+        return entry["artifact"]
+    return ARTIFACT if ARTIFACT in store.list_artifacts() else None
 
 
 def finite_or_none(x: float) -> float | None:

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from vectorstore import Metric, VectorStore, prefetch
+from vectorstore.schema import MetadataPatch
 
 from ..errors import MatchingError
 from ._data import (
@@ -29,6 +30,7 @@ from ._data import (
     PRODUCTS,
     Progress,
     Tally,
+    check_shared_space,
     resolve_column,
     vector_matrix,
 )
@@ -120,16 +122,21 @@ META_KEY = "recommend"
 
 
 def write_recommendations(store: VectorStore, table: str, out: list[pa.RecordBatch],
-                          write_rows: int = 1_048_576) -> None:
-    """Write keyed ``rec_products``/``rec_scores`` batches in one commit: the two columns are
-    added if missing and attached fragment by fragment (vectors and other columns are not
-    rewritten); a failure writes nothing. ``write_rows`` is kept for callers."""
+                          write_rows: int = 1_048_576,
+                          metadata: MetadataPatch | None = None) -> None:
+    """Write keyed ``rec_products``/``rec_scores`` batches and ``metadata`` (a patch, e.g.
+    the recommender the lists came from) in one commit: the two columns are added if missing
+    and attached fragment by fragment (vectors and other columns are not rewritten); a
+    failure writes nothing. ``write_rows`` is kept for callers."""
     with store.transaction(table) as tx:
         names = tx.info.schema.names
         missing = [f for f in REC_FIELDS if f.name not in names]
-        if missing:
+        if missing and out:
             tx.add_columns(missing)
-        tx.update(out, key=CUSTOMER_KEY)
+        if out:
+            tx.update(out, key=CUSTOMER_KEY)
+        if metadata:
+            tx.set_metadata(metadata)
 
 
 def digest(*arrays: Any) -> str:
@@ -177,6 +184,7 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
         raise MatchingError(f"column {column!r} uses l2: bulk recommendation scores by dot "
                             "product or cosine")
     pids, P = load_products(store, column, products_table)
+    check_shared_space(store, column, table=table, products_table=products_table)
     dim = info.vectors[column].dim
     if P.shape[1] != dim:
         raise MatchingError(f"{products_table}.{column} has dimension {P.shape[1]}, "

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from vectorstore import TableInfo, VectorStore
+from vectorstore import PendingWrite, TableInfo, Transaction, VectorStore
 from vectorstore.filters import Cmp, Filter, all_of
 
 from ..errors import MatchingError
@@ -52,6 +52,7 @@ def score_column(product: str) -> str:
 
 
 def artifact_name(table: str, product: str) -> str:
+    """The prefix of ``product``'s model artifacts (``save_artifact`` appends the digest)."""
     return f"{table}.propensity.{hashlib.sha256(product.encode()).hexdigest()[:16]}"
 
 
@@ -63,14 +64,14 @@ def stored_entry(info: TableInfo, product: str) -> dict[str, Any] | None:
     return dict(entry)
 
 
-def write_scores(store: VectorStore, table: str, column: str,
-                 batches: Iterable[pa.RecordBatch], key: str = CUSTOMER_KEY) -> int:
-    """Write keyed probabilities (``key``, ``score``) into ``column``; returns rows written."""
-    info = store.table_info(table)
-    if column not in info.schema.names:
-        store.add_columns(table, [pa.field(column, pa.float64())])
+def write_scores(tx: Transaction, column: str, batches: Iterable[pa.RecordBatch],
+                 key: str = CUSTOMER_KEY) -> PendingWrite | None:
+    """Stage keyed probabilities (``key``, ``score``) into ``column`` (added when missing)
+    in the step's transaction; the pending write's result is known after the commit."""
+    if column not in tx.info.schema.names:
+        tx.add_columns([pa.field(column, pa.float64())])
     data = [pa.record_batch([b.column(0), b.column(1)], names=[key, column]) for b in batches]
-    return store.update(table, data, key=key) if data else 0
+    return tx.update(data, key=key) if data else None
 
 
 def _ladder(scores: np.ndarray) -> list[list[float]]:
@@ -84,7 +85,15 @@ def _ladder(scores: np.ndarray) -> list[list[float]]:
 def fit_and_write(store: VectorStore, product: str, *, table: str = CUSTOMERS, seed: int = 0,
                   options: dict[str, Any] | None = None,
                   progress: Progress | None = None) -> dict[str, Any]:
-    """Fit, persist, score and write ``product``'s propensity; returns the metadata entry."""
+    """Fit, persist, score and write ``product``'s propensity; returns the metadata entry.
+
+    The model is stored first (a content-addressed artifact nothing refers to until the
+    commit); then the scores column, every customer's probability and
+    ``metadata["propensity"][product]`` are one commit, so a failure or a kill leaves the
+    table as it was and a re-run (the same fit, the same bytes) completes it. The scalar
+    index on the column is built after the commit (an index, not data: a kill before it
+    leaves the scores served by a scan until ``kindred index`` or the next fit builds it).
+    """
     fitted_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     model = fit_propensity(store, table, holdings_labeller(product),
                            [CUSTOMER_KEY, "holdings"], product=product, seed=seed,

@@ -220,7 +220,7 @@ def rescore(store: VectorStore, table: str, model_id: str | None = None, *,
     scored by this model, with this threshold, on the same fitted source column; otherwise
     every row). ``progress(done, total)`` is called after each scored partition."""
     det, source, meta = load_model(store, table, model_id)
-    record = {**meta, "artifact": meta.get("artifact") or f"{table}.risk.{meta['model_id']}"}
+    record = dict(meta)  # load_model names the artifact it read
     return _score_and_record(store, table, det, source, record, threshold, batch_size, 0.0,
                              progress, stale_only=stale_only)
 

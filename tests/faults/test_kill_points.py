@@ -4,8 +4,8 @@ gives the uninterrupted result.
 
 Each command runs as a ``kindred`` subprocess with ``KINDRED_FAULT_POINT`` naming the point
 (see :mod:`vectorstore.faults`); the process kills itself there. Tables are compared row by
-row with their schema, vector columns and metadata (timestamps left out; risk model ids too,
-as two fits of the same data do not pickle to the same bytes yet).
+row with their schema, vector columns and metadata (timestamps left out, change stamps
+compared as ranks; risk model ids too).
 """
 
 from __future__ import annotations
@@ -20,10 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 import vectorstore
 from ingest import synthetic
+from ingest.freshness import ROW_STAMP, STAMP_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("customers", "events", "products")
@@ -53,6 +56,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _ranked_stamps(rows: pa.Table) -> pa.Table:
+    """Change stamps (``row_stamp``, ``stamp_*``) as dense ranks: which rows one write
+    stamped together, and in which order, without the clock time each run stamped them at."""
+    for i, name in enumerate(rows.column_names):
+        if name == ROW_STAMP or name.startswith(STAMP_PREFIX):
+            col = rows.column(name)
+            rank = pc.rank(col, sort_keys="ascending", tiebreaker="dense")
+            rows = rows.set_column(i, name, pc.if_else(pc.is_null(col), None, rank))
+    return rows
+
+
 def snapshot(path: Path) -> dict[str, Any]:
     """Every table's rows (by key), schema, vector columns and metadata; the artifacts."""
     out: dict[str, Any] = {}
@@ -67,7 +81,8 @@ def snapshot(path: Path) -> dict[str, Any]:
                 models = set(rows.column("risk_model").to_pylist())
                 assert models == {info.metadata["risk"]["model_id"]}, models
                 rows = rows.drop_columns(["risk_model"])
-            out[name] = (_plain(rows.to_pydict()), info.schema, info.key, info.vectors,
+            out[name] = (_plain(_ranked_stamps(rows).to_pydict()), info.schema, info.key,
+                         info.vectors,
                          _plain(info.metadata))
         out["artifacts"] = set(store.list_artifacts())
     return out
