@@ -20,7 +20,7 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
-from vectorstore import StoreError
+from vectorstore import KindredError
 
 from . import __version__
 from .admin import Progress, redact
@@ -33,14 +33,7 @@ _PACKAGE_ROOTS = tuple(str(Path(__file__).resolve().parents[1] / p)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [StoreError, ServiceError]
-    try:
-        from ingest.errors import IngestError
-
-        errors.append(IngestError)
-    except ImportError:  # pragma: no cover - ingest is part of the distribution
-        pass
-    return tuple(errors)
+    return (KindredError,)
 
 
 class KindredGroup(click.Group):
