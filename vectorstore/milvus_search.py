@@ -91,7 +91,7 @@ def _ann(store: MilvusStore, d: Described, vec: VectorColumn, q: np.ndarray, exp
         for h in per_query:
             row = dict(h.get("entity") or {})
             if info.key is not None:
-                row[info.key] = h["id"]
+                row[info.key] = h[info.key]
             rows.append(row)
         table = pa.Table.from_batches([mt.from_rows(rows, fields, info)])
         out.append((table, _scores(vec, [h["distance"] for h in per_query])))
