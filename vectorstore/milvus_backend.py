@@ -22,7 +22,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pymilvus  # noqa: F401 (a missing extra fails here, with the registry's install hint)
 
@@ -30,6 +29,7 @@ from . import milvus_types as mt
 from .base import ARTIFACT_GRACE, ARTIFACT_TABLE, FilterLike, IndexInfo, VectorStore
 from .conform import conform
 from .errors import (
+    ConcurrentWriteError,
     InvalidOption,
     StoreError,
     TableExists,
@@ -39,16 +39,13 @@ from .errors import (
 from .faults import fault_point
 from .milvus_conn import CommitLock, MilvusTarget, open_client, parse_milvus_uri, release_lite, translate
 from .milvus_filter import compile_filter
+from .milvus_indexes import INDEX_TYPES
 from .names import check_name
 from .schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
 
 CATALOG = "_kindred_catalog"
 PHYSICAL = "__kindred_"
-INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT")
 _METRIC = {Metric.COSINE: "COSINE", Metric.DOT: "IP", Metric.L2: "L2"}
-_INDEX_PARAMS = {"HNSW": {"M", "efConstruction"}, "IVF_FLAT": {"nlist"}, "IVF_SQ8": {"nlist"},
-                 "FLAT": set()}
-_PARAM_ALIASES = {"m": "M", "ef_construction": "efConstruction", "num_partitions": "nlist"}
 _SEARCH_PARAMS = {"ef", "nprobe", "nprobes"}
 _OPTIONS = {"database", "token", "timeout"}
 MAX_TOPK = 16_384
@@ -217,6 +214,8 @@ class MilvusStore(VectorStore):
         from pymilvus import DataType, MilvusClient
 
         physical = f"{info.name}{PHYSICAL}{secrets.token_hex(32)}"
+        with translate(info.name, "creating a collection"):  # first: optimize can find it
+            self._save_description(physical, info, indexes)
         schema = MilvusClient.create_schema(auto_id=info.key is None, enable_dynamic_field=False)
         if info.key is None:
             schema.add_field(mt.ROW_ID, DataType.INT64, is_primary=True, auto_id=True)
@@ -348,8 +347,14 @@ class MilvusStore(VectorStore):
         return "" if f is None else compile_filter(f, info)
 
     def count(self, name: str, filter: FilterLike = None) -> int:
-        d = self._describe(name)
-        return self._count_expr(d, self._expr(d.info, filter))
+        for attempt in range(3):  # a commit may drop the collection just described
+            d = self._describe(name)
+            try:
+                return self._count_expr(d, self._expr(d.info, filter))
+            except TableNotFound:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _count_expr(self, d: Described, expr: str) -> int:
         with translate(d.info.name, "count"):
@@ -378,8 +383,13 @@ class MilvusStore(VectorStore):
                                                  filter=expr, output_fields=wanted)
             try:
                 while True:
-                    with translate(d.info.name, "scan"):
-                        page = it.next()
+                    try:
+                        with translate(d.info.name, "scan"):
+                            page = it.next()
+                    except TableNotFound:
+                        raise ConcurrentWriteError(
+                            f"table {d.info.name!r} was rewritten by another writer while it "
+                            "was read (its old collection is gone): read it again") from None
                     if not page:
                         break
                     if not fields:
@@ -433,58 +443,31 @@ class MilvusStore(VectorStore):
                exact: bool = False, params: dict[str, Any] | None = None) -> pa.Table:
         from .milvus_search import search
 
-        return search(self, name, query, k=k, vector_column=vector_column, filter=filter,
-                      columns=columns, exact=exact, params=params, accepted=_SEARCH_PARAMS)
+        for attempt in range(3):  # a commit may drop the collection just described
+            try:
+                return search(self, name, query, k=k, vector_column=vector_column,
+                              filter=filter, columns=columns, exact=exact, params=params,
+                              accepted=_SEARCH_PARAMS)
+            except TableNotFound:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ indexes
     def create_vector_index(self, name: str, column: str | None = None, *,
                             index_type: str | None = None, replace: bool = True,
                             **params: Any) -> None:
-        from .milvus_txn import rebuild
+        from .milvus_indexes import create_vector_index
 
-        d = self._describe(name)
-        vec = d.info.vector(column)
-        index_type = (index_type or "HNSW").upper()
-        if index_type not in INDEX_TYPES:
-            raise InvalidOption(f"unknown index type {index_type!r} for Milvus; accepted: "
-                                f"{', '.join(INDEX_TYPES)}")
-        params = {_PARAM_ALIASES.get(k, k): v for k, v in params.items()}
-        unknown = sorted(set(params) - _INDEX_PARAMS[index_type])
-        if unknown:
-            raise InvalidOption(f"unknown {index_type} index parameter(s) {', '.join(unknown)}; "
-                                f"accepted: {', '.join(sorted(_INDEX_PARAMS[index_type])) or 'none'}")
-        for key, value in params.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise InvalidOption(f"index parameter {key} must be a positive integer, "
-                                    f"got {value!r}")
-        if vec.name in d.indexes and not replace:
-            raise StoreError(f"table {name!r}: column {vec.name!r} already has an index "
-                             f"({d.indexes[vec.name]['index_type']}); pass replace=True to "
-                             "rebuild it")
-        n = self.count(name)
-        if index_type == "HNSW":
-            params = {"M": 16, "efConstruction": 200, **params}
-        elif index_type.startswith("IVF"):
-            params = {"nlist": max(1, min(65_536, int(np.sqrt(max(n, 1))))), **params}
-        rebuild(self, name, index=(vec.name, {"index_type": index_type, "params": params}))
+        create_vector_index(self, name, column, index_type=index_type, replace=replace,
+                            **params)
 
     def create_scalar_index(self, name: str, column: str, *, replace: bool = True) -> None:
         """An INVERTED index; the key needs none (Milvus indexes its primary key itself), so
         that one is only recorded."""
-        with self._lock(name):
-            d = self._describe(name)
-            d.info.check_columns([column])
-            if column in d.info.vectors:
-                raise InvalidOption(f"table {name!r}: {column!r} is a vector column; use "
-                                    "create_vector_index")
-            if column in d.indexes and not replace:
-                raise StoreError(f"table {name!r}: column {column!r} already has an index")
-            if column not in d.indexes and column != d.info.key:
-                with translate(name, "creating an index"):
-                    self._index_and_load(d.physical, [(column, "INVERTED", "", {})])
-            indexes = {**d.indexes, column: {"index_type": "INVERTED", "params": {}}}
-            with translate(name, "creating an index"):
-                self._save_description(d.physical, d.info, indexes)
+        from .milvus_indexes import create_scalar_index
+
+        create_scalar_index(self, name, column, replace=replace)
 
     def list_indexes(self, name: str) -> list[IndexInfo]:
         d = self._describe(name)
@@ -508,24 +491,11 @@ class MilvusStore(VectorStore):
             self.sweep_artifacts()
 
     def sweep_collections(self, name: str, *, grace: Any = ARTIFACT_GRACE) -> list[str]:
-        """Drop ``name``'s physical collections that no alias points at (left by a killed
-        step) and that are older than ``grace``; returns their names."""
-        from .milvus_filter import quote_string
+        """Drop ``name``'s collections that no alias points at (left by a killed step) and
+        that are older than ``grace``; returns their names."""
+        from .milvus_indexes import sweep_collections
 
-        with self._lock(name):
-            current = self._describe(name).physical
-            cutoff = (time.time() - grace.total_seconds()) * 1e6
-            with translate(name, "listing collections"):
-                rows = self._client.query(CATALOG, filter=f"table_name == {quote_string(name)}",
-                                          output_fields=["created_us"])
-                present = set(self._client.list_collections())
-            doomed = [r["collection"] for r in rows if PHYSICAL in r["collection"]
-                      and r["collection"] != current and r["created_us"] < cutoff]
-            doomed += [c for c in present if c.startswith(name + PHYSICAL) and c != current
-                       and c not in {r["collection"] for r in rows}]
-            for c in doomed:
-                self._drop_collection(c)
-        return sorted(doomed)
+        return sweep_collections(self, name, grace=grace)
 
     def versions(self, name: str) -> Any:
         raise UnsupportedOperation(
