@@ -166,6 +166,27 @@ def test_versions_and_remote_partitions_are_refused_with_the_reason(lite):
         lite.stage_partition(part, pa.table({"id": ["c1"], "age": [1]}))
 
 
+def test_a_rewrite_of_rows_another_writer_set_meanwhile_is_the_last_writer_wins(lite):
+    """Where LanceDB refuses a positional rewrite of a column another writer rewrote
+    (conformance: ``capabilities.partitions``), Milvus stages by key, as PostgreSQL does:
+    the later commit wins for the columns it sets; rows it does not set keep the other
+    writer's values."""
+    import pyarrow.compute as pc
+
+    people(lite)
+    with lite.transaction("p") as tx:
+        (part,) = tx.partitions()
+        rows = pa.concat_tables(pa.Table.from_batches([b])
+                                for b in tx.scan(part, columns=["id", "age"]))
+        keep = pa.array([0, 1, 2])  # c0, c1, c2 (the scan is in key order)
+        tx.stage(part, pa.table({"id": rows.column("id").take(keep),
+                                 "age": pc.add(rows.column("age").take(keep), 100)}),
+                 rows=keep)
+        lite.update("p", pa.table({"id": ["c2", "c3"], "age": [0, 0]}))  # the other writer
+    got = dict(zip(*lite.to_arrow("p").select(["id", "age"]).to_pydict().values(), strict=True))
+    assert got == {"c0": 120, "c1": 121, "c2": 122, "c3": 0, "c4": 24}
+
+
 @pytest.mark.parametrize(("schema", "match"), [
     (pa.schema([("id", pa.string()), ("x", pa.decimal128(10, 2))]), "decimal.*not supported"),
     (pa.schema([("id", pa.string()), ("x", pa.struct([("a", pa.int64())]))]), "not supported"),
