@@ -19,7 +19,6 @@ import json
 import secrets
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -37,13 +36,22 @@ from .errors import (
     UnsupportedOperation,
 )
 from .faults import fault_point
+from .milvus_catalog import (
+    CATALOG,
+    Described,
+    catalog_schema,
+    delete_row,
+    describe_text,
+    get_row,
+    parse_description,
+    put_row,
+)
 from .milvus_conn import CommitLock, MilvusTarget, open_client, parse_milvus_uri, release_lite, translate
 from .milvus_filter import compile_filter
 from .milvus_indexes import INDEX_TYPES
 from .names import check_name
 from .schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
 
-CATALOG = "_kindred_catalog"
 PHYSICAL = "__kindred_"
 _METRIC = {Metric.COSINE: "COSINE", Metric.DOT: "IP", Metric.L2: "L2"}
 _SEARCH_PARAMS = {"ef", "nprobe", "nprobes"}
@@ -51,29 +59,6 @@ _OPTIONS = {"database", "token", "timeout"}
 MAX_TOPK = 16_384
 _PAGE = 4_096
 _INSERT_ROWS = 2_048
-
-
-@dataclass(frozen=True)
-class Described:
-    """A table as committed: its description, physical collection and index definitions."""
-
-    info: TableInfo
-    physical: str
-    indexes: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def _describe_text(info: TableInfo, indexes: dict[str, dict[str, Any]]) -> str:
-    import base64
-
-    return json.dumps({
-        "key": info.key, "vectors": [v.to_dict() for v in info.vectors.values()],
-        "metadata": info.metadata, "indexes": indexes,
-        "arrow_schema": base64.b64encode(info.schema.serialize().to_pybytes()).decode("ascii"),
-    }, sort_keys=True, default=str)
-
-
-def _chunks(text: str) -> list[str]:
-    return [text[i:i + mt.MAX_VARCHAR] for i in range(0, len(text), mt.MAX_VARCHAR)] or [""]
 
 
 class MilvusStore(VectorStore):
@@ -112,20 +97,11 @@ class MilvusStore(VectorStore):
 
     # ------------------------------------------------------------------ catalogue
     def _ensure_catalog(self) -> None:
-        from pymilvus import DataType, MilvusClient
-
         if self._client.has_collection(CATALOG):
             self._client.load_collection(CATALOG)  # a reopened file has nothing loaded
             return
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("collection", DataType.VARCHAR, is_primary=True, max_length=255)
-        schema.add_field("table_name", DataType.VARCHAR, max_length=255)
-        schema.add_field("description", DataType.ARRAY, element_type=DataType.VARCHAR,
-                         max_capacity=mt.MAX_CAPACITY, max_length=mt.MAX_VARCHAR)
-        schema.add_field("created_us", DataType.INT64)
-        schema.add_field(mt.PAD, DataType.FLOAT_VECTOR, dim=mt.PAD_DIM)
         try:
-            self._client.create_collection(CATALOG, schema=schema)
+            self._client.create_collection(CATALOG, schema=catalog_schema())
         except Exception:
             if not self._client.has_collection(CATALOG):  # not another client's at once
                 raise
@@ -133,21 +109,13 @@ class MilvusStore(VectorStore):
         self._index_and_load(CATALOG, [(mt.PAD, "FLAT", "L2", {})])
 
     def _get_catalog_row(self, pk: str) -> str | None:
-        from .milvus_filter import quote_string
-
-        rows = self._client.query(CATALOG, filter=f"collection == {quote_string(pk)}",
-                                  output_fields=["description"])
-        return "".join(rows[0]["description"]) if rows else None
+        return get_row(self._client, pk)
 
     def _put_catalog_row(self, pk: str, table: str, text: str) -> None:
-        self._client.upsert(CATALOG, [{
-            "collection": pk, "table_name": table, "description": _chunks(text),
-            "created_us": time.time_ns() // 1000, mt.PAD: [0.0] * mt.PAD_DIM}])
+        put_row(self._client, pk, table, text)
 
     def _delete_catalog_row(self, pk: str) -> None:
-        from .milvus_filter import quote_string
-
-        self._client.delete(CATALOG, filter=f"collection == {quote_string(pk)}")
+        delete_row(self._client, pk)
 
     def _describe(self, name: str) -> Described:
         """The committed description of ``name`` (TableNotFound if there is no such table)."""
@@ -167,23 +135,13 @@ class MilvusStore(VectorStore):
                     with translate(name, "loading"):
                         self._client.load_collection(physical)
                     self._loaded.add(physical)
-                return self._described(name, physical, text)
+                return parse_description(name, physical, text)
             time.sleep(0.01)
         raise StoreError(f"table {name!r}: its collection has no description in {CATALOG}")
 
-    @staticmethod
-    def _described(name: str, physical: str, text: str) -> Described:
-        import base64
-
-        d = json.loads(text)
-        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(d["arrow_schema"])))
-        vectors = {v["name"]: VectorColumn.from_dict(v) for v in d.get("vectors", [])}
-        info = TableInfo(name, schema, d.get("key"), vectors, d.get("metadata", {}))
-        return Described(info, physical, dict(d.get("indexes") or {}))
-
     def _save_description(self, physical: str, info: TableInfo,
                           indexes: dict[str, dict[str, Any]]) -> None:
-        self._put_catalog_row(physical, info.name, _describe_text(info, indexes))
+        self._put_catalog_row(physical, info.name, describe_text(info, indexes))
 
     def table_info(self, name: str) -> TableInfo:
         return self._describe(name).info

@@ -79,7 +79,8 @@ def create_scalar_index(store: MilvusStore, name: str, column: str, *, replace: 
 def sweep_collections(store: MilvusStore, name: str, *, grace: Any) -> list[str]:
     """Drop ``name``'s collections that its alias does not point at and whose catalogue row
     (written before the collection is created) is older than ``grace``."""
-    from .milvus_backend import CATALOG, PHYSICAL
+    from .milvus_backend import PHYSICAL
+    from .milvus_catalog import CATALOG
 
     with store._lock(name):
         current = store._describe(name).physical

@@ -23,7 +23,8 @@ from .milvus_filter import compile_filter
 from .schema import Metric, TableInfo, VectorColumn
 
 if TYPE_CHECKING:
-    from .milvus_backend import Described, MilvusStore
+    from .milvus_backend import MilvusStore
+    from .milvus_catalog import Described
 
 _METRIC = {Metric.COSINE: "COSINE", Metric.DOT: "IP", Metric.L2: "L2"}
 MAX_TOPK = 16_384

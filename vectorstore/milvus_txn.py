@@ -34,7 +34,8 @@ from .schema import TableInfo
 from .txn import Partition, PendingWrite, StagedPartition, Transaction, WriteResult
 
 if TYPE_CHECKING:
-    from .milvus_backend import Described, MilvusStore
+    from .milvus_backend import MilvusStore
+    from .milvus_catalog import Described
 
 IN_PLACE_ROWS = 10_000
 IN_PLACE_BYTES = 32 << 20
