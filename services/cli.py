@@ -198,8 +198,8 @@ def _size(n: int | None) -> str:
 @click.group(cls=KindredGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", "store", envvar="KINDRED_STORE", default=DEFAULT_STORE,
               show_default=True, metavar="URI",
-              help="Store location: a directory (LanceDB), memory://NAME or postgresql://... "
-                   "(env KINDRED_STORE).")
+              help="Store location: a directory (LanceDB), memory://NAME, postgresql://... or "
+                   "milvus://FILE.db | milvus://HOST:PORT (env KINDRED_STORE).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, prog_name="kindred")
