@@ -17,7 +17,7 @@ rows are matched again), then makes ONE visible change:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,7 +58,8 @@ class MilvusTransaction(Transaction):
     def _stage_rows(self, pending: PendingWrite, data: Any) -> None:
         info = self.info
         key = info.key
-        partial = pending.mode in ("upsert", "update", "insert_missing", "stage")
+        partial = pending.mode in ("upsert", "update", "insert_missing", "stage") or \
+            bool(pending.touch)
         batches = [b for b in conform(info, data, partial=partial, require_key=key is not None,
                                       unique_key=key is not None and pending.mode != "overwrite")
                    if b.num_rows]
@@ -68,6 +69,7 @@ class MilvusTransaction(Transaction):
                 self.staged.append((pending, info.schema.empty_table()))
             return
         table = pa.Table.from_batches(batches)
+        self._touch_conflict(pending, table.column_names, self.name)
         if key is not None and key not in table.column_names:
             raise KeyConflict(f"table {self.name!r}: data staged on Milvus needs the key "
                               f"column {key!r}")
@@ -75,10 +77,6 @@ class MilvusTransaction(Transaction):
 
     def partitions(self) -> list[Partition]:
         return self._mv.partitions(self.name)
-
-    def scan(self, partition: Partition, *, columns: Sequence[str] | None = None,
-             batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-        return self._mv.scan_partition(partition, columns=columns, batch_size=batch_size)
 
     def stage(self, partition: Partition, data: Any, *,
               rows: np.ndarray | Sequence[int] | None = None) -> StagedPartition:
@@ -167,9 +165,18 @@ class Applier:
         self.counts[i][2] += int(same.sum())
         if (~same).any():
             rows = _replace_rows(rows, where[~same], new.filter(pa.array(~same)))
+            touched = self._touched(pending, int((~same).sum()))
+            if touched is not None:  # touched columns on the rows this write changes only
+                rows = _replace_rows(rows, where[~same], touched)
             if changed is not None:
                 changed[where[~same]] = True
         return rows, pos
+
+    def _touched(self, pending: PendingWrite, n: int) -> pa.Table | None:
+        """The write's touched columns as an ``n``-row table (None when it touches none)."""
+        if not pending.touch:
+            return None
+        return pa.table(pending.touch_arrays(self.info, n))
 
     def apply_base(self, rows: pa.Table) -> tuple[pa.Table, np.ndarray]:
         """Stored rows (widened to the new schema) with the writes applied, and which changed."""
@@ -203,6 +210,10 @@ class Applier:
             if pending.mode == "stage":  # rows deleted while the step ran are gone
                 continue
             self.counts[i][0] += rest.num_rows
+            touched = self._touched(pending, rest.num_rows)
+            if touched is not None:  # new rows are always touched
+                for c in touched.column_names:
+                    rest = rest.append_column(self.info.schema.field(c), touched.column(c))
             new = pa.concat_tables([new, _widen(rest, self.info)])
         return new
 
