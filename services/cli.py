@@ -566,6 +566,30 @@ def consolidate(app: App, full: bool, amount: str | None, categories: tuple[str,
 
 
 @main.command()
+@click.option("--refit", is_flag=True,
+              help="Re-fit the embedders (and the risk model and recommender on them) instead "
+                   "of transforming with the stored fitted state (docs/refresh.md: when).")
+@pass_app
+def refresh(app: App, refit: bool) -> None:
+    """Bring every derived column up to date after new data: consolidation, embeddings, ANN
+    indexes, risk scores, propensity scores, recommendations, each only for what changed.
+
+    Safe to run twice (a second run writes nothing): what a nightly job runs after ingest.
+    """
+    with app.progress() as bar:
+        r = app.kindred().refresh(refit=refit, progress=bar)
+
+    def human() -> None:
+        for s in r.steps:
+            click.echo(f"{s.step:<11} {s.target:<28} {s.action:<8} {s.reason}")
+        n = sum(s.rows for s in r.steps)
+        click.echo(f"refresh: {n:,} row(s) written in {r.seconds:.1f} s"
+                   if n else f"refresh: everything up to date ({r.seconds:.1f} s)")
+
+    app.emit(r, human)
+
+
+@main.command()
 @click.argument("kind", type=click.Choice(["tabular", "text", "behavior", "combined"]))
 @click.option("--table", default="customers", show_default=True)
 @click.option("--include", multiple=True, help="tabular: only these columns (repeatable).")

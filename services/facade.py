@@ -329,6 +329,18 @@ class Kindred:
         r = consolidate(self._store, full=full, customer_ids=customer_ids, config=cfg)
         return StepResult(step="consolidate", table=CUSTOMERS, details=_plain(r))
 
+    def refresh(self, *, refit: bool = False, progress: Progress | None = None) -> Any:
+        """Bring every derived column up to date after new data landed, in dependency order
+        and only for what changed: consolidation, every recorded embedder (with its stored
+        fitted state; ``refit`` re-fits), the ANN indexes of written columns, risk scores
+        with the persisted model, propensity scores, recommendations. Returns a
+        :class:`services.refresh.RefreshResult` (per step: done or skipped, and why). Safe to
+        run twice: a run with nothing to do writes nothing."""
+        from .refresh import refresh
+
+        self._require_table(CUSTOMERS, "ingest customers first")
+        return refresh(self._store, refit=refit, progress=progress)
+
     # ------------------------------------------------------------------ embeddings
     def embed(self, kind: str, *, table: str = CUSTOMERS, include: Sequence[str] | None = None,
               exclude: Sequence[str] = (), column: str | None = None,
