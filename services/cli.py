@@ -285,6 +285,17 @@ def stats(app: App, tables_: tuple[str, ...]) -> None:
                 pairs = ", ".join(f"{new} <- {old!r}" for new, old in ts.source_names.items())
                 console.print(f"{ts.name}: columns named otherwise in the source: {pairs}",
                               highlight=False)
+        fresh = [(ts.name, d) for ts in st.tables for d in ts.derived]
+        if fresh:
+            f = Table("table", "derived column", "rows", "stale", "empty", "last refreshed")
+            for name, d in fresh:
+                f.add_row(name, d.column or d.output, f"{d.rows:,}", f"{d.stale:,}",
+                          "-" if d.missing is None else f"{d.missing:,}",
+                          d.refreshed_at or "-")
+            console.print(f)
+            if any(d.stale for _, d in fresh):
+                console.print("Stale rows changed after the column was written: "
+                              "`kindred refresh` brings them up to date.", highlight=False)
         if st.artifacts:
             console.print(f"Artifacts: {', '.join(st.artifacts)}")
 
