@@ -457,6 +457,12 @@ class Kindred:
         if method != "propensity":
             vector_column = vector_column or self.default_vector_column()
         columns = self._named(CUSTOMERS, columns) or ()
+        if method == "propensity":
+            from .matching.scores import score_column
+
+            _check_fresh(self._store, CUSTOMERS, score_column(product))
+        else:
+            _check_fresh(self._store, CUSTOMERS, vector_column)
         if isinstance(where, str):
             from ingest.names import resolve_filter_names
 
@@ -531,6 +537,7 @@ class Kindred:
 
         self._require_table(CUSTOMERS, "ingest customers first")
         vector_column = vector_column or self.default_vector_column()
+        _check_fresh(self._store, CUSTOMERS, vector_column)
         return explain(self._store, customer_id, product, vector_column=vector_column, k=k)
 
     def recommend(self, *, top_n: int = 3, vector_column: str | None = None,
@@ -562,6 +569,7 @@ class Kindred:
         if method != "vector":
             raise ServiceError(f"recommend: method must be behavior or vector, got {method!r}")
         self._require_table(PRODUCTS, "ingest products first")
+        _check_fresh(self._store, CUSTOMERS, vector_column)
         return recommend(self._store, vector_column=vector_column, top_n=top_n,
                          exclude_held=exclude_held, progress=rows_done)
 
@@ -692,6 +700,7 @@ class Kindred:
         self._require_table(table, "ingest it first")
         attributes = self._named(table, attributes)
         rows_done = _for_step(progress, "risk score")
+        _check_fresh(self._store, table, column)
         return score_table(self._store, table, detector, column=column,
                            attributes=list(attributes) if attributes else None,
                            fit_sample=fit_sample, seed=seed, threshold=threshold,
@@ -704,6 +713,7 @@ class Kindred:
 
         self._require_table(table, "ingest it first")
         columns = self._named(table, columns)
+        _check_fresh(self._store, table, "risk_score", "risk")
         return top(self._store, table, n, columns=list(columns) if columns else None,
                    flagged_only=flagged_only)
 
@@ -843,6 +853,14 @@ class Kindred:
     def _require_table(self, name: str, hint: str) -> None:
         if not self._store.has_table(name):
             raise ServiceError(f"the store at {self.location} has no {name!r} table: {hint}")
+
+
+def _check_fresh(store: VectorStore, table: str, column: str | None,
+                 output: str | None = None) -> None:
+    """One warning line when the derived column a command reads has stale or empty rows."""
+    from ingest.freshness import check_fresh
+
+    check_fresh(store, table, column, output)
 
 
 def _finite(**values: Any) -> None:
