@@ -33,7 +33,7 @@ from ingest.freshness import ROW_STAMP, StaleColumnWarning, is_derived, stale_co
 from services.facade import Kindred
 from tests.conftest import STORE_FACTORIES
 
-N_CUSTOMERS = 300
+N_CUSTOMERS = 260
 DAYS = 5
 TRANSFORM_ONLY = ("vec_tabular", "vec_tabular_raw", "vec_behavior")
 KEY = "customer_id"
@@ -126,7 +126,7 @@ def check_scores(k: Kindred) -> None:
 
 def test_a_month_of_refreshes_equals_a_build_from_scratch(month_store, tmp_path):
     k = Kindred(month_store)
-    bank = Kindred.generate(tmp_path / "bank", customers=N_CUSTOMERS, events_per_customer=8,
+    bank = Kindred.generate(tmp_path / "bank", customers=N_CUSTOMERS, events_per_customer=6,
                             seed=3)
     days = [bank.files]
     load_files(k, bank.files, first=True)
@@ -155,7 +155,8 @@ def test_a_month_of_refreshes_equals_a_build_from_scratch(month_store, tmp_path)
         assert done[("consolidate", "customers")].action == "done"
         for c in TRANSFORM_ONLY:
             step = done[("embed", f"customers.{c}")]
-            assert step.action == "done" and step.details["mode"] == "stale", step
+            assert step.action == "done", step
+            assert step.details["mode"] == "stale", step
             assert 0 < step.rows < month_store.count("customers") / 4
         assert done[("risk", "customers")].details["mode"] == "stale"
         assert done[("propensity", "propensity_term_deposit")].rows > 0
@@ -188,7 +189,8 @@ def test_a_month_of_refreshes_equals_a_build_from_scratch(month_store, tmp_path)
 
         v = versions(month_store)
         again = k.refresh()
-        assert not again.wrote and {s.action for s in again.steps} == {"skipped"}, \
+        assert not again.wrote
+        assert {s.action for s in again.steps} == {"skipped"}, \
             [s for s in again.steps if s.action != "skipped"]
         assert versions(month_store) == v
     assert month_store.count("customers") > N_CUSTOMERS
