@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vectorstore import TableInfo, VectorStore, check_name
+from vectorstore.errors import KindredWarning
 
 ROW_STAMP = "row_stamp"
 STAMP_PREFIX = "stamp_"
@@ -167,6 +169,39 @@ def derived_outputs(info: TableInfo) -> list[tuple[str, str | None, str | None]]
     return out
 
 
+class StaleColumnWarning(KindredWarning):
+    """A command read a derived column that has stale or empty rows."""
+
+
+def check_fresh(store: VectorStore, table: str, column: str | None,
+                output: str | None = None) -> str | None:
+    """Warn (one line, :class:`StaleColumnWarning`) when ``column`` of ``table`` has rows
+    without a value or rows changed since it was written for them (``output``: the derived
+    output whose stamp says so, default the column itself); returns the message (None when
+    the column is fresh). Cheap: two null counts."""
+    if column is None or not store.has_table(table):
+        return None
+    info = store.table_info(table)
+    if column not in info.schema.names:
+        return None
+    missing = store.null_count(table, column)
+    stamp = stamp_column(output or column)
+    stale = 0
+    if stamp in info.schema.names and ROW_STAMP in info.schema.names:
+        stale = max(store.null_count(table, stamp) - missing, 0)
+    if not (missing or stale):
+        return None
+    parts = []
+    if stale:
+        parts.append(f"{stale:,} row(s) changed since it was written (old values used)")
+    if missing:
+        parts.append(f"{missing:,} row(s) have no value (left out)")
+    message = (f"{table}.{column}: {' and '.join(parts)} of {store.count(table):,}; "
+               "run `kindred refresh` to bring it up to date")
+    warnings.warn(message, StaleColumnWarning, stacklevel=2)
+    return message
+
+
 __all__ = [
     "AGING_FEATURES",
     "BOOKKEEPING",
@@ -174,6 +209,8 @@ __all__ = [
     "ROW_STAMP",
     "STAMP_PREFIX",
     "Freshness",
+    "StaleColumnWarning",
+    "check_fresh",
     "derived_outputs",
     "freshness",
     "is_derived",

@@ -18,7 +18,7 @@ from vectorstore import StoreError, VectorStore, dsn
 from vectorstore.errors import native_free
 from vectorstore.registry import scheme_of
 
-from .models import IndexState, MigrationResult, TableStats, VectorColumnStats
+from .models import DerivedColumnStats, IndexState, MigrationResult, TableStats, VectorColumnStats
 
 Progress = Callable[[str, int, int | None], None]
 """A progress callback: ``(step, done, total)``; ``total`` is None when unknown."""
@@ -80,12 +80,22 @@ def table_stats(store: VectorStore, name: str) -> TableStats:
             version = store.version(name)
         except StoreError:
             pass
+    from ingest.freshness import derived_outputs, freshness
     from ingest.names import source_names
+
+    derived = []
+    if info.key is not None:
+        for output, column, refreshed in derived_outputs(info):
+            f = freshness(store, name, output, column, refreshed, info=info)
+            derived.append(DerivedColumnStats(output=output, column=column, rows=f.rows,
+                                              stale=f.stale, missing=f.missing,
+                                              refreshed_at=f.refreshed_at))
 
     return TableStats(
         name=name, rows=store.count(name), key=info.key, columns=len(info.schema),
         vectors=vectors, indexes=indexes, version=version, n_versions=n_versions,
         disk_bytes=_disk_bytes(store, name), source_names=source_names(info.metadata),
+        derived=derived,
     )
 
 

@@ -278,6 +278,17 @@ def stats(app: App, tables_: tuple[str, ...]) -> None:
                 pairs = ", ".join(f"{new} <- {old!r}" for new, old in ts.source_names.items())
                 console.print(f"{ts.name}: columns named otherwise in the source: {pairs}",
                               highlight=False)
+        fresh = [(ts.name, d) for ts in st.tables for d in ts.derived]
+        if fresh:
+            f = Table("table", "derived column", "rows", "stale", "empty", "last refreshed")
+            for name, d in fresh:
+                f.add_row(name, d.column or d.output, f"{d.rows:,}", f"{d.stale:,}",
+                          "-" if d.missing is None else f"{d.missing:,}",
+                          d.refreshed_at or "-")
+            console.print(f)
+            if any(d.stale for _, d in fresh):
+                console.print("Stale rows changed after the column was written: "
+                              "`kindred refresh` brings them up to date.", highlight=False)
         if st.artifacts:
             console.print(f"Artifacts: {', '.join(st.artifacts)}")
 
@@ -554,6 +565,30 @@ def consolidate(app: App, full: bool, amount: str | None, categories: tuple[str,
                    + ("; created the customers table" if d.get("created_table") else ""))
         if d.get("notes"):
             click.echo(f"  skipped: {'; '.join(d['notes'])}")
+
+    app.emit(r, human)
+
+
+@main.command()
+@click.option("--refit", is_flag=True,
+              help="Re-fit the embedders (and the risk model and recommender on them) instead "
+                   "of transforming with the stored fitted state (docs/refresh.md: when).")
+@pass_app
+def refresh(app: App, refit: bool) -> None:
+    """Bring every derived column up to date after new data: consolidation, embeddings, ANN
+    indexes, risk scores, propensity scores, recommendations, each only for what changed.
+
+    Safe to run twice (a second run writes nothing): what a nightly job runs after ingest.
+    """
+    with app.progress() as bar:
+        r = app.kindred().refresh(refit=refit, progress=bar)
+
+    def human() -> None:
+        for s in r.steps:
+            click.echo(f"{s.step:<11} {s.target:<28} {s.action:<8} {s.reason}")
+        n = sum(s.rows for s in r.steps)
+        click.echo(f"refresh: {n:,} row(s) written in {r.seconds:.1f} s"
+                   if n else f"refresh: everything up to date ({r.seconds:.1f} s)")
 
     app.emit(r, human)
 
