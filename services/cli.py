@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
 import traceback
 import warnings
@@ -243,6 +244,9 @@ def _size(n: int | None) -> str:
 @click.pass_context
 def main(ctx: click.Context, store: str, as_json: bool, verbose: bool) -> None:
     """Kindred: customer embeddings for product matching and risk scoring."""
+    # lance's own log lines (a failed clean-up after a full disk: Rust source paths) stay
+    # out of the terminal; the error that matters comes as one Error: line
+    os.environ.setdefault("LANCE_LOG", "error")
     from vectorstore.dsn import remember_secrets_in
 
     remember_secrets_in(store)
