@@ -105,6 +105,7 @@ def kill_matrix(root: Path, full: bool, randoms: int) -> dict[str, Any]:
             "partial": sum(bool(o.partial) for o in outs),
             "re-runs failed": sum(o.rerun_failed is not None for o in outs),
             "re-runs differing": sum(bool(o.rerun_differs) for o in outs),
+            "re-runs refused once done": sum(o.rerun_refused is not None for o in outs),
             "problems": [M.describe_outcome(o) for o in outs if not o.ok]}
         print(f"  {step.name}: {json.dumps(per[step.name])}", flush=True)
     totals = {k: sum(v[k] for v in per.values()) for k in (
