@@ -8,7 +8,9 @@ progress bars go to stderr, only on a terminal and never under ``--json``.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 import traceback
 import warnings
@@ -71,11 +73,40 @@ class KindredGroup(click.Group):
             click.echo("Error: the input is nested too deeply to process", err=True)
             ctx.exit(1)
         except Exception as exc:  # a bug: keep the traceback, but never a password in it
+            disk = _disk_failure(exc)
+            if disk:  # a full or read-only disk: not a bug, and the commit did not happen
+                if ctx.params.get("verbose"):
+                    click.echo(redact("".join(traceback.format_exception(exc))), err=True)
+                click.echo(f"Error: {_clean(disk)}", err=True)
+                ctx.exit(1)
             click.echo(redact("".join(traceback.format_exception(exc))), err=True)
             click.echo(f"Error: unexpected internal error ({type(exc).__name__}): "
                        f"{_clean(str(exc).strip().splitlines()[0] if str(exc).strip() else '')}",
                        err=True)
             ctx.exit(2)
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+_DISK_TEXT = ("no space left on device", "read-only file system", "disk quota exceeded",
+              "permission denied")
+
+
+def _disk_failure(exc: BaseException) -> str | None:
+    """The one line for a write the disk refused (full, read-only, not permitted), found on
+    the exception or its causes (native errors carry only the text); None for anything else."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            text = str(seen).lower()
+            reason = seen.strerror if seen.errno in _DISK_ERRNOS else next(
+                (t for t in _DISK_TEXT if t in text), None)
+            if reason:
+                where = f" ({seen.filename})" if seen.filename else ""
+                return (f"the store could not be written{where}: {reason}; the step's "
+                        "commit did not happen: make room (or make it writable) and run it "
+                        "again")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _clean(text: str) -> str:
@@ -206,6 +237,9 @@ def _size(n: int | None) -> str:
 @click.pass_context
 def main(ctx: click.Context, store: str, as_json: bool, verbose: bool) -> None:
     """Kindred: customer embeddings for product matching and risk scoring."""
+    # lance's own log lines (a failed clean-up after a full disk: Rust source paths) stay
+    # out of the terminal; the error that matters comes as one Error: line
+    os.environ.setdefault("LANCE_LOG", "error")
     from vectorstore.dsn import remember_secrets_in
 
     remember_secrets_in(store)

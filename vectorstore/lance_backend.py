@@ -43,7 +43,7 @@ from .errors import (
     TableNotFound,
     native_free,
 )
-from .faults import fault_point
+from .faults import boundary, fault_point
 from .lance_filter import compile_filter
 from .lance_parts import LancePartitions
 from .lance_stage import Feed
@@ -220,7 +220,8 @@ class LanceStore(LancePartitions, VectorStore):
                 if data is not None and self._create_with_rows(info, data):
                     return info
                 described = info.schema.with_metadata({DESCRIPTION_KEY: describe(info)})
-                self._tables[name] = self._db.create_table(name, schema=described)
+                with boundary(name):
+                    self._tables[name] = self._db.create_table(name, schema=described)
                 self._datasets.pop(name, None)
         return info
 
@@ -281,7 +282,7 @@ class LanceStore(LancePartitions, VectorStore):
                 if missing_ok:
                     return
                 raise TableNotFound(f"table {name!r} does not exist in {self.uri}")
-            with self._translate(name, "drop"):
+            with self._translate(name, "drop"), boundary(name):
                 self._db.drop_table(name)
 
     def drop_columns(self, name: str, columns: Sequence[str]) -> TableInfo:
@@ -305,7 +306,7 @@ class LanceStore(LancePartitions, VectorStore):
             raise StoreError(f"delete on table {name!r} needs a filter (use drop_table or "
                              "overwrite to remove every row)")
         t = self._table(name)
-        with self._translate(name, "delete"):
+        with self._translate(name, "delete"), boundary(name):
             res = t.delete(compile_filter(f))
         return int(res.num_deleted_rows)
 
@@ -421,7 +422,7 @@ class LanceStore(LancePartitions, VectorStore):
             per = 4096 if "HNSW" in index_type else max(int(np.sqrt(n)), 1)
             params["num_partitions"] = max(1, n // per)
         t = self._table(name)
-        with self._translate(name, "creating a vector index"):
+        with self._translate(name, "creating a vector index"), boundary(name):
             t.create_index(metric=_LANCE_METRIC[vec.metric], vector_column_name=vec.name,
                            index_type=index_type, replace=replace, **params)
 
@@ -433,7 +434,7 @@ class LanceStore(LancePartitions, VectorStore):
 
         listed = pa.types.is_list(typ) or pa.types.is_large_list(typ)
         t = self._table(name)
-        with self._translate(name, "creating a scalar index"):
+        with self._translate(name, "creating a scalar index"), boundary(name):
             t.create_index(column, config=LabelList() if listed else BTree(), replace=replace)
 
     def list_indexes(self, name: str) -> list[IndexInfo]:
@@ -458,7 +459,7 @@ class LanceStore(LancePartitions, VectorStore):
         """Compact the table, bring its indexes up to date, and sweep unreferenced
         content-addressed artifacts (see :meth:`VectorStore.sweep_artifacts`)."""
         t = self._table(name)
-        with self._translate(name, "optimize"):
+        with self._translate(name, "optimize"), boundary(name):
             t.optimize()
         if name != ARTIFACT_TABLE:
             self.sweep_artifacts()
@@ -484,7 +485,7 @@ class LanceStore(LancePartitions, VectorStore):
         if version not in known:
             raise StoreError(f"table {name!r} has no version {version}; versions: "
                              f"{min(known)}..{max(known)}")
-        with self._translate(name, "restore"):
+        with self._translate(name, "restore"), boundary(name):
             t.restore(version)
 
     def close(self) -> None:
