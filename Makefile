@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m services.demo
+	$(BIN)/python -m synthetic_bank.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

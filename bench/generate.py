@@ -1,6 +1,6 @@
 """Benchmark: the synthetic bank generator (time, rows/s, peak memory).
 
-Kindred: ``ingest.synthetic.generate`` (segments, propensities, behaviour, anomalies, all five
+Kindred: ``synthetic_bank.generate`` (segments, propensities, behaviour, anomalies, all five
 files). Baseline, in the same run: the floor of writing the same volume with the same writers,
 i.e. uniform random columns of the same schemas and row counts streamed block by block to
 customers.csv / transactions.parquet / web_events.jsonl, with no modelling at all. The ratio is
@@ -27,7 +27,7 @@ from bench._harness import report, run_isolated
 
 
 def run_kindred(out: str, n: int, epc: float) -> dict[str, float]:
-    from ingest.synthetic import generate
+    from synthetic_bank import generate
 
     t0 = time.perf_counter()
     bank = generate(out, n_customers=n, events_per_customer=epc, seed=0)
@@ -38,7 +38,7 @@ def run_kindred(out: str, n: int, epc: float) -> dict[str, float]:
 
 
 def run_baseline(out: str, n: int, epc: float) -> dict[str, float]:
-    from ingest import synthetic as s
+    import synthetic_bank as s
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)

@@ -1161,7 +1161,7 @@ def report(app: App, out_dir: str, products: tuple[str, ...], column: str | None
 @pass_app
 def demo(app: App, customers: int, out_dir: str, seed: int, no_text: bool) -> None:
     """End to end on a synthetic bank: generate, ingest, embed, match, score risk, report."""
-    from .demo import run_demo
+    from synthetic_bank.demo import run_demo
 
     summary = run_demo(out_dir, customers=customers, seed=seed, text=not no_text,
                        echo=None if app.json else click.echo)

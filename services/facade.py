@@ -199,10 +199,10 @@ class Kindred:
 
         ``day=2`` (or later) writes the next day's files of the bank already in ``out_dir`` to
         ``out_dir/day2``: new and changed customers, and that day's transactions and web
-        events (:mod:`ingest.synthetic_days`); its size and seed come from the bank.
+        events (:mod:`synthetic_bank.days`); its size and seed come from the bank.
         Needs no store: it is a static method so that ``Kindred.generate(...)`` works alone.
         """
-        from ingest import synthetic
+        import synthetic_bank as synthetic
 
         if day != 1:
             return _generate_day(out_dir, day, customers, events_per_customer, seed)
@@ -227,7 +227,7 @@ class Kindred:
         The fast path for demos and tests: the generator's files are known to be clean, so this
         skips validation; use :meth:`ingest` for real data.
         """
-        from ingest import synthetic
+        import synthetic_bank as synthetic
 
         written = synthetic.load_into_store(self._store, bank_dir, replace=replace)
         return StepResult(step="load_bank", details={"rows": written})
@@ -943,8 +943,9 @@ def _json_array(source: Any) -> Any:
 def _generate_day(out_dir: str | Path, day: int, customers: int | None,
                   events_per_customer: float | None, seed: int | None) -> GenerateResult:
     """A later day of the bank in ``out_dir``; size options must agree with the bank's."""
-    from ingest import synthetic, synthetic_days
+    import synthetic_bank as synthetic
     from ingest.errors import IngestError
+    from synthetic_bank import days as synthetic_days
 
     if day < 1:
         raise ServiceError(f"day must be 1 or later, got {day}")

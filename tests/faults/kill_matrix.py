@@ -187,7 +187,7 @@ def build_bases(root: Path, *, customers: int = 500) -> dict[str, Path]:
     out["plain"] = root / "plain"
     out["embedded"] = _derive(root, "plain", "embedded", lambda k: k.embed("tabular"))
     with Kindred(str(root / "bank")) as k:
-        from services.demo import _ingest_all
+        from synthetic_bank.demo import _ingest_all
 
         _ingest_all(k, {n: str(files / f) for n, f in (
             ("customers", "customers.csv"), ("transactions", "transactions.parquet"),

@@ -13,7 +13,7 @@ import pytest
 from ingest.consolidate import ConsolidationConfig, consolidate, feature_name
 from ingest.errors import ConsolidationError
 from ingest.freshness import AGING_FEATURES
-from ingest.synthetic import CUSTOMERS_TABLE_SCHEMA, EVENTS_TABLE_SCHEMA
+from synthetic_bank import CUSTOMERS_TABLE_SCHEMA, EVENTS_TABLE_SCHEMA
 from vectorstore import VectorStore
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -256,7 +256,7 @@ MAPPINGS = {
 def test_consolidates_a_synthetic_bank_ingested_by_the_pipeline(tmp_path) -> None:
     import vectorstore
     from ingest.pipeline import ingest
-    from ingest.synthetic import generate
+    from synthetic_bank import generate
 
     bank = generate(tmp_path / "bank", n_customers=400, events_per_customer=10, seed=5)
     store = vectorstore.connect(str(tmp_path / "db"))

@@ -111,7 +111,7 @@ def test_an_explicit_id_stored_with_other_content_is_an_error(store, tmp_path):
 
 
 def test_stored_events_without_a_digest_are_taken_as_replays(store, tmp_path):
-    from ingest.synthetic import EVENTS_TABLE_SCHEMA
+    from synthetic_bank import EVENTS_TABLE_SCHEMA
 
     store.create_table("events", EVENTS_TABLE_SCHEMA, key="event_id")
     store.write("events", pa.table({"event_id": ["e1"], "customer_id": ["c1"],

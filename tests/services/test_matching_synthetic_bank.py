@@ -21,9 +21,9 @@ from scipy.stats import spearmanr
 
 import vectorstore
 from ingest.embedders import TabularEmbedder, embed
-from ingest.synthetic import generate, load_into_store
 from services.evaluate import evaluate_holdout
 from services.matching import match
+from synthetic_bank import generate, load_into_store
 
 PRODUCTS = ("mortgage", "term_deposit", "insurance")
 

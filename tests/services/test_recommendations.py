@@ -8,10 +8,10 @@ import pyarrow as pa
 import pytest
 
 import vectorstore
-from ingest.synthetic import generate, load_into_store
 from services.evaluate_recs import evaluate_next_basket
 from services.facade import Kindred
 from services.matching.behaviour import read_interactions, repeat_flags
+from synthetic_bank import generate, load_into_store
 
 
 @pytest.fixture(scope="module")

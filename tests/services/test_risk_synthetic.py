@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from ingest.synthetic import RISKY_CATEGORIES, iter_blocks
 from services import risk
+from synthetic_bank import RISKY_CATEGORIES, iter_blocks
 from vectorstore import VectorColumn, connect
 
 N = 3_000

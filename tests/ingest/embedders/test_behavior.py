@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ingest import synthetic
+import synthetic_bank as synthetic
 from ingest.embedders import load_embedder
 from ingest.embedders.base import from_vector_array, l2_normalize
 from ingest.embedders.behavior import BehaviorEmbedder, embed_behavior

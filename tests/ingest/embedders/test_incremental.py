@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from ingest import synthetic
+import synthetic_bank as synthetic
 from ingest.embedders import embed, embed_columns, load_embedder
 from ingest.embedders.base import from_vector_array
 from ingest.embedders.behavior import BehaviorEmbedder, embed_behavior

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from ingest import synthetic
+import synthetic_bank as synthetic
 from ingest.embedders import TabularEmbedder, embed
 from ingest.embedders.base import artifact_name
 from ingest.embedders.behavior import BehaviorEmbedder, embed_behavior

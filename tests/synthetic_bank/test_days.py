@@ -14,8 +14,8 @@ import vectorstore
 from ingest.consolidate import consolidate
 from ingest.errors import IngestError
 from ingest.pipeline import ingest
-from ingest.synthetic import END, generate
-from ingest.synthetic_days import FILES, generate_day
+from synthetic_bank import END, generate
+from synthetic_bank.days import FILES, generate_day
 
 N = 3000
 

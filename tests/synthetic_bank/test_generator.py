@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
 import vectorstore
 from ingest.errors import IngestError
-from ingest.synthetic import (
+from synthetic_bank import (
     ANOMALY_KINDS,
     CATEGORIES,
     PAGES,
@@ -23,7 +22,6 @@ from ingest.synthetic import (
     GeneratedBank,
     generate,
     load_into_store,
-    main,
     read_products,
     split_products,
 )
@@ -218,10 +216,3 @@ def test_bad_arguments_and_missing_manifest(tmp_path: Path) -> None:
         generate(tmp_path, n_customers=-1)
     with pytest.raises(IngestError, match=r"bank\.json"):
         GeneratedBank.open(tmp_path / "nothing")
-
-
-def test_cli_writes_a_bank(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([str(tmp_path / "cli"), "--customers", "300", "--seed", "1"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert info["n_customers"] == 300
-    assert pacsv.read_csv(tmp_path / "cli" / "customers.csv").num_rows == 300

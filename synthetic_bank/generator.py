@@ -52,9 +52,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,264 +63,66 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .errors import IngestError
+from ingest.errors import IngestError
+
+from .model import (
+    _ACTIVITY,
+    _AFFINITY,
+    _AGE,
+    _B_AGE,
+    _B_INC,
+    _BASE_CAT,
+    _C,
+    _CAT_MEDIAN,
+    _CAT_SIGMA,
+    _CIDX,
+    _END_S,
+    _GENERIC_W,
+    _HOUR_W,
+    _LOGINC,
+    _MAR_W,
+    _NOISE_SD,
+    _NOTE_OPEN,
+    _NOTE_PRODUCT,
+    _NOTE_SEG,
+    _OCC_W,
+    _P,
+    _PIDX,
+    _RECENT_ONLINE,
+    _REGION_W,
+    _S,
+    _SEG_W,
+    _SIG_STRENGTH,
+    _SIGNATURE,
+    _TX_CH_W,
+    _WEB_APP_SHARE,
+    _WEB_SHARE,
+    ANOMALY_KINDS,
+    ANOMALY_RATE,
+    BLOCK,
+    CATEGORIES,
+    CUSTOMERS_CSV_SCHEMA,
+    END,
+    FILES,
+    MARITAL,
+    OCCUPATIONS,
+    PAGES,
+    PRODUCT_IDS,
+    PRODUCTS,
+    REGIONS,
+    RISKY_CATEGORIES,
+    SEGMENTS,
+    TRANSACTIONS_SCHEMA,
+    TRUTH_SCHEMA,
+    TX_CHANNELS,
+    WEB_CHANNELS,
+    WEB_SCHEMA,
+    WINDOW_DAYS,
+    GeneratedBank,
+)
 
 if TYPE_CHECKING:
-    from vectorstore import VectorStore
-
-BLOCK = 25_000
-"""Customers generated per block (fixed: changing it changes the output for a seed)."""
-
-END = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-WINDOW_DAYS = 365
-_END_S = int(END.timestamp())
-
-# --------------------------------------------------------------------------- catalogue
-
-PRODUCTS: list[dict[str, str]] = [
-    {"product_id": "current_account", "name": "Everyday Current Account", "family": "accounts",
-     "description": "A current account for salary, bills and card payments, with a debit card, "
-                    "mobile banking and an arranged overdraft."},
-    {"product_id": "savings", "name": "Flexible Savings", "family": "savings",
-     "description": "An easy-access savings account paying variable interest, for building a "
-                    "rainy-day fund with regular transfers."},
-    {"product_id": "credit_card", "name": "Rewards Credit Card", "family": "lending",
-     "description": "A credit card with cashback on everyday spending, travel insurance and "
-                    "up to 56 days interest-free."},
-    {"product_id": "mortgage", "name": "Home Mortgage", "family": "lending",
-     "description": "A fixed or tracker rate mortgage to buy a home or remortgage, repaid in "
-                    "monthly instalments over up to 35 years."},
-    {"product_id": "personal_loan", "name": "Personal Loan", "family": "lending",
-     "description": "An unsecured loan for a car, home improvements or consolidating debts, "
-                    "with fixed monthly repayments."},
-    {"product_id": "term_deposit", "name": "Fixed Term Deposit", "family": "savings",
-     "description": "A deposit locked for one to five years at a guaranteed fixed interest "
-                    "rate, for savers who do not need access to their money."},
-    {"product_id": "investment_fund", "name": "Managed Investment Fund", "family": "investments",
-     "description": "A diversified fund of shares and bonds managed by professionals, for "
-                    "long-term growth and retirement planning."},
-    {"product_id": "insurance", "name": "Home and Life Insurance", "family": "insurance",
-     "description": "Cover for your home, belongings and family, paid as a monthly premium."},
-]
-PRODUCT_IDS = [p["product_id"] for p in PRODUCTS]
-_P = len(PRODUCTS)
-_PIDX = {p: i for i, p in enumerate(PRODUCT_IDS)}
-
-SEGMENTS = ["student", "young_professional", "family", "affluent", "retiree", "self_employed"]
-_SEG_W = np.array([0.14, 0.22, 0.25, 0.12, 0.17, 0.10])
-_S = len(SEGMENTS)
-
-REGIONS = ["capital", "north", "south", "east", "west"]
-_REGION_W = np.array([
-    [0.40, 0.15, 0.15, 0.15, 0.15],
-    [0.45, 0.15, 0.15, 0.12, 0.13],
-    [0.15, 0.22, 0.22, 0.20, 0.21],
-    [0.40, 0.12, 0.20, 0.13, 0.15],
-    [0.10, 0.22, 0.30, 0.18, 0.20],
-    [0.25, 0.20, 0.20, 0.17, 0.18],
-])
-OCCUPATIONS = ["student", "engineer", "teacher", "nurse", "sales", "clerk", "manager", "doctor",
-               "lawyer", "retired", "shop_owner", "contractor", "unemployed"]
-_OCC_W = np.array([
-    # stu   eng   tea   nur   sal   cle   man   doc   law   ret   shop  con   une
-    [0.80, 0.02, 0.00, 0.00, 0.08, 0.04, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00, 0.06],
-    [0.02, 0.22, 0.10, 0.10, 0.16, 0.14, 0.10, 0.05, 0.05, 0.00, 0.02, 0.02, 0.02],
-    [0.00, 0.15, 0.15, 0.12, 0.15, 0.15, 0.12, 0.04, 0.03, 0.00, 0.03, 0.03, 0.03],
-    [0.00, 0.12, 0.02, 0.02, 0.04, 0.02, 0.35, 0.15, 0.18, 0.05, 0.03, 0.02, 0.00],
-    [0.00, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00, 0.95, 0.02, 0.00, 0.03],
-    [0.00, 0.03, 0.00, 0.00, 0.05, 0.00, 0.02, 0.02, 0.03, 0.00, 0.45, 0.40, 0.00],
-])
-MARITAL = ["single", "married", "divorced", "widowed"]
-_MAR_W = np.array([
-    [0.95, 0.04, 0.01, 0.00],
-    [0.60, 0.35, 0.05, 0.00],
-    [0.10, 0.78, 0.12, 0.00],
-    [0.20, 0.62, 0.15, 0.03],
-    [0.10, 0.55, 0.12, 0.23],
-    [0.35, 0.50, 0.14, 0.01],
-])
-#                       age mu, sd, lo, hi   log-income mu, sd   activity  web share
-_AGE = np.array([[21, 2.0, 18, 27], [29, 3.5, 22, 40], [40, 6.0, 27, 58], [50, 8.0, 32, 75],
-                 [71, 6.0, 60, 95], [45, 9.0, 24, 75]], dtype=float)
-_LOGINC = np.array([[9.3, 0.35], [10.6, 0.30], [10.8, 0.30], [11.8, 0.40], [10.1, 0.30],
-                    [10.9, 0.60]])
-_ACTIVITY = np.array([0.9, 1.2, 1.1, 1.0, 0.7, 1.0])
-_ACTIVITY = _ACTIVITY / (_ACTIVITY @ _SEG_W)  # weighted mean 1: events/customer as requested
-_WEB_SHARE = np.array([0.40, 0.35, 0.25, 0.25, 0.10, 0.20])
-
-TX_CHANNELS = ["card", "online", "branch", "atm", "app"]
-_TX_CH_W = np.array([
-    [0.45, 0.20, 0.01, 0.09, 0.25],
-    [0.45, 0.25, 0.02, 0.05, 0.23],
-    [0.50, 0.20, 0.06, 0.10, 0.14],
-    [0.50, 0.28, 0.08, 0.04, 0.10],
-    [0.40, 0.08, 0.30, 0.20, 0.02],
-    [0.35, 0.35, 0.12, 0.08, 0.10],
-])
-WEB_CHANNELS = ["web", "app"]
-_WEB_APP_SHARE = np.array([0.75, 0.60, 0.45, 0.35, 0.10, 0.30])
-
-# merchant categories; the signature categories are payments tied to a product
-CATEGORIES = ["groceries", "restaurants", "travel", "fuel", "utilities", "rent", "electronics",
-              "fashion", "entertainment", "healthcare", "education", "childcare", "luxury_goods",
-              "cash_withdrawal", "mortgage_payment", "loan_repayment", "insurance_premium",
-              "investment_purchase", "savings_transfer", "gambling", "crypto_exchange",
-              "money_transfer_abroad"]
-_C = len(CATEGORIES)
-_CIDX = {c: i for i, c in enumerate(CATEGORIES)}
-RISKY_CATEGORIES = ["gambling", "crypto_exchange", "money_transfer_abroad"]
-# product -> the category its payments fall in (current account and credit card have none)
-_SIGNATURE = {"mortgage": "mortgage_payment", "personal_loan": "loan_repayment",
-              "insurance": "insurance_premium", "investment_fund": "investment_purchase",
-              "savings": "savings_transfer", "term_deposit": "savings_transfer"}
-_SIG_STRENGTH = {"mortgage": 0.10, "personal_loan": 0.08, "insurance": 0.07,
-                 "investment_fund": 0.08, "savings": 0.08, "term_deposit": 0.05}
-# everyday spending profile per segment (signature and risky categories get weights separately)
-_BASE_CAT = {
-    #                    gro  res  tra  fue  uti  ren  ele  fas  ent  hea  edu  chi  lux  cash
-    "student":          [.25, .20, .04, .01, .03, .12, .07, .08, .12, .02, .10, .00, .00, .06],
-    "young_professional": [.20, .18, .10, .04, .07, .10, .06, .09, .08, .02, .02, .00, .02, .02],
-    "family":           [.30, .08, .05, .08, .10, .02, .04, .06, .05, .05, .03, .10, .01, .03],
-    "affluent":         [.18, .15, .16, .05, .07, .00, .06, .08, .06, .04, .02, .03, .08, .02],
-    "retiree":          [.35, .08, .06, .04, .12, .03, .02, .04, .04, .14, .00, .00, .01, .07],
-    "self_employed":    [.22, .12, .08, .12, .10, .05, .08, .05, .05, .03, .02, .03, .02, .03],
-}
-_CAT_MEDIAN = np.array([45, 35, 420, 60, 110, 900, 260, 80, 40, 70, 300, 250, 900, 100,
-                        1150, 320, 65, 500, 220, 120, 600, 1500], dtype=float)
-_CAT_SIGMA = np.array([0.6, 0.6, 0.8, 0.4, 0.4, 0.3, 0.8, 0.7, 0.7, 0.8, 0.7, 0.4, 0.8, 0.6,
-                       0.3, 0.3, 0.4, 0.8, 0.7, 1.0, 1.0, 0.8])
-
-# product affinity logits per segment (columns follow PRODUCT_IDS)
-_AFFINITY = np.array([
-    # cur   sav   cc    mort  loan  term  inv   ins
-    [2.0, -1.0, -1.0, -5.0, -0.8, -4.0, -3.5, -3.0],
-    [2.6, 0.0, 1.2, -1.4, 0.0, -2.2, -0.8, -1.5],
-    [2.6, -0.2, 0.4, 1.4, 0.2, -1.5, -1.2, 1.2],
-    [2.6, 0.6, 1.4, 0.0, -1.5, 0.4, 1.6, 0.3],
-    [2.6, 1.0, -0.8, -3.0, -2.2, 1.2, -0.4, 0.4],
-    [2.6, -0.3, 0.3, -0.5, 1.2, -1.0, -0.5, -0.5],
-])
-# attribute effects on the logit: per standardised age and log-income
-_B_AGE = np.array([0.0, 0.2, -0.2, 0.1, -0.3, 0.3, 0.2, 0.2])
-_B_INC = np.array([0.2, 0.3, 0.4, 0.5, -0.3, 0.4, 0.7, 0.2])
-_NOISE_SD = 0.8
-_RECENT_ONLINE = 0.12  # share of holdings bought online recently (absent from customers.csv)
-
-PAGES = ["home", "login", "help", "rates", "contact"] + [f"product_{p}" for p in PRODUCT_IDS]
-_GENERIC_W = np.array([0.30, 0.45, 0.10, 0.10, 0.05])
-
-ANOMALY_KINDS = ["amount", "night", "category", "velocity"]
-ANOMALY_RATE = 0.01
-_HOUR_W = np.array([0.3, 0.15, 0.1, 0.1, 0.1, 0.3, 1.0, 2.5, 4.0, 5.0, 5.5, 6.0, 7.0, 6.5,
-                    6.0, 6.0, 6.5, 7.0, 7.0, 6.0, 4.5, 3.0, 1.5, 0.7])
-_HOUR_W = _HOUR_W / _HOUR_W.sum()
-
-_NOTE_OPEN = ["Adviser notes:", "Branch visit:", "Phone call:", "Online chat:", "Customer says:",
-              "Relationship manager:", "Contact note:", "Review meeting:"]
-_NOTE_SEG = {
-    "student": ["studying at university", "asked about a student overdraft",
-                "part-time job in hospitality", "wants a cheap phone contract"],
-    "young_professional": ["recently started a new job", "travels often for work",
-                           "interested in cashback rewards", "saving for a first home"],
-    "family": ["two children at school", "planning a bigger house",
-               "asked about family cover", "renovating the kitchen"],
-    "affluent": ["owns several properties", "asked about wealth management",
-                 "frequent business traveller", "interested in portfolio diversification"],
-    "retiree": ["recently retired", "prefers to bank in the branch",
-                "asked about fixed rates for savings", "receives a pension monthly"],
-    "self_employed": ["runs a small shop", "works as an independent contractor",
-                      "irregular monthly income", "needs finance for equipment"],
-}
-_NOTE_PRODUCT = {
-    "current_account": "wants a better current account",
-    "savings": "asked how to start saving",
-    "credit_card": "asked about a credit card limit",
-    "mortgage": "asked about mortgage rates",
-    "personal_loan": "enquired about a loan for a car",
-    "term_deposit": "wants a guaranteed return on a lump sum",
-    "investment_fund": "curious about investing in funds",
-    "insurance": "asked about home insurance",
-}
-
-CUSTOMERS_CSV_SCHEMA = pa.schema([
-    ("customer_id", pa.string()), ("age", pa.int64()), ("income", pa.int64()),
-    ("region", pa.string()), ("tenure_years", pa.int64()), ("occupation", pa.string()),
-    ("marital_status", pa.string()), ("segment", pa.string()), ("note", pa.string()),
-    ("products", pa.string()),
-])
-TRANSACTIONS_SCHEMA = pa.schema([
-    ("event_id", pa.string()), ("customer_id", pa.string()), ("ts", pa.timestamp("us", "UTC")),
-    ("kind", pa.string()), ("category", pa.string()), ("amount", pa.float64()),
-    ("channel", pa.string()), ("product_id", pa.string()),
-])
-WEB_SCHEMA = pa.schema([
-    ("event_id", pa.string()), ("customer_id", pa.string()), ("ts", pa.timestamp("us", "UTC")),
-    ("kind", pa.string()), ("page", pa.string()), ("product_id", pa.string()),
-    ("channel", pa.string()),
-])
-TRUTH_SCHEMA = pa.schema(
-    [("customer_id", pa.string()), ("latent_segment", pa.string()), ("is_anomaly", pa.bool_()),
-     ("anomaly_kind", pa.string()), ("holdings", pa.list_(pa.string()))]
-    + [(f"p_{p}", pa.float32()) for p in PRODUCT_IDS]
-)
-# the tables load_into_store builds (docs/data-model.md)
-CUSTOMERS_TABLE_SCHEMA = pa.schema(
-    [f for f in CUSTOMERS_CSV_SCHEMA if f.name != "products"]
-    + [pa.field("holdings", pa.list_(pa.string()))]
-)
-EVENTS_TABLE_SCHEMA = pa.schema([
-    ("event_id", pa.string()), ("customer_id", pa.string()), ("ts", pa.timestamp("us", "UTC")),
-    ("kind", pa.string()), ("product_id", pa.string()), ("category", pa.string()),
-    ("amount", pa.float64()), ("channel", pa.string()),
-])
-PRODUCTS_TABLE_SCHEMA = pa.schema([
-    ("product_id", pa.string()), ("name", pa.string()), ("description", pa.string()),
-    ("family", pa.string()),
-])
-
-FILES = {"customers": "customers.csv", "transactions": "transactions.parquet",
-         "web_events": "web_events.jsonl", "products": "products.json", "truth": "truth.parquet",
-         "manifest": "bank.json"}
-
-
-@dataclass(frozen=True)
-class GeneratedBank:
-    """Where a generated bank was written, and how many rows each file holds."""
-
-    out_dir: Path
-    customers: Path
-    transactions: Path
-    web_events: Path
-    products: Path
-    truth: Path
-    manifest: Path
-    n_customers: int
-    n_transactions: int
-    n_web_events: int
-    n_products: int
-    n_anomalies: int
-    seed: int
-    events_per_customer: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_events(self) -> int:
-        return self.n_transactions + self.n_web_events
-
-    @classmethod
-    def open(cls, out_dir: str | Path) -> GeneratedBank:
-        """Describe a bank already written to ``out_dir`` (reads its ``bank.json``)."""
-        out = Path(out_dir)
-        manifest = out / FILES["manifest"]
-        if not manifest.is_file():
-            raise IngestError(f"{out} is not a generated bank: {manifest} is missing")
-        m = json.loads(manifest.read_text())
-        return cls(out_dir=out, **{k: out / FILES[k] for k in FILES if k != "manifest"},
-                   manifest=manifest, n_customers=m["n_customers"],
-                   n_transactions=m["n_transactions"], n_web_events=m["n_web_events"],
-                   n_products=m["n_products"], n_anomalies=m["n_anomalies"], seed=m["seed"],
-                   events_per_customer=m["events_per_customer"])
-
+    pass
 
 # --------------------------------------------------------------------------- helpers
 
@@ -692,7 +493,7 @@ def generate(out_dir: str | Path, n_customers: int = 20_000, events_per_customer
             counts["n_anomalies"] += int(pc.sum(truth.column("is_anomaly")).as_py() or 0)
     paths["products"].write_text("".join(json.dumps(p) + "\n" for p in PRODUCTS))
     manifest = {
-        "generator": "ingest.synthetic", "seed": seed,
+        "generator": "synthetic_bank", "seed": seed,
         "events_per_customer": events_per_customer, **counts, "n_products": len(PRODUCTS),
         "window": {"start": (END - dt.timedelta(days=WINDOW_DAYS)).isoformat(),
                    "end": END.isoformat()},
@@ -703,128 +504,3 @@ def generate(out_dir: str | Path, n_customers: int = 20_000, events_per_customer
     return GeneratedBank(out_dir=out, **{k: paths[k] for k in FILES}, **counts,
                          n_products=len(PRODUCTS), seed=seed,
                          events_per_customer=events_per_customer)
-
-
-# --------------------------------------------------------------------------- straight into a store
-
-def split_products(products: pa.Array | pa.ChunkedArray, sep: str = ";") -> pa.Array:
-    """``"a;b"`` strings -> list<string> (empty or null string -> empty list; blanks dropped)."""
-    arr = products.combine_chunks() if isinstance(products, pa.ChunkedArray) else products
-    parts = pc.split_pattern(pc.fill_null(arr, ""), sep)
-    flat = pc.utf8_trim_whitespace(pc.list_flatten(parts))
-    keep = pc.not_equal(flat, "")
-    parent = pc.filter(pc.list_parent_indices(parts), keep).to_numpy()
-    counts = np.bincount(parent, minlength=len(arr))
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pc.filter(flat, keep))
-
-
-def customers_to_table_rows(customers: pa.Table | pa.RecordBatch) -> pa.Table:
-    """customers.csv rows -> ``customers`` table rows (``products`` split into ``holdings``)."""
-    t = customers if isinstance(customers, pa.Table) else pa.Table.from_batches([customers])
-    holdings = split_products(t.column("products"))
-    t = t.drop_columns(["products"]).append_column("holdings", holdings)
-    return t.select(CUSTOMERS_TABLE_SCHEMA.names).cast(CUSTOMERS_TABLE_SCHEMA)
-
-
-def transactions_to_events(tx: pa.Table | pa.RecordBatch) -> pa.Table:
-    t = tx if isinstance(tx, pa.Table) else pa.Table.from_batches([tx])
-    return t.select(EVENTS_TABLE_SCHEMA.names).cast(EVENTS_TABLE_SCHEMA)
-
-
-def web_to_events(web: pa.Table | pa.RecordBatch) -> pa.Table:
-    """Web events -> ``events`` rows: the page is the category; no amount."""
-    t = web if isinstance(web, pa.Table) else pa.Table.from_batches([web])
-    return pa.table({
-        "event_id": t.column("event_id"), "customer_id": t.column("customer_id"),
-        "ts": pc.cast(t.column("ts"), pa.timestamp("us", "UTC")), "kind": t.column("kind"),
-        "product_id": t.column("product_id"), "category": t.column("page"),
-        "amount": pa.nulls(t.num_rows, pa.float64()), "channel": t.column("channel"),
-    }, schema=EVENTS_TABLE_SCHEMA)
-
-
-def read_products(path: str | Path) -> list[dict[str, str]]:
-    """The products of a generated bank's ``products.json`` (JSON Lines)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-def _read_customers(path: Path, batch_size: int) -> Iterator[pa.RecordBatch]:
-    convert = pacsv.ConvertOptions(column_types=CUSTOMERS_CSV_SCHEMA,
-                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
-    read = pacsv.ReadOptions(block_size=1 << 22)
-    with pacsv.open_csv(path, read_options=read, convert_options=convert) as reader:
-        for b in reader:
-            yield from customers_to_table_rows(b).to_batches(batch_size)
-
-
-def _read_web(path: Path) -> Iterator[pa.RecordBatch]:
-    import pyarrow.json as pajson
-
-    schema = WEB_SCHEMA.set(WEB_SCHEMA.get_field_index("ts"), pa.field("ts", pa.string()))
-    opts = pajson.ParseOptions(explicit_schema=schema)
-    with pajson.open_json(path, read_options=pajson.ReadOptions(block_size=1 << 22),
-                          parse_options=opts) as reader:
-        for b in reader:
-            ts = pc.strptime(b.column("ts"), format="%Y-%m-%dT%H:%M:%SZ", unit="us")
-            t = pa.Table.from_batches([b])
-            t = t.set_column(t.schema.get_field_index("ts"), "ts", pc.assume_timezone(ts, "UTC"))
-            yield from web_to_events(t).to_batches()
-
-
-def load_into_store(store: VectorStore, bank: GeneratedBank | str | Path, *,
-                    replace: bool = True, batch_size: int = 65_536) -> dict[str, int]:
-    """Create and fill ``customers``, ``events`` and ``products`` straight from a generated bank.
-
-    A fast path for tests and demos that skips the mapping/validation pipeline: the files are
-    known to be clean. ``replace`` drops existing tables of those names first; otherwise rows are
-    appended to existing tables. Returns the row count written per table.
-    """
-    if not isinstance(bank, GeneratedBank):
-        bank = GeneratedBank.open(bank)
-    specs = {"customers": (CUSTOMERS_TABLE_SCHEMA, "customer_id"),
-             "events": (EVENTS_TABLE_SCHEMA, "event_id"),
-             "products": (PRODUCTS_TABLE_SCHEMA, "product_id")}
-    for name, (schema, key) in specs.items():
-        if replace:
-            store.drop_table(name, missing_ok=True)
-        store.create_table(name, schema, key=key, exist_ok=not replace)
-
-    def events() -> Iterator[pa.RecordBatch]:
-        pf = pq.ParquetFile(bank.transactions)
-        for b in pf.iter_batches(batch_size=batch_size):
-            yield from transactions_to_events(b).to_batches()
-        yield from _read_web(bank.web_events)
-
-    products = pa.Table.from_pylist(read_products(bank.products), schema=PRODUCTS_TABLE_SCHEMA)
-    written = {
-        "customers": store.write("customers", _read_customers(bank.customers, batch_size)).rows,
-        "events": store.write("events", events()).rows,
-        "products": store.write("products", products).rows,
-    }
-    return written
-
-
-# --------------------------------------------------------------------------- CLI
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-    import time
-
-    ap = argparse.ArgumentParser(prog="python -m ingest.synthetic",
-                                 description="Write a deterministic synthetic bank.")
-    ap.add_argument("out", help="output directory")
-    ap.add_argument("--customers", type=int, default=20_000)
-    ap.add_argument("--events-per-customer", type=float, default=20)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    bank = generate(args.out, args.customers, args.events_per_customer, args.seed)
-    info = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(bank).items()}
-    info["seconds"] = round(time.perf_counter() - t0, 2)
-    print(json.dumps(info, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """The next days of a synthetic bank: the files a nightly load would receive.
 
 ``generate_day(bank_dir, day)`` writes ``<bank_dir>/day<N>/`` for a bank that
-:func:`ingest.synthetic.generate` wrote to ``bank_dir`` (day 1), with the same file formats:
+:func:`synthetic_bank.generate` wrote to ``bank_dir`` (day 1), with the same file formats:
 
 ``customers.csv``
     The customers whose CRM record is new or changed that day, as full rows: about 2% of day
@@ -37,8 +37,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .errors import IngestError
-from .synthetic import (
+from ingest.errors import IngestError
+
+from .generator import (
     _ACTIVITY,
     _END_S,
     _WEB_SHARE,
@@ -210,7 +211,7 @@ def _write(out: Path, day: int, seed: int, first_new: str, n_new: int, n_changed
     paths["web_events"].write_bytes(_jsonl(web))
     start = END + dt.timedelta(days=day - 2)
     manifest = {
-        "generator": "ingest.synthetic_days", "day": day, "seed": seed,
+        "generator": "synthetic_bank.days", "day": day, "seed": seed,
         "n_new_customers": n_new, "n_changed_customers": n_changed,
         "first_new_customer": first_new,
         "n_transactions": tx.num_rows, "n_web_events": web.num_rows,

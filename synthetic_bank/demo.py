@@ -66,7 +66,7 @@ class _Steps:
 def run_demo(out_dir: str | Path = "kindred-demo", *, customers: int = 20_000, seed: int = 0,
              text: bool = True, echo: Echo | None = _print) -> dict[str, Any]:
     """Run the demo into ``out_dir`` (``bank/``, ``store/``, ``report/``); returns a summary."""
-    from .facade import Kindred
+    from services.facade import Kindred
 
     out = Path(out_dir).resolve()
     for sub in ("bank", "store", "report"):
@@ -298,7 +298,7 @@ def _print_summary(say: Echo, s: dict[str, Any], report_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m services.demo", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m synthetic_bank.demo", description=__doc__)
     ap.add_argument("out", nargs="?", default="kindred-demo")
     ap.add_argument("--customers", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=0)
