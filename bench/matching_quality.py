@@ -51,7 +51,7 @@ def reference(df: pd.DataFrame, seed: int, test_size: float = 0.3) -> dict[str, 
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import train_test_split
 
-    from services.evaluate import ranking_metrics
+    from services.matching.evaluate import ranking_metrics
 
     X = df.drop(columns=["y", "duration"]).copy()
     for c in X.columns:

@@ -38,8 +38,8 @@ from .models import (
 )
 
 if TYPE_CHECKING:
-    from .evaluate import EvaluationReport
     from .matching import Explanation, MatchResult, ProductQuery, RecommendSummary
+    from .matching.evaluate import EvaluationReport
     from .risk import RiskExplanation, RiskRun
 
 PREFERRED_VECTORS = ("vec_combined", "vec_tabular", "vec_behavior", "vec_text")
@@ -630,8 +630,8 @@ class Kindred:
     def evaluate_recommendations(self, *, k: int = 10, seed: int = 0) -> Any:
         """Next-basket evaluation (each customer's last day of events hidden): hit@k,
         recall@k, NDCG@k of Kindred against popularity, popularity without history and raw
-        implicit ALS, in one run (:mod:`services.evaluate_recs`)."""
-        from .evaluate_recs import evaluate_next_basket
+        implicit ALS, in one run (:mod:`services.matching.evaluate_recs`)."""
+        from .matching.evaluate_recs import evaluate_next_basket
 
         self._require_table(EVENTS, "ingest events first")
         return evaluate_next_basket(self._store, k=k, seed=seed)
@@ -649,7 +649,7 @@ class Kindred:
         ``label`` column (test rows: ``split_column == test_value``, else ``repeats`` seeded
         stratified ``test_size`` splits).
 
-        Returns an :class:`services.evaluate.EvaluationReport`: ROC-AUC (mean, SD, interval),
+        Returns an :class:`services.matching.evaluate.EvaluationReport`: ROC-AUC (mean, SD, interval),
         precision@k, recall@k and lift@k per vector column and method, with random and
         popularity baselines, leakage warnings and the predictability verdict.
         ``learned_options`` go to the learned model (e.g. ``{"Cs": [10.0]}``),
@@ -658,7 +658,7 @@ class Kindred:
         """
         lo = dict(learned_options or {})
         po = {**(propensity_options or {}), **({"exclude": list(exclude)} if exclude else {})}
-        from .evaluate import evaluate_holdout, evaluate_labels
+        from .matching.evaluate import evaluate_holdout, evaluate_labels
 
         self._require_table(CUSTOMERS, "ingest customers first")
         if (product is None) == (label is None):

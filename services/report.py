@@ -5,7 +5,7 @@ from any source of scores; :meth:`services.facade.Kindred.report` gathers those 
 store. Sections:
 
 - cumulative gain and lift curves per product and method, from the same evaluation
-  (:func:`services.evaluate.evaluate_holdout`, same seed and repeats) as ``kindred evaluate
+  (:func:`services.matching.evaluate.evaluate_holdout`, same seed and repeats) as ``kindred evaluate
   matching``, so the report's figures are the command's;
 - the calibration curve of the propensity model (predicted probability vs observed rate, out
   of fold);
@@ -381,7 +381,7 @@ def collect(store: VectorStore, *, column: str | None, products: Sequence[str] =
             propensity_options: dict[str, Any] | None = None) -> ReportData:
     """Gather the report's arrays from the ``customers`` table.
 
-    Gain curves and their ROC-AUCs come from :func:`services.evaluate.evaluate_holdout` with
+    Gain curves and their ROC-AUCs come from :func:`services.matching.evaluate.evaluate_holdout` with
     ``holdout``, ``seed`` and ``repeats`` (the figures are the repeats' means, the curves the
     first repeat's), exactly what ``kindred evaluate matching --product P`` computes with the
     same options. Score distributions, the risk section and the customer map read at most
@@ -392,9 +392,9 @@ def collect(store: VectorStore, *, column: str | None, products: Sequence[str] =
     """
 
     from .errors import ServiceError
-    from .evaluate import evaluate_holdout
     from .matching import build_query
     from .matching._data import holds
+    from .matching.evaluate import evaluate_holdout
 
     info = store.table_info("customers")
     if column is not None:

@@ -1,9 +1,10 @@
 """Product matching: consumers and prospects of a product, explanations, bulk recommendations."""
 
+from .build import build_query
 from .explain import Explanation, Neighbour, explain
 from .index import DEFAULT_THRESHOLD, IndexStatus, ensure_index
 from .match import MatchResult, MatchSummary, match
-from .query import METHODS, ProductQuery, build_query, count_consumers
+from .query import METHODS, ProductQuery, count_consumers
 from .recommend import RecommendSummary, recommend
 
 __all__ = [

@@ -29,7 +29,8 @@ from ._data import (
 )
 from .assess import audience, predictability
 from .bands import BASE_SAMPLE, base_edges, check_bands, probability_edges, with_bands
-from .query import ProductQuery, build_query
+from .build import build_query
+from .query import ProductQuery
 
 DEFAULT_TOP_K = 100
 

@@ -11,7 +11,7 @@ import pytest
 
 import vectorstore
 from services.errors import EvaluationError, NotEnoughData
-from services.evaluate import EvaluationReport, evaluate_holdout, evaluate_labels, ranking_metrics
+from services.matching.evaluate import EvaluationReport, evaluate_holdout, evaluate_labels, ranking_metrics
 from tests.services._matching_synth import load_synth, make_synth
 
 SYNTH = make_synth(n=1200, seed=7, rare=5)

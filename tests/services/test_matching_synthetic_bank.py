@@ -21,8 +21,8 @@ from scipy.stats import spearmanr
 
 import vectorstore
 from ingest.embedders import TabularEmbedder, embed
-from services.evaluate import evaluate_holdout
 from services.matching import match
+from services.matching.evaluate import evaluate_holdout
 from synthetic_bank import generate, load_into_store
 
 PRODUCTS = ("mortgage", "term_deposit", "insurance")

@@ -12,8 +12,8 @@ import pytest
 import vectorstore
 from ingest.embedders import TabularEmbedder, embed
 from services.errors import ModelIntegrityError
-from services.evaluate import evaluate_holdout
 from services.matching import match
+from services.matching.evaluate import evaluate_holdout
 from services.matching.scores import fit_and_write, load_stored_model, score_column
 
 FAST = {"grid": [{"learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 20,

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pytest
 
 import vectorstore
-from services.evaluate_recs import evaluate_next_basket
 from services.facade import Kindred
 from services.matching.behaviour import read_interactions, repeat_flags
+from services.matching.evaluate_recs import evaluate_next_basket
 from synthetic_bank import generate, load_into_store
 
 

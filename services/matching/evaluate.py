@@ -28,8 +28,8 @@ from pydantic import BaseModel, Field, PrivateAttr
 from vectorstore import VectorStore
 from vectorstore.filters import Filter, Has
 
-from .errors import EvaluationError, NotEnoughData, ServiceError
-from .matching._data import (
+from ..errors import EvaluationError, NotEnoughData, ServiceError
+from ._data import (
     CUSTOMER_KEY,
     CUSTOMERS,
     HOLDINGS,
@@ -42,8 +42,8 @@ from .matching._data import (
     in_ids,
     iter_blocks,
 )
-from .matching.assess import auc_interval, predictability
-from .matching.query import ATTRIBUTES, ProductQuery, fit_query
+from .assess import auc_interval, predictability
+from .query import ATTRIBUTES, ProductQuery, fit_query
 
 BASELINES = ("random", "popularity")
 DEFAULT_REPEATS = 3

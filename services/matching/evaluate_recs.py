@@ -26,9 +26,9 @@ from pydantic import BaseModel
 
 from vectorstore import VectorStore
 
-from .errors import NotEnoughData
-from .matching._data import PRODUCTS
-from .matching.behaviour import (
+from ..errors import NotEnoughData
+from ._data import PRODUCTS
+from .behaviour import (
     EVENTS,
     ITEM_COLUMNS,
     _top,
