@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -421,7 +421,7 @@ class CsvSource(Source):
             head = f.read(1 << 16)
         return head.count(b"\r") == head.count(b"\r\n")
 
-    def _raw_blocks(self) -> Iterator[tuple[bytes, int, int]]:
+    def _raw_blocks(self) -> Generator[tuple[bytes, int, int], None, None]:
         """(newline-aligned UTF-8 data bytes, line number of their first line, number of
         newline bytes in them), header skipped."""
         o = self.options
