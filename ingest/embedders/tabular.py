@@ -40,7 +40,7 @@ the selected columns) is held while fitting; transforming is row by row, so embe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pandas as pd
@@ -273,7 +273,8 @@ class TabularEmbedder(Embedder):
         for c in categorical:
             d = counts[c]
             n_missing = d.pop(None, 0)
-            ordered = sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))
+            ordered = sorted(cast("dict[str, int]", d).items(),  # None popped above
+                             key=lambda kv: (-kv[1], kv[0]))
             keep = [v for v, n in ordered if n >= self.min_frequency * n_rows][: self.max_levels]
             levels = sorted(keep)
             if len(keep) < len(ordered) or not ordered:
@@ -312,6 +313,7 @@ class TabularEmbedder(Embedder):
     def _features(self, batch: pa.RecordBatch | None, table: pa.Table | None = None
                   ) -> np.ndarray:
         src = table if table is not None else batch
+        assert src is not None  # callers pass one of the two
         n = src.num_rows
         out = np.zeros((n, self.n_features_), np.float64)
         j = 0
