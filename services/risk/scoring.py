@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from ingest.derived import write_output
 from vectorstore import Transaction, VectorStore, col
+from vectorstore.filters import Filter
 
 from .config import config_json, parse_detector
 from .detector import RiskDetector
@@ -347,7 +348,7 @@ def top(store: VectorStore, table: str, n: int = 20, *, columns: list[str] | Non
                    (not is_derived(c) or c.startswith("risk_"))]
     cols = list(dict.fromkeys([key, *columns, *(f.name for f in RISK_FIELDS
                                                 if f.name in info.schema.names)]))
-    flt = col("risk_score").not_null()
+    flt: Filter = col("risk_score").not_null()
     if flagged_only:
         flt = flt & (col("risk_flag") == True)  # noqa: E712 (a filter expression)
     best_k: list[pa.Array] = []
