@@ -319,7 +319,12 @@ def ingest(store: VectorStore, source: Any = None,
     if sample is None and first is None:
         return load.finish_empty()
     existing = store.table_info(m.table) if store.has_table(m.table) else None
-    plan = make_plan(m, sample if sample is not None else first.batch, existing,
+    if sample is not None:
+        head = sample
+    else:
+        assert first is not None  # both None returned above
+        head = first.batch
+    plan = make_plan(m, head, existing,
                      text_source=src.kind in ("csv", "tsv", "jsonl"))
     if isinstance(src, CsvSource):
         src.column_types = _typed_columns(plan)
@@ -363,7 +368,7 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
                            for b in batches)
             counted = _counting(batches)
             kinds = list(dict.fromkeys(m.holdings.from_events)) if events else []
-            meta = {HOLDING_KINDS_KEY: kinds} if kinds else {}
+            meta: dict[str, Any] = {HOLDING_KINDS_KEY: kinds} if kinds else {}
             if plan.source_names:
                 meta[SOURCE_NAMES_KEY] = plan.source_names
             store.create_table(m.table, schema, key=plan.key, vectors=vec_cols,
