@@ -39,7 +39,7 @@ the selected columns) is held while fitting; transforming is row by row, so embe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -110,7 +110,7 @@ class TabularEmbedder(Embedder):
                  min_frequency: float = 0.01, max_levels: int = 50, max_tracked: int = 10_000,
                  pca: int | None = None, sample_size: int = 100_000, seed: int = 0,
                  normalize: bool = True, onehot_scale: float = 1.0,
-                 types: dict[str, str] | None = None) -> None:
+                 types: Mapping[str, str] | None = None) -> None:
         try:
             self.types = parse_kinds(types)
         except ValueError as exc:
@@ -396,7 +396,7 @@ class TabularEmbedder(Embedder):
 def embed_tabular(store: VectorStore, table: str, *, include: Sequence[str] | None = None,
                   exclude: Sequence[str] = (), pca: int | None = None,
                   column: str | None = None, raw: bool = True,
-                  types: dict[str, str] | None = None, batch_size: int = 16_384,
+                  types: Mapping[str, str] | None = None, batch_size: int = 16_384,
                   progress: Progress | None = None) -> tuple[EmbedResult, EmbedResult | None]:
     """Write the tabular column (default ``vec_tabular``) and, with ``raw``, its
     magnitude-preserving companion ``<column>_raw`` (see the module docstring).
