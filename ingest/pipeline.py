@@ -31,6 +31,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from vectorstore import TableInfo, VectorColumn, VectorStore
+from vectorstore.schema import MetadataPatch
 
 from .errors import IngestError, MappingError, ValidationError
 from .freshness import ROW_STAMP, STAMP_TYPE, new_stamp, source_touch
@@ -274,7 +275,7 @@ def _typed_columns(plan: Plan) -> dict[str, pa.DataType]:
             if c.type in (pa.int64(), pa.float64()) and c.source not in raw and c.fmt is None}
 
 
-def _holding_kinds(info: TableInfo, kinds: list[str]) -> dict[str, Any]:
+def _holding_kinds(info: TableInfo, kinds: list[str]) -> MetadataPatch:
     """The events table's metadata patch noting the kinds whose product the customer holds.
 
     Consolidation reads ``holding_kinds`` and adds them to its own, so ``holdings.from_events``

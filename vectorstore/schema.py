@@ -82,7 +82,7 @@ class Capabilities:
     another process can scan and stage (:meth:`VectorStore.stage_partition`)."""
 
 
-MetadataPatch = Mapping[str, Any] | Mapping[tuple[str, ...], Any] | Mapping[str | tuple[str, ...], Any]
+MetadataPatch = Mapping[str | tuple[str, ...], Any]
 """Metadata updates: a top-level key, or a path of keys into nested dicts, to a new value
 (None removes it)."""
 

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from ingest.derived import write_output
 from vectorstore import Transaction, VectorStore, col
 from vectorstore.filters import Filter
+from vectorstore.schema import MetadataPatch
 
 from .config import config_json, parse_detector
 from .detector import RiskDetector
@@ -157,7 +158,7 @@ def _ensure_columns(tx: Transaction) -> None:
 def write_scores(store: VectorStore, table: str, keys: pa.Array | pa.ChunkedArray,
                  scores: np.ndarray, *, threshold: float, model_id: str,
                  percentiles: np.ndarray | None = None,
-                 metadata: dict[str, Any] | None = None) -> int:
+                 metadata: MetadataPatch | None = None) -> int:
     """Set the risk columns on the rows with these keys, and merge ``metadata`` into the
     table's metadata, in one commit; returns the rows matched. A failure or a killed process
     writes nothing."""
