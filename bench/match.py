@@ -100,7 +100,7 @@ def build(path: str, n: int, dim: int, m: int, seed: int) -> dict[str, float]:
     st = vectorstore.connect(path)
     schema = pa.schema([("customer_id", pa.string()), ("region", pa.string()),
                         ("holdings", pa.list_(pa.string()))])
-    vc = vectorstore.VectorColumn("vec", dim, "cosine")
+    vc = vectorstore.VectorColumn("vec", dim, vectorstore.Metric.COSINE)
     st.create_table("customers", schema, key="customer_id", vectors=[vc])
     t0 = time.perf_counter()
 
