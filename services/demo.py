@@ -144,7 +144,7 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
     steps.run("embed behaviour", lambda: k.embed("behavior"), lambda r: r.details["message"])
     if text:
         def embed_text() -> Any:
-            fallback = (*_user_errors(), RuntimeError, OSError)
+            fallback: tuple[type[BaseException], ...] = (*_user_errors(), RuntimeError, OSError)
             try:  # int8 ONNX Runtime: ~3x faster on CPU than PyTorch
                 return k.embed("text", column="note", backend="onnx")
             except fallback as exc:
