@@ -561,13 +561,13 @@ def age(store: VectorStore, cfg: ConsolidationConfig | None = None) -> int:
     if not store.has_table(cfg.customers):
         return 0
     info = store.table_info(cfg.customers)
-    assert info.key is not None  # the customers table is keyed
     meta = info.metadata.get(METADATA_KEY) or {}
     as_of = _parse_iso(meta.get("as_of"))
     needed = ("last_seen", "first_seen", "n_events", *AGING_FEATURES)
     if as_of is None or meta.get("aged_as_of") == meta.get("as_of") or \
             any(c not in info.schema.names for c in needed):
         return 0
+    assert info.key is not None  # consolidated customers are keyed
     written = 0
     with store.transaction(cfg.customers) as tx:
         for part in tx.partitions():
