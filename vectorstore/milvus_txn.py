@@ -77,10 +77,8 @@ class MilvusTransaction(Transaction):
         return self._mv.partitions(self.name)
 
     def scan(self, partition: Partition, *, columns: Sequence[str] | None = None,
-             batch_size: int = 65_536, rows: np.ndarray | Sequence[int] | None = None
-             ) -> Iterator[pa.RecordBatch]:
-        return self._mv.scan_partition(partition, columns=columns, batch_size=batch_size,
-                                       rows=rows)
+             batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        return self._mv.scan_partition(partition, columns=columns, batch_size=batch_size)
 
     def stage(self, partition: Partition, data: Any, *,
               rows: np.ndarray | Sequence[int] | None = None) -> StagedPartition:
