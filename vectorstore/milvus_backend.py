@@ -294,8 +294,8 @@ class MilvusStore(VectorStore):
         check_name(name, "table name")
         return MilvusTransaction(self, name)
 
-    def scan_partition(self, partition: Any, *, columns: Sequence[str] | None = None,
-                       batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+    def _scan_partition(self, partition: Any, *, columns: Sequence[str] | None = None,
+                        batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
         """The table's rows ordered by key (the whole table is one partition)."""
         return self.scan(partition.table, columns=columns, batch_size=batch_size)
 

@@ -17,7 +17,7 @@ rows are matched again), then makes ONE visible change:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -75,10 +75,6 @@ class MilvusTransaction(Transaction):
 
     def partitions(self) -> list[Partition]:
         return self._mv.partitions(self.name)
-
-    def scan(self, partition: Partition, *, columns: Sequence[str] | None = None,
-             batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-        return self._mv.scan_partition(partition, columns=columns, batch_size=batch_size)
 
     def stage(self, partition: Partition, data: Any, *,
               rows: np.ndarray | Sequence[int] | None = None) -> StagedPartition:
