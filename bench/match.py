@@ -100,7 +100,7 @@ def build(path: str, n: int, dim: int, m: int, seed: int) -> dict[str, float]:
     st = vectorstore.connect(path)
     schema = pa.schema([("customer_id", pa.string()), ("region", pa.string()),
                         ("holdings", pa.list_(pa.string()))])
-    vc = vectorstore.VectorColumn("vec", dim, "cosine")
+    vc = vectorstore.VectorColumn("vec", dim, vectorstore.Metric.COSINE)
     st.create_table("customers", schema, key="customer_id", vectors=[vc])
     t0 = time.perf_counter()
 
@@ -149,7 +149,9 @@ def build_propensity(path: str, n: int, seed: int) -> dict[str, float]:
         ids = pa.array([f"c{i:08d}" for i in range(start, start + rows)])
         batches.append(pa.record_batch([ids, pa.array(s)], names=["customer_id", "score"]))
     st.create_scalar_index("customers", "customer_id")
-    written = write_scores(st, "customers", col, batches)
+    with st.transaction("customers") as tx:  # write_scores stages into a step's transaction
+        write_scores(tx, col, batches)
+    written = sum(b.num_rows for b in batches)
     scores = np.concatenate(all_s)
     st.set_metadata("customers", {META_KEY: {"p0": {
         "column": col, "model_id": "planted", "fitted_at": "-", "scored_at": "-",

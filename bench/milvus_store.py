@@ -66,7 +66,7 @@ def run(n: int, dim: int, n_queries: int) -> list[dict[str, Any]]:
                 t0 = time.perf_counter()
                 store.write(TABLE, _table(x))
                 write_s = time.perf_counter() - t0
-                kinds = ["HNSW", "IVF_FLAT"] if backend == "milvus-lite" else [None]
+                kinds: list[str | None] = ["HNSW", "IVF_FLAT"] if backend == "milvus-lite" else [None]
                 if backend == "milvus-lite":  # exact search must be numpy's answer
                     got = store.search(TABLE, q[0], k=10, exact=True, columns=["id"])
                     assert set(got.column("id").to_pylist()) == _truth(x, q[:1], 10, None)[0]

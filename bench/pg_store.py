@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
                                        "build_s": None, "peak_rss_mib": base_peak}]
         with _postgres(tmp) as dsn:
             (tmp / "lance").mkdir()
-            sides = [("lancedb", str(tmp / "lance"), [None]),
+            sides: list[tuple[str, str, list[Any]]] = [("lancedb", str(tmp / "lance"), [None]),
                      ("pgvector", dsn, [{"ef_search": ef} for ef in efs])]
             for backend, target, param_sets in sides:
                 secs, wpeak = run_isolated(write_child, backend, target, str(tmp),

@@ -117,7 +117,8 @@ def rebuild(src: str, work: str, repeats: int) -> tuple[list[float], int]:
                                                  for c in cols], fit=False, stale_only=False)
             run = risk.rescore(s, "customers", stale_only=False)
             out.append(time.perf_counter() - t0)
-            rows = sum(r.rows_written for r in res) + run.rows_scored
+            rows = sum(r.rows_embedded if r.rows_written is None else r.rows_written
+                       for r in res) + run.rows_scored
     return out[1:], rows
 
 

@@ -45,11 +45,11 @@ def _vectors(rows: int, dim: int, seed: int, start: int = 0, stop: int | None = 
 
 def build(path: str, rows: int, dim: int, seed: int) -> None:
     import vectorstore
-    from vectorstore import VectorColumn
+    from vectorstore import Metric, VectorColumn
 
     with vectorstore.connect(path) as s:
         s.create_table("customers", pa.schema([("customer_id", pa.string())]),
-                       key="customer_id", vectors=[VectorColumn("vec", dim, "l2")])
+                       key="customer_id", vectors=[VectorColumn("vec", dim, Metric.L2)])
 
         def batches():
             for lo in range(0, rows, BATCH):

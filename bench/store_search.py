@@ -35,7 +35,7 @@ import pyarrow as pa
 
 import vectorstore
 from bench._harness import percentile, report, run_isolated
-from vectorstore import VectorColumn, VectorStore
+from vectorstore import Metric, VectorColumn, VectorStore
 
 TABLE = "bench_vectors"
 VECTOR = "vector"
@@ -175,7 +175,7 @@ def load_child(backend: str, data_dir: str, workdir: str) -> dict[str, Any]:
     with _factory(backend)(Path(workdir)) as store:
         t0 = time.perf_counter()
         store.create_table(TABLE, schema, key="id",
-                           vectors=[VectorColumn(VECTOR, dim, "cosine")])
+                           vectors=[VectorColumn(VECTOR, dim, Metric.COSINE)])
         store.write(TABLE, pa.RecordBatchReader.from_batches(schema, batches()))
         return {"seconds": time.perf_counter() - t0}
 

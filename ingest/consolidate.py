@@ -57,7 +57,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vectorstore import TableInfo, VectorStore, check_name
-from vectorstore.filters import Cmp, In, IsNull, Not
+from vectorstore.filters import Cmp, Filter, In, IsNull, Not
 from vectorstore.rows import values_equal
 from vectorstore.txn import PendingWrite
 
@@ -234,7 +234,7 @@ class _Run:
         names = self.cust_info.schema.names
         if "consolidation_run" not in names:
             return pa.array([], pa.string())
-        f = Not(IsNull("consolidation_run"))
+        f: Filter = Not(IsNull("consolidation_run"))
         if CONSOLIDATED in names:
             f = f & IsNull(CONSOLIDATED)
         ids = [b.column(0) for b in self.store.scan(self.cfg.customers, columns=[self.cfg.key],
@@ -524,10 +524,11 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
 
         prev_wm = run.meta.get("watermark")
         if isinstance(max_wm, dt.datetime):
-            new_wm = _iso(max(max_wm, _parse_iso(prev_wm)) if prev_wm else max_wm)
+            prev = _parse_iso(prev_wm) if prev_wm else None
+            new_wm = _iso(max(max_wm, prev) if prev is not None else max_wm)
         else:
             new_wm = max_wm if prev_wm is None or max_wm is None else max(max_wm, prev_wm)
-        meta = {
+        meta: dict[str, Any] = {
             "run": run_no, "watermark_column": wm_col,
             "watermark": new_wm if new_wm is not None else prev_wm,
             "as_of": _iso(as_of), "columns": cmap, "config": run.chosen,
@@ -566,6 +567,7 @@ def age(store: VectorStore, cfg: ConsolidationConfig | None = None) -> int:
     if as_of is None or meta.get("aged_as_of") == meta.get("as_of") or \
             any(c not in info.schema.names for c in needed):
         return 0
+    assert info.key is not None  # consolidated customers are keyed
     written = 0
     with store.transaction(cfg.customers) as tx:
         for part in tx.partitions():
@@ -592,6 +594,7 @@ def _stage_aging(store: VectorStore, tx: Any, info: TableInfo, as_of: dt.datetim
                  written: list[pa.Array]) -> int:
     """Stage, keyed, ``recency_days``/``frequency`` at ``as_of`` for the customers this
     consolidation does not rewrite and whose values change; returns how many."""
+    assert info.key is not None  # the customers table is keyed
     needed = ("last_seen", "first_seen", "n_events", *AGING_FEATURES)
     if any(c not in info.schema.names for c in needed):
         return 0

@@ -139,9 +139,8 @@ def write_output(tx: Transaction, output: str, inputs: Sequence[str], compute: C
         if data is not None:
             tx.stage(part, data, rows=rows)
             written += data.num_rows
-    done = written
     n = sum(p.rows for p in parts)
-    return OutputRun(output, done, n - done, "stale" if job.stale_only else "all")
+    return OutputRun(output, written, n - written, "stale" if job.stale_only else "all")
 
 
 __all__ = ["FRESH", "Compute", "OutputJob", "OutputRun", "output_partition", "stale_rows",

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from vectorstore import TableInfo, VectorColumn, VectorStore
+from vectorstore.schema import MetadataPatch
 
 from .errors import IngestError, MappingError, ValidationError
 from .freshness import ROW_STAMP, STAMP_TYPE, new_stamp, source_touch
@@ -274,7 +275,7 @@ def _typed_columns(plan: Plan) -> dict[str, pa.DataType]:
             if c.type in (pa.int64(), pa.float64()) and c.source not in raw and c.fmt is None}
 
 
-def _holding_kinds(info: TableInfo, kinds: list[str]) -> dict[str, Any]:
+def _holding_kinds(info: TableInfo, kinds: list[str]) -> MetadataPatch:
     """The events table's metadata patch noting the kinds whose product the customer holds.
 
     Consolidation reads ``holding_kinds`` and adds them to its own, so ``holdings.from_events``
@@ -319,7 +320,12 @@ def ingest(store: VectorStore, source: Any = None,
     if sample is None and first is None:
         return load.finish_empty()
     existing = store.table_info(m.table) if store.has_table(m.table) else None
-    plan = make_plan(m, sample if sample is not None else first.batch, existing,
+    if sample is not None:
+        head = sample
+    else:
+        assert first is not None  # both None returned above
+        head = first.batch
+    plan = make_plan(m, head, existing,
                      text_source=src.kind in ("csv", "tsv", "jsonl"))
     if isinstance(src, CsvSource):
         src.column_types = _typed_columns(plan)
@@ -363,7 +369,7 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
                            for b in batches)
             counted = _counting(batches)
             kinds = list(dict.fromkeys(m.holdings.from_events)) if events else []
-            meta = {HOLDING_KINDS_KEY: kinds} if kinds else {}
+            meta: dict[str, Any] = {HOLDING_KINDS_KEY: kinds} if kinds else {}
             if plan.source_names:
                 meta[SOURCE_NAMES_KEY] = plan.source_names
             store.create_table(m.table, schema, key=plan.key, vectors=vec_cols,

@@ -18,10 +18,10 @@ from __future__ import annotations
 import io
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pyarrow as pa
@@ -421,7 +421,7 @@ class CsvSource(Source):
             head = f.read(1 << 16)
         return head.count(b"\r") == head.count(b"\r\n")
 
-    def _raw_blocks(self) -> Iterator[tuple[bytes, int, int]]:
+    def _raw_blocks(self) -> Generator[tuple[bytes, int, int], None, None]:
         """(newline-aligned UTF-8 data bytes, line number of their first line, number of
         newline bytes in them), header skipped."""
         o = self.options
@@ -615,7 +615,8 @@ class CsvSource(Source):
             nonempty = np.arange(first_line, first_line + total, dtype=np.int64)
         bad: list[MalformedRow] = []
         if numbered:
-            idx = np.asarray([n - 1 for n, *_ in numbered], dtype=np.int64)
+            # every row is numbered here (an unnumbered read was cleared above)
+            idx = np.asarray([cast(int, n) - 1 for n, *_ in numbered], dtype=np.int64)
             for (_, text, exp, act), i in zip(numbered, idx.tolist(), strict=True):
                 bad.append(MalformedRow(None, int(nonempty[i]), text,
                                         f"{exp} fields as in the header (the row has {act})"))
@@ -1023,7 +1024,7 @@ class SqlSource(Source):
             engine.dispose()
 
 
-def _rows_to_batch(name: str, names: list[str], rows: list[Any], schema: pa.Schema | None,
+def _rows_to_batch(name: str, names: list[str], rows: Sequence[Any], schema: pa.Schema | None,
                    types: dict[str, pa.DataType], first_row: int) -> pa.RecordBatch:
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
     arrays = []

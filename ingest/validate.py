@@ -541,7 +541,7 @@ def make_plan(mapping: Mapping, first: pa.RecordBatch, existing: TableInfo | Non
     for t in mapping.text_columns:
         _find(raw, mapping, t, "text column")
     existing_types = {f.name: f.type for f in existing.schema} if existing else {}
-    vectors = dict(existing.vectors) if existing else {}
+    vectors: dict[str, Any] = dict(existing.vectors) if existing else {}
     kept = _kept_columns(raw, mapping, used, dropped, wanted)
     columns: list[ColumnPlan] = []
     new_fields: list[pa.Field] = []

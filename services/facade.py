@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -672,6 +672,7 @@ class Kindred:
                                    repeats=repeats, split_column=split_column,
                                    test_value=test_value, test_size=test_size,
                                    progress=rows_done, propensity_options=po, **lo)
+        assert product is not None  # exactly one of product and label (checked above)
         return evaluate_holdout(self._store, product, vector_columns=vector_columns,
                                 methods=methods, holdout=holdout, seed=seed, repeats=repeats,
                                 progress=rows_done, propensity_options=po, **lo)
@@ -878,7 +879,7 @@ def _exact_dim(cls: Any, dim: int | None, unit: str) -> Any:
     if dim is None:
         return cls
 
-    class Exact(cls):  # type: ignore[misc,valid-type]
+    class Exact(cls):
         def fit(self, *args: Any, **kwargs: Any) -> Any:
             out = super().fit(*args, **kwargs)
             if self.dim_ < dim:
@@ -907,7 +908,7 @@ def _plain(obj: Any) -> dict[str, Any]:
     if isinstance(obj, BaseModel):
         d = obj.model_dump(mode="json")
     elif dataclasses.is_dataclass(obj):
-        d = dataclasses.asdict(obj)
+        d = dataclasses.asdict(cast(Any, obj))  # an instance: results are never classes
     else:
         d = dict(vars(obj))
     return json.loads(json.dumps(d, default=str))

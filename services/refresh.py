@@ -169,16 +169,17 @@ class _Refresh:
                 "(`kindred embed ... --output NAME`) or keep refreshing with the stored "
                 "state") from None
         for r in results:
-            if r.rows_written:
+            written = r.rows_embedded if r.rows_written is None else r.rows_written
+            if written:
                 self.written.setdefault(table, set()).add(r.column)
             if self.refit:
-                self.add("embed", f"{table}.{r.column}", r.rows_written, t0,
-                         f"re-fitted: {r.rows_written:,} row(s) written", action="refit",
+                self.add("embed", f"{table}.{r.column}", written, t0,
+                         f"re-fitted: {written:,} row(s) written", action="refit",
                          mode=r.mode, state_sha256=r.state_sha256)
             else:
-                reason = (f"{r.rows_written:,} row(s) embedded ({r.mode}), "
-                          f"{r.rows_skipped:,} kept" if r.rows_written else "no stale rows")
-                self.add("embed", f"{table}.{r.column}", r.rows_written, t0, reason,
+                reason = (f"{written:,} row(s) embedded ({r.mode}), "
+                          f"{r.rows_skipped:,} kept" if written else "no stale rows")
+                self.add("embed", f"{table}.{r.column}", written, t0, reason,
                          mode=r.mode)
 
     # ------------------------------------------------------------------ 3. indexes

@@ -21,7 +21,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import matplotlib
 
@@ -177,7 +177,8 @@ def plot_distributions(ps: ProductScores, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     both = np.concatenate([ps.consumers, ps.prospects]) if len(ps.consumers) + len(
         ps.prospects) else np.zeros(1)
-    bins = np.linspace(float(np.min(both)), float(np.max(both)) + 1e-9, 40)
+    # an array (matplotlib's stubs list sequences only)
+    bins = cast(Sequence[float], np.linspace(float(np.min(both)), float(np.max(both)) + 1e-9, 40))
     ax.hist(ps.prospects, bins=bins, alpha=0.6, density=True,
             label=f"prospects (n={len(ps.prospects):,})")
     ax.hist(ps.consumers, bins=bins, alpha=0.6, density=True,

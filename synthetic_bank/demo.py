@@ -144,9 +144,10 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
     steps.run("embed behaviour", lambda: k.embed("behavior"), lambda r: r.details["message"])
     if text:
         def embed_text() -> Any:
+            fallback: tuple[type[BaseException], ...] = (*_user_errors(), RuntimeError, OSError)
             try:  # int8 ONNX Runtime: ~3x faster on CPU than PyTorch
                 return k.embed("text", column="note", backend="onnx")
-            except (*_user_errors(), RuntimeError, OSError) as exc:
+            except fallback as exc:
                 steps.echo(f"      (ONNX Runtime unavailable: {exc}; using PyTorch)")
                 return k.embed("text", column="note")
 

@@ -327,8 +327,8 @@ def _transactions(rng: np.random.Generator, c: dict[str, Any], hold: np.ndarray,
     w = np.zeros((n, _C), dtype=np.float64)
     base = np.array([_BASE_CAT[s] for s in SEGMENTS])
     w[:, : base.shape[1]] = base[seg]
-    for p, cat in _SIGNATURE.items():
-        j, k = _PIDX[p], _CIDX[cat]
+    for p, signature in _SIGNATURE.items():
+        j, k = _PIDX[p], _CIDX[signature]
         # holders pay into the product; non-holders sometimes pay a similar bill elsewhere
         w[:, k] += _SIG_STRENGTH[p] * np.where(hold[:, j], 1.0, 0.4 * c["prop"][:, j])
     cat = _sample_rows(rng, w, cust)
@@ -476,7 +476,8 @@ def generate(out_dir: str | Path, n_customers: int = 20_000, events_per_customer
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / v for k, v in FILES.items()}
-    counts = {"n_customers": 0, "n_transactions": 0, "n_web_events": 0, "n_anomalies": 0}
+    counts: dict[str, Any] = {"n_customers": 0, "n_transactions": 0, "n_web_events": 0,
+                              "n_anomalies": 0}
     csv_opts = pacsv.WriteOptions(include_header=True, quoting_style="needed")
     with (pacsv.CSVWriter(paths["customers"], CUSTOMERS_CSV_SCHEMA, write_options=csv_opts) as cw,
           pq.ParquetWriter(paths["transactions"], TRANSACTIONS_SCHEMA) as tw,
@@ -501,6 +502,7 @@ def generate(out_dir: str | Path, n_customers: int = 20_000, events_per_customer
         "products_separator": ";",
     }
     paths["manifest"].write_text(json.dumps(manifest, indent=2) + "\n")
-    return GeneratedBank(out_dir=out, **{k: paths[k] for k in FILES}, **counts,
+    files: dict[str, Any] = {k: paths[k] for k in FILES}
+    return GeneratedBank(out_dir=out, **files, **counts,
                          n_products=len(PRODUCTS), seed=seed,
                          events_per_customer=events_per_customer)

@@ -263,7 +263,8 @@ class GeneratedBank:
         if not manifest.is_file():
             raise IngestError(f"{out} is not a generated bank: {manifest} is missing")
         m = json.loads(manifest.read_text())
-        return cls(out_dir=out, **{k: out / FILES[k] for k in FILES if k != "manifest"},
+        files: dict[str, Any] = {k: out / FILES[k] for k in FILES if k != "manifest"}
+        return cls(out_dir=out, **files,
                    manifest=manifest, n_customers=m["n_customers"],
                    n_transactions=m["n_transactions"], n_web_events=m["n_web_events"],
                    n_products=m["n_products"], n_anomalies=m["n_anomalies"], seed=m["seed"],

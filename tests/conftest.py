@@ -53,7 +53,13 @@ STORE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], vectorstore.V
 }
 
 
-@pytest.fixture(params=list(STORE_FACTORIES), ids=list(STORE_FACTORIES))
+# backends that need a server carry its mark, so `-m "not pgvector"` deselects them
+STORE_MARKS: dict[str, pytest.MarkDecorator] = {"pgvector": pytest.mark.pgvector}
+
+
+@pytest.fixture(
+    params=[pytest.param(name, id=name, marks=STORE_MARKS.get(name, ())) for name in STORE_FACTORIES]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[vectorstore.VectorStore]:
     s = STORE_FACTORIES[request.param](request, tmp_path)
     try:

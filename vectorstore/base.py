@@ -15,9 +15,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeAlias, cast
 
 import numpy as np
 import pyarrow as pa
@@ -36,8 +36,10 @@ _ARTIFACT_SCHEMA = pa.schema([
     pa.field("created_at", pa.timestamp("us")),
 ])
 WriteMode = Literal["append", "overwrite", "upsert", "insert_missing"]
-Data = pa.Table | pa.RecordBatchReader | pa.RecordBatch | Iterable[pa.RecordBatch]
+Data: TypeAlias = pa.Table | pa.RecordBatchReader | pa.RecordBatch | Iterable[pa.RecordBatch]
 FilterLike = Filter | str | None
+# every scan is a generator, so closing it ends its read (on PostgreSQL, its transaction)
+_Closable: TypeAlias = Generator[pa.RecordBatch, None, None]
 CONTENT_ADDRESSED = "_content_addressed"
 """Artifact metadata flag of :meth:`VectorStore.save_artifact` artifacts (swept when unused)."""
 ARTIFACT_GRACE = dt.timedelta(hours=24)
@@ -210,8 +212,8 @@ class VectorStore(ABC):
                         ) -> Iterator[pa.RecordBatch]:
         """The rows at ``positions`` (sorted) of a partition's scan, streamed."""
         start = 0
-        with contextlib.closing(self._scan_partition(partition, columns=columns,
-                                                     batch_size=batch_size)) as scan:
+        with contextlib.closing(cast(_Closable, self._scan_partition(partition, columns=columns,
+                                                                 batch_size=batch_size))) as scan:
             for batch in scan:
                 stop = start + batch.num_rows
                 lo, hi = np.searchsorted(positions, [start, stop])
@@ -276,7 +278,7 @@ class VectorStore(ABC):
         pos = _sorted_positions(positions)
         _check_positions(name, pos, self.count(name))
         kept, start = [], 0
-        with contextlib.closing(self.scan(name, columns=columns)) as scan:
+        with contextlib.closing(cast(_Closable, self.scan(name, columns=columns))) as scan:
             for batch in scan:
                 stop = start + batch.num_rows
                 lo, hi = np.searchsorted(pos, [start, stop])

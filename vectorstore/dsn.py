@@ -134,7 +134,7 @@ def has_scheme(location: str) -> bool:
     """Whether ``location`` starts with a URI scheme of two letters or more (``C:\\x`` is a
     Windows path, not a scheme)."""
     m = _SCHEME.match(location)
-    return bool(m) and len(m.group("scheme")) > 1
+    return m is not None and len(m.group("scheme")) > 1
 
 
 def scheme_of_text(location: str) -> str:
@@ -281,7 +281,7 @@ def store_identity(store: object) -> tuple[object, ...]:
         except OSError:
             return ("lance-path", str(path.resolve()))
     if scheme == "postgresql" and hasattr(store, "_connection"):
-        with store._connection() as conn:  # type: ignore[attr-defined]
+        with store._connection() as conn:
             row = conn.execute("SELECT pg_postmaster_start_time()::text, "
                                "current_setting('port'), current_database()").fetchone()
         return ("postgresql", *(str(v) for v in row), getattr(store, "schema", None))

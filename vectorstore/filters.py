@@ -24,7 +24,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal, Union, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -308,7 +308,7 @@ class _Parser:
             while self.accept("punct", ","):
                 values.append(self.parse_literal())
             self.expect("punct", ")", "')'")
-            f: Filter = In(column, tuple(values))
+            f = In(column, tuple(values))
             return Not(f) if negate else f
         if self.accept("kw", "between"):
             low = self.parse_literal()
@@ -464,7 +464,7 @@ def simplify(f: Filter) -> Filter:
         items: list[Filter] = []
         for i in f.items:
             i = simplify(i)
-            items.extend(i.items if isinstance(i, kind) else (i,))
+            items.extend(cast("And | Or", i).items if isinstance(i, kind) else (i,))
         return items[0] if len(items) == 1 else kind(tuple(items))  # () stays: bind refuses
     return f
 

@@ -51,7 +51,8 @@ def _signed(v: int) -> int:
 
 def _parse(record: bytes) -> list[tuple[int, int, Any]]:
     """(field number, wire type, value) of a protobuf message (varint and bytes fields)."""
-    out, i = [], 0
+    out: list[tuple[int, int, Any]] = []
+    i = 0
     while i < len(record):
         tag, i = _varint(record, i)
         num, wire = tag >> 3, tag & 7

@@ -320,8 +320,8 @@ class LanceTransaction(Transaction):
         pieces = list(self.pieces)
         pieces += self._derive(latest)
         by_frag: dict[int, list[Piece]] = {}
-        for p in pieces:
-            by_frag.setdefault(p.fragment_id, []).append(p)
+        for piece in pieces:
+            by_frag.setdefault(piece.fragment_id, []).append(piece)
         frags = []
         for f in latest.get_fragments():
             meta_f = f.metadata
@@ -385,8 +385,8 @@ class LanceTransaction(Transaction):
                 cols = [c for c in t.column_names if c != key]
                 if cols and len(idx):
                     there = [c for c in cols if c in latest.schema.names]
-                    got = latest.take(pa.array(km.positions[idx]), columns=there) if there \
-                        else None
+                    got: Any = latest.take(pa.array(km.positions[idx]), columns=there) if there \
+                        else None  # None only when no column is there: never read then
                     # columns this step adds hold nulls so far
                     stored = pa.table({c: got.column(c) if c in there else
                                        pa.nulls(len(idx), t.schema.field(c).type) for c in cols})

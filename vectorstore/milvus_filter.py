@@ -87,6 +87,7 @@ class _Compiler:
                 flag = has_field(self.ident(f.column))
                 return f"({flag} == {'false' if positive else 'true'})"
             return f"({self.ident(f.column)} is {'' if positive else 'not '}null)"
+        assert isinstance(f, Cmp | In | Has), f  # the compiler hands leaves only
         c = self.ident(f.column)
         guard = self.not_null(f.column)
         if isinstance(f, Has):

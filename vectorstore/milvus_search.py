@@ -46,7 +46,7 @@ def _search_params(vec: VectorColumn, index: dict[str, Any] | None, params: dict
     return {"metric_type": _METRIC[vec.metric], "params": inner}
 
 
-def _scores(vec: VectorColumn, raw: np.ndarray) -> np.ndarray:
+def _scores(vec: VectorColumn, raw: np.ndarray | list[float]) -> np.ndarray:
     raw = np.asarray(raw, dtype=np.float64)
     return np.sqrt(np.maximum(raw, 0.0)) if vec.metric is Metric.L2 else raw
 

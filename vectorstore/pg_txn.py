@@ -186,6 +186,7 @@ class PgTransaction(Transaction):
                 "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
                 "FROM r").format(t=table, i=into, v=values, s=stage, k=k, u=sets, m=mine,
                                  e=theirs), params).fetchone()
+            assert row is not None  # an aggregate returns one row
             ins, upd = int(row[0]), int(row[1])
             return WriteResult(inserted=ins, updated=upd, unchanged=n - ins - upd)
         if mode == "update":  # every key must exist ("stage": rows deleted meanwhile are gone)
@@ -193,6 +194,7 @@ class PgTransaction(Transaction):
                 "SELECT count(*), (array_agg(s.{k}))[1] FROM {s} s WHERE NOT EXISTS "
                 "(SELECT 1 FROM {t} x WHERE x.{k} = s.{k})").format(k=k, s=stage, t=table)
             ).fetchone()
+            assert row is not None  # an aggregate returns one row
             if row[0]:
                 raise KeyConflict(f"table {self.name!r}: {row[0]} key(s) to update are not in "
                                   f"the table, e.g. {key}={row[1]!r}")

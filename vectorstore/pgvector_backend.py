@@ -257,7 +257,8 @@ def encode_copy_rows(batch: pa.RecordBatch) -> memoryview:
     """The rows of ``batch`` in PostgreSQL's binary COPY format (no header or trailer)."""
     fixed = _fixed_rows(batch)
     if fixed is not None:
-        return memoryview(fixed.reshape(-1))
+        # ndarray is a buffer; numpy declares its __buffer__ for Python >= 3.12 only
+        return memoryview(fixed.reshape(-1))  # type: ignore[arg-type]
     n = batch.num_rows
     count = _binary_rows(np.tile(np.frombuffer(np.array([batch.num_columns], ">i2").tobytes(),
                                                np.uint8), (n, 1)))
@@ -364,6 +365,7 @@ class PgVectorStore(VectorStore):
                  pool_max_size: int = 5, connect_timeout: float = 10.0,
                  pool_timeout: float = 30.0) -> None:
         self.schema = check_name(schema, "schema name")
+        value: float
         for label, value in (("pool_min_size", pool_min_size), ("pool_max_size", pool_max_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InvalidOption(f"{label} must be a non-negative integer, got {value!r}")
@@ -383,7 +385,7 @@ class PgVectorStore(VectorStore):
         self._password = str(params.get("password") or "")
         remember_secret(self._password)
         params.setdefault("connect_timeout", str(max(2, int(connect_timeout))))
-        self._params = params
+        self._params: dict[str, Any] = params
         self._pool_timeout = float(pool_timeout)
         self._closed = False
         self._setup(connect_timeout)
@@ -442,7 +444,9 @@ class PgVectorStore(VectorStore):
                 conn.execute(sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, description text "
                     "NOT NULL)").format(self._ident(CATALOG)))
-            self._vector_oid = int(conn.execute("SELECT 'vector'::regtype::oid").fetchone()[0])
+            oid = conn.execute("SELECT 'vector'::regtype::oid").fetchone()
+            assert oid is not None  # the extension exists (just created)
+            self._vector_oid = int(oid[0])
         self._iterative = _version_tuple(self.pgvector_version) >= (0, 8)
 
     def _create_extension(self, conn: psycopg.Connection) -> tuple[Any, ...]:
@@ -462,8 +466,10 @@ class PgVectorStore(VectorStore):
                 f"({self._redact(str(exc).strip())}): install pgvector (https://github.com/"
                 "pgvector/pgvector) on the server"
             ) from None
-        return conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'"
-                            ).fetchone()
+        row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+                           ).fetchone()
+        assert row is not None  # the extension exists (just created)
+        return row
 
     @staticmethod
     def _configure(conn: psycopg.Connection) -> None:
@@ -573,7 +579,7 @@ class PgVectorStore(VectorStore):
                      exist_ok: bool = False, data: Any = None) -> TableInfo:
         info = new_table_info(name, schema, key=key, vectors=vectors, metadata=metadata)
         json.dumps(info.metadata, default=str)
-        columns = [sql.SQL("{} {}{}").format(
+        columns: list[sql.Composable] = [sql.SQL("{} {}{}").format(
             sql.Identifier(f.name), sql.SQL(pg_type(f, name)),
             sql.SQL("" if f.nullable and f.name != key else " NOT NULL")) for f in info.schema]
         if key is not None:
@@ -647,6 +653,7 @@ class PgVectorStore(VectorStore):
                     copy = stack.enter_context(cur.copy(stmt, writer=QueuedLibpqWriter(cur)))
                     copy.write(_COPY_SIGNATURE)
                 _check_text(info, batch)
+                assert copy is not None  # opened with the first batch
                 for start in range(0, batch.num_rows, _COPY_ROWS):
                     copy.write(encode_copy_rows(batch.slice(start, _COPY_ROWS)))
                 rows += batch.num_rows
@@ -688,6 +695,7 @@ class PgVectorStore(VectorStore):
         with self._translate(name, "count"), self._connection() as conn:
             row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self._ident(name))
                                + where, params).fetchone()
+            assert row is not None  # count(*) returns one row
             return int(row[0])
 
     def _to_batch(self, rows: list[tuple[Any, ...]], fields: list[pa.Field]) -> pa.RecordBatch:
@@ -746,8 +754,10 @@ class PgVectorStore(VectorStore):
                 if not exact and len(rows) < k:
                     # the index ran out of candidates (a selective filter, or k above the
                     # largest ef_search of 1000): exact search when more rows match
-                    n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self._ident(name))
-                                     + where, wparams).fetchone()[0]
+                    counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                        self._ident(name)) + where, wparams).fetchone()
+                    assert counted is not None  # count(*) returns one row
+                    n = counted[0]
                     if n > len(rows):
                         rows = self._run_search(conn, stmt, args, settings, True, True)
                 pieces.append((i, rows))
@@ -851,7 +861,7 @@ class PgVectorStore(VectorStore):
                                     f"got {value!r}")
         if index_type == "IVFFLAT" and "lists" not in params:
             params["lists"] = max(1, int(np.sqrt(max(self.count(name), 1))))
-        with_ = sql.SQL("")
+        with_: sql.Composable = sql.SQL("")
         if params:
             with_ = sql.SQL(" WITH ({})").format(sql.SQL(", ").join(
                 sql.SQL("{} = {}").format(sql.SQL(k), sql.Literal(int(v)))  # checked ints

@@ -158,7 +158,7 @@ class TableInfo:
         return TableInfo(self.name, self.schema, self.key, self.vectors,
                          patch_metadata(self.metadata, updates))
 
-    def check_columns(self, columns: list[str] | tuple[str, ...] | None) -> None:
+    def check_columns(self, columns: Sequence[str] | None) -> None:
         """Raise ColumnNotFound naming the first column that is not in the schema."""
         from .errors import ColumnNotFound
 

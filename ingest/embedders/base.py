@@ -158,7 +158,7 @@ class Embedder(ABC):
             if np.asarray(a).dtype == object:
                 raise EmbeddingError(f"state array {name!r} holds Python objects: cannot store it")
         buf = io.BytesIO()
-        payload = {k: np.asarray(v) for k, v in arrays.items()}
+        payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
         payload[_META_KEY] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
         np.savez(buf, **payload)
         return buf.getvalue()

@@ -452,6 +452,7 @@ def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None,
              "refreshed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
              "sources": {}})})
         if ptx is not None and pmean is not None:
+            assert products is not None  # ptx is open only on a products table
             ptx.set_metadata({("embedders", column): metadata_entry(
                 products, column, emb, name, sha, pmean,
                 {"space_of": f"{customers}.{column}"})})

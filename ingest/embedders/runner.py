@@ -246,8 +246,10 @@ class _Step:
         else:
             base, base_n = np.zeros(t.dim), 0
             if existed and isinstance(entry.get("mean"), list) and len(entry["mean"]) == t.dim:
-                base_n = entry.get("vectors")
-                if not isinstance(base_n, int):
+                recorded = entry.get("vectors")
+                if isinstance(recorded, int):
+                    base_n = recorded
+                else:
                     base_n = self.store.count(self.table) - self.store.null_count(
                         self.table, t.column)
                 base = np.asarray(entry["mean"], np.float64) * base_n

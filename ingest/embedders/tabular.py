@@ -39,8 +39,8 @@ the selected columns) is held while fitting; transforming is row by row, so embe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pandas as pd
@@ -110,7 +110,7 @@ class TabularEmbedder(Embedder):
                  min_frequency: float = 0.01, max_levels: int = 50, max_tracked: int = 10_000,
                  pca: int | None = None, sample_size: int = 100_000, seed: int = 0,
                  normalize: bool = True, onehot_scale: float = 1.0,
-                 types: dict[str, str] | None = None) -> None:
+                 types: Mapping[str, str] | None = None) -> None:
         try:
             self.types = parse_kinds(types)
         except ValueError as exc:
@@ -273,7 +273,8 @@ class TabularEmbedder(Embedder):
         for c in categorical:
             d = counts[c]
             n_missing = d.pop(None, 0)
-            ordered = sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))
+            ordered = sorted(cast("dict[str, int]", d).items(),  # None popped above
+                             key=lambda kv: (-kv[1], kv[0]))
             keep = [v for v, n in ordered if n >= self.min_frequency * n_rows][: self.max_levels]
             levels = sorted(keep)
             if len(keep) < len(ordered) or not ordered:
@@ -312,6 +313,7 @@ class TabularEmbedder(Embedder):
     def _features(self, batch: pa.RecordBatch | None, table: pa.Table | None = None
                   ) -> np.ndarray:
         src = table if table is not None else batch
+        assert src is not None  # callers pass one of the two
         n = src.num_rows
         out = np.zeros((n, self.n_features_), np.float64)
         j = 0
@@ -394,7 +396,7 @@ class TabularEmbedder(Embedder):
 def embed_tabular(store: VectorStore, table: str, *, include: Sequence[str] | None = None,
                   exclude: Sequence[str] = (), pca: int | None = None,
                   column: str | None = None, raw: bool = True,
-                  types: dict[str, str] | None = None, batch_size: int = 16_384,
+                  types: Mapping[str, str] | None = None, batch_size: int = 16_384,
                   progress: Progress | None = None) -> tuple[EmbedResult, EmbedResult | None]:
     """Write the tabular column (default ``vec_tabular``) and, with ``raw``, its
     magnitude-preserving companion ``<column>_raw`` (see the module docstring).

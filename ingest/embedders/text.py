@@ -384,7 +384,7 @@ class TextEmbedder(Embedder):
             raise ModelIntegrityError(
                 f"model {self.model_name!r} now has weights {ident}, but the stored state was "
                 f"fitted with {saved}: refusing to mix vectors of two models")
-        self.model_sha256_ = ident
+        self.model_sha256_: str | None = ident
         if self.backend == "onnx":
             if not Path(path).is_dir():
                 raise ModelNotFoundError("the ONNX backend needs a local model directory")
@@ -395,7 +395,7 @@ class TextEmbedder(Embedder):
             except ImportError as exc:
                 raise EmbeddingError("the ONNX backend needs onnx and onnxruntime: "
                                      "pip install 'kindred[onnx]'") from exc
-            self.onnx_sha256_ = file_sha256(onnx_file)
+            self.onnx_sha256_: str | None = file_sha256(onnx_file)
             self._encoder = OnnxEncoder(Path(path), onnx_file)
             return self._encoder
         from sentence_transformers import SentenceTransformer

@@ -298,6 +298,7 @@ class Recommender:
         import hashlib
 
         buf = io.BytesIO()
+        arrays: dict[str, Any]
         arrays = {"items": np.asarray(self.items, dtype=str), "item_factors": self.item_factors,
                   "popularity": self.popularity, "repeatable": self.repeatable,
                   "theta": self.theta, "prior": self.prior}
@@ -408,7 +409,7 @@ def fit_recommender(store: VectorStore, inter: Interactions, *, seed: int = 0,
     tr_counts, tr_days, tr_active = tr.matrices()
     va_days = va.matrices()[1]
     users = np.flatnonzero((tr_active > 0) & (np.asarray(va_days.sum(axis=1)).ravel() > 0))
-    choice = {"shrink": SHRINKS[0], "w_factors": 0.0, "validation": []}
+    choice: dict[str, Any] = {"shrink": SHRINKS[0], "w_factors": 0.0, "validation": []}
     if len(users) >= 10:
         model, _ = _als(tr_counts, f, seed)
         tr_pop = np.asarray(tr_days.sum(axis=0)).ravel() / max(tr_active.sum(), 1.0)

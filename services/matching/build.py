@@ -148,6 +148,8 @@ def _auto(store: VectorStore, product: str, column: str | None, *, table: str,
                       remember=not read_only, propensity_options=propensity_options,
                       **learned_options)
     low, high = best_row.roc_auc_interval or (best_row.roc_auc, best_row.roc_auc)
+    assert low is not None  # the best row has a ROC-AUC
+    assert high is not None
     q.details["auto"] = {
         "picked": best, "holdout_roc_auc": aucs,
         "holdout_roc_auc_sd": {r.method: r.roc_auc_sd for r in rows},

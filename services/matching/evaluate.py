@@ -17,7 +17,7 @@ reads attributes, not vectors: it is evaluated once, on every row, as vector col
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -141,6 +141,7 @@ def _score_candidates(store: VectorStore, table: str, query: ProductQuery, evalu
     """Scores, labels and popularity (other holdings) of every candidate row (label >= 0)."""
     scores, labels, pops = [], [], []
     has_holdings = HOLDINGS in columns
+    blocks: Iterator[tuple[pa.RecordBatch, int, np.ndarray | None]]
     if query.rows_model is not None:
         read = list(dict.fromkeys([*columns, *query.rows_model.columns]))
         blocks = ((b, b.num_rows, None) for b in store.scan(table, columns=read))
@@ -264,6 +265,7 @@ def _verdict(rows: list[MetricRow], source: str) -> dict[str, Any] | None:
     if not usable:
         return None
     best = max(usable, key=lambda r: r.roc_auc or 0.0)
+    assert best.roc_auc is not None  # usable rows have one
     lo, hi = best.roc_auc_interval or [best.roc_auc, best.roc_auc]
     return predictability(f"{best.method} on {best.vector_column}", float(best.roc_auc or 0),
                           float(lo), float(hi), source)

@@ -66,7 +66,7 @@ def ensure_index(store: VectorStore, table: str, column: str, *,
         action = "rebuilt" if present else "built"
         built_rows = n
     indexed = present or action != "none"
-    new = {"rows": n, "indexed": indexed}
+    new: dict[str, Any] = {"rows": n, "indexed": indexed}
     if indexed:
         new["built_rows"] = built_rows
     if version is not None:

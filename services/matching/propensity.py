@@ -228,7 +228,7 @@ def fit_propensity(store: VectorStore, table: str, labeller: Labeller,
     leakage = leakage_warnings(single_feature_aucs(X, y_leak, spec, seed=seed))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     splits = list(cv.split(X, y))
-    results = []
+    results: list[dict[str, Any]] = []
     for i, params in enumerate(grid):
         oof = np.zeros(len(y))
         models, aucs, iters = [], [], []

@@ -88,8 +88,8 @@ def _attribute_deviations(store: VectorStore, table: str, row: pa.Table,
     for c in numeric:
         x = numeric_values(data.column(c).combine_chunks())
         x = x[np.isfinite(x)]
-        med, scale = robust_scale(x[:, None]) if x.size else (np.zeros(1), np.ones(1))
-        med, scale = float(med[0]), float(scale[0])
+        meds, scales = robust_scale(x[:, None]) if x.size else (np.zeros(1), np.ones(1))
+        med, scale = float(meds[0]), float(scales[0])
         v = float(numeric_values(row.column(c).combine_chunks())[0])
         ok = np.isfinite(v)
         out.append(Deviation(feature=c, value=v if ok else None, median=med,

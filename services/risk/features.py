@@ -7,7 +7,8 @@ with errors that name the table, column and customer key of a bad value.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -216,7 +217,9 @@ def iter_matrices(store: VectorStore, table: str, source: FeatureSource, key: st
     def read() -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
         # closed explicitly: an error in matrix() must not leave the scan (and, on
         # PostgreSQL, its transaction) open for as long as the traceback lives
-        with contextlib.closing(store.scan(table, columns=cols, batch_size=batch_size)) as scan:
+        scan_gen = cast(Generator[pa.RecordBatch, None, None],  # every store scan is a generator
+                        store.scan(table, columns=cols, batch_size=batch_size))
+        with contextlib.closing(scan_gen) as scan:
             for batch in scan:
                 if batch.num_rows:
                     yield batch, source.matrix(batch, table, key)

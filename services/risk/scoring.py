@@ -28,6 +28,8 @@ from pydantic import BaseModel
 
 from ingest.derived import write_output
 from vectorstore import Transaction, VectorStore, col
+from vectorstore.filters import Filter
+from vectorstore.schema import MetadataPatch
 
 from .config import config_json, parse_detector
 from .detector import RiskDetector
@@ -156,7 +158,7 @@ def _ensure_columns(tx: Transaction) -> None:
 def write_scores(store: VectorStore, table: str, keys: pa.Array | pa.ChunkedArray,
                  scores: np.ndarray, *, threshold: float, model_id: str,
                  percentiles: np.ndarray | None = None,
-                 metadata: dict[str, Any] | None = None) -> int:
+                 metadata: MetadataPatch | None = None) -> int:
     """Set the risk columns on the rows with these keys, and merge ``metadata`` into the
     table's metadata, in one commit; returns the rows matched. A failure or a killed process
     writes nothing."""
@@ -347,7 +349,7 @@ def top(store: VectorStore, table: str, n: int = 20, *, columns: list[str] | Non
                    (not is_derived(c) or c.startswith("risk_"))]
     cols = list(dict.fromkeys([key, *columns, *(f.name for f in RISK_FIELDS
                                                 if f.name in info.schema.names)]))
-    flt = col("risk_score").not_null()
+    flt: Filter = col("risk_score").not_null()
     if flagged_only:
         flt = flt & (col("risk_flag") == True)  # noqa: E712 (a filter expression)
     best_k: list[pa.Array] = []
