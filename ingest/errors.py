@@ -33,3 +33,7 @@ class EmbeddingError(IngestError):
 
 class ModelIntegrityError(EmbeddingError):
     """Model weights or fitted state do not match their recorded checksum or versions."""
+
+
+class RunnerError(IngestError):
+    """The execution runner cannot start (Ray not installed or unreachable) or lost a worker."""

@@ -36,6 +36,7 @@ from .base import (
     _sorted_positions,
 )
 from .conform import conform
+from .dsn import remember_secret
 from .errors import (
     InvalidOption,
     StoreError,
@@ -44,7 +45,9 @@ from .errors import (
     native_free,
 )
 from .faults import fault_point
+from .handle import StoreHandle
 from .lance_filter import compile_filter
+from .lance_location import OBJECT_STORE_SCHEMES, is_secret_option, object_store_location
 from .lance_parts import LancePartitions
 from .lance_stage import Feed
 from .lance_txn import DESCRIPTION_KEY, LanceTransaction, describe, read_description
@@ -85,6 +88,9 @@ class LanceStore(LancePartitions, VectorStore):
             self._cleanup = weakref.finalize(self, shutil.rmtree, path, True)
         self._path = path
         self._storage_options = dict(storage_options or {}) or None
+        for k, v in (self._storage_options or {}).items():
+            if is_secret_option(k):
+                remember_secret(str(v))
         self._db = lancedb.connect(path, storage_options=storage_options,
                                    read_consistency_interval=read_consistency_interval)
         self._tables: dict[str, Any] = {}
@@ -110,10 +116,28 @@ class LanceStore(LancePartitions, VectorStore):
                 path = uri[len(prefix):]
         if uri.startswith("memory://"):
             path = "memory://"
+        if uri.split("://", 1)[0].lower() in OBJECT_STORE_SCHEMES:
+            path, from_uri = object_store_location(uri)
+            given = options.get("storage_options") or {}
+            options = {**options, "storage_options": {**from_uri, **given} or None}
         return cls(path, **options)
 
     def __repr__(self) -> str:
         return f"LanceStore({self.uri!r})"
+
+    def worker_handle(self) -> StoreHandle:
+        """The directory or object-store prefix and its storage options (a ``memory://``
+        store: its private directory, so workers on this machine reach the same tables)."""
+        opts: dict[str, Any] = {}
+        if self._storage_options:
+            opts["storage_options"] = dict(self._storage_options)
+        return StoreHandle(self._path, opts)
+
+    def dataset_location(self, name: str) -> tuple[str, dict[str, str] | None]:
+        """The Lance dataset URI of table ``name`` and its storage options, for engines
+        that read or index Lance datasets themselves (lance-ray)."""
+        return self._table_uri(name), (dict(self._storage_options)
+                                       if self._storage_options else None)
 
     # ------------------------------------------------------------------ internals
     def _table(self, name: str) -> Any:

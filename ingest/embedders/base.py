@@ -36,8 +36,17 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from vectorstore import ArtifactNotFound, Metric, TableInfo, Transaction, VectorColumn, VectorStore
+from vectorstore import (
+    ArtifactNotFound,
+    Metric,
+    Partition,
+    TableInfo,
+    Transaction,
+    VectorColumn,
+    VectorStore,
+)
 
+from ..runner import PartitionContext, Runner, runner_for
 from .errors import (
     DimensionConflictError,
     EmbeddingError,
@@ -104,6 +113,8 @@ class Embedder(ABC):
     metric: ClassVar[Metric] = Metric.COSINE
     version_libs: ClassVar[tuple[str, ...]] = ("numpy", "pyarrow")
     default_column: ClassVar[str] = ""
+    stateful: ClassVar[bool] = False
+    """Loading it is costly (a model): a distributed runner keeps one per worker."""
 
     dim_: int
 
@@ -380,8 +391,8 @@ Progress = Callable[[int, "int | None"], None]
 
 # ---------------------------------------------------------------------- the runner
 def embed(store: VectorStore, table: str, embedder: Embedder, column: str | None = None, *,
-          fit: bool = True, batch_size: int = 16_384, progress: Progress | None = None
-          ) -> EmbedResult:
+          fit: bool = True, batch_size: int = 16_384, progress: Progress | None = None,
+          runner: Runner | str | None = None) -> EmbedResult:
     """Fit ``embedder`` on ``table`` (unless ``fit=False``), write its vectors into ``column``.
 
     The vector column is added if missing (an existing one must have the same dimension and
@@ -394,12 +405,12 @@ def embed(store: VectorStore, table: str, embedder: Embedder, column: str | None
     """
     column = column or embedder.default_column or f"vec_{embedder.kind}"
     return embed_columns(store, table, [(embedder, column)], fit=fit, batch_size=batch_size,
-                         progress=progress)[0]
+                         progress=progress, runner=runner)[0]
 
 
 def embed_columns(store: VectorStore, table: str, targets: Sequence[tuple[Embedder, str]], *,
-                  fit: bool = True, batch_size: int = 16_384, progress: Progress | None = None
-                  ) -> list[EmbedResult]:
+                  fit: bool = True, batch_size: int = 16_384, progress: Progress | None = None,
+                  runner: Runner | str | None = None) -> list[EmbedResult]:
     """:func:`embed` for several (embedder, column) pairs over one scan, in ONE commit: the
     columns appear together or not at all (e.g. a column and its magnitude-preserving
     companion). An embedder with an incremental plan must be the only target."""
@@ -434,9 +445,9 @@ def embed_columns(store: VectorStore, table: str, targets: Sequence[tuple[Embedd
         if len(plans) == 1:
             emb, column, vc, exists = plans[0]
             stage_results = [_stage(tx, emb, column, vc, emb.input_columns(info), exists,
-                                    batch_size, progress)]
+                                    batch_size, progress, runner)]
         else:
-            stage_results = _stage_many(tx, plans, info, batch_size, progress)
+            stage_results = _stage_many(tx, plans, info, batch_size, progress, runner)
         for (emb, column, _vc, _exists), result in zip(plans, stage_results, strict=True):
             meta = tx.info.metadata.get("embedders", {}).get(column)
             if result.rows_embedded == 0 and meta is not None:
@@ -454,9 +465,112 @@ def embed_columns(store: VectorStore, table: str, targets: Sequence[tuple[Embedd
     return results
 
 
+@dataclass
+class _EmbedWork:
+    """The broadcast state of one embed step's per-partition work."""
+
+    targets: list[tuple[Embedder, str, int]]
+    """(fitted embedder, vector column, dimension) per column written."""
+    key: str
+    read: list[str]
+    batch_size: int
+    planned: bool = False
+    """The single target has an incremental plan (only changed rows are re-embedded)."""
+
+
+@dataclass
+class _PartOut:
+    """What one partition's work returns to the driver: sums for the column means, counts."""
+
+    sums: list[np.ndarray]
+    n: list[int]
+    embedded: int = 0
+    skipped: int = 0
+
+
+def _embed_partition(ctx: PartitionContext, part: Partition) -> _PartOut:
+    """Compute and stage one partition's vectors (runs wherever the runner puts it)."""
+    w: _EmbedWork = ctx.shared
+    key = w.key
+    accs = [MeanAccumulator(dim) for _, _, dim in w.targets]
+    out = _PartOut([], [])
+    if part.rows == 0:
+        return _part_out(out, accs)
+    batches = ctx.scan(part, columns=w.read, batch_size=w.batch_size)
+    if not w.planned:  # every row: vectors stream into the partition's files
+        def vectors() -> Any:
+            for batch in batches:
+                cols = {key: batch.column(key)}
+                for (emb, column, dim), acc in zip(w.targets, accs, strict=True):
+                    v = emb.transform(batch)
+                    acc.add(from_vector_array(v, dim))
+                    cols[column] = v
+                out.embedded += batch.num_rows
+                yield pa.record_batch(cols)
+                ctx.progress(batch.num_rows)
+        ctx.stage(part, vectors())
+        return _part_out(out, accs)
+    (embedder, column, dim), acc = w.targets[0], accs[0]
+    rows, chunks, offset = [], [], 0
+    for batch in batches:
+        mask, aux_arrays = _plan(embedder, batch, column)
+        assert mask is not None
+        out.skipped += int((~mask).sum())
+        if column in batch.schema.names:
+            acc.add(from_vector_array(batch.column(column), dim)[~mask])
+        if mask.any():
+            keep = pa.array(mask)
+            changed = batch.filter(keep)
+            v = embedder.transform(changed)
+            acc.add(from_vector_array(v, dim))
+            chunks.append(pa.table({key: changed.column(key), column: v,
+                                    **{k: a.filter(keep) for k, a in aux_arrays.items()}}))
+            rows.append(np.flatnonzero(mask) + offset)
+            out.embedded += changed.num_rows
+        offset += batch.num_rows
+        ctx.progress(batch.num_rows)
+    if chunks:
+        ctx.stage(part, pa.concat_tables(chunks), rows=np.concatenate(rows))
+    return _part_out(out, accs)
+
+
+def _part_out(out: _PartOut, accs: list[MeanAccumulator]) -> _PartOut:
+    out.sums = [a.sum for a in accs]
+    out.n = [a.n for a in accs]
+    return out
+
+
+def _run_embed(tx: Transaction, work: _EmbedWork, runner: Runner | None,
+               progress: Progress | None) -> tuple[list[MeanAccumulator], int, int]:
+    """Every partition's work on the runner; the column accumulators and row counts."""
+    run = runner_for(tx.store, runner, step="embed")
+    accs = [MeanAccumulator(dim) for _, _, dim in work.targets]
+    total = tx.store.count(tx.name) if progress is not None else None
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
+    gpu = any(str(getattr(e, "device", "cpu")).startswith("cuda") for e, _, _ in work.targets)
+    embedded = skipped = 0
+    for out in run.map_partitions(tx, _embed_partition, shared=work, progress=tick,
+                                  stateful=any(getattr(e, "stateful", False)
+                                               for e, _, _ in work.targets),
+                                  resources={"num_gpus": 1} if gpu and run.distributed
+                                  else None):
+        for acc, s, n in zip(accs, out.sums, out.n, strict=True):
+            acc.sum += s
+            acc.n += n
+        embedded += out.embedded
+        skipped += out.skipped
+    return accs, embedded, skipped
+
+
 def _stage(tx: Transaction, embedder: Embedder, column: str, vc: VectorColumn,
-           inputs: list[str], exists: bool, batch_size: int, progress: Progress | None
-           ) -> EmbedResult:
+           inputs: list[str], exists: bool, batch_size: int, progress: Progress | None,
+           runner: Runner | None = None) -> EmbedResult:
     """Compute and stage the vectors of every partition; the result holds the column mean."""
     key = tx.info.key
     assert key is not None
@@ -466,56 +580,14 @@ def _stage(tx: Transaction, embedder: Embedder, column: str, vc: VectorColumn,
     if exists and planned:
         read.append(column)  # unchanged rows' vectors still count towards the column mean
     read = [c for c in read if c in tx.base.schema.names]  # not the columns this step adds
-    acc = MeanAccumulator(vc.dim)
-    counts = {"embedded": 0, "skipped": 0, "done": 0}
-    total = tx.store.count(tx.name) if progress is not None else None
-
-    def tick(n: int) -> None:
-        counts["done"] += n
-        if progress is not None:
-            progress(counts["done"], total)
-
-    for part in tx.partitions():
-        if part.rows == 0:
-            continue
-        batches = tx.scan(part, columns=read, batch_size=batch_size)
-        if not planned:  # every row: vectors stream into the partition's files
-            def vectors(batches: Any = batches) -> Any:
-                for batch in batches:
-                    v = embedder.transform(batch)
-                    acc.add(from_vector_array(v, vc.dim))
-                    counts["embedded"] += batch.num_rows
-                    yield pa.record_batch({key: batch.column(key), column: v})
-                    tick(batch.num_rows)
-            tx.stage(part, vectors())
-            continue
-        rows, chunks, offset = [], [], 0
-        for batch in batches:
-            mask, aux_arrays = _plan(embedder, batch, column)
-            assert mask is not None
-            counts["skipped"] += int((~mask).sum())
-            if column in batch.schema.names:
-                acc.add(from_vector_array(batch.column(column), vc.dim)[~mask])
-            if mask.any():
-                keep = pa.array(mask)
-                changed = batch.filter(keep)
-                v = embedder.transform(changed)
-                acc.add(from_vector_array(v, vc.dim))
-                chunks.append(pa.table({key: changed.column(key), column: v,
-                                        **{k: a.filter(keep) for k, a in aux_arrays.items()}}))
-                rows.append(np.flatnonzero(mask) + offset)
-                counts["embedded"] += changed.num_rows
-            offset += batch.num_rows
-            tick(batch.num_rows)
-        if chunks:
-            tx.stage(part, pa.concat_tables(chunks), rows=np.concatenate(rows))
-    return EmbedResult(tx.name, column, counts["embedded"], counts["skipped"], vc.dim,
-                       extra={"mean": acc.mean})
+    work = _EmbedWork([(embedder, column, vc.dim)], key, read, batch_size, planned)
+    (acc,), embedded, skipped = _run_embed(tx, work, runner, progress)
+    return EmbedResult(tx.name, column, embedded, skipped, vc.dim, extra={"mean": acc.mean})
 
 
 def _stage_many(tx: Transaction, plans: list[tuple[Embedder, str, VectorColumn, bool]],
-                info: TableInfo, batch_size: int, progress: Progress | None
-                ) -> list[EmbedResult]:
+                info: TableInfo, batch_size: int, progress: Progress | None,
+                runner: Runner | None = None) -> list[EmbedResult]:
     """Stage every row's vectors of several embedders, one scan per partition."""
     key = tx.info.key
     assert key is not None
@@ -523,26 +595,10 @@ def _stage_many(tx: Transaction, plans: list[tuple[Embedder, str, VectorColumn, 
     for emb, *_ in plans:
         read += [c for c in emb.input_columns(info) if c not in read]
     read = [c for c in read if c in tx.base.schema.names]
-    accs = [MeanAccumulator(vc.dim) for _, _, vc, _ in plans]
-    total = tx.store.count(tx.name) if progress is not None else None
-    done = [0]
-
-    def vectors(batches: Any) -> Any:
-        for batch in batches:
-            cols = {key: batch.column(key)}
-            for (emb, column, vc, _), acc in zip(plans, accs, strict=True):
-                v = emb.transform(batch)
-                acc.add(from_vector_array(v, vc.dim))
-                cols[column] = v
-            yield pa.record_batch(cols)
-            done[0] += batch.num_rows
-            if progress is not None:
-                progress(done[0], total)
-
-    for part in tx.partitions():
-        if part.rows:
-            tx.stage(part, vectors(tx.scan(part, columns=read, batch_size=batch_size)))
-    return [EmbedResult(tx.name, column, done[0], 0, vc.dim, extra={"mean": acc.mean})
+    work = _EmbedWork([(emb, column, vc.dim) for emb, column, vc, _ in plans], key, read,
+                      batch_size)
+    accs, embedded, _ = _run_embed(tx, work, runner, progress)
+    return [EmbedResult(tx.name, column, embedded, 0, vc.dim, extra={"mean": acc.mean})
             for (_, column, vc, _), acc in zip(plans, accs, strict=True)]
 
 
