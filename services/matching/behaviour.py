@@ -41,7 +41,7 @@ from vectorstore import VectorStore
 from vectorstore.errors import ArtifactCorrupt, ArtifactNotFound
 
 from ..errors import MatchingError, NotEnoughData
-from ._data import CUSTOMER_KEY, PRODUCT_KEY, PRODUCTS
+from ._data import CUSTOMER_KEY, HOLDINGS, PRODUCT_KEY, PRODUCTS
 
 EVENTS = "events"
 ITEM_COLUMNS = ("product_id", "category")
@@ -344,19 +344,97 @@ def fit_recommender(store: VectorStore, inter: Interactions, *, seed: int = 0,
     return rec, np.asarray(model.user_factors, dtype=np.float64)
 
 
+@dataclass
+class _BehaviourWork:
+    """The broadcast state of behaviour scoring: the fitted recommender, every customer's
+    history in its item space, their factors, and what may be recommended."""
+
+    rec: Recommender
+    customers: Any
+    """pandas Index of the customer ids of ``days`` / ``factors`` rows."""
+    days: sp.csr_matrix
+    active: np.ndarray
+    factors: np.ndarray
+    allowed: np.ndarray
+    top_n: int
+    has_holdings: bool
+    batch_size: int
+
+
+def _behaviour_lists(w: _BehaviourWork, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+    """Each customer's top items of one batch (keys, ``rec_products``, ``rec_scores``)."""
+    import pandas as pd
+
+    from .recommend import REC_PRODUCTS, REC_SCORES
+
+    rec = w.rec
+    keys = batch.column(CUSTOMER_KEY)
+    pos = w.customers.get_indexer(keys.to_numpy(zero_copy_only=False))
+    known = pos >= 0
+    pick = sp.csr_matrix((np.ones(int(known.sum())), (np.flatnonzero(known), pos[known])),
+                         shape=(batch.num_rows, max(w.days.shape[0], 1)))
+    days = (pick @ w.days).tocsr() if w.days.shape[0] else \
+        sp.csr_matrix((batch.num_rows, len(rec.items)), dtype=np.float64)
+    active = np.where(known, w.active[np.maximum(pos, 0)], 0.0) if len(w.active) else \
+        np.zeros(batch.num_rows)
+    Ub = np.where(known[:, None], w.factors[np.maximum(pos, 0)], 0.0)
+    item_index = pd.Index(rec.items)
+    out = []
+    for lo in range(0, batch.num_rows, BLOCK):
+        sl = slice(lo, min(lo + BLOCK, batch.num_rows))
+        sc = rec.scores(days[sl], active[sl], Ub[sl])
+        sc[:, ~w.allowed] = -np.inf
+        if w.has_holdings:
+            hb = batch.column(HOLDINGS).slice(sl.start, sl.stop - sl.start)
+            parents = pc.list_parent_indices(hb).to_numpy()
+            j = item_index.get_indexer(pc.list_flatten(hb).to_numpy(zero_copy_only=False))
+            ok = (j >= 0)
+            ok[ok] &= ~rec.repeatable[j[ok]]
+            sc[parents[ok], j[ok]] = -np.inf
+        idx, top = _top(sc, min(w.top_n, int(w.allowed.sum())))
+        finite = np.isfinite(top)
+        lens = finite.sum(axis=1)
+        offs = pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32))
+        names = pa.array(rec.items, pa.string()).take(pa.array(idx[finite]))
+        out.append(pa.RecordBatch.from_arrays(
+            [pa.concat_arrays([keys.slice(sl.start, sl.stop - sl.start)]),
+             pa.ListArray.from_arrays(offs, names),
+             pa.ListArray.from_arrays(offs, pa.array(top[finite].astype(np.float32)))],
+            names=[CUSTOMER_KEY, REC_PRODUCTS, REC_SCORES]))
+    return out
+
+
+def _behaviour_partition(ctx: Any, part: Any) -> int:
+    """Score one partition of customers and stage their lists; returns the rows scored."""
+    w: _BehaviourWork = ctx.shared
+    cols = [CUSTOMER_KEY, *([HOLDINGS] if w.has_holdings else [])]
+    out: list[pa.RecordBatch] = []
+    for batch in ctx.scan(part, columns=cols, batch_size=w.batch_size):
+        out += _behaviour_lists(w, batch)
+        ctx.progress(batch.num_rows)
+    if out:
+        ctx.stage(part, pa.Table.from_batches(out))
+    return sum(b.num_rows for b in out)
+
+
 def recommend_behaviour(store: VectorStore, *, top_n: int = 10, table: str = "customers",
                         only_products: bool = True, write: bool = True, seed: int = 0,
                         products_table: str = PRODUCTS, batch_size: int = 65_536,
-                        progress: Any = None) -> dict[str, Any]:
+                        progress: Any = None, runner: Any = None) -> dict[str, Any]:
     """Fit the recommender on every event, save it, and write each customer's top ``top_n``
     to ``rec_products``/``rec_scores`` (only products-table items when ``only_products`` and
-    a products table exists). Held items that are not repeatable are never recommended."""
+    a products table exists). Held items that are not repeatable are never recommended.
+
+    The fit runs here (the driver); the fitted state and every customer's history are
+    broadcast, and each partition of customers is scored and staged on the runner."""
     import time
 
     import pandas as pd
 
-    from ._data import HOLDINGS, Tally
-    from .recommend import REC_PRODUCTS, REC_SCORES, write_recommendations
+    from ingest.runner import runner_for
+
+    from ._data import Tally
+    from .recommend import _ensure_rec_columns
 
     if not isinstance(top_n, int) or top_n <= 0:
         raise MatchingError(f"top_n must be a positive integer, got {top_n!r}")
@@ -369,51 +447,32 @@ def recommend_behaviour(store: VectorStore, *, top_n: int = 10, table: str = "cu
         allowed = np.isin(np.asarray(rec.items, dtype=object), ids.to_pylist())
     if not allowed.any():
         raise MatchingError("no recommendable item: none of the event items is a product")
-    index = pd.Index(inter.customers.to_numpy(zero_copy_only=False))
-    item_index = pd.Index(rec.items)
+    _, days, active = history_rows(rec, inter, inter.customers)
     info = store.table_info(table)
-    has_holdings = HOLDINGS in info.schema.names
+    work = _BehaviourWork(rec, pd.Index(inter.customers.to_numpy(zero_copy_only=False)), days,
+                          active, U, allowed, top_n, HOLDINGS in info.schema.names, batch_size)
+    run = runner_for(store, runner, step="recommend")
     tally = Tally(progress, store.count(table) if progress is not None else None)
-    out: list[pa.RecordBatch] = []
-    rows = 0
-    for batch in store.scan(table, columns=[CUSTOMER_KEY, *([HOLDINGS] if has_holdings else [])],
-                            batch_size=batch_size):
-        keys = batch.column(CUSTOMER_KEY)
-        _, days, active = history_rows(rec, inter, keys)
-        pos = index.get_indexer(keys.to_numpy(zero_copy_only=False))
-        Ub = np.where((pos >= 0)[:, None], U[np.maximum(pos, 0)], 0.0)
-        for lo in range(0, batch.num_rows, BLOCK):
-            sl = slice(lo, min(lo + BLOCK, batch.num_rows))
-            sc = rec.scores(days[sl], active[sl], Ub[sl])
-            sc[:, ~allowed] = -np.inf
-            if has_holdings:
-                hb = batch.column(HOLDINGS).slice(sl.start, sl.stop - sl.start)
-                parents = pc.list_parent_indices(hb).to_numpy()
-                j = item_index.get_indexer(pc.list_flatten(hb).to_numpy(zero_copy_only=False))
-                ok = (j >= 0)
-                ok[ok] &= ~rec.repeatable[j[ok]]
-                sc[parents[ok], j[ok]] = -np.inf
-            idx, top = _top(sc, min(top_n, int(allowed.sum())))
-            finite = np.isfinite(top)
-            lens = finite.sum(axis=1)
-            offs = pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32))
-            names = pa.array(rec.items, pa.string()).take(pa.array(idx[finite]))
-            out.append(pa.RecordBatch.from_arrays(
-                [pa.concat_arrays([keys.slice(sl.start, sl.stop - sl.start)]),
-                 pa.ListArray.from_arrays(offs, names),
-                 pa.ListArray.from_arrays(offs, pa.array(top[finite].astype(np.float32)))],
-                names=[CUSTOMER_KEY, REC_PRODUCTS, REC_SCORES]))
-            rows += sl.stop - sl.start
-        tally.add(batch.num_rows)
-    tally.finish()
-    t_score = time.perf_counter() - t0
-    t1 = time.perf_counter()
     if write:
         rec.save(store)
-        if out:
-            write_recommendations(store, table, out)
+    with store.transaction(table) as tx:
+        parts = [p for p in tx.partitions() if p.rows]
+        if write and parts:
+            _ensure_rec_columns(tx)
+        rows = 0
+        if write:
+            rows = sum(run.map_partitions(tx, _behaviour_partition, shared=work,
+                                          partitions=parts, progress=tally.add))
+        else:
+            for batch in store.scan(table, columns=[CUSTOMER_KEY, *(
+                    [HOLDINGS] if work.has_holdings else [])], batch_size=batch_size):
+                rows += sum(b.num_rows for b in _behaviour_lists(work, batch))
+                tally.add(batch.num_rows)
+        tally.finish()
+        t_score = time.perf_counter() - t0
+        t1 = time.perf_counter()
     return {"method": "behavior", "customers": rows, "products": int(allowed.sum()),
-            "top_n": top_n, "exclude_held": True, "written": write and bool(out),
+            "top_n": top_n, "exclude_held": True, "written": write and rows > 0,
             "seconds_scoring": t_score, "seconds_writing": time.perf_counter() - t1,
             "items": len(rec.items), "shrink": finite_or_none(rec.shrink),
             "w_factors": rec.w_factors}

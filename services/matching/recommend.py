@@ -10,13 +10,15 @@ Results go back as ``rec_products`` (list<string>) and ``rec_scores`` (list<floa
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
-from vectorstore import Metric, VectorStore, prefetch
+from ingest.runner import PartitionContext, Runner, runner_for
+from vectorstore import Metric, Partition, Transaction, VectorStore
 
 from ..errors import MatchingError
 from ._data import (
@@ -28,13 +30,14 @@ from ._data import (
     PRODUCTS,
     Progress,
     Tally,
-    iter_blocks,
     resolve_column,
     vector_matrix,
 )
 
 REC_PRODUCTS = "rec_products"
 REC_SCORES = "rec_scores"
+REC_FIELDS = (pa.field(REC_PRODUCTS, pa.list_(pa.string())),
+              pa.field(REC_SCORES, pa.list_(pa.float32())))
 # rows per matrix product: the (rows, products) score matrix and argpartition's index matrix
 # stay ~100 MB at 1,000 products instead of growing with the scan's batch
 SCORE_ROWS = 8_192
@@ -113,33 +116,102 @@ def _held_mask(batch: pa.RecordBatch, product_ids: pa.Array) -> np.ndarray:
 
 def write_recommendations(store: VectorStore, table: str, out: list[pa.RecordBatch],
                           write_rows: int = 1_048_576) -> None:
-    """Write keyed ``rec_products``/``rec_scores`` batches (the one recommendation
-    write-back), in one commit: the two columns are added if missing and attached fragment by
-    fragment (vectors and other columns are not rewritten); a failure writes nothing.
-    ``write_rows`` is kept for callers; the write is one step whatever its size."""
+    """Write keyed ``rec_products``/``rec_scores`` batches in one commit: the two columns are
+    added if missing and attached fragment by fragment (vectors and other columns are not
+    rewritten); a failure writes nothing. ``write_rows`` is kept for callers; the write is
+    one step whatever its size."""
     with store.transaction(table) as tx:
-        names = tx.info.schema.names
-        missing = [f for f in (pa.field(REC_PRODUCTS, pa.list_(pa.string())),
-                               pa.field(REC_SCORES, pa.list_(pa.float32())))
-                   if f.name not in names]
-        if missing:
-            tx.add_columns(missing)
+        _ensure_rec_columns(tx)
         tx.update(out, key=CUSTOMER_KEY)
+
+
+def _ensure_rec_columns(tx: Transaction) -> None:
+    names = tx.info.schema.names
+    missing = [f for f in REC_FIELDS if f.name not in names]
+    if missing:
+        tx.add_columns(missing)
+
+
+@dataclass
+class _RecWork:
+    """The broadcast state of bulk recommendation: the products and how to score them."""
+
+    column: str
+    dim: int
+    pids: pa.Array
+    PT: np.ndarray
+    n: int
+    cosine: bool
+    exclude_held: bool
+    write: bool
+    batch_size: int
+
+
+def rec_lists(X: np.ndarray, w: _RecWork, batch: pa.RecordBatch) -> tuple[pa.Array, pa.Array]:
+    """``rec_products`` and ``rec_scores`` of the customers whose vectors are ``X``."""
+    n, pids = w.n, w.pids
+    mask = _held_mask(batch, pids) if w.exclude_held else None
+    idx, scores = score_block(X, w.PT, n, mask)
+    if w.cosine:  # a row's order does not depend on |x|: divide only the kept scores
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        scores = scores / np.where(norms > 0, norms, 1.0)
+    b = len(idx)
+    offsets = pa.array(np.arange(0, b * n + 1, n, dtype=np.int32))
+    rec_p = pa.ListArray.from_arrays(offsets, pids.take(pa.array(idx.ravel())))
+    rec_s = pa.ListArray.from_arrays(offsets, pa.array(scores.ravel().astype(np.float32)))
+    if mask is not None and not np.isfinite(scores).all():
+        keep = np.isfinite(scores)
+        lens = keep.sum(axis=1)
+        offs = pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32))
+        rec_p = pa.ListArray.from_arrays(offs, pids.take(pa.array(idx[keep])))
+        rec_s = pa.ListArray.from_arrays(offs, pa.array(scores[keep].astype(np.float32)))
+    return rec_p, rec_s
+
+
+def _recommend_partition(ctx: PartitionContext, part: Partition) -> int:
+    """Score one partition's customers (those with a vector) against the broadcast products
+    and stage their lists; returns the customers scored."""
+    w: _RecWork = ctx.shared
+    cols = [CUSTOMER_KEY, w.column, *([HOLDINGS] if w.exclude_held else [])]
+    keys, prods, scores, rows = [], [], [], []
+    offset = 0
+    for batch in ctx.scan(part, columns=cols, batch_size=w.batch_size):
+        vec = batch.column(w.column)
+        valid = pc.is_valid(vec).to_numpy(zero_copy_only=False) if vec.null_count else None
+        if valid is not None:
+            batch = batch.filter(pa.array(valid))
+        if batch.num_rows:
+            X = vector_matrix(batch.column(w.column), w.dim)
+            rec_p, rec_s = rec_lists(X, w, batch)
+            keys.append(pa.concat_arrays([batch.column(CUSTOMER_KEY)]))  # own buffers
+            prods.append(rec_p)
+            scores.append(rec_s)
+            rows.append(offset + (np.arange(batch.num_rows) if valid is None
+                                  else np.flatnonzero(valid)))
+        offset += len(vec)
+        ctx.progress(len(vec))
+    done = sum(len(k) for k in keys)
+    if w.write and done:
+        ctx.stage(part, pa.table({CUSTOMER_KEY: pa.concat_arrays(keys),
+                                  REC_PRODUCTS: pa.concat_arrays(prods),
+                                  REC_SCORES: pa.concat_arrays(scores)}),
+                  rows=None if done == part.rows else np.concatenate(rows))
+    return done
 
 
 def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: int = 10,
               exclude_held: bool = False, write: bool = True, table: str = CUSTOMERS,
               products_table: str = PRODUCTS, batch_size: int = BLOCK_ROWS,
-              write_rows: int = 1_048_576,
-              progress: Progress | None = None) -> RecommendSummary:
+              write_rows: int = 1_048_576, progress: Progress | None = None,
+              runner: Runner | str | None = None) -> RecommendSummary:
     """Score every customer for every product and write each customer's top ``top_n``.
 
     ``vector_column`` must exist in both tables (one shared space, e.g. ``vec_behavior``).
     ``exclude_held`` leaves out products the customer already holds. With ``write=False``
     nothing is written (for timing). Customers without a vector keep their old values.
-    Results are written back in one commit (:func:`write_recommendations`); a failed write-back writes
-    nothing. ``progress(rows scored, total rows)`` is called after each block, from the
-    calling thread.
+    The products are broadcast to the runner's workers, each partition of customers is
+    scored and staged where it is read, and the lists are written in one commit; a failure
+    writes nothing. ``progress(rows scored, total rows)`` is called as partitions finish.
     """
     if not isinstance(top_n, int) or top_n <= 0:
         raise MatchingError(f"top_n must be a positive integer, got {top_n!r}")
@@ -156,42 +228,23 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
     cosine = metric is Metric.COSINE
     if cosine:
         P = _normalise(P)
-    PT = np.ascontiguousarray(P, dtype=np.float32)
-    n = min(top_n, len(pids))
-    extra = [CUSTOMER_KEY, *([HOLDINGS] if exclude_held else [])]
+    work = _RecWork(column, info.vectors[column].dim, pids,
+                    np.ascontiguousarray(P, dtype=np.float32), min(top_n, len(pids)), cosine,
+                    exclude_held, write, batch_size)
+    run = runner_for(store, runner, step="recommend")
     t0 = time.perf_counter()
-    out: list[pa.RecordBatch] = []
-    rows = 0
     tally = Tally(progress, store.count(table) if progress is not None else None)
-    blocks = prefetch(iter_blocks(store, table, column, columns=extra, filter=None,
-                                  batch_size=batch_size))
-    for block in blocks:
-        X = block.vectors
-        mask = _held_mask(block.batch, pids) if exclude_held else None
-        idx, scores = score_block(X, PT, n, mask)
-        if cosine:  # a row's order does not depend on |x|: divide only the kept scores
-            norms = np.linalg.norm(X, axis=1, keepdims=True)
-            scores = scores / np.where(norms > 0, norms, 1.0)
-        b = len(idx)
-        offsets = pa.array(np.arange(0, b * n + 1, n, dtype=np.int32))
-        rec_p = pa.ListArray.from_arrays(offsets, pids.take(pa.array(idx.ravel())))
-        rec_s = pa.ListArray.from_arrays(offsets, pa.array(scores.ravel().astype(np.float32)))
-        if mask is not None and not np.isfinite(scores).all():
-            keep = np.isfinite(scores)
-            lens = keep.sum(axis=1)
-            offs = pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32))
-            rec_p = pa.ListArray.from_arrays(offs, pids.take(pa.array(idx[keep])))
-            rec_s = pa.ListArray.from_arrays(offs, pa.array(scores[keep].astype(np.float32)))
-        out.append(pa.RecordBatch.from_arrays(
-            [pa.concat_arrays([block.batch.column(CUSTOMER_KEY)]), rec_p, rec_s],  # own buffers
-            names=[CUSTOMER_KEY, REC_PRODUCTS, REC_SCORES]))
-        rows += b
-        tally.add(block.scanned)
-    tally.finish()
-    t_score = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    if write and out:
-        write_recommendations(store, table, out, write_rows)
-    return RecommendSummary(vector_column=column, customers=rows, products=len(pids), top_n=n,
-                            exclude_held=exclude_held, written=write and bool(out),
+    if write and store.null_count(table, column) == store.count(table):
+        work.write = False  # no customer has a vector: nothing to write, no columns to add
+    with store.transaction(table) as tx:
+        if work.write:
+            _ensure_rec_columns(tx)
+        rows = sum(run.map_partitions(tx, _recommend_partition, shared=work,
+                                      partitions=[p for p in tx.partitions() if p.rows],
+                                      progress=tally.add))
+        tally.finish()
+        t_score = time.perf_counter() - t0
+        t1 = time.perf_counter()
+    return RecommendSummary(vector_column=column, customers=rows, products=len(pids),
+                            top_n=work.n, exclude_held=exclude_held, written=write and rows > 0,
                             seconds_scoring=t_score, seconds_writing=time.perf_counter() - t1)
