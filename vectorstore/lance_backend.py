@@ -422,9 +422,11 @@ class LanceStore(LancePartitions, VectorStore):
         return out
 
     # ------------------------------------------------------------------ indexes & versions
-    def create_vector_index(self, name: str, column: str | None = None, *,
-                            index_type: str | None = None, replace: bool = True,
-                            **params: Any) -> None:
+    def vector_index_plan(self, name: str, column: str | None = None, *,
+                          index_type: str | None = None, **params: Any) -> dict[str, Any]:
+        """The checked parameters of a vector index build (the defaults filled in):
+        ``column``, ``index_type``, ``metric`` (Lance's name), ``rows`` and ``params``. Shared
+        by the local build and distributed builders, so both build the same index."""
         info = self.table_info(name)
         vec = info.vector(column)
         index_type = (index_type or DEFAULT_INDEX_TYPE).upper()
@@ -440,20 +442,32 @@ class LanceStore(LancePartitions, VectorStore):
         if unknown:
             raise InvalidOption(f"unknown index parameter(s) {', '.join(unknown)}; "
                                 f"accepted: {', '.join(sorted(allowed))}")
+        params = dict(params)
         if "num_partitions" not in params and index_type.startswith("IVF"):
             # ~4,000 rows a partition for HNSW-backed partitions, sqrt(n) otherwise
             per = 4096 if "HNSW" in index_type else max(int(np.sqrt(n)), 1)
             params["num_partitions"] = max(1, n // per)
+        return {"column": vec.name, "index_type": index_type,
+                "metric": _LANCE_METRIC[vec.metric], "rows": n, "params": params}
+
+    def create_vector_index(self, name: str, column: str | None = None, *,
+                            index_type: str | None = None, replace: bool = True,
+                            **params: Any) -> None:
+        plan = self.vector_index_plan(name, column, index_type=index_type, **params)
         t = self._table(name)
         with self._translate(name, "creating a vector index"):
-            t.create_index(metric=_LANCE_METRIC[vec.metric], vector_column_name=vec.name,
-                           index_type=index_type, replace=replace, **params)
+            t.create_index(metric=plan["metric"], vector_column_name=plan["column"],
+                           index_type=plan["index_type"], replace=replace, **plan["params"])
 
-    def create_scalar_index(self, name: str, column: str, *, replace: bool = True) -> None:
+    def scalar_index_type(self, name: str, column: str) -> str:
+        """The scalar index a column gets: LABEL_LIST for lists, BTREE otherwise."""
         info = self.table_info(name)
         info.check_columns([column])
         typ = info.schema.field(column).type
-        kind = "LABEL_LIST" if pa.types.is_list(typ) or pa.types.is_large_list(typ) else "BTREE"
+        return "LABEL_LIST" if pa.types.is_list(typ) or pa.types.is_large_list(typ) else "BTREE"
+
+    def create_scalar_index(self, name: str, column: str, *, replace: bool = True) -> None:
+        kind = self.scalar_index_type(name, column)
         t = self._table(name)
         with self._translate(name, "creating a scalar index"):
             t.create_scalar_index(column, replace=replace, index_type=kind)

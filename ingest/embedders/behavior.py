@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,8 +39,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from vectorstore import Metric, TableInfo, Transaction, VectorColumn, VectorStore
+from vectorstore import Metric, Partition, TableInfo, Transaction, VectorColumn, VectorStore
 
+from ..runner import PartitionContext, Runner, runner_for
 from .base import (
     Embedder,
     EmbedResult,
@@ -306,10 +308,41 @@ class BehaviorEmbedder(Embedder):
         self.nnz_ = int(info["nnz"])
 
 
+@dataclass
+class _Vectors:
+    """The broadcast customer vectors of a fitted behaviour embedder, by customer id."""
+
+    ids: pd.Index
+    vectors: np.ndarray
+    key: str
+    column: str
+    batch_size: int
+
+
+def _stage_vectors(ctx: PartitionContext, part: Partition) -> int:
+    """Stage one partition's customers' vectors (customers the fit saw); returns how many."""
+    w: _Vectors = ctx.shared
+    keys, rows, offset = [], [], 0
+    for b in ctx.scan(part, columns=[w.key], batch_size=w.batch_size):
+        pos = w.ids.get_indexer(b.column(w.key).to_numpy(zero_copy_only=False))
+        hit = np.flatnonzero(pos >= 0)
+        keys.append(pos[hit])
+        rows.append(hit + offset)
+        offset += b.num_rows
+        ctx.progress(b.num_rows)
+    idx = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+    if len(idx):
+        ctx.stage(part, pa.table({w.key: pa.array(w.ids[idx].to_numpy(), pa.string()),
+                                  w.column: to_vector_array(w.vectors[idx])}),
+                  rows=None if len(idx) == offset else np.concatenate(rows))
+    return len(idx)
+
+
 def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None, *,
                    customers: str = "customers", products: str | None = "products",
                    column: str = "vec_behavior", batch_size: int = 65_536,
-                   progress: Progress | None = None) -> EmbedResult:
+                   progress: Progress | None = None,
+                   runner: Runner | str | None = None) -> EmbedResult:
     """Fit ``embedder`` and write customer vectors and product vectors into ``column``.
 
     Returns a summary whose ``extra`` holds the product rows written and the items that are
@@ -340,12 +373,21 @@ def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None,
         acc = MeanAccumulator(vc.dim)
         n = len(emb.customer_ids_)
         for s in range(0, n, batch_size):
-            v = emb.customer_vectors_[s:s + batch_size]
-            acc.add(v)
-            tx.update(pa.table({key: emb.customer_ids_.slice(s, batch_size),
-                                column: to_vector_array(v)}))
+            acc.add(emb.customer_vectors_[s:s + batch_size])
+        # the fit (the SVD) ran here; the workers stage each partition's vectors by key
+        run = runner_for(store, runner, step="embed behavior")
+        work = _Vectors(pd.Index(emb.customer_ids_.to_numpy(zero_copy_only=False)),
+                        emb.customer_vectors_, key, column, batch_size)
+        done = [0]
+
+        def tick(rows: int) -> None:
+            done[0] += rows
             if progress is not None:
-                progress(min(s + batch_size, n), n)
+                progress(min(done[0], n), n)
+
+        for _ in run.map_partitions(tx, _stage_vectors, shared=work, progress=tick,
+                                    partitions=[p for p in tx.partitions() if p.rows]):
+            pass
         extra: dict[str, Any] = {"n_items": len(emb.items_), "nnz": emb.nnz_,
                                  "unknown_customer_events": emb.unknown_customers_}
         pmean = None
