@@ -120,6 +120,15 @@ class Runner(ABC):
         loaded once per worker (one model per actor, e.g. a text encoder). ``progress(rows)``
         hears of the rows done."""
 
+    @abstractmethod
+    def map_reduce(self, map_fn: MapFn, items: Iterable[Any], reduce_fn: MapFn, *,
+                   buckets: int, shared: Any = None, reduce_shared: Any = None,
+                   store: VectorStore | None = None) -> Iterator[Any]:
+        """A shuffle: ``map_fn(ctx, item)`` returns ``buckets`` pieces; ``reduce_fn(ctx,
+        pieces)`` gets bucket ``b``'s pieces of every item (in item order); results in
+        bucket order. Pieces stay with the workers (a distributed runner), only the
+        reduced results reach the caller."""
+
     def describe(self) -> dict[str, Any]:
         return {"runner": self.name, "parallelism": self.parallelism}
 
@@ -143,6 +152,22 @@ class LocalRunner(Runner):
         ctx = TaskContext(shared, store)
         for item in items:
             yield fn(ctx, item)
+
+    def map_reduce(self, map_fn: MapFn, items: Iterable[Any], reduce_fn: MapFn, *,
+                   buckets: int, shared: Any = None, reduce_shared: Any = None,
+                   store: VectorStore | None = None) -> Iterator[Any]:
+        ctx = TaskContext(shared, store)
+        pieces: list[list[Any]] = [[] for _ in range(buckets)]
+        for item in items:
+            out = list(map_fn(ctx, item))
+            if len(out) != buckets:
+                raise RunnerError(f"a map returned {len(out)} pieces, expected {buckets}")
+            for b, piece in enumerate(out):
+                pieces[b].append(piece)
+        rctx = TaskContext(reduce_shared, store)
+        for b in range(buckets):
+            yield reduce_fn(rctx, pieces[b])
+            pieces[b] = []
 
     def map_partitions(self, tx: Transaction, fn: PartitionFn, *, shared: Any = None,
                        partitions: Sequence[Partition] | None = None, stateful: bool = False,

@@ -74,6 +74,20 @@ def _run_item(fn: Callable[..., Any], handle: StoreHandle | None, box: list[Any]
     return fn(TaskContext(_shared(box), store), item)
 
 
+def _run_map(fn: Callable[..., Any], handle: StoreHandle | None, box: list[Any], item: Any,
+             buckets: int) -> Any:
+    out = list(_run_item(fn, handle, box, item))
+    if len(out) != buckets:
+        raise RunnerError(f"a map returned {len(out)} pieces, expected {buckets}")
+    return out[0] if buckets == 1 else tuple(out)
+
+
+def _run_reduce(fn: Callable[..., Any], handle: StoreHandle | None, box: list[Any],
+                *pieces: Any) -> Any:
+    store = open_handle(handle) if handle is not None else None
+    return fn(TaskContext(_shared(box), store), list(pieces))
+
+
 def _run_partition(fn: PartitionFn, handle: StoreHandle, shared: Any, info: Any,
                    part: Partition) -> tuple[Any, list[Any]]:
     store = open_handle(handle)
@@ -112,6 +126,8 @@ def _remotes() -> dict[str, Any]:
     with _lock:
         if not _remote:
             _remote["item"] = ray.remote(_run_item)
+            _remote["map"] = ray.remote(_run_map)
+            _remote["reduce"] = ray.remote(_run_reduce)
             _remote["partition"] = ray.remote(_partition_task)
             _remote["holder"] = ray.remote(_Holder)
         return _remote
@@ -230,6 +246,28 @@ class RayRunner(Runner):
             return
         task = _remotes()["item"]
         yield from self._ordered(lambda item: task.remote(fn, handle, box, item), items)
+
+    def map_reduce(self, map_fn: Callable[..., Any], items: Iterable[Any],
+                   reduce_fn: Callable[..., Any], *, buckets: int, shared: Any = None,
+                   reduce_shared: Any = None, store: VectorStore | None = None) -> Iterator[Any]:
+        self.start()
+        handle = store.worker_handle() if store is not None else None
+        box, rbox = self._put(shared), self._put(reduce_shared)
+        mapper = _remotes()["map"].options(num_returns=buckets)
+        maps = []
+        for item in items:
+            refs = mapper.remote(map_fn, handle, box, item, buckets)
+            maps.append([refs] if buckets == 1 else list(refs))
+        reducer = _remotes()["reduce"]
+        reduces = [reducer.remote(reduce_fn, handle, rbox, *[m[b] for m in maps])
+                   for b in range(buckets)]
+        del maps  # the pieces live as long as the reduces that read them
+        try:
+            for ref in reduces:
+                yield self._get(ref)
+        finally:
+            for ref in reduces:
+                _ray().cancel(ref, force=False)
 
     def map_partitions(self, tx: Transaction, fn: PartitionFn, *, shared: Any = None,
                        partitions: Sequence[Partition] | None = None, stateful: bool = False,
