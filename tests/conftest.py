@@ -74,3 +74,25 @@ def datasets_dir() -> Path:
     if not DATASETS.is_dir():
         pytest.skip(f"shared datasets folder not found at {DATASETS} (see its README)")
     return DATASETS
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[object]:
+    """An S3-compatible server (moto) on 127.0.0.1 for this session, with one bucket."""
+    from tests.s3_fixture import start_s3
+
+    with start_s3() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[object]:
+    """A local Ray instance with 2 CPUs for this session (the Ray runner's workers)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=256 * 1024 * 1024, logging_level="ERROR")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

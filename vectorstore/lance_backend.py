@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -38,6 +39,7 @@ from .base import (
 from .conform import conform
 from .dsn import remember_secret
 from .errors import (
+    BackendUnavailable,
     InvalidOption,
     StoreError,
     TableExists,
@@ -67,6 +69,16 @@ _SEARCH_PARAMS = {"nprobes", "refine_factor", "ef"}
 _LANCE_METRIC = {Metric.COSINE: "cosine", Metric.DOT: "dot", Metric.L2: "l2"}
 
 
+def _object_store_reason(message: str) -> str:
+    """The object store's own reason (``NoSuchBucket: The specified bucket does not exist``)
+    from a native error, or its first line without source locations."""
+    code = re.search(r"<Code>([^<]+)</Code>", message)
+    text = re.search(r"<Message>([^<]+)</Message>", message)
+    if code:
+        return code.group(1) + (f": {text.group(1)}" if text else "")
+    return native_free(message.splitlines()[0] if message else message)[:300]
+
+
 class LanceStore(LancePartitions, VectorStore):
     """Tables in an embedded LanceDB database (see :mod:`vectorstore.base` for the contract)."""
 
@@ -91,8 +103,12 @@ class LanceStore(LancePartitions, VectorStore):
         for k, v in (self._storage_options or {}).items():
             if is_secret_option(k):
                 remember_secret(str(v))
-        self._db = lancedb.connect(path, storage_options=storage_options,
-                                   read_consistency_interval=read_consistency_interval)
+        try:
+            self._db = lancedb.connect(path, storage_options=storage_options,
+                                       read_consistency_interval=read_consistency_interval)
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise BackendUnavailable(f"cannot open the LanceDB store at {path}: "
+                                     f"{_object_store_reason(str(exc))}") from exc
         self._tables: dict[str, Any] = {}
         # reads go through the tables' Lance datasets (see _dataset), sharing one cache session
         self._datasets: dict[str, Any] = {}
