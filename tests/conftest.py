@@ -86,12 +86,18 @@ def s3_server() -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[object]:
-    """A local Ray instance with 2 CPUs for this session (the Ray runner's workers)."""
+def ray_cluster(s3_server: object) -> Iterator[object]:
+    """A local Ray instance with 2 CPUs for this session (the Ray runner's workers). Its
+    workers get the S3 test server's credentials in their environment, as the nodes of a
+    cluster get theirs (instance roles, environment); they never travel in a store handle
+    unless given to ``connect`` explicitly."""
     import ray
 
+    from tests.s3_fixture import CREDENTIALS
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=256 * 1024 * 1024, logging_level="ERROR")
+             object_store_memory=256 * 1024 * 1024, logging_level="ERROR",
+             runtime_env={"env_vars": dict(CREDENTIALS)})
     try:
         yield ray
     finally:
