@@ -56,12 +56,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vectorstore import VectorStore, check_name
-from vectorstore.filters import Cmp, In
+from vectorstore import TableInfo, VectorStore, check_name
+from vectorstore.filters import Cmp, In, IsNull, Not
+from vectorstore.rows import values_equal
+from vectorstore.txn import PendingWrite
 
 from . import consolidate_parts as parts
 from .errors import ConsolidationError
 from .event_columns import choose_columns
+from .freshness import AGING_FEATURES, new_stamp, source_touch, stamp_column, stamp_fields
 from .runner import LOCAL, Runner, runner_for
 
 TS_TYPE = pa.timestamp("us", "UTC")
@@ -75,6 +78,10 @@ EXACT = "DECIMAL(38, 10)"
 """Amounts are summed in this type: exact, so any order or split of the events gives the same
 sums (a run on one machine and one on a cluster write the same features)."""
 DEFAULT_MAX_VALUES = 200
+STEP = "consolidation"
+CONSOLIDATED = stamp_column(STEP)
+"""``stamp_consolidation``: the row's stamp when consolidation last wrote it (a later source
+write sets it to null, so the next run recomputes the customer)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,8 @@ class ConsolidationResult:
     """Features skipped and why (a column the events table lacks, values beyond the limit)."""
     created_table: bool = False
     """The customers table did not exist and was created from the events."""
+    aged: int = 0
+    """Rows whose ``recency_days``/``frequency`` moved to a later ``as_of`` (:func:`age`)."""
 
 
 def feature_name(prefix: str, value: str) -> str:
@@ -166,13 +175,14 @@ class _Run:
     """One consolidation run: the plan (columns, customers) and the DuckDB work."""
 
     def __init__(self, store: VectorStore, cfg: ConsolidationConfig,
-                 runner: Runner | None = None) -> None:
+                 new_table: TableInfo | None = None, runner: Runner | None = None) -> None:
         import duckdb
 
         self.store, self.cfg = store, cfg
         self.runner = runner or LOCAL
         self.events_info = store.table_info(cfg.events)
-        self.cust_info = store.table_info(cfg.customers)
+        self.new_table = new_table is not None
+        self.cust_info = new_table or store.table_info(cfg.customers)
         ev_cols = set(self.events_info.schema.names)
         for needed in (cfg.key, "ts", cfg.watermark_column):
             if needed not in ev_cols:
@@ -216,12 +226,27 @@ class _Run:
     def customers(self, ids: pa.Array | None) -> pa.RecordBatchReader:
         cols = [self.cfg.key] + (["holdings"] if "holdings" in self.cust_info.schema.names else [])
         schema = pa.schema([self.cust_info.schema.field(c) for c in cols])
+        if self.new_table:  # the table this run creates: no customers yet
+            return _reader(iter(()), schema)
         f = None
         if ids is not None and len(ids) <= self.cfg.in_filter_limit:
             f = In(self.cfg.key, tuple(ids.to_pylist()))
         return _reader(self.store.scan(self.cfg.customers, columns=cols, filter=f), schema)
 
     # -------------------------------------------------------------- planning
+    def changed_rows(self) -> pa.Array:
+        """Ids of the consolidated customers whose row changed since (a source write set
+        their consolidation stamp to null)."""
+        names = self.cust_info.schema.names
+        if "consolidation_run" not in names:
+            return pa.array([], pa.string())
+        f = Not(IsNull("consolidation_run"))
+        if CONSOLIDATED in names:
+            f = f & IsNull(CONSOLIDATED)
+        ids = [b.column(0) for b in self.store.scan(self.cfg.customers, columns=[self.cfg.key],
+                                                    filter=f, batch_size=262_144)]
+        return pc.cast(pa.concat_arrays(ids), pa.string()) if ids else pa.array([], pa.string())
+
     def touched(self) -> pa.Array:
         """Ids of the customers with events past the stored watermark."""
         wm_col = self.cfg.watermark_column
@@ -439,24 +464,35 @@ def _merge_surveys(rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _finish(batch: pa.RecordBatch, as_of: dt.datetime, run: int,
-            types: dict[str, pa.DataType]) -> pa.Table:
-    """Add recency/frequency and the run marker; cast to the customers table's types."""
-    t = pa.Table.from_batches([batch])
-    last = pc.cast(t.column("last_seen"), TS_TYPE).to_numpy().astype("datetime64[us]")
-    first = pc.cast(t.column("first_seen"), TS_TYPE).to_numpy().astype("datetime64[us]")
+def aged(last_seen: Any, first_seen: Any, n_events: Any, as_of: dt.datetime
+         ) -> tuple[pa.Array, pa.Array]:
+    """``recency_days`` and ``frequency`` of customers measured to ``as_of`` (null where the
+    customer has no events): the features that age with time."""
+    last = pc.cast(last_seen, TS_TYPE).to_numpy(zero_copy_only=False).astype("datetime64[us]")
+    first = pc.cast(first_seen, TS_TYPE).to_numpy(zero_copy_only=False).astype("datetime64[us]")
     ref = np.datetime64(as_of.astimezone(dt.UTC).replace(tzinfo=None), "us")
     day = np.timedelta64(86_400_000_000, "us")
     recency = (ref - last) / day
     span = np.maximum((ref - first) / day, 1.0)
-    n = t.column("n_events").to_numpy()
+    n = pc.cast(n_events, pa.float64()).to_numpy(zero_copy_only=False)
+    freq = n / span * 30.0
+    return (pa.array(recency, pa.float64(), from_pandas=True),
+            pa.array(freq, pa.float64(), from_pandas=True))
+
+
+def _finish(batch: pa.RecordBatch, as_of: dt.datetime, run: int,
+            types: dict[str, pa.DataType]) -> pa.Table:
+    """Add recency/frequency and the run marker; cast to the customers table's types."""
+    t = pa.Table.from_batches([batch])
+    recency, frequency = aged(t.column("last_seen"), t.column("first_seen"),
+                              t.column("n_events"), as_of)
     cols: dict[str, pa.Array] = {}
     for name in t.column_names:
         if name in ("ev_holdings", "_exists"):
             continue
         cols[name] = t.column(name)
-    cols["recency_days"] = pa.array(recency, pa.float64())
-    cols["frequency"] = pa.array(n / span * 30.0, pa.float64())
+    cols["recency_days"] = recency
+    cols["frequency"] = frequency
     cols["consolidation_run"] = pa.array(np.full(t.num_rows, run, dtype=np.int64))
     out = pa.table(cols)
     return pa.table({n: out.column(n).cast(types[n]) if n in types else out.column(n)
@@ -471,13 +507,14 @@ def consolidate(store: VectorStore, *, customer_ids: Sequence[str] | pa.Array | 
     With neither ``customer_ids`` nor ``full``, the customers are those with events past the
     watermark of the previous run (all customers on the first run). The watermark advances in
     the same commit as the rows, so a failed run is simply repeated. Without a customers
-    table, one is created (keyed by the events' customer id) and filled from the events; a
-    failed run drops it again while it is still empty.
+    table, one is created (keyed by the events' customer id) holding the rows from the events
+    and the run's metadata, in one commit (``create_table(data=...)``): a failed or killed
+    run leaves no table.
     """
     cfg = config or ConsolidationConfig()
     run = runner_for(store, runner, step="consolidate")
     if store.has_table(cfg.customers):
-        return _consolidate(store, cfg, customer_ids, full, run)
+        return _consolidate(store, cfg, customer_ids, full, runner=run)
     if not store.has_table(cfg.events):
         raise ConsolidationError(f"there is no {cfg.events!r} table to consolidate: "
                                  "ingest events first")
@@ -485,35 +522,34 @@ def consolidate(store: VectorStore, *, customer_ids: Sequence[str] | pa.Array | 
     if cfg.key not in ev_schema.names:
         raise ConsolidationError(f"table {cfg.events!r} has no column {cfg.key!r}; columns: "
                                  f"{sorted(ev_schema.names)}")
-    store.create_table(cfg.customers, pa.schema([ev_schema.field(cfg.key)]), key=cfg.key)
-    try:
-        result = _consolidate(store, cfg, customer_ids, full, run)
-    except BaseException:
-        if store.count(cfg.customers) == 0:  # nobody else has written to it meanwhile
-            store.drop_table(cfg.customers, missing_ok=True)
-        raise
+    new = TableInfo(cfg.customers, pa.schema([ev_schema.field(cfg.key)]), key=cfg.key)
+    result = _consolidate(store, cfg, customer_ids, full, new_table=new, runner=run)
     return replace(result, created_table=True)
 
 
 def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
                  customer_ids: Sequence[str] | pa.Array | None, full: bool,
-                 runner: Runner | None = None) -> ConsolidationResult:
-    run = _Run(store, cfg, runner)
+                 new_table: TableInfo | None = None, runner: Runner | None = None
+                 ) -> ConsolidationResult:
+    run = _Run(store, cfg, new_table, runner)
     key = cfg.key
     wm_col = cfg.watermark_column
 
-    # 1. which customers
+    # 1. which customers: with new events, and those whose row changed since their last
+    # consolidation (a CRM upsert replaced their holdings: the events' products go back in)
     if customer_ids is not None:
         ids: pa.Array | None = pa.array(sorted(set(pa.array(customer_ids).to_pylist()) - {None}),
                                         pa.string())
     elif full or run.meta.get("watermark") is None or run.meta.get("watermark_column") != wm_col:
         ids = None
     else:
-        ids = run.touched()
+        ids = pc.unique(pa.concat_arrays([pc.cast(run.touched(), pa.string()),
+                                          run.changed_rows()])).sort()
     if ids is not None and len(ids) == 0:
+        aging = age(store, cfg)
         return ConsolidationResult(0, 0, 0, 0, 0, int(run.meta.get("run", 0)),
                                    run.meta.get("watermark"), run.meta.get("as_of"), (),
-                                   tuple(run.notes))
+                                   tuple(run.notes), aged=aging)
     if ids is not None:
         run.con.register("_ids", pa.table({"k": ids}))
 
@@ -527,6 +563,7 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
             feature_types[name] = pa.float64() if run.dims[d][0] == "spend" else pa.int64()
     missing = [pa.field(n, t) for n, t in feature_types.items()
                if n not in run.cust_info.schema.names]
+    missing += stamp_fields(run.cust_info, [STEP])
 
     # 3. recency is measured to as_of: given, else the newest event seen so far
     candidates = [t for t in (max_ts, _parse_iso(run.meta.get("as_of"))) if t is not None]
@@ -536,7 +573,9 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
     run_no = int(run.meta.get("run", 0)) + 1
 
     # 4. the aggregate, streamed out in batches and staged; 5. what was consolidated: one commit
-    with store.transaction(cfg.customers) as tx:
+    step = _Creation(store, new_table) if new_table is not None else \
+        store.transaction(cfg.customers)
+    with step as tx:
         if missing:
             tx.add_columns(missing)
         # reads go to the committed table (run.cust_info); rows are written in tx's schema
@@ -547,16 +586,24 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
         assert rel is not None
         reader = rel.to_arrow_reader(cfg.write_rows)
         updated = inserted = skipped = customers = 0
+        written: list[pa.Array] = []
+        # the rows written are source changes: a new row_stamp, derived outputs stale; the
+        # run's own stamp says the row is consolidated as it stands now
+        stamp = new_stamp()
+        touch = {c: v for c, v in source_touch(tx.info, stamp).items() if c != CONSOLIDATED}
         for batch in reader:
             if batch.num_rows == 0:
                 continue
             customers += batch.num_rows
             exists = batch.column("_exists")
             rows = _finish(batch, as_of, run_no, types)
+            rows = rows.append_column(CONSOLIDATED, pa.repeat(pa.scalar(stamp, pa.int64()),
+                                                              rows.num_rows))
+            written.append(rows.column(key).combine_chunks())
             old = rows.filter(exists)
             new = rows.filter(pc.invert(exists))
             if old.num_rows:
-                tx.update(old, key=key)
+                tx.update(old, key=key, touch=touch)
                 updated += old.num_rows
             if new.num_rows:
                 if cfg.on_unknown == "error":
@@ -567,7 +614,7 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
                 if cfg.on_unknown == "skip":
                     skipped += new.num_rows
                 else:
-                    tx.write(new, mode="append")
+                    tx.write(new, mode="append", touch=touch)
                     inserted += new.num_rows
 
         prev_wm = run.meta.get("watermark")
@@ -584,13 +631,127 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
                          "skipped": skipped, "events": int(n_events or 0),
                          "at": _iso(dt.datetime.now(dt.UTC))},
         }
+        aging = 0
+        if new_table is None:  # the other customers age to the new as_of in the same commit
+            aging = _stage_aging(store, tx, run.cust_info, as_of, written)
+            meta["aged_as_of"] = meta["as_of"]
         tx.set_metadata({METADATA_KEY: meta})
     return ConsolidationResult(
         customers=customers, updated=updated, inserted=inserted, skipped=skipped,
         events_scanned=int(n_events or 0), run=run_no, watermark=meta["watermark"],
         as_of=meta["as_of"],
         feature_columns=tuple(n for n in feature_types if n != "holdings"),
-        notes=tuple(run.notes))
+        notes=tuple(run.notes), aged=aging)
 
 
-__all__ = ["ConsolidationConfig", "ConsolidationResult", "consolidate", "feature_name"]
+def age(store: VectorStore, cfg: ConsolidationConfig | None = None) -> int:
+    """Bring ``recency_days`` and ``frequency`` of every customer to the consolidation's
+    ``as_of`` (they are measured to it, so they change as it moves even for customers without
+    new events); returns the rows rewritten. One commit, positional (only the rows whose
+    values change are written); source stamps are not touched: derived outputs leave these
+    features out by default (:mod:`ingest.freshness`). Nothing is written when the table is
+    already aged to ``as_of``."""
+    cfg = cfg or ConsolidationConfig()
+    if not store.has_table(cfg.customers):
+        return 0
+    info = store.table_info(cfg.customers)
+    meta = info.metadata.get(METADATA_KEY) or {}
+    as_of = _parse_iso(meta.get("as_of"))
+    needed = ("last_seen", "first_seen", "n_events", *AGING_FEATURES)
+    if as_of is None or meta.get("aged_as_of") == meta.get("as_of") or \
+            any(c not in info.schema.names for c in needed):
+        return 0
+    written = 0
+    with store.transaction(cfg.customers) as tx:
+        for part in tx.partitions():
+            if not part.rows:
+                continue
+            t = pa.concat_tables(pa.Table.from_batches([b]) for b in tx.scan(
+                part, columns=[info.key, *needed], batch_size=262_144))
+            recency, frequency = aged(t.column("last_seen"), t.column("first_seen"),
+                                      t.column("n_events"), as_of)
+            same = values_equal(recency, t.column("recency_days").combine_chunks()) & \
+                values_equal(frequency, t.column("frequency").combine_chunks())
+            rows = np.flatnonzero(~same)
+            if len(rows):
+                take = pa.array(rows)
+                tx.stage(part, pa.table({info.key: t.column(info.key).take(take),
+                                         "recency_days": recency.take(take),
+                                         "frequency": frequency.take(take)}), rows=rows)
+                written += len(rows)
+        tx.set_metadata({(METADATA_KEY, "aged_as_of"): meta.get("as_of")})
+    return written
+
+
+def _stage_aging(store: VectorStore, tx: Any, info: TableInfo, as_of: dt.datetime,
+                 written: list[pa.Array]) -> int:
+    """Stage, keyed, ``recency_days``/``frequency`` at ``as_of`` for the customers this
+    consolidation does not rewrite and whose values change; returns how many."""
+    needed = ("last_seen", "first_seen", "n_events", *AGING_FEATURES)
+    if any(c not in info.schema.names for c in needed):
+        return 0
+    done = pa.concat_arrays([pc.cast(a, info.schema.field(info.key).type) for a in written]) \
+        if written else pa.array([], info.schema.field(info.key).type)
+    staged = 0
+    for batch in store.scan(info.name, columns=[info.key, *needed], batch_size=262_144):
+        recency, frequency = aged(batch.column("last_seen"), batch.column("first_seen"),
+                                  batch.column("n_events"), as_of)
+        same = values_equal(recency, batch.column("recency_days")) & \
+            values_equal(frequency, batch.column("frequency"))
+        keep = pc.and_(pa.array(~same), pc.invert(pc.is_in(batch.column(info.key), done)))
+        if not pc.any(keep).as_py():
+            continue
+        tx.update(pa.table({info.key: batch.column(info.key), "recency_days": recency,
+                            "frequency": frequency}).filter(keep), key=info.key)
+        staged += int(pc.sum(keep).as_py())
+    return staged
+
+
+class _Creation:
+    """The part of a transaction a consolidation uses, for the customers table it creates:
+    columns, appended rows and metadata collected, then one ``create_table(data=...)`` on
+    exit (nothing on an exception). Holds the new rows in memory until then."""
+
+    def __init__(self, store: VectorStore, base: TableInfo) -> None:
+        self.store, self.base = store, base
+        self.fields: list[pa.Field] = []
+        self.rows: list[pa.Table] = []
+        self.patch: dict[str, Any] = {}
+
+    @property
+    def info(self) -> TableInfo:
+        schema = pa.schema(list(self.base.schema) + self.fields)
+        return TableInfo(self.base.name, schema, self.base.key, {}, dict(self.patch))
+
+    def add_columns(self, fields: Sequence[pa.Field]) -> None:
+        self.fields += [f.with_nullable(True) for f in fields]
+
+    def write(self, data: pa.Table, *, mode: str, touch: dict[str, Any] | None = None) -> None:
+        assert mode == "append"
+        arrays = PendingWrite(mode, touch=dict(touch or {})).touch_arrays(self.info,
+                                                                          data.num_rows)
+        for c, arr in arrays.items():
+            data = data.append_column(self.info.schema.field(c), arr)
+        self.rows.append(data)
+
+    def update(self, data: pa.Table, *, key: str, touch: dict[str, Any] | None = None) -> None:
+        raise ConsolidationError(f"table {self.base.name!r} is being created: no row to "
+                                 "update")  # pragma: no cover - every customer is new
+
+    def set_metadata(self, updates: dict[str, Any]) -> None:
+        self.patch.update(updates)
+
+    def __enter__(self) -> _Creation:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None:
+            return
+        info = self.info
+        batches = [b for t in self.rows for b in t.to_batches()]
+        self.store.create_table(info.name, info.schema, key=info.key,
+                                metadata=info.metadata or None, data=batches)
+
+
+__all__ = ["ConsolidationConfig", "ConsolidationResult", "age", "aged", "consolidate",
+           "feature_name"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from vectorstore.errors import ArtifactCorrupt, KindredError
 
-class IngestError(Exception):
+
+class IngestError(KindredError):
     """Base class of every error raised by :mod:`ingest`."""
 
 
@@ -31,7 +33,7 @@ class EmbeddingError(IngestError):
     """An embedder cannot fit or transform: unknown column, empty input, model problem."""
 
 
-class ModelIntegrityError(EmbeddingError):
+class ModelIntegrityError(EmbeddingError, ArtifactCorrupt):
     """Model weights or fitted state do not match their recorded checksum or versions."""
 
 

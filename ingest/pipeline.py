@@ -14,7 +14,10 @@ hash plus its occurrence number among identical rows (repeats are kept; ``dedupe
 them once); an explicit id that comes again with other content is an error
 (:mod:`ingest.identity`). A column new to the table holds nulls for the other rows; a type
 change that would lose data is refused. Column names are made safe by :mod:`ingest.names`;
-the source names are kept in the table's metadata, in the same commit.
+the source names are kept in the table's metadata, in the same commit. Every customer or
+product row the load inserts or changes gets a new ``row_stamp`` and null derived-output
+stamps in that commit (:mod:`ingest.freshness`), so the next refresh knows which rows to
+recompute.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import pyarrow as pa
 from vectorstore import TableInfo, VectorColumn, VectorStore
 
 from .errors import IngestError, MappingError, ValidationError
+from .freshness import ROW_STAMP, STAMP_TYPE, new_stamp, source_touch
 from .identity import DIGEST_COLUMN, KeyDigests
 from .mapping import Mapping
 from .names import SOURCE_NAMES_KEY, merged_source_names
@@ -40,7 +44,11 @@ from .validate import Checked, Plan, RowError, Validator, make_plan, rows_as_jso
 
 OnError = Literal["fail", "skip", "quarantine"]
 ON_ERROR_MODES: tuple[str, ...] = ("fail", "skip", "quarantine")
+REJECT_KEY = "reject_id"
+"""Key of a rejects table: a digest of the rejected row and why, so loading the same file
+again (a re-run after a failure or a kill) records each reject once."""
 REJECTS_SCHEMA = pa.schema([
+    pa.field(REJECT_KEY, pa.string()),
     pa.field("source", pa.string()),
     pa.field("row", pa.int64()),
     pa.field("line", pa.int64()),
@@ -218,12 +226,23 @@ class _Load:
     def write_rejects(self) -> None:
         if not self.rejects:
             return
+        import hashlib
+
         name = rejects_table(self.mapping.table)
-        self.store.create_table(name, REJECTS_SCHEMA, exist_ok=True)
         now = dt.datetime.now(dt.UTC)
         for r in self.rejects:
             r["rejected_at"] = now
-        self.store.write(name, pa.Table.from_pylist(self.rejects, schema=REJECTS_SCHEMA))
+            what = _json([r.get(c) for c in ("source", "row", "line", "column", "value",
+                                             "reason", "row_json")])
+            r[REJECT_KEY] = hashlib.sha256(what.encode()).hexdigest()[:32]
+        unique = list({r[REJECT_KEY]: r for r in self.rejects}.values())
+        rows = pa.Table.from_pylist(unique, schema=REJECTS_SCHEMA)
+        if not self.store.has_table(name):  # created holding its rows: one commit
+            self.store.create_table(name, REJECTS_SCHEMA, key=REJECT_KEY, data=rows)
+        elif self.store.table_info(name).key == REJECT_KEY:
+            self.store.write(name, rows, mode="insert_missing")
+        else:  # a rejects table from an earlier version, without the key
+            self.store.write(name, rows.drop_columns([REJECT_KEY]))
 
 
 def _json(obj: Any) -> str:
@@ -354,14 +373,22 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
                           defer_duplicates=load.on_error == "fail")
     summary = load.summary
     batches = load.stream(chain([first], chunks), validator)
+    stamped = not events and plan.key is not None  # entity rows carry change stamps
     try:
         if existing is None:
+            schema = plan.schema
+            if stamped and ROW_STAMP not in schema.names:
+                stamp = new_stamp()
+                schema = schema.append(pa.field(ROW_STAMP, STAMP_TYPE))
+                batches = (b.append_column(ROW_STAMP, pa.repeat(pa.scalar(stamp, STAMP_TYPE),
+                                                                 b.num_rows))
+                           for b in batches)
             counted = _counting(batches)
             kinds = list(dict.fromkeys(m.holdings.from_events)) if events else []
             meta = {HOLDING_KINDS_KEY: kinds} if kinds else {}
             if plan.source_names:
                 meta[SOURCE_NAMES_KEY] = plan.source_names
-            store.create_table(m.table, plan.schema, key=plan.key, vectors=vec_cols,
+            store.create_table(m.table, schema, key=plan.key, vectors=vec_cols,
                                metadata=meta or None, data=counted)
             summary.created_table = True
             summary.written = counted.rows
@@ -377,7 +404,13 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
                 tx.add_columns([f for f in plan.new_fields if f.name not in vec_names],
                                vectors=vec_cols)
                 summary.new_columns = [f.name for f in plan.new_fields]
-            pending = tx.write(batches, mode="insert_missing" if events else "upsert")
+            touch = None
+            if stamped:
+                if ROW_STAMP not in tx.info.schema.names:
+                    tx.add_columns([pa.field(ROW_STAMP, STAMP_TYPE)])
+                touch = source_touch(tx.info)
+            pending = tx.write(batches, mode="insert_missing" if events else "upsert",
+                               touch=touch)
             if events:
                 tx.set_metadata(_holding_kinds(tx.info, m.holdings.from_events))
             names = merged_source_names(tx.info.metadata, plan.source_names)

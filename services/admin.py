@@ -6,7 +6,6 @@ metadata and artifacts, so it works between any two backends (LanceDB -> Postgre
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from vectorstore import StoreError, VectorStore, dsn
 from vectorstore.errors import native_free
 from vectorstore.registry import scheme_of
 
-from .models import IndexState, MigrationResult, TableStats, VectorColumnStats
+from .models import DerivedColumnStats, IndexState, MigrationResult, TableStats, VectorColumnStats
 
 Progress = Callable[[str, int, int | None], None]
 """A progress callback: ``(step, done, total)``; ``total`` is None when unknown."""
@@ -81,12 +80,22 @@ def table_stats(store: VectorStore, name: str) -> TableStats:
             version = store.version(name)
         except StoreError:
             pass
+    from ingest.freshness import derived_outputs, freshness
     from ingest.names import source_names
+
+    derived = []
+    if info.key is not None:
+        for output, column, refreshed in derived_outputs(info):
+            f = freshness(store, name, output, column, refreshed, info=info)
+            derived.append(DerivedColumnStats(output=output, column=column, rows=f.rows,
+                                              stale=f.stale, missing=f.missing,
+                                              refreshed_at=f.refreshed_at))
 
     return TableStats(
         name=name, rows=store.count(name), key=info.key, columns=len(info.schema),
         vectors=vectors, indexes=indexes, version=version, n_versions=n_versions,
         disk_bytes=_disk_bytes(store, name), source_names=source_names(info.metadata),
+        derived=derived,
     )
 
 
@@ -131,6 +140,52 @@ def _check_not_same(src: VectorStore, dst: VectorStore) -> None:
             "store onto itself would drop what it copies; choose another target")
 
 
+PLAN_ARTIFACT = "migration.plan"
+"""The target's record of a migration in progress (removed when it completes)."""
+
+
+def _fingerprint(store: VectorStore, name: str) -> str:
+    """What a copy of ``name`` depends on: its description and its data version (row count
+    on backends without versions)."""
+    import hashlib
+    import json
+
+    info = store.table_info(name)
+    try:
+        data: object = store.data_version(name)
+    except StoreError:
+        data = store.count(name)
+    desc = json.dumps({"schema": str(info.schema), "key": info.key,
+                       "vectors": sorted(v.to_dict()["name"] for v in info.vectors.values()),
+                       "metadata": info.metadata, "data": data}, sort_keys=True, default=str)
+    return hashlib.sha256(desc.encode()).hexdigest()
+
+
+def _source_id(src: VectorStore) -> list[str]:
+    return [str(v) for v in dsn.store_identity(src)] if src.scheme == "lance" else \
+        [store_uri(src)]
+
+
+def _read_plan(dst: VectorStore) -> dict | None:
+    import json
+
+    if PLAN_ARTIFACT not in dst.list_artifacts():
+        return None
+    data, _ = dst.get_artifact(PLAN_ARTIFACT)
+    try:
+        plan = json.loads(data)
+    except ValueError:
+        return None
+    return plan if isinstance(plan, dict) else None
+
+
+def _save_plan(dst: VectorStore, plan: dict) -> None:
+    import json
+
+    dst.put_artifact(PLAN_ARTIFACT, json.dumps(plan, sort_keys=True).encode(),
+                     {"kind": "migration plan"})
+
+
 def migrate(src: VectorStore, dst: VectorStore, *, tables: Sequence[str] | None = None,
             replace: bool = False, batch_size: int = 10_000,
             progress: Progress | None = None,
@@ -138,63 +193,90 @@ def migrate(src: VectorStore, dst: VectorStore, *, tables: Sequence[str] | None 
     """Copy tables (rows, key, vector columns, metadata) and artifacts from ``src`` to ``dst``.
 
     Refuses a target that is the source (see :func:`vectorstore.dsn.same_store`: another
-    spelling of the same path or database counts). Each table is written in one commit on the
-    target; a table that already exists there is an error unless ``replace``: then
-    ``on_replace`` is told which tables (and how many rows) will be dropped, before anything
-    is. Indexes are not copied: build them on the target with ``index``, as their types differ
-    between backends.
+    spelling of the same path or database counts). A table that already exists on the
+    target is an error unless ``replace``: then ``on_replace`` is told which tables (and how
+    many rows) will be dropped, before anything is. Indexes are not copied: build them on the
+    target with ``index``, as their types differ between backends.
+
+    Resumable: the target first records a plan (:data:`PLAN_ARTIFACT`: the source, the
+    tables, which of them the caller agreed to replace, and which are done), then receives
+    every artifact in one commit (before the tables whose metadata names them), then each
+    table created holding its rows in one commit (``create_table(data=...)``: a table never
+    appears empty or half-copied), and the plan is removed at the end. A migration killed at
+    any point is finished by running it again, without ``replace``: the tables the plan made
+    or was allowed to replace are (re)copied, completed ones whose source did not change since
+    are kept.
     """
     _check_not_same(src, dst)
     names = list(tables) if tables else src.list_tables()
+    plan = _read_plan(dst)
+    source = _source_id(src)
+    if plan is not None and plan.get("source") != source and not replace:
+        raise StoreError(
+            f"the target {store_uri(dst)} holds an unfinished migration from another store "
+            f"({plan.get('uri', '?')}): run that migration again to finish it, or pass "
+            "replace=True (--replace) to start this one over it")
+    if plan is None or plan.get("source") != source:
+        plan = {"source": source, "uri": store_uri(src), "tables": {}}
+    entries: dict[str, dict] = plan["tables"]
     existing = set(dst.list_tables())
-    clash = [n for n in names if n in existing]
+    # a target table is ours to drop when the plan made it or was allowed to replace it
+    ours = {n for n in names if n in entries}
+    clash = [n for n in names if n in existing and n not in ours]
     if clash and not replace:
         raise StoreError(f"the target already has table(s) {', '.join(clash)}: "
                          "pass replace=True (--replace) to overwrite them")
-    replaced = {n: dst.count(n) for n in clash}
+    fingerprints = {n: _fingerprint(src, n) for n in names}
+    todo = [n for n in names if not (n in existing and entries.get(n, {}).get("done")
+                                     == fingerprints[n])]
+    # every target table about to be dropped: clashes the caller agreed to replace, and, on
+    # a resumed run, tables the first run was allowed to replace or copied (now stale)
+    replaced = {n: dst.count(n) for n in todo if n in existing}
     if replaced and on_replace is not None:
         on_replace(replaced)
+    for n in todo:
+        entries[n] = {"done": None}
+    _save_plan(dst, plan)
+    artifacts = dst.copy_artifacts(src, [a for a in src.list_artifacts() if a != PLAN_ARTIFACT])
     copied: dict[str, int] = {}
     for name in names:
-        info = src.table_info(name)
-        total = src.count(name)
-        if name in existing:
-            dst.drop_table(name)
-        dst.create_table(name, info.schema, key=info.key, vectors=list(info.vectors.values()),
-                         metadata=info.metadata)
-        done = [0]
-
-        def tick(n: int, name: str = name, total: int = total, done: list[int] = done) -> None:
-            done[0] += n
-            if progress:
-                progress(f"copy {name}", done[0], total)
-
-        if progress:
-            progress(f"copy {name}", 0, total)
-        if total:
-            copy = _Copy(src, name, batch_size, tick)
-            try:
-                dst.write(name, copy.reader(info.schema), mode="append")
-            except StoreError as exc:
-                dst.drop_table(name, missing_ok=True)
-                raise copy.error(exc) from exc
-            except OSError as exc:  # a read-only or full target
-                with contextlib.suppress(StoreError, OSError):
-                    dst.drop_table(name, missing_ok=True)
-                raise StoreError(f"copying table {name!r} to the target {store_uri(dst)} "
-                                 f"failed: {exc.strerror or exc}") from exc
-            except Exception:
-                dst.drop_table(name, missing_ok=True)
-                raise
+        if name not in todo:
+            copied[name] = dst.count(name)
+            continue
+        _copy_table(src, dst, name, batch_size, progress)
         copied[name] = dst.count(name)
-    artifacts = []
-    for art in src.list_artifacts():
-        data, meta = src.get_artifact(art)
-        meta = {k: v for k, v in meta.items() if k != "sha256"}
-        dst.put_artifact(art, data, meta)
-        artifacts.append(art)
+        entries[name]["done"] = fingerprints[name]
+        _save_plan(dst, plan)
+    dst.delete_artifact(PLAN_ARTIFACT)
     return MigrationResult(source=store_uri(src), target=store_uri(dst), tables=copied,
                            artifacts=artifacts, replaced=replaced)
+
+
+def _copy_table(src: VectorStore, dst: VectorStore, name: str, batch_size: int,
+                progress: Progress | None) -> None:
+    """Drop the target's ``name`` if there is one, then create it holding the source's rows
+    in one commit."""
+    info = src.table_info(name)
+    total = src.count(name)
+    dst.drop_table(name, missing_ok=True)
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress:
+            progress(f"copy {name}", done[0], total)
+
+    if progress:
+        progress(f"copy {name}", 0, total)
+    copy = _Copy(src, name, batch_size, tick)
+    try:
+        dst.create_table(name, info.schema, key=info.key, vectors=list(info.vectors.values()),
+                         metadata=info.metadata, data=copy.reader(info.schema))
+    except StoreError as exc:
+        raise copy.error(exc) from exc
+    except OSError as exc:  # a read-only or full target
+        raise StoreError(f"copying table {name!r} to the target {store_uri(dst)} "
+                         f"failed: {exc.strerror or exc}") from exc
 
 
 def open_store(uri: str, *, must_exist: bool) -> VectorStore:

@@ -8,7 +8,9 @@ progress bars go to stderr, only on a terminal and never under ``--json``.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 import traceback
 import warnings
@@ -20,7 +22,7 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
-from vectorstore import StoreError
+from vectorstore import KindredError
 
 from . import __version__
 from .admin import Progress, redact
@@ -33,14 +35,7 @@ _PACKAGE_ROOTS = tuple(str(Path(__file__).resolve().parents[1] / p)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [StoreError, ServiceError]
-    try:
-        from ingest.errors import IngestError
-
-        errors.append(IngestError)
-    except ImportError:  # pragma: no cover - ingest is part of the distribution
-        pass
-    return tuple(errors)
+    return (KindredError,)
 
 
 class KindredGroup(click.Group):
@@ -78,11 +73,40 @@ class KindredGroup(click.Group):
             click.echo("Error: the input is nested too deeply to process", err=True)
             ctx.exit(1)
         except Exception as exc:  # a bug: keep the traceback, but never a password in it
+            disk = _disk_failure(exc)
+            if disk:  # a full or read-only disk: not a bug, and the commit did not happen
+                if ctx.params.get("verbose"):
+                    click.echo(redact("".join(traceback.format_exception(exc))), err=True)
+                click.echo(f"Error: {_clean(disk)}", err=True)
+                ctx.exit(1)
             click.echo(redact("".join(traceback.format_exception(exc))), err=True)
             click.echo(f"Error: unexpected internal error ({type(exc).__name__}): "
                        f"{_clean(str(exc).strip().splitlines()[0] if str(exc).strip() else '')}",
                        err=True)
             ctx.exit(2)
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+_DISK_TEXT = ("no space left on device", "read-only file system", "disk quota exceeded",
+              "permission denied")
+
+
+def _disk_failure(exc: BaseException) -> str | None:
+    """The one line for a write the disk refused (full, read-only, not permitted), found on
+    the exception or its causes (native errors carry only the text); None for anything else."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            text = str(seen).lower()
+            reason = seen.strerror if seen.errno in _DISK_ERRNOS else next(
+                (t for t in _DISK_TEXT if t in text), None)
+            if reason:
+                where = f" ({seen.filename})" if seen.filename else ""
+                return (f"the store could not be written{where}: {reason}; the step's "
+                        "commit did not happen: make room (or make it writable) and run it "
+                        "again")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _clean(text: str) -> str:
@@ -209,9 +233,8 @@ def _size(n: int | None) -> str:
 @click.group(cls=KindredGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", "store", envvar="KINDRED_STORE", default=DEFAULT_STORE,
               show_default=True, metavar="URI",
-              help="Store location: a directory or s3://BUCKET/PREFIX (LanceDB), memory://NAME or "
-                   "postgresql://... "
-                   "(env KINDRED_STORE).")
+              help="Store location: a directory or s3://BUCKET/PREFIX (LanceDB), memory://NAME, "
+                   "postgresql://... or milvus://FILE.db | milvus://HOST:PORT (env KINDRED_STORE).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
 @click.option("--runner", type=click.Choice(["local", "ray"], case_sensitive=False),
@@ -226,6 +249,9 @@ def _size(n: int | None) -> str:
 def main(ctx: click.Context, store: str, as_json: bool, verbose: bool, runner: str | None,
          ray_address: str | None) -> None:
     """Kindred: customer embeddings for product matching and risk scoring."""
+    # lance's own log lines (a failed clean-up after a full disk: Rust source paths) stay
+    # out of the terminal; the error that matters comes as one Error: line
+    os.environ.setdefault("LANCE_LOG", "error")
     from vectorstore.dsn import remember_secrets_in
 
     remember_secrets_in(store)
@@ -298,6 +324,17 @@ def stats(app: App, tables_: tuple[str, ...]) -> None:
                 pairs = ", ".join(f"{new} <- {old!r}" for new, old in ts.source_names.items())
                 console.print(f"{ts.name}: columns named otherwise in the source: {pairs}",
                               highlight=False)
+        fresh = [(ts.name, d) for ts in st.tables for d in ts.derived]
+        if fresh:
+            f = Table("table", "derived column", "rows", "stale", "empty", "last refreshed")
+            for name, d in fresh:
+                f.add_row(name, d.column or d.output, f"{d.rows:,}", f"{d.stale:,}",
+                          "-" if d.missing is None else f"{d.missing:,}",
+                          d.refreshed_at or "-")
+            console.print(f)
+            if any(d.stale for _, d in fresh):
+                console.print("Stale rows changed after the column was written: "
+                              "`kindred refresh` brings them up to date.", highlight=False)
         if st.artifacts:
             console.print(f"Artifacts: {', '.join(st.artifacts)}")
 
@@ -574,6 +611,30 @@ def consolidate(app: App, full: bool, amount: str | None, categories: tuple[str,
                    + ("; created the customers table" if d.get("created_table") else ""))
         if d.get("notes"):
             click.echo(f"  skipped: {'; '.join(d['notes'])}")
+
+    app.emit(r, human)
+
+
+@main.command()
+@click.option("--refit", is_flag=True,
+              help="Re-fit the embedders (and the risk model and recommender on them) instead "
+                   "of transforming with the stored fitted state (docs/refresh.md: when).")
+@pass_app
+def refresh(app: App, refit: bool) -> None:
+    """Bring every derived column up to date after new data: consolidation, embeddings, ANN
+    indexes, risk scores, propensity scores, recommendations, each only for what changed.
+
+    Safe to run twice (a second run writes nothing): what a nightly job runs after ingest.
+    """
+    with app.progress() as bar:
+        r = app.kindred().refresh(refit=refit, progress=bar)
+
+    def human() -> None:
+        for s in r.steps:
+            click.echo(f"{s.step:<11} {s.target:<28} {s.action:<8} {s.reason}")
+        n = sum(s.rows for s in r.steps)
+        click.echo(f"refresh: {n:,} row(s) written in {r.seconds:.1f} s"
+                   if n else f"refresh: everything up to date ({r.seconds:.1f} s)")
 
     app.emit(r, human)
 

@@ -20,9 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from vectorstore import StoreError
-
-from .errors import ServiceError
+from vectorstore import KindredError
 
 PRODUCT = "term_deposit"
 Echo = Callable[[str], Any]
@@ -37,9 +35,7 @@ def _pretty(product: str) -> str:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from ingest.errors import IngestError
-
-    return (StoreError, ServiceError, IngestError, ImportError)
+    return (KindredError, ImportError)
 
 
 class _Steps:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from vectorstore.errors import ArtifactCorrupt, KindredError
 
-class ServiceError(Exception):
+
+class ServiceError(KindredError):
     """Base class of every error raised by :mod:`services`."""
 
 
@@ -23,7 +25,7 @@ class RiskError(ServiceError):
     """Risk scoring cannot run as asked."""
 
 
-class ModelIntegrityError(RiskError):
+class ModelIntegrityError(RiskError, ArtifactCorrupt):
     """A persisted model does not match its checksum or was made by incompatible versions."""
 
 

@@ -110,8 +110,10 @@ def evaluate_next_basket(store: VectorStore, *, events: str = EVENTS,
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rec, U = fit_recommender(store, tr, seed=seed, k=k, products_table=products_table)
-    top = _top(rec.scores(days[users], active[users], U[users]), k)[0]
+        rec, _ = fit_recommender(store, tr, seed=seed, k=k, products_table=products_table)
+    # the customers' factors folded in, as the written recommendations have them
+    top = _top(rec.scores(days[users], active[users], rec.factors(counts[users].tocsr())),
+               k)[0]
     add("kindred", top, t0)
     return RecommendationEvaluation(
         k=k, customers=len(users), items=len(inter.items), rows=rows,

@@ -346,8 +346,21 @@ class Kindred:
             categories=resolve_columns(cols, info.metadata, categories),
             channels=resolve_columns(cols, info.metadata, channels),
             max_values=max_values)
-        r = consolidate(self._store, full=full, customer_ids=customer_ids, config=cfg)
+        r = consolidate(self._store, full=full, customer_ids=customer_ids, config=cfg,
+                        runner=self._runner)
         return StepResult(step="consolidate", table=CUSTOMERS, details=_plain(r))
+
+    def refresh(self, *, refit: bool = False, progress: Progress | None = None) -> Any:
+        """Bring every derived column up to date after new data landed, in dependency order
+        and only for what changed: consolidation, every recorded embedder (with its stored
+        fitted state; ``refit`` re-fits), the ANN indexes of written columns, risk scores
+        with the persisted model, propensity scores, recommendations. Returns a
+        :class:`services.refresh.RefreshResult` (per step: done or skipped, and why). Safe to
+        run twice: a run with nothing to do writes nothing."""
+        from .refresh import refresh
+
+        self._require_table(CUSTOMERS, "ingest customers first")
+        return refresh(self._store, refit=refit, progress=progress, runner=self._runner)
 
     # ------------------------------------------------------------------ embeddings
     def embed(self, kind: str, *, table: str = CUSTOMERS, include: Sequence[str] | None = None,
@@ -468,6 +481,12 @@ class Kindred:
         if method != "propensity":
             vector_column = vector_column or self.default_vector_column()
         columns = self._named(CUSTOMERS, columns) or ()
+        if method == "propensity":
+            from .matching.scores import score_column
+
+            _check_fresh(self._store, CUSTOMERS, score_column(product))
+        else:
+            _check_fresh(self._store, CUSTOMERS, vector_column)
         if isinstance(where, str):
             from ingest.names import resolve_filter_names
 
@@ -542,6 +561,7 @@ class Kindred:
 
         self._require_table(CUSTOMERS, "ingest customers first")
         vector_column = vector_column or self.default_vector_column()
+        _check_fresh(self._store, CUSTOMERS, vector_column)
         return explain(self._store, customer_id, product, vector_column=vector_column, k=k)
 
     def recommend(self, *, top_n: int = 3, vector_column: str | None = None,
@@ -559,7 +579,7 @@ class Kindred:
         . product in a shared ``vector_column`` (e.g. ``vec_behavior``).
         """
         from .matching import recommend
-        from .matching.behaviour import recommend_behaviour
+        from .matching.rec_write import recommend_behaviour
 
         if method is None:  # a shared vector column means customer . product
             method = "vector" if vector_column or not self._store.has_table(EVENTS) \
@@ -573,6 +593,7 @@ class Kindred:
         if method != "vector":
             raise ServiceError(f"recommend: method must be behavior or vector, got {method!r}")
         self._require_table(PRODUCTS, "ingest products first")
+        _check_fresh(self._store, CUSTOMERS, vector_column)
         return recommend(self._store, vector_column=vector_column, top_n=top_n,
                          exclude_held=exclude_held, progress=rows_done, runner=self._runner)
 
@@ -591,6 +612,7 @@ class Kindred:
             fit_recommender,
             history_rows,
             read_interactions,
+            saved_recommender,
         )
 
         self._require_table(CUSTOMERS, "ingest customers first")
@@ -600,8 +622,9 @@ class Kindred:
                                   else ["customer_id"], filter=Cmp("customer_id", "=", customer_id))
         if me.num_rows == 0:
             raise ServiceError(f"table 'customers' has no customer {customer_id!r}")
-        if "customers.recommender" in self._store.list_artifacts():
-            rec, source = Recommender.load(self._store), "saved recommender"
+        saved = saved_recommender(self._store, CUSTOMERS)
+        if saved is not None:
+            rec, source = Recommender.load(self._store, saved), "saved recommender"
         else:
             rec, _ = fit_recommender(self._store, read_interactions(self._store))
             source = "fitted now (run `kindred recommend` to save one)"
@@ -700,6 +723,7 @@ class Kindred:
         self._require_table(table, "ingest it first")
         attributes = self._named(table, attributes)
         rows_done = _for_step(progress, "risk score")
+        _check_fresh(self._store, table, column)
         return score_table(self._store, table, detector, column=column,
                            attributes=list(attributes) if attributes else None,
                            fit_sample=fit_sample, seed=seed, threshold=threshold,
@@ -712,6 +736,7 @@ class Kindred:
 
         self._require_table(table, "ingest it first")
         columns = self._named(table, columns)
+        _check_fresh(self._store, table, "risk_score", "risk")
         return top(self._store, table, n, columns=list(columns) if columns else None,
                    flagged_only=flagged_only, runner=self._runner)
 
@@ -851,6 +876,14 @@ class Kindred:
     def _require_table(self, name: str, hint: str) -> None:
         if not self._store.has_table(name):
             raise ServiceError(f"the store at {self.location} has no {name!r} table: {hint}")
+
+
+def _check_fresh(store: VectorStore, table: str, column: str | None,
+                 output: str | None = None) -> None:
+    """One warning line when the derived column a command reads has stale or empty rows."""
+    from ingest.freshness import check_fresh
+
+    check_fresh(store, table, column, output)
 
 
 def _finite(**values: Any) -> None:

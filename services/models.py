@@ -33,6 +33,22 @@ class IndexState(_Model):
     vector: bool
 
 
+class DerivedColumnStats(_Model):
+    """How far a derived output (a vector column, the risk scores, a propensity column, the
+    recommendations) is behind its table."""
+
+    output: str
+    column: str | None
+    """The column holding its values."""
+    rows: int
+    stale: int
+    """Rows whose source changed (or that were added) after the output was written for them."""
+    missing: int | None = None
+    """Rows with no value at all (null)."""
+    refreshed_at: str | None = None
+    """When the output was last written (created or refreshed)."""
+
+
 class TableStats(_Model):
     name: str
     rows: int
@@ -46,6 +62,8 @@ class TableStats(_Model):
     disk_bytes: int | None = None
     """Bytes on disk for a local LanceDB table, else None (not measurable through the store)."""
     source_names: dict[str, str] = Field(default_factory=dict)
+    derived: list[DerivedColumnStats] = Field(default_factory=list)
+    """Freshness of every derived output recorded in the table's metadata."""
     """Table column -> the source column name it was loaded from, where they differ."""
 
 

@@ -39,11 +39,17 @@ def _drop_schema(dsn: str, schema: str) -> None:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+def _milvus_lite(request: pytest.FixtureRequest, tmp_path: Path) -> vectorstore.VectorStore:
+    # Milvus Lite runs in this process on a file of the test's own directory
+    return vectorstore.connect(f"milvus://{tmp_path / 'milvus' / 'store.db'}")
+
+
 # name -> factory; the test id is the backend's name
 STORE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], vectorstore.VectorStore]] = {
     "lance-dir": _lance_dir,
     "lance-memory": _lance_memory,
     "pgvector": _pgvector,
+    "milvus-lite": _milvus_lite,
 }
 
 

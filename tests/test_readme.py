@@ -116,14 +116,16 @@ def test_the_next_day(quickstart: tuple[Path, str]) -> None:
     changes the store the tests above read)."""
     cwd, _ = quickstart
     res = _run_bash(_block("### The next day", "bash"), cwd)
-    if res.returncode != 0 and "variable length vectors" in res.stderr:
-        pytest.xfail("new customers cannot yet be upserted into a table that has vectors "
-                     "(the store side of issue 14)")
     assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     day = json.loads((cwd / "bank" / "day2" / "bank.json").read_text())
     assert day["n_new_customers"] == 20
     assert re.search(r"<- bank/day2/transactions\.parquet: read [\d,]+, written 0,", res.stdout)
-    assert "Consolidated" in res.stdout
+    assert re.search(r"consolidate +customers +done", res.stdout)
+    for column in ("vec_tabular", "vec_tabular_raw", "vec_behavior", "vec_text"):
+        assert re.search(rf"embed +customers\.{column} +done .*\(stale\)", res.stdout), column
+    assert re.search(r"risk +customers +done .*\(stale\)", res.stdout)
+    assert re.search(r"recommend +rec_products +done", res.stdout)
+    assert "refresh: everything up to date" in res.stdout.rstrip().splitlines()[-1]
     with vectorstore.connect(str(cwd / "kindred-data")) as s:
         assert s.count("customers") == 1000 + day["n_new_customers"]
         day1 = json.loads((cwd / "bank" / "bank.json").read_text())
@@ -131,3 +133,5 @@ def test_the_next_day(quickstart: tuple[Path, str]) -> None:
                                         for d in (day1, day))
         newest = s.to_arrow("customers", filter=f"customer_id = '{day['first_new_customer']}'")
         assert newest.num_rows == 1
+        for column in ("vec_tabular", "vec_behavior", "risk_score", "rec_products"):
+            assert s.null_count("customers", column) == 0, column  # new customers too

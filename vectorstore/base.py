@@ -142,7 +142,8 @@ class VectorStore(ABC):
         return cols
 
     # ------------------------------------------------------------------ data
-    def write(self, name: str, data: Data, *, mode: WriteMode = "append") -> WriteResult:
+    def write(self, name: str, data: Data, *, mode: WriteMode = "append",
+              touch: dict[str, Any] | None = None) -> WriteResult:
         """Write record batches in one atomic commit: all of them or, on error, none.
 
         ``append`` adds rows (new keys only); ``overwrite`` replaces all rows; ``upsert`` is a
@@ -150,21 +151,24 @@ class VectorStore(ABC):
         vectors included, keep their values; a row whose given columns already hold these
         values is counted ``unchanged`` and not rewritten) and a new key is inserted with the
         missing columns null; ``insert_missing`` inserts new keys and leaves existing ones
-        untouched (counted ``unchanged``). Data is cast to the table's schema.
+        untouched (counted ``unchanged``). Data is cast to the table's schema. ``touch``:
+        constant column values set on the rows the write inserts or changes, and on no other
+        (:meth:`Transaction.write`).
         """
         with self.transaction(name) as tx:
-            pending = tx.write(data, mode=mode)
+            pending = tx.write(data, mode=mode, touch=touch)
         assert pending.result is not None
         return pending.result
 
-    def update(self, name: str, data: Data, *, key: str | None = None) -> int:
+    def update(self, name: str, data: Data, *, key: str | None = None,
+               touch: dict[str, Any] | None = None) -> int:
         """Set the columns present in ``data`` on the rows whose key matches; others untouched.
 
         Returns the number of rows matched (rows already holding the values included). Keys
-        that are not in the table are an error. One commit.
+        that are not in the table are an error. One commit. ``touch``: as in :meth:`write`.
         """
         with self.transaction(name) as tx:
-            pending = tx.update(data, key=key)
+            pending = tx.update(data, key=key, touch=touch)
         assert pending.result is not None
         return pending.result.updated + pending.result.unchanged
 
@@ -182,11 +186,41 @@ class VectorStore(ABC):
         return [Partition(name, 0, None, self.count(name))]
 
     def scan_partition(self, partition: Partition, *, columns: Sequence[str] | None = None,
-                       batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-        """The rows of one partition in a stable order (the order staged data aligns to)."""
+                       batch_size: int = 65_536, rows: np.ndarray | Sequence[int] | None = None
+                       ) -> Iterator[pa.RecordBatch]:
+        """The rows of one partition in a stable order (the order staged data aligns to): all
+        of them, or only the scan positions in ``rows`` (ascending, duplicates ignored).
+
+        Backends implement :meth:`_scan_partition`; ``rows`` is served by reading the
+        partition and keeping those positions unless the backend overrides
+        :meth:`_take_partition` with random access."""
+        if rows is None:
+            return self._scan_partition(partition, columns=columns, batch_size=batch_size)
+        pos = _sorted_positions(rows)
+        _check_positions(partition.table, pos, partition.rows)
+        return self._take_partition(partition, pos, columns=columns, batch_size=batch_size)
+
+    def _scan_partition(self, partition: Partition, *, columns: Sequence[str] | None = None,
+                        batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
         from .errors import UnsupportedOperation
 
         raise UnsupportedOperation(f"the {self.scheme} backend cannot scan partitions")
+
+    def _take_partition(self, partition: Partition, positions: np.ndarray, *,
+                        columns: Sequence[str] | None, batch_size: int
+                        ) -> Iterator[pa.RecordBatch]:
+        """The rows at ``positions`` (sorted) of a partition's scan, streamed."""
+        start = 0
+        with contextlib.closing(self._scan_partition(partition, columns=columns,
+                                                     batch_size=batch_size)) as scan:
+            for batch in scan:
+                stop = start + batch.num_rows
+                lo, hi = np.searchsorted(positions, [start, stop])
+                if hi > lo:
+                    yield batch.take(pa.array(positions[lo:hi] - start))
+                start = stop
+                if hi == positions.size:
+                    break
 
     def stage_partition(self, partition: Partition, data: Data, *,
                         rows: np.ndarray | Sequence[int] | None = None,
@@ -387,6 +421,32 @@ class VectorStore(ABC):
     def get_artifact(self, name: str) -> tuple[bytes, dict[str, Any]]:
         """The bytes and metadata stored under ``name``, after checking their sha256 (and,
         with ``KINDRED_ARTIFACT_KEY`` set, their HMAC: :mod:`vectorstore.sealing`)."""
+        data, meta, expected = self._artifact_record(name)
+        meta.pop(CONTENT_ADDRESSED, None)
+        meta["sha256"] = expected
+        return data, meta
+
+    def copy_artifacts(self, source: VectorStore, names: Sequence[str] | None = None
+                       ) -> list[str]:
+        """Copy artifacts from ``source`` (all, or ``names``) exactly as stored there: bytes,
+        metadata, HMAC and whether they are content-addressed (swept when unreferenced);
+        each is verified on the way (sha256, and the HMAC when the key is set). One commit:
+        a failure or a kill copies none. Returns the names copied."""
+        wanted = list(source.list_artifacts() if names is None else names)
+        if not wanted:
+            return []
+
+        def rows() -> Iterator[pa.RecordBatch]:
+            for name in wanted:
+                data, meta, _ = source._artifact_record(name)
+                yield from _artifact_row(name, data, meta).to_batches()
+
+        self._artifact_table()
+        self.write(ARTIFACT_TABLE, rows(), mode="upsert")
+        return wanted
+
+    def _artifact_record(self, name: str) -> tuple[bytes, dict[str, Any], str]:
+        """Bytes, stored metadata and sha256 of an artifact, verified (see get_artifact)."""
         import hashlib
         import json
 
@@ -413,9 +473,7 @@ class VectorStore(ABC):
             raise ArtifactCorrupt(f"artifact {name!r} has metadata that is not a JSON object: "
                                   "refusing to use it")
         verify(name, data, meta)
-        meta.pop(CONTENT_ADDRESSED, None)
-        meta["sha256"] = expected
-        return data, meta
+        return data, meta, expected
 
     def save_artifact(self, prefix: str, data: bytes, metadata: dict[str, Any] | None = None
                       ) -> str:

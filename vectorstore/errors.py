@@ -1,6 +1,23 @@
-"""One error tree for the store layer.
+"""Kindred's one error tree, rooted here because every layer imports the store.
 
-Every backend translates its native exceptions into these, chaining the original as
+::
+
+    KindredError                      catch this to catch anything Kindred raises on purpose
+    ├── StoreError                    vectorstore: tables, filters, artifacts, backends
+    │   ├── BackendUnavailable ── InvalidLocation
+    │   ├── TableNotFound, TableExists, ColumnNotFound, KeyConflict, InvalidName, ...
+    │   ├── SchemaMismatch ── DimensionMismatch
+    │   ├── ArtifactNotFound
+    │   ├── ArtifactCorrupt ── ArtifactUnauthenticated, ArtifactUntrusted,
+    │   │                      ModelIntegrityError (ingest and services)
+    │   └── ConcurrentWriteError
+    ├── IngestError                   ingest: sources, mapping, validation, consolidation
+    │   └── EmbeddingError            embedders (UnknownColumnError, ModelNotFoundError, ...)
+    └── ServiceError                  services: matching, risk, evaluation, facade
+        ├── MatchingError, RiskError (ModelNotFound, ...), EvaluationError, ...
+        └── StoreMissing
+
+The store layer's errors: every backend translates its native exceptions into these, chaining the original as
 ``__cause__``, so callers catch one family whatever the backend. Messages name the table,
 column and value involved.
 """
@@ -10,7 +27,12 @@ from __future__ import annotations
 import re
 
 
-class StoreError(Exception):
+class KindredError(Exception):
+    """Root of every error Kindred raises on purpose (the tree is drawn above). The CLI
+    prints one line for these and exits non-zero; anything else is a bug."""
+
+
+class StoreError(KindredError):
     """Base class of every error raised by :mod:`vectorstore`."""
 
 

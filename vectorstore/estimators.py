@@ -84,7 +84,7 @@ def _canonical(raw: bytes) -> bytes:
             return [walk(v) for v in node]
         return node
 
-    schema = walk(schema)
+    schema = walk(_sorted_sets(schema))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as z:
         entries = [("schema.json", json.dumps(schema, indent=1).encode())]
@@ -95,6 +95,31 @@ def _canonical(raw: bytes) -> bytes:
             info.external_attr = 0o644 << 16
             z.writestr(info, data)
     return buf.getvalue()
+
+
+def _sorted_sets(node: Any) -> Any:
+    """The schema with every set's elements in a fixed order: a set (pydantic's
+    ``__pydantic_fields_set__`` in a detector configuration, for one) iterates in an order
+    that changes with the process's string hash seed, so the same fit pickled in two
+    processes would otherwise give different bytes. Elements are ordered by their content,
+    ids left out (ids are memory addresses until :func:`_canonical` renumbers them)."""
+    if isinstance(node, list):
+        return [_sorted_sets(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _sorted_sets(v) for k, v in node.items()}
+    if out.get("__loader__") == "SetNode" and isinstance(out.get("content"), list):
+        out["content"] = sorted(out["content"],
+                                key=lambda v: json.dumps(_without_ids(v), sort_keys=True))
+    return out
+
+
+def _without_ids(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_ids(v) for k, v in node.items() if k != "__id__"}
+    if isinstance(node, list):
+        return [_without_ids(v) for v in node]
+    return node
 
 
 def untrusted_types(data: bytes, trusted: Iterable[str] = ()) -> list[str]:

@@ -46,7 +46,7 @@ from .errors import (
     TableNotFound,
     native_free,
 )
-from .faults import fault_point
+from .faults import boundary, fault_point
 from .handle import StoreHandle
 from .lance_filter import compile_filter
 from .lance_location import OBJECT_STORE_SCHEMES, is_secret_option, object_store_location
@@ -260,7 +260,8 @@ class LanceStore(LancePartitions, VectorStore):
                 if data is not None and self._create_with_rows(info, data):
                     return info
                 described = info.schema.with_metadata({DESCRIPTION_KEY: describe(info)})
-                self._tables[name] = self._db.create_table(name, schema=described)
+                with boundary(name):
+                    self._tables[name] = self._db.create_table(name, schema=described)
                 self._datasets.pop(name, None)
         return info
 
@@ -321,7 +322,7 @@ class LanceStore(LancePartitions, VectorStore):
                 if missing_ok:
                     return
                 raise TableNotFound(f"table {name!r} does not exist in {self.uri}")
-            with self._translate(name, "drop"):
+            with self._translate(name, "drop"), boundary(name):
                 self._db.drop_table(name)
 
     def drop_columns(self, name: str, columns: Sequence[str]) -> TableInfo:
@@ -345,7 +346,7 @@ class LanceStore(LancePartitions, VectorStore):
             raise StoreError(f"delete on table {name!r} needs a filter (use drop_table or "
                              "overwrite to remove every row)")
         t = self._table(name)
-        with self._translate(name, "delete"):
+        with self._translate(name, "delete"), boundary(name):
             res = t.delete(compile_filter(f))
         return int(res.num_deleted_rows)
 
@@ -471,7 +472,7 @@ class LanceStore(LancePartitions, VectorStore):
                             **params: Any) -> None:
         plan = self.vector_index_plan(name, column, index_type=index_type, **params)
         t = self._table(name)
-        with self._translate(name, "creating a vector index"):
+        with self._translate(name, "creating a vector index"), boundary(name):
             t.create_index(metric=plan["metric"], vector_column_name=plan["column"],
                            index_type=plan["index_type"], replace=replace, **plan["params"])
 
@@ -483,10 +484,12 @@ class LanceStore(LancePartitions, VectorStore):
         return "LABEL_LIST" if pa.types.is_list(typ) or pa.types.is_large_list(typ) else "BTREE"
 
     def create_scalar_index(self, name: str, column: str, *, replace: bool = True) -> None:
-        kind = self.scalar_index_type(name, column)
+        from lancedb.index import BTree, LabelList
+
+        listed = self.scalar_index_type(name, column) == "LABEL_LIST"
         t = self._table(name)
-        with self._translate(name, "creating a scalar index"):
-            t.create_scalar_index(column, replace=replace, index_type=kind)
+        with self._translate(name, "creating a scalar index"), boundary(name):
+            t.create_index(column, config=LabelList() if listed else BTree(), replace=replace)
 
     def list_indexes(self, name: str) -> list[IndexInfo]:
         info = self.table_info(name)
@@ -510,7 +513,7 @@ class LanceStore(LancePartitions, VectorStore):
         """Compact the table, bring its indexes up to date, and sweep unreferenced
         content-addressed artifacts (see :meth:`VectorStore.sweep_artifacts`)."""
         t = self._table(name)
-        with self._translate(name, "optimize"):
+        with self._translate(name, "optimize"), boundary(name):
             t.optimize()
         if name != ARTIFACT_TABLE:
             self.sweep_artifacts()
@@ -536,7 +539,7 @@ class LanceStore(LancePartitions, VectorStore):
         if version not in known:
             raise StoreError(f"table {name!r} has no version {version}; versions: "
                              f"{min(known)}..{max(known)}")
-        with self._translate(name, "restore"):
+        with self._translate(name, "restore"), boundary(name):
             t.restore(version)
 
     def close(self) -> None:

@@ -50,17 +50,36 @@ class LancePartitions:
             ds = ds.checkout_version(partition.version)
         return ds
 
-    def scan_partition(self, partition: Partition, *, columns: Sequence[str] | None = None,
-                       batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-        ds = self._at(partition)
-        info = read_description(partition.table, ds.schema)
-        info.check_columns(columns)
-        frag = ds.get_fragment(partition.id)
-        cols = list(columns) if columns is not None else info.schema.names
+    def _scan_partition(self, partition: Partition, *, columns: Sequence[str] | None = None,
+                        batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        frag, cols = self._fragment(partition, columns)
         with self._translate(partition.table, "scanning a partition"):
             reader = frag.to_batches(columns=cols, batch_size=batch_size)
         for b in reader:
             yield b.replace_schema_metadata(None)
+
+    def _take_partition(self, partition: Partition, positions: np.ndarray, *,
+                        columns: Sequence[str] | None, batch_size: int
+                        ) -> Iterator[pa.RecordBatch]:
+        """Random access: only the rows asked for are read (``LanceFragment.take`` counts
+        live rows, the scan positions)."""
+        frag, cols = self._fragment(partition, columns)
+        for start in range(0, len(positions), batch_size):
+            with self._translate(partition.table, "reading rows of a partition"):
+                t = frag.take(positions[start:start + batch_size].tolist(), columns=cols)
+            for b in t.to_batches():
+                yield b.replace_schema_metadata(None)
+
+    def _fragment(self, partition: Partition, columns: Sequence[str] | None
+                  ) -> tuple[Any, list[str]]:
+        ds = self._at(partition)
+        info = read_description(partition.table, ds.schema)
+        info.check_columns(columns)
+        frag = ds.get_fragment(partition.id)
+        if frag is None:
+            raise StoreError(f"table {partition.table!r} has no partition {partition.id} at "
+                             f"version {partition.version}")
+        return frag, list(columns) if columns is not None else info.schema.names
 
     def stage_partition(self, partition: Partition, data: Data, *,
                         rows: np.ndarray | Sequence[int] | None = None,

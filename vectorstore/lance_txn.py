@@ -17,7 +17,7 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -171,10 +171,6 @@ class LanceTransaction(Transaction):
         return [Partition(self.name, f.fragment_id, self.ds.version, f.metadata.num_rows)
                 for f in self.ds.get_fragments()]
 
-    def scan(self, partition: Partition, *, columns: Sequence[str] | None = None,
-             batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-        return self._store.scan_partition(partition, columns=columns, batch_size=batch_size)
-
     def attach(self, staged: StagedPartition) -> None:
         self._check_open()
         p = staged.partition
@@ -198,8 +194,9 @@ class LanceTransaction(Transaction):
                 raise InvalidOption("an overwrite must be the first write of a step")
             self.replace_all = True
             rows = conform(info, data, require_key=info.key is not None,
-                           unique_key=info.key is not None)
-            n = self._write_new(info, rows)
+                           unique_key=info.key is not None, partial=bool(pending.touch))
+            n = self._write_new(info, (_full(info, _touched(pending, info, b, self.name))
+                                       for b in rows))
             pending.result = WriteResult(inserted=n)
             return
         if self.replace_all:
@@ -209,14 +206,16 @@ class LanceTransaction(Transaction):
                 raise KeyConflict(f"table {self.name!r} has no key column: {mode} needs one")
             op = _RowOp(pending, info.schema.names)
             self.ops.append(op)
-            op.inserted = self._write_new(info, conform(info, data))
+            op.inserted = self._write_new(info, (
+                _full(info, _touched(pending, info, b, self.name))
+                for b in conform(info, data, partial=bool(pending.touch))))
             return
         if mode == "insert_missing" and self._indexed():
             self._insert_missing_indexed(pending, info, data)
             return
         known = self._map(self.ds)
         key = info.key
-        partial = mode != "append"
+        partial = mode != "append" or bool(pending.touch)
         op = _RowOp(pending, [])
         self.ops.append(op)
 
@@ -224,6 +223,7 @@ class LanceTransaction(Transaction):
             for b in conform(info, data, partial=partial, require_key=True, unique_key=True):
                 if not op.columns:
                     op.columns = b.schema.names
+                    self._touch_conflict(pending, op.columns, self.name)
                 hit = known.find(b.column(key)) >= 0
                 if hit.any():
                     if mode == "append":
@@ -243,7 +243,7 @@ class LanceTransaction(Transaction):
                     raise KeyConflict(f"table {self.name!r}: {fresh.num_rows} key(s) to update "
                                       f"are not in the table, e.g. {key}={k!r}")
                 op.new_keys.append(fresh.column(key))
-                yield _full(info, fresh)
+                yield _full(info, _touched(pending, info, fresh, self.name))
 
         op.inserted = self._write_new(info, new_rows())
 
@@ -452,6 +452,8 @@ class LanceTransaction(Transaction):
                 if updated:
                     addrs = km.addrs[idx[~same]]
                     vals = t.select(cols).filter(pa.array(~same))
+                    for c, a in op.pending.touch_arrays(info, vals.num_rows).items():
+                        vals = vals.append_column(c, a)
                     frag_ids = (addrs >> np.uint64(32)).astype(np.int64)
                     for fid in np.unique(frag_ids):
                         sel = frag_ids == fid
@@ -496,6 +498,18 @@ def _group_columns(parts: list[tuple[np.ndarray, pa.Table]]) -> list[tuple[np.nd
         g = groups.setdefault(addrs.tobytes(), (addrs, {}))
         g[1][c] = vals
     return [(a, pa.table(cols)) for a, cols in groups.values()]
+
+
+def _touched(pending: PendingWrite, info: TableInfo, batch: pa.RecordBatch,
+             table: str) -> pa.RecordBatch:
+    """``batch`` with the write's touched columns added (new rows are always touched)."""
+    if not pending.touch:
+        return batch
+    Transaction._touch_conflict(pending, batch.schema.names, table)
+    arrays = pending.touch_arrays(info, batch.num_rows)
+    return pa.RecordBatch.from_arrays(
+        [*batch.columns, *arrays.values()],
+        schema=pa.schema([*batch.schema, *(info.schema.field(c) for c in arrays)]))
 
 
 def _full(info: TableInfo, batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -58,7 +58,8 @@ class PgTransaction(Transaction):
 
     def _stage_rows(self, pending: PendingWrite, data: Any) -> None:
         info = self.info
-        partial = pending.mode in ("upsert", "update", "insert_missing", "stage")
+        partial = pending.mode in ("upsert", "update", "insert_missing", "stage") or \
+            bool(pending.touch)
         key = info.key
         batches = conform(info, data, partial=partial, require_key=key is not None,
                           unique_key=key is not None and pending.mode != "overwrite")
@@ -68,6 +69,7 @@ class PgTransaction(Transaction):
             self.staged.append((pending, sql.Identifier("_none"), [], 0))
             return
         cols = first.schema.names
+        self._touch_conflict(pending, cols, self.name)
         if key is not None and key not in cols:
             raise KeyConflict(f"table {self.name!r}: data staged on PostgreSQL needs the key "
                               f"column {key!r}")
@@ -84,10 +86,6 @@ class PgTransaction(Transaction):
     # ------------------------------------------------------------------ partitions
     def partitions(self) -> list[Partition]:
         return self._pg.partitions(self.name)
-
-    def scan(self, partition: Partition, *, columns: Sequence[str] | None = None,
-             batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-        return self._pg.scan_partition(partition, columns=columns, batch_size=batch_size)
 
     def stage(self, partition: Partition, data: Any, *,
               rows: np.ndarray | Sequence[int] | None = None) -> StagedPartition:
@@ -131,7 +129,7 @@ class PgTransaction(Transaction):
                     table, sql.Identifier(f.name), sql.SQL(pg_type(f, self.name))))
             for pending, ident, cols, n in self.staged:
                 if cols:
-                    pending.result = self._apply_one(pending.mode, table, ident, cols, n)
+                    pending.result = self._apply_one(pending, table, ident, cols, n)
             vectors = dict(current.vectors)
             vectors.update({v.name: v for v in self.new_vectors})
             new = TableInfo(self.name, pa.schema(list(current.schema) + self.new_fields),
@@ -143,16 +141,25 @@ class PgTransaction(Transaction):
             fault_point("commit", self.name)
         fault_point("committed", self.name)
 
-    def _apply_one(self, mode: str, table: sql.Composable, stage: sql.Identifier,
+    def _apply_one(self, pending: PendingWrite, table: sql.Composable, stage: sql.Identifier,
                    cols: list[str], n: int) -> WriteResult:
+        from .pgvector_backend import pg_type
+
+        mode = pending.mode
         conn, key = self.conn, self.info.key
-        names = sql.SQL(", ").join(map(sql.Identifier, cols))
+        # touched columns: bound constants, inserted with new rows and set on changed ones
+        touched = list(pending.touch)
+        params = [pending.touch[c] for c in touched]
+        consts = [sql.SQL("CAST(%s AS {})").format(
+            sql.SQL(pg_type(self.info.schema.field(c), self.name))) for c in touched]
+        into = sql.SQL(", ").join(map(sql.Identifier, [*cols, *touched]))
+        values = sql.SQL(", ").join([*map(sql.Identifier, cols), *consts])
         if mode == "overwrite":
             conn.execute(sql.SQL("TRUNCATE {}").format(table))
         if mode in ("append", "overwrite") or key is None:
             try:
-                cur = conn.execute(sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s}").format(
-                    t=table, c=names, s=stage))
+                cur = conn.execute(sql.SQL("INSERT INTO {t} ({i}) SELECT {v} FROM {s}").format(
+                    t=table, i=into, v=values, s=stage), params)
             except pgerr.UniqueViolation as exc:
                 detail = f" ({exc.diag.message_detail})" if exc.diag.message_detail else ""
                 raise KeyConflict(f"table {self.name!r}: a key to append is already in the "
@@ -162,22 +169,23 @@ class PgTransaction(Transaction):
         k = sql.Identifier(key)
         others = [c for c in cols if c != key]
         if mode == "insert_missing" or (mode == "upsert" and not others):
-            cur = conn.execute(sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT "
-                                       "({k}) DO NOTHING").format(t=table, c=names, s=stage, k=k))
+            cur = conn.execute(sql.SQL("INSERT INTO {t} ({i}) SELECT {v} FROM {s} ON CONFLICT "
+                                       "({k}) DO NOTHING").format(t=table, i=into, v=values,
+                                                                  s=stage, k=k), params)
             return WriteResult(inserted=int(cur.rowcount), unchanged=n - int(cur.rowcount))
         mine = sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(c)) for c in others)
         if mode == "upsert":
             theirs = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c))
                                         for c in others)
             sets = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
-                                      for c in others)
+                                      for c in [*others, *touched])
             row = conn.execute(sql.SQL(
-                "WITH r AS (INSERT INTO {t} AS x ({c}) SELECT {c} FROM {s} ON CONFLICT ({k}) DO "
+                "WITH r AS (INSERT INTO {t} AS x ({i}) SELECT {v} FROM {s} ON CONFLICT ({k}) DO "
                 "UPDATE SET {u} WHERE ROW({m}) IS DISTINCT FROM ROW({e}) "
                 "RETURNING (xmax = 0) AS inserted) "
                 "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
-                "FROM r").format(t=table, c=names, s=stage, k=k, u=sets, m=mine, e=theirs)
-            ).fetchone()
+                "FROM r").format(t=table, i=into, v=values, s=stage, k=k, u=sets, m=mine,
+                                 e=theirs), params).fetchone()
             ins, upd = int(row[0]), int(row[1])
             return WriteResult(inserted=ins, updated=upd, unchanged=n - ins - upd)
         if mode == "update":  # every key must exist ("stage": rows deleted meanwhile are gone)
@@ -191,11 +199,13 @@ class PgTransaction(Transaction):
         if not others:
             return WriteResult(0, 0, n)
         theirs = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in others)
-        sets = sql.SQL(", ").join(sql.SQL("{0} = s.{0}").format(sql.Identifier(c))
-                                  for c in others)
+        sets = sql.SQL(", ").join(
+            [*(sql.SQL("{0} = s.{0}").format(sql.Identifier(c)) for c in others),
+             *(sql.SQL("{} = ").format(sql.Identifier(c)) + v for c, v in zip(touched, consts,
+                                                                              strict=True))])
         cur = conn.execute(sql.SQL(
             "UPDATE {t} x SET {u} FROM {s} s WHERE x.{k} = s.{k} AND ROW({m}) IS DISTINCT FROM "
-            "ROW({e})").format(t=table, u=sets, s=stage, k=k, m=mine, e=theirs))
+            "ROW({e})").format(t=table, u=sets, s=stage, k=k, m=mine, e=theirs), params)
         upd = int(cur.rowcount)
         return WriteResult(0, upd, n - upd)
 

@@ -658,8 +658,8 @@ class PgVectorStore(VectorStore):
         check_name(name, "table name")
         return PgTransaction(self, name)
 
-    def scan_partition(self, partition: Partition, *, columns: Sequence[str] | None = None,
-                       batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+    def _scan_partition(self, partition: Partition, *, columns: Sequence[str] | None = None,
+                        batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
         """The table's rows ordered by key (the whole table is one partition)."""
         return self.scan(partition.table, columns=columns, batch_size=batch_size,
                          _order_by_key=True)

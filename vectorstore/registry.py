@@ -2,7 +2,9 @@
 
 ``connect("path/to/dir")`` and ``connect("lance://path")`` open embedded LanceDB,
 ``connect("memory://")`` an in-memory LanceDB, ``connect("postgresql://...")`` PostgreSQL with
-pgvector. Other packages add schemes with :func:`register_backend`.
+pgvector, ``connect("milvus://file.db")`` Milvus Lite on a local file and
+``connect("milvus://host:port")`` a Milvus server. Other packages add schemes with
+:func:`register_backend`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ _REGISTRY: dict[str, BackendSpec] = {
     "az": BackendSpec("vectorstore.lance_backend:LanceStore"),
     "postgresql": BackendSpec("vectorstore.pgvector_backend:PgVectorStore", extra="pgvector"),
     "postgres": BackendSpec("vectorstore.pgvector_backend:PgVectorStore", extra="pgvector"),
+    "milvus": BackendSpec("vectorstore.milvus_backend:MilvusStore", extra="milvus"),
 }
 
 

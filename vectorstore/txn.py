@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,10 +48,20 @@ class WriteResult:
 
 @dataclass
 class PendingWrite:
-    """A row write staged in a transaction; ``result`` is set when the transaction commits."""
+    """A row write staged in a transaction; ``result`` is set when the transaction commits.
+
+    ``touch``: columns set to these constant values on the rows the write inserts or changes
+    (never on rows it leaves as they were), e.g. a change stamp."""
 
     mode: str
     result: WriteResult | None = None
+    touch: dict[str, Any] = field(default_factory=dict)
+
+    def touch_arrays(self, info: TableInfo, n: int) -> dict[str, pa.Array]:
+        """The touched columns as ``n``-row constant arrays of the table's types."""
+        return {c: pa.nulls(n, info.schema.field(c).type) if v is None else
+                pa.repeat(pa.scalar(v, info.schema.field(c).type), n)
+                for c, v in self.touch.items()}
 
 
 @dataclass(frozen=True)
@@ -128,43 +138,78 @@ class Transaction(ABC):
         self.patches.append(dict(updates))
 
     # ------------------------------------------------------------------ rows by key
-    def write(self, data: Data, *, mode: str = "upsert") -> PendingWrite:
+    def write(self, data: Data, *, mode: str = "upsert",
+              touch: Mapping[str, Any] | None = None) -> PendingWrite:
         """Stage rows: ``append`` (new keys only), ``upsert`` (partial: matched keys get the
         given columns, new keys are inserted with the others null), ``insert_missing`` (new
-        keys only, existing ones untouched) or ``overwrite`` (replace every row)."""
+        keys only, existing ones untouched) or ``overwrite`` (replace every row).
+
+        ``touch`` maps columns to constant values set on every row this write inserts or
+        changes, and on no other row (a row whose given columns already hold the values is
+        left as it was, touched columns included): e.g. a change stamp. Touched columns
+        exist in the table (or are added in this step) and are not among the data's."""
         self._check_open()
         if mode not in ("append", "upsert", "insert_missing", "overwrite"):
             raise InvalidOption(f"unknown write mode {mode!r}; expected append, overwrite, "
                                 "upsert or insert_missing")
         if mode in ("upsert", "insert_missing") and self.info.key is None:
             raise KeyConflict(f"table {self.name!r} has no key column: {mode} needs one")
-        pending = PendingWrite(mode)
+        pending = PendingWrite(mode, touch=self._check_touch(touch))
         self._stage_rows(pending, data)
         self.writes.append(pending)
         return pending
 
-    def update(self, data: Data, *, key: str | None = None) -> PendingWrite:
-        """Stage new values of the given columns for existing keys (unknown keys: KeyConflict)."""
+    def update(self, data: Data, *, key: str | None = None,
+               touch: Mapping[str, Any] | None = None) -> PendingWrite:
+        """Stage new values of the given columns for existing keys (unknown keys: KeyConflict);
+        ``touch`` as in :meth:`write` (set on the rows whose values change)."""
         self._check_open()
         if key is not None and key != self.info.key:
             raise InvalidOption(f"table {self.name!r} is keyed by {self.info.key!r}: a staged "
                                 f"update cannot match on {key!r}")
         if self.info.key is None:
             raise KeyConflict(f"table {self.name!r} has no key column: name one with key=")
-        pending = PendingWrite("update")
+        pending = PendingWrite("update", touch=self._check_touch(touch))
         self._stage_rows(pending, data)
         self.writes.append(pending)
         return pending
+
+    def _check_touch(self, touch: Mapping[str, Any] | None) -> dict[str, Any]:
+        out = dict(touch or {})
+        info = self.info
+        for c, v in out.items():
+            if c not in info.schema.names:
+                raise SchemaMismatch(f"table {self.name!r} has no column {c!r} to touch")
+            if c == info.key or c in info.vectors:
+                raise InvalidOption(f"table {self.name!r}: column {c!r} cannot be touched "
+                                    "(the key and vector columns are set by the data)")
+            if v is not None:
+                try:
+                    pa.scalar(v, info.schema.field(c).type)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+                    raise SchemaMismatch(f"table {self.name!r}: {v!r} does not fit column "
+                                         f"{c!r} ({info.schema.field(c).type}): {exc}") from None
+        return out
+
+    @staticmethod
+    def _touch_conflict(pending: PendingWrite, names: Sequence[str], table: str) -> None:
+        both = sorted(set(pending.touch) & set(names))
+        if both:
+            raise InvalidOption(f"table {table!r}: column(s) {both} are both in the data and "
+                                "touched")
 
     # ------------------------------------------------------------------ partitions
     @abstractmethod
     def partitions(self) -> list[Partition]:
         """The partitions of the table as this step found it."""
 
-    @abstractmethod
     def scan(self, partition: Partition, *, columns: Sequence[str] | None = None,
-             batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-        """The rows of one partition, in the order :meth:`stage` aligns data to."""
+             batch_size: int = 65_536, rows: np.ndarray | Sequence[int] | None = None
+             ) -> Iterator[pa.RecordBatch]:
+        """The rows of one partition, in the order :meth:`stage` aligns data to (all of them,
+        or only the scan positions in ``rows``, in ascending order)."""
+        return self.store.scan_partition(partition, columns=columns, batch_size=batch_size,
+                                         rows=rows)
 
     def stage(self, partition: Partition, data: Data, *,
               rows: np.ndarray | Sequence[int] | None = None) -> StagedPartition:

@@ -5,7 +5,7 @@ Public entry points: :func:`embed` (fit + write one embedder's column), :func:`e
 state of a column, checksum- and version-checked), and the embedder classes.
 """
 
-from .base import Embedder, EmbedResult, embed, load_embedder
+from .base import Embedder, EmbedResult, load_embedder
 from .errors import (
     DimensionConflictError,
     EmptyInputError,
@@ -13,6 +13,7 @@ from .errors import (
     ModelNotFoundError,
     UnknownColumnError,
 )
+from .runner import embed, embed_columns
 from .tabular import TabularEmbedder
 from .text import ProfileTemplate, TextEmbedder
 
@@ -28,5 +29,6 @@ __all__ = [
     "TextEmbedder",
     "UnknownColumnError",
     "embed",
+    "embed_columns",
     "load_embedder",
 ]

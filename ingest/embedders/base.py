@@ -1,4 +1,4 @@
-"""The embedder interface, safe (pickle-free) state serialisation and the ``embed`` runner.
+"""The embedder interface, safe (pickle-free) state serialisation and the helpers runners share.
 
 An embedder takes its parameters in ``__init__``, learns its state in ``fit`` from a streamed
 pass over a table (``store.scan`` batches) and maps a record batch to a
@@ -9,15 +9,9 @@ sha256 and checks it on every read, and the library versions it was fitted with 
 beside it and compared on load, so a customer added next month is embedded exactly like the
 others.
 
-:func:`embed` fits (or reuses) an embedder and writes, in ONE commit of a staged step
-(``store.transaction``), the vector column (and auxiliary columns), its vectors partition by
-partition, and ``metadata["embedders"][column]`` with the state artifact's name (the artifact
-itself is stored just before that commit). A vector column is registered if and only if its
-data is committed; a failure or a killed process writes nothing to the table (at most an
-unreferenced artifact, swept by ``optimize``). Every input problem (unknown column, empty
-table, dimension conflict, missing model...) is raised before anything is written. Memory is
-bounded by one partition's new vectors plus the fitted state (an embedder with an
-incremental plan keeps only the changed rows' vectors of a partition).
+The ``embed`` runner is :mod:`ingest.embedders.runner` (the driver: one commit per step) and
+:mod:`ingest.embedders.partition` (one partition's work, a function of the partition and the
+fitted state).
 """
 
 from __future__ import annotations
@@ -27,7 +21,6 @@ import hashlib
 import importlib.metadata
 import io
 import json
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,17 +29,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from vectorstore import (
-    ArtifactNotFound,
-    Metric,
-    Partition,
-    TableInfo,
-    Transaction,
-    VectorColumn,
-    VectorStore,
-)
+from vectorstore import ArtifactNotFound, Metric, TableInfo, VectorStore
 
-from ..runner import PartitionContext, Runner, runner_for
 from .errors import (
     DimensionConflictError,
     EmbeddingError,
@@ -113,8 +97,6 @@ class Embedder(ABC):
     metric: ClassVar[Metric] = Metric.COSINE
     version_libs: ClassVar[tuple[str, ...]] = ("numpy", "pyarrow")
     default_column: ClassVar[str] = ""
-    stateful: ClassVar[bool] = False
-    """Loading it is costly (a model): a distributed runner keeps one per worker."""
 
     dim_: int
 
@@ -134,6 +116,18 @@ class Embedder(ABC):
     @abstractmethod
     def transform(self, batch: pa.RecordBatch) -> pa.FixedSizeListArray:
         """Vectors of the rows of ``batch`` (one row's vector never depends on the others)."""
+
+    def prepare(self, store: VectorStore, table: str, keys: pa.Array | None) -> Any:
+        """What :meth:`transform_rows` needs beyond the rows themselves, read once by the
+        driver for the rows about to be computed (``keys``; None: every row). Nothing by
+        default; the behaviour embedder reads those customers' events."""
+        return None
+
+    def transform_rows(self, batch: pa.RecordBatch, context: Any = None
+                       ) -> pa.FixedSizeListArray:
+        """Vectors of table rows (``batch`` holds :meth:`input_columns`), with the context
+        :meth:`prepare` returned; :meth:`transform` by default."""
+        return self.transform(batch)
 
     @property
     def model_name(self) -> str:
@@ -278,6 +272,10 @@ def artifact_name(table: str, column: str) -> str:
     return f"{table}.{column}.embedder"
 
 
+Progress = Callable[[int, "int | None"], None]
+"""``progress(rows_done, total)``, called after each scanned batch (total None if unknown)."""
+
+
 @dataclass
 class EmbedResult:
     """What one :func:`embed` run did."""
@@ -290,13 +288,22 @@ class EmbedResult:
     seconds: float = 0.0
     state_sha256: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    rows_written: int | None = None
+    """Rows whose values or stamps were written (None: as many as embedded)."""
+    mode: str = "all"
+    """``all`` (every row computed), ``stale`` (only rows changed since) or ``fit``."""
 
     @property
     def message(self) -> str:
-        if self.rows_embedded == 0:
+        written = self.rows_embedded if self.rows_written is None else self.rows_written
+        if self.rows_embedded == 0 and written == 0:
             return (f"{self.table}.{self.column}: nothing to do, all {self.rows_skipped} rows are "
                     "up to date (nothing written)")
-        return (f"{self.table}.{self.column}: embedded {self.rows_embedded} rows "
+        if self.rows_embedded == 0:
+            return (f"{self.table}.{self.column}: no vector changed; the stamps of {written} "
+                    "rows were written")
+        which = "new or changed rows" if self.mode == "stale" else "rows"
+        return (f"{self.table}.{self.column}: embedded {self.rows_embedded} {which} "
                 f"({self.rows_skipped} skipped: unchanged or no input) in {self.seconds:.1f}s")
 
 
@@ -385,231 +392,4 @@ def load_embedder(store: VectorStore, table: str, column: str, *,
         raise ModelIntegrityError(f"{exc}; {rebuild}") from None
 
 
-Progress = Callable[[int, "int | None"], None]
-"""``progress(rows_done, total)``, called after each scanned batch (total None if unknown)."""
 
-
-# ---------------------------------------------------------------------- the runner
-def embed(store: VectorStore, table: str, embedder: Embedder, column: str | None = None, *,
-          fit: bool = True, batch_size: int = 16_384, progress: Progress | None = None,
-          runner: Runner | str | None = None) -> EmbedResult:
-    """Fit ``embedder`` on ``table`` (unless ``fit=False``), write its vectors into ``column``.
-
-    The vector column is added if missing (an existing one must have the same dimension and
-    metric). Vectors are staged partition by partition and committed with the state
-    artifact's name in the column metadata as one step (see the module docstring).
-    Embedders with an incremental plan (the text embedder) only rewrite changed rows.
-    ``progress(rows_done, total)`` is called after each batch (rows scanned, skipped ones
-    included, out of the table's row count). If anything fails part-way (including an
-    exception raised by ``progress``), the table is left exactly as it was.
-    """
-    column = column or embedder.default_column or f"vec_{embedder.kind}"
-    return embed_columns(store, table, [(embedder, column)], fit=fit, batch_size=batch_size,
-                         progress=progress, runner=runner)[0]
-
-
-def embed_columns(store: VectorStore, table: str, targets: Sequence[tuple[Embedder, str]], *,
-                  fit: bool = True, batch_size: int = 16_384, progress: Progress | None = None,
-                  runner: Runner | str | None = None) -> list[EmbedResult]:
-    """:func:`embed` for several (embedder, column) pairs over one scan, in ONE commit: the
-    columns appear together or not at all (e.g. a column and its magnitude-preserving
-    companion). An embedder with an incremental plan must be the only target."""
-    from vectorstore import check_name
-
-    t0 = time.perf_counter()
-    if not targets:
-        raise EmbeddingError("nothing to embed: no (embedder, column) given")
-    if len(targets) > 1 and any(hasattr(e, "plan") for e, _ in targets):
-        raise EmbeddingError("an embedder with an incremental plan is embedded on its own")
-    names = [c for _, c in targets]
-    if len(set(names)) != len(names):
-        raise EmbeddingError(f"the same column is named twice: {names}")
-    info = check_table(store, table)
-    for emb, column in targets:
-        check_name(column, "vector column name")
-        check_columns(info, emb.input_columns(info))
-        if fit:
-            emb.fit(store, table, batch_size=max(batch_size, 65_536))
-        else:
-            emb._check_fitted()
-    results = []
-    with store.transaction(table) as tx:
-        plans = []
-        for emb, column in targets:
-            vc = VectorColumn(column, int(emb.dim_), emb.metric)
-            exists = check_target(tx.info, column, vc.dim, vc.metric)
-            aux = [f for f in _aux_fields(emb, column) if f.name not in tx.info.schema.names]
-            if not exists or aux:
-                tx.add_columns(aux, vectors=[] if exists else [vc])
-            plans.append((emb, column, vc, exists))
-        if len(plans) == 1:
-            emb, column, vc, exists = plans[0]
-            stage_results = [_stage(tx, emb, column, vc, emb.input_columns(info), exists,
-                                    batch_size, progress, runner)]
-        else:
-            stage_results = _stage_many(tx, plans, info, batch_size, progress, runner)
-        for (emb, column, _vc, _exists), result in zip(plans, stage_results, strict=True):
-            meta = tx.info.metadata.get("embedders", {}).get(column)
-            if result.rows_embedded == 0 and meta is not None:
-                result.state_sha256 = meta.get("state_sha256", "")
-            else:
-                name, sha = save_state(store, table, column, emb)
-                tx.set_metadata({("embedders", column): metadata_entry(
-                    table, column, emb, name, sha, result.extra.pop("mean"))})
-                result.state_sha256 = sha
-            results.append(result)
-    seconds = time.perf_counter() - t0
-    for result in results:
-        result.extra.pop("mean", None)
-        result.seconds = seconds
-    return results
-
-
-@dataclass
-class _EmbedWork:
-    """The broadcast state of one embed step's per-partition work."""
-
-    targets: list[tuple[Embedder, str, int]]
-    """(fitted embedder, vector column, dimension) per column written."""
-    key: str
-    read: list[str]
-    batch_size: int
-    planned: bool = False
-    """The single target has an incremental plan (only changed rows are re-embedded)."""
-
-
-@dataclass
-class _PartOut:
-    """What one partition's work returns to the driver: sums for the column means, counts."""
-
-    sums: list[np.ndarray]
-    n: list[int]
-    embedded: int = 0
-    skipped: int = 0
-
-
-def _embed_partition(ctx: PartitionContext, part: Partition) -> _PartOut:
-    """Compute and stage one partition's vectors (runs wherever the runner puts it)."""
-    w: _EmbedWork = ctx.shared
-    key = w.key
-    accs = [MeanAccumulator(dim) for _, _, dim in w.targets]
-    out = _PartOut([], [])
-    if part.rows == 0:
-        return _part_out(out, accs)
-    batches = ctx.scan(part, columns=w.read, batch_size=w.batch_size)
-    if not w.planned:  # every row: vectors stream into the partition's files
-        def vectors() -> Any:
-            for batch in batches:
-                cols = {key: batch.column(key)}
-                for (emb, column, dim), acc in zip(w.targets, accs, strict=True):
-                    v = emb.transform(batch)
-                    acc.add(from_vector_array(v, dim))
-                    cols[column] = v
-                out.embedded += batch.num_rows
-                yield pa.record_batch(cols)
-                ctx.progress(batch.num_rows)
-        ctx.stage(part, vectors())
-        return _part_out(out, accs)
-    (embedder, column, dim), acc = w.targets[0], accs[0]
-    rows, chunks, offset = [], [], 0
-    for batch in batches:
-        mask, aux_arrays = _plan(embedder, batch, column)
-        assert mask is not None
-        out.skipped += int((~mask).sum())
-        if column in batch.schema.names:
-            acc.add(from_vector_array(batch.column(column), dim)[~mask])
-        if mask.any():
-            keep = pa.array(mask)
-            changed = batch.filter(keep)
-            v = embedder.transform(changed)
-            acc.add(from_vector_array(v, dim))
-            chunks.append(pa.table({key: changed.column(key), column: v,
-                                    **{k: a.filter(keep) for k, a in aux_arrays.items()}}))
-            rows.append(np.flatnonzero(mask) + offset)
-            out.embedded += changed.num_rows
-        offset += batch.num_rows
-        ctx.progress(batch.num_rows)
-    if chunks:
-        ctx.stage(part, pa.concat_tables(chunks), rows=np.concatenate(rows))
-    return _part_out(out, accs)
-
-
-def _part_out(out: _PartOut, accs: list[MeanAccumulator]) -> _PartOut:
-    out.sums = [a.sum for a in accs]
-    out.n = [a.n for a in accs]
-    return out
-
-
-def _run_embed(tx: Transaction, work: _EmbedWork, runner: Runner | None,
-               progress: Progress | None) -> tuple[list[MeanAccumulator], int, int]:
-    """Every partition's work on the runner; the column accumulators and row counts."""
-    run = runner_for(tx.store, runner, step="embed")
-    accs = [MeanAccumulator(dim) for _, _, dim in work.targets]
-    total = tx.store.count(tx.name) if progress is not None else None
-    done = [0]
-
-    def tick(n: int) -> None:
-        done[0] += n
-        if progress is not None:
-            progress(done[0], total)
-
-    gpu = any(str(getattr(e, "device", "cpu")).startswith("cuda") for e, _, _ in work.targets)
-    embedded = skipped = 0
-    for out in run.map_partitions(tx, _embed_partition, shared=work, progress=tick,
-                                  stateful=any(getattr(e, "stateful", False)
-                                               for e, _, _ in work.targets),
-                                  resources={"num_gpus": 1} if gpu and run.distributed
-                                  else None):
-        for acc, s, n in zip(accs, out.sums, out.n, strict=True):
-            acc.sum += s
-            acc.n += n
-        embedded += out.embedded
-        skipped += out.skipped
-    return accs, embedded, skipped
-
-
-def _stage(tx: Transaction, embedder: Embedder, column: str, vc: VectorColumn,
-           inputs: list[str], exists: bool, batch_size: int, progress: Progress | None,
-           runner: Runner | None = None) -> EmbedResult:
-    """Compute and stage the vectors of every partition; the result holds the column mean."""
-    key = tx.info.key
-    assert key is not None
-    read = [key, *dict.fromkeys(inputs)]
-    read += [f.name for f in _aux_fields(embedder, column) if f.name not in read]
-    planned = hasattr(embedder, "plan")
-    if exists and planned:
-        read.append(column)  # unchanged rows' vectors still count towards the column mean
-    read = [c for c in read if c in tx.base.schema.names]  # not the columns this step adds
-    work = _EmbedWork([(embedder, column, vc.dim)], key, read, batch_size, planned)
-    (acc,), embedded, skipped = _run_embed(tx, work, runner, progress)
-    return EmbedResult(tx.name, column, embedded, skipped, vc.dim, extra={"mean": acc.mean})
-
-
-def _stage_many(tx: Transaction, plans: list[tuple[Embedder, str, VectorColumn, bool]],
-                info: TableInfo, batch_size: int, progress: Progress | None,
-                runner: Runner | None = None) -> list[EmbedResult]:
-    """Stage every row's vectors of several embedders, one scan per partition."""
-    key = tx.info.key
-    assert key is not None
-    read = [key]
-    for emb, *_ in plans:
-        read += [c for c in emb.input_columns(info) if c not in read]
-    read = [c for c in read if c in tx.base.schema.names]
-    work = _EmbedWork([(emb, column, vc.dim) for emb, column, vc, _ in plans], key, read,
-                      batch_size)
-    accs, embedded, _ = _run_embed(tx, work, runner, progress)
-    return [EmbedResult(tx.name, column, embedded, 0, vc.dim, extra={"mean": acc.mean})
-            for (_, column, vc, _), acc in zip(plans, accs, strict=True)]
-
-
-def _aux_fields(embedder: Embedder, column: str) -> list[pa.Field]:
-    fn = getattr(embedder, "aux_fields", None)
-    return list(fn(column)) if fn is not None else []
-
-
-def _plan(embedder: Embedder, batch: pa.RecordBatch, column: str
-          ) -> tuple[np.ndarray | None, dict[str, pa.Array]]:
-    fn = getattr(embedder, "plan", None)
-    if fn is None:
-        return None, {}
-    return fn(batch, column)

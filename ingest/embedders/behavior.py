@@ -28,6 +28,7 @@ matrix. The fitted state kept with the table is ``V``, ``S``, the IDF weights an
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,9 +40,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from vectorstore import Metric, Partition, TableInfo, Transaction, VectorColumn, VectorStore
+from vectorstore import Metric, TableInfo, Transaction, VectorColumn, VectorStore
 
-from ..runner import PartitionContext, Runner, runner_for
+from ..freshness import ROW_STAMP, STAMP_TYPE, stamp_column, stamps_of
 from .base import (
     Embedder,
     EmbedResult,
@@ -172,8 +173,12 @@ class BehaviorEmbedder(Embedder):
             pending = 0
 
         read = [key] + ([self.holdings_column] if self.holdings_column else [])
-        for bt in store.scan(table, columns=read, batch_size=batch_size):
+        stamped = ROW_STAMP in info.schema.names
+        stamps: list[np.ndarray] = []
+        for bt in store.scan(table, columns=read + ([ROW_STAMP] if stamped else []),
+                             batch_size=batch_size):
             id_chunks.append(bt.column(key))
+            stamps.append(stamps_of(bt))
             if self.holdings_column:
                 h = bt.column(self.holdings_column)
                 flat = pc.list_flatten(h)
@@ -187,6 +192,7 @@ class BehaviorEmbedder(Embedder):
                     pending += int(ok.sum())
             n += bt.num_rows
         ids = pa.concat_arrays(id_chunks) if id_chunks else pa.array([], pa.string())
+        self.row_stamps_ = np.concatenate(stamps) if stamps else np.zeros(0, np.int64)
         index = pd.Index(ids.to_numpy(zero_copy_only=False))
         self.unknown_customers_ = 0
         if ev_cols:
@@ -289,6 +295,85 @@ class BehaviorEmbedder(Embedder):
         vec = np.asarray(self._weight(x, fit=False) @ self._projection)
         return to_vector_array(vec)
 
+    # ------------------------------------------------------------------ new rows
+    def prepare(self, store: VectorStore, table: str, keys: pa.Array | None) -> pa.Table:
+        """The event items of the customers ``keys`` (all when None), as flat
+        (``customer_id``, ``item``, ``weight``) rows summed per customer and item, counted
+        or valued as :meth:`build_matrix` does: what :meth:`transform_rows` folds in."""
+        from vectorstore.filters import In
+
+        empty = pa.table({"customer_id": pa.array([], pa.string()),
+                          "item": pa.array([], pa.string()),
+                          "weight": pa.array([], pa.float64())})
+        if not self.events or not store.has_table(self.events) or \
+                (keys is not None and len(keys) == 0):
+            return empty
+        cols = self._event_columns(store)
+        flt = In("customer_id", tuple(keys.to_pylist())) \
+            if keys is not None and len(keys) <= 2_000 else None
+        parts = []
+        for bt in store.scan(self.events, columns=cols, filter=flt, batch_size=262_144):
+            if keys is not None and flt is None:
+                bt = bt.filter(pc.fill_null(pc.is_in(bt.column("customer_id"),
+                                                     value_set=keys), False))
+            if bt.num_rows == 0:
+                continue
+            weight = pa.array(np.ones(bt.num_rows))
+            ok = None
+            if self.value == "spend":
+                amount = np.abs(pc.fill_null(pc.cast(bt.column(self.amount_column),
+                                                     pa.float64()), 0.0).to_numpy())
+                weight, ok = pa.array(amount), amount > 0
+            for c in self.event_items:
+                v = bt.column(c)
+                if not (pa.types.is_string(v.type) or pa.types.is_large_string(v.type)):
+                    v = pc.cast(v, pa.string())
+                if c != "product_id":
+                    v = pc.binary_join_element_wise(f"{c}:", v, "")
+                keep = pc.is_valid(v).to_numpy(zero_copy_only=False)
+                if ok is not None:
+                    keep &= ok
+                mask = pa.array(keep)
+                parts.append(pa.table({"customer_id": pc.cast(bt.column("customer_id").filter(
+                    mask), pa.string()), "item": pc.cast(v.filter(mask), pa.string()),
+                    "weight": weight.filter(mask)}))
+        if not parts:
+            return empty
+        t = pa.concat_tables(parts).group_by(["customer_id", "item"]).aggregate(
+            [("weight", "sum")])
+        return t.rename_columns(["customer_id", "item", "weight"])
+
+    def transform_rows(self, batch: pa.RecordBatch, context: Any = None
+                       ) -> pa.FixedSizeListArray:
+        """Vectors of customer rows: their holdings (``holdings_weight`` each) and their
+        event items from :meth:`prepare`, folded in as :meth:`transform` does."""
+        n = batch.num_rows
+        keys = pc.cast(batch.column(batch.schema.names[0]), pa.string())
+        parents, items, weights = [], [], []
+        if self.holdings_column and self.holdings_column in batch.schema.names:
+            h = batch.column(self.holdings_column)
+            flat = pc.list_flatten(h)
+            parents.append(pc.list_parent_indices(h).to_numpy())
+            items.append(pc.cast(flat, pa.string()))
+            weights.append(np.full(len(flat), self.holdings_weight, np.float64))
+        if context is not None and context.num_rows:
+            pos = pc.index_in(context.column("customer_id"), value_set=keys)
+            hit = pc.is_valid(pos)
+            parents.append(pos.filter(hit).to_numpy(zero_copy_only=False).astype(np.int64))
+            items.append(context.column("item").filter(hit).combine_chunks())
+            weights.append(context.column("weight").filter(hit).to_numpy())
+        if not parents:
+            return self.transform(pa.record_batch({"items": pa.nulls(n, pa.list_(pa.string()))}))
+        parent = np.concatenate(parents).astype(np.int64)
+        order = np.argsort(parent, kind="stable")
+        offsets = np.zeros(n + 1, np.int32)
+        np.cumsum(np.bincount(parent, minlength=n), out=offsets[1:])
+        item = pa.concat_arrays(items).take(pa.array(order))
+        w = pa.array(np.concatenate(weights)[order].astype(np.float32))
+        return self.transform(pa.record_batch({
+            "items": pa.ListArray.from_arrays(pa.array(offsets), item),
+            "weights": pa.ListArray.from_arrays(pa.array(offsets), w)}))
+
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {"items": self.items_, "singular_values": self.singular_values_,
                   "item_vectors": self.item_vectors_, "idf": self.idf_}
@@ -308,32 +393,39 @@ class BehaviorEmbedder(Embedder):
         self.nnz_ = int(info["nnz"])
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Vectors:
-    """The broadcast customer vectors of a fitted behaviour embedder, by customer id."""
+    """The broadcast customer vectors (and their change stamps) of a fitted behaviour
+    embedder, by customer id."""
 
-    ids: pd.Index
+    ids: Any
+    """pandas Index of the customer ids of ``vectors`` rows."""
     vectors: np.ndarray
+    stamps: np.ndarray
     key: str
     column: str
+    stamp: str
     batch_size: int
+    key_type: Any = None
 
 
-def _stage_vectors(ctx: PartitionContext, part: Partition) -> int:
-    """Stage one partition's customers' vectors (customers the fit saw); returns how many."""
+def _stage_vectors(ctx: Any, part: Any) -> int:
+    """Stage one partition's customers' vectors and stamps (the customers the fit saw);
+    returns how many (wherever the runner runs it)."""
     w: _Vectors = ctx.shared
-    keys, rows, offset = [], [], 0
+    hits, rows, offset = [], [], 0
     for b in ctx.scan(part, columns=[w.key], batch_size=w.batch_size):
         pos = w.ids.get_indexer(b.column(w.key).to_numpy(zero_copy_only=False))
         hit = np.flatnonzero(pos >= 0)
-        keys.append(pos[hit])
+        hits.append(pos[hit])
         rows.append(hit + offset)
         offset += b.num_rows
         ctx.progress(b.num_rows)
-    idx = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+    idx = np.concatenate(hits) if hits else np.zeros(0, np.int64)
     if len(idx):
-        ctx.stage(part, pa.table({w.key: pa.array(w.ids[idx].to_numpy(), pa.string()),
-                                  w.column: to_vector_array(w.vectors[idx])}),
+        ctx.stage(part, pa.table({w.key: pa.array(w.ids[idx].to_numpy(), w.key_type or pa.string()),
+                                  w.column: to_vector_array(w.vectors[idx]),
+                                  w.stamp: pa.array(w.stamps[idx], STAMP_TYPE)}),
                   rows=None if len(idx) == offset else np.concatenate(rows))
     return len(idx)
 
@@ -341,16 +433,26 @@ def _stage_vectors(ctx: PartitionContext, part: Partition) -> int:
 def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None, *,
                    customers: str = "customers", products: str | None = "products",
                    column: str = "vec_behavior", batch_size: int = 65_536,
-                   progress: Progress | None = None,
-                   runner: Runner | str | None = None) -> EmbedResult:
+                   progress: Progress | None = None, runner: Any = None) -> EmbedResult:
     """Fit ``embedder`` and write customer vectors and product vectors into ``column``.
 
     Returns a summary whose ``extra`` holds the product rows written and the items that are
     not products. Checks (columns, empty tables, dimension conflicts) come before any write.
     ``progress(customers_staged, n_customers)`` is called after each staged batch. Each table
-    gets its vectors, column and metadata in one commit (customers first, then products); a
-    failure before the commits writes nothing to either table.
+    gets its vectors, column and metadata in one commit: products first, then customers; a
+    failure before the commits writes nothing to either table. A run killed between the two
+    commits leaves the products' vectors of the new fit beside the customers' of the old one,
+    which readers that score one against the other refuse
+    (:func:`services.matching._data.check_shared_space`: both record their state artifact)
+    until a re-run, which fits the same model again, completes it.
+
+    The fit (the SVD) runs here; the customer vectors are broadcast and each partition of
+    customers stages its rows' vectors and stamps on ``runner`` (:mod:`ingest.runner`).
     """
+    import pandas as pd
+
+    from ..runner import runner_for
+
     t0 = time.perf_counter()
     emb = embedder or BehaviorEmbedder()
     info = check_table(store, customers)
@@ -363,21 +465,23 @@ def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None,
         if pinfo.key is None:
             raise EmbeddingError(f"table {products!r} has no key column")
         check_target(pinfo, column, vc.dim, vc.metric)
-    with contextlib.ExitStack() as steps:  # exits customers first, then products
-        ptx = steps.enter_context(store.transaction(products)) if products else None
+    with contextlib.ExitStack() as steps:  # commits products first, then customers
         tx = steps.enter_context(store.transaction(customers))
-        if column not in tx.info.vectors:
-            tx.add_columns([], vectors=[vc])
+        ptx = steps.enter_context(store.transaction(products)) if products else None
+        stamp = stamp_column(column)
+        new = [pa.field(stamp, STAMP_TYPE)] if stamp not in tx.info.schema.names else []
+        if column not in tx.info.vectors or new:
+            tx.add_columns(new, vectors=[] if column in tx.info.vectors else [vc])
         key = info.key
         assert key is not None
         acc = MeanAccumulator(vc.dim)
         n = len(emb.customer_ids_)
         for s in range(0, n, batch_size):
             acc.add(emb.customer_vectors_[s:s + batch_size])
-        # the fit (the SVD) ran here; the workers stage each partition's vectors by key
         run = runner_for(store, runner, step="embed behavior")
         work = _Vectors(pd.Index(emb.customer_ids_.to_numpy(zero_copy_only=False)),
-                        emb.customer_vectors_, key, column, batch_size)
+                        emb.customer_vectors_, np.asarray(emb.row_stamps_), key, column,
+                        stamp, batch_size, emb.customer_ids_.type)
         done = [0]
 
         def tick(rows: int) -> None:
@@ -396,7 +500,9 @@ def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None,
         name, sha = save_state(store, customers, column, emb)
         tx.set_metadata({("embedders", column): metadata_entry(
             customers, column, emb, name, sha, acc.mean,
-            {"n_items": len(emb.items_), "nnz": emb.nnz_})})
+            {"n_items": len(emb.items_), "nnz": emb.nnz_, "vectors": acc.n,
+             "refreshed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+             "sources": {}})})
         if ptx is not None and pmean is not None:
             ptx.set_metadata({("embedders", column): metadata_entry(
                 products, column, emb, name, sha, pmean,

@@ -22,13 +22,13 @@ from .base import (
     EmbedResult,
     Progress,
     check_columns,
-    embed,
     from_vector_array,
     l2_normalize,
     register,
     to_vector_array,
 )
 from .errors import EmbeddingError
+from .runner import embed
 
 
 @register

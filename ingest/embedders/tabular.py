@@ -56,7 +56,7 @@ from ..column_kinds import (
     numeric_values,
     parse_kinds,
 )
-from ..runner import Runner
+from ..freshness import AGING_FEATURES, is_derived
 from .base import (
     Embedder,
     EmbedResult,
@@ -64,16 +64,13 @@ from .base import (
     check_columns,
     check_table,
     check_target,
-    embed_columns,
     l2_normalize,
     register,
     to_vector_array,
 )
 from .errors import EmbeddingError, EmptyInputError
+from .runner import embed_columns
 
-_SKIP_PREFIXES = ("text_hash_", "risk_", "rec_")
-_BOOKKEEPING = ("consolidation_run",)
-"""Columns Kindred writes to track its own runs: never customer attributes."""
 RAW_SUFFIX = "_raw"
 RAW_PARAMS: dict[str, Any] = {"scaling": "zscore", "clip": None, "normalize": False,
                               "onehot_scale": 1 / np.sqrt(2), "pca": None}
@@ -153,10 +150,12 @@ class TabularEmbedder(Embedder):
         """(numeric, categorical) columns this embedder uses on ``info``'s table."""
         check_columns(info, self.include or [], "include")
         check_columns(info, self.exclude, "exclude")
+        # derived and bookkeeping columns are never inputs; features that age with as_of
+        # only when named (a column reading them is re-embedded in full as as_of moves)
         names = self.include if self.include is not None else [
             f.name for f in info.schema
-            if f.name != info.key and f.name not in info.vectors
-            and not f.name.startswith(_SKIP_PREFIXES) and f.name not in _BOOKKEEPING]
+            if f.name != info.key and f.name not in info.vectors and not is_derived(f.name)
+            and f.name not in AGING_FEATURES]
         numeric, categorical = [], []
         for n in names:
             if n in self.exclude:
@@ -396,7 +395,7 @@ def embed_tabular(store: VectorStore, table: str, *, include: Sequence[str] | No
                   exclude: Sequence[str] = (), pca: int | None = None,
                   column: str | None = None, raw: bool = True,
                   types: dict[str, str] | None = None, batch_size: int = 16_384,
-                  progress: Progress | None = None, runner: Runner | str | None = None
+                  progress: Progress | None = None, runner: Any = None
                   ) -> tuple[EmbedResult, EmbedResult | None]:
     """Write the tabular column (default ``vec_tabular``) and, with ``raw``, its
     magnitude-preserving companion ``<column>_raw`` (see the module docstring).

@@ -496,3 +496,7 @@ class TextEmbedder(Embedder):
 
     def _load_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
         self.saved_model_sha256_ = info.get("model_sha256")
+        # the state as it was fitted (load() checks the weights against it before encoding)
+        self.model_sha256_ = info.get("model_sha256")
+        if "onnx_sha256" in info:
+            self.onnx_sha256_ = info.get("onnx_sha256")

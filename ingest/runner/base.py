@@ -71,9 +71,13 @@ class PartitionContext:
         """The store, opened in this process (for reads beyond the partition's rows)."""
 
     def scan(self, partition: Partition, *, columns: Sequence[str] | None = None,
-             batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-        """The partition's rows, in the order :meth:`stage` aligns values to."""
-        return self._scan(partition, columns=columns, batch_size=batch_size)
+             batch_size: int = 65_536, rows: np.ndarray | Sequence[int] | None = None
+             ) -> Iterator[pa.RecordBatch]:
+        """The partition's rows (all, or the scan positions ``rows``), in the order
+        :meth:`stage` aligns values to."""
+        if rows is None:
+            return self._scan(partition, columns=columns, batch_size=batch_size)
+        return self._scan(partition, columns=columns, batch_size=batch_size, rows=rows)
 
     def stage(self, partition: Partition, data: Any, *,
               rows: np.ndarray | Sequence[int] | None = None) -> None:

@@ -154,9 +154,28 @@ def population_mean(store: VectorStore, table: str, column: str, *,
     mean_arr = total / n
     if not remember:
         return mean_arr
-    embedders = dict(store.table_info(table).metadata.get("embedders") or {})
-    entry = dict(embedders.get(column) or {})
-    entry.update({"mean": [float(x) for x in mean_arr], "mean_rows": n})
-    embedders[column] = entry
-    store.set_metadata(table, {"embedders": embedders})
+    # two path patches: this entry's mean only, so a concurrent writer's entries (another
+    # column's embedder, or this column's own re-embedding) are never overwritten
+    store.set_metadata(table, {("embedders", column, "mean"): [float(x) for x in mean_arr],
+                               ("embedders", column, "mean_rows"): n})
     return mean_arr
+
+
+def check_shared_space(store: VectorStore, column: str, *, table: str = CUSTOMERS,
+                       products_table: str = PRODUCTS) -> None:
+    """MatchingError unless ``table.column`` and ``products_table.column`` come from the same
+    fit, when both record their embedder: ``embed behavior`` commits the products' vectors,
+    then the customers', so a run killed between the two leaves products of the new fit
+    beside customers of the old one until it is run again; scoring one against the other
+    would be silently wrong."""
+    entries = []
+    for name in (table, products_table):
+        entry = (store.table_info(name).metadata.get("embedders") or {}).get(column)
+        entries.append(entry.get("state_artifact") if isinstance(entry, dict) else None)
+    mine, theirs = entries
+    if mine is not None and theirs is not None and mine != theirs:
+        raise MatchingError(
+            f"{products_table}.{column} and {table}.{column} come from different fits "
+            f"({theirs} and {mine}): an `embed behavior` run was interrupted between its two "
+            f"commits; run `kindred embed behavior` again to finish it")
+

@@ -41,7 +41,7 @@ from vectorstore import VectorStore
 from vectorstore.errors import ArtifactCorrupt, ArtifactNotFound
 
 from ..errors import MatchingError, NotEnoughData
-from ._data import CUSTOMER_KEY, HOLDINGS, PRODUCT_KEY, PRODUCTS
+from ._data import CUSTOMER_KEY, PRODUCT_KEY, PRODUCTS
 
 EVENTS = "events"
 ITEM_COLUMNS = ("product_id", "category")
@@ -51,6 +51,8 @@ FACTOR_WEIGHTS = (0.0, 0.03, 0.1, 0.3)
 CLASSES = 8
 EM_ITERATIONS = 40
 ARTIFACT = "customers.recommender"
+META_KEY = "recommend"  # the table metadata entry of the recommendations (recommend.META_KEY)
+"""``metadata["recommender"]["artifact"]``: the recommender the written lists came from."""
 FORMAT = 1
 BLOCK = 4_096
 
@@ -86,9 +88,15 @@ class Interactions:
 
 def read_interactions(store: VectorStore, *, events: str = EVENTS,
                       item_columns: Sequence[str] = ITEM_COLUMNS,
-                      batch_size: int = 262_144, filter: Any = None) -> Interactions:
+                      batch_size: int = 262_144, filter: Any = None,
+                      ids: pa.Array | None = None) -> Interactions:
     """Every (customer, item, day) of the events table with its event count, one streamed
-    pass (memory: the distinct triples)."""
+    pass (memory: the distinct triples); ``ids``: only these customers' events."""
+    only = ids
+    if only is not None and filter is None and len(only) <= 2_000:
+        from vectorstore.filters import In
+
+        filter, only = In(CUSTOMER_KEY, tuple(only.to_pylist()) or ("",)), None
     if not store.has_table(events):
         raise MatchingError(f"behaviour recommendations need an {events!r} table")
     info = store.table_info(events)
@@ -96,11 +104,13 @@ def read_interactions(store: VectorStore, *, events: str = EVENTS,
     if not cols or "ts" not in info.schema.names:
         raise MatchingError(f"table {events!r} needs a ts column and one of "
                             f"{', '.join(item_columns)}")
-    ids: list[pa.Array] = []
+    who: list[pa.Array] = []
     items: list[pa.Array] = []
     days: list[np.ndarray] = []
     for b in store.scan(events, columns=[CUSTOMER_KEY, "ts", *cols], batch_size=batch_size,
                         filter=filter):
+        if only is not None:
+            b = b.filter(pc.fill_null(pc.is_in(b.column(CUSTOMER_KEY), value_set=only), False))
         day = pc.cast(pc.cast(b.column("ts"), pa.timestamp("s", "UTC")), pa.int64())
         day = np.asarray(day.to_numpy(zero_copy_only=False), dtype=np.int64) // 86_400
         for c in cols:
@@ -108,12 +118,12 @@ def read_interactions(store: VectorStore, *, events: str = EVENTS,
             if c != PRODUCT_KEY:
                 v = pc.binary_join_element_wise(f"{c}:", v, "")
             ok = pc.is_valid(v)
-            ids.append(pc.filter(b.column(CUSTOMER_KEY), ok))
+            who.append(pc.filter(b.column(CUSTOMER_KEY), ok))
             items.append(pc.filter(v, ok))
             days.append(day[ok.to_numpy(zero_copy_only=False)])
-    if not ids:
+    if not who:
         raise NotEnoughData(f"table {events!r} has no events with an item")
-    cust_enc = pc.dictionary_encode(pa.chunked_array(ids, pa.string())).combine_chunks()
+    cust_enc = pc.dictionary_encode(pa.chunked_array(who, pa.string())).combine_chunks()
     item_enc = pc.dictionary_encode(pa.chunked_array(items, pa.string())).combine_chunks()
     cust = np.asarray(cust_enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
     item = np.asarray(item_enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
@@ -147,11 +157,32 @@ def repeat_flags(store: VectorStore, inter: Interactions,
     return flags
 
 
+BM25_K1, BM25_B = 100.0, 0.8
+
+
+def bm25_stats(counts: sp.csr_matrix) -> tuple[np.ndarray, float]:
+    """The BM25 weights' population statistics (per-item IDF, mean row length), as
+    ``implicit.nearest_neighbours.bm25_weight`` computes them over ``counts``."""
+    n = float(counts.shape[0])
+    df = np.bincount(counts.tocoo().col, minlength=counts.shape[1])
+    idf = np.log(max(n, 1.0)) - np.log1p(df)
+    return idf, float(np.ravel(counts.sum(axis=1)).mean()) if counts.shape[0] else 1.0
+
+
+def bm25(counts: sp.csr_matrix, idf: np.ndarray, avg_len: float) -> sp.csr_matrix:
+    """``bm25_weight`` with fixed statistics, so a customer's weights do not depend on which
+    other customers are weighed with it (new customers get the fitted population's)."""
+    x = counts.tocoo(copy=True).astype(np.float64)
+    rows = np.ravel(counts.sum(axis=1))
+    norm = (1.0 - BM25_B) + BM25_B * rows / max(avg_len, 1e-12)
+    x.data = x.data * (BM25_K1 + 1.0) / (BM25_K1 * norm[x.row] + x.data) * idf[x.col]
+    return x.tocsr().astype(np.float32)
+
+
 def _als(counts: sp.csr_matrix, factors: int, seed: int) -> tuple[Any, np.ndarray]:
     from implicit.als import AlternatingLeastSquares
-    from implicit.nearest_neighbours import bm25_weight
 
-    weighted = bm25_weight(counts, K1=100, B=0.8).tocsr().astype(np.float32)
+    weighted = bm25(counts, *bm25_stats(counts))
     model = AlternatingLeastSquares(factors=factors, regularization=0.05, iterations=15,
                                     random_state=seed, num_threads=1)
     model.fit(weighted, show_progress=False)
@@ -195,22 +226,51 @@ class Recommender:
     prior: np.ndarray
     regularization: float = 0.05
     details: dict[str, Any] = field(default_factory=dict)
+    idf: np.ndarray | None = None
+    """BM25 statistics of the fitted customers (None: a recommender saved before them)."""
+    avg_len: float | None = None
+
+    def weigh(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        """Customers' event counts BM25-weighted with the fitted population's statistics."""
+        if self.idf is None or self.avg_len is None:
+            raise MatchingError("the saved recommender predates fixed BM25 statistics: run "
+                                "`kindred recommend` (or `kindred refresh --refit`) to refit it")
+        return bm25(counts, self.idf, self.avg_len)
+
+    def factors(self, counts: sp.csr_matrix) -> np.ndarray:
+        """Customer factors from their event counts (:meth:`fold_in` of :meth:`weigh`)."""
+        return self.fold_in(self.weigh(counts)) if counts.nnz else \
+            np.zeros((counts.shape[0], self.item_factors.shape[1]))
 
     def fold_in(self, weighted: sp.csr_matrix) -> np.ndarray:
         """Customer factors from their (BM25-weighted) rows: the ALS least-squares solution
-        for fixed item factors (confidence ``1 + value`` on observed items)."""
+        for fixed item factors (confidence ``1 + value`` on observed items), solved for
+        blocks of customers at once (padded to the longest row of the block, rows sorted by
+        length so the padding stays small)."""
         V = self.item_factors.astype(np.float64)
         f = V.shape[1]
         base = V.T @ V + self.regularization * np.eye(f)
-        out = np.zeros((weighted.shape[0], f), np.float64)
-        for u in range(weighted.shape[0]):
-            lo, hi = weighted.indptr[u], weighted.indptr[u + 1]
-            if lo == hi:
-                continue
-            idx, conf = weighted.indices[lo:hi], weighted.data[lo:hi].astype(np.float64)
-            Vi = V[idx]
-            A = base + (Vi.T * conf) @ Vi
-            out[u] = np.linalg.solve(A, Vi.T @ (1.0 + conf))
+        w = weighted.tocsr()
+        out = np.zeros((w.shape[0], f), np.float64)
+        lens = np.diff(w.indptr)
+        users = np.flatnonzero(lens)
+        users = users[np.argsort(lens[users], kind="stable")]
+        start = 0
+        while start < len(users):
+            width = int(lens[users[min(start + 1023, len(users) - 1)]])
+            size = max(1, min(1024, 65_536 // max(width, 1)))
+            block = users[start:start + size]
+            width = int(lens[block].max())
+            offs = w.indptr[block][:, None] + np.arange(width)[None, :]
+            valid = np.arange(width)[None, :] < lens[block][:, None]
+            offs = np.where(valid, offs, 0)
+            idx = w.indices[offs]
+            conf = np.where(valid, w.data[offs].astype(np.float64), 0.0)
+            Vi = V[idx] * valid[..., None]
+            A = base + np.einsum("blf,blg->bfg", Vi * conf[..., None], Vi)
+            b = np.einsum("blf,bl->bf", Vi, (1.0 + conf) * valid)
+            out[block] = np.linalg.solve(A, b[..., None])[..., 0]
+            start += len(block)
         return out
 
     def scores(self, days: sp.csr_matrix, active: np.ndarray, user_factors: np.ndarray,
@@ -232,18 +292,33 @@ class Recommender:
         return s.reshape(n, -1)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, store: VectorStore, name: str = ARTIFACT) -> None:
+    def save(self, store: VectorStore, name: str = ARTIFACT) -> tuple[str, str]:
+        """Store the fitted state under a name derived from its content
+        (``<name>.<sha256[:16]>``, before the commit that names it); returns (name, sha256)."""
+        import hashlib
+
         buf = io.BytesIO()
-        np.savez(buf, items=np.asarray(self.items, dtype=str), item_factors=self.item_factors,
-                 popularity=self.popularity, repeatable=self.repeatable, theta=self.theta,
-                 prior=self.prior)
-        store.put_artifact(name, buf.getvalue(), {
+        arrays = {"items": np.asarray(self.items, dtype=str), "item_factors": self.item_factors,
+                  "popularity": self.popularity, "repeatable": self.repeatable,
+                  "theta": self.theta, "prior": self.prior}
+        if self.idf is not None:
+            arrays["idf"] = np.asarray(self.idf, np.float64)
+        np.savez(buf, **arrays)
+        data = buf.getvalue()
+        art = store.save_artifact(name, data, {
             "format": FORMAT, "shrink": finite_or_none(self.shrink), "w_factors": self.w_factors,
-            "regularization": self.regularization,
+            "regularization": self.regularization, "avg_len": self.avg_len,
             "details": json.loads(json.dumps(self.details, default=str))})
+        return art, hashlib.sha256(data).hexdigest()
 
     @classmethod
-    def load(cls, store: VectorStore, name: str = ARTIFACT) -> Recommender:
+    def load(cls, store: VectorStore, name: str | None = None) -> Recommender:
+        """The recommender the customers' recommendations were written with (the one the
+        table's metadata names), or the artifact ``name``; checksum-verified."""
+        if name is None:
+            rec = (store.table_info("customers").metadata.get("recommend") or {}) \
+                if store.has_table("customers") else {}
+            name = rec.get("artifact") or ARTIFACT
         try:
             data, meta = store.get_artifact(name)
         except ArtifactNotFound:
@@ -254,11 +329,26 @@ class Recommender:
         if meta.get("format") != FORMAT:
             raise MatchingError(f"the saved recommender has format {meta.get('format')!r}")
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            avg = meta.get("avg_len")
             return cls(z["items"].astype(str).tolist(), z["item_factors"], z["popularity"],
                        z["repeatable"].astype(bool),
                        float("inf") if meta["shrink"] is None else float(meta["shrink"]),
                        float(meta["w_factors"]), z["theta"], z["prior"],
-                       float(meta["regularization"]), dict(meta.get("details") or {}))
+                       float(meta["regularization"]), dict(meta.get("details") or {}),
+                       z["idf"] if "idf" in z.files else None,
+                       None if avg is None else float(avg))
+
+
+def saved_recommender(store: VectorStore, table: str = "customers") -> str | None:
+    """The artifact of the recommender whose lists ``table`` holds: the one its metadata
+    records (written in the same commit as ``rec_products``), else the fixed name earlier
+    versions used; None when there is none."""
+    if not store.has_table(table):
+        return None
+    entry = store.table_info(table).metadata.get(META_KEY)
+    if isinstance(entry, dict) and isinstance(entry.get("artifact"), str):
+        return entry["artifact"]
+    return ARTIFACT if ARTIFACT in store.list_artifacts() else None
 
 
 def finite_or_none(x: float) -> float | None:
@@ -336,146 +426,14 @@ def fit_recommender(store: VectorStore, inter: Interactions, *, seed: int = 0,
                     best, choice["shrink"], choice["w_factors"] = m, shrink, w
     model, _ = _als(counts, f, seed)
     theta, prior = fit_classes(days, seed=seed)
+    idf, avg_len = bm25_stats(counts)
     rec = Recommender(inter.items, np.asarray(model.item_factors, dtype=np.float32), popularity,
                       repeatable, float(choice["shrink"]), float(choice["w_factors"]),
                       theta, prior, details={"factors": f, "validation": choice["validation"],
                                "repeatable_items": int(repeatable.sum()),
-                               "items": n_items, "customers": len(inter.customers)})
+                               "items": n_items, "customers": len(inter.customers)},
+                      idf=idf, avg_len=avg_len)
     return rec, np.asarray(model.user_factors, dtype=np.float64)
-
-
-@dataclass
-class _BehaviourWork:
-    """The broadcast state of behaviour scoring: the fitted recommender, every customer's
-    history in its item space, their factors, and what may be recommended."""
-
-    rec: Recommender
-    customers: Any
-    """pandas Index of the customer ids of ``days`` / ``factors`` rows."""
-    days: sp.csr_matrix
-    active: np.ndarray
-    factors: np.ndarray
-    allowed: np.ndarray
-    top_n: int
-    has_holdings: bool
-    batch_size: int
-
-
-def _behaviour_lists(w: _BehaviourWork, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
-    """Each customer's top items of one batch (keys, ``rec_products``, ``rec_scores``)."""
-    import pandas as pd
-
-    from .recommend import REC_PRODUCTS, REC_SCORES
-
-    rec = w.rec
-    keys = batch.column(CUSTOMER_KEY)
-    pos = w.customers.get_indexer(keys.to_numpy(zero_copy_only=False))
-    known = pos >= 0
-    pick = sp.csr_matrix((np.ones(int(known.sum())), (np.flatnonzero(known), pos[known])),
-                         shape=(batch.num_rows, max(w.days.shape[0], 1)))
-    days = (pick @ w.days).tocsr() if w.days.shape[0] else \
-        sp.csr_matrix((batch.num_rows, len(rec.items)), dtype=np.float64)
-    active = np.where(known, w.active[np.maximum(pos, 0)], 0.0) if len(w.active) else \
-        np.zeros(batch.num_rows)
-    Ub = np.where(known[:, None], w.factors[np.maximum(pos, 0)], 0.0)
-    item_index = pd.Index(rec.items)
-    out = []
-    for lo in range(0, batch.num_rows, BLOCK):
-        sl = slice(lo, min(lo + BLOCK, batch.num_rows))
-        sc = rec.scores(days[sl], active[sl], Ub[sl])
-        sc[:, ~w.allowed] = -np.inf
-        if w.has_holdings:
-            hb = batch.column(HOLDINGS).slice(sl.start, sl.stop - sl.start)
-            parents = pc.list_parent_indices(hb).to_numpy()
-            j = item_index.get_indexer(pc.list_flatten(hb).to_numpy(zero_copy_only=False))
-            ok = (j >= 0)
-            ok[ok] &= ~rec.repeatable[j[ok]]
-            sc[parents[ok], j[ok]] = -np.inf
-        idx, top = _top(sc, min(w.top_n, int(w.allowed.sum())))
-        finite = np.isfinite(top)
-        lens = finite.sum(axis=1)
-        offs = pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32))
-        names = pa.array(rec.items, pa.string()).take(pa.array(idx[finite]))
-        out.append(pa.RecordBatch.from_arrays(
-            [pa.concat_arrays([keys.slice(sl.start, sl.stop - sl.start)]),
-             pa.ListArray.from_arrays(offs, names),
-             pa.ListArray.from_arrays(offs, pa.array(top[finite].astype(np.float32)))],
-            names=[CUSTOMER_KEY, REC_PRODUCTS, REC_SCORES]))
-    return out
-
-
-def _behaviour_partition(ctx: Any, part: Any) -> int:
-    """Score one partition of customers and stage their lists; returns the rows scored."""
-    w: _BehaviourWork = ctx.shared
-    cols = [CUSTOMER_KEY, *([HOLDINGS] if w.has_holdings else [])]
-    out: list[pa.RecordBatch] = []
-    for batch in ctx.scan(part, columns=cols, batch_size=w.batch_size):
-        out += _behaviour_lists(w, batch)
-        ctx.progress(batch.num_rows)
-    if out:
-        ctx.stage(part, pa.Table.from_batches(out))
-    return sum(b.num_rows for b in out)
-
-
-def recommend_behaviour(store: VectorStore, *, top_n: int = 10, table: str = "customers",
-                        only_products: bool = True, write: bool = True, seed: int = 0,
-                        products_table: str = PRODUCTS, batch_size: int = 65_536,
-                        progress: Any = None, runner: Any = None) -> dict[str, Any]:
-    """Fit the recommender on every event, save it, and write each customer's top ``top_n``
-    to ``rec_products``/``rec_scores`` (only products-table items when ``only_products`` and
-    a products table exists). Held items that are not repeatable are never recommended.
-
-    The fit runs here (the driver); the fitted state and every customer's history are
-    broadcast, and each partition of customers is scored and staged on the runner."""
-    import time
-
-    import pandas as pd
-
-    from ingest.runner import runner_for
-
-    from ._data import Tally
-    from .recommend import _ensure_rec_columns
-
-    if not isinstance(top_n, int) or top_n <= 0:
-        raise MatchingError(f"top_n must be a positive integer, got {top_n!r}")
-    t0 = time.perf_counter()
-    inter = read_interactions(store)
-    rec, U = fit_recommender(store, inter, seed=seed, products_table=products_table)
-    allowed = np.ones(len(rec.items), dtype=bool)
-    if only_products and store.has_table(products_table):
-        ids = store.to_arrow(products_table, columns=[PRODUCT_KEY]).column(PRODUCT_KEY)
-        allowed = np.isin(np.asarray(rec.items, dtype=object), ids.to_pylist())
-    if not allowed.any():
-        raise MatchingError("no recommendable item: none of the event items is a product")
-    _, days, active = history_rows(rec, inter, inter.customers)
-    info = store.table_info(table)
-    work = _BehaviourWork(rec, pd.Index(inter.customers.to_numpy(zero_copy_only=False)), days,
-                          active, U, allowed, top_n, HOLDINGS in info.schema.names, batch_size)
-    run = runner_for(store, runner, step="recommend")
-    tally = Tally(progress, store.count(table) if progress is not None else None)
-    if write:
-        rec.save(store)
-    with store.transaction(table) as tx:
-        parts = [p for p in tx.partitions() if p.rows]
-        if write and parts:
-            _ensure_rec_columns(tx)
-        rows = 0
-        if write:
-            rows = sum(run.map_partitions(tx, _behaviour_partition, shared=work,
-                                          partitions=parts, progress=tally.add))
-        else:
-            for batch in store.scan(table, columns=[CUSTOMER_KEY, *(
-                    [HOLDINGS] if work.has_holdings else [])], batch_size=batch_size):
-                rows += sum(b.num_rows for b in _behaviour_lists(work, batch))
-                tally.add(batch.num_rows)
-        tally.finish()
-        t_score = time.perf_counter() - t0
-        t1 = time.perf_counter()
-    return {"method": "behavior", "customers": rows, "products": int(allowed.sum()),
-            "top_n": top_n, "exclude_held": True, "written": write and rows > 0,
-            "seconds_scoring": t_score, "seconds_writing": time.perf_counter() - t1,
-            "items": len(rec.items), "shrink": finite_or_none(rec.shrink),
-            "w_factors": rec.w_factors}
 
 
 def history_rows(rec: Recommender, inter: Interactions, ids: pa.Array
@@ -506,11 +464,7 @@ def explain_one(rec: Recommender, counts: sp.csr_matrix, days: sp.csr_matrix,
                 ) -> list[dict[str, Any]]:
     """One customer's top ``n`` (rows of length 1) with the parts of each score and reasons;
     ``exclude``: items never to recommend (e.g. held one-time products)."""
-    from implicit.nearest_neighbours import bm25_weight
-
-    weighted = bm25_weight(counts.astype(np.float32), K1=100, B=0.8).tocsr() \
-        if counts.nnz else counts
-    U = rec.fold_in(weighted)
+    U = rec.factors(counts)
     s = rec.scores(days, active, U)[0]
     if exclude is not None:
         s[exclude] = -np.inf

@@ -9,13 +9,12 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel
 
+from ingest.freshness import is_derived
 from vectorstore import Metric, VectorStore
 from vectorstore.filters import Cmp, Has, Not, all_of
 
 from ..errors import MatchingError, NotEnoughData
 from ._data import CUSTOMER_KEY, CUSTOMERS, HOLDINGS, resolve_column, vector_matrix
-
-_SKIP_PREFIXES = ("text_hash_", "risk_", "rec_")
 
 
 class Neighbour(BaseModel):
@@ -41,7 +40,7 @@ def _attributes(schema: pa.Schema, vectors: set[str]) -> list[str]:
     out = []
     for f in schema:
         t = f.type
-        if (f.name == CUSTOMER_KEY or f.name in vectors or f.name.startswith(_SKIP_PREFIXES)
+        if (f.name == CUSTOMER_KEY or f.name in vectors or is_derived(f.name)
                 or pa.types.is_list(t) or pa.types.is_large_list(t)
                 or pa.types.is_fixed_size_list(t) or pa.types.is_binary(t)):
             continue

@@ -22,12 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.column_kinds import column_kind, is_code_candidate, numeric_values
+from ingest.freshness import AGING_FEATURES, is_derived
 from vectorstore import TableInfo
 
 from ..errors import MatchingError
 from ._data import HOLDINGS
 
-DERIVED_PREFIXES = ("text_hash_", "risk_", "rec_", "propensity_")
 MAX_LEVELS = 250
 """Category levels kept per column (HistGradientBoosting bins at most 255 values)."""
 MAX_DISTINCT_SHARE = 0.05
@@ -53,8 +53,11 @@ def candidate_columns(info: TableInfo, *, exclude: Sequence[str] = (),
     else:
         names = [f.name for f in info.schema]
     info.check_columns(list(exclude))
+    # derived and bookkeeping columns never; features that age with the consolidation's
+    # as_of only when named (a model reading them is re-scored in full as as_of moves)
     return [n for n in names if n != info.key and n not in info.vectors and n != HOLDINGS
-            and n not in exclude and not n.startswith(DERIVED_PREFIXES)
+            and n not in exclude and not is_derived(n)
+            and (include is not None or n not in AGING_FEATURES)
             and _usable_type(info.schema.field(n).type)]
 
 

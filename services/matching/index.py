@@ -44,8 +44,7 @@ def ensure_index(store: VectorStore, table: str, column: str, *,
     if not store.capabilities.ann_index:
         return IndexStatus(False, "none", 0)
     info = info or store.table_info(table)
-    matching = dict(info.metadata.get("matching") or {})
-    indexes = dict(matching.get("indexes") or {})
+    indexes = (info.metadata.get("matching") or {}).get("indexes") or {}
     entry: dict[str, Any] = dict(indexes.get(column) or {})
     version = store.data_version(table) if store.capabilities.versions else None
     if version is not None and entry.get("version") == version and "indexed" in entry:
@@ -72,8 +71,27 @@ def ensure_index(store: VectorStore, table: str, column: str, *,
         new["built_rows"] = built_rows
     if version is not None:
         new["version"] = store.data_version(table)
-    if new != entry:
-        indexes[column] = new
-        matching["indexes"] = indexes
-        store.set_metadata(table, {"matching": matching})
+    if new != entry:  # this column's entry only: other columns' entries stay as they are
+        store.set_metadata(table, {("matching", "indexes", column): new})
     return IndexStatus(indexed, action, n)
+
+
+def refresh_index(store: VectorStore, table: str, column: str) -> str:
+    """Bring the existing ANN index on ``column`` up to date after its vectors were written
+    (new or changed rows): optimised (LanceDB adds the rows incrementally), or re-indexed
+    when the table doubled since the build. Returns the action (``optimized``/``rebuilt``)."""
+    info = store.table_info(table)
+    entry = ((info.metadata.get("matching") or {}).get("indexes") or {}).get(column) or {}
+    n = store.count(table)
+    built_rows = int(entry.get("built_rows") or 0)
+    if built_rows and n >= built_rows * REBUILD_GROWTH:
+        store.create_vector_index(table, column, replace=True)
+        action, built_rows = "rebuilt", n
+    else:
+        store.optimize(table)
+        action, built_rows = "optimized", built_rows or n
+    new: dict[str, Any] = {"rows": n, "indexed": True, "built_rows": built_rows}
+    if store.capabilities.versions:
+        new["version"] = store.data_version(table)
+    store.set_metadata(table, {("matching", "indexes", column): new})
+    return action

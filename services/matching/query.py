@@ -52,6 +52,7 @@ from ._data import (
     PRODUCT_KEY,
     PRODUCTS,
     Labeller,
+    check_shared_space,
     holdings_labeller,
     iter_blocks,
     population_mean,
@@ -272,6 +273,8 @@ def fit_product(store: VectorStore, table: str, column: str, product: str, *,
                 products_table: str = PRODUCTS) -> ProductQuery:
     vec = store.table_info(table).vector(column)
     v = product_vector(store, product, column, products_table=products_table)
+    if v is not None:
+        check_shared_space(store, column, table=table, products_table=products_table)
     if v is None:
         raise UnknownProduct(f"product {product!r} has no {column!r} vector in table "
                              f"{products_table!r} (method 'product' needs one)")

@@ -10,15 +10,15 @@ Results go back as ``rec_products`` (list<string>) and ``rec_scores`` (list<floa
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
-from ingest.runner import PartitionContext, Runner, runner_for
-from vectorstore import Metric, Partition, Transaction, VectorStore
+from vectorstore import Metric, VectorStore, prefetch
+from vectorstore.schema import MetadataPatch
 
 from ..errors import MatchingError
 from ._data import (
@@ -30,14 +30,13 @@ from ._data import (
     PRODUCTS,
     Progress,
     Tally,
+    check_shared_space,
     resolve_column,
     vector_matrix,
 )
 
 REC_PRODUCTS = "rec_products"
 REC_SCORES = "rec_scores"
-REC_FIELDS = (pa.field(REC_PRODUCTS, pa.list_(pa.string())),
-              pa.field(REC_SCORES, pa.list_(pa.float32())))
 # rows per matrix product: the (rows, products) score matrix and argpartition's index matrix
 # stay ~100 MB at 1,000 products instead of growing with the scan's batch
 SCORE_ROWS = 8_192
@@ -52,6 +51,8 @@ class RecommendSummary(BaseModel):
     written: bool
     seconds_scoring: float
     seconds_writing: float
+    mode: str = "all"
+    """``all`` (every customer scored) or ``stale`` (only those new or changed since)."""
 
 
 def top_n_scores(X: np.ndarray, P: np.ndarray, n: int,
@@ -114,105 +115,66 @@ def _held_mask(batch: pa.RecordBatch, product_ids: pa.Array) -> np.ndarray:
     return mask
 
 
+REC_FIELDS = (pa.field(REC_PRODUCTS, pa.list_(pa.string())),
+              pa.field(REC_SCORES, pa.list_(pa.float32())))
+OUTPUT = "rec"
+META_KEY = "recommend"
+
+
 def write_recommendations(store: VectorStore, table: str, out: list[pa.RecordBatch],
-                          write_rows: int = 1_048_576) -> None:
-    """Write keyed ``rec_products``/``rec_scores`` batches in one commit: the two columns are
-    added if missing and attached fragment by fragment (vectors and other columns are not
-    rewritten); a failure writes nothing. ``write_rows`` is kept for callers; the write is
-    one step whatever its size."""
+                          write_rows: int = 1_048_576,
+                          metadata: MetadataPatch | None = None) -> None:
+    """Write keyed ``rec_products``/``rec_scores`` batches and ``metadata`` (a patch, e.g.
+    the recommender the lists came from) in one commit: the two columns are added if missing
+    and attached fragment by fragment (vectors and other columns are not rewritten); a
+    failure writes nothing. ``write_rows`` is kept for callers."""
     with store.transaction(table) as tx:
-        _ensure_rec_columns(tx)
-        tx.update(out, key=CUSTOMER_KEY)
+        names = tx.info.schema.names
+        missing = [f for f in REC_FIELDS if f.name not in names]
+        if missing and out:
+            tx.add_columns(missing)
+        if out:
+            tx.update(out, key=CUSTOMER_KEY)
+        if metadata:
+            tx.set_metadata(metadata)
 
 
-def _ensure_rec_columns(tx: Transaction) -> None:
-    names = tx.info.schema.names
-    missing = [f for f in REC_FIELDS if f.name not in names]
-    if missing:
-        tx.add_columns(missing)
+def digest(*arrays: Any) -> str:
+    """A short checksum of what recommendations were computed against (products, items)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes() if isinstance(a, np.ndarray)
+                 else str(a).encode())
+    return h.hexdigest()[:16]
 
 
-@dataclass
-class _RecWork:
-    """The broadcast state of bulk recommendation: the products and how to score them."""
-
-    column: str
-    dim: int
-    pids: pa.Array
-    PT: np.ndarray
-    n: int
-    cosine: bool
-    exclude_held: bool
-    write: bool
-    batch_size: int
-
-
-def rec_lists(X: np.ndarray, w: _RecWork, batch: pa.RecordBatch) -> tuple[pa.Array, pa.Array]:
-    """``rec_products`` and ``rec_scores`` of the customers whose vectors are ``X``."""
-    n, pids = w.n, w.pids
-    mask = _held_mask(batch, pids) if w.exclude_held else None
-    idx, scores = score_block(X, w.PT, n, mask)
-    if w.cosine:  # a row's order does not depend on |x|: divide only the kept scores
-        norms = np.linalg.norm(X, axis=1, keepdims=True)
-        scores = scores / np.where(norms > 0, norms, 1.0)
-    b = len(idx)
-    offsets = pa.array(np.arange(0, b * n + 1, n, dtype=np.int32))
-    rec_p = pa.ListArray.from_arrays(offsets, pids.take(pa.array(idx.ravel())))
-    rec_s = pa.ListArray.from_arrays(offsets, pa.array(scores.ravel().astype(np.float32)))
-    if mask is not None and not np.isfinite(scores).all():
-        keep = np.isfinite(scores)
-        lens = keep.sum(axis=1)
-        offs = pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32))
-        rec_p = pa.ListArray.from_arrays(offs, pids.take(pa.array(idx[keep])))
-        rec_s = pa.ListArray.from_arrays(offs, pa.array(scores[keep].astype(np.float32)))
-    return rec_p, rec_s
-
-
-def _recommend_partition(ctx: PartitionContext, part: Partition) -> int:
-    """Score one partition's customers (those with a vector) against the broadcast products
-    and stage their lists; returns the customers scored."""
-    w: _RecWork = ctx.shared
-    cols = [CUSTOMER_KEY, w.column, *([HOLDINGS] if w.exclude_held else [])]
-    keys, prods, scores, rows = [], [], [], []
-    offset = 0
-    for batch in ctx.scan(part, columns=cols, batch_size=w.batch_size):
-        vec = batch.column(w.column)
-        valid = pc.is_valid(vec).to_numpy(zero_copy_only=False) if vec.null_count else None
-        if valid is not None:
-            batch = batch.filter(pa.array(valid))
-        if batch.num_rows:
-            X = vector_matrix(batch.column(w.column), w.dim)
-            rec_p, rec_s = rec_lists(X, w, batch)
-            keys.append(pa.concat_arrays([batch.column(CUSTOMER_KEY)]))  # own buffers
-            prods.append(rec_p)
-            scores.append(rec_s)
-            rows.append(offset + (np.arange(batch.num_rows) if valid is None
-                                  else np.flatnonzero(valid)))
-        offset += len(vec)
-        ctx.progress(len(vec))
-    done = sum(len(k) for k in keys)
-    if w.write and done:
-        ctx.stage(part, pa.table({CUSTOMER_KEY: pa.concat_arrays(keys),
-                                  REC_PRODUCTS: pa.concat_arrays(prods),
-                                  REC_SCORES: pa.concat_arrays(scores)}),
-                  rows=None if done == part.rows else np.concatenate(rows))
-    return done
+def lists(idx: np.ndarray, scores: np.ndarray, names: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Per row: the item names and scores of the finite entries of (rows, n) top-n arrays."""
+    keep = np.isfinite(scores)
+    offs = pa.array(np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int32))
+    return (pa.ListArray.from_arrays(offs, names.take(pa.array(idx[keep]))),
+            pa.ListArray.from_arrays(offs, pa.array(scores[keep].astype(np.float32))))
 
 
 def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: int = 10,
               exclude_held: bool = False, write: bool = True, table: str = CUSTOMERS,
               products_table: str = PRODUCTS, batch_size: int = BLOCK_ROWS,
-              write_rows: int = 1_048_576, progress: Progress | None = None,
-              runner: Runner | str | None = None) -> RecommendSummary:
-    """Score every customer for every product and write each customer's top ``top_n``.
+              write_rows: int = 1_048_576, stale_only: bool = False,
+              progress: Progress | None = None, runner: Any = None) -> RecommendSummary:
+    """Score customers for every product and write each customer's top ``top_n``.
 
     ``vector_column`` must exist in both tables (one shared space, e.g. ``vec_behavior``).
     ``exclude_held`` leaves out products the customer already holds. With ``write=False``
-    nothing is written (for timing). Customers without a vector keep their old values.
-    The products are broadcast to the runner's workers, each partition of customers is
-    scored and staged where it is read, and the lists are written in one commit; a failure
-    writes nothing. ``progress(rows scored, total rows)`` is called as partitions finish.
+    nothing is written (for timing). Customers without a vector keep their old values (and
+    stay stale). ``stale_only``: only customers new or changed since (their vector or
+    holdings), when the products and options are those the column was written with.
+    Results, their stamps and ``metadata["recommend"]`` are one commit; a failed write-back
+    writes nothing. ``progress(rows scored, total rows)`` is called after each batch.
     """
+    from ingest.derived import FRESH, TALLY, write_output
+
     if not isinstance(top_n, int) or top_n <= 0:
         raise MatchingError(f"top_n must be a positive integer, got {top_n!r}")
     info = store.table_info(table)
@@ -222,29 +184,68 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
         raise MatchingError(f"column {column!r} uses l2: bulk recommendation scores by dot "
                             "product or cosine")
     pids, P = load_products(store, column, products_table)
-    if P.shape[1] != info.vectors[column].dim:
+    check_shared_space(store, column, table=table, products_table=products_table)
+    dim = info.vectors[column].dim
+    if P.shape[1] != dim:
         raise MatchingError(f"{products_table}.{column} has dimension {P.shape[1]}, "
-                            f"{table}.{column} has {info.vectors[column].dim}")
+                            f"{table}.{column} has {dim}")
     cosine = metric is Metric.COSINE
     if cosine:
         P = _normalise(P)
-    work = _RecWork(column, info.vectors[column].dim, pids,
-                    np.ascontiguousarray(P, dtype=np.float32), min(top_n, len(pids)), cosine,
-                    exclude_held, write, batch_size)
-    run = runner_for(store, runner, step="recommend")
+    PT = np.ascontiguousarray(P, dtype=np.float32)
+    n = min(top_n, len(pids))
+    options = {"method": "vector", "vector_column": column, "top_n": top_n,
+               "exclude_held": exclude_held,
+               "products": digest(np.asarray(pids.to_pylist(), dtype=str), PT)}
+    has_old = all(f.name in info.schema.names for f in REC_FIELDS)
+    def compute(batch: pa.RecordBatch) -> dict[str, Any]:
+        vec = batch.column(column)
+        valid = np.asarray(vec.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        X = vector_matrix(vec.fill_null(pa.scalar([0.0] * dim, vec.type)), dim)
+        mask = _held_mask(batch, pids) if exclude_held else None
+        idx, scores = score_block(X, PT, n, mask)
+        if cosine:  # a row's order does not depend on |x|: divide only the kept scores
+            norms = np.linalg.norm(X, axis=1, keepdims=True)
+            scores = scores / np.where(norms > 0, norms, 1.0)
+        rec_p, rec_s = lists(idx, scores, pids)
+        if not valid.all():  # no vector yet: the old values stay, the row stays stale
+            keep = pa.array(valid)
+            old_p = batch.column(REC_PRODUCTS) if has_old else pa.nulls(len(valid), rec_p.type)
+            old_s = batch.column(REC_SCORES) if has_old else pa.nulls(len(valid), rec_s.type)
+            rec_p, rec_s = pc.if_else(keep, rec_p, old_p), pc.if_else(keep, rec_s, old_s)
+        return {REC_PRODUCTS: rec_p, REC_SCORES: rec_s, FRESH: valid,
+                TALLY: {"scored": int(valid.sum())}}
+
+    inputs = [column, *([HOLDINGS] if exclude_held else []),
+              *([REC_PRODUCTS, REC_SCORES] if has_old else [])]
     t0 = time.perf_counter()
-    tally = Tally(progress, store.count(table) if progress is not None else None)
-    if write and store.null_count(table, column) == store.count(table):
-        work.write = False  # no customer has a vector: nothing to write, no columns to add
+    if not write:
+        tally = Tally(progress, store.count(table) if progress is not None else None)
+        scored = 0
+        for b in prefetch(store.scan(table, columns=[CUSTOMER_KEY, *inputs],
+                                     batch_size=batch_size)):
+            scored += compute(b)[TALLY]["scored"]
+            tally.add(b.num_rows)
+        return RecommendSummary(vector_column=column, customers=scored, products=len(pids),
+                                top_n=n, exclude_held=exclude_held, written=False,
+                                seconds_scoring=time.perf_counter() - t0, seconds_writing=0.0)
+    old = info.metadata.get(META_KEY) or {}
+    same = {k: old.get(k) for k in options} == options
     with store.transaction(table) as tx:
-        if work.write:
-            _ensure_rec_columns(tx)
-        rows = sum(run.map_partitions(tx, _recommend_partition, shared=work,
-                                      partitions=[p for p in tx.partitions() if p.rows],
-                                      progress=tally.add))
-        tally.finish()
-        t_score = time.perf_counter() - t0
-        t1 = time.perf_counter()
-    return RecommendSummary(vector_column=column, customers=rows, products=len(pids),
-                            top_n=work.n, exclude_held=exclude_held, written=write and rows > 0,
-                            seconds_scoring=t_score, seconds_writing=time.perf_counter() - t1)
+        run = write_output(tx, OUTPUT, inputs, compute, fields=REC_FIELDS,
+                           stale_only=stale_only and same, batch_size=batch_size,
+                           progress=progress, runner=runner)
+        if run.rows or not same:
+            tx.set_metadata({META_KEY: {**options, "rows": run.rows + run.skipped,
+                                        "refreshed_at": _now()}})
+    return RecommendSummary(vector_column=column, customers=run.tally.get("scored", 0),
+                            products=len(pids), top_n=n, exclude_held=exclude_held,
+                            written=run.rows > 0,
+                            seconds_scoring=time.perf_counter() - t0, seconds_writing=0.0,
+                            mode=run.mode)
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

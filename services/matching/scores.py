@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from vectorstore import TableInfo, VectorStore
+from vectorstore import PendingWrite, TableInfo, Transaction, VectorStore
 from vectorstore.filters import Cmp, Filter, all_of
 
 from ..errors import MatchingError
 from ._data import CUSTOMER_KEY, CUSTOMERS, Progress, holdings_labeller
 from .model_store import load_model, save_model
-from .propensity import PropensityModel, fit_propensity, score_batches
+from .propensity import SCORE_ROWS, PropensityModel, fit_propensity
 
 META_KEY = "propensity"
 PREFIX = "propensity_"
@@ -52,6 +52,7 @@ def score_column(product: str) -> str:
 
 
 def artifact_name(table: str, product: str) -> str:
+    """The prefix of ``product``'s model artifacts (``save_artifact`` appends the digest)."""
     return f"{table}.propensity.{hashlib.sha256(product.encode()).hexdigest()[:16]}"
 
 
@@ -63,14 +64,14 @@ def stored_entry(info: TableInfo, product: str) -> dict[str, Any] | None:
     return dict(entry)
 
 
-def write_scores(store: VectorStore, table: str, column: str,
-                 batches: Iterable[pa.RecordBatch], key: str = CUSTOMER_KEY) -> int:
-    """Write keyed probabilities (``key``, ``score``) into ``column``; returns rows written."""
-    info = store.table_info(table)
-    if column not in info.schema.names:
-        store.add_columns(table, [pa.field(column, pa.float64())])
+def write_scores(tx: Transaction, column: str, batches: Iterable[pa.RecordBatch],
+                 key: str = CUSTOMER_KEY) -> PendingWrite | None:
+    """Stage keyed probabilities (``key``, ``score``) into ``column`` (added when missing)
+    in the step's transaction; the pending write's result is known after the commit."""
+    if column not in tx.info.schema.names:
+        tx.add_columns([pa.field(column, pa.float64())])
     data = [pa.record_batch([b.column(0), b.column(1)], names=[key, column]) for b in batches]
-    return store.update(table, data, key=key) if data else 0
+    return tx.update(data, key=key) if data else None
 
 
 def _ladder(scores: np.ndarray) -> list[list[float]]:
@@ -84,38 +85,109 @@ def _ladder(scores: np.ndarray) -> list[list[float]]:
 def fit_and_write(store: VectorStore, product: str, *, table: str = CUSTOMERS, seed: int = 0,
                   options: dict[str, Any] | None = None,
                   progress: Progress | None = None) -> dict[str, Any]:
-    """Fit, persist, score and write ``product``'s propensity; returns the metadata entry."""
+    """Fit, persist, score and write ``product``'s propensity; returns the metadata entry.
+
+    The model is stored first (a content-addressed artifact nothing refers to until the
+    commit); then the scores column, every customer's probability and
+    ``metadata["propensity"][product]`` are one commit, so a failure or a kill leaves the
+    table as it was and a re-run (the same fit, the same bytes) completes it. The scalar
+    index on the column is built after the commit (an index, not data: a kill before it
+    leaves the scores served by a scan until ``kindred index`` or the next fit builds it).
+    """
     fitted_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     model = fit_propensity(store, table, holdings_labeller(product),
                            [CUSTOMER_KEY, "holdings"], product=product, seed=seed,
                            **(options or {}))
     name = artifact_name(table, product)
     record = save_model(store, name, model.models, {"product": product, "table": table})
+    entry, _ = _score(store, table, product, model, stale_only=False, progress=progress,
+                      fitted={"model_id": record["sha256"][:16], "fitted_at": fitted_at,
+                              "model": record, "state": model.state(),
+                              "base_rate": model.base_rate,
+                              "assessment": model.details["assessment"],
+                              "leakage": model.details["leakage"]})
+    if store.capabilities.scalar_index:
+        store.create_scalar_index(table, entry["column"])
+    return entry
+
+
+def refresh_scores(store: VectorStore, product: str, *, table: str = CUSTOMERS,
+                   stale_only: bool = True, progress: Progress | None = None
+                   ) -> dict[str, Any]:
+    """Score ``product``'s propensity with its persisted model (no refit): the rows new or
+    changed since they were scored (every row when the vector columns the model reads were
+    re-fitted, or it reads features measured to a consolidation ``as_of`` that moved).
+    Returns ``{"product", "column", "rows", "skipped", "mode"}``."""
+    info = store.table_info(table)
+    entry = stored_entry(info, product)
+    if entry is None:
+        raise MatchingError(f"product {product!r} has no fitted propensity model: run "
+                            f"`kindred fit {product}` first")
+    model = load_stored_model(store, entry)
+    same = entry.get("sources") == _sources(info, model) and \
+        entry.get("as_of") == _as_of(info, model)
+    _, run = _score(store, table, product, model, stale_only=stale_only and same,
+                    progress=progress)
+    return {"product": product, "column": entry["column"], "rows": run.rows,
+            "skipped": run.skipped, "mode": run.mode}
+
+
+def _sources(info: TableInfo, model: PropensityModel) -> dict[str, str]:
+    """The fitted states of the vector columns the model's lookalike features read."""
+    emb = info.metadata.get("embedders") or {}
+    return {c: str((emb.get(c) or {}).get("state_sha256")) for c in model.spec.similarity}
+
+
+def _as_of(info: TableInfo, model: PropensityModel) -> str | None:
+    from ingest.freshness import AGING_FEATURES
+
+    if not set(model.spec.columns) & set(AGING_FEATURES):
+        return None
+    return (info.metadata.get("consolidation") or {}).get("as_of")
+
+
+def _score(store: VectorStore, table: str, product: str, model: PropensityModel, *,
+           stale_only: bool, progress: Progress | None,
+           fitted: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any]:
+    """Score and write in one commit: the stale rows (or all), the column's stamp, and the
+    metadata entry (whole when ``fitted`` is given, else its counters)."""
+    from ingest.derived import write_output
+
     column = score_column(product)
     scored: list[np.ndarray] = []
 
-    def tapped() -> Iterable[pa.RecordBatch]:
-        for b in score_batches(store, table, model, progress=progress):
-            scored.append(b.column(1).to_numpy())
-            yield b
+    def compute(batch: pa.RecordBatch) -> dict[str, pa.Array]:
+        p = model.score_rows(batch)
+        if not np.isfinite(p).all():  # never write or show a non-finite number
+            raise MatchingError(f"product {product!r}: the model produced non-finite scores; "
+                                "nothing was written")
+        scored.append(p)
+        return {column: pa.array(p, pa.float64())}
 
-    written = write_scores(store, table, column, list(tapped()))
-    scores = np.concatenate(scored) if scored else np.zeros(0)
-    if not np.isfinite(scores).all():  # never write or show a non-finite number
-        raise MatchingError(f"product {product!r}: the model produced non-finite scores")
-    entry = {
-        "column": column, "model_id": record["sha256"][:16], "fitted_at": fitted_at,
-        "scored_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "rows_scored": written, "model": record, "state": model.state(),
-        "base_rate": model.base_rate, "assessment": model.details["assessment"],
-        "leakage": model.details["leakage"], "thresholds": _ladder(scores),
-    }
-    meta = dict(store.table_info(table).metadata.get(META_KEY) or {})
-    meta[product] = entry
-    store.set_metadata(table, {META_KEY: meta})
-    if store.capabilities.scalar_index:
-        store.create_scalar_index(table, column)
-    return entry
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    with store.transaction(table) as tx:
+        info = tx.base
+        run = write_output(tx, column, model.columns, compute,
+                           fields=[pa.field(column, pa.float64())], stale_only=stale_only,
+                           batch_size=SCORE_ROWS,
+                           progress=progress)
+        total = run.rows + run.skipped
+        if fitted is not None:
+            entry = {"column": column, **fitted, "scored_at": now, "refreshed_at": now,
+                     "rows_scored": total, "sources": _sources(info, model),
+                     "as_of": _as_of(info, model),
+                     "thresholds": _ladder(np.concatenate(scored) if scored else np.zeros(0))}
+            tx.set_metadata({(META_KEY, product): entry})
+        else:
+            entry = dict(stored_entry(info, product) or {})
+            if run.rows:
+                tx.set_metadata({(META_KEY, product, "rows_scored"): total,
+                                 (META_KEY, product, "refreshed_at"): now})
+            if run.rows and run.mode == "all":
+                tx.set_metadata({(META_KEY, product, "thresholds"): _ladder(np.concatenate(
+                    scored)), (META_KEY, product, "sources"): _sources(info, model),
+                    (META_KEY, product, "as_of"): _as_of(info, model)})
+    return entry, run
 
 
 def load_stored_model(store: VectorStore, entry: dict[str, Any]) -> PropensityModel:

@@ -57,6 +57,7 @@ class RiskExplanation(BaseModel):
     risk_score: float
     """On the written risk-score scale (a robust z-score, see :mod:`services.risk.scoring`)."""
     risk_rank: int | None
+    """1 + the customers scoring higher (computed when asked: no global rank is stored)."""
     risk_flag: bool | None
     percentile: float
     """Share (0-100) of the table's customers with a score at or below this one."""
@@ -118,7 +119,8 @@ def explain(store: VectorStore, table: str, customer: str, *, model_id: str | No
     det, source, meta = load_model(store, table, model_id)
     tab = tabular_features(store, table, source.column)
     attrs = [a for a in (tab.attributes if tab else []) if a in info.schema.names]
-    cols = list(dict.fromkeys([key, *source.columns, *RISK_COLUMNS, *attrs]))
+    cols = list(dict.fromkeys([key, *source.columns,
+                               *(c for c in RISK_COLUMNS if c in info.schema.names), *attrs]))
     row = store.to_arrow(table, columns=cols, filter=col(key) == customer)
     if row.num_rows == 0:
         raise RiskError(f"table {table!r} has no customer {key}={customer!r}")
@@ -129,6 +131,7 @@ def explain(store: VectorStore, table: str, customer: str, *, model_id: str | No
         score = float(stored)
     n_all = store.count(table)
     n_below = store.count(table, col("risk_score") <= score)
+    rank = store.count(table, col("risk_score") > score) + 1 if stored is not None else None
     names = (source.feature_names or (tab.feature_names if tab else None)
              or [f"{source.column}[{i}]" for i in range(x.shape[1])])
     z = det.robust_z(x)[0]
@@ -151,7 +154,7 @@ def explain(store: VectorStore, table: str, customer: str, *, model_id: str | No
             neighbours.append(Neighbour(key=str(k_), risk_score=s, **nb))
     return RiskExplanation(
         customer=customer, model_id=meta["model_id"], risk_score=score,
-        risk_rank=row.column("risk_rank")[0].as_py(), risk_flag=row.column("risk_flag")[0].as_py(),
+        risk_rank=rank, risk_flag=row.column("risk_flag")[0].as_py(),
         percentile=100.0 * n_below / max(n_all, 1), deviations=deviations,
         attribute_deviations=attribute_devs, neighbours=neighbours, metric=metric)
 

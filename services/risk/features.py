@@ -18,7 +18,7 @@ from vectorstore import TableInfo, VectorStore, prefetch
 
 from .errors import InvalidRiskInput, RiskError
 
-RISK_COLUMNS = ("risk_score", "risk_rank", "risk_flag", "risk_model")
+RISK_COLUMNS = ("risk_score", "risk_percentile", "risk_flag", "risk_model")
 
 
 class FeatureSource(BaseModel):
@@ -138,7 +138,7 @@ def resolve_source(info: TableInfo, column: str | None = None,
             if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
                 raise InvalidRiskInput(f"table {info.name!r}, attribute {name!r} is {t}: "
                                        "only numeric or boolean attributes can be scored")
-            if name in RISK_COLUMNS:
+            if name in RISK_COLUMNS or name.startswith("risk_"):
                 raise InvalidRiskInput(f"attribute {name!r} is a risk output column")
         return FeatureSource(attributes=tuple(attributes))
     if column is None:

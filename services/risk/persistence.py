@@ -1,13 +1,16 @@
 """Fitted detectors stored beside the table in a format that cannot run code.
 
-A model is saved as a store artifact ``<table>.risk.<model id>``: the :class:`RiskDetector`
+A model is saved as a content-addressed store artifact ``<table>.risk.<sha256[:16]>``
+(``store.save_artifact``: written before the commit that names it, swept by ``optimize`` once
+no table mentions it, so a killed run leaves nothing that stays): the :class:`RiskDetector`
 in the skops format through :mod:`vectorstore.estimators` (the project's one audited path for
 scikit-learn and PyOD models: no pickle, only allow-listed types are ever built) plus
 metadata (format, configuration, feature source, threshold and the versions of Python,
 numpy, scikit-learn and PyOD that made it). The bytes are canonical, so the same fit gives
 the same bytes, and the model id (detector kind + the first 12 hex digits of their sha256)
 is the same on every re-run. The table's metadata (``metadata["risk"]``) records the latest
-model id and its sha256.
+model id, its artifact and its sha256. Models stored by earlier versions under
+``<table>.risk.<model id>`` still load.
 
 Loading refuses, with :class:`ModelIntegrityError` naming the artifact and how to rebuild it
 (re-run risk scoring), when the bytes do not match the sha256 stored with them or recorded in
@@ -73,7 +76,30 @@ def check_versions(saved: dict[str, Any], name: str) -> None:
 
 
 def artifact_name(table: str, model_id: str) -> str:
+    """The name earlier versions stored a model under (fixed, never swept)."""
     return f"{table}.risk.{model_id}"
+
+
+def artifact_prefix(table: str) -> str:
+    """The prefix of content-addressed risk models (``save_artifact`` appends the digest)."""
+    return f"{table}.risk"
+
+
+def _find_artifact(store: VectorStore, table: str, model_id: str,
+                   recorded: dict[str, Any]) -> str:
+    """The artifact holding ``model_id``: the one the table records, else the content-addressed
+    name its digest gives (``<kind>-<sha12>`` -> ``<table>.risk.<sha12>...``), else the name
+    of earlier versions."""
+    if recorded.get("model_id") == model_id and isinstance(recorded.get("artifact"), str):
+        return recorded["artifact"]
+    digest = model_id.rsplit("-", 1)[-1]
+    prefix = f"{artifact_prefix(table)}.{digest}"
+    if len(digest) == 12:
+        found = [a for a in store.list_artifacts() if a.startswith(prefix)
+                 and len(a) == len(prefix) + 4]
+        if len(found) == 1:
+            return found[0]
+    return artifact_name(table, model_id)
 
 
 def save_model(store: VectorStore, table: str, detector: RiskDetector,
@@ -92,10 +118,8 @@ def save_model(store: VectorStore, table: str, detector: RiskDetector,
         "n_fit_rows": detector.n_fit_rows_, "n_features": detector.n_features_in_,
         "messages": list(detector.messages_), "versions": library_versions(), **(extra or {}),
     }
-    name = artifact_name(table, model_id)
-    sha = store.put_artifact(name, data, meta)
-    record = {**meta, "artifact": name, "sha256": sha}
-    return record
+    name = store.save_artifact(artifact_prefix(table), data, meta)
+    return {**meta, "artifact": name, "sha256": digest}
 
 
 def load_model(store: VectorStore, table: str, model_id: str | None = None,
@@ -107,7 +131,7 @@ def load_model(store: VectorStore, table: str, model_id: str | None = None,
         model_id = recorded.get("model_id")
         if not model_id:
             raise ModelNotFound(f"table {table!r} has no risk model yet: run risk scoring first")
-    name = artifact_name(table, model_id)
+    name = _find_artifact(store, table, model_id, recorded)
     try:
         data, meta = store.get_artifact(name)
     except ArtifactNotFound:
@@ -139,4 +163,4 @@ def load_model(store: VectorStore, table: str, model_id: str | None = None,
                                   f"({type(exc).__name__}); {REBUILD}") from None
     if not hasattr(detector, "members_"):
         raise ModelIntegrityError(f"risk model {name!r} holds an unfitted detector; {REBUILD}")
-    return detector, source, meta
+    return detector, source, {**meta, "artifact": name}

@@ -1,14 +1,17 @@
-"""Fit a detector on a table, score every row in streamed batches, and write the scores back.
+"""Fit a detector on a table, score its rows in streamed batches, and write the scores back.
 
-Write-back adds (once) and sets four columns by key, leaving every other column as it was:
+Write-back adds (once) and sets four columns, leaving every other column as it was:
 ``risk_score`` (float64, higher = more anomalous, on the scale of
 :meth:`RiskDetector.risk_score`: a robust z-score of the detector's score against the fitted
-customers', 0 = the median customer), ``risk_rank`` (int64, 1 = most anomalous, ties broken
-by key), ``risk_flag`` (bool: ``risk_score > threshold``, the threshold being the fit rows'
-risk-score quantile at ``1 - contamination`` or an explicit ``threshold`` on the same scale)
-and ``risk_model`` (the persisted model's id). A non-finite score is never written: the run
-fails first, with nothing written. Memory: the fit rows, one scan batch, and the keys and
-scores of the table (about 30 bytes a row).
+customers', 0 = the median customer), ``risk_percentile`` (float64, the share 0-100 of the
+fitted customers' scores at or below it), ``risk_flag`` (bool: ``risk_score > threshold``, the
+threshold being the fit rows' risk-score quantile at ``1 - contamination`` or an explicit
+``threshold`` on the same scale) and ``risk_model`` (the persisted model's id), with the
+row's stamp in ``stamp_risk`` (:mod:`ingest.freshness`). Every value is a function of the row
+and the model alone (no global rank), so scoring new or changed customers with the persisted
+model (:func:`rescore` with ``stale_only``) never rewrites the others; ``risk top`` orders by
+score. A non-finite score is never written: the run fails first, with nothing written.
+Memory: the fit rows and one partition's scores.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,9 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
-from ingest.runner import PartitionContext, Runner, TaskContext, runner_for
-from vectorstore import Partition, Transaction, VectorStore, col
-from vectorstore.filters import In
+from ingest.derived import TALLY, write_output
+from vectorstore import Transaction, VectorStore, col
 
 from .config import config_json, parse_detector
 from .detector import RiskDetector
@@ -47,8 +48,11 @@ Progress = Callable[[int, int | None], None]
 SCORE_SCALE = "robust z: (detector score - fitted median) / (1.4826 * fitted MAD)"
 """How ``risk_score`` reads, recorded with every run (see :meth:`RiskDetector.risk_score`)."""
 
-RISK_FIELDS = (pa.field("risk_score", pa.float64()), pa.field("risk_rank", pa.int64()),
+RISK_FIELDS = (pa.field("risk_score", pa.float64()), pa.field("risk_percentile", pa.float64()),
                pa.field("risk_flag", pa.bool_()), pa.field("risk_model", pa.string()))
+OUTPUT = "risk"
+LEGACY_RANK = "risk_rank"
+"""The global rank older versions stored: dropped by the next full scoring run."""
 
 
 class RiskRun(BaseModel):
@@ -74,6 +78,10 @@ class RiskRun(BaseModel):
     messages: list[str]
     fit_seconds: float
     score_seconds: float
+    rows_scored: int = 0
+    """Rows this run scored and wrote (all of them, or the stale ones)."""
+    mode: str = "all"
+    """``all`` (every row scored) or ``stale`` (only rows new or changed since)."""
 
 
 def fit(store: VectorStore, table: str, detector: Any = None, *, column: str | None = None,
@@ -103,7 +111,15 @@ def score_stream(store: VectorStore, table: str, detector: RiskDetector, source:
     total = _row_count(store, table) if progress is not None else None
     kept, scores, done = [], [], 0
     for batch, X in iter_matrices(store, table, source, key, extra=extra, batch_size=batch_size):
-        scores.append(_checked_scores(detector, X, batch, table, key))
+        s = detector.to_risk_scale(detector.score_checked(X))  # iter_matrices checked X
+        bad = ~np.isfinite(s)
+        if bad.any():
+            row = batch.column(key)[int(np.flatnonzero(bad)[0])].as_py()
+            raise InvalidRiskInput(
+                f"table {table!r}: {key}={row!r} got a non-finite risk score from "
+                f"{'+'.join(detector.member_kinds_)} ({int(bad.sum()):,} row(s) in its batch); "
+                "nothing was written")
+        scores.append(s)
         # copied: a scanned batch's columns can share one allocation with its vectors
         names = [key, *[c for c in extra if c != key]]
         kept.append(pa.RecordBatch.from_arrays(
@@ -139,13 +155,11 @@ def _ensure_columns(tx: Transaction) -> None:
 
 def write_scores(store: VectorStore, table: str, keys: pa.Array | pa.ChunkedArray,
                  scores: np.ndarray, *, threshold: float, model_id: str,
+                 percentiles: np.ndarray | None = None,
                  metadata: dict[str, Any] | None = None) -> int:
-    """Set the four risk columns on the rows with these keys, and merge ``metadata`` into the
-    table's metadata, in one commit; returns the rows matched.
-
-    The columns are attached fragment by fragment (vectors and other columns are not
-    rewritten); a failure or a killed process writes nothing.
-    """
+    """Set the risk columns on the rows with these keys, and merge ``metadata`` into the
+    table's metadata, in one commit; returns the rows matched. A failure or a killed process
+    writes nothing."""
     key = table_key(store.table_info(table))
     scores = np.asarray(scores, dtype=np.float64)
     if not np.isfinite(scores).all():
@@ -153,8 +167,9 @@ def write_scores(store: VectorStore, table: str, keys: pa.Array | pa.ChunkedArra
                                "score(s) are NaN or infinite; nothing was written")
     threshold = check_threshold(threshold)
     keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
-    rank = risk_ranks(keys, scores)
-    data = pa.table({key: keys, "risk_score": scores, "risk_rank": rank,
+    data = pa.table({key: keys, "risk_score": scores,
+                     "risk_percentile": pa.array(percentiles, pa.float64())
+                     if percentiles is not None else pa.nulls(scores.size, pa.float64()),
                      "risk_flag": scores > threshold,
                      "risk_model": pa.repeat(pa.scalar(model_id, pa.string()), scores.size)})
     with store.transaction(table) as tx:
@@ -181,12 +196,12 @@ def score_table(store: VectorStore, table: str, detector: Any = None, *,
                 column: str | None = None, attributes: list[str] | None = None,
                 fit_sample: int | float | None = None, seed: int = 0,
                 threshold: float | None = None, batch_size: int = 65_536,
-                progress: Progress | None = None,
-                runner: Runner | str | None = None) -> RiskRun:
+                progress: Progress | None = None, runner: Any = None) -> RiskRun:
     """Fit, persist, score every row and write back ``risk_*``. ``detector`` is a name
     (``"iforest"``), a config or None for the default ensemble; ``fit_sample`` an int (rows)
     or a share; ``threshold`` overrides the contamination-based flag threshold;
-    ``progress(done, total)`` is called after each scored batch."""
+    ``progress(done, total)`` is called after each scored batch. The fit runs here; the
+    scoring runs per partition on ``runner`` (:mod:`ingest.runner`)."""
     if threshold is not None:
         check_threshold(threshold)
     t0 = time.perf_counter()
@@ -195,136 +210,106 @@ def score_table(store: VectorStore, table: str, detector: Any = None, *,
     record = save_model(store, table, det, source)
     fit_s = time.perf_counter() - t0
     return _score_and_record(store, table, det, source, record, threshold, batch_size, fit_s,
-                             progress, runner)
+                             progress, runner=runner)
 
 
 def rescore(store: VectorStore, table: str, model_id: str | None = None, *,
-            threshold: float | None = None, batch_size: int = 65_536,
-            progress: Progress | None = None, runner: Runner | str | None = None) -> RiskRun:
-    """Score every row (new customers included) with the persisted model, without refitting;
-    ``progress(done, total)`` is called after each scored batch."""
+            threshold: float | None = None, stale_only: bool = False,
+            batch_size: int = 65_536, progress: Progress | None = None,
+            runner: Any = None) -> RiskRun:
+    """Score rows with the persisted model, without refitting: every row, or with
+    ``stale_only`` only the rows new or changed since they were scored (when the table was
+    scored by this model, with this threshold, on the same fitted source column; otherwise
+    every row). ``progress(done, total)`` is called after each scored partition."""
     det, source, meta = load_model(store, table, model_id)
-    record = {**meta, "artifact": meta.get("artifact") or f"{table}.risk.{meta['model_id']}"}
+    record = dict(meta)  # load_model names the artifact it read
     return _score_and_record(store, table, det, source, record, threshold, batch_size, 0.0,
-                             progress, runner)
+                             progress, stale_only=stale_only, runner=runner)
 
 
-@dataclass
-class _ScoreWork:
-    """The broadcast state of per-partition scoring: the fitted detector and what to write."""
-
-    detector: RiskDetector
-    source: FeatureSource
-    table: str
-    key: str
-    threshold: float
-    model_id: str
-    batch_size: int
-
-
-def _score_partition(ctx: PartitionContext, part: Partition) -> tuple[pa.Array, np.ndarray]:
-    """Score one partition and stage ``risk_score``, ``risk_flag`` and ``risk_model`` for its
-    rows; returns its keys and scores (for the rank and the counts)."""
-    w: _ScoreWork = ctx.shared
-    key = w.key
-    cols = list(dict.fromkeys([key, *w.source.columns]))
-    keys: list[pa.Array] = []
-    scores: list[np.ndarray] = []
-    if part.rows:
-        for batch in ctx.scan(part, columns=cols, batch_size=w.batch_size):
-            if not batch.num_rows:
-                continue
-            X = w.source.matrix(batch, w.table, key)
-            s = _checked_scores(w.detector, X, batch, w.table, key)
-            keys.append(pa.concat_arrays([batch.column(key)]))  # own buffers, not the scan's
-            scores.append(s)
-            ctx.progress(batch.num_rows)
-    k = pa.concat_arrays(keys) if keys else pa.array([], pa.string())
-    sc = np.concatenate(scores) if scores else np.zeros(0)
-    if len(sc):
-        ctx.stage(part, pa.table({
-            key: k, "risk_score": sc, "risk_flag": sc > w.threshold,
-            "risk_model": pa.repeat(pa.scalar(w.model_id, pa.string()), len(sc))}))
-    return k, sc
-
-
-def _checked_scores(detector: RiskDetector, X: np.ndarray, batch: pa.RecordBatch, table: str,
-                    key: str) -> np.ndarray:
-    s = detector.to_risk_scale(detector.score_checked(X))  # matrix() checked X
-    bad = ~np.isfinite(s)
-    if bad.any():
-        row = batch.column(key)[int(np.flatnonzero(bad)[0])].as_py()
-        raise InvalidRiskInput(
-            f"table {table!r}: {key}={row!r} got a non-finite risk score from "
-            f"{'+'.join(detector.member_kinds_)} ({int(bad.sum()):,} row(s) in its batch); "
-            "nothing was written")
-    return s
-
-
-def risk_ranks(keys: pa.Array | pa.ChunkedArray, scores: np.ndarray) -> np.ndarray:
-    """``risk_rank``: 1 = the highest score, ties broken by key (ascending)."""
-    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
-    order = pc.sort_indices(pa.table({"s": scores, "k": keys}),
-                            sort_keys=[("s", "descending"), ("k", "ascending")]).to_numpy()
-    rank = np.empty(scores.size, dtype=np.int64)
-    rank[order] = np.arange(1, scores.size + 1, dtype=np.int64)
-    return rank
+def _source_state(info: Any, source: FeatureSource) -> str | None:
+    """The fitted state of the vector column scored (its re-fit makes every score stale)."""
+    if not source.column:
+        return None
+    entry = (info.metadata.get("embedders") or {}).get(source.column) or {}
+    return entry.get("state_sha256")
 
 
 def _score_and_record(store: VectorStore, table: str, det: RiskDetector, source: FeatureSource,
                       record: dict[str, Any], threshold: float | None, batch_size: int,
-                      fit_s: float, progress: Progress | None = None,
-                      runner: Runner | str | None = None) -> RiskRun:
-    """Score every partition (on the runner) and write the four columns and the run's
-    metadata in one commit. The rank is the one global step: the driver ranks the scores
-    the partitions returned and stages ``risk_rank`` partition by partition."""
+                      fit_s: float, progress: Progress | None = None, *,
+                      stale_only: bool = False, runner: Any = None) -> RiskRun:
     t1 = time.perf_counter()
-    run = runner_for(store, runner, step="risk score")
-    info = store.table_info(table)
-    key = table_key(info)
-    thr = check_threshold(det.threshold_ if threshold is None else float(threshold))
-    work = _ScoreWork(det, source, table, key, thr, record["model_id"], batch_size)
-    total = _row_count(store, table) if progress is not None else None
-    done = [0]
-
-    def tick(n: int) -> None:
-        done[0] += n
-        if progress is not None:
-            progress(done[0], total)
-
+    thr = det.threshold_ if threshold is None else check_threshold(threshold)
+    model_id = record["model_id"]
     with store.transaction(table) as tx:
         _ensure_columns(tx)
-        parts = [p for p in tx.partitions() if p.rows]
-        outs = list(run.map_partitions(tx, _score_partition, shared=work, partitions=parts,
-                                       progress=tick))
-        n_rows = sum(len(sc) for _, sc in outs)
-        if n_rows == 0:
+        info = tx.base
+        key = table_key(info)
+        old = dict(info.metadata.get(META_KEY) or {})
+        same = (old.get("model_id") == model_id and old.get("threshold") == thr
+                and old.get("source_state") == _source_state(info, source)
+                and "risk_percentile" in info.schema.names)
+        incremental = stale_only and same
+
+        def compute(batch: pa.RecordBatch) -> dict[str, pa.Array]:
+            X = source.matrix(batch, table, key)
+            s = det.to_risk_scale(det.score_checked(X))
+            bad = ~np.isfinite(s)
+            if bad.any():
+                row = batch.column(key)[int(np.flatnonzero(bad)[0])].as_py()
+                raise InvalidRiskInput(
+                    f"table {table!r}: {key}={row!r} got a non-finite risk score from "
+                    f"{'+'.join(det.member_kinds_)} ({int(bad.sum()):,} row(s) in its batch); "
+                    "nothing was written")
+            flags = s > thr
+            counts = {"new": int(flags.sum()), "old": 0}
+            if incremental and "risk_flag" in batch.schema.names:
+                counts["old"] = int(pc.sum(pc.fill_null(batch.column("risk_flag"),
+                                                        False)).as_py() or 0)
+            return {TALLY: counts,  # type: ignore[dict-item]
+                    "risk_score": pa.array(s, pa.float64()),
+                    "risk_percentile": pa.array(det.percentile(s), pa.float64()),
+                    "risk_flag": pa.array(flags),
+                    "risk_model": pa.repeat(pa.scalar(model_id, pa.string()), len(s))}
+
+        inputs = [*source.columns, *(["risk_flag"] if incremental else [])]
+        run = write_output(tx, OUTPUT, inputs, compute, fields=RISK_FIELDS,
+                           stale_only=incremental, batch_size=batch_size, progress=progress,
+                           runner=runner)
+        tally = {"new": run.tally.get("new", 0), "old": run.tally.get("old", 0)}
+        n_rows = run.rows + run.skipped
+        if run.rows == 0 and n_rows == 0:
             raise RiskError(f"table {table!r} is empty: nothing to score")
-        keys = pa.chunked_array([k for k, _ in outs], outs[0][0].type)
-        scores = np.concatenate([sc for _, sc in outs])
-        rank = risk_ranks(keys, scores)
-        start = 0
-        for part, (k, sc) in zip(parts, outs, strict=True):
-            if len(sc):
-                tx.stage(part, pa.table({key: k, "risk_rank": rank[start:start + len(sc)]}))
-            start += len(sc)
-        n_flagged = int((scores > thr).sum())
-        tx.set_metadata({META_KEY: {
-            "model_id": record["model_id"], "artifact": record["artifact"],
-            "sha256": record["sha256"], "detector": record["detector"],
-            "config": record["config"], "source": record["source"],
-            "members": list(det.member_kinds_), "threshold": thr,
-            "contamination": det.config_.contamination if threshold is None else None,
-            "score_scale": SCORE_SCALE, "n_rows": n_rows,
-            "n_flagged": n_flagged, "scored_at": dt.datetime.now(dt.UTC).isoformat()}})
+        n_flagged = (int(old.get("n_flagged") or 0) - tally["old"] + tally["new"]) \
+            if incremental else tally["new"]
+        now = dt.datetime.now(dt.UTC).isoformat()
+        if incremental:
+            if run.rows:
+                tx.set_metadata({(META_KEY, "n_rows"): n_rows,
+                                 (META_KEY, "n_flagged"): n_flagged,
+                                 (META_KEY, "refreshed_at"): now})
+        else:
+            tx.set_metadata({META_KEY: {
+                "model_id": model_id, "artifact": record["artifact"],
+                "sha256": record["sha256"], "detector": record["detector"],
+                "config": record["config"], "source": record["source"],
+                "source_state": _source_state(info, source),
+                "members": list(det.member_kinds_), "threshold": thr,
+                "contamination": det.config_.contamination if threshold is None else None,
+                "score_scale": SCORE_SCALE, "n_rows": n_rows, "n_flagged": n_flagged,
+                "scored_at": now, "refreshed_at": now}})
+    if not incremental and LEGACY_RANK in store.table_info(table).schema.names:
+        store.drop_columns(table, [LEGACY_RANK])  # a global rank cannot stay right
     score_s = time.perf_counter() - t1
-    return RiskRun(table=table, model_id=record["model_id"], detector=det.config_.kind,
+    return RiskRun(table=table, model_id=model_id, detector=det.config_.kind,
                    members=list(det.member_kinds_), config=config_json(det.config_),
                    source=source.describe(), column=source.column, n_rows=n_rows,
                    n_fit_rows=det.n_fit_rows_, n_flagged=n_flagged, threshold=thr,
                    contamination=det.config_.contamination if threshold is None else None,
                    artifact=record["artifact"], messages=list(det.messages_),
-                   fit_seconds=fit_s, score_seconds=score_s)
+                   fit_seconds=fit_s, score_seconds=score_s, rows_scored=run.rows,
+                   mode=run.mode)
 
 
 def score_new(store: VectorStore, table: str, rows: pa.Table | pa.RecordBatch,
@@ -350,56 +335,39 @@ def score_new(store: VectorStore, table: str, rows: pa.Table | pa.RecordBatch,
 
 
 def top(store: VectorStore, table: str, n: int = 20, *, columns: list[str] | None = None,
-        flagged_only: bool = False, runner: Runner | str | None = None) -> pa.Table:
-    """The ``n`` most anomalous customers (highest ``risk_score``, ties by key: the order of
-    ``risk_rank``), most anomalous first; with ``flagged_only``, those of them flagged.
+        flagged_only: bool = False, runner: Any = None) -> pa.Table:
+    """The ``n`` most anomalous customers by ``risk_score`` (ties by key), most anomalous
+    first, with their position in ``risk_rank`` (1 = most anomalous). One pass over the key
+    and score columns keeps the best ``n``; only those rows are then read in full. (A driver
+    pass over two narrow columns: ``runner`` is accepted for a uniform signature.)"""
+    from ingest.freshness import is_derived
+    from vectorstore.filters import In
 
-    On a store with partitions each partition gives its own top ``n`` (on the runner) and
-    the lists are merged, so no global sort is needed; elsewhere ``risk_rank <= n`` is read.
-    """
     info = store.table_info(table)
-    if "risk_rank" not in info.schema.names:
+    key = table_key(info)
+    if "risk_score" not in info.schema.names or "risk_flag" not in info.schema.names:
         raise RiskError(f"table {table!r} has no risk scores yet: run risk scoring first")
     if columns is None:
-        columns = [c for c in info.schema.names if c not in info.vectors]
-    cols = list(dict.fromkeys([*columns, *(f.name for f in RISK_FIELDS)]))
-    key = info.key
-    if key is None or not store.capabilities.partitions:
-        flt = col("risk_rank") <= int(n)
-        if flagged_only:
-            flt = flt & (col("risk_flag") == True)  # noqa: E712 (a filter expression)
-        return store.to_arrow(table, columns=cols, filter=flt).sort_by("risk_rank")
-    run = runner_for(store, runner, step="risk top")
-    lists = list(run.map(_top_of_partition, store.partitions(table), shared=(key, int(n)),
-                         store=store))
-    best = _top_n(pa.concat_tables(lists) if lists else
-                  pa.table({key: pa.array([], info.schema.field(key).type),
-                            "risk_score": pa.array([], pa.float64())}), key, int(n))
-    ids = best.column(key).to_pylist()
-    if not ids:
-        return store.to_arrow(table, columns=cols, filter=col("risk_rank") < 0)
-    rows = store.to_arrow(table, columns=list(dict.fromkeys([*cols, key])),
-                          filter=In(key, tuple(ids)))
-    order = pc.index_in(pa.array(ids, rows.schema.field(key).type), value_set=rows.column(key))
-    rows = rows.take(order)
+        columns = [c for c in info.schema.names if c not in info.vectors and
+                   (not is_derived(c) or c.startswith("risk_"))]
+    cols = list(dict.fromkeys([key, *columns, *(f.name for f in RISK_FIELDS
+                                                if f.name in info.schema.names)]))
+    flt = col("risk_score").not_null()
     if flagged_only:
-        rows = rows.filter(pc.fill_null(rows.column("risk_flag"), False))
-    return rows.select(cols)
-
-
-def _top_n(t: pa.Table, key: str, n: int) -> pa.Table:
-    """The ``n`` rows of highest ``risk_score`` (ties: lowest key first)."""
-    order = pc.sort_indices(t, sort_keys=[("risk_score", "descending"), (key, "ascending")],
-                            null_placement="at_end")
-    return t.take(order[:n])
-
-
-def _top_of_partition(ctx: TaskContext, part: Partition) -> pa.Table:
-    """One partition's ``n`` most anomalous rows (key and score)."""
-    key, n = ctx.shared
-    assert ctx.store is not None
-    t = pa.Table.from_batches(list(ctx.store.scan_partition(part, columns=[key, "risk_score"])))
-    t = t.filter(pc.is_valid(t.column("risk_score"))) if t.num_rows else t
-    if t.num_rows == 0:
-        return t
-    return _top_n(t, key, n).combine_chunks()
+        flt = flt & (col("risk_flag") == True)  # noqa: E712 (a filter expression)
+    best_k: list[pa.Array] = []
+    best_s = np.zeros(0)
+    for b in store.scan(table, columns=[key, "risk_score"], filter=flt, batch_size=262_144):
+        k = pa.concat_arrays([*best_k, b.column(key)]) if best_k else b.column(key)
+        s_ = np.concatenate([best_s, b.column("risk_score").to_numpy(zero_copy_only=False)])
+        if len(s_) > n:
+            keep = np.argpartition(-s_, n - 1)[:n]
+            k, s_ = k.take(pa.array(keep)), s_[keep]
+        best_k, best_s = [k], s_
+    if not best_k or len(best_s) == 0:
+        return pa.table({c: pa.array([], info.schema.field(c).type) for c in cols}
+                        ).append_column("risk_rank", pa.array([], pa.int64()))
+    keys = best_k[0]
+    rows = store.to_arrow(table, columns=cols, filter=In(key, tuple(keys.to_pylist())))
+    rows = rows.sort_by([("risk_score", "descending"), (key, "ascending")]).slice(0, n)
+    return rows.append_column("risk_rank", pa.array(np.arange(1, rows.num_rows + 1)))

@@ -1,195 +1,74 @@
-"""Commands killed (SIGKILL) at each of their commit boundaries leave every table exactly as
-it was before the command or as an uninterrupted run leaves it, and a re-run succeeds and
-gives the uninterrupted result.
+"""Every write command killed (SIGKILL) at its commit boundaries leaves each table exactly as
+before the command or as an uninterrupted run leaves it, and a re-run succeeds and equals the
+uninterrupted run (rows, metadata, artifacts by name and bytes, indexes).
 
-Each command runs as a ``kindred`` subprocess with ``KINDRED_FAULT_POINT`` naming the point
-(see :mod:`vectorstore.faults`); the process kills itself there. Tables are compared row by
-row with their schema, vector columns and metadata (timestamps left out; risk model ids too,
-as two fits of the same data do not pickle to the same bytes yet).
+The commands and the harness are in :mod:`tests.faults.kill_matrix`. The suite kills each
+command at the one or two boundaries of its fixed sample (``Step.sample``); the full matrix
+(every boundary each command reaches, plus kills at random moments) runs with
+``KINDRED_KILL_MATRIX=full`` (``slow``: it takes most of an hour on two cores).
 """
 
 from __future__ import annotations
 
-import math
 import os
-import shutil
-import signal
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import vectorstore
-from ingest import synthetic
+from tests.faults import kill_matrix as M
 
-ROOT = Path(__file__).resolve().parents[2]
-TABLES = ("customers", "events", "products")
-VOLATILE = {"at", "model_id", "artifact", "sha256"}
-pytestmark = pytest.mark.slow
-
-
-def kindred(store: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("KINDRED_FAULT_POINT", None)
-    if fault:
-        env["KINDRED_FAULT_POINT"] = fault
-    cmd = [sys.executable, "-c", "from services.cli import main; main()", "--store", str(store),
-           *args]
-    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
-def _plain(value: Any) -> Any:
-    """Metadata without timestamps and model ids; NaN made comparable."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()
-                if k not in VOLATILE and not k.endswith("_at")}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    return value
-
-
-def snapshot(path: Path) -> dict[str, Any]:
-    """Every table's rows (by key), schema, vector columns and metadata; the artifacts."""
-    out: dict[str, Any] = {}
-    with vectorstore.connect(str(path)) as store:
-        for name in TABLES:
-            if not store.has_table(name):
-                out[name] = None
-                continue
-            info = store.table_info(name)
-            rows = store.to_arrow(name).sort_by(info.key)
-            if "risk_model" in rows.column_names:  # every row names the model the table records
-                models = set(rows.column("risk_model").to_pylist())
-                assert models == {info.metadata["risk"]["model_id"]}, models
-                rows = rows.drop_columns(["risk_model"])
-            out[name] = (_plain(rows.to_pydict()), info.schema, info.key, info.vectors,
-                         _plain(info.metadata))
-        out["artifacts"] = set(store.list_artifacts())
-    return out
-
-
-def _csv(path: Path, header: str, rows: list[str]) -> Path:
-    path.write_text(header + "\n" + "\n".join(rows) + "\n")
-    return path
+FULL = os.environ.get("KINDRED_KILL_MATRIX") == "full"
+SAMPLED = [s for s in M.STEPS if s.sample]
 
 
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Stores to start each command from, and the files they read."""
-    root = tmp_path_factory.mktemp("kill")
-    a = _csv(root / "a.csv", "id,age,income,region",
-             [f"c{i},{20 + i % 50},{1000 + 37 * i % 900},r{i % 5}" for i in range(600)])
-    a2 = _csv(root / "a2.csv", "id,age,income,region",
-              [f"c{i},{20 + i % 50},{1000 + 37 * i % 900},r{i % 5}" for i in range(600, 800)])
-    # changed rows, new rows and a new column, for the ingest of "day 2"
-    _csv(root / "b.csv", "id,age,income,region,tier",
-         [f"c{i},{70 + i % 9},{1000 + 37 * i % 900},r{i % 5},{'gold' if i % 2 else 'silver'}"
-          for i in range(0, 800, 7)] + [f"n{i},{30 + i % 40},{500 + i},r{i % 5},bronze"
-                                        for i in range(150)])
-    plain = root / "plain"  # customers in two commits: two partitions on LanceDB
-    for f in (a, a2):
-        r = kindred(plain, "ingest", "customers", str(f), "--id-column", "id")
-        assert r.returncode == 0, r.stderr
-    embedded = root / "embedded"
-    shutil.copytree(plain, embedded)
-    r = kindred(embedded, "embed", "tabular")
-    assert r.returncode == 0, r.stderr
-    bank = root / "bank"
-    files = synthetic.generate(root / "files", n_customers=500, events_per_customer=4, seed=3)
-    with vectorstore.connect(str(bank)) as store:
-        synthetic.load_into_store(store, files)
-    return {"plain": plain, "embedded": embedded, "bank": bank, "changes": root / "b.csv",
-            "root": root}
+    return M.build_bases(tmp_path_factory.mktemp("kill-bases"))
 
 
-COMMANDS = {
-    # name: (base store, arguments, points)
-    "ingest": ("embedded", ["ingest", "customers", "{changes}", "--id-column", "id"],
-               ["commit:customers", "committed:customers"]),
-    "embed": ("plain", ["embed", "tabular"],
-              ["stage:customers", "commit:_kindred_artifacts", "committed:_kindred_artifacts",
-               "commit:customers", "committed:customers"]),
-    "risk": ("embedded", ["risk", "score", "--detector", "iforest"],
-             ["commit:_kindred_artifacts", "committed:_kindred_artifacts", "commit:customers",
-              "committed:customers"]),
-    "consolidate": ("bank", ["consolidate"], ["commit:customers", "committed:customers"]),
-}
+def _check(ref: M.Reference, outcomes: list[M.Outcome]) -> None:
+    assert ref.after != ref.before, f"{ref.step.name}: the uninterrupted run changed nothing"
+    assert outcomes
+    bad = [M.describe_outcome(o) for o in outcomes if not o.ok]
+    assert not bad, "\n".join(bad)
 
 
-@pytest.mark.parametrize("command", list(COMMANDS))
-def test_killed_at_each_point_leaves_before_or_after_and_reruns_to_after(bases, command):
-    base_name, args, points = COMMANDS[command]
-    args = [a.format(**{k: str(v) for k, v in bases.items()}) for a in args]
-    root: Path = bases["root"] / f"run-{command}"
-    before = snapshot(bases[base_name])
-    ref = root / "uninterrupted"
-    shutil.copytree(bases[base_name], ref)
-
-    def killed(point: str) -> tuple[str, Path, subprocess.CompletedProcess]:
-        store = root / point.replace(":", "-")
-        shutil.copytree(bases[base_name], store)
-        return point, store, kindred(store, *args, fault=point)
-
-    with ThreadPoolExecutor(2) as pool:
-        done = pool.submit(kindred, ref, *args)
-        runs = list(pool.map(killed, points))
-        r = done.result()
-    assert r.returncode == 0, r.stderr
-    after = snapshot(ref)
-    assert after != before
-    for point, store, run in runs:
-        assert run.returncode == -signal.SIGKILL, (point, run.returncode, run.stderr[-2000:])
-        state = snapshot(store)
-        # before the step's commit nothing of it is visible; after it, all of it
-        want = after if point == "committed:customers" else before
-        assert _tables(state) == _tables(want), point
-        # at most the run's own artifact beside the old ones (written before the commit)
-        assert before["artifacts"] <= state["artifacts"] <= after["artifacts"] | before[
-            "artifacts"] | _new_names(state, before), point
-        again = kindred(store, *args)
-        assert again.returncode == 0, (point, again.stderr[-2000:])
-        assert _tables(snapshot(store)) == _tables(after), point
+@pytest.mark.parametrize("step", SAMPLED, ids=[s.name for s in SAMPLED])
+def test_killed_at_sampled_boundaries_leaves_before_or_after_and_reruns_equal(
+        step: M.Step, bases: dict[str, Path], tmp_path: Path) -> None:
+    _check(*M.trials(step, bases, tmp_path))
 
 
-def _tables(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in state.items() if k != "artifacts"}
+def test_read_only_commands_reach_no_commit_and_change_nothing(
+        bases: dict[str, Path], tmp_path: Path) -> None:
+    found = M.read_only_boundaries(bases, tmp_path)
+    assert len(found) == len(M.READ_ONLY)
+    assert not any(found.values()), {k: v for k, v in found.items() if v}
 
 
-def _new_names(state: dict[str, Any], before: dict[str, Any]) -> set[str]:
-    """Artifacts a killed run may leave: its model or state, under the run's prefixes."""
-    return {a for a in state["artifacts"] - before["artifacts"]
-            if ".risk." in a or ".embedder." in a}
+def test_the_harness_sees_a_step_that_commits_twice(bases: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    """A step written as two commits, killed between them, is reported as partial."""
+    two = M.Step("two commits", "plain", ("py",
+                 "import pyarrow as pa, sys, vectorstore as v\n"
+                 "s = v.connect(sys.argv[1])\n"
+                 "for c in ('c1', 'c2'):\n"
+                 "    s.write('customers', pa.table({'customer_id': [c], 'age': [99]}),\n"
+                 "            mode='upsert')\n"),
+                 sample=("committed:customers@1",))
+    ref, outcomes = M.trials(two, bases, tmp_path)
+    assert ref.boundaries == ["commit:customers@1", "committed:customers@1",
+                              "commit:customers@2", "committed:customers@2"]
+    [o] = outcomes
+    assert o.killed
+    assert o.partial == ["table 'customers' is neither as before nor as after"]
+    assert o.rerun_failed is None  # the re-run finishes the job
+    assert not o.rerun_differs
 
 
-def test_a_second_process_committing_during_an_embed_keeps_its_rows(bases):
-    """While ``embed tabular`` waits at its commit, another process ingests changed and new
-    customers and finishes; the embed then commits: both writers' work is there."""
-    store = bases["root"] / "two-writers"
-    shutil.copytree(bases["plain"], store)
-    go = bases["root"] / "two-writers.go"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), KINDRED_FAULT_POINT="commit:customers",
-               KINDRED_FAULT_PAUSE=str(go))
-    embed = subprocess.Popen(
-        [sys.executable, "-c", "from services.cli import main; main()", "--store", str(store),
-         "embed", "tabular"], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    assert embed.stderr is not None
-    line = embed.stderr.readline()
-    assert "fault point commit:customers reached" in line, line
-    r = kindred(store, "ingest", "customers", str(bases["changes"]), "--id-column", "id")
-    go.touch()  # the embed goes on and commits after the ingest did
-    assert r.returncode == 0, r.stderr
-    assert embed.wait(timeout=120) == 0, embed.stderr.read()
-    with vectorstore.connect(str(store)) as s:
-        rows = {r["customer_id"]: r for r in s.to_arrow("customers").to_pylist()}
-        info = s.table_info("customers")
-    assert len(rows) == 950
-    assert "vec_tabular" in info.vectors
-    assert "tier" in info.schema.names
-    assert (rows["c7"]["age"], rows["c7"]["tier"]) == (70 + 7 % 9, "gold")  # the ingest's
-    assert rows["c7"]["vec_tabular"] is not None  # the embed's vector for a row it saw
-    assert rows["n3"]["vec_tabular"] is None  # a row the embed never saw: to embed next time
+@pytest.mark.slow
+@pytest.mark.skipif(not FULL, reason="the full kill matrix runs with KINDRED_KILL_MATRIX=full")
+@pytest.mark.parametrize("step", M.STEPS, ids=[s.name for s in M.STEPS])
+def test_killed_at_every_boundary_and_at_random(step: M.Step, bases: dict[str, Path],
+                                               tmp_path: Path) -> None:
+    _check(*M.trials(step, bases, tmp_path, full=True, randoms=2))

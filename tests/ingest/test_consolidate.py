@@ -12,6 +12,7 @@ import pytest
 
 from ingest.consolidate import ConsolidationConfig, consolidate, feature_name
 from ingest.errors import ConsolidationError
+from ingest.freshness import AGING_FEATURES
 from ingest.synthetic import CUSTOMERS_TABLE_SCHEMA, EVENTS_TABLE_SCHEMA
 from vectorstore import VectorStore
 
@@ -138,10 +139,16 @@ def test_incremental_run_touches_only_customers_of_the_new_batch(store: VectorSt
     assert res.updated == 2
     assert res.run == 2
     after = _customers(store)
-    # untouched rows: same values and still marked with the first run
+    # untouched rows: same values and still marked with the first run, but for the
+    # features measured to as_of, which age with it (recency and frequency)
     untouched = ["c1", "c3", "c5", "c6"]
-    same_cols = [c for c in before.columns if c != "holdings"]
+    same_cols = [c for c in before.columns if c not in ("holdings", *AGING_FEATURES)]
     pd.testing.assert_frame_equal(after.loc[untouched, same_cols], before.loc[untouched, same_cols])
+    assert res.aged == 3  # c1, c3, c5 have events; c6 none
+    new_as_of = pd.Timestamp(store.table_info("customers").metadata["consolidation"]["as_of"])
+    for c in ["c1", "c3", "c5"]:
+        assert after.at[c, "recency_days"] == pytest.approx(
+            (new_as_of - after.at[c, "last_seen"]) / pd.Timedelta(days=1))
     assert after.loc[["c1", "c3", "c5"], "consolidation_run"].eq(1).all()
     assert after.loc[["c2", "c4"], "consolidation_run"].eq(2).all()
     # the new category became a column; untouched rows have no value for it

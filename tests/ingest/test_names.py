@@ -65,7 +65,7 @@ def test_messy_names_are_made_safe_and_kept_in_metadata(store, tmp_path):
                                  "Notes (free)": "Notes_free"}
     info = store.table_info("customers")
     assert info.schema.names == ["customer_id", "ZIP_Code", "change", "c_2019_sales",
-                                 "Has_Card", "Notes_free", "holdings"]
+                                 "Has_Card", "Notes_free", "holdings", "row_stamp"]
     assert info.schema.field("ZIP_Code").type == pa.string()  # --type by the source name
     assert info.schema.field("Notes_free").type == pa.string()
     rows = store.to_arrow("customers").sort_by("customer_id").to_pylist()
@@ -112,7 +112,7 @@ def test_collisions_are_refused_together(store, tmp_path):
                                  drop=["a b", "x y"])
     assert ingest(store, p, fixed).written == 1
     assert store.table_info("customers").schema.names == ["customer_id", "a_b", "a_dot_b",
-                                                          "x_y", "ok"]
+                                                          "x_y", "ok", "row_stamp"]
 
 
 def test_a_header_that_normalises_to_the_key_is_the_id(store, tmp_path):

@@ -141,13 +141,14 @@ def test_write_back_leaves_other_columns_unchanged(store: vectorstore.VectorStor
         assert after.column(name).equals(before.column(name)), name
     schema = store.table_info("customers").schema
     assert schema.field("risk_score").type == pa.float64()
-    assert schema.field("risk_rank").type == pa.int64()
+    assert schema.field("risk_percentile").type == pa.float64()
     assert schema.field("risk_flag").type == pa.bool_()
     assert schema.field("risk_model").type == pa.string()
+    assert "risk_rank" not in schema.names  # no global rank: scoring a row rewrites no other
     score = after.column("risk_score").to_numpy()
-    rank = after.column("risk_rank").to_numpy()
-    assert sorted(rank) == list(range(1, 401))
-    assert np.all(np.diff(score[np.argsort(rank)]) <= 0)  # rank 1 = highest score
+    pct = after.column("risk_percentile").to_numpy()
+    # every customer was a fit row: the percentile is the share of scores at or below
+    np.testing.assert_allclose(pct, 100 * (score[None, :] <= score[:, None]).mean(axis=1))
     flag = after.column("risk_flag").to_numpy(zero_copy_only=False)
     np.testing.assert_array_equal(flag, score > run.threshold)
     assert run.n_flagged == int(flag.sum())
@@ -367,9 +368,8 @@ def test_constant_vector_dimensions_are_ignored_not_nan(tmp_path, detector):
         "v": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), d)}))
     run = risk.score_table(store, "customers", detector, column="v")
     assert any("constant" in m for m in run.messages)
-    t = store.to_arrow("customers", columns=["customer_id", "risk_score", "risk_rank"])
+    t = store.to_arrow("customers", columns=["customer_id", "risk_score"])
     scores = t.column("risk_score").to_numpy()
     assert np.isfinite(scores).all()
-    top5 = {c for c, r in zip(t.column("customer_id").to_pylist(),
-                             t.column("risk_rank").to_pylist(), strict=True) if r <= 5}
+    top5 = set(risk.top(store, "customers", 5).column("customer_id").to_pylist())
     assert top5 == {f"c{i:04d}" for i in range(5)}

@@ -359,3 +359,70 @@ def test_rows_whose_list_columns_are_all_null_are_written(store):
                 mode="upsert")
     got = by_id(store.to_arrow("t")).to_pydict()
     assert got["scores"] == [[0.5], None, None, None]
+
+
+# ------------------------------------------------------------------ touched columns
+
+
+def _with_stamp(store: vs.VectorStore) -> None:
+    people(store)
+    store.add_columns("p", [pa.field("stamp", pa.int64()), pa.field("seen", pa.int64())])
+    store.update("p", pa.table({"id": [f"c{i}" for i in range(6)], "stamp": [1] * 6,
+                                "seen": [1] * 6}))
+
+
+def test_touch_sets_columns_on_inserted_and_changed_rows_only(store):
+    _with_stamp(store)
+    r = store.write("p", pa.table({"id": ["c0", "c1", "new"], "age": [20, 99, 5]}),
+                    mode="upsert", touch={"stamp": 7, "seen": None})
+    assert (r.inserted, r.updated, r.unchanged) == (1, 1, 1)
+    got = by_id(store.to_arrow("p", columns=["id", "stamp", "seen"])).to_pydict()
+    assert got["stamp"] == [1, 7, 1, 1, 1, 1, 7]  # c0 unchanged: not touched
+    assert got["seen"] == [1, None, 1, 1, 1, 1, None]
+    store.update("p", pa.table({"id": ["c2", "c3"], "age": [22, 0]}), touch={"stamp": 8})
+    got = by_id(store.to_arrow("p", columns=["id", "stamp"])).to_pydict()
+    assert got["stamp"] == [1, 7, 1, 8, 1, 1, 7]  # c2 already 22
+    r = store.write("p", pa.table({"id": ["c2", "n2"], "age": [1, 2]}), mode="insert_missing",
+                    touch={"stamp": 9})
+    assert (r.inserted, r.unchanged) == (1, 1)
+    got = by_id(store.to_arrow("p", columns=["id", "stamp"])).to_pydict()
+    assert got["stamp"] == [1, 7, 1, 8, 1, 1, 9, 7]
+
+
+def test_touch_in_a_step_and_refused_misuse(store):
+    _with_stamp(store)
+    with store.transaction("p") as tx:
+        tx.add_columns([pa.field("flag", pa.bool_())])
+        tx.write(pa.table({"id": ["c4"], "city": ["elsewhere"]}), mode="upsert",
+                 touch={"stamp": 3, "flag": True})
+    got = by_id(store.to_arrow("p", columns=["id", "stamp", "flag"])).to_pydict()
+    assert got["stamp"] == [1, 1, 1, 1, 3, 1]
+    assert got["flag"] == [None] * 4 + [True, None]
+    with pytest.raises(vs.StoreError, match="no column 'nope'"):
+        store.write("p", pa.table({"id": ["c1"], "age": [1]}), mode="upsert", touch={"nope": 1})
+    with pytest.raises(vs.StoreError, match="both in the data and touched"):
+        store.write("p", pa.table({"id": ["c1"], "stamp": [5]}), mode="upsert",
+                    touch={"stamp": 1})
+    with pytest.raises(vs.StoreError, match="does not fit"):
+        store.write("p", pa.table({"id": ["c1"], "age": [1]}), mode="upsert",
+                    touch={"stamp": "x"})
+    assert by_id(store.to_arrow("p", columns=["id", "stamp"])).column("stamp").to_pylist() \
+        == [1, 1, 1, 1, 3, 1]
+
+
+def test_a_partition_scan_can_read_some_rows_only(store):
+    people(store, n=9, chunks=3)
+    for part in store.partitions("p"):
+        whole = pa.concat_tables(pa.Table.from_batches([b]) for b in
+                                 store.scan_partition(part, columns=["id", "age"]))
+        pos = np.array([part.rows - 1, 0]) if part.rows > 1 else np.array([0])
+        some = pa.concat_tables(pa.Table.from_batches([b]) for b in store.scan_partition(
+            part, columns=["id", "age"], rows=pos, batch_size=1))
+        assert some.to_pydict() == whole.take(pa.array(np.sort(pos))).to_pydict()
+        with pytest.raises(vs.StoreError, match="out of range"):
+            list(store.scan_partition(part, columns=["id"], rows=[part.rows]))
+    with store.transaction("p") as tx:
+        part = tx.partitions()[0]
+        got = pa.concat_tables(pa.Table.from_batches([b]) for b in
+                               tx.scan(part, columns=["age"], rows=[0]))
+        assert got.num_rows == 1
