@@ -434,7 +434,7 @@ class _Run:
                                       f'GROUP BY "{key}"')
             if agg.num_columns == 0:  # no events partition: the local pass says the same
                 agg = self.con.execute(f"SELECT {', '.join(sel)} FROM {self.source(ids)} "
-                                       f'GROUP BY "{key}"', params).fetch_arrow_table()
+                                       f'GROUP BY "{key}"', params).to_arrow_table()
             self.con.register("_agg", agg)
             return self.final_sql("_agg", cmap), []
         src = self.source(ids)

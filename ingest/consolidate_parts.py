@@ -89,7 +89,7 @@ def partial_of_partition(ctx: TaskContext, part: Partition) -> list[pa.Table]:
     w: EventsWork = ctx.shared
     con = _events(ctx, part, w)
     t = con.execute(f'SELECT *, hash("{w.key}") % {int(w.buckets)} AS _bucket FROM ({w.sql})',
-                    w.params).fetch_arrow_table()
+                    w.params).to_arrow_table()
     bucket = t.column("_bucket")
     t = t.drop_columns(["_bucket"])
     return [t.filter(pc.equal(bucket, b)) for b in range(w.buckets)]
@@ -100,7 +100,7 @@ def reduce_bucket(ctx: TaskContext, partials: list[pa.Table]) -> pa.Table:
     w: EventsWork = ctx.shared
     con = _connect()
     con.register("_p", pa.concat_tables(partials, promote_options="permissive"))
-    return con.execute(w.sql, w.params).fetch_arrow_table()
+    return con.execute(w.sql, w.params).to_arrow_table()
 
 
 def run_rows(runner: Runner, store: VectorStore, events: str, work: EventsWork
