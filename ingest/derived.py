@@ -151,7 +151,7 @@ def write_output(tx: Transaction, output: str, inputs: Sequence[str], compute: C
     def tick(n: int) -> None:
         done[0] += n
         if progress is not None:
-            progress(done[0], total)
+            progress(min(done[0], total), total)  # a distributed runner reports whole partitions
 
     todo = [(p, r) for p, r in plans if r is None or len(r)]
     shared = _OutputTask(job, compute, {p.id: r for p, r in todo})

@@ -188,7 +188,7 @@ class _Step:
         def tick(n: int) -> None:
             done[0] += n
             if progress is not None:
-                progress(done[0], total)
+                progress(min(done[0], total), total)  # a distributed runner reports whole partitions
 
         embedders = [t.embedder for t in self.targets]
         gpu = any(str(getattr(e, "device", "cpu")).startswith("cuda") for e in embedders)
