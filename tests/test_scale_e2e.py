@@ -2,9 +2,11 @@
 same answers.
 
 ingest (customers in three loads, so the table has several fragments and Ray runs several
-tasks), consolidate, embed tabular / behaviour / text, index, risk, recommend. Everything
-but the text vectors is compared exactly; text vectors within 1e-5 (the encoder pads each
-batch to its longest note, and the batches differ between the runners).
+tasks), consolidate, embed tabular / behaviour / text, index, risk, recommend, then a day's
+changes (changed incomes, new customers) and ``refresh`` (stale rows only). Everything but
+the text vectors and the change stamps is compared exactly; text vectors within 1e-5 (the
+encoder pads each batch to its longest note, and the batches differ between the runners);
+change stamps (times of writes) as ranks: the same rows share a stamp, in the same order.
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pytest
 
 from ingest import synthetic
+from ingest.freshness import ROW_STAMP, STAMP_PREFIX
 from services.facade import Kindred
 
 CUSTOMERS = 300
+NEW = 10
+"""New customers in the day's file (they have no events)."""
 TEXT_TOLERANCE = 1e-5
 
 
@@ -34,7 +41,15 @@ def bank(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         p = out / f"customers_{i}.csv"
         pacsv.write_csv(customers.slice(lo, hi - lo), p)
         parts.append(p)
-    return {"parts": parts, "transactions": Path(b.transactions),
+    day = customers.slice(0, 40)
+    income = day.column("income").to_numpy() + 1_000
+    day = day.set_column(day.schema.get_field_index("income"), "income", pa.array(income))
+    new = customers.slice(40, NEW)
+    new = new.set_column(0, "customer_id",
+                         pa.array([f"NEW-{i}" for i in range(new.num_rows)], pa.string()))
+    pacsv.write_csv(pa.concat_tables([day, new]), out / "customers_day.csv")
+    return {"parts": parts, "day": out / "customers_day.csv",
+            "transactions": Path(b.transactions),
             "web_events": Path(b.web_events), "products": Path(b.products)}
 
 
@@ -54,12 +69,16 @@ def _pipeline(k: Kindred, bank: dict[str, Path]) -> dict[str, Any]:
     k.index(columns=["vec_tabular"], min_rows=1)
     k.score_risk()
     k.recommend(top_n=3)
+    k.ingest(str(bank["day"]), table="customers", id_column="customer_id",
+             holdings_column="products", holdings_separator=";", text_columns=["note"])
+    refreshed = k.refresh()
+    steps = [(s.step, s.target, s.action, s.rows) for s in refreshed.steps]
     store = k.store
     fragments = len(store.partitions("customers"))
     table = store.to_arrow("customers").sort_by("customer_id")
     query = np.asarray(table["vec_tabular"][0].as_py(), dtype=np.float32)
     hits = store.search("customers", query, k=10, vector_column="vec_tabular")
-    return {"table": table, "fragments": fragments,
+    return {"table": table, "fragments": fragments, "refresh": steps,
             "replayed": {"written": again.written, "unchanged": again.unchanged},
             "top": k.risk_top(10).to_pylist(), "hits": hits["customer_id"].to_pylist()}
 
@@ -67,18 +86,28 @@ def _pipeline(k: Kindred, bank: dict[str, Path]) -> dict[str, Any]:
 def _assert_same(local: dict[str, Any], ray: dict[str, Any]) -> None:
     a, b = local["table"], ray["table"]
     assert a.schema.names == b.schema.names
-    assert a.num_rows == b.num_rows == CUSTOMERS
+    assert a.num_rows == b.num_rows == CUSTOMERS + NEW
     for name in a.schema.names:
-        if name == "vec_text":
+        if name == ROW_STAMP or name.startswith(STAMP_PREFIX):
+            assert _ranks(a[name]) == _ranks(b[name]), name
+        elif name == "vec_text":
             x = np.asarray(a[name].to_pylist(), dtype=np.float64)
             y = np.asarray(b[name].to_pylist(), dtype=np.float64)
             assert np.isfinite(x).all()
             assert np.abs(x - y).max() <= TEXT_TOLERANCE, name
         else:
             assert a[name].equals(b[name]), name
+    assert local["refresh"] == ray["refresh"]
     assert local["top"] == ray["top"]
     assert local["hits"] == ray["hits"]
     assert local["replayed"] == ray["replayed"]
+
+
+def _ranks(stamps: Any) -> list[int | None]:
+    """Each row's dense rank among the column's distinct stamps (None stays None)."""
+    values = stamps.to_pylist()
+    order = {v: i for i, v in enumerate(sorted({v for v in values if v is not None}))}
+    return [None if v is None else order[v] for v in values]
 
 
 def _run(where: str, runner: str, bank: dict[str, Path], s3: Any) -> dict[str, Any]:
@@ -97,9 +126,15 @@ def test_pipeline_gives_the_same_answers_on_local_and_ray(location, bank, ray_cl
     ray = _run(str(tmp_path / "ray"), "ray", bank, s3)
     assert local["fragments"] >= 3  # several Ray tasks per step
     table = local["table"]
+    table = table.filter(pc.invert(pc.starts_with(table["customer_id"], "NEW-")))
     for col in ("vec_tabular", "vec_behavior", "vec_text", "risk_score", "rec_products"):
         assert table[col].null_count == 0, col
     assert local["replayed"]["written"] == 0
+    done = {(step, target): rows for step, target, action, rows in local["refresh"]
+            if action == "done"}
+    # the day's 50 changed or new customers, not the 300
+    assert 0 < done[("embed", "customers.vec_tabular")] < CUSTOMERS
+    assert 0 < done[("risk", "customers")] < CUSTOMERS
     _assert_same(local, ray)
 
 
