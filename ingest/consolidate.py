@@ -61,9 +61,11 @@ from vectorstore.filters import Cmp, Filter, In, IsNull, Not
 from vectorstore.rows import values_equal
 from vectorstore.txn import PendingWrite
 
+from . import consolidate_parts as parts
 from .errors import ConsolidationError
 from .event_columns import choose_columns
 from .freshness import AGING_FEATURES, new_stamp, source_touch, stamp_column, stamp_fields
+from .runner import LOCAL, Runner, runner_for
 
 TS_TYPE = pa.timestamp("us", "UTC")
 BASE_FEATURES: dict[str, pa.DataType] = {
@@ -72,6 +74,9 @@ BASE_FEATURES: dict[str, pa.DataType] = {
     "holdings": pa.list_(pa.string()), "consolidation_run": pa.int64(),
 }
 METADATA_KEY = "consolidation"
+EXACT = "DECIMAL(38, 10)"
+"""Amounts are summed in this type: exact, so any order or split of the events gives the same
+sums (a run on one machine and one on a cluster write the same features)."""
 DEFAULT_MAX_VALUES = 200
 STEP = "consolidation"
 CONSOLIDATED = stamp_column(STEP)
@@ -170,10 +175,11 @@ class _Run:
     """One consolidation run: the plan (columns, customers) and the DuckDB work."""
 
     def __init__(self, store: VectorStore, cfg: ConsolidationConfig,
-                 new_table: TableInfo | None = None) -> None:
+                 new_table: TableInfo | None = None, runner: Runner | None = None) -> None:
         import duckdb
 
         self.store, self.cfg = store, cfg
+        self.runner = runner or LOCAL
         self.events_info = store.table_info(cfg.events)
         self.new_table = new_table is not None
         self.cust_info = new_table or store.table_info(cfg.customers)
@@ -249,6 +255,12 @@ class _Run:
             wm = _parse_iso(wm)
         cols = [self.cfg.key, wm_col]
         schema = pa.schema([self.events_info.schema.field(c) for c in cols])
+        if self.runner.distributed:
+            rows = parts.run_rows(self.runner, self.store, self.cfg.events, self._work(
+                cols, None, f'SELECT DISTINCT "{self.cfg.key}" FROM _ev WHERE "{wm_col}" > $1',
+                [wm]))
+            keys = sorted({r[0] for r in rows})
+            return pa.array(keys, self.events_info.schema.field(self.cfg.key).type)
         new = _reader(self.store.scan(self.cfg.events, columns=cols,
                                       filter=Cmp(wm_col, ">", wm)), schema)
         self.con.register("_new", new)
@@ -273,13 +285,17 @@ class _Run:
             extra = f' AND "{self.amount}" IS NOT NULL' if kind == "spend" else ""
             lists += (f', histogram(CAST("{c}" AS VARCHAR)) '
                       f'FILTER (WHERE "{c}" IS NOT NULL{extra})')
-        src = self.source(ids)
         wm_col = self.cfg.watermark_column
         wm_is_ts = pa.types.is_timestamp(self.events_info.schema.field(wm_col).type)
         wm_sql = f'epoch_us(max("{wm_col}"))' if wm_is_ts else f'max("{wm_col}")'
         # timestamps leave DuckDB as epoch microseconds (no timezone library needed)
-        row = self.con.execute(
-            f"SELECT epoch_us(max(ts)), {wm_sql}, count(*){lists} FROM {src}").fetchall()[0]
+        sql = "SELECT epoch_us(max(ts)), {}, count(*){} FROM {}"
+        if self.runner.distributed:
+            row = _merge_surveys(parts.run_rows(self.runner, self.store, self.cfg.events,
+                                                self._work(self.ev_columns, ids,
+                                                           sql.format(wm_sql, lists, "_ev"))))
+        else:
+            row = self.con.execute(sql.format(wm_sql, lists, self.source(ids))).fetchall()[0]
         row = (_from_us(row[0]), _from_us(row[1]) if wm_is_ts else row[1], *row[2:])
         known = self.meta.get("values") or {}
         values: dict[str, list[str]] = {}
@@ -327,8 +343,10 @@ class _Run:
         kinds = list(self.cfg.holding_kinds)
         return kinds + [k for k in declared if k not in kinds]
 
-    def aggregate(self, ids: pa.Array | None, cmap: dict[str, dict[str, str]]
-                  ) -> tuple[str, list[Any]]:
+    def partial_select(self, cmap: dict[str, dict[str, str]]) -> tuple[list[str], list[Any]]:
+        """The per-customer aggregates of any slice of the events (SELECT items and their
+        bound parameters). Amounts are summed as DECIMAL(38, 10), exactly, so the sums of
+        any split of the events add up to the same features (:func:`reduce_select`)."""
         key = self.cfg.key
         params: list[Any] = []
 
@@ -339,7 +357,7 @@ class _Run:
         sel = [f'"{key}" AS "{key}"', "count(*) AS n_events",
                "min(ts) AS first_seen", "max(ts) AS last_seen"]
         if self.amount:
-            sel.append(f'coalesce(sum("{self.amount}"), 0)::DOUBLE AS monetary')
+            sel.append(f'sum(CAST("{self.amount}" AS {EXACT})) AS monetary')
         if self.has["product_id"]:
             cond = '"product_id" IS NOT NULL'
             if self.has["kind"]:
@@ -349,26 +367,101 @@ class _Run:
             sel.append("NULL::VARCHAR[] AS ev_holdings")
         for d, mapping in cmap.items():
             kind, col, _ = self.dims[d]
-            spend = kind == "spend"
             for value, name in mapping.items():
                 check_name(name, "feature column name")
                 where = f'CAST("{col}" AS VARCHAR) = {p(value)}'
-                if spend:
-                    sel.append(f'coalesce(sum("{self.amount}") FILTER (WHERE {where}), 0)'
-                               f'::DOUBLE AS "{name}"')
+                if kind == "spend":
+                    sel.append(f'sum(CAST("{self.amount}" AS {EXACT})) FILTER (WHERE {where}) '
+                               f'AS "{name}"')
                 else:
                     sel.append(f'count(*) FILTER (WHERE {where}) AS "{name}"')
-        src = self.source(ids)
-        agg = f"SELECT {', '.join(sel)} FROM {src} GROUP BY \"{key}\""
+        return sel, params
+
+    def reduce_select(self, cmap: dict[str, dict[str, str]]) -> list[str]:
+        """SELECT items combining partial aggregates (:meth:`partial_select`) per customer."""
+        sel = [f'"{self.cfg.key}" AS "{self.cfg.key}"', "sum(n_events) AS n_events",
+               "min(first_seen) AS first_seen", "max(last_seen) AS last_seen"]
+        if self.amount:
+            sel.append("sum(monetary) AS monetary")
+        sel.append("list_distinct(flatten(list(ev_holdings) FILTER "
+                   "(WHERE ev_holdings IS NOT NULL))) AS ev_holdings")
+        for mapping in cmap.values():
+            for name in mapping.values():
+                sel.append(f'sum("{name}") AS "{name}"')
+        return sel
+
+    def final_sql(self, agg: str, cmap: dict[str, dict[str, str]]) -> str:
+        """The feature rows from complete aggregates ``agg`` (a subquery or relation), joined
+        with the customers' stored holdings, ordered by key."""
+        key = self.cfg.key
+        out = [f'a."{key}" AS "{key}"', "a.n_events::BIGINT AS n_events",
+               "a.first_seen AS first_seen", "a.last_seen AS last_seen"]
+        if self.amount:
+            out.append("coalesce(a.monetary, 0)::DOUBLE AS monetary")
+        out.append("a.ev_holdings AS ev_holdings")
+        for d, mapping in cmap.items():
+            spend = self.dims[d][0] == "spend"
+            for name in mapping.values():
+                out.append(f'coalesce(a."{name}", 0)::{"DOUBLE" if spend else "BIGINT"} '
+                           f'AS "{name}"')
         cust_hold = "c.holdings" if "holdings" in self.cust_info.schema.names else "NULL"
-        sql = (
-            f"SELECT a.*, c.\"{key}\" IS NOT NULL AS _exists, "
+        return (
+            f"SELECT {', '.join(out)}, c.\"{key}\" IS NOT NULL AS _exists, "
             f"list_sort(list_distinct(list_concat(coalesce({cust_hold}, []::VARCHAR[]), "
             f"coalesce(a.ev_holdings, []::VARCHAR[])))) AS holdings "
-            f"FROM ({agg}) a LEFT JOIN _cust c ON a.\"{key}\" = c.\"{key}\" "
+            f"FROM {agg} a LEFT JOIN _cust c ON a.\"{key}\" = c.\"{key}\" "
             f"ORDER BY a.\"{key}\""
         )
-        return sql, params
+
+    def _work(self, columns: list[str], ids: pa.Array | None, sql: str,
+              params: list[Any] | None = None, buckets: int = 1) -> parts.EventsWork:
+        schema = pa.schema([self.events_info.schema.field(c) for c in columns])
+        return parts.EventsWork(columns, schema, self.cfg.key, ids, sql, params or [], buckets)
+
+    def aggregate(self, ids: pa.Array | None, cmap: dict[str, dict[str, str]]
+                  ) -> tuple[str, list[Any]]:
+        """The feature rows' SQL: one pass over the events of ``ids`` (all when None), or on
+        a distributed runner a map-reduce on the workers whose per-customer results are
+        registered here as ``_agg`` (:mod:`ingest.consolidate_parts`)."""
+        sel, params = self.partial_select(cmap)
+        key = self.cfg.key
+        if self.runner.distributed:
+            partial = self._work(self.ev_columns, ids, f"SELECT {', '.join(sel)} FROM _ev "
+                                 f'GROUP BY "{key}"', params,
+                                 buckets=max(1, self.runner.parallelism))
+            agg = parts.run_aggregate(self.runner, self.store, self.cfg.events, partial,
+                                      f"SELECT {', '.join(self.reduce_select(cmap))} FROM _p "
+                                      f'GROUP BY "{key}"')
+            if agg.num_columns == 0:  # no events partition: the local pass says the same
+                agg = self.con.execute(f"SELECT {', '.join(sel)} FROM {self.source(ids)} "
+                                       f'GROUP BY "{key}"', params).to_arrow_table()
+            self.con.register("_agg", agg)
+            return self.final_sql("_agg", cmap), []
+        src = self.source(ids)
+        agg = f"(SELECT {', '.join(sel)} FROM {src} GROUP BY \"{self.cfg.key}\")"
+        return self.final_sql(agg, cmap), params
+
+
+def _merge_surveys(rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """One survey row from the partitions' rows: maxima, summed counts and histograms."""
+    if not rows:
+        return (None, None, 0)
+    width = len(rows[0])
+    out: list[Any] = []
+    for i in range(width):
+        vals = [r[i] for r in rows]
+        if i < 2:
+            present = [v for v in vals if v is not None]
+            out.append(max(present) if present else None)
+        elif i == 2:
+            out.append(sum(int(v or 0) for v in vals))
+        else:
+            merged: dict[str, int] = {}
+            for h in vals:
+                for k, n in (h or {}).items():
+                    merged[k] = merged.get(k, 0) + int(n)
+            out.append(merged or None)
+    return tuple(out)
 
 
 def aged(last_seen: Any, first_seen: Any, n_events: Any, as_of: dt.datetime
@@ -407,8 +500,8 @@ def _finish(batch: pa.RecordBatch, as_of: dt.datetime, run: int,
 
 
 def consolidate(store: VectorStore, *, customer_ids: Sequence[str] | pa.Array | None = None,
-                full: bool = False, config: ConsolidationConfig | None = None
-                ) -> ConsolidationResult:
+                full: bool = False, config: ConsolidationConfig | None = None,
+                runner: Runner | str | None = None) -> ConsolidationResult:
     """Recompute event features of the customers with new events (or the ones named, or all).
 
     With neither ``customer_ids`` nor ``full``, the customers are those with events past the
@@ -419,8 +512,9 @@ def consolidate(store: VectorStore, *, customer_ids: Sequence[str] | pa.Array | 
     run leaves no table.
     """
     cfg = config or ConsolidationConfig()
+    run = runner_for(store, runner, step="consolidate")
     if store.has_table(cfg.customers):
-        return _consolidate(store, cfg, customer_ids, full)
+        return _consolidate(store, cfg, customer_ids, full, runner=run)
     if not store.has_table(cfg.events):
         raise ConsolidationError(f"there is no {cfg.events!r} table to consolidate: "
                                  "ingest events first")
@@ -429,14 +523,15 @@ def consolidate(store: VectorStore, *, customer_ids: Sequence[str] | pa.Array | 
         raise ConsolidationError(f"table {cfg.events!r} has no column {cfg.key!r}; columns: "
                                  f"{sorted(ev_schema.names)}")
     new = TableInfo(cfg.customers, pa.schema([ev_schema.field(cfg.key)]), key=cfg.key)
-    result = _consolidate(store, cfg, customer_ids, full, new_table=new)
+    result = _consolidate(store, cfg, customer_ids, full, new_table=new, runner=run)
     return replace(result, created_table=True)
 
 
 def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
                  customer_ids: Sequence[str] | pa.Array | None, full: bool,
-                 new_table: TableInfo | None = None) -> ConsolidationResult:
-    run = _Run(store, cfg, new_table)
+                 new_table: TableInfo | None = None, runner: Runner | None = None
+                 ) -> ConsolidationResult:
+    run = _Run(store, cfg, new_table, runner)
     key = cfg.key
     wm_col = cfg.watermark_column
 

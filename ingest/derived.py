@@ -12,7 +12,7 @@ one row never rewrites another.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,8 +25,12 @@ from .freshness import ROW_STAMP, STAMP_TYPE, stale_mask, stamp_column, stamps_o
 Compute = Callable[[pa.RecordBatch], dict[str, pa.Array]]
 """Rows (key, ``row_stamp``, the inputs and the old values asked for) -> output columns.
 An optional ``FRESH`` entry (bool per row) marks rows that could not be computed yet (an
-input missing): they are written with a null stamp, so they stay stale."""
+input missing): they are written with a null stamp, so they stay stale. An optional
+``TALLY`` entry (a dict of counts) is not written: the counts are summed over every batch of
+every partition, wherever it ran, into :attr:`OutputRun.tally` (``compute`` may run in
+another process, so a count kept in a closure would be lost there)."""
 FRESH = "__fresh__"
+TALLY = "__tally__"
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class OutputRun:
     skipped: int
     mode: str
     """``stale`` (only rows changed since) or ``all``."""
+    tally: dict[str, int] = field(default_factory=dict)
+    """The ``TALLY`` counts ``compute`` returned, summed."""
 
 
 def stale_rows(scan: Callable[..., Iterator[pa.RecordBatch]], partition: Any, job: OutputJob
@@ -71,9 +77,10 @@ def stale_rows(scan: Callable[..., Iterator[pa.RecordBatch]], partition: Any, jo
 
 def output_partition(scan: Callable[..., Iterator[pa.RecordBatch]], partition: Any,
                      job: OutputJob, rows: np.ndarray | None, compute: Compute,
-                     progress: Callable[[int], None] | None = None) -> pa.Table | None:
+                     progress: Callable[[int], None] | None = None,
+                     tally: dict[str, int] | None = None) -> pa.Table | None:
     """The output columns (key, values, stamp) of ``rows`` of one partition (None: none);
-    ``progress(n)`` after each batch."""
+    ``progress(n)`` after each batch; ``compute``'s ``TALLY`` counts are added to ``tally``."""
     if rows is not None and len(rows) == 0:
         return None
     read = list(dict.fromkeys([job.key, *job.inputs, *([ROW_STAMP] if job.stamped else [])]))
@@ -83,6 +90,10 @@ def output_partition(scan: Callable[..., Iterator[pa.RecordBatch]], partition: A
             continue
         values = compute(batch)
         fresh = values.pop(FRESH, None)
+        counts = values.pop(TALLY, None)
+        if counts and tally is not None:
+            for k, v in counts.items():
+                tally[k] = tally.get(k, 0) + int(v)
         stamps = pa.array(stamps_of(batch), STAMP_TYPE)
         if fresh is not None:
             stamps = pa.array(stamps_of(batch), STAMP_TYPE,
@@ -97,11 +108,20 @@ def write_output(tx: Transaction, output: str, inputs: Sequence[str], compute: C
                  fields: Sequence[pa.Field] = (), stale_only: bool = True,
                  batch_size: int = 65_536,
                  progress: Callable[[int, int | None], None] | None = None,
-                 prepare: Callable[[pa.Array | None], None] | None = None) -> OutputRun:
+                 prepare: Callable[[pa.Array | None], None] | None = None,
+                 runner: Any = None) -> OutputRun:
     """Compute ``output`` for the stale rows (every row unless ``stale_only``) partition by
     partition and stage it in ``tx``; ``fields`` are the output columns, added if missing.
     ``prepare(keys)`` is called once before any row is computed with the keys of the rows
-    about to be (None: every row), for a model that needs more than the row (events)."""
+    about to be (None: every row), for a model that needs more than the row (events).
+
+    The stale rows are planned here (they read the stamp columns only); each partition's
+    compute (:func:`output_partition`) runs on ``runner`` (:mod:`ingest.runner`: the local
+    runner by default, Ray workers with ``ray``), after ``prepare``, with ``compute`` as the
+    broadcast state, and its data is attached to ``tx``'s one commit."""
+    from .runner import runner_for
+
+    run = runner_for(tx.store, runner, step=f"writing {output}")
     info = tx.info
     key = info.key
     assert key is not None
@@ -131,17 +151,44 @@ def write_output(tx: Transaction, output: str, inputs: Sequence[str], compute: C
     def tick(n: int) -> None:
         done[0] += n
         if progress is not None:
-            progress(done[0], total)
+            progress(min(done[0], total), total)  # a distributed runner reports whole partitions
 
+    todo = [(p, r) for p, r in plans if r is None or len(r)]
+    shared = _OutputTask(job, compute, {p.id: r for p, r in todo})
     written = 0
-    for part, rows in plans:
-        data = output_partition(tx.scan, part, job, rows, compute, tick)
-        if data is not None:
-            tx.stage(part, data, rows=rows)
-            written += data.num_rows
+    tally: dict[str, int] = {}
+    for n_rows, counts in run.map_partitions(tx, _output_task, shared=shared,
+                                             partitions=[p for p, _ in todo], progress=tick):
+        written += n_rows
+        for k, v in counts.items():
+            tally[k] = tally.get(k, 0) + v
     n = sum(p.rows for p in parts)
-    return OutputRun(output, written, n - written, "stale" if job.stale_only else "all")
+    return OutputRun(output, written, n - written, "stale" if job.stale_only else "all",
+                     tally)
 
 
-__all__ = ["FRESH", "Compute", "OutputJob", "OutputRun", "output_partition", "stale_rows",
+@dataclass(frozen=True)
+class _OutputTask:
+    """The broadcast state of one output's per-partition work."""
+
+    job: OutputJob
+    compute: Compute
+    rows: dict[int, np.ndarray | None]
+    """Per partition id: the scan positions to compute (None: every row)."""
+
+
+def _output_task(ctx: Any, part: Any) -> tuple[int, dict[str, int]]:
+    """One partition of :func:`write_output` (wherever the runner runs it): compute, stage;
+    returns the rows written and the ``TALLY`` counts."""
+    task: _OutputTask = ctx.shared
+    rows = task.rows.get(part.id)
+    tally: dict[str, int] = {}
+    data = output_partition(ctx.scan, part, task.job, rows, task.compute, ctx.progress, tally)
+    if data is None:
+        return 0, tally
+    ctx.stage(part, data, rows=rows)
+    return data.num_rows, tally
+
+
+__all__ = ["FRESH", "TALLY", "Compute", "OutputJob", "OutputRun", "output_partition", "stale_rows",
            "write_output"]

@@ -35,3 +35,7 @@ class EmbeddingError(IngestError):
 
 class ModelIntegrityError(EmbeddingError, ArtifactCorrupt):
     """Model weights or fitted state do not match their recorded checksum or versions."""
+
+
+class RunnerError(IngestError):
+    """The execution runner cannot start (Ray not installed or unreachable) or lost a worker."""

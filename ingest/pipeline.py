@@ -7,7 +7,9 @@ the stream, so nothing is committed, and a killed load leaves the table as it wa
 and products are upserted by id with a partial upsert (columns the load does not carry, such
 as embeddings, keep their values and are never read; identical rows are counted unchanged).
 Events are inserted when their event id is new, de-duplicated against the table and within
-the load, so re-ingesting a source writes 0 rows. Events without an id get the row's content
+the load, so re-ingesting a source writes 0 rows (when the event id has a scalar index,
+``kindred index --table events``, each batch's ids are looked up in it instead of every
+stored id being read into memory first). Events without an id get the row's content
 hash plus its occurrence number among identical rows (repeats are kept; ``dedupe`` counts
 them once); an explicit id that comes again with other content is an error
 (:mod:`ingest.identity`). A column new to the table holds nulls for the other rows; a type
@@ -268,6 +270,26 @@ def _existing_keys(store: VectorStore, table: str, key: str) -> KeyDigests:
     return seen
 
 
+def _key_indexed(store: VectorStore, table: str, key: str) -> bool:
+    key_index = getattr(store, "key_index", None)
+    return key_index is not None and key_index(table, key) is not None
+
+
+def _stored_lookup(store: VectorStore, table: str, key: str
+                   ) -> Callable[[pa.Array], tuple[pa.Array, pa.Array | None]]:
+    """Per batch: the stored rows among the batch's event ids (id and digest), one lookup
+    answered by the id's scalar index, instead of holding every stored id in memory."""
+    has_digest = DIGEST_COLUMN in store.table_info(table).schema.names
+    cols = [key, DIGEST_COLUMN] if has_digest else [key]
+
+    def stored(keys: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+        found = store.lookup(table, keys, columns=cols, key=key)
+        ids = found.column(key).combine_chunks()
+        return ids, found.column(DIGEST_COLUMN).combine_chunks() if has_digest else None
+
+    return stored
+
+
 def _typed_columns(plan: Plan) -> dict[str, pa.DataType]:
     """Source columns a CSV reader can type directly with validation's semantics."""
     raw = {c for _, c, _ in plan.flags} | {plan.list_column, plan.id_source}
@@ -378,7 +400,10 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
             summary.written = counted.rows
             return
         if events and store.count(m.table):
-            validator.seen = _existing_keys(store, m.table, plan.key)
+            if _key_indexed(store, m.table, plan.key):
+                validator.stored = _stored_lookup(store, m.table, plan.key)
+            else:
+                validator.seen = _existing_keys(store, m.table, plan.key)
         with store.transaction(m.table) as tx:
             if plan.new_fields:
                 vec_names = {v.name for v in vec_cols}

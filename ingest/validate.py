@@ -14,7 +14,7 @@ columns, text columns from CSV/JSON are typed from the first batch's values.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -976,7 +976,14 @@ class Validator:
     de-duplication for events. With ``defer_duplicates`` (customers and products in ``fail``
     mode, where any duplicate aborts the load) the keys are only hashed per batch and checked
     once by :meth:`duplicate_errors` at the end of the load.
+
+    ``stored`` (events on a table whose id has a scalar index): called with each batch's ids,
+    it returns the stored rows among them (id and digest), which are added to ``seen``
+    before the batch is checked; then ``seen`` holds the load's ids and the stored ids the
+    load hit, never every stored id.
     """
+
+    stored: Callable[[pa.Array], tuple[pa.Array, pa.Array | None]] | None = None
 
     def __init__(self, plan: Plan, source_name: str, *, dedupe: bool = False,
                  defer_duplicates: bool = False) -> None:
@@ -1068,6 +1075,8 @@ class Validator:
             ok_keys = keys.take(pa.array(ok_idx))
             a, b = _key_hashes(ok_keys)
             clash = None
+            if self.stored is not None and isinstance(self.seen, KeyDigests):
+                self.seen.add_keys(*self.stored(ok_keys))
             if digests is not None and isinstance(self.seen, KeyDigests):
                 d = digests[ok_idx]
                 dup, clash = replays(self.seen, a, b, d)

@@ -130,17 +130,21 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 class App:
     """The click context object: global options and the lazily opened facade."""
 
-    def __init__(self, store: str, as_json: bool, verbose: bool) -> None:
+    def __init__(self, store: str, as_json: bool, verbose: bool, runner: str | None = None,
+                 ray_address: str | None = None) -> None:
         self.store_uri = store
         self.json = as_json
         self.verbose = verbose
+        self.runner = runner
+        self.ray_address = ray_address
         self._kindred: Any = None
 
     def kindred(self, *, must_exist: bool = True) -> Any:
         from .facade import Kindred
 
         if self._kindred is None:
-            self._kindred = Kindred(self.store_uri, must_exist=must_exist)
+            self._kindred = Kindred(self.store_uri, must_exist=must_exist, runner=self.runner,
+                                    ray_address=self.ray_address)
         return self._kindred
 
     def close(self) -> None:
@@ -229,13 +233,21 @@ def _size(n: int | None) -> str:
 @click.group(cls=KindredGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", "store", envvar="KINDRED_STORE", default=DEFAULT_STORE,
               show_default=True, metavar="URI",
-              help="Store location: a directory (LanceDB), memory://NAME, postgresql://... or "
-                   "milvus://FILE.db | milvus://HOST:PORT (env KINDRED_STORE).")
+              help="Store location: a directory or s3://BUCKET/PREFIX (LanceDB), memory://NAME, "
+                   "postgresql://... or milvus://FILE.db | milvus://HOST:PORT (env KINDRED_STORE).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--runner", type=click.Choice(["local", "ray"], case_sensitive=False),
+              envvar="KINDRED_RUNNER", default=None,
+              help="Where the heavy steps run: in this process (local, the default) or one "
+                   "Ray task per partition (ray; docs/scale.md) (env KINDRED_RUNNER).")
+@click.option("--ray-address", envvar="KINDRED_RAY_ADDRESS", default=None, metavar="ADDRESS",
+              help="The Ray cluster to join with --runner ray (ray://HOST:10001, auto); "
+                   "default: a local Ray instance (env KINDRED_RAY_ADDRESS).")
 @click.version_option(__version__, prog_name="kindred")
 @click.pass_context
-def main(ctx: click.Context, store: str, as_json: bool, verbose: bool) -> None:
+def main(ctx: click.Context, store: str, as_json: bool, verbose: bool, runner: str | None,
+         ray_address: str | None) -> None:
     """Kindred: customer embeddings for product matching and risk scoring."""
     # lance's own log lines (a failed clean-up after a full disk: Rust source paths) stay
     # out of the terminal; the error that matters comes as one Error: line
@@ -243,7 +255,7 @@ def main(ctx: click.Context, store: str, as_json: bool, verbose: bool) -> None:
     from vectorstore.dsn import remember_secrets_in
 
     remember_secrets_in(store)
-    app = App(store, as_json, verbose)
+    app = App(store, as_json, verbose, runner, ray_address)
     ctx.obj = app
     ctx.call_on_close(app.close)
 

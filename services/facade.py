@@ -60,9 +60,22 @@ class Kindred:
     must_exist:
         With a URI of a local directory, refuse (``StoreMissing``) when it does not exist
         instead of creating an empty store.
+    runner:
+        Where the heavy steps (ingest, consolidate, embed, index, risk scoring, recommend)
+        run: ``"local"`` (in this process), ``"ray"`` (one Ray task per partition, see
+        docs/scale.md), a :class:`ingest.runner.Runner`, or None for ``KINDRED_RUNNER``
+        (default local). ``ray_address`` (or ``KINDRED_RAY_ADDRESS``) is the Ray cluster to
+        join; Ray is started before the store is opened.
     """
 
-    def __init__(self, store: str | VectorStore, *, must_exist: bool = False) -> None:
+    def __init__(self, store: str | VectorStore, *, must_exist: bool = False,
+                 runner: Any = None, ray_address: str | None = None) -> None:
+        from ingest.runner import get_runner
+
+        self._runner = get_runner(runner, address=ray_address)
+        if self._runner.distributed:
+            # Ray starts before LanceDB opens (its fork warning otherwise)
+            self._runner.start()
         if isinstance(store, VectorStore):
             self._store, self._owned = store, False
         elif isinstance(store, str):
@@ -75,6 +88,11 @@ class Kindred:
     def store(self) -> VectorStore:
         """The underlying store (for direct reads: scan, search, to_arrow)."""
         return self._store
+
+    @property
+    def runner(self) -> Any:
+        """The runner the heavy steps use (:mod:`ingest.runner`)."""
+        return self._runner
 
     @property
     def location(self) -> str:
@@ -156,15 +174,18 @@ class Kindred:
         built, skipped = [], []
         steps = len(wanted) + 1
         scores = [c for c in info.schema.names if c.startswith("propensity_")]
+        from ingest.runner.indexes import create_scalar_index, create_vector_index
+
         if info.key and self._store.capabilities.scalar_index:
-            self._store.create_scalar_index(table, info.key)
+            create_scalar_index(self._store, table, info.key, runner=self._runner)
             for c in scores:  # match --method propensity filters on them
-                self._store.create_scalar_index(table, c)
+                create_scalar_index(self._store, table, c, runner=self._runner)
         if progress:
             progress(f"index {table}", 1, steps)
         for i, c in enumerate(wanted, start=2):
             if (columns or n >= min_rows) and self._store.capabilities.ann_index:
-                self._store.create_vector_index(table, c, index_type=index_type)
+                create_vector_index(self._store, table, c, index_type=index_type,
+                                    runner=self._runner)
                 built.append(c)
             else:
                 skipped.append(c)
@@ -326,7 +347,8 @@ class Kindred:
             categories=resolve_columns(cols, info.metadata, categories),
             channels=resolve_columns(cols, info.metadata, channels),
             max_values=max_values)
-        r = consolidate(self._store, full=full, customer_ids=customer_ids, config=cfg)
+        r = consolidate(self._store, full=full, customer_ids=customer_ids, config=cfg,
+                        runner=self._runner)
         return StepResult(step="consolidate", table=CUSTOMERS, details=_plain(r))
 
     def refresh(self, *, refit: bool = False, progress: Progress | None = None) -> Any:
@@ -339,7 +361,7 @@ class Kindred:
         from .refresh import refresh
 
         self._require_table(CUSTOMERS, "ingest customers first")
-        return refresh(self._store, refit=refit, progress=progress)
+        return refresh(self._store, refit=refit, progress=progress, runner=self._runner)
 
     # ------------------------------------------------------------------ embeddings
     def embed(self, kind: str, *, table: str = CUSTOMERS, include: Sequence[str] | None = None,
@@ -388,7 +410,8 @@ class Kindred:
             r, companion = embed_tabular(self._store, table,
                                          include=list(include) if include else None,
                                          exclude=list(exclude), pca=dim, column=output,
-                                         raw=raw, types=kinds, progress=rows_done)
+                                         raw=raw, types=kinds, progress=rows_done,
+                                         runner=self._runner)
             if companion is not None:
                 return StepResult(step=f"embed {kind}", table=table, details={
                     **_plain(r), "raw_column": companion.column,
@@ -400,14 +423,16 @@ class Kindred:
                                    "(--column) or a profile template (--template)")
             emb = embedders.TextEmbedder(column=column, template=template, model=model,
                                          backend=backend)
-            r = embedders.embed(self._store, table, emb, output, progress=rows_done)
+            r = embedders.embed(self._store, table, emb, output, progress=rows_done,
+                                runner=self._runner)
         elif kind == "behavior":
             from ingest.embedders.behavior import BehaviorEmbedder, embed_behavior
 
             emb = _exact_dim(BehaviorEmbedder, dim, "items")(**({"dim": dim} if dim else {}))
             r = embed_behavior(self._store, emb, customers=table,
                                products=PRODUCTS if self._store.has_table(PRODUCTS) else None,
-                               column=output or "vec_behavior", progress=rows_done)
+                               column=output or "vec_behavior", progress=rows_done,
+                               runner=self._runner)
         elif kind == "combined":
             from ingest.embedders.combined import embed_combined
 
@@ -419,7 +444,7 @@ class Kindred:
                                    f"sources, {len(weights)} weights")
             w = dict(zip(sources, weights or [1.0] * len(sources), strict=True))
             r = embed_combined(self._store, table, w, column=output or "vec_combined",
-                               progress=rows_done)
+                               progress=rows_done, runner=self._runner)
         else:
             raise ServiceError(f"unknown embedding kind {kind!r}; expected tabular, text, "
                                "behavior or combined")
@@ -564,14 +589,14 @@ class Kindred:
         if method == "behavior":
             self._require_table(EVENTS, "ingest events first")
             d = recommend_behaviour(self._store, top_n=top_n, only_products=only_products,
-                                    progress=rows_done)
+                                    progress=rows_done, runner=self._runner)
             return StepResult(step="recommend", table=CUSTOMERS, details=d)
         if method != "vector":
             raise ServiceError(f"recommend: method must be behavior or vector, got {method!r}")
         self._require_table(PRODUCTS, "ingest products first")
         _check_fresh(self._store, CUSTOMERS, vector_column)
         return recommend(self._store, vector_column=vector_column, top_n=top_n,
-                         exclude_held=exclude_held, progress=rows_done)
+                         exclude_held=exclude_held, progress=rows_done, runner=self._runner)
 
     def recommendations(self, customer_id: str, *, top_n: int = 10,
                         only_products: bool = True) -> dict[str, Any]:
@@ -704,7 +729,7 @@ class Kindred:
         return score_table(self._store, table, detector, column=column,
                            attributes=list(attributes) if attributes else None,
                            fit_sample=fit_sample, seed=seed, threshold=threshold,
-                           progress=rows_done)
+                           progress=rows_done, runner=self._runner)
 
     def risk_top(self, n: int = 20, *, columns: Sequence[str] | None = None,
                  flagged_only: bool = False, table: str = CUSTOMERS) -> pa.Table:
@@ -715,7 +740,7 @@ class Kindred:
         columns = self._named(table, columns)
         _check_fresh(self._store, table, "risk_score", "risk")
         return top(self._store, table, n, columns=list(columns) if columns else None,
-                   flagged_only=flagged_only)
+                   flagged_only=flagged_only, runner=self._runner)
 
     def explain_risk(self, customer_id: str, *, table: str = CUSTOMERS) -> RiskExplanation:
         """Why a customer scores as it does: deviating attributes, nearest normal neighbours,

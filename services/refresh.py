@@ -69,8 +69,11 @@ class RefreshResult(BaseModel):
 
 
 class _Refresh:
-    def __init__(self, store: VectorStore, refit: bool, progress: Progress | None) -> None:
+    def __init__(self, store: VectorStore, refit: bool, progress: Progress | None,
+                 runner: Any = None) -> None:
         self.store, self.refit, self.progress = store, refit, progress
+        self.runner = runner
+        """Where each step's per-partition work runs (:mod:`ingest.runner`)."""
         self.steps: list[RefreshStep] = []
         self.written: dict[str, set[str]] = {}
         """Vector columns written, per table (their indexes need optimising)."""
@@ -103,7 +106,7 @@ class _Refresh:
                 "consolidation" not in self.meta():
             self.add("consolidate", CUSTOMERS, 0, t0, "never consolidated")
             return
-        r = consolidate(self.store, config=ConsolidationConfig())
+        r = consolidate(self.store, config=ConsolidationConfig(), runner=self.runner)
         rows = r.updated + r.inserted
         reason = (f"{r.updated:,} updated, {r.inserted:,} inserted from "
                   f"{r.events_scanned:,} events" if rows else "no new events or changed rows")
@@ -148,7 +151,8 @@ class _Refresh:
             products = PRODUCTS if self.store.has_table(PRODUCTS) and column in (
                 self.meta(PRODUCTS).get("embedders") or {}) else None
             r = embed_behavior(self.store, emb, customers=table, products=products,
-                               column=column, progress=self.tick(f"refit {column}"))
+                               column=column, progress=self.tick(f"refit {column}"),
+                               runner=self.runner)
             self.written.setdefault(table, set()).add(column)
             if products:
                 self.written.setdefault(products, set()).add(column)
@@ -157,7 +161,8 @@ class _Refresh:
             return
         try:
             results = embed_columns(self.store, table, targets, fit=self.refit,
-                                    progress=self.tick(f"embed {label}"))
+                                    progress=self.tick(f"embed {label}"),
+                                    runner=self.runner)
         except DimensionConflictError as exc:
             if not self.refit:
                 raise
@@ -215,13 +220,14 @@ class _Refresh:
             thr = None if meta.get("contamination") is not None else meta.get("threshold")
             run = score_table(self.store, table, meta.get("config"), column=source.column,
                               attributes=list(source.attributes) if source.attributes
-                              else None, threshold=thr, progress=self.tick("risk"))
+                              else None, threshold=thr, progress=self.tick("risk"),
+                              runner=self.runner)
             self.add("risk", table, run.rows_scored, t0,
                      f"re-fitted {run.detector}: {run.rows_scored:,} row(s) scored",
                      action="refit", model_id=run.model_id, n_flagged=run.n_flagged)
             return
         run = rescore(self.store, table, meta["model_id"], stale_only=True,
-                      progress=self.tick("risk"))
+                      progress=self.tick("risk"), runner=self.runner)
         reason = (f"{run.rows_scored:,} row(s) scored ({run.mode}) with model "
                   f"{run.model_id}" if run.rows_scored else "no stale rows")
         self.add("risk", table, run.rows_scored, t0, reason, mode=run.mode,
@@ -254,11 +260,12 @@ class _Refresh:
         if self.refit and meta["method"] == "behavior":
             d = recommend_behaviour(self.store, top_n=int(meta.get("top_n", 10)),
                                     only_products=bool(meta.get("only_products", True)),
-                                    progress=self.tick("recommend"))
+                                    progress=self.tick("recommend"), runner=self.runner)
             self.add("recommend", "rec_products", int(d["customers"]), t0,
                      f"re-fitted: {d['customers']:,} customer(s) written", action="refit")
             return
-        r = refresh_recommendations(self.store, progress=self.tick("recommend"))
+        r = refresh_recommendations(self.store, progress=self.tick("recommend"),
+                                    runner=self.runner)
         reason = (f"{r['rows']:,} customer(s) written ({r['mode']}, {r['method']})"
                   if r["rows"] else "no stale customers")
         self.add("recommend", "rec_products", int(r["rows"]), t0, reason, mode=r["mode"],
@@ -281,10 +288,12 @@ def _groups(columns: list[str], loaded: dict[str, Any]) -> list[list[str]]:
 
 
 def refresh(store: VectorStore, *, refit: bool = False,
-            progress: Progress | None = None) -> RefreshResult:
-    """Run every step of a refresh (module docstring); returns what each did."""
+            progress: Progress | None = None, runner: Any = None) -> RefreshResult:
+    """Run every step of a refresh (module docstring); returns what each did. ``runner``
+    (:mod:`ingest.runner`: ``local``, ``ray``, a runner, None for ``KINDRED_RUNNER``) runs
+    the per-partition work of consolidation, embedding, risk and recommendations."""
     t0 = time.perf_counter()
-    run = _Refresh(store, refit, progress)
+    run = _Refresh(store, refit, progress, runner)
     if not store.has_table(CUSTOMERS):
         from .errors import ServiceError
 

@@ -86,3 +86,31 @@ def datasets_dir() -> Path:
     if not DATASETS.is_dir():
         pytest.skip(f"shared datasets folder not found at {DATASETS} (see its README)")
     return DATASETS
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[object]:
+    """An S3-compatible server (moto) on 127.0.0.1 for this session, with one bucket."""
+    from tests.s3_fixture import start_s3
+
+    with start_s3() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server: object) -> Iterator[object]:
+    """A local Ray instance with 2 CPUs for this session (the Ray runner's workers). Its
+    workers get the S3 test server's credentials in their environment, as the nodes of a
+    cluster get theirs (instance roles, environment); they never travel in a store handle
+    unless given to ``connect`` explicitly."""
+    import ray
+
+    from tests.s3_fixture import CREDENTIALS
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=256 * 1024 * 1024, logging_level="ERROR",
+             runtime_env={"env_vars": dict(CREDENTIALS)})
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -22,8 +22,9 @@ from typing import Any, ClassVar, Literal, TypeAlias, cast
 import numpy as np
 import pyarrow as pa
 
-from .errors import InvalidOption
+from .errors import InvalidOption, StoreError
 from .filters import Filter, bind, parse_filter
+from .handle import StoreHandle
 from .schema import Capabilities, MetadataPatch, TableInfo, VectorColumn
 from .txn import Partition, StagedPartition, Transaction, WriteResult
 
@@ -234,6 +235,36 @@ class VectorStore(ABC):
 
         raise UnsupportedOperation(f"the {self.scheme} backend stages partitions only inside "
                                    "a transaction")
+
+    def worker_handle(self) -> StoreHandle:
+        """A picklable handle another process opens this store with
+        (:func:`vectorstore.handle.open_handle`), for runners whose workers scan and stage
+        partitions themselves. Backends without partitions raise UnsupportedOperation."""
+        from .errors import UnsupportedOperation
+
+        raise UnsupportedOperation(f"the {self.scheme} backend cannot be opened by "
+                                   "distributed workers (it has no partitions)")
+
+    def lookup(self, name: str, keys: pa.Array, *, columns: Sequence[str] | None = None,
+               key: str | None = None) -> pa.Table:
+        """The rows whose ``key`` column (default: the table's key) holds one of ``keys``, for
+        insert-if-absent checks of a batch against the table without reading every key.
+        Uses the column's scalar index where the backend has one."""
+        from .filters import In
+
+        info = self.table_info(name)
+        key = key or info.key
+        if key is None:
+            raise StoreError(f"table {name!r} has no key column: name one with key=")
+        cols = list(dict.fromkeys([key, *(columns if columns is not None else
+                                          info.schema.names)]))
+        info.check_columns(cols)
+        values = [v for v in pa.array(keys).unique().to_pylist() if v is not None]
+        parts = [self.to_arrow(name, columns=cols, filter=In(key, tuple(values[i:i + 4096])))
+                 for i in range(0, len(values), 4096)]
+        if not parts:
+            return pa.table({c: pa.array([], info.schema.field(c).type) for c in cols})
+        return pa.concat_tables(parts)
 
     def null_count(self, name: str, column: str) -> int:
         """Rows whose ``column`` is null, e.g. customers a vector column has not embedded yet."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -36,7 +37,9 @@ from .base import (
     _sorted_positions,
 )
 from .conform import conform
+from .dsn import remember_secret
 from .errors import (
+    BackendUnavailable,
     InvalidOption,
     StoreError,
     TableExists,
@@ -44,7 +47,9 @@ from .errors import (
     native_free,
 )
 from .faults import boundary, fault_point
+from .handle import StoreHandle
 from .lance_filter import compile_filter
+from .lance_location import OBJECT_STORE_SCHEMES, is_secret_option, object_store_location
 from .lance_parts import LancePartitions
 from .lance_stage import Feed
 from .lance_txn import DESCRIPTION_KEY, LanceTransaction, describe, read_description
@@ -62,6 +67,16 @@ DEFAULT_MIN_NPROBES = 20
 _OPTIONS = {"storage_options", "read_consistency_interval"}
 _SEARCH_PARAMS = {"nprobes", "refine_factor", "ef"}
 _LANCE_METRIC = {Metric.COSINE: "cosine", Metric.DOT: "dot", Metric.L2: "l2"}
+
+
+def _object_store_reason(message: str) -> str:
+    """The object store's own reason (``NoSuchBucket: The specified bucket does not exist``)
+    from a native error, or its first line without source locations."""
+    code = re.search(r"<Code>([^<]+)</Code>", message)
+    text = re.search(r"<Message>([^<]+)</Message>", message)
+    if code:
+        return code.group(1) + (f": {text.group(1)}" if text else "")
+    return native_free(message.splitlines()[0] if message else message)[:300]
 
 
 class LanceStore(LancePartitions, VectorStore):
@@ -85,8 +100,15 @@ class LanceStore(LancePartitions, VectorStore):
             self._cleanup = weakref.finalize(self, shutil.rmtree, path, True)
         self._path = path
         self._storage_options = dict(storage_options or {}) or None
-        self._db = lancedb.connect(path, storage_options=storage_options,
-                                   read_consistency_interval=read_consistency_interval)
+        for k, v in (self._storage_options or {}).items():
+            if is_secret_option(k):
+                remember_secret(str(v))
+        try:
+            self._db = lancedb.connect(path, storage_options=storage_options,
+                                       read_consistency_interval=read_consistency_interval)
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise BackendUnavailable(f"cannot open the LanceDB store at {path}: "
+                                     f"{_object_store_reason(str(exc))}") from exc
         self._tables: dict[str, Any] = {}
         # reads go through the tables' Lance datasets (see _dataset), sharing one cache session
         self._datasets: dict[str, Any] = {}
@@ -110,10 +132,28 @@ class LanceStore(LancePartitions, VectorStore):
                 path = uri[len(prefix):]
         if uri.startswith("memory://"):
             path = "memory://"
+        if uri.split("://", 1)[0].lower() in OBJECT_STORE_SCHEMES:
+            path, from_uri = object_store_location(uri)
+            given = options.get("storage_options") or {}
+            options = {**options, "storage_options": {**from_uri, **given} or None}
         return cls(path, **options)
 
     def __repr__(self) -> str:
         return f"LanceStore({self.uri!r})"
+
+    def worker_handle(self) -> StoreHandle:
+        """The directory or object-store prefix and its storage options (a ``memory://``
+        store: its private directory, so workers on this machine reach the same tables)."""
+        opts: dict[str, Any] = {}
+        if self._storage_options:
+            opts["storage_options"] = dict(self._storage_options)
+        return StoreHandle(self._path, opts)
+
+    def dataset_location(self, name: str) -> tuple[str, dict[str, str] | None]:
+        """The Lance dataset URI of table ``name`` and its storage options, for engines
+        that read or index Lance datasets themselves (lance-ray)."""
+        return self._table_uri(name), (dict(self._storage_options)
+                                       if self._storage_options else None)
 
     # ------------------------------------------------------------------ internals
     def _table(self, name: str) -> Any:
@@ -399,9 +439,11 @@ class LanceStore(LancePartitions, VectorStore):
         return out
 
     # ------------------------------------------------------------------ indexes & versions
-    def create_vector_index(self, name: str, column: str | None = None, *,
-                            index_type: str | None = None, replace: bool = True,
-                            **params: Any) -> None:
+    def vector_index_plan(self, name: str, column: str | None = None, *,
+                          index_type: str | None = None, **params: Any) -> dict[str, Any]:
+        """The checked parameters of a vector index build (the defaults filled in):
+        ``column``, ``index_type``, ``metric`` (Lance's name), ``rows`` and ``params``. Shared
+        by the local build and distributed builders, so both build the same index."""
         info = self.table_info(name)
         vec = info.vector(column)
         index_type = (index_type or DEFAULT_INDEX_TYPE).upper()
@@ -417,22 +459,34 @@ class LanceStore(LancePartitions, VectorStore):
         if unknown:
             raise InvalidOption(f"unknown index parameter(s) {', '.join(unknown)}; "
                                 f"accepted: {', '.join(sorted(allowed))}")
+        params = dict(params)
         if "num_partitions" not in params and index_type.startswith("IVF"):
             # ~4,000 rows a partition for HNSW-backed partitions, sqrt(n) otherwise
             per = 4096 if "HNSW" in index_type else max(int(np.sqrt(n)), 1)
             params["num_partitions"] = max(1, n // per)
+        return {"column": vec.name, "index_type": index_type,
+                "metric": _LANCE_METRIC[vec.metric], "rows": n, "params": params}
+
+    def create_vector_index(self, name: str, column: str | None = None, *,
+                            index_type: str | None = None, replace: bool = True,
+                            **params: Any) -> None:
+        plan = self.vector_index_plan(name, column, index_type=index_type, **params)
         t = self._table(name)
         with self._translate(name, "creating a vector index"), boundary(name):
-            t.create_index(metric=_LANCE_METRIC[vec.metric], vector_column_name=vec.name,
-                           index_type=index_type, replace=replace, **params)
+            t.create_index(metric=plan["metric"], vector_column_name=plan["column"],
+                           index_type=plan["index_type"], replace=replace, **plan["params"])
 
-    def create_scalar_index(self, name: str, column: str, *, replace: bool = True) -> None:
+    def scalar_index_type(self, name: str, column: str) -> str:
+        """The scalar index a column gets: LABEL_LIST for lists, BTREE otherwise."""
         info = self.table_info(name)
         info.check_columns([column])
         typ = info.schema.field(column).type
+        return "LABEL_LIST" if pa.types.is_list(typ) or pa.types.is_large_list(typ) else "BTREE"
+
+    def create_scalar_index(self, name: str, column: str, *, replace: bool = True) -> None:
         from lancedb.index import BTree, LabelList
 
-        listed = pa.types.is_list(typ) or pa.types.is_large_list(typ)
+        listed = self.scalar_index_type(name, column) == "LABEL_LIST"
         t = self._table(name)
         with self._translate(name, "creating a scalar index"), boundary(name):
             t.create_index(column, config=LabelList() if listed else BTree(), replace=replace)

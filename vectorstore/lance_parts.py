@@ -127,6 +127,46 @@ class LancePartitions:
                 pieces.append(stage_new(frag, live, pos, table.select(new)))
         return StagedPartition(partition, tuple(cols), pieces)
 
+    def key_index(self, name: str, column: str | None = None) -> str | None:
+        """The name of the scalar index on ``column`` (default: the key), if there is one."""
+        ds = self._dataset(name)
+        column = column or read_description(name, ds.schema).key
+        if column is None:
+            return None
+        with self._translate(name, "listing indexes"):
+            by_id = {i: p for p, i in Fields.of(ds.lance_schema).paths().items()}
+            for ix in ds.describe_indices():
+                kind = str(ix.type_url).lower()
+                if [by_id.get(f) for f in ix.fields] == [column] and "ivf" not in kind and \
+                        "hnsw" not in kind and "vector" not in kind:
+                    return str(ix.name)
+        return None
+
+    def lookup(self, name: str, keys: pa.Array, *, columns: Sequence[str] | None = None,
+               key: str | None = None) -> pa.Table:
+        """One filtered read of the rows holding ``keys`` (an ``IN`` over the column, answered
+        by its scalar index when there is one, by a scan of that column otherwise)."""
+        ds = self._dataset(name)
+        info = read_description(name, ds.schema)
+        key = key or info.key
+        if key is None:
+            raise StoreError(f"table {name!r} has no key column: name one with key=")
+        cols = list(dict.fromkeys([key, *(columns if columns is not None else
+                                          info.schema.names)]))
+        info.check_columns(cols)
+        values = pa.array(keys)
+        typ = info.schema.field(key).type
+        values = values.filter(values.is_valid())
+        if len(values) == 0:
+            return pa.table({c: pa.array([], info.schema.field(c).type) for c in cols})
+        if values.type != typ:
+            values = values.cast(typ)
+        import pyarrow.compute as pc
+
+        with self._translate(name, "looking up keys"):
+            out = ds.to_table(columns=cols, filter=pc.field(key).isin(values.unique()))
+        return out.replace_schema_metadata(None)
+
     def null_count(self, name: str, column: str) -> int:
         """Counted fragment by fragment and remembered per fragment state, so a repeated call
         only counts the fragments written since (new rows, a rewritten column)."""

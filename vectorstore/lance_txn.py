@@ -103,6 +103,20 @@ def key_map(ds: Any, key: str) -> KeyMap:
     return KeyMap(k, a, np.arange(len(a), dtype=np.int64), live)
 
 
+def present(ds: Any, key: str, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Which of ``keys`` the dataset ``ds`` holds: one ``IN`` read of the key column
+    (answered by its scalar index, plus a scan of the fragments the index does not cover)."""
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    if len(keys) == 0:
+        return np.zeros(0, dtype=bool)
+    typ = ds.schema.field(key).type
+    values = keys if keys.type == typ else keys.cast(typ)
+    found = ds.to_table(columns=[key], filter=pc.field(key).isin(values.unique()))
+    return pc.fill_null(pc.is_in(values, value_set=found.column(key).combine_chunks()),
+                        False).to_numpy(zero_copy_only=False)
+
+
 # ---------------------------------------------------------------------- staged row writes
 @dataclass
 class _RowOp:
@@ -133,6 +147,7 @@ class LanceTransaction(Transaction):
         self.replace_all = False
         self.drop: list[str] = []
         self._maps: dict[int, KeyMap] = {}
+        self._key_indexed: bool | None = None
 
     # ------------------------------------------------------------------ helpers
     def _map(self, ds: Any) -> KeyMap:
@@ -195,6 +210,9 @@ class LanceTransaction(Transaction):
                 _full(info, _touched(pending, info, b, self.name))
                 for b in conform(info, data, partial=bool(pending.touch))))
             return
+        if mode == "insert_missing" and self._indexed():
+            self._insert_missing_indexed(pending, info, data)
+            return
         known = self._map(self.ds)
         key = info.key
         partial = mode != "append" or bool(pending.touch)
@@ -226,6 +244,36 @@ class LanceTransaction(Transaction):
                                       f"are not in the table, e.g. {key}={k!r}")
                 op.new_keys.append(fresh.column(key))
                 yield _full(info, _touched(pending, info, fresh, self.name))
+
+        op.inserted = self._write_new(info, new_rows())
+
+    def _indexed(self) -> bool:
+        """Whether the key column has a scalar index (then keys are looked up batch by batch
+        instead of reading every key of the table)."""
+        if self._key_indexed is None:
+            self._key_indexed = self._store.key_index(self.name, self.base.key) is not None
+        return self._key_indexed
+
+    def _insert_missing_indexed(self, pending: PendingWrite, info: TableInfo, data: Any) -> None:
+        """``insert_missing`` as an insert-if-absent merge on the indexed key: each batch's
+        keys are looked up in the table (memory: one batch, not the table's keys)."""
+        key = info.key
+        assert key is not None
+        op = _RowOp(pending, [])
+        self.ops.append(op)
+
+        def new_rows() -> Iterator[pa.RecordBatch]:
+            for b in conform(info, data, partial=True, require_key=True, unique_key=True):
+                if not op.columns:
+                    op.columns = b.schema.names
+                hit = present(self.ds, key, b.column(key))
+                if hit.any():
+                    op.unchanged += int(hit.sum())
+                    b = b.filter(pa.array(~hit))
+                if b.num_rows == 0:
+                    continue
+                op.new_keys.append(b.column(key))
+                yield _full(info, b)
 
         op.inserted = self._write_new(info, new_rows())
 
@@ -366,13 +414,19 @@ class LanceTransaction(Transaction):
             allk = pa.concat_arrays(written)
             if pc.count_distinct(allk).as_py() != len(allk):
                 raise KeyConflict(f"table {self.name!r}: a key is written twice in one step")
-        km = self._map(latest)
         if latest.version != self.ds.version and any(op.new_keys for op in keyed):
             fresh = pa.concat_arrays([k for op in keyed for k in op.new_keys])
-            if (km.find(fresh) >= 0).any():
+            # the new keys were absent at the step's version: present now = inserted meanwhile
+            if present(latest, key, fresh).any() if self._indexed() else \
+                    (self._map(latest).find(fresh) >= 0).any():
                 raise ConcurrentWriteError(
                     f"table {self.name!r}: another writer inserted some of the same keys while "
                     "this step ran; nothing was written, run it again")
+        if not any(op.matched for op in keyed):
+            for op in keyed:
+                op.pending.result = WriteResult(op.inserted, 0, op.unchanged)
+            return []
+        km = self._map(latest)
         info = self.info
         changes: dict[int, list[tuple[np.ndarray, pa.Table]]] = {}
         for op in keyed:

@@ -31,6 +31,7 @@ import contextlib
 import datetime as dt
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -392,10 +393,47 @@ class BehaviorEmbedder(Embedder):
         self.nnz_ = int(info["nnz"])
 
 
+@dataclass(frozen=True)
+class _Vectors:
+    """The broadcast customer vectors (and their change stamps) of a fitted behaviour
+    embedder, by customer id."""
+
+    ids: Any
+    """pandas Index of the customer ids of ``vectors`` rows."""
+    vectors: np.ndarray
+    stamps: np.ndarray
+    key: str
+    column: str
+    stamp: str
+    batch_size: int
+    key_type: Any = None
+
+
+def _stage_vectors(ctx: Any, part: Any) -> int:
+    """Stage one partition's customers' vectors and stamps (the customers the fit saw);
+    returns how many (wherever the runner runs it)."""
+    w: _Vectors = ctx.shared
+    hits, rows, offset = [], [], 0
+    for b in ctx.scan(part, columns=[w.key], batch_size=w.batch_size):
+        pos = w.ids.get_indexer(b.column(w.key).to_numpy(zero_copy_only=False))
+        hit = np.flatnonzero(pos >= 0)
+        hits.append(pos[hit])
+        rows.append(hit + offset)
+        offset += b.num_rows
+        ctx.progress(b.num_rows)
+    idx = np.concatenate(hits) if hits else np.zeros(0, np.int64)
+    if len(idx):
+        ctx.stage(part, pa.table({w.key: pa.array(w.ids[idx].to_numpy(), w.key_type or pa.string()),
+                                  w.column: to_vector_array(w.vectors[idx]),
+                                  w.stamp: pa.array(w.stamps[idx], STAMP_TYPE)}),
+                  rows=None if len(idx) == offset else np.concatenate(rows))
+    return len(idx)
+
+
 def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None, *,
                    customers: str = "customers", products: str | None = "products",
                    column: str = "vec_behavior", batch_size: int = 65_536,
-                   progress: Progress | None = None) -> EmbedResult:
+                   progress: Progress | None = None, runner: Any = None) -> EmbedResult:
     """Fit ``embedder`` and write customer vectors and product vectors into ``column``.
 
     Returns a summary whose ``extra`` holds the product rows written and the items that are
@@ -407,7 +445,14 @@ def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None,
     which readers that score one against the other refuse
     (:func:`services.matching._data.check_shared_space`: both record their state artifact)
     until a re-run, which fits the same model again, completes it.
+
+    The fit (the SVD) runs here; the customer vectors are broadcast and each partition of
+    customers stages its rows' vectors and stamps on ``runner`` (:mod:`ingest.runner`).
     """
+    import pandas as pd
+
+    from ..runner import runner_for
+
     t0 = time.perf_counter()
     emb = embedder or BehaviorEmbedder()
     info = check_table(store, customers)
@@ -432,14 +477,21 @@ def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None,
         acc = MeanAccumulator(vc.dim)
         n = len(emb.customer_ids_)
         for s in range(0, n, batch_size):
-            v = emb.customer_vectors_[s:s + batch_size]
-            acc.add(v)
-            tx.update(pa.table({key: emb.customer_ids_.slice(s, batch_size),
-                                column: to_vector_array(v),
-                                stamp: pa.array(emb.row_stamps_[s:s + batch_size],
-                                                STAMP_TYPE)}))
+            acc.add(emb.customer_vectors_[s:s + batch_size])
+        run = runner_for(store, runner, step="embed behavior")
+        work = _Vectors(pd.Index(emb.customer_ids_.to_numpy(zero_copy_only=False)),
+                        emb.customer_vectors_, np.asarray(emb.row_stamps_), key, column,
+                        stamp, batch_size, emb.customer_ids_.type)
+        done = [0]
+
+        def tick(rows: int) -> None:
+            done[0] += rows
             if progress is not None:
-                progress(min(s + batch_size, n), n)
+                progress(min(done[0], n), n)
+
+        for _ in run.map_partitions(tx, _stage_vectors, shared=work, progress=tick,
+                                    partitions=[p for p in tx.partitions() if p.rows]):
+            pass
         extra: dict[str, Any] = {"n_items": len(emb.items_), "nnz": emb.nnz_,
                                  "unknown_customer_events": emb.unknown_customers_}
         pmean = None

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from vectorstore import TableInfo, VectorStore
 
+from ..runner import Runner
 from .base import (
     Embedder,
     EmbedResult,
@@ -81,10 +82,11 @@ class CombinedEmbedder(Embedder):
 
 def embed_combined(store: VectorStore, table: str, weights: Mapping[str, float], *,
                    column: str = "vec_combined", batch_size: int = 16_384,
-                   progress: Progress | None = None) -> EmbedResult:
+                   progress: Progress | None = None, runner: Runner | str | None = None
+                   ) -> EmbedResult:
     """Write ``column`` as the weighted concatenation of the ``weights`` vector columns.
 
     ``progress(rows_done, total)`` is called after each batch, as in :func:`embed`.
     """
     return embed(store, table, CombinedEmbedder(weights), column, batch_size=batch_size,
-                 progress=progress)
+                 progress=progress, runner=runner)

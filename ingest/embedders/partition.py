@@ -82,6 +82,8 @@ class PartitionWork:
     removed: list[np.ndarray] = field(default_factory=list)
     """Per target: sum of the old vectors these rows had (rewritten rows only)."""
     removed_n: list[int] = field(default_factory=list)
+    written: int = 0
+    """Rows staged (set once the data was staged, which may consume a stream)."""
 
 
 def plan_partition(scan: Scan, partition: Any, job: EmbedJob) -> np.ndarray | None:

@@ -16,7 +16,10 @@ column, a new state, a table without stamps) every row is computed (``mode="all"
 embedder with a content plan (the text embedder's hashes) still re-encodes only the rows whose
 content changed. A column that reads an aging feature is computed in full when the
 consolidation's ``as_of`` moved, and one built from other vector columns when their states
-changed. Each partition's work is :func:`ingest.embedders.partition.embed_partition`.
+changed. Each partition's work is :func:`ingest.embedders.partition.embed_partition`, run
+on the step's runner (:mod:`ingest.runner`: in this process by default, one Ray task per
+Lance fragment with ``runner="ray"``, one model per actor for a stateful embedder such as the
+text encoder); the stale rows are planned here, from the stamp columns.
 
 Memory: one partition's new vectors (streamed into its files when every row is rewritten),
 the fitted state, and, for the behaviour embedder, the events of the rows computed.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,7 +57,7 @@ CONSOLIDATION = "consolidation"
 
 def embed(store: VectorStore, table: str, embedder: Embedder, column: str | None = None, *,
           fit: bool = True, stale_only: bool | None = None, batch_size: int = 16_384,
-          progress: Progress | None = None) -> EmbedResult:
+          progress: Progress | None = None, runner: Any = None) -> EmbedResult:
     """Fit ``embedder`` on ``table`` (unless ``fit=False``), write its vectors into ``column``.
 
     The vector column is added if missing (an existing one must have the same dimension and
@@ -65,12 +69,12 @@ def embed(store: VectorStore, table: str, embedder: Embedder, column: str | None
     """
     column = column or embedder.default_column or f"vec_{embedder.kind}"
     return embed_columns(store, table, [(embedder, column)], fit=fit, stale_only=stale_only,
-                         batch_size=batch_size, progress=progress)[0]
+                         batch_size=batch_size, progress=progress, runner=runner)[0]
 
 
 def embed_columns(store: VectorStore, table: str, targets: Sequence[tuple[Embedder, str]], *,
                   fit: bool = True, stale_only: bool | None = None, batch_size: int = 16_384,
-                  progress: Progress | None = None) -> list[EmbedResult]:
+                  progress: Progress | None = None, runner: Any = None) -> list[EmbedResult]:
     """:func:`embed` for several (embedder, column) pairs over one scan, in ONE commit: the
     columns appear together or not at all (e.g. a column and its magnitude-preserving
     companion). An embedder with a content plan must be the only target."""
@@ -92,7 +96,7 @@ def embed_columns(store: VectorStore, table: str, targets: Sequence[tuple[Embedd
             emb._check_fitted()
     with store.transaction(table) as tx:
         step = _Step(store, tx, [(e, c) for e, c in targets], stale_only, batch_size)
-        works = step.run(progress)
+        works = step.run(progress, runner)
         results = step.record(works, fit)
     seconds = time.perf_counter() - t0
     for result in results:
@@ -170,8 +174,11 @@ class _Step:
                 for c in self.inputs if c in self.entries}
 
     # ------------------------------------------------------------------ the work
-    def run(self, progress: Progress | None) -> list[PartitionWork]:
+    def run(self, progress: Progress | None, runner: Any = None) -> list[PartitionWork]:
+        from ..runner import runner_for
+
         tx, job = self.tx, self.job
+        run = runner_for(self.store, runner, step="embed")
         parts = [p for p in tx.partitions() if p.rows]
         plans = [(p, plan_partition(tx.scan, p, job)) for p in parts]
         total = sum(p.rows if r is None else len(r) for p, r in plans)
@@ -181,14 +188,16 @@ class _Step:
         def tick(n: int) -> None:
             done[0] += n
             if progress is not None:
-                progress(done[0], total)
+                progress(min(done[0], total), total)  # a distributed runner reports whole partitions
 
-        works = []
-        for part, rows in plans:
-            work = embed_partition(tx.scan, part, job, rows, context, tick)
-            if work.data is not None:
-                tx.stage(part, work.data, rows=work.rows)
-            works.append(work)
+        embedders = [t.embedder for t in self.targets]
+        gpu = any(str(getattr(e, "device", "cpu")).startswith("cuda") for e in embedders)
+        todo = [(p, r) for p, r in plans if r is None or len(r)]
+        works = list(run.map_partitions(
+            tx, _embed_task, shared=_EmbedTask(job, context, {p.id: r for p, r in todo}),
+            partitions=[p for p, _ in todo], progress=tick,
+            stateful=any(getattr(e, "stateful", False) for e in embedders),
+            resources={"num_gpus": 1} if gpu and run.distributed else None))
         self.total_rows = sum(p.rows for p in parts)
         return works
 
@@ -210,8 +219,7 @@ class _Step:
     def record(self, works: list[PartitionWork], fitted: bool) -> list[EmbedResult]:
         tx = self.tx
         computed = sum(w.computed for w in works)
-        written = sum(w.data.num_rows if isinstance(w.data, pa.Table) else
-                      (w.computed if w.data is not None else 0) for w in works)
+        written = sum(w.written for w in works)
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         results = []
         for i, (t, existed) in enumerate(zip(self.targets, self.existed, strict=True)):
@@ -258,6 +266,32 @@ class _Step:
             n = base_n - sum(w.removed_n[i] for w in works) + added_n
         mean = (np.asarray(total, np.float64) / max(n, 1)) if n else np.zeros(t.dim)
         return [float(x) for x in np.broadcast_to(mean, (t.dim,))], int(n)
+
+
+@dataclass(frozen=True)
+class _EmbedTask:
+    """The broadcast state of one embed step's per-partition work."""
+
+    job: EmbedJob
+    context: Any
+    """What the embedders' ``prepare`` read on the driver (the behaviour embedder's events)."""
+    rows: dict[int, np.ndarray | None]
+    """Per partition id: the scan positions to compute (None: every row)."""
+
+
+def _embed_task(ctx: Any, part: Any) -> PartitionWork:
+    """One partition of an embed step, wherever the runner runs it: compute
+    (:func:`embed_partition`), stage, and return the statistics without the data."""
+    task: _EmbedTask = ctx.shared
+    work = embed_partition(ctx.scan, part, task.job, task.rows.get(part.id), task.context,
+                           ctx.progress)
+    if work.data is not None:
+        ctx.stage(part, work.data, rows=work.rows)  # a stream is consumed here
+        work.written = (work.data.num_rows if isinstance(work.data, pa.Table)
+                        else work.computed)
+    work.data = None
+    work.rows = None
+    return work
 
 
 def _aux_fields(embedder: Embedder, column: str) -> list[pa.Field]:

@@ -397,7 +397,8 @@ def embed_tabular(store: VectorStore, table: str, *, include: Sequence[str] | No
                   exclude: Sequence[str] = (), pca: int | None = None,
                   column: str | None = None, raw: bool = True,
                   types: Mapping[str, str] | None = None, batch_size: int = 16_384,
-                  progress: Progress | None = None) -> tuple[EmbedResult, EmbedResult | None]:
+                  progress: Progress | None = None, runner: Any = None
+                  ) -> tuple[EmbedResult, EmbedResult | None]:
     """Write the tabular column (default ``vec_tabular``) and, with ``raw``, its
     magnitude-preserving companion ``<column>_raw`` (see the module docstring).
 
@@ -422,5 +423,5 @@ def embed_tabular(store: VectorStore, table: str, *, include: Sequence[str] | No
                 "or less")
         check_target(info, name, int(emb.dim_), emb.metric)
     results = embed_columns(store, table, plan, fit=False, batch_size=batch_size,
-                            progress=progress)
+                            progress=progress, runner=runner)
     return results[0], (results[1] if raw else None)

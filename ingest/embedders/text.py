@@ -312,6 +312,7 @@ class TextEmbedder(Embedder):
     kind: ClassVar[str] = "text"
     version_libs: ClassVar[tuple[str, ...]] = ("sentence-transformers", "transformers", "torch")
     default_column: ClassVar[str] = "vec_text"
+    stateful: ClassVar[bool] = True
 
     def __init__(self, column: str | None = None, template: str | None = None, *,
                  model: str | None = None, sha256: str | None = None, batch_size: int = 64,
@@ -335,6 +336,12 @@ class TextEmbedder(Embedder):
         self.missing = missing
         self._template = ProfileTemplate(template, missing=missing) if template else None
         self._encoder: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the loaded model: each worker loads (and checks) its own."""
+        state = dict(self.__dict__)
+        state["_encoder"] = None
+        return state
 
     def get_params(self) -> dict[str, Any]:
         return {"column": self.column, "template": self.template, "model": self.model,

@@ -117,8 +117,8 @@ class _Lists:
 
 def _write(store: VectorStore, rec: Recommender, name: str, sha: str, *, top_n: int,
            only_products: bool, table: str, products_table: str, stale_only: bool,
-           batch_size: int, progress: Progress | None, inter: Interactions | None = None
-           ) -> Any:
+           batch_size: int, progress: Progress | None, inter: Interactions | None = None,
+           runner: Any = None) -> Any:
     from ingest.derived import write_output
 
     allowed = _allowed(store, rec, only_products, products_table)
@@ -142,7 +142,8 @@ def _write(store: VectorStore, rec: Recommender, name: str, sha: str, *, top_n: 
         has_holdings = HOLDINGS in tx.base.schema.names
         run = write_output(tx, OUTPUT, [HOLDINGS] if has_holdings else [], make,
                            fields=REC_FIELDS, stale_only=stale_only and same,
-                           batch_size=batch_size, progress=progress, prepare=prepare)
+                           batch_size=batch_size, progress=progress, prepare=prepare,
+                           runner=runner)
         if run.rows or not same:
             import datetime as dt
 
@@ -155,10 +156,11 @@ def _write(store: VectorStore, rec: Recommender, name: str, sha: str, *, top_n: 
 def recommend_behaviour(store: VectorStore, *, top_n: int = 10, table: str = "customers",
                         only_products: bool = True, write: bool = True, seed: int = 0,
                         products_table: str = PRODUCTS, batch_size: int = 65_536,
-                        progress: Any = None) -> dict[str, Any]:
+                        progress: Any = None, runner: Any = None) -> dict[str, Any]:
     """Fit the recommender on every event, save it, and write each customer's top ``top_n``
     to ``rec_products``/``rec_scores`` (only products-table items when ``only_products`` and
-    a products table exists). Held items that are not repeatable are never recommended."""
+    a products table exists). Held items that are not repeatable are never recommended.
+    The fit runs here; each partition's lists are computed on ``runner``."""
     if not isinstance(top_n, int) or top_n <= 0:
         raise MatchingError(f"top_n must be a positive integer, got {top_n!r}")
     t0 = time.perf_counter()
@@ -171,7 +173,7 @@ def recommend_behaviour(store: VectorStore, *, top_n: int = 10, table: str = "cu
         name, sha = rec.save(store)
         run = _write(store, rec, name, sha, top_n=top_n, only_products=only_products,
                      table=table, products_table=products_table, stale_only=False,
-                     batch_size=batch_size, progress=progress, inter=inter)
+                     batch_size=batch_size, progress=progress, inter=inter, runner=runner)
         rows = run.rows
     return {"method": "behavior", "customers": rows, "products": int(allowed.sum()),
             "top_n": top_n, "exclude_held": True, "written": write and rows > 0,
@@ -182,8 +184,8 @@ def recommend_behaviour(store: VectorStore, *, top_n: int = 10, table: str = "cu
 
 def refresh_behaviour(store: VectorStore, *, table: str = "customers",
                       products_table: str = PRODUCTS, stale_only: bool = True,
-                      batch_size: int = 65_536, progress: Progress | None = None
-                      ) -> dict[str, Any]:
+                      batch_size: int = 65_536, progress: Progress | None = None,
+                      runner: Any = None) -> dict[str, Any]:
     """The recommendations of customers new or changed since, with the stored recommender
     (all customers when the products or options changed). Returns what was written."""
     meta = store.table_info(table).metadata.get(META_KEY) or {}
@@ -194,24 +196,25 @@ def refresh_behaviour(store: VectorStore, *, table: str = "customers",
                  top_n=int(meta.get("top_n", 10)),
                  only_products=bool(meta.get("only_products", True)), table=table,
                  products_table=products_table, stale_only=stale_only,
-                 batch_size=batch_size, progress=progress)
+                 batch_size=batch_size, progress=progress, runner=runner)
     return {"method": "behavior", "rows": run.rows, "skipped": run.skipped, "mode": run.mode}
 
 
 def refresh_recommendations(store: VectorStore, *, table: str = "customers",
-                            stale_only: bool = True, progress: Progress | None = None
-                            ) -> dict[str, Any]:
+                            stale_only: bool = True, progress: Progress | None = None,
+                            runner: Any = None) -> dict[str, Any]:
     """Bring ``rec_products`` up to date by the method and options it was written with."""
     from .recommend import recommend
 
     meta = store.table_info(table).metadata.get(META_KEY) or {}
     if meta.get("method") == "behavior":
-        return refresh_behaviour(store, table=table, stale_only=stale_only, progress=progress)
+        return refresh_behaviour(store, table=table, stale_only=stale_only, progress=progress,
+                                 runner=runner)
     if meta.get("method") == "vector":
         r = recommend(store, vector_column=meta.get("vector_column"),
                       top_n=int(meta.get("top_n", 10)),
                       exclude_held=bool(meta.get("exclude_held")), table=table,
-                      stale_only=stale_only, progress=progress)
+                      stale_only=stale_only, progress=progress, runner=runner)
         return {"method": "vector", "rows": r.customers, "skipped": 0, "mode": r.mode}
     raise MatchingError("no recommendations recorded: run `kindred recommend` first")
 

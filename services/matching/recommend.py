@@ -162,7 +162,7 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
               exclude_held: bool = False, write: bool = True, table: str = CUSTOMERS,
               products_table: str = PRODUCTS, batch_size: int = BLOCK_ROWS,
               write_rows: int = 1_048_576, stale_only: bool = False,
-              progress: Progress | None = None) -> RecommendSummary:
+              progress: Progress | None = None, runner: Any = None) -> RecommendSummary:
     """Score customers for every product and write each customer's top ``top_n``.
 
     ``vector_column`` must exist in both tables (one shared space, e.g. ``vec_behavior``).
@@ -173,7 +173,7 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
     Results, their stamps and ``metadata["recommend"]`` are one commit; a failed write-back
     writes nothing. ``progress(rows scored, total rows)`` is called after each batch.
     """
-    from ingest.derived import FRESH, write_output
+    from ingest.derived import FRESH, TALLY, write_output
 
     if not isinstance(top_n, int) or top_n <= 0:
         raise MatchingError(f"top_n must be a positive integer, got {top_n!r}")
@@ -198,12 +198,9 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
                "exclude_held": exclude_held,
                "products": digest(np.asarray(pids.to_pylist(), dtype=str), PT)}
     has_old = all(f.name in info.schema.names for f in REC_FIELDS)
-    scored = [0]
-
     def compute(batch: pa.RecordBatch) -> dict[str, Any]:
         vec = batch.column(column)
         valid = np.asarray(vec.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        scored[0] += int(valid.sum())
         X = vector_matrix(vec.fill_null(pa.scalar([0.0] * dim, vec.type)), dim)
         mask = _held_mask(batch, pids) if exclude_held else None
         idx, scores = score_block(X, PT, n, mask)
@@ -216,18 +213,20 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
             old_p = batch.column(REC_PRODUCTS) if has_old else pa.nulls(len(valid), rec_p.type)
             old_s = batch.column(REC_SCORES) if has_old else pa.nulls(len(valid), rec_s.type)
             rec_p, rec_s = pc.if_else(keep, rec_p, old_p), pc.if_else(keep, rec_s, old_s)
-        return {REC_PRODUCTS: rec_p, REC_SCORES: rec_s, FRESH: valid}
+        return {REC_PRODUCTS: rec_p, REC_SCORES: rec_s, FRESH: valid,
+                TALLY: {"scored": int(valid.sum())}}
 
     inputs = [column, *([HOLDINGS] if exclude_held else []),
               *([REC_PRODUCTS, REC_SCORES] if has_old else [])]
     t0 = time.perf_counter()
     if not write:
         tally = Tally(progress, store.count(table) if progress is not None else None)
+        scored = 0
         for b in prefetch(store.scan(table, columns=[CUSTOMER_KEY, *inputs],
                                      batch_size=batch_size)):
-            compute(b)
+            scored += compute(b)[TALLY]["scored"]
             tally.add(b.num_rows)
-        return RecommendSummary(vector_column=column, customers=scored[0], products=len(pids),
+        return RecommendSummary(vector_column=column, customers=scored, products=len(pids),
                                 top_n=n, exclude_held=exclude_held, written=False,
                                 seconds_scoring=time.perf_counter() - t0, seconds_writing=0.0)
     old = info.metadata.get(META_KEY) or {}
@@ -235,12 +234,13 @@ def recommend(store: VectorStore, *, vector_column: str | None = None, top_n: in
     with store.transaction(table) as tx:
         run = write_output(tx, OUTPUT, inputs, compute, fields=REC_FIELDS,
                            stale_only=stale_only and same, batch_size=batch_size,
-                           progress=progress)
+                           progress=progress, runner=runner)
         if run.rows or not same:
             tx.set_metadata({META_KEY: {**options, "rows": run.rows + run.skipped,
                                         "refreshed_at": _now()}})
-    return RecommendSummary(vector_column=column, customers=scored[0], products=len(pids),
-                            top_n=n, exclude_held=exclude_held, written=run.rows > 0,
+    return RecommendSummary(vector_column=column, customers=run.tally.get("scored", 0),
+                            products=len(pids), top_n=n, exclude_held=exclude_held,
+                            written=run.rows > 0,
                             seconds_scoring=time.perf_counter() - t0, seconds_writing=0.0,
                             mode=run.mode)
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
-from ingest.derived import write_output
+from ingest.derived import TALLY, write_output
 from vectorstore import Transaction, VectorStore, col
 from vectorstore.filters import Filter
 from vectorstore.schema import MetadataPatch
@@ -198,11 +198,12 @@ def score_table(store: VectorStore, table: str, detector: Any = None, *,
                 column: str | None = None, attributes: list[str] | None = None,
                 fit_sample: int | float | None = None, seed: int = 0,
                 threshold: float | None = None, batch_size: int = 65_536,
-                progress: Progress | None = None) -> RiskRun:
+                progress: Progress | None = None, runner: Any = None) -> RiskRun:
     """Fit, persist, score every row and write back ``risk_*``. ``detector`` is a name
     (``"iforest"``), a config or None for the default ensemble; ``fit_sample`` an int (rows)
     or a share; ``threshold`` overrides the contamination-based flag threshold;
-    ``progress(done, total)`` is called after each scored batch."""
+    ``progress(done, total)`` is called after each scored batch. The fit runs here; the
+    scoring runs per partition on ``runner`` (:mod:`ingest.runner`)."""
     if threshold is not None:
         check_threshold(threshold)
     t0 = time.perf_counter()
@@ -211,12 +212,13 @@ def score_table(store: VectorStore, table: str, detector: Any = None, *,
     record = save_model(store, table, det, source)
     fit_s = time.perf_counter() - t0
     return _score_and_record(store, table, det, source, record, threshold, batch_size, fit_s,
-                             progress)
+                             progress, runner=runner)
 
 
 def rescore(store: VectorStore, table: str, model_id: str | None = None, *,
             threshold: float | None = None, stale_only: bool = False,
-            batch_size: int = 65_536, progress: Progress | None = None) -> RiskRun:
+            batch_size: int = 65_536, progress: Progress | None = None,
+            runner: Any = None) -> RiskRun:
     """Score rows with the persisted model, without refitting: every row, or with
     ``stale_only`` only the rows new or changed since they were scored (when the table was
     scored by this model, with this threshold, on the same fitted source column; otherwise
@@ -224,7 +226,7 @@ def rescore(store: VectorStore, table: str, model_id: str | None = None, *,
     det, source, meta = load_model(store, table, model_id)
     record = dict(meta)  # load_model names the artifact it read
     return _score_and_record(store, table, det, source, record, threshold, batch_size, 0.0,
-                             progress, stale_only=stale_only)
+                             progress, stale_only=stale_only, runner=runner)
 
 
 def _source_state(info: Any, source: FeatureSource) -> str | None:
@@ -238,7 +240,7 @@ def _source_state(info: Any, source: FeatureSource) -> str | None:
 def _score_and_record(store: VectorStore, table: str, det: RiskDetector, source: FeatureSource,
                       record: dict[str, Any], threshold: float | None, batch_size: int,
                       fit_s: float, progress: Progress | None = None, *,
-                      stale_only: bool = False) -> RiskRun:
+                      stale_only: bool = False, runner: Any = None) -> RiskRun:
     t1 = time.perf_counter()
     thr = det.threshold_ if threshold is None else check_threshold(threshold)
     model_id = record["model_id"]
@@ -251,7 +253,6 @@ def _score_and_record(store: VectorStore, table: str, det: RiskDetector, source:
                 and old.get("source_state") == _source_state(info, source)
                 and "risk_percentile" in info.schema.names)
         incremental = stale_only and same
-        tally = {"new": 0, "old": 0}
 
         def compute(batch: pa.RecordBatch) -> dict[str, pa.Array]:
             X = source.matrix(batch, table, key)
@@ -264,18 +265,21 @@ def _score_and_record(store: VectorStore, table: str, det: RiskDetector, source:
                     f"{'+'.join(det.member_kinds_)} ({int(bad.sum()):,} row(s) in its batch); "
                     "nothing was written")
             flags = s > thr
-            tally["new"] += int(flags.sum())
+            counts = {"new": int(flags.sum()), "old": 0}
             if incremental and "risk_flag" in batch.schema.names:
-                tally["old"] += int(pc.sum(pc.fill_null(batch.column("risk_flag"),
+                counts["old"] = int(pc.sum(pc.fill_null(batch.column("risk_flag"),
                                                         False)).as_py() or 0)
-            return {"risk_score": pa.array(s, pa.float64()),
+            return {TALLY: counts,
+                    "risk_score": pa.array(s, pa.float64()),
                     "risk_percentile": pa.array(det.percentile(s), pa.float64()),
                     "risk_flag": pa.array(flags),
                     "risk_model": pa.repeat(pa.scalar(model_id, pa.string()), len(s))}
 
         inputs = [*source.columns, *(["risk_flag"] if incremental else [])]
         run = write_output(tx, OUTPUT, inputs, compute, fields=RISK_FIELDS,
-                           stale_only=incremental, batch_size=batch_size, progress=progress)
+                           stale_only=incremental, batch_size=batch_size, progress=progress,
+                           runner=runner)
+        tally = {"new": run.tally.get("new", 0), "old": run.tally.get("old", 0)}
         n_rows = run.rows + run.skipped
         if run.rows == 0 and n_rows == 0:
             raise RiskError(f"table {table!r} is empty: nothing to score")
@@ -333,10 +337,11 @@ def score_new(store: VectorStore, table: str, rows: pa.Table | pa.RecordBatch,
 
 
 def top(store: VectorStore, table: str, n: int = 20, *, columns: list[str] | None = None,
-        flagged_only: bool = False) -> pa.Table:
+        flagged_only: bool = False, runner: Any = None) -> pa.Table:
     """The ``n`` most anomalous customers by ``risk_score`` (ties by key), most anomalous
     first, with their position in ``risk_rank`` (1 = most anomalous). One pass over the key
-    and score columns keeps the best ``n``; only those rows are then read in full."""
+    and score columns keeps the best ``n``; only those rows are then read in full. (A driver
+    pass over two narrow columns: ``runner`` is accepted for a uniform signature.)"""
     from ingest.freshness import is_derived
     from vectorstore.filters import In
 

@@ -156,3 +156,36 @@ def test_key_hashes_do_not_change_once_a_longer_key_was_seen(monkeypatch):
     before = validate.key_hash(keys)
     validate.key_hash(pa.array(["c" * 3000]))  # grows the weights
     assert validate.key_hash(keys).tolist() == before.tolist()
+
+
+def test_with_an_indexed_event_id_each_batch_is_looked_up_not_every_stored_id(tmp_path,
+                                                                              monkeypatch):
+    import ingest.pipeline as pipeline
+    import vectorstore as vs
+
+    store = vs.connect(str(tmp_path / "store"))
+    path, rows = _purchase_log(tmp_path / "log.csv", 2000, 80)
+    ingest(store, path, PURCHASES)
+    store.create_scalar_index("events", "event_id")
+
+    def read_every_id(*_a: object, **_k: object) -> None:
+        raise AssertionError("every stored id was read")
+
+    monkeypatch.setattr(pipeline, "_existing_keys", read_every_id)
+    again = ingest(store, _small_blocks(path), PURCHASES, batch_rows=256)
+    assert (again.written, again.unchanged) == (0, len(rows))
+    longer = tmp_path / "longer.csv"
+    extra = [rows[0], rows[0], "1001,01-01-2016,soda"]
+    longer.write_text("member,date,item\n" + "\n".join(rows + extra) + "\n", encoding="utf-8")
+    s = ingest(store, longer, PURCHASES, batch_rows=300)
+    assert (s.written, s.unchanged) == (3, len(rows))
+    assert store.count("events") == len(rows) + 3
+    # an explicit id stored with other content is still an error
+    m = Mapping.from_options("events")
+    first = _ids_csv(tmp_path / "a.csv", ["e1,c1,2024-01-01,10,food"])
+    ids = vs.connect(str(tmp_path / "ids"))
+    ingest(ids, first, m)
+    ids.create_scalar_index("events", "event_id")
+    with pytest.raises(ValidationError, match=r"value 'e1'; expected the same event"):
+        ingest(ids, _ids_csv(tmp_path / "b.csv", ["e1,c1,2024-01-01,12,food"]), m)
+    assert ingest(ids, first, m).unchanged == 1

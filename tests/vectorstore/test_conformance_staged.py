@@ -184,7 +184,7 @@ def test_metadata_patches_of_two_writers_both_survive(store):
     with store.transaction("p") as tx:
         tx.set_metadata({("embedders", "b"): {"kind": "mine"}})
         # another writer patches another entry and a top-level key meanwhile
-        other = vs.connect(store_uri(store)) if store_uri(store) else store
+        other = second_connection(store)
         other.set_metadata("p", {("embedders", "a"): {"kind": "theirs"}, "owner": "crm"})
     meta = store.table_info("p").metadata
     assert meta == {"embedders": {"a": {"kind": "theirs"}, "b": {"kind": "mine"}},
@@ -265,9 +265,16 @@ def test_keyed_rows_are_matched_again_after_a_concurrent_compaction(store):
     assert (ages["c3"], ages["c17"], ages["c5"]) == (-3, -17, 25)
 
 
-def store_uri(store: vs.VectorStore) -> str | None:
+def second_connection(store: vs.VectorStore) -> vs.VectorStore:
+    """Another connection to the same tables (an object store: with the same storage
+    options), or the store itself where a second connection would not see them."""
     uri = getattr(store, "uri", None)
-    return None if uri is None or str(uri).startswith("memory://") else str(uri)
+    if uri is None or str(uri).startswith("memory://"):
+        return store
+    if store.capabilities.partitions:
+        handle = store.worker_handle()
+        return vs.connect(handle.uri, **handle.options)
+    return vs.connect(str(uri))
 
 
 # ------------------------------------------------------------------ artifacts
