@@ -1,0 +1,5 @@
+"""``python -m services.cli``: the ``kindred`` command line."""
+
+from . import main
+
+main()
