@@ -254,11 +254,11 @@ def migrate(src: VectorStore, dst: VectorStore, *, tables: Sequence[str] | None 
 
 def _copy_table(src: VectorStore, dst: VectorStore, name: str, batch_size: int,
                 progress: Progress | None) -> None:
-    """Drop the target's ``name`` if there is one, then create it holding the source's rows
-    in one commit."""
+    """Create the target's ``name`` holding the source's rows, replacing the target's table
+    of that name if there is one: one commit where the backend can replace a table in one
+    (:meth:`vectorstore.VectorStore.replace_table`)."""
     info = src.table_info(name)
     total = src.count(name)
-    dst.drop_table(name, missing_ok=True)
     done = [0]
 
     def tick(n: int) -> None:
@@ -270,8 +270,8 @@ def _copy_table(src: VectorStore, dst: VectorStore, name: str, batch_size: int,
         progress(f"copy {name}", 0, total)
     copy = _Copy(src, name, batch_size, tick)
     try:
-        dst.create_table(name, info.schema, key=info.key, vectors=list(info.vectors.values()),
-                         metadata=info.metadata, data=copy.reader(info.schema))
+        dst.replace_table(name, info.schema, key=info.key, vectors=list(info.vectors.values()),
+                          metadata=info.metadata, data=copy.reader(info.schema))
     except StoreError as exc:
         raise copy.error(exc) from exc
     except OSError as exc:  # a read-only or full target

@@ -94,6 +94,19 @@ class VectorStore(ABC):
         """Create a table; vector columns not in ``schema`` are appended to it. With ``data``
         the table is created holding those rows, in one commit (a failure leaves no table)."""
 
+    def replace_table(self, name: str, schema: pa.Schema, *, key: str | None = None,
+                      vectors: Sequence[VectorColumn] = (),
+                      metadata: dict[str, Any] | None = None,
+                      data: Data | None = None) -> TableInfo:
+        """Replace table ``name`` (if there is one) by a new table holding ``data``.
+
+        One commit where the backend can (LanceDB: an overwrite version of the same table,
+        so its history stays); here, the default, the old table is dropped first, so a kill
+        in between leaves no table until the step is run again."""
+        self.drop_table(name, missing_ok=True)
+        return self.create_table(name, schema, key=key, vectors=vectors, metadata=metadata,
+                                 data=data)
+
     @abstractmethod
     def table_info(self, name: str) -> TableInfo:
         """Schema, key, vector columns and metadata of a table (TableNotFound if absent)."""

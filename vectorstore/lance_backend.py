@@ -265,7 +265,28 @@ class LanceStore(LancePartitions, VectorStore):
                 self._datasets.pop(name, None)
         return info
 
-    def _create_with_rows(self, info: TableInfo, data: Data) -> bool:
+    def replace_table(self, name: str, schema: pa.Schema, *, key: str | None = None,
+                      vectors: Sequence[VectorColumn] = (),
+                      metadata: dict[str, Any] | None = None,
+                      data: Data | None = None) -> TableInfo:
+        """One commit: a new version of ``name`` that overwrites its rows, schema and
+        description (a kill leaves the old table or the new one, never none)."""
+        info = new_table_info(name, schema, key=key, vectors=vectors, metadata=metadata)
+        with self._lock:
+            if name not in self._all_tables():
+                return self.create_table(name, schema, key=key, vectors=vectors,
+                                         metadata=metadata, data=data)
+            with self._translate(name, "replace"):
+                if data is not None and self._create_with_rows(info, data, mode="overwrite"):
+                    return info
+                described = info.schema.with_metadata({DESCRIPTION_KEY: describe(info)})
+                with boundary(name):
+                    self._tables[name] = self._db.create_table(name, schema=described,
+                                                               mode="overwrite")
+                self._datasets.pop(name, None)
+        return info
+
+    def _create_with_rows(self, info: TableInfo, data: Data, *, mode: str = "create") -> bool:
         """Create the table holding ``data`` in its first commit; False if there are no rows.
         A failure leaves no table (at most a directory without a version, see
         :meth:`_all_tables`)."""
@@ -278,7 +299,8 @@ class LanceStore(LancePartitions, VectorStore):
         feed = Feed(itertools.chain([first], rows), described)
         fault_point("commit", info.name)
         self._tables[info.name] = feed.run(
-            lambda reader: self._db.create_table(info.name, data=reader, schema=described))
+            lambda reader: self._db.create_table(info.name, data=reader, schema=described,
+                                                 mode=mode))
         self._datasets.pop(info.name, None)
         fault_point("committed", info.name)
         return True

@@ -543,3 +543,21 @@ def test_artifacts_round_trip_and_are_hidden(store):
     assert store.list_tables() == []
     with pytest.raises(vs.ArtifactNotFound):
         store.get_artifact("other")
+
+
+def test_replace_table_gives_the_new_rows_schema_and_description(store):
+    old = pa.table({"id": ["a", "b"], "x": [1, 2]})
+    store.create_table("t", old.schema, key="id", metadata={"owner": "old"}, data=old)
+    new = pa.table({"id": ["c"], "y": pa.array([0.5], pa.float64()),
+                    "v": pa.array([[1.0, 0.0]], pa.list_(pa.float32(), 2))})
+    info = store.replace_table("t", new.schema, key="id", vectors=[VectorColumn("v", 2)],
+                               metadata={"owner": "new"}, data=new)
+    assert info.name == "t"
+    got = store.table_info("t")
+    assert got.schema.names == ["id", "y", "v"]
+    assert set(got.vectors) == {"v"}
+    assert got.metadata == {"owner": "new"}
+    assert store.to_arrow("t").column("id").to_pylist() == ["c"]
+    # a missing table is simply created
+    store.replace_table("u", old.schema, key="id", data=old)
+    assert store.count("u") == 2
