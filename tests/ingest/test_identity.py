@@ -149,13 +149,13 @@ def test_key_digests_lookup_handles_equal_first_hashes():
 
 
 def test_key_hashes_do_not_change_once_a_longer_key_was_seen(monkeypatch):
-    from ingest import validate
+    from ingest.validate import hashing
 
-    monkeypatch.setattr(validate, "_POS_WEIGHTS", {})  # as in a fresh process
+    monkeypatch.setattr(hashing, "_POS_WEIGHTS", {})  # as in a fresh process
     keys = pa.array(["a" * 64, "b" * 10])
-    before = validate.key_hash(keys)
-    validate.key_hash(pa.array(["c" * 3000]))  # grows the weights
-    assert validate.key_hash(keys).tolist() == before.tolist()
+    before = hashing.key_hash(keys)
+    hashing.key_hash(pa.array(["c" * 3000]))  # grows the weights
+    assert hashing.key_hash(keys).tolist() == before.tolist()
 
 
 def test_with_an_indexed_event_id_each_batch_is_looked_up_not_every_stored_id(tmp_path,

@@ -97,7 +97,7 @@ def test_keyset_matches_python_set():
     for _ in range(12):
         keys = [f"k{v}" for v in rng.integers(0, 3000, 400)]
         arr = pa.array(keys)
-        from ingest.validate import _key_hashes
+        from ingest.validate.hashing import _key_hashes
 
         a, b = _key_hashes(arr)
         hit = seen.contains(a, b)
