@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pytest
 
-from ingest import synthetic
+import synthetic_bank as synthetic
 from ingest.freshness import ROW_STAMP, STAMP_PREFIX
 from services.facade import Kindred
 
