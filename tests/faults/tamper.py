@@ -61,7 +61,7 @@ def make_store(path: Path) -> Any:
     """customers with holdings and a vector, a risk model, a learned query, embedder state."""
     from ingest.embedders import TabularEmbedder, embed
     from services import risk
-    from services.matching.query import build_query
+    from services.matching.build import build_query
 
     s = vectorstore.connect(str(path))
     rng = np.random.default_rng(0)
@@ -134,7 +134,7 @@ def _risk(s: Any) -> Any:
 
 
 def _cache(s: Any) -> Any:
-    from services.matching.query import build_query
+    from services.matching.build import build_query
 
     return build_query(s, "mortgage", "learned", vector_column="vec_tabular")
 
