@@ -79,6 +79,17 @@ class _Vocab:
         return idx.fill_null(-1).to_numpy(zero_copy_only=False)
 
 
+def item_names(batch: pa.RecordBatch | pa.Table, column: str) -> pa.Array | pa.ChunkedArray:
+    """The item names of an event column: product ids as they are, other columns' values
+    prefixed with the column (``category:groceries``), so the two never collide."""
+    v = batch.column(column)
+    if not (pa.types.is_string(v.type) or pa.types.is_large_string(v.type)):
+        v = pc.cast(v, pa.string())
+    if column != "product_id":
+        v = pc.binary_join_element_wise(f"{column}:", v, "")
+    return v
+
+
 @register
 class BehaviorEmbedder(Embedder):
     """Truncated SVD of the weighted customers x items matrix (holdings + events)."""
@@ -205,11 +216,7 @@ class BehaviorEmbedder(Embedder):
                     amount = np.abs(pc.fill_null(pc.cast(bt.column(self.amount_column),
                                                          pa.float64()), 0.0).to_numpy())
                 for c in self.event_items:
-                    v = bt.column(c)
-                    if not (pa.types.is_string(v.type) or pa.types.is_large_string(v.type)):
-                        v = pc.cast(v, pa.string())
-                    if c != "product_id":
-                        v = pc.binary_join_element_wise(f"{c}:", v, "")
+                    v = item_names(bt, c)
                     j = vocab.index(v)
                     ok = known & (j >= 0)
                     if amount is not None:
@@ -325,11 +332,7 @@ class BehaviorEmbedder(Embedder):
                                                      pa.float64()), 0.0).to_numpy())
                 weight, ok = pa.array(amount), amount > 0
             for c in self.event_items:
-                v = bt.column(c)
-                if not (pa.types.is_string(v.type) or pa.types.is_large_string(v.type)):
-                    v = pc.cast(v, pa.string())
-                if c != "product_id":
-                    v = pc.binary_join_element_wise(f"{c}:", v, "")
+                v = item_names(bt, c)
                 keep = pc.is_valid(v).to_numpy(zero_copy_only=False)
                 if ok is not None:
                     keep &= ok
