@@ -46,7 +46,15 @@ from .milvus_catalog import (
     parse_description,
     put_row,
 )
-from .milvus_conn import CommitLock, MilvusTarget, open_client, parse_milvus_uri, release_lite, translate
+from .milvus_conn import (
+    CommitLock,
+    MilvusTarget,
+    change_alias,
+    open_client,
+    parse_milvus_uri,
+    release_lite,
+    translate,
+)
 from .milvus_filter import compile_filter
 from .milvus_indexes import INDEX_TYPES
 from .names import check_name
@@ -259,7 +267,7 @@ class MilvusStore(VectorStore):
                 with translate(name, "create"):
                     self._save_description(physical, info, {})
                     fault_point("commit", name)
-                    self._client.create_alias(physical, name)
+                    change_alias(self._client, "create", name, physical)
             except BaseException:
                 self._drop_collection(physical)
                 raise
@@ -275,7 +283,7 @@ class MilvusStore(VectorStore):
                     return
                 raise
             with translate(name, "drop"):
-                self._client.drop_alias(name)
+                change_alias(self._client, "drop", name)
             self._retire(d.physical)
 
     def drop_columns(self, name: str, columns: Sequence[str]) -> TableInfo:

@@ -154,6 +154,52 @@ def message_of(exc: BaseException) -> str:
                   if str(getattr(exc, "message", None) or exc).strip() else type(exc).__name__)
 
 
+def _persist_race(exc: BaseException) -> bool:
+    """Whether a Milvus error is Milvus Lite's failed save of ``aliases.json``.
+
+    Milvus Lite's server applies an alias change in memory, then saves its alias file through
+    one fixed temporary name; two alias changes at once (two processes taking their commit
+    locks) can make one save fail with ``FileNotFoundError`` although its change was applied.
+    """
+    text = str(getattr(exc, "message", None) or exc)
+    return "aliases.json" in text and "No such file" in text
+
+
+def _alias_target(client: Any, alias: str) -> str | None:
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        return str(client.describe_alias(alias)["collection_name"])
+    except MilvusException:
+        return None
+
+
+def change_alias(client: Any, op: str, alias: str, collection: str | None = None) -> None:
+    """``create``, ``alter`` or ``drop`` an alias, surviving Milvus Lite's persistence race.
+
+    When the change fails with that race (see :func:`_persist_race`), the alias is read back
+    and the change counts as done when the server agrees (the alias names ``collection``, or
+    is gone for ``drop``); otherwise the error stands. Without this, a commit whose alias
+    switch was applied would be taken for a failed one and its new collection dropped.
+    """
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        if op == "create":
+            client.create_alias(collection, alias)
+        elif op == "alter":
+            client.alter_alias(collection, alias)
+        elif op == "drop":
+            client.drop_alias(alias)
+        else:
+            raise ValueError(f"unknown alias change {op!r}")
+    except MilvusException as exc:
+        if not _persist_race(exc) or _alias_target(client, alias) != collection:
+            raise
+        log.debug("alias %r: the server applied the %s but failed to save it; taken as done",
+                  alias, op)
+
+
 @contextlib.contextmanager
 def translate(name: str, action: str) -> Iterator[None]:
     """Milvus client errors as the store's errors, naming the table and the action."""
@@ -207,7 +253,7 @@ class CommitLock:
         try:
             if self.remote:
                 with contextlib.suppress(Exception):
-                    self.store._client.drop_alias(self.alias)
+                    change_alias(self.store._client, "drop", self.alias)
                 with contextlib.suppress(Exception):
                     self.store._delete_catalog_row(self._row())
         finally:
@@ -232,7 +278,7 @@ class CommitLock:
         delay = 0.005
         while True:
             try:
-                self.store._client.create_alias(catalog, self.alias)
+                change_alias(self.store._client, "create", self.alias, catalog)
                 self.renew()
                 return
             except MilvusException as exc:
@@ -248,7 +294,7 @@ class CommitLock:
                 log.warning("breaking the commit lock of table %r: its holder stopped renewing "
                             "it %.0f s ago", self.table, now - observed[1])
                 with contextlib.suppress(Exception):
-                    self.store._client.drop_alias(self.alias)
+                    change_alias(self.store._client, "drop", self.alias)
                 observed = None
                 continue
             if now > deadline:

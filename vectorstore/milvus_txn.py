@@ -28,7 +28,7 @@ from . import milvus_types as mt
 from .conform import conform
 from .errors import ConcurrentWriteError, KeyConflict, TableNotFound, UnsupportedOperation
 from .faults import fault_point
-from .milvus_conn import CommitLock, translate
+from .milvus_conn import CommitLock, change_alias, translate
 from .rows import rows_equal
 from .schema import TableInfo
 from .txn import Partition, PendingWrite, StagedPartition, Transaction, WriteResult
@@ -303,7 +303,7 @@ def _rebuild(store: MilvusStore, cur: Described, info: TableInfo,
         with translate(name, "commit"):
             store._save_description(physical, info, indexes)
             fault_point("commit", name)
-            store._client.alter_alias(physical, name)
+            change_alias(store._client, "alter", name, physical)
     except BaseException:
         store._drop_collection(physical)
         raise
