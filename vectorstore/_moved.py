@@ -25,6 +25,14 @@ MOVED = {
     "vectorstore.lance_parts": "vectorstore.lance.parts",
     "vectorstore.lance_stage": "vectorstore.lance.stage",
     "vectorstore.lance_txn": "vectorstore.lance.txn",
+    "vectorstore.milvus_backend": "vectorstore.milvus.backend",
+    "vectorstore.milvus_catalog": "vectorstore.milvus.catalog",
+    "vectorstore.milvus_conn": "vectorstore.milvus.conn",
+    "vectorstore.milvus_filter": "vectorstore.milvus.filter",
+    "vectorstore.milvus_indexes": "vectorstore.milvus.indexes",
+    "vectorstore.milvus_search": "vectorstore.milvus.search",
+    "vectorstore.milvus_txn": "vectorstore.milvus.txn",
+    "vectorstore.milvus_types": "vectorstore.milvus.types",
 }
 """Old module name -> new module name."""
 

@@ -35,7 +35,7 @@ _REGISTRY: dict[str, BackendSpec] = {
     "az": BackendSpec("vectorstore.lance.backend:LanceStore"),
     "postgresql": BackendSpec("vectorstore.pgvector_backend:PgVectorStore", extra="pgvector"),
     "postgres": BackendSpec("vectorstore.pgvector_backend:PgVectorStore", extra="pgvector"),
-    "milvus": BackendSpec("vectorstore.milvus_backend:MilvusStore", extra="milvus"),
+    "milvus": BackendSpec("vectorstore.milvus.backend:MilvusStore", extra="milvus"),
 }
 
 
