@@ -33,6 +33,9 @@ MOVED = {
     "vectorstore.milvus_search": "vectorstore.milvus.search",
     "vectorstore.milvus_txn": "vectorstore.milvus.txn",
     "vectorstore.milvus_types": "vectorstore.milvus.types",
+    "vectorstore.pgvector_backend": "vectorstore.pgvector.store",
+    "vectorstore.pg_txn": "vectorstore.pgvector.txn",
+    "vectorstore.pg_filter": "vectorstore.pgvector.filter",
 }
 """Old module name -> new module name."""
 

@@ -33,8 +33,8 @@ _REGISTRY: dict[str, BackendSpec] = {
     "s3": BackendSpec("vectorstore.lance.backend:LanceStore"),
     "gs": BackendSpec("vectorstore.lance.backend:LanceStore"),
     "az": BackendSpec("vectorstore.lance.backend:LanceStore"),
-    "postgresql": BackendSpec("vectorstore.pgvector_backend:PgVectorStore", extra="pgvector"),
-    "postgres": BackendSpec("vectorstore.pgvector_backend:PgVectorStore", extra="pgvector"),
+    "postgresql": BackendSpec("vectorstore.pgvector.store:PgVectorStore", extra="pgvector"),
+    "postgres": BackendSpec("vectorstore.pgvector.store:PgVectorStore", extra="pgvector"),
     "milvus": BackendSpec("vectorstore.milvus.backend:MilvusStore", extra="milvus"),
 }
 
