@@ -64,7 +64,7 @@ def run_kindred(csv: str, out: str) -> tuple[float, float]:
     import lancedb  # noqa: F401  (import time is not ingest time; the baseline imports lance too)
 
     import vectorstore
-    import vectorstore.lance_backend  # (imported by connect otherwise)
+    import vectorstore.lance.backend  # (imported by connect otherwise)
     from ingest.mapping import Mapping
     from ingest.pipeline import ingest
 

@@ -4,6 +4,7 @@ Backends are chosen by URI (:func:`connect`); each passes the same conformance s
 package knows nothing about customers or products.
 """
 
+from ._moved import install as _install_moved
 from .base import IndexInfo, VectorStore, VersionInfo, WriteMode
 from .errors import (
     ArtifactCorrupt,
@@ -29,6 +30,8 @@ from .prefetch import prefetch
 from .registry import connect, known_schemes, register_backend
 from .schema import Capabilities, Metric, TableInfo, VectorColumn
 from .txn import Partition, PendingWrite, StagedPartition, Transaction, WriteResult
+
+_install_moved()  # the old flat module paths (vectorstore.lance_backend ...) still import
 
 __all__ = [
     "ArtifactCorrupt",

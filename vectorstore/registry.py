@@ -27,15 +27,15 @@ class BackendSpec:
 
 
 _REGISTRY: dict[str, BackendSpec] = {
-    "lance": BackendSpec("vectorstore.lance_backend:LanceStore"),
-    "memory": BackendSpec("vectorstore.lance_backend:LanceStore"),
-    "file": BackendSpec("vectorstore.lance_backend:LanceStore"),
-    "s3": BackendSpec("vectorstore.lance_backend:LanceStore"),
-    "gs": BackendSpec("vectorstore.lance_backend:LanceStore"),
-    "az": BackendSpec("vectorstore.lance_backend:LanceStore"),
-    "postgresql": BackendSpec("vectorstore.pgvector_backend:PgVectorStore", extra="pgvector"),
-    "postgres": BackendSpec("vectorstore.pgvector_backend:PgVectorStore", extra="pgvector"),
-    "milvus": BackendSpec("vectorstore.milvus_backend:MilvusStore", extra="milvus"),
+    "lance": BackendSpec("vectorstore.lance.backend:LanceStore"),
+    "memory": BackendSpec("vectorstore.lance.backend:LanceStore"),
+    "file": BackendSpec("vectorstore.lance.backend:LanceStore"),
+    "s3": BackendSpec("vectorstore.lance.backend:LanceStore"),
+    "gs": BackendSpec("vectorstore.lance.backend:LanceStore"),
+    "az": BackendSpec("vectorstore.lance.backend:LanceStore"),
+    "postgresql": BackendSpec("vectorstore.pgvector.store:PgVectorStore", extra="pgvector"),
+    "postgres": BackendSpec("vectorstore.pgvector.store:PgVectorStore", extra="pgvector"),
+    "milvus": BackendSpec("vectorstore.milvus.backend:MilvusStore", extra="milvus"),
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from vectorstore import ColumnNotFound, InvalidFilter, InvalidName
 from vectorstore.filters import And, Cmp, Has, In, IsNull, Not, Or, bind, col, parse_filter, to_mask
-from vectorstore.lance_filter import compile_filter
+from vectorstore.lance.filter import compile_filter
 
 SCHEMA = pa.schema([
     ("age", pa.int64()), ("income", pa.float64()), ("region", pa.string()),

@@ -25,8 +25,8 @@ from vectorstore import VectorColumn, col
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-from vectorstore.milvus_conn import parse_milvus_uri
-from vectorstore.milvus_filter import compile_filter, quote_string
+from vectorstore.milvus.conn import parse_milvus_uri
+from vectorstore.milvus.filter import compile_filter, quote_string
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,7 +109,7 @@ def test_a_new_column_is_a_new_collection_behind_the_alias(lite):
 
 
 def test_many_rows_in_one_step_are_written_by_a_collection_switch(lite, monkeypatch):
-    import vectorstore.milvus_txn as mtxn
+    import vectorstore.milvus.txn as mtxn
 
     people(lite)
     monkeypatch.setattr(mtxn, "IN_PLACE_ROWS", 2)
@@ -298,7 +298,7 @@ def test_two_processes_writing_one_table_on_a_server_lose_nothing(server):
 def test_a_lock_whose_holder_died_is_broken_after_the_lease(server, monkeypatch, caplog):
     import json
 
-    import vectorstore.milvus_conn as conn
+    import vectorstore.milvus.conn as conn
 
     monkeypatch.setattr(conn, "LEASE", 0.5)
     with vs.connect(server) as s:
@@ -335,7 +335,7 @@ def test_alias_changes_at_once_on_a_server_all_take_effect(server):
 
     from pymilvus import MilvusClient
 
-    from vectorstore.milvus_conn import change_alias
+    from vectorstore.milvus.conn import change_alias
 
     address = "http://" + server.removeprefix("milvus://")
     with vs.connect(server) as s:

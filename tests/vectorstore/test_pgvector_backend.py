@@ -19,7 +19,7 @@ import pytest
 import vectorstore as vs
 from vectorstore import VectorColumn, col
 from vectorstore.filters import Cmp, Has, In
-from vectorstore.pg_filter import compile_filter
+from vectorstore.pgvector.filter import compile_filter
 
 pytestmark = pytest.mark.pgvector
 
@@ -89,7 +89,7 @@ def test_filter_values_are_parameters_not_sql(pg, value):
 
 
 def _plain_dsn(store) -> str:
-    return psycopg.conninfo.make_conninfo(**store._params)
+    return psycopg.conninfo.make_conninfo(**store._db.params)
 
 
 @pytest.mark.parametrize("name", ['people"; DROP TABLE people; --', "people;", "a b", "1abc",
@@ -196,7 +196,7 @@ def test_pool_is_bounded_under_concurrency(pg_dsn):
         for t in threads:
             t.join()
         assert not errors
-        assert store._pool.get_stats()["pool_size"] <= 2
+        assert store._db.pool.get_stats()["pool_size"] <= 2
 
 
 def test_closed_store_refuses_calls(pg_dsn):

@@ -25,11 +25,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .conform import conform
-from .errors import ConcurrentWriteError, InvalidOption, KeyConflict, SchemaMismatch
-from .faults import fault_point
-from .lance_fields import Fields
-from .lance_stage import (
+from ..conform import conform
+from ..errors import ConcurrentWriteError, InvalidOption, KeyConflict, SchemaMismatch
+from ..faults import fault_point
+from ..rows import rows_equal
+from ..schema import TableInfo, VectorColumn
+from ..txn import Partition, PendingWrite, StagedPartition, Transaction, WriteResult
+from .fields import Fields
+from .stage import (
     Piece,
     Stale,
     apply_pieces,
@@ -38,12 +41,9 @@ from .lance_stage import (
     stage_new,
     write_fragments,
 )
-from .rows import rows_equal
-from .schema import TableInfo, VectorColumn
-from .txn import Partition, PendingWrite, StagedPartition, Transaction, WriteResult
 
 if TYPE_CHECKING:
-    from .lance_backend import LanceStore
+    from .backend import LanceStore
 
 DESCRIPTION_KEY = b"kindred"
 COMMIT_ATTEMPTS = 8

@@ -24,10 +24,9 @@ from typing import Any
 import pyarrow as pa
 import pymilvus  # noqa: F401 (a missing extra fails here, with the registry's install hint)
 
-from . import milvus_types as mt
-from .base import ARTIFACT_GRACE, ARTIFACT_TABLE, FilterLike, IndexInfo, VectorStore
-from .conform import conform
-from .errors import (
+from ..base import ARTIFACT_GRACE, ARTIFACT_TABLE, FilterLike, IndexInfo, VectorStore
+from ..conform import conform
+from ..errors import (
     ConcurrentWriteError,
     InvalidOption,
     StoreError,
@@ -35,8 +34,11 @@ from .errors import (
     TableNotFound,
     UnsupportedOperation,
 )
-from .faults import fault_point
-from .milvus_catalog import (
+from ..faults import fault_point
+from ..names import check_name
+from ..schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
+from . import types as mt
+from .catalog import (
     CATALOG,
     Described,
     catalog_schema,
@@ -46,7 +48,7 @@ from .milvus_catalog import (
     parse_description,
     put_row,
 )
-from .milvus_conn import (
+from .conn import (
     CommitLock,
     MilvusTarget,
     change_alias,
@@ -55,10 +57,8 @@ from .milvus_conn import (
     release_lite,
     translate,
 )
-from .milvus_filter import compile_filter
-from .milvus_indexes import INDEX_TYPES
-from .names import check_name
-from .schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
+from .filter import compile_filter
+from .indexes import INDEX_TYPES
 
 PHYSICAL = "__kindred_"
 _METRIC = {Metric.COSINE: "COSINE", Metric.DOT: "IP", Metric.L2: "L2"}
@@ -287,7 +287,7 @@ class MilvusStore(VectorStore):
             self._retire(d.physical)
 
     def drop_columns(self, name: str, columns: Sequence[str]) -> TableInfo:
-        from .milvus_txn import rebuild
+        from .txn import rebuild
 
         d = self._describe(name)
         cols = self._columns_to_drop(d.info, columns)
@@ -297,7 +297,7 @@ class MilvusStore(VectorStore):
         return self.table_info(name)
 
     def transaction(self, name: str) -> Any:
-        from .milvus_txn import MilvusTransaction
+        from .txn import MilvusTransaction
 
         check_name(name, "table name")
         return MilvusTransaction(self, name)
@@ -374,7 +374,7 @@ class MilvusStore(VectorStore):
 
     def _rows_by_key(self, d: Described, keys: pa.Array) -> pa.Table:
         """The stored rows (every column) whose key is in ``keys``."""
-        from .milvus_filter import literal
+        from .filter import literal
 
         info, key = d.info, d.info.key
         typ = info.schema.field(key).type
@@ -407,7 +407,7 @@ class MilvusStore(VectorStore):
     def search(self, name: str, query: Any, *, k: int = 10, vector_column: str | None = None,
                filter: FilterLike = None, columns: Sequence[str] | None = None,
                exact: bool = False, params: dict[str, Any] | None = None) -> pa.Table:
-        from .milvus_search import search
+        from .search import search
 
         for attempt in range(3):  # a commit may drop the collection just described
             try:
@@ -423,7 +423,7 @@ class MilvusStore(VectorStore):
     def create_vector_index(self, name: str, column: str | None = None, *,
                             index_type: str | None = None, replace: bool = True,
                             **params: Any) -> None:
-        from .milvus_indexes import create_vector_index
+        from .indexes import create_vector_index
 
         create_vector_index(self, name, column, index_type=index_type, replace=replace,
                             **params)
@@ -431,7 +431,7 @@ class MilvusStore(VectorStore):
     def create_scalar_index(self, name: str, column: str, *, replace: bool = True) -> None:
         """An INVERTED index; the key needs none (Milvus indexes its primary key itself), so
         that one is only recorded."""
-        from .milvus_indexes import create_scalar_index
+        from .indexes import create_scalar_index
 
         create_scalar_index(self, name, column, replace=replace)
 
@@ -459,7 +459,7 @@ class MilvusStore(VectorStore):
     def sweep_collections(self, name: str, *, grace: Any = ARTIFACT_GRACE) -> list[str]:
         """Drop ``name``'s collections that no alias points at (left by a killed step) and
         that are older than ``grace``; returns their names."""
-        from .milvus_indexes import sweep_collections
+        from .indexes import sweep_collections
 
         return sweep_collections(self, name, grace=grace)
 

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from . import milvus_types as mt
-from .errors import InvalidOption
-from .milvus_conn import translate
-from .milvus_filter import compile_filter
-from .schema import Metric, TableInfo, VectorColumn
+from ..errors import InvalidOption
+from ..schema import Metric, TableInfo, VectorColumn
+from . import types as mt
+from .conn import translate
+from .filter import compile_filter
 
 if TYPE_CHECKING:
-    from .milvus_backend import MilvusStore
-    from .milvus_catalog import Described
+    from .backend import MilvusStore
+    from .catalog import Described
 
 _METRIC = {Metric.COSINE: "COSINE", Metric.DOT: "IP", Metric.L2: "L2"}
 MAX_TOPK = 16_384

@@ -24,18 +24,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import milvus_types as mt
-from .conform import conform
-from .errors import ConcurrentWriteError, KeyConflict, TableNotFound, UnsupportedOperation
-from .faults import fault_point
-from .milvus_conn import CommitLock, change_alias, translate
-from .rows import rows_equal
-from .schema import TableInfo
-from .txn import Partition, PendingWrite, StagedPartition, Transaction, WriteResult
+from ..conform import conform
+from ..errors import ConcurrentWriteError, KeyConflict, TableNotFound, UnsupportedOperation
+from ..faults import fault_point
+from ..rows import rows_equal
+from ..schema import TableInfo
+from ..txn import Partition, PendingWrite, StagedPartition, Transaction, WriteResult
+from . import types as mt
+from .conn import CommitLock, change_alias, translate
 
 if TYPE_CHECKING:
-    from .milvus_backend import MilvusStore
-    from .milvus_catalog import Described
+    from .backend import MilvusStore
+    from .catalog import Described
 
 IN_PLACE_ROWS = 10_000
 IN_PLACE_BYTES = 32 << 20

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .dsn import redact, redact_location, remember_secret
-from .errors import (
+from ..dsn import redact, redact_location, remember_secret
+from ..errors import (
     BackendUnavailable,
     ConcurrentWriteError,
     InvalidLocation,

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import SchemaMismatch
-from .lance_fields import Fields, with_fields
+from ..errors import SchemaMismatch
+from .fields import Fields, with_fields
 
 TOMBSTONE = -2
 

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import InvalidFilter
-from .filters import And, Cmp, Filter, Has, In, IsNull, Not, Or
-from .milvus_types import has_field
-from .names import check_name
-from .schema import TableInfo
+from ..errors import InvalidFilter
+from ..filters import And, Cmp, Filter, Has, In, IsNull, Not, Or
+from ..names import check_name
+from ..schema import TableInfo
+from .types import has_field
 
 _NEGATE = {"=": "!=", "!=": "=", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
 _OPS = {"=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}

@@ -16,9 +16,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from . import milvus_types as mt
-from .milvus_filter import quote_string
-from .schema import TableInfo, VectorColumn
+from ..schema import TableInfo, VectorColumn
+from . import types as mt
+from .filter import quote_string
 
 CATALOG = "_kindred_catalog"
 

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidOption, StoreError
-from .milvus_conn import translate
-from .milvus_filter import quote_string
+from ..errors import InvalidOption, StoreError
+from .conn import translate
+from .filter import quote_string
 
 if TYPE_CHECKING:
-    from .milvus_backend import MilvusStore
+    from .backend import MilvusStore
 
 INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT")
 _INDEX_PARAMS = {"HNSW": {"M", "efConstruction"}, "IVF_FLAT": {"nlist"}, "IVF_SQ8": {"nlist"},
@@ -29,7 +29,7 @@ _PARAM_ALIASES = {"m": "M", "ef_construction": "efConstruction", "num_partitions
 
 def create_vector_index(store: MilvusStore, name: str, column: str | None, *,
                         index_type: str | None, replace: bool, **params: Any) -> None:
-    from .milvus_txn import rebuild
+    from .txn import rebuild
 
     d = store._describe(name)
     vec = d.info.vector(column)
@@ -79,8 +79,8 @@ def create_scalar_index(store: MilvusStore, name: str, column: str, *, replace: 
 def sweep_collections(store: MilvusStore, name: str, *, grace: Any) -> list[str]:
     """Drop ``name``'s collections that its alias does not point at and whose catalogue row
     (written before the collection is created) is older than ``grace``."""
-    from .milvus_backend import PHYSICAL
-    from .milvus_catalog import CATALOG
+    from .backend import PHYSICAL
+    from .catalog import CATALOG
 
     with store._lock(name):
         current = store._describe(name).physical

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from .dsn import remember_secret
-from .errors import InvalidOption
+from ..dsn import remember_secret
+from ..errors import InvalidOption
 
 OBJECT_STORE_SCHEMES = ("s3", "gs", "az")
 _SECRET_KEY = re.compile(r"(secret|token|password|sas|credential|_key$|account_key)", re.I)

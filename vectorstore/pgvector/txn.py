@@ -20,14 +20,15 @@ import pyarrow as pa
 from psycopg import errors as pgerr
 from psycopg import sql
 
-from .conform import conform
-from .errors import ConcurrentWriteError, KeyConflict, UnsupportedOperation
-from .faults import fault_point
-from .schema import TableInfo
-from .txn import Partition, PendingWrite, StagedPartition, Transaction, WriteResult
+from ..conform import conform
+from ..errors import ConcurrentWriteError, KeyConflict, UnsupportedOperation
+from ..faults import fault_point
+from ..schema import TableInfo
+from ..txn import Partition, PendingWrite, StagedPartition, Transaction, WriteResult
+from .types import pg_type
 
 if TYPE_CHECKING:
-    from .pgvector_backend import PgVectorStore
+    from .store import PgVectorStore
 
 
 class PgTransaction(Transaction):
@@ -42,13 +43,9 @@ class PgTransaction(Transaction):
 
     # ------------------------------------------------------------------ staging
     def _check_type(self, f: pa.Field) -> None:
-        from .pgvector_backend import pg_type
-
         pg_type(f, self.name)
 
     def _temp(self, info: TableInfo, columns: Sequence[str]) -> sql.Identifier:
-        from .pgvector_backend import pg_type
-
         ident = sql.Identifier(f"_kindred_stage_{uuid.uuid4().hex}")
         cols = sql.SQL(", ").join(sql.SQL("{} {}").format(
             sql.Identifier(c), sql.SQL(pg_type(info.schema.field(c), self.name)))
@@ -123,8 +120,6 @@ class PgTransaction(Transaction):
                     raise ConcurrentWriteError(
                         f"table {self.name!r}: column {f.name!r} was added by another writer "
                         "while this step ran; nothing was written")
-                from .pgvector_backend import pg_type
-
                 conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
                     table, sql.Identifier(f.name), sql.SQL(pg_type(f, self.name))))
             for pending, ident, cols, n in self.staged:
@@ -143,8 +138,6 @@ class PgTransaction(Transaction):
 
     def _apply_one(self, pending: PendingWrite, table: sql.Composable, stage: sql.Identifier,
                    cols: list[str], n: int) -> WriteResult:
-        from .pgvector_backend import pg_type
-
         mode = pending.mode
         conn, key = self.conn, self.info.key
         # touched columns: bound constants, inserted with new rows and set on changed ones

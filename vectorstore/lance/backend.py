@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .base import (
+from ..base import (
     ARTIFACT_TABLE,
     Data,
     FilterLike,
@@ -36,9 +36,9 @@ from .base import (
     _check_positions,
     _sorted_positions,
 )
-from .conform import conform
-from .dsn import remember_secret
-from .errors import (
+from ..conform import conform
+from ..dsn import remember_secret
+from ..errors import (
     BackendUnavailable,
     InvalidOption,
     StoreError,
@@ -46,15 +46,15 @@ from .errors import (
     TableNotFound,
     native_free,
 )
-from .faults import boundary, fault_point
-from .handle import StoreHandle
-from .lance_filter import compile_filter
-from .lance_location import OBJECT_STORE_SCHEMES, is_secret_option, object_store_location
-from .lance_parts import LancePartitions
-from .lance_stage import Feed
-from .lance_txn import DESCRIPTION_KEY, LanceTransaction, describe, read_description
-from .names import check_name
-from .schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
+from ..faults import boundary, fault_point
+from ..handle import StoreHandle
+from ..names import check_name
+from ..schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
+from .filter import compile_filter
+from .location import OBJECT_STORE_SCHEMES, is_secret_option, object_store_location
+from .parts import LancePartitions
+from .stage import Feed
+from .txn import DESCRIPTION_KEY, LanceTransaction, describe, read_description
 
 LEGACY_CATALOG = "_kindred_catalog"
 INDEX_TYPES = ("IVF_HNSW_SQ", "IVF_PQ", "IVF_FLAT", "IVF_SQ", "IVF_HNSW_PQ", "IVF_RQ")

@@ -12,9 +12,9 @@ from typing import Any
 import pyarrow as pa
 from psycopg import sql
 
-from .errors import InvalidFilter
-from .filters import And, Cmp, Filter, Has, In, IsNull, Not, Or
-from .names import check_name
+from ..errors import InvalidFilter
+from ..filters import And, Cmp, Filter, Has, In, IsNull, Not, Or
+from ..names import check_name
 
 _OPS = {op: sql.SQL(op) for op in ("=", "!=", "<", "<=", ">", ">=")}
 

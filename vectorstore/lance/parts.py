@@ -17,16 +17,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .base import Data, _sorted_positions
-from .conform import conform
-from .errors import InvalidOption, SchemaMismatch, StoreError
-from .filters import IsNull
-from .lance_fields import Fields
-from .lance_filter import compile_filter
-from .lance_stage import stage_existing, stage_new, stage_new_stream
-from .lance_txn import read_description
-from .schema import TableInfo
-from .txn import Partition, StagedPartition
+from ..base import Data, _sorted_positions
+from ..conform import conform
+from ..errors import InvalidOption, SchemaMismatch, StoreError
+from ..filters import IsNull
+from ..schema import TableInfo
+from ..txn import Partition, StagedPartition
+from .fields import Fields
+from .filter import compile_filter
+from .stage import stage_existing, stage_new, stage_new_stream
+from .txn import read_description
 
 
 class LancePartitions:

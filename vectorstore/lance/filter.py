@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 
-from .errors import InvalidFilter
-from .filters import And, Cmp, Filter, Has, In, IsNull, Not, Or, Scalar
-from .names import check_name
+from ..errors import InvalidFilter
+from ..filters import And, Cmp, Filter, Has, In, IsNull, Not, Or, Scalar
+from ..names import check_name
 
 
 def quote_ident(name: str) -> str:

@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import SchemaMismatch
-from .schema import TableInfo
+from ..errors import SchemaMismatch
+from ..schema import TableInfo
 
 ROW_ID = "_kindred_row"
 PAD = "_kindred_pad"
