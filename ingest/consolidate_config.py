@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from vectorstore import check_name
 
+from .datamodel import CUSTOMER_ID, CUSTOMERS, EVENTS, META_CONSOLIDATION
 from .freshness import stamp_column
 
 TS_TYPE = pa.timestamp("us", "UTC")
@@ -22,7 +23,7 @@ BASE_FEATURES: dict[str, pa.DataType] = {
     "recency_days": pa.float64(), "first_seen": TS_TYPE, "last_seen": TS_TYPE,
     "holdings": pa.list_(pa.string()), "consolidation_run": pa.int64(),
 }
-METADATA_KEY = "consolidation"
+METADATA_KEY = META_CONSOLIDATION
 EXACT = "DECIMAL(38, 10)"
 """Amounts are summed in this type: exact, so any order or split of the events gives the same
 sums (a run on one machine and one on a cluster write the same features)."""
@@ -52,9 +53,9 @@ class ConsolidationConfig:
     dimension (the most frequent first; later values beyond the limit get no column).
     """
 
-    customers: str = "customers"
-    events: str = "events"
-    key: str = "customer_id"
+    customers: str = CUSTOMERS
+    events: str = EVENTS
+    key: str = CUSTOMER_ID
     amount: str | None = None
     categories: Sequence[str] | None = None
     channels: Sequence[str] | None = None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from ingest.datamodel import CUSTOMERS
 from vectorstore import StoreError, VectorStore
 
 from .. import admin
@@ -40,9 +41,6 @@ if TYPE_CHECKING:
     from ..matching.evaluate import EvaluationReport
     from ..risk import RiskExplanation, RiskRun
 
-CUSTOMERS = "customers"
-EVENTS = "events"
-PRODUCTS = "products"
 
 
 class Kindred:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ingest.datamodel import CUSTOMERS, EVENTS, KEYS
 from ingest.errors import SourceError
 from vectorstore import VectorStore
 
@@ -17,10 +18,6 @@ from ..admin import Progress
 from ..errors import ServiceError
 from ..models import GenerateResult, IngestResult, StepResult
 from ._common import _for_step, _plain, require_table
-
-CUSTOMERS = "customers"
-EVENTS = "events"
-KEYS = {"customers": "customer_id", "events": "event_id", "products": "product_id"}
 
 
 def generate(out_dir: str | Path, *, customers: int | None = None,
@@ -97,7 +94,7 @@ def ingest(store: VectorStore, source: Any = None, *, table: str | None = None,
         holdings_from_events=holdings_from_events, keep_flag_columns=keep_flag_columns,
         strict_names=strict_names, dedupe=dedupe,
         source={k: v for k, v in opts.items() if v is not None} or None)
-    if generate_id is None and not id_column and table != "events" and KEYS[table] not in {
+    if generate_id is None and not id_column and table != EVENTS and KEYS[table] not in {
             m.resolve(c) for c in _source_columns(src, opts)}:
         m = m.model_copy(update={"generate_id": True})
     r = ingest(store, src, m, on_error=on_error,  # type: ignore[arg-type]

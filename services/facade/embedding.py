@@ -7,14 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ingest.datamodel import PRODUCTS
 from vectorstore import VectorStore
 
 from ..admin import Progress
 from ..errors import ServiceError
 from ..models import StepResult
 from ._common import _for_step, _plain, named, named_one, require_table
-
-PRODUCTS = "products"
 
 
 def embed(store: VectorStore, runner: Any, kind: str, *, table: str,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ingest.datamodel import CUSTOMERS, EVENTS, PRODUCTS
 from vectorstore import VectorStore
 
 from ..admin import Progress
@@ -26,9 +27,6 @@ if TYPE_CHECKING:
     from ..matching import Explanation, MatchResult, ProductQuery, RecommendSummary
     from ..matching.evaluate import EvaluationReport
 
-CUSTOMERS = "customers"
-EVENTS = "events"
-PRODUCTS = "products"
 
 
 def match(store: VectorStore, product: str, *, method: str = "centroid",

@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow.compute as pc
 
 import vectorstore
+from ingest.datamodel import CUSTOMERS, META_PROPENSITY, META_RISK, PRODUCTS
 from vectorstore import VectorStore
 
 from .. import admin
@@ -19,9 +20,6 @@ from ..admin import Progress
 from ..errors import ServiceError
 from ..models import MigrationResult, ReportResult, StepResult, StoreStats, VersionRecord
 from ._common import default_vector_column, require_table
-
-CUSTOMERS = "customers"
-PRODUCTS = "products"
 
 
 def stats(store: VectorStore, tables: Sequence[str] | None = None) -> StoreStats:
@@ -94,7 +92,7 @@ def report(store: VectorStore, out_dir: str | Path, *, products: Sequence[str] |
              "vector column": column or "-",
              "vector columns": ", ".join(f"{v.name} ({v.embedder or '-'}, {v.dim}-d)"
                                          for v in st.tables[0].vectors) or "-"}
-    run = info.metadata.get("risk") or {}
+    run = info.metadata.get(META_RISK) or {}
     if run.get("threshold") is not None:
         scored = (run.get("source") or {}).get("column") or "attributes"
         facts["risk model"] = (f"{run.get('model_id')} on {scored}: "
@@ -111,7 +109,7 @@ def report(store: VectorStore, out_dir: str | Path, *, products: Sequence[str] |
 
 def report_products(store: VectorStore, n: int = 3, *, min_holders: int = 50) -> list[str]:
     """:meth:`services.facade.Kindred.report_products`."""
-    fitted = list(store.table_info(CUSTOMERS).metadata.get("propensity") or {})
+    fitted = list(store.table_info(CUSTOMERS).metadata.get(META_PROPENSITY) or {})
     if fitted:
         return fitted[:n]
     counts = product_counts(store)
