@@ -42,442 +42,46 @@ sanitised to plain identifiers and checked with ``vectorstore.check_name``.
 
 Only the store interface is used (scan and a staged step: ``store.transaction``), so this
 works on every backend.
+
+This module is the run itself (which customers, the aggregate streamed and staged, one
+commit); :mod:`.consolidate_config` holds what is computed (config, result, feature names),
+:mod:`.consolidate_plan` the plan and DuckDB SQL, :mod:`.consolidate_aging` the aging of
+``recency_days``/``frequency`` and :mod:`.consolidate_parts` the per-partition passes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vectorstore import TableInfo, VectorStore, check_name
-from vectorstore.filters import Cmp, Filter, In, IsNull, Not
-from vectorstore.rows import values_equal
+from vectorstore import TableInfo, VectorStore
 from vectorstore.txn import PendingWrite
 
-from . import consolidate_parts as parts
+from .consolidate_aging import _stage_aging, age, aged
+from .consolidate_config import (
+    BASE_FEATURES,
+    CONSOLIDATED,
+    DEFAULT_MAX_VALUES,
+    EXACT,
+    METADATA_KEY,
+    STEP,
+    TS_TYPE,
+    ConsolidationConfig,
+    ConsolidationResult,
+    _iso,
+    _parse_iso,
+    feature_name,
+)
+from .consolidate_plan import _Run
 from .errors import ConsolidationError
-from .event_columns import choose_columns
-from .freshness import AGING_FEATURES, new_stamp, source_touch, stamp_column, stamp_fields
-from .runner import LOCAL, Runner, runner_for
-
-TS_TYPE = pa.timestamp("us", "UTC")
-BASE_FEATURES: dict[str, pa.DataType] = {
-    "n_events": pa.int64(), "frequency": pa.float64(), "monetary": pa.float64(),
-    "recency_days": pa.float64(), "first_seen": TS_TYPE, "last_seen": TS_TYPE,
-    "holdings": pa.list_(pa.string()), "consolidation_run": pa.int64(),
-}
-METADATA_KEY = "consolidation"
-EXACT = "DECIMAL(38, 10)"
-"""Amounts are summed in this type: exact, so any order or split of the events gives the same
-sums (a run on one machine and one on a cluster write the same features)."""
-DEFAULT_MAX_VALUES = 200
-STEP = "consolidation"
-CONSOLIDATED = stamp_column(STEP)
-"""``stamp_consolidation``: the row's stamp when consolidation last wrote it (a later source
-write sets it to null, so the next run recomputes the customer)."""
-
-
-@dataclass(frozen=True)
-class ConsolidationConfig:
-    """What to compute and where to find it.
-
-    Only ``key`` and ``ts`` must be columns of the events table. ``amount`` names the amount
-    column, ``categories`` the columns whose values give one feature each (``spend_<value>``,
-    the sum of amounts, or ``count_<value>``, the number of events, when there is no amount)
-    and ``channels`` the columns whose values give ``count_<value>`` features. Left as None,
-    each is what the previous run used when it was given explicitly, else ``amount``,
-    ``category`` and ``channel`` when the events table has them; the features of an absent
-    column are skipped and said so in :attr:`ConsolidationResult.notes`.
-
-    ``spend`` / ``count`` (advanced; they override ``categories`` / ``channels``) map an events
-    column to the prefix of the features built from its values (``{"category": "spend"}``
-    gives ``spend_groceries``...). ``values`` fixes the values of a dimension (others are
-    ignored); by default every value seen becomes a column, up to ``max_values`` per
-    dimension (the most frequent first; later values beyond the limit get no column).
-    """
-
-    customers: str = "customers"
-    events: str = "events"
-    key: str = "customer_id"
-    amount: str | None = None
-    categories: Sequence[str] | None = None
-    channels: Sequence[str] | None = None
-    spend: dict[str, str] | None = None
-    count: dict[str, str] | None = None
-    values: dict[str, Sequence[str]] = field(default_factory=dict)
-    max_values: int | None = None
-    """None: what an earlier run was given, else 200."""
-    holding_kinds: tuple[str, ...] = ("transaction", "purchase")
-    watermark_column: str = "ts"
-    as_of: dt.datetime | None = None
-    on_unknown: Literal["insert", "skip", "error"] = "insert"
-    in_filter_limit: int = 2_000
-    """Up to this many customers are read with an ``IN`` filter; more with one full scan."""
-    write_rows: int = 100_000
-    """Rows per aggregate batch staged."""
-
-
-@dataclass(frozen=True)
-class ConsolidationResult:
-    customers: int
-    """Customers whose features were recomputed."""
-    updated: int
-    inserted: int
-    skipped: int
-    events_scanned: int
-    run: int
-    watermark: str | None
-    as_of: str | None
-    feature_columns: tuple[str, ...]
-    notes: tuple[str, ...] = ()
-    """Features skipped and why (a column the events table lacks, values beyond the limit)."""
-    created_table: bool = False
-    """The customers table did not exist and was created from the events."""
-    aged: int = 0
-    """Rows whose ``recency_days``/``frequency`` moved to a later ``as_of`` (:func:`age`)."""
-
-
-def feature_name(prefix: str, value: str) -> str:
-    """``prefix`` + ``_`` + ``value`` made a plain identifier (lower case, ``_`` separators)."""
-    slug = re.sub(r"[^a-z0-9]+", "_", str(value).lower()).strip("_") or "unknown"
-    return check_name(f"{prefix}_{slug}", "feature column name")
-
-
-def _iso(t: dt.datetime | None) -> str | None:
-    return None if t is None else t.astimezone(dt.UTC).isoformat()
-
-
-def _parse_iso(s: str | None) -> dt.datetime | None:
-    return None if s is None else dt.datetime.fromisoformat(s).astimezone(dt.UTC)
-
-
-def _from_us(us: int | None) -> dt.datetime | None:
-    if us is None:
-        return None
-    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(us))
-
-
-def _reader(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatchReader:
-    def gen() -> Iterator[pa.RecordBatch]:
-        for b in batches:
-            yield b.cast(schema) if b.schema != schema else b
-    return pa.RecordBatchReader.from_batches(schema, gen())
-
-
-class _Run:
-    """One consolidation run: the plan (columns, customers) and the DuckDB work."""
-
-    def __init__(self, store: VectorStore, cfg: ConsolidationConfig,
-                 new_table: TableInfo | None = None, runner: Runner | None = None) -> None:
-        import duckdb
-
-        self.store, self.cfg = store, cfg
-        self.runner = runner or LOCAL
-        self.events_info = store.table_info(cfg.events)
-        self.new_table = new_table is not None
-        self.cust_info = new_table or store.table_info(cfg.customers)
-        ev_cols = set(self.events_info.schema.names)
-        for needed in (cfg.key, "ts", cfg.watermark_column):
-            if needed not in ev_cols:
-                raise ConsolidationError(
-                    f"table {cfg.events!r} has no column {needed!r}; columns: {sorted(ev_cols)}")
-        if cfg.key not in self.cust_info.schema.names:
-            raise ConsolidationError(f"table {cfg.customers!r} has no key column {cfg.key!r}")
-        self.meta: dict[str, Any] = dict(self.cust_info.metadata.get(METADATA_KEY) or {})
-        chosen = choose_columns(ev_cols, cfg.events, amount=cfg.amount,
-                                categories=cfg.categories, channels=cfg.channels,
-                                spend=cfg.spend, count=cfg.count,
-                                remembered=self.meta.get("config"))
-        self.amount, self.notes, self.chosen = chosen.amount, chosen.notes, chosen.remember
-        if cfg.max_values is not None:
-            self.chosen["max_values"] = int(cfg.max_values)
-        self.max_values = int(self.chosen.get("max_values", DEFAULT_MAX_VALUES))
-        spend, count = chosen.spend, chosen.count
-        self.has = {c: c in ev_cols for c in ("kind", "product_id")}
-        if not self.has["product_id"]:
-            self.notes.append("holdings from events (no 'product_id' column)")
-        # (kind, column, prefix); "spend:category" names the dimension in metadata
-        self.dims = {f"spend:{c}": ("spend", c, p) for c, p in spend.items()}
-        self.dims |= {f"count:{c}": ("count", c, p) for c, p in count.items()}
-        self.ev_columns = sorted({cfg.key, "ts", cfg.watermark_column,
-                                  *(c for _, c, _ in self.dims.values()),
-                                  *([self.amount] if self.amount else []),
-                                  *(c for c, ok in self.has.items() if ok)})
-        self.con = duckdb.connect()
-        self.con.execute("SET TimeZone = 'UTC'")
-        self.con.execute("SET enable_progress_bar = false")
-
-    # -------------------------------------------------------------- event streams
-    def events(self, ids: pa.Array | None) -> pa.RecordBatchReader:
-        schema = pa.schema([self.events_info.schema.field(c) for c in self.ev_columns])
-        if ids is not None and len(ids) <= self.cfg.in_filter_limit:
-            f = In(self.cfg.key, tuple(ids.to_pylist()))
-            return _reader(self.store.scan(self.cfg.events, columns=self.ev_columns, filter=f),
-                           schema)
-        return _reader(self.store.scan(self.cfg.events, columns=self.ev_columns), schema)
-
-    def customers(self, ids: pa.Array | None) -> pa.RecordBatchReader:
-        cols = [self.cfg.key] + (["holdings"] if "holdings" in self.cust_info.schema.names else [])
-        schema = pa.schema([self.cust_info.schema.field(c) for c in cols])
-        if self.new_table:  # the table this run creates: no customers yet
-            return _reader(iter(()), schema)
-        f = None
-        if ids is not None and len(ids) <= self.cfg.in_filter_limit:
-            f = In(self.cfg.key, tuple(ids.to_pylist()))
-        return _reader(self.store.scan(self.cfg.customers, columns=cols, filter=f), schema)
-
-    # -------------------------------------------------------------- planning
-    def changed_rows(self) -> pa.Array:
-        """Ids of the consolidated customers whose row changed since (a source write set
-        their consolidation stamp to null)."""
-        names = self.cust_info.schema.names
-        if "consolidation_run" not in names:
-            return pa.array([], pa.string())
-        f: Filter = Not(IsNull("consolidation_run"))
-        if CONSOLIDATED in names:
-            f = f & IsNull(CONSOLIDATED)
-        ids = [b.column(0) for b in self.store.scan(self.cfg.customers, columns=[self.cfg.key],
-                                                    filter=f, batch_size=262_144)]
-        return pc.cast(pa.concat_arrays(ids), pa.string()) if ids else pa.array([], pa.string())
-
-    def touched(self) -> pa.Array:
-        """Ids of the customers with events past the stored watermark."""
-        wm_col = self.cfg.watermark_column
-        wm: Any = self.meta["watermark"]
-        if pa.types.is_timestamp(self.events_info.schema.field(wm_col).type):
-            wm = _parse_iso(wm)
-        cols = [self.cfg.key, wm_col]
-        schema = pa.schema([self.events_info.schema.field(c) for c in cols])
-        if self.runner.distributed:
-            rows = parts.run_rows(self.runner, self.store, self.cfg.events, self._work(
-                cols, None, f'SELECT DISTINCT "{self.cfg.key}" FROM _ev WHERE "{wm_col}" > $1',
-                [wm]))
-            keys = sorted({r[0] for r in rows})
-            return pa.array(keys, self.events_info.schema.field(self.cfg.key).type)
-        new = _reader(self.store.scan(self.cfg.events, columns=cols,
-                                      filter=Cmp(wm_col, ">", wm)), schema)
-        self.con.register("_new", new)
-        ids = self.con.sql(f'SELECT DISTINCT "{self.cfg.key}" AS k FROM _new ORDER BY k')
-        assert ids is not None
-        return ids.to_arrow_table().column("k").combine_chunks()
-
-    def source(self, ids: pa.Array | None) -> str:
-        """Register the events of ``ids`` (all when None) as ``_ev``; the SQL to read them."""
-        self.con.register("_ev", self.events(ids))
-        if ids is None:
-            return "_ev"
-        return f'(SELECT * FROM _ev WHERE "{self.cfg.key}" IN (SELECT k FROM _ids))'
-
-    def survey(self, ids: pa.Array | None) -> tuple[Any, Any, int, dict[str, list[str]]]:
-        """One pass: newest ts, newest watermark value, event count, values per dimension."""
-        dims = [d for d, (_, c, _) in self.dims.items() if c not in self.cfg.values]
-        lists = ""
-        for d in dims:
-            kind, c, _ = self.dims[d]
-            # spend columns only for values that carry amounts
-            extra = f' AND "{self.amount}" IS NOT NULL' if kind == "spend" else ""
-            lists += (f', histogram(CAST("{c}" AS VARCHAR)) '
-                      f'FILTER (WHERE "{c}" IS NOT NULL{extra})')
-        wm_col = self.cfg.watermark_column
-        wm_is_ts = pa.types.is_timestamp(self.events_info.schema.field(wm_col).type)
-        wm_sql = f'epoch_us(max("{wm_col}"))' if wm_is_ts else f'max("{wm_col}")'
-        # timestamps leave DuckDB as epoch microseconds (no timezone library needed)
-        sql = "SELECT epoch_us(max(ts)), {}, count(*){} FROM {}"
-        if self.runner.distributed:
-            row = _merge_surveys(parts.run_rows(self.runner, self.store, self.cfg.events,
-                                                self._work(self.ev_columns, ids,
-                                                           sql.format(wm_sql, lists, "_ev"))))
-        else:
-            row = self.con.execute(sql.format(wm_sql, lists, self.source(ids))).fetchall()[0]
-        row = (_from_us(row[0]), _from_us(row[1]) if wm_is_ts else row[1], *row[2:])
-        known = self.meta.get("values") or {}
-        values: dict[str, list[str]] = {}
-        for d, (_, col, _) in self.dims.items():
-            if col in self.cfg.values:
-                values[d] = [str(v) for v in self.cfg.values[col]]
-                continue
-            counts: dict[str, int] = row[3 + dims.index(d)] or {}
-            vals = list(known.get(d, []))
-            new = sorted(set(counts) - set(vals), key=lambda v: (-counts[v], v))
-            room = max(self.max_values - len(vals), 0)
-            if len(new) > room:
-                self.notes.append(f"{col}: columns for {len(vals) + room} of "
-                                  f"{len(vals) + len(new)} values (max_values; the most "
-                                  "frequent first)")
-            values[d] = vals + sorted(new[:room])
-        return row[0], row[1], int(row[2]), values
-
-    def column_map(self, values: dict[str, list[str]]) -> dict[str, dict[str, str]]:
-        """dimension -> value -> feature column, stable across runs (kept in metadata)."""
-        old = self.meta.get("columns") or {}
-        taken = set(self.cust_info.schema.names) - {n for m in old.values() for n in m.values()}
-        taken |= set(BASE_FEATURES)
-        out: dict[str, dict[str, str]] = {}
-        for d, vals in values.items():
-            prefix = self.dims[d][2]
-            mapping = dict(old.get(d, {}))
-            used = {n for m in out.values() for n in m.values()} | set(mapping.values()) | taken
-            for v in vals:
-                if v in mapping:
-                    continue
-                name, i = feature_name(prefix, v), 2
-                while name in used:
-                    name, i = f"{feature_name(prefix, v)}_{i}", i + 1
-                mapping[v] = name
-                used.add(name)
-            out[d] = mapping
-        return out
-
-    # -------------------------------------------------------------- the aggregate
-    def holding_kinds(self) -> list[str]:
-        """The configured kinds plus those the events' ingest mappings declared
-        (``holdings.from_events``, kept in the events table's metadata)."""
-        declared = self.events_info.metadata.get("holding_kinds") or []
-        kinds = list(self.cfg.holding_kinds)
-        return kinds + [k for k in declared if k not in kinds]
-
-    def partial_select(self, cmap: dict[str, dict[str, str]]) -> tuple[list[str], list[Any]]:
-        """The per-customer aggregates of any slice of the events (SELECT items and their
-        bound parameters). Amounts are summed as DECIMAL(38, 10), exactly, so the sums of
-        any split of the events add up to the same features (:func:`reduce_select`)."""
-        key = self.cfg.key
-        params: list[Any] = []
-
-        def p(v: Any) -> str:
-            params.append(v)
-            return f"${len(params)}"
-
-        sel = [f'"{key}" AS "{key}"', "count(*) AS n_events",
-               "min(ts) AS first_seen", "max(ts) AS last_seen"]
-        if self.amount:
-            sel.append(f'sum(CAST("{self.amount}" AS {EXACT})) AS monetary')
-        if self.has["product_id"]:
-            cond = '"product_id" IS NOT NULL'
-            if self.has["kind"]:
-                cond += f' AND list_contains({p(self.holding_kinds())}, "kind")'
-            sel.append(f'list(DISTINCT "product_id") FILTER (WHERE {cond}) AS ev_holdings')
-        else:
-            sel.append("NULL::VARCHAR[] AS ev_holdings")
-        for d, mapping in cmap.items():
-            kind, col, _ = self.dims[d]
-            for value, name in mapping.items():
-                check_name(name, "feature column name")
-                where = f'CAST("{col}" AS VARCHAR) = {p(value)}'
-                if kind == "spend":
-                    sel.append(f'sum(CAST("{self.amount}" AS {EXACT})) FILTER (WHERE {where}) '
-                               f'AS "{name}"')
-                else:
-                    sel.append(f'count(*) FILTER (WHERE {where}) AS "{name}"')
-        return sel, params
-
-    def reduce_select(self, cmap: dict[str, dict[str, str]]) -> list[str]:
-        """SELECT items combining partial aggregates (:meth:`partial_select`) per customer."""
-        sel = [f'"{self.cfg.key}" AS "{self.cfg.key}"', "sum(n_events) AS n_events",
-               "min(first_seen) AS first_seen", "max(last_seen) AS last_seen"]
-        if self.amount:
-            sel.append("sum(monetary) AS monetary")
-        sel.append("list_distinct(flatten(list(ev_holdings) FILTER "
-                   "(WHERE ev_holdings IS NOT NULL))) AS ev_holdings")
-        for mapping in cmap.values():
-            for name in mapping.values():
-                sel.append(f'sum("{name}") AS "{name}"')
-        return sel
-
-    def final_sql(self, agg: str, cmap: dict[str, dict[str, str]]) -> str:
-        """The feature rows from complete aggregates ``agg`` (a subquery or relation), joined
-        with the customers' stored holdings, ordered by key."""
-        key = self.cfg.key
-        out = [f'a."{key}" AS "{key}"', "a.n_events::BIGINT AS n_events",
-               "a.first_seen AS first_seen", "a.last_seen AS last_seen"]
-        if self.amount:
-            out.append("coalesce(a.monetary, 0)::DOUBLE AS monetary")
-        out.append("a.ev_holdings AS ev_holdings")
-        for d, mapping in cmap.items():
-            spend = self.dims[d][0] == "spend"
-            for name in mapping.values():
-                out.append(f'coalesce(a."{name}", 0)::{"DOUBLE" if spend else "BIGINT"} '
-                           f'AS "{name}"')
-        cust_hold = "c.holdings" if "holdings" in self.cust_info.schema.names else "NULL"
-        return (
-            f"SELECT {', '.join(out)}, c.\"{key}\" IS NOT NULL AS _exists, "
-            f"list_sort(list_distinct(list_concat(coalesce({cust_hold}, []::VARCHAR[]), "
-            f"coalesce(a.ev_holdings, []::VARCHAR[])))) AS holdings "
-            f"FROM {agg} a LEFT JOIN _cust c ON a.\"{key}\" = c.\"{key}\" "
-            f"ORDER BY a.\"{key}\""
-        )
-
-    def _work(self, columns: list[str], ids: pa.Array | None, sql: str,
-              params: list[Any] | None = None, buckets: int = 1) -> parts.EventsWork:
-        schema = pa.schema([self.events_info.schema.field(c) for c in columns])
-        return parts.EventsWork(columns, schema, self.cfg.key, ids, sql, params or [], buckets)
-
-    def aggregate(self, ids: pa.Array | None, cmap: dict[str, dict[str, str]]
-                  ) -> tuple[str, list[Any]]:
-        """The feature rows' SQL: one pass over the events of ``ids`` (all when None), or on
-        a distributed runner a map-reduce on the workers whose per-customer results are
-        registered here as ``_agg`` (:mod:`ingest.consolidate_parts`)."""
-        sel, params = self.partial_select(cmap)
-        key = self.cfg.key
-        if self.runner.distributed:
-            partial = self._work(self.ev_columns, ids, f"SELECT {', '.join(sel)} FROM _ev "
-                                 f'GROUP BY "{key}"', params,
-                                 buckets=max(1, self.runner.parallelism))
-            agg = parts.run_aggregate(self.runner, self.store, self.cfg.events, partial,
-                                      f"SELECT {', '.join(self.reduce_select(cmap))} FROM _p "
-                                      f'GROUP BY "{key}"')
-            if agg.num_columns == 0:  # no events partition: the local pass says the same
-                agg = self.con.execute(f"SELECT {', '.join(sel)} FROM {self.source(ids)} "
-                                       f'GROUP BY "{key}"', params).to_arrow_table()
-            self.con.register("_agg", agg)
-            return self.final_sql("_agg", cmap), []
-        src = self.source(ids)
-        agg = f"(SELECT {', '.join(sel)} FROM {src} GROUP BY \"{self.cfg.key}\")"
-        return self.final_sql(agg, cmap), params
-
-
-def _merge_surveys(rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
-    """One survey row from the partitions' rows: maxima, summed counts and histograms."""
-    if not rows:
-        return (None, None, 0)
-    width = len(rows[0])
-    out: list[Any] = []
-    for i in range(width):
-        vals = [r[i] for r in rows]
-        if i < 2:
-            present = [v for v in vals if v is not None]
-            out.append(max(present) if present else None)
-        elif i == 2:
-            out.append(sum(int(v or 0) for v in vals))
-        else:
-            merged: dict[str, int] = {}
-            for h in vals:
-                for k, n in (h or {}).items():
-                    merged[k] = merged.get(k, 0) + int(n)
-            out.append(merged or None)
-    return tuple(out)
-
-
-def aged(last_seen: Any, first_seen: Any, n_events: Any, as_of: dt.datetime
-         ) -> tuple[pa.Array, pa.Array]:
-    """``recency_days`` and ``frequency`` of customers measured to ``as_of`` (null where the
-    customer has no events): the features that age with time."""
-    last = pc.cast(last_seen, TS_TYPE).to_numpy(zero_copy_only=False).astype("datetime64[us]")
-    first = pc.cast(first_seen, TS_TYPE).to_numpy(zero_copy_only=False).astype("datetime64[us]")
-    ref = np.datetime64(as_of.astimezone(dt.UTC).replace(tzinfo=None), "us")
-    day = np.timedelta64(86_400_000_000, "us")
-    recency = (ref - last) / day
-    span = np.maximum((ref - first) / day, 1.0)
-    n = pc.cast(n_events, pa.float64()).to_numpy(zero_copy_only=False)
-    freq = n / span * 30.0
-    return (pa.array(recency, pa.float64(), from_pandas=True),
-            pa.array(freq, pa.float64(), from_pandas=True))
+from .freshness import new_stamp, source_touch, stamp_fields
+from .runner import Runner, runner_for
 
 
 def _finish(batch: pa.RecordBatch, as_of: dt.datetime, run: int,
@@ -645,71 +249,6 @@ def _consolidate(store: VectorStore, cfg: ConsolidationConfig,
         notes=tuple(run.notes), aged=aging)
 
 
-def age(store: VectorStore, cfg: ConsolidationConfig | None = None) -> int:
-    """Bring ``recency_days`` and ``frequency`` of every customer to the consolidation's
-    ``as_of`` (they are measured to it, so they change as it moves even for customers without
-    new events); returns the rows rewritten. One commit, positional (only the rows whose
-    values change are written); source stamps are not touched: derived outputs leave these
-    features out by default (:mod:`ingest.freshness`). Nothing is written when the table is
-    already aged to ``as_of``."""
-    cfg = cfg or ConsolidationConfig()
-    if not store.has_table(cfg.customers):
-        return 0
-    info = store.table_info(cfg.customers)
-    meta = info.metadata.get(METADATA_KEY) or {}
-    as_of = _parse_iso(meta.get("as_of"))
-    needed = ("last_seen", "first_seen", "n_events", *AGING_FEATURES)
-    if as_of is None or meta.get("aged_as_of") == meta.get("as_of") or \
-            any(c not in info.schema.names for c in needed):
-        return 0
-    assert info.key is not None  # consolidated customers are keyed
-    written = 0
-    with store.transaction(cfg.customers) as tx:
-        for part in tx.partitions():
-            if not part.rows:
-                continue
-            t = pa.concat_tables(pa.Table.from_batches([b]) for b in tx.scan(
-                part, columns=[info.key, *needed], batch_size=262_144))
-            recency, frequency = aged(t.column("last_seen"), t.column("first_seen"),
-                                      t.column("n_events"), as_of)
-            same = values_equal(recency, t.column("recency_days").combine_chunks()) & \
-                values_equal(frequency, t.column("frequency").combine_chunks())
-            rows = np.flatnonzero(~same)
-            if len(rows):
-                take = pa.array(rows)
-                tx.stage(part, pa.table({info.key: t.column(info.key).take(take),
-                                         "recency_days": recency.take(take),
-                                         "frequency": frequency.take(take)}), rows=rows)
-                written += len(rows)
-        tx.set_metadata({(METADATA_KEY, "aged_as_of"): meta.get("as_of")})
-    return written
-
-
-def _stage_aging(store: VectorStore, tx: Any, info: TableInfo, as_of: dt.datetime,
-                 written: list[pa.Array]) -> int:
-    """Stage, keyed, ``recency_days``/``frequency`` at ``as_of`` for the customers this
-    consolidation does not rewrite and whose values change; returns how many."""
-    assert info.key is not None  # the customers table is keyed
-    needed = ("last_seen", "first_seen", "n_events", *AGING_FEATURES)
-    if any(c not in info.schema.names for c in needed):
-        return 0
-    done = pa.concat_arrays([pc.cast(a, info.schema.field(info.key).type) for a in written]) \
-        if written else pa.array([], info.schema.field(info.key).type)
-    staged = 0
-    for batch in store.scan(info.name, columns=[info.key, *needed], batch_size=262_144):
-        recency, frequency = aged(batch.column("last_seen"), batch.column("first_seen"),
-                                  batch.column("n_events"), as_of)
-        same = values_equal(recency, batch.column("recency_days")) & \
-            values_equal(frequency, batch.column("frequency"))
-        keep = pc.and_(pa.array(~same), pc.invert(pc.is_in(batch.column(info.key), done)))
-        if not pc.any(keep).as_py():
-            continue
-        tx.update(pa.table({info.key: batch.column(info.key), "recency_days": recency,
-                            "frequency": frequency}).filter(keep), key=info.key)
-        staged += int(pc.sum(keep).as_py())
-    return staged
-
-
 class _Creation:
     """The part of a transaction a consolidation uses, for the customers table it creates:
     columns, appended rows and metadata collected, then one ``create_table(data=...)`` on
@@ -756,5 +295,6 @@ class _Creation:
                                 metadata=info.metadata or None, data=batches)
 
 
-__all__ = ["ConsolidationConfig", "ConsolidationResult", "age", "aged", "consolidate",
+__all__ = ["BASE_FEATURES", "CONSOLIDATED", "DEFAULT_MAX_VALUES", "EXACT", "METADATA_KEY", "STEP",
+           "TS_TYPE", "ConsolidationConfig", "ConsolidationResult", "age", "aged", "consolidate",
            "feature_name"]

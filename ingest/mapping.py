@@ -34,11 +34,11 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .datamodel import CUSTOMERS, EVENTS, KEYS, PRODUCTS
 from .errors import MappingError
 from .names import safe_name
 
 TableName = Literal["customers", "events", "products"]
-KEYS: dict[str, str] = {"customers": "customer_id", "events": "event_id", "products": "product_id"}
 TRUE_VALUES = ("yes", "y", "true", "t", "1")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _VECTOR = re.compile(r"^vector\s*[\[(<]\s*(\d+)\s*[\])>]$")
@@ -198,13 +198,13 @@ class Mapping(BaseModel):
     def _consistent(self) -> Mapping:
         if self.id_column and self.generate_id:
             raise ValueError("give either id_column or generate_id = true, not both")
-        if self.table != "customers" and self.holdings.any:
+        if self.table != CUSTOMERS and self.holdings.any:
             raise ValueError("holdings from list or flag columns apply to the customers table")
-        if self.table != "events" and self.holdings.from_events:
+        if self.table != EVENTS and self.holdings.from_events:
             raise ValueError("holdings.from_events applies to an events source")
         for f in self.holdings.flag_list():
             _check_ident(f.product, "product id")
-        if self.table == "products" and self.generate_id:
+        if self.table == PRODUCTS and self.generate_id:
             raise ValueError("products need an id column (product ids are referenced elsewhere)")
         return self
 
@@ -232,7 +232,7 @@ class Mapping(BaseModel):
             return pa.timestamp("us", tz="UTC")
         if column in {self.resolve(t) for t in self.text_columns}:
             return pa.string()
-        if self.table == "events":
+        if self.table == EVENTS:
             return EVENT_TYPES.get(column)
         if column == "holdings":
             return pa.list_(pa.string())

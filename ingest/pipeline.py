@@ -35,6 +35,7 @@ import pyarrow as pa
 from vectorstore import TableInfo, VectorColumn, VectorStore
 from vectorstore.schema import MetadataPatch
 
+from .datamodel import EVENTS
 from .errors import IngestError, MappingError, ValidationError
 from .freshness import ROW_STAMP, STAMP_TYPE, new_stamp, source_touch
 from .identity import DIGEST_COLUMN, KeyDigests
@@ -374,7 +375,7 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
     de-duplicated against the table by validation; a concurrent load of the same events is
     still written once).
     """
-    events = m.table == "events"
+    events = m.table == EVENTS
     validator = Validator(plan, load.src.name, dedupe=events,
                           defer_duplicates=load.on_error == "fail")
     summary = load.summary

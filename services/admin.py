@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 
 import vectorstore
+from ingest.datamodel import META_EMBEDDERS
 from vectorstore import StoreError, VectorStore, dsn
 from vectorstore.errors import native_free
 from vectorstore.registry import scheme_of
@@ -60,7 +61,7 @@ def table_stats(store: VectorStore, name: str) -> TableStats:
     """Row count, vector columns with their embedders, indexes, version, disk size and the
     source names of renamed columns."""
     info = store.table_info(name)
-    embedders = info.metadata.get("embedders", {}) if isinstance(info.metadata, dict) else {}
+    embedders = info.metadata.get(META_EMBEDDERS, {}) if isinstance(info.metadata, dict) else {}
     vectors = []
     for v in info.vectors.values():
         emb = embedders.get(v.name, {}) if isinstance(embedders, dict) else {}

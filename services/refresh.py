@@ -30,13 +30,18 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ingest.datamodel import (
+    CUSTOMERS,
+    EVENTS,
+    META_EMBEDDERS,
+    META_PROPENSITY,
+    META_RECOMMEND,
+    META_RISK,
+    PRODUCTS,
+)
 from vectorstore import VectorStore
 
 from .admin import Progress
-
-CUSTOMERS = "customers"
-EVENTS = "events"
-PRODUCTS = "products"
 
 
 class RefreshStep(BaseModel):
@@ -122,7 +127,7 @@ class _Refresh:
         if not self.store.has_table(table):
             return
         info = self.store.table_info(table)
-        entries = info.metadata.get("embedders") or {}
+        entries = info.metadata.get(META_EMBEDDERS) or {}
         columns = [c for c, e in entries.items()
                    if isinstance(e, dict) and c in info.vectors and not e.get("space_of")]
         if not columns:
@@ -149,7 +154,7 @@ class _Refresh:
             from ingest.embedders.behavior import embed_behavior
 
             products = PRODUCTS if self.store.has_table(PRODUCTS) and column in (
-                self.meta(PRODUCTS).get("embedders") or {}) else None
+                self.meta(PRODUCTS).get(META_EMBEDDERS) or {}) else None
             r = embed_behavior(self.store, emb, customers=table, products=products,
                                column=column, progress=self.tick(f"refit {column}"),
                                runner=self.runner)
@@ -211,7 +216,7 @@ class _Refresh:
         from services.risk.persistence import load_model
 
         t0 = time.perf_counter()
-        meta = self.meta(table).get("risk") or {}
+        meta = self.meta(table).get(META_RISK) or {}
         if not meta.get("model_id"):
             self.add("risk", table, 0, t0, "never scored")
             return
@@ -237,7 +242,7 @@ class _Refresh:
     def propensity(self) -> None:
         from services.matching.scores import refresh_scores
 
-        products = self.meta().get("propensity") or {}
+        products = self.meta().get(META_PROPENSITY) or {}
         if not products:
             self.add("propensity", CUSTOMERS, 0, time.perf_counter(), "no product fitted")
             return
@@ -253,7 +258,7 @@ class _Refresh:
         from services.matching.rec_write import recommend_behaviour, refresh_recommendations
 
         t0 = time.perf_counter()
-        meta = self.meta().get("recommend") or {}
+        meta = self.meta().get(META_RECOMMEND) or {}
         if not meta.get("method"):
             self.add("recommend", CUSTOMERS, 0, t0, "never recommended")
             return

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import matplotlib
 
+from ingest.datamodel import CUSTOMERS, META_RISK
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
@@ -397,7 +399,7 @@ def collect(store: VectorStore, *, column: str | None, products: Sequence[str] =
     from .matching._data import holds
     from .matching.evaluate import evaluate_holdout
 
-    info = store.table_info("customers")
+    info = store.table_info(CUSTOMERS)
     if column is not None:
         info.vector(column)
     names = info.schema.names
@@ -405,7 +407,7 @@ def collect(store: VectorStore, *, column: str | None, products: Sequence[str] =
         products = ()
     read = ["customer_id", *[c for c in ("holdings", column, "risk_score", "risk_flag",
                                          "risk_model", label) if c and c in names]]
-    data = store.to_arrow("customers", columns=list(dict.fromkeys(read)))
+    data = store.to_arrow(CUSTOMERS, columns=list(dict.fromkeys(read)))
     rng = np.random.default_rng(seed)
     if data.num_rows > max_rows:
         data = data.take(pa.array(np.sort(rng.choice(data.num_rows, max_rows, replace=False))))
@@ -478,9 +480,9 @@ def _risk_scores(store: VectorStore, data: pa.Table, label: str | None, positive
     flags = np.asarray(pc.fill_null(data.column("risk_flag"), False).to_numpy(
         zero_copy_only=False), dtype=bool)
     ok = np.isfinite(scores)
-    run = store.table_info("customers").metadata.get("risk") or {}
+    run = store.table_info(CUSTOMERS).metadata.get(META_RISK) or {}
     threshold = run.get("threshold")
-    n_flagged = store.count("customers", col("risk_flag") == True)  # noqa: E712
+    n_flagged = store.count(CUSTOMERS, col("risk_flag") == True)  # noqa: E712
     models = data.column("risk_model").drop_null().unique().to_pylist()
     risk = RiskScores(scores[ok], float(threshold) if threshold is not None else None,
                       model=", ".join(models), n_flagged=n_flagged)

@@ -14,6 +14,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from ingest.datamodel import CUSTOMERS, EVENTS, KEYS, PRODUCTS
+
 from .model import (
     CUSTOMERS_CSV_SCHEMA,
     CUSTOMERS_TABLE_SCHEMA,
@@ -103,9 +105,9 @@ def load_into_store(store: VectorStore, bank: GeneratedBank | str | Path, *,
     """
     if not isinstance(bank, GeneratedBank):
         bank = GeneratedBank.open(bank)
-    specs = {"customers": (CUSTOMERS_TABLE_SCHEMA, "customer_id"),
-             "events": (EVENTS_TABLE_SCHEMA, "event_id"),
-             "products": (PRODUCTS_TABLE_SCHEMA, "product_id")}
+    specs = {CUSTOMERS: (CUSTOMERS_TABLE_SCHEMA, KEYS[CUSTOMERS]),
+             EVENTS: (EVENTS_TABLE_SCHEMA, KEYS[EVENTS]),
+             PRODUCTS: (PRODUCTS_TABLE_SCHEMA, KEYS[PRODUCTS])}
     for name, (schema, key) in specs.items():
         if replace:
             store.drop_table(name, missing_ok=True)
@@ -119,8 +121,8 @@ def load_into_store(store: VectorStore, bank: GeneratedBank | str | Path, *,
 
     products = pa.Table.from_pylist(read_products(bank.products), schema=PRODUCTS_TABLE_SCHEMA)
     written = {
-        "customers": store.write("customers", _read_customers(bank.customers, batch_size)).rows,
-        "events": store.write("events", events()).rows,
-        "products": store.write("products", products).rows,
+        CUSTOMERS: store.write(CUSTOMERS, _read_customers(bank.customers, batch_size)).rows,
+        EVENTS: store.write(EVENTS, events()).rows,
+        PRODUCTS: store.write(PRODUCTS, products).rows,
     }
     return written

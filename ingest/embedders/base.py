@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from vectorstore import ArtifactNotFound, Metric, TableInfo, VectorStore
 
+from ..datamodel import META_EMBEDDERS
 from .errors import (
     DimensionConflictError,
     EmbeddingError,
@@ -363,7 +364,7 @@ def load_embedder(store: VectorStore, table: str, column: str, *,
     :class:`ModelIntegrityError` naming it and how to rebuild it."""
     from vectorstore.errors import ArtifactCorrupt
 
-    meta = store.table_info(table).metadata.get("embedders", {}).get(column)
+    meta = store.table_info(table).metadata.get(META_EMBEDDERS, {}).get(column)
     if meta is None:
         raise EmbeddingError(f"table {table!r} has no embedder recorded for column {column!r}")
     kind = meta.get("kind") if isinstance(meta, dict) else None

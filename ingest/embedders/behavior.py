@@ -42,6 +42,7 @@ import scipy.sparse as sp
 
 from vectorstore import Metric, TableInfo, Transaction, VectorColumn, VectorStore
 
+from ..datamodel import CUSTOMERS, EVENTS, META_EMBEDDERS, PRODUCTS
 from ..freshness import ROW_STAMP, STAMP_TYPE, stamp_column, stamps_of
 from .base import (
     Embedder,
@@ -99,7 +100,7 @@ class BehaviorEmbedder(Embedder):
     version_libs: ClassVar[tuple[str, ...]] = ("numpy", "scipy", "scikit-learn")
     default_column: ClassVar[str] = "vec_behavior"
 
-    def __init__(self, dim: int = 64, *, events: str | None = "events",
+    def __init__(self, dim: int = 64, *, events: str | None = EVENTS,
                  holdings_column: str | None = "holdings", holdings_weight: float = 3.0,
                  event_items: Sequence[str] = ("product_id", "category"),
                  value: str = "count", amount_column: str = "amount",
@@ -434,7 +435,7 @@ def _stage_vectors(ctx: Any, part: Any) -> int:
 
 
 def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None, *,
-                   customers: str = "customers", products: str | None = "products",
+                   customers: str = CUSTOMERS, products: str | None = PRODUCTS,
                    column: str = "vec_behavior", batch_size: int = 65_536,
                    progress: Progress | None = None, runner: Any = None) -> EmbedResult:
     """Fit ``embedder`` and write customer vectors and product vectors into ``column``.
@@ -501,14 +502,14 @@ def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None,
         if ptx is not None and pinfo is not None:
             pmean = _write_products(store, emb, ptx, pinfo, vc, extra)
         name, sha = save_state(store, customers, column, emb)
-        tx.set_metadata({("embedders", column): metadata_entry(
+        tx.set_metadata({(META_EMBEDDERS, column): metadata_entry(
             customers, column, emb, name, sha, acc.mean,
             {"n_items": len(emb.items_), "nnz": emb.nnz_, "vectors": acc.n,
              "refreshed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
              "sources": {}})})
         if ptx is not None and pmean is not None:
             assert products is not None  # ptx is open only on a products table
-            ptx.set_metadata({("embedders", column): metadata_entry(
+            ptx.set_metadata({(META_EMBEDDERS, column): metadata_entry(
                 products, column, emb, name, sha, pmean,
                 {"space_of": f"{customers}.{column}"})})
     extra["versions"] = library_versions(emb.version_libs)

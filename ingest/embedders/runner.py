@@ -38,6 +38,7 @@ import pyarrow as pa
 
 from vectorstore import Transaction, VectorColumn, VectorStore, check_name
 
+from ..datamodel import META_CONSOLIDATION, META_EMBEDDERS
 from ..freshness import AGING_FEATURES, ROW_STAMP, STAMP_TYPE, stamp_column
 from .base import (
     Embedder,
@@ -52,7 +53,7 @@ from .base import (
 from .errors import EmbeddingError
 from .partition import EmbedJob, PartitionWork, Target, embed_partition, plan_partition
 
-CONSOLIDATION = "consolidation"
+CONSOLIDATION = META_CONSOLIDATION
 
 
 def embed(store: VectorStore, table: str, embedder: Embedder, column: str | None = None, *,
@@ -114,7 +115,7 @@ class _Step:
         key = info.key
         assert key is not None
         self.key = key
-        self.entries = dict(info.metadata.get("embedders") or {})
+        self.entries = dict(info.metadata.get(META_EMBEDDERS) or {})
         self.as_of = (info.metadata.get(CONSOLIDATION) or {}).get("as_of")
         self.blobs = {c: e.to_bytes() for e, c in targets}
         inputs: list[str] = []
@@ -231,15 +232,15 @@ class _Step:
                                  rows_written=written, mode=mode)
             if self.stale or (existed and entry and not self.reasons):
                 if written:  # same state: the entry's statistics move, the state stays
-                    tx.set_metadata({("embedders", t.column, "mean"): mean,
-                                     ("embedders", t.column, "vectors"): n,
-                                     ("embedders", t.column, "refreshed_at"): now})
+                    tx.set_metadata({(META_EMBEDDERS, t.column, "mean"): mean,
+                                     (META_EMBEDDERS, t.column, "vectors"): n,
+                                     (META_EMBEDDERS, t.column, "refreshed_at"): now})
             elif written or not existed or not entry:
                 name, sha = save_state(self.store, self.table, t.column, t.embedder)
                 extra = {"vectors": n, "refreshed_at": now, "sources": self._sources()}
                 if set(self.inputs) & set(AGING_FEATURES):
                     extra["as_of"] = self.as_of
-                tx.set_metadata({("embedders", t.column): metadata_entry(
+                tx.set_metadata({(META_EMBEDDERS, t.column): metadata_entry(
                     self.table, t.column, t.embedder, name, sha, mean, extra)})
                 result.state_sha256 = sha
             results.append(result)

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from vectorstore import TableInfo
 
+from ..datamodel import EVENTS
 from ..errors import MappingError, SchemaEvolutionError
 from ..identity import DIGEST_COLUMN
 from ..mapping import Mapping
@@ -108,7 +109,7 @@ def make_plan(mapping: Mapping, first: pa.RecordBatch, existing: TableInfo | Non
     elif not generate:
         id_source = next((r for r in raw if mapping.resolve(r) == key), None)
         if id_source is None:
-            if mapping.table != "events":
+            if mapping.table != EVENTS:
                 raise MappingError(
                     f"the source has no {key!r} column: name the id column (id_column) or "
                     "set generate_id = true for a stable id from each row's content")
@@ -133,10 +134,10 @@ def make_plan(mapping: Mapping, first: pa.RecordBatch, existing: TableInfo | Non
     if mapping.attributes is not None:
         wanted = {mapping.resolve(a) for a in mapping.attributes} | {
             mapping.resolve(t) for t in mapping.text_columns}
-        if mapping.table == "events":
+        if mapping.table == EVENTS:
             wanted |= {"customer_id", "ts", "kind", "product_id", "category", "amount", "channel"}
         for w in sorted(wanted):
-            if mapping.table != "events" or w in {mapping.resolve(r) for r in raw}:
+            if mapping.table != EVENTS or w in {mapping.resolve(r) for r in raw}:
                 _find(raw, mapping, w, "column")
     for t in mapping.text_columns:
         _find(raw, mapping, t, "text column")
@@ -177,8 +178,8 @@ def make_plan(mapping: Mapping, first: pa.RecordBatch, existing: TableInfo | Non
         if pa.types.is_fixed_size_list(typ) and pa.types.is_floating(typ.value_type):
             vectors.setdefault(name, typ.list_size)
         columns.append(ColumnPlan(name, r, typ, fmt))
-    digest = mapping.table == "events" and id_source is not None
-    if mapping.table == "events":
+    digest = mapping.table == EVENTS and id_source is not None
+    if mapping.table == EVENTS:
         have = {c.name for c in columns}
         missing = [c for c in ("customer_id", "ts") if c not in have]
         if missing:

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..datamodel import EVENTS
 from ..identity import KeyDigests, Occurrences, event_digest, replays
 from ..sources import Chunk
 from .cast import _blank_to_null, _np, _valid_mask, convert
@@ -163,7 +164,7 @@ class Validator:
                 nul = _nul_mask(out)
                 if nul is not None:
                     problems.append((c.source, nul & ~bad, batch.column(c.source), _NO_NUL))
-            if plan.table == "events" and c.name in ("customer_id", "ts"):
+            if plan.table == EVENTS and c.name in ("customer_id", "ts"):
                 absent = ~_valid_mask(out) & ~bad
                 if absent.any():
                     problems.append((c.source, absent, batch.column(c.source),

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import click
 
+from ingest.datamodel import CUSTOMERS
+
 from ..errors import ServiceError
 from .root import App, main, pass_app
 
@@ -102,7 +104,7 @@ def stats(app: App, tables_: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--table", default="customers", show_default=True)
+@click.option("--table", default=CUSTOMERS, show_default=True)
 @pass_app
 def versions(app: App, table: str) -> None:
     """List the versions of a table (backends that keep versions)."""
@@ -117,7 +119,7 @@ def versions(app: App, table: str) -> None:
 
 @main.command()
 @click.argument("version", type=int)
-@click.option("--table", default="customers", show_default=True)
+@click.option("--table", default=CUSTOMERS, show_default=True)
 @pass_app
 def restore(app: App, version: int, table: str) -> None:
     """Restore TABLE to VERSION (recorded as a new version; history is kept)."""

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import click
 
+from ingest.datamodel import CUSTOMERS
+
 from ..cli_options import FiniteRange
 from .root import App, main, pass_app
 
 
 @main.command()
 @click.argument("kind", type=click.Choice(["tabular", "text", "behavior", "combined"]))
-@click.option("--table", default="customers", show_default=True)
+@click.option("--table", default=CUSTOMERS, show_default=True)
 @click.option("--include", multiple=True, help="tabular: only these columns (repeatable).")
 @click.option("--exclude", multiple=True, help="tabular: leave these columns out (repeatable).")
 @click.option("--column", default=None, help="text: the text column to embed.")
@@ -54,7 +56,7 @@ def embed(app: App, kind: str, table: str, include: tuple[str, ...], exclude: tu
 
 
 @main.command()
-@click.option("--table", default="customers", show_default=True)
+@click.option("--table", default=CUSTOMERS, show_default=True)
 @click.option("--column", "columns", multiple=True, help="Vector column(s) to index.")
 @click.option("--min-rows", type=int, default=5_000, show_default=True,
               help="Build ANN indexes only on tables with at least this many rows.")

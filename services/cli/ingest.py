@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from ingest.datamodel import KEYS
+
 from ..cli_options import FiniteRange
 from .root import App, main, pass_app
 
@@ -125,7 +127,7 @@ def ingest(app: App, args: tuple[str, ...], mapping: str | None, on_error: str,
         if len(args) != 2:
             raise click.UsageError("give TABLE and SOURCE (or --mapping FILE)")
         table, source = args
-        if table not in ("customers", "events", "products"):
+        if table not in KEYS:
             raise click.BadParameter(f"{table!r}: expected customers, events or products",
                                      param_hint="TABLE")
     k = app.kindred(must_exist=False)

@@ -10,15 +10,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest.datamodel import CUSTOMER_ID, CUSTOMERS, META_EMBEDDERS, PRODUCT_ID, PRODUCTS
 from vectorstore import ColumnNotFound, TableInfo, VectorStore
 from vectorstore.filters import Filter, Has, parse_filter, to_mask
 
 from ..errors import MatchingError
 
-CUSTOMERS = "customers"
-PRODUCTS = "products"
-CUSTOMER_KEY = "customer_id"
-PRODUCT_KEY = "product_id"
+CUSTOMER_KEY = CUSTOMER_ID
+PRODUCT_KEY = PRODUCT_ID
 HOLDINGS = "holdings"
 BLOCK_ROWS = 65_536
 
@@ -138,7 +137,7 @@ def population_mean(store: VectorStore, table: str, column: str, *,
     """
     info = store.table_info(table)
     dim = info.vector(column).dim
-    entry: dict[str, Any] = dict((info.metadata.get("embedders") or {}).get(column) or {})
+    entry: dict[str, Any] = dict((info.metadata.get(META_EMBEDDERS) or {}).get(column) or {})
     mean = entry.get("mean")
     cached_rows = entry.get("mean_rows")  # set only by this function
     fresh = cached_rows is None or abs(store.count(table) - cached_rows) <= 0.1 * cached_rows
@@ -156,8 +155,8 @@ def population_mean(store: VectorStore, table: str, column: str, *,
         return mean_arr
     # two path patches: this entry's mean only, so a concurrent writer's entries (another
     # column's embedder, or this column's own re-embedding) are never overwritten
-    store.set_metadata(table, {("embedders", column, "mean"): [float(x) for x in mean_arr],
-                               ("embedders", column, "mean_rows"): n})
+    store.set_metadata(table, {(META_EMBEDDERS, column, "mean"): [float(x) for x in mean_arr],
+                               (META_EMBEDDERS, column, "mean_rows"): n})
     return mean_arr
 
 
@@ -170,7 +169,7 @@ def check_shared_space(store: VectorStore, column: str, *, table: str = CUSTOMER
     would be silently wrong."""
     entries = []
     for name in (table, products_table):
-        entry = (store.table_info(name).metadata.get("embedders") or {}).get(column)
+        entry = (store.table_info(name).metadata.get(META_EMBEDDERS) or {}).get(column)
         entries.append(entry.get("state_artifact") if isinstance(entry, dict) else None)
     mine, theirs = entries
     if mine is not None and theirs is not None and mine != theirs:

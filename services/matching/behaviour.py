@@ -37,13 +37,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from ingest.datamodel import CUSTOMERS, EVENTS, META_RECOMMEND
 from vectorstore import VectorStore
 from vectorstore.errors import ArtifactCorrupt, ArtifactNotFound
 
 from ..errors import MatchingError, NotEnoughData
 from ._data import CUSTOMER_KEY, PRODUCT_KEY, PRODUCTS
 
-EVENTS = "events"
 ITEM_COLUMNS = ("product_id", "category")
 REPEAT_RATE = 0.3
 SHRINKS = (3.0, 10.0, 30.0, float("inf"))
@@ -51,7 +51,7 @@ FACTOR_WEIGHTS = (0.0, 0.03, 0.1, 0.3)
 CLASSES = 8
 EM_ITERATIONS = 40
 ARTIFACT = "customers.recommender"
-META_KEY = "recommend"  # the table metadata entry of the recommendations (recommend.META_KEY)
+META_KEY = META_RECOMMEND  # the table metadata entry of the recommendations (recommend.META_KEY)
 """``metadata["recommender"]["artifact"]``: the recommender the written lists came from."""
 FORMAT = 1
 BLOCK = 4_096
@@ -317,8 +317,8 @@ class Recommender:
         """The recommender the customers' recommendations were written with (the one the
         table's metadata names), or the artifact ``name``; checksum-verified."""
         if name is None:
-            rec = (store.table_info("customers").metadata.get("recommend") or {}) \
-                if store.has_table("customers") else {}
+            rec = (store.table_info(CUSTOMERS).metadata.get(META_RECOMMEND) or {}) \
+                if store.has_table(CUSTOMERS) else {}
             name = rec.get("artifact") or ARTIFACT
         try:
             data, meta = store.get_artifact(name)
@@ -340,7 +340,7 @@ class Recommender:
                        None if avg is None else float(avg))
 
 
-def saved_recommender(store: VectorStore, table: str = "customers") -> str | None:
+def saved_recommender(store: VectorStore, table: str = CUSTOMERS) -> str | None:
     """The artifact of the recommender whose lists ``table`` holds: the one its metadata
     records (written in the same commit as ``rec_products``), else the fixed name earlier
     versions used; None when there is none."""

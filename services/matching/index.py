@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ingest.datamodel import META_MATCHING
 from vectorstore import TableInfo, VectorStore
 
 DEFAULT_THRESHOLD = 100_000
@@ -44,7 +45,7 @@ def ensure_index(store: VectorStore, table: str, column: str, *,
     if not store.capabilities.ann_index:
         return IndexStatus(False, "none", 0)
     info = info or store.table_info(table)
-    indexes = (info.metadata.get("matching") or {}).get("indexes") or {}
+    indexes = (info.metadata.get(META_MATCHING) or {}).get("indexes") or {}
     entry: dict[str, Any] = dict(indexes.get(column) or {})
     version = store.data_version(table) if store.capabilities.versions else None
     if version is not None and entry.get("version") == version and "indexed" in entry:
@@ -72,7 +73,7 @@ def ensure_index(store: VectorStore, table: str, column: str, *,
     if version is not None:
         new["version"] = store.data_version(table)
     if new != entry:  # this column's entry only: other columns' entries stay as they are
-        store.set_metadata(table, {("matching", "indexes", column): new})
+        store.set_metadata(table, {(META_MATCHING, "indexes", column): new})
     return IndexStatus(indexed, action, n)
 
 
@@ -81,7 +82,7 @@ def refresh_index(store: VectorStore, table: str, column: str) -> str:
     (new or changed rows): optimised (LanceDB adds the rows incrementally), or re-indexed
     when the table doubled since the build. Returns the action (``optimized``/``rebuilt``)."""
     info = store.table_info(table)
-    entry = ((info.metadata.get("matching") or {}).get("indexes") or {}).get(column) or {}
+    entry = ((info.metadata.get(META_MATCHING) or {}).get("indexes") or {}).get(column) or {}
     n = store.count(table)
     built_rows = int(entry.get("built_rows") or 0)
     if built_rows and n >= built_rows * REBUILD_GROWTH:
@@ -93,5 +94,5 @@ def refresh_index(store: VectorStore, table: str, column: str) -> str:
     new: dict[str, Any] = {"rows": n, "indexed": True, "built_rows": built_rows}
     if store.capabilities.versions:
         new["version"] = store.data_version(table)
-    store.set_metadata(table, {("matching", "indexes", column): new})
+    store.set_metadata(table, {(META_MATCHING, "indexes", column): new})
     return action

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ingest.datamodel import META_EMBEDDERS
 from vectorstore import VectorStore
 
 from ..errors import NotEnoughData
@@ -146,7 +147,7 @@ def _training_sample(store: VectorStore, table: str, columns: Sequence[str],
 def reads_holdings(info: Any, column: str, depth: int = 0) -> bool:
     """Whether a vector column was built from the holdings (a behaviour embedding): its
     lookalike score would restate the holding itself, so it is no feature by default."""
-    entry = (info.metadata.get("embedders") or {}).get(column) or {}
+    entry = (info.metadata.get(META_EMBEDDERS) or {}).get(column) or {}
     params = entry.get("params") or {}
     if params.get("holdings_column"):
         return True

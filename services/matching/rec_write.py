@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from ingest.datamodel import CUSTOMERS
 from vectorstore import VectorStore
 
 from ..errors import MatchingError, NotEnoughData
@@ -153,7 +154,7 @@ def _write(store: VectorStore, rec: Recommender, name: str, sha: str, *, top_n: 
     return run
 
 
-def recommend_behaviour(store: VectorStore, *, top_n: int = 10, table: str = "customers",
+def recommend_behaviour(store: VectorStore, *, top_n: int = 10, table: str = CUSTOMERS,
                         only_products: bool = True, write: bool = True, seed: int = 0,
                         products_table: str = PRODUCTS, batch_size: int = 65_536,
                         progress: Any = None, runner: Any = None) -> dict[str, Any]:
@@ -182,7 +183,7 @@ def recommend_behaviour(store: VectorStore, *, top_n: int = 10, table: str = "cu
             "w_factors": rec.w_factors, "mode": "all"}
 
 
-def refresh_behaviour(store: VectorStore, *, table: str = "customers",
+def refresh_behaviour(store: VectorStore, *, table: str = CUSTOMERS,
                       products_table: str = PRODUCTS, stale_only: bool = True,
                       batch_size: int = 65_536, progress: Progress | None = None,
                       runner: Any = None) -> dict[str, Any]:
@@ -200,7 +201,7 @@ def refresh_behaviour(store: VectorStore, *, table: str = "customers",
     return {"method": "behavior", "rows": run.rows, "skipped": run.skipped, "mode": run.mode}
 
 
-def refresh_recommendations(store: VectorStore, *, table: str = "customers",
+def refresh_recommendations(store: VectorStore, *, table: str = CUSTOMERS,
                             stale_only: bool = True, progress: Progress | None = None,
                             runner: Any = None) -> dict[str, Any]:
     """Bring ``rec_products`` up to date by the method and options it was written with."""

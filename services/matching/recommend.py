@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
+from ingest.datamodel import META_RECOMMEND
 from vectorstore import Metric, VectorStore, prefetch
 from vectorstore.schema import MetadataPatch
 
@@ -118,7 +119,7 @@ def _held_mask(batch: pa.RecordBatch, product_ids: pa.Array) -> np.ndarray:
 REC_FIELDS = (pa.field(REC_PRODUCTS, pa.list_(pa.string())),
               pa.field(REC_SCORES, pa.list_(pa.float32())))
 OUTPUT = "rec"
-META_KEY = "recommend"
+META_KEY = META_RECOMMEND
 
 
 def write_recommendations(store: VectorStore, table: str, out: list[pa.RecordBatch],

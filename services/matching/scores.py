@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ingest.datamodel import META_CONSOLIDATION, META_EMBEDDERS, META_PROPENSITY
 from vectorstore import PendingWrite, TableInfo, Transaction, VectorStore
 from vectorstore.filters import Cmp, Filter, all_of
 
@@ -34,7 +35,7 @@ from ._data import CUSTOMER_KEY, CUSTOMERS, Progress, holdings_labeller
 from .model_store import load_model, save_model
 from .propensity import SCORE_ROWS, PropensityModel, fit_propensity
 
-META_KEY = "propensity"
+META_KEY = META_PROPENSITY
 PREFIX = "propensity_"
 LADDER = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 SPREAD = 30
@@ -134,7 +135,7 @@ def refresh_scores(store: VectorStore, product: str, *, table: str = CUSTOMERS,
 
 def _sources(info: TableInfo, model: PropensityModel) -> dict[str, str]:
     """The fitted states of the vector columns the model's lookalike features read."""
-    emb = info.metadata.get("embedders") or {}
+    emb = info.metadata.get(META_EMBEDDERS) or {}
     return {c: str((emb.get(c) or {}).get("state_sha256")) for c in model.spec.similarity}
 
 
@@ -143,7 +144,7 @@ def _as_of(info: TableInfo, model: PropensityModel) -> str | None:
 
     if not set(model.spec.columns) & set(AGING_FEATURES):
         return None
-    return (info.metadata.get("consolidation") or {}).get("as_of")
+    return (info.metadata.get(META_CONSOLIDATION) or {}).get("as_of")
 
 
 def _score(store: VectorStore, table: str, product: str, model: PropensityModel, *,

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
+from ingest.datamodel import META_EMBEDDERS
 from vectorstore import TableInfo, VectorStore, prefetch
 
 from .errors import InvalidRiskInput, RiskError
@@ -89,7 +90,7 @@ def _preserves_magnitude(info: TableInfo, name: str) -> bool:
 
 
 def _tabular_raw(info: TableInfo, name: str) -> bool:
-    meta = (info.metadata.get("embedders") or {}).get(name) or {}
+    meta = (info.metadata.get(META_EMBEDDERS) or {}).get(name) or {}
     return meta.get("kind") == "tabular" and (meta.get("params") or {}).get("normalize") is False
 
 
@@ -185,7 +186,7 @@ def tabular_features(store: VectorStore, table: str, column: str | None
     columns), read from its recorded, checksum-verified fitted state."""
     if column is None:
         return None
-    meta = (store.table_info(table).metadata.get("embedders") or {}).get(column) or {}
+    meta = (store.table_info(table).metadata.get(META_EMBEDDERS) or {}).get(column) or {}
     if meta.get("kind") != "tabular":
         return None
     from ingest.embedders import load_embedder

@@ -30,6 +30,7 @@ import numpy as np
 import pyod
 import sklearn
 
+from ingest.datamodel import META_RISK
 from vectorstore import ArtifactCorrupt, ArtifactNotFound, VectorStore, estimators
 
 from .config import config_json
@@ -46,7 +47,7 @@ TRUSTED = (
       ("IForest", "HBOS", "ECOD", "COPOD", "KNN", "LOF", "PCA", "Ensemble")),
 )
 """Kindred's own classes a stored detector is made of (the rest: vectorstore.estimators)."""
-META_KEY = "risk"
+META_KEY = META_RISK
 
 
 def library_versions() -> dict[str, str]:

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
+from ingest.datamodel import META_EMBEDDERS
 from ingest.derived import TALLY, write_output
 from vectorstore import Transaction, VectorStore, col
 from vectorstore.filters import Filter
@@ -233,7 +234,7 @@ def _source_state(info: Any, source: FeatureSource) -> str | None:
     """The fitted state of the vector column scored (its re-fit makes every score stale)."""
     if not source.column:
         return None
-    entry = (info.metadata.get("embedders") or {}).get(source.column) or {}
+    entry = (info.metadata.get(META_EMBEDDERS) or {}).get(source.column) or {}
     return entry.get("state_sha256")
 
 

@@ -1,0 +1,502 @@
+"""The one object applications embed: :class:`Kindred`, over a store URI or an open store.
+
+``Kindred("./kindred-data")`` (or ``Kindred("postgresql://...")``, or ``Kindred(store)``) gives
+ingest, consolidate, embed, index, match, explain, recommend, risk scoring, evaluation, stats
+and migration as plain method calls returning pydantic models (see :mod:`services.models`) or
+Arrow tables. It never prints and keeps no global state: everything lives in the store, so one
+instance can be shared by the threads of a web app for reads, and any number of instances (or
+processes) can point at the same store. Long steps accept a ``progress`` callback
+``(step, done, total)`` that the CLI turns into progress bars.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from ingest.datamodel import CUSTOMERS
+from vectorstore import StoreError, VectorStore
+
+from .. import admin
+from ..admin import Progress
+from ..errors import ServiceError
+from ..models import (
+    GenerateResult,
+    IngestResult,
+    MigrationResult,
+    ReportResult,
+    RiskEvaluation,
+    StepResult,
+    StoreStats,
+    VersionRecord,
+)
+from . import data_in, embedding, matching, risk, store_admin
+from ._common import PREFERRED_VECTORS, default_vector_column, require_table
+
+if TYPE_CHECKING:
+    from ..matching import Explanation, MatchResult, ProductQuery, RecommendSummary
+    from ..matching.evaluate import EvaluationReport
+    from ..risk import RiskExplanation, RiskRun
+
+
+
+class Kindred:
+    """Kindred's services over one store.
+
+    Parameters
+    ----------
+    store:
+        A store URI (``./dir``, ``memory://name``, ``postgresql://...``) or an open
+        :class:`vectorstore.VectorStore`. A URI is opened here and closed by :meth:`close`;
+        an open store is borrowed and left open.
+    must_exist:
+        With a URI of a local directory, refuse (``StoreMissing``) when it does not exist
+        instead of creating an empty store.
+    runner:
+        Where the heavy steps (ingest, consolidate, embed, index, risk scoring, recommend)
+        run: ``"local"`` (in this process), ``"ray"`` (one Ray task per partition, see
+        docs/scale.md), a :class:`ingest.runner.Runner`, or None for ``KINDRED_RUNNER``
+        (default local). ``ray_address`` (or ``KINDRED_RAY_ADDRESS``) is the Ray cluster to
+        join; Ray is started before the store is opened.
+    """
+
+    def __init__(self, store: str | VectorStore, *, must_exist: bool = False,
+                 runner: Any = None, ray_address: str | None = None) -> None:
+        from ingest.runner import get_runner
+
+        self._runner = get_runner(runner, address=ray_address)
+        if self._runner.distributed:
+            # Ray starts before LanceDB opens (its fork warning otherwise)
+            self._runner.start()
+        if isinstance(store, VectorStore):
+            self._store, self._owned = store, False
+        elif isinstance(store, str):
+            self._store, self._owned = admin.open_store(store, must_exist=must_exist), True
+        else:
+            raise ServiceError(f"Kindred needs a store URI or an open VectorStore, got {store!r}")
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def store(self) -> VectorStore:
+        """The underlying store (for direct reads: scan, search, to_arrow)."""
+        return self._store
+
+    @property
+    def runner(self) -> Any:
+        """The runner the heavy steps use (:mod:`ingest.runner`)."""
+        return self._runner
+
+    @property
+    def location(self) -> str:
+        """Where the store lives, with any password redacted."""
+        return admin.store_uri(self._store)
+
+    def close(self) -> None:
+        if self._owned:
+            self._store.close()
+
+    def __enter__(self) -> Kindred:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Kindred({self.location!r})"
+
+    # ------------------------------------------------------------------ store administration
+    def tables(self) -> list[str]:
+        return self._store.list_tables()
+
+    def stats(self, tables: Sequence[str] | None = None) -> StoreStats:
+        """Row counts, vector columns and their embedders, indexes, versions and disk size."""
+        return store_admin.stats(self._store, tables)
+
+    def versions(self, table: str = CUSTOMERS) -> list[VersionRecord]:
+        """The versions of a table, oldest first (backends that keep versions)."""
+        return store_admin.versions(self._store, table)
+
+    def restore(self, version: int, table: str = CUSTOMERS) -> VersionRecord:
+        """Make ``version`` the current state of ``table`` (as a new version; history is kept)."""
+        self._store.restore(table, version)
+        return VersionRecord(version=self._store.version(table), timestamp=None, current=True)
+
+    def optimize(self, tables: Sequence[str] | None = None,
+                 progress: Progress | None = None) -> StepResult:
+        """Compact storage and bring indexes up to date, table by table."""
+        return store_admin.optimize(self._store, tables, progress)
+
+    def prewarm(self, table: str = CUSTOMERS) -> StepResult:
+        """Load ``table``'s indexes into memory now, so that the first matches of a
+        long-running application answer at warm speed (at 1,000,000 x 384: ~3-4 s and
+        0.4-1 GB; a first-touch ``match`` goes from ~31-64 ms to ~13-18 ms, see
+        docs/benchmarks.md)."""
+        self._store.prewarm(table)
+        return StepResult(step="prewarm", details={"table": table})
+
+    def index(self, table: str = CUSTOMERS, *, columns: Sequence[str] | None = None,
+              min_rows: int = 5_000, index_type: str | None = None,
+              progress: Progress | None = None) -> StepResult:
+        """Build (or rebuild) ANN indexes on vector columns and a scalar index on the key.
+
+        Vector indexes are built only once the table has ``min_rows`` rows: below that an exact
+        search is fast and exact. Columns named in ``columns`` are indexed regardless.
+        """
+        return embedding.index(self._store, self._runner, table, columns=columns,
+                               min_rows=min_rows, index_type=index_type, progress=progress)
+
+    def migrate(self, target: str | VectorStore, *, tables: Sequence[str] | None = None,
+                replace: bool = False, progress: Progress | None = None,
+                on_replace: Callable[[dict[str, int]], None] | None = None) -> MigrationResult:
+        """Copy tables (rows, vectors, metadata) and artifacts to another store or backend.
+
+        A target that is this store (however its location is spelled) is refused; with
+        ``replace``, ``on_replace`` hears which target tables (and rows) will be dropped
+        before any is."""
+        return store_admin.migrate(self._store, target, tables=tables, replace=replace,
+                                     progress=progress, on_replace=on_replace)
+
+    # ------------------------------------------------------------------ data in
+    @staticmethod
+    def generate(out_dir: str | Path, *, customers: int | None = None,
+                 events_per_customer: float | None = None, seed: int | None = None,
+                 day: int = 1) -> GenerateResult:
+        """Write a deterministic synthetic bank (CSV, Parquet, JSONL, JSON files) to ``out_dir``.
+
+        ``day=2`` (or later) writes the next day's files of the bank already in ``out_dir`` to
+        ``out_dir/day2``: new and changed customers, and that day's transactions and web
+        events (:mod:`synthetic_bank.days`); its size and seed come from the bank.
+        Needs no store: it is a static method so that ``Kindred.generate(...)`` works alone.
+        """
+        return data_in.generate(out_dir, customers=customers,
+                                events_per_customer=events_per_customer, seed=seed, day=day)
+
+    def load_bank(self, bank_dir: str | Path, *, replace: bool = True) -> StepResult:
+        """Load a generated bank straight into customers/events/products (no mapping needed).
+
+        The fast path for demos and tests: the generator's files are known to be clean, so this
+        skips validation; use :meth:`ingest` for real data.
+        """
+        return data_in.load_bank(self._store, bank_dir, replace=replace)
+
+    def ingest(self, source: Any = None, *, table: str | None = None,
+               mapping: str | Path | dict[str, Any] | None = None, on_error: str = "fail",
+               id_column: str | None = None, generate_id: bool | None = None,
+               holdings: Sequence[str] = (), holdings_column: str | None = None,
+               holdings_separator: str = "|", holdings_from_events: Sequence[str] = (),
+               text_columns: Sequence[str] = (), attributes: Sequence[str] | None = None,
+               rename: Sequence[str] = (), types: Sequence[str] = (),
+               timestamp_formats: Sequence[str] = (), drop: Sequence[str] = (),
+               kind: str | None = None, delimiter: str | None = None,
+               keep_flag_columns: bool = False, strict_names: bool = False,
+               dedupe: bool = False, progress: Progress | None = None) -> IngestResult:
+        """Load one source into customers, events or products, validated, in one commit.
+
+        Either ``mapping`` (a TOML file or dict; ``source`` then overrides its path) or
+        ``table`` plus options that say the same things: ``holdings=["term_deposit=y:yes"]``
+        (PRODUCT=COLUMN[:VALUE|VALUE]), ``holdings_column`` (a list column or text split on
+        ``holdings_separator``), ``rename=["old=new"]``, ``types=["age=int64"]``,
+        ``timestamp_formats=["ts=%Y-%m-%d"]``. Without an id column, customers get a stable id
+        hashed from each row (``generate_id`` None: automatic when the source has no
+        ``customer_id`` column, after renames). A ``.json`` file holding an array of objects is
+        read as rows. ``on_error``: fail (nothing written), skip, or quarantine
+        (``<table>_rejects``).
+
+        Column names as the file has them are made safe (``ZIP Code`` -> ``ZIP_Code``, see
+        :mod:`ingest.names`; ``strict_names`` refuses them instead, listing them all), and every
+        option that names a column takes the source or the table name. ``keep_flag_columns``
+        keeps ``holdings`` flag columns as attributes too (e.g. to use one as a label).
+        ``dedupe``: identical rows count once (sources that replay rows); by default repeated
+        identical events are kept, each with its own id (:mod:`ingest.identity`).
+        """
+        return data_in.ingest(
+            self._store, source, table=table, mapping=mapping, on_error=on_error,
+            id_column=id_column, generate_id=generate_id, holdings=holdings,
+            holdings_column=holdings_column, holdings_separator=holdings_separator,
+            holdings_from_events=holdings_from_events, text_columns=text_columns,
+            attributes=attributes, rename=rename, types=types,
+            timestamp_formats=timestamp_formats, drop=drop, kind=kind, delimiter=delimiter,
+            keep_flag_columns=keep_flag_columns, strict_names=strict_names, dedupe=dedupe,
+            progress=progress)
+
+    def consolidate(self, *, full: bool = False, customer_ids: Sequence[str] | None = None,
+                    amount: str | None = None, categories: Sequence[str] | None = None,
+                    channels: Sequence[str] | None = None,
+                    max_values: int | None = None) -> StepResult:
+        """Events -> per-customer features (recency, frequency, monetary, spend per category,
+        counts per channel, holdings from purchases). Incremental: only customers with new
+        events, unless ``full``.
+
+        Only a customer id and a timestamp are required of the events: ``amount``,
+        ``categories`` and ``channels`` name the columns to use (source or table names; by
+        default what the previous run was told, else ``amount``, ``category`` and
+        ``channel`` when present), and features of an absent column are skipped (``notes``
+        in the details say which). Without amounts, categories are counted. Customers first
+        seen in events are created (the customers table too, when there is none yet).
+        ``max_values`` caps the columns per category or channel column (default 200).
+        """
+        return data_in.consolidate(self._store, self._runner, full=full,
+                                   customer_ids=customer_ids, amount=amount,
+                                   categories=categories, channels=channels,
+                                   max_values=max_values)
+
+    def refresh(self, *, refit: bool = False, progress: Progress | None = None) -> Any:
+        """Bring every derived column up to date after new data landed, in dependency order
+        and only for what changed: consolidation, every recorded embedder (with its stored
+        fitted state; ``refit`` re-fits), the ANN indexes of written columns, risk scores
+        with the persisted model, propensity scores, recommendations. Returns a
+        :class:`services.refresh.RefreshResult` (per step: done or skipped, and why). Safe to
+        run twice: a run with nothing to do writes nothing."""
+        from ..refresh import refresh
+
+        require_table(self._store, CUSTOMERS, "ingest customers first")
+        return refresh(self._store, refit=refit, progress=progress, runner=self._runner)
+
+    # ------------------------------------------------------------------ embeddings
+    def embed(self, kind: str, *, table: str = CUSTOMERS, include: Sequence[str] | None = None,
+              exclude: Sequence[str] = (), column: str | None = None,
+              template: str | None = None, model: str | None = None,
+              output: str | None = None, dim: int | None = None,
+              sources: Sequence[str] = (), weights: Sequence[float] | None = None,
+              backend: str = "torch", raw: bool = True,
+              types: Sequence[str] | dict[str, str] = (),
+              progress: Progress | None = None) -> StepResult:
+        """Write a vector column: ``tabular``, ``text``, ``behavior`` or ``combined``.
+
+        - tabular: numeric columns standardised, categoricals one-hot (``include``/``exclude``
+          select columns; ``dim`` adds a PCA; ``types=["branch=category"]`` reads a column as
+          a category or a number, see :mod:`ingest.column_kinds`), unit length for matching;
+          with ``raw`` (the default) also ``<output>_raw``: z-scored, unclipped, not
+          normalised (metric l2), the column risk scoring uses because it keeps each
+          customer's distance from the centre.
+        - text: sentence-transformers over a text ``column`` or a profile ``template``
+          (``model``: a local path; default the packaged all-MiniLM-L6-v2; ``backend``
+          ``onnx`` runs it int8-quantised through ONNX Runtime, ~3x faster on CPU, vectors
+          close to but not equal to PyTorch's).
+        - behavior: SVD of holdings + events, customers and products in one space (``dim``).
+        - combined: weighted concatenation of the ``sources`` vector columns.
+
+        ``output`` names the vector column (default ``vec_<kind>``). Returns a StepResult whose
+        details hold the rows embedded/skipped, dimension, seconds and state checksum.
+        """
+        return embedding.embed(self._store, self._runner, kind, table=table, include=include,
+                               exclude=exclude, column=column, template=template, model=model,
+                               output=output, dim=dim, sources=sources, weights=weights,
+                               backend=backend, raw=raw, types=types, progress=progress)
+
+    # ------------------------------------------------------------------ product matching
+    def match(self, product: str, *, method: str = "centroid", vector_column: str | None = None,
+              top: int | None = None, audience_pct: float | None = None,
+              min_score: float | None = None, where: str | None = None, exact: bool = False,
+              columns: Sequence[str] = (), min_consumers: int = 20,
+              query: ProductQuery | None = None, consumers: bool = True,
+              prospects: bool = True, bands: Sequence[float] | None = None,
+              propensity_options: dict[str, Any] | None = None) -> MatchResult:
+        """Consumers (holders, most typical first) and prospects (most likely first) of a product.
+
+        ``where`` is a filter expression over customer columns, e.g.
+        ``"age >= 30 and region in ('north', 'south')"``. Returns
+        :class:`services.matching.MatchResult`: two Arrow tables (``customer_id, score, rank`` +
+        ``columns``) and a summary (method, sizes, options); ``.to_dict()`` is JSON-ready.
+        ``query`` reuses a query from :meth:`product_query` (no refit). ``consumers=False``
+        or ``prospects=False`` leaves that list out (one search). ``bands``: two descending
+        score thresholds for the high/medium/low bands (default: edges from the whole base,
+        see :mod:`services.matching.bands`). ``method="propensity"`` serves the probabilities
+        :meth:`fit` wrote (else fits in memory); the summary then has the audience's expected
+        conversions and lift. ``match`` never writes to the store.
+        """
+        return matching.match(self._store, product, method=method, vector_column=vector_column,
+                              top=top, audience_pct=audience_pct, min_score=min_score,
+                              where=where, exact=exact, columns=columns,
+                              min_consumers=min_consumers, query=query, consumers=consumers,
+                              prospects=prospects, bands=bands,
+                              propensity_options=propensity_options)
+
+    def fit(self, products: Sequence[str], *, method: str = "propensity",
+            vector_column: str | None = None, exclude: Sequence[str] = (),
+            types: Sequence[str] | dict[str, str] = (), seed: int = 0,
+            propensity_options: dict[str, Any] | None = None,
+            progress: Progress | None = None) -> StepResult:
+        """Fit and persist each product's model, so :meth:`match` serves it without refitting.
+
+        ``propensity``: a gradient-boosted model of the attributes (``exclude`` leaves columns
+        out, ``types=["branch=category"]`` declares kinds), saved verified, and every
+        customer's probability written to ``propensity_<product>`` with a scalar index;
+        ``learned``: the logistic query on ``vector_column``, saved for reuse while the table
+        is unchanged. Returns per product what was fitted (model id, cross-validated ROC-AUC,
+        leakage warnings).
+        """
+        return matching.fit(self._store, products, method=method, vector_column=vector_column,
+                            exclude=exclude, types=types, seed=seed,
+                            propensity_options=propensity_options, progress=progress)
+
+    def product_query(self, product: str, *, method: str = "centroid",
+                      vector_column: str | None = None, min_consumers: int = 20,
+                      **learned_options: Any) -> ProductQuery:
+        """The fitted query of a product (centroid, learned model or product vector), to reuse
+        across several :meth:`match` calls without refitting."""
+        return matching.product_query(self._store, product, method=method,
+                                      vector_column=vector_column,
+                                      min_consumers=min_consumers, **learned_options)
+
+    def explain(self, customer_id: str, product: str, *, vector_column: str | None = None,
+                k: int = 5) -> Explanation:
+        """Why ``customer_id`` is near ``product``: its nearest consumers and what they share."""
+        return matching.explain(self._store, customer_id, product,
+                                vector_column=vector_column, k=k)
+
+    def recommend(self, *, top_n: int = 3, vector_column: str | None = None,
+                  exclude_held: bool = True, method: str | None = None,
+                  only_products: bool = True,
+                  progress: Progress | None = None) -> RecommendSummary | StepResult:
+        """Every customer's top ``top_n``, written to ``rec_products``/``rec_scores``.
+
+        ``method="behavior"`` (the default when there is an events table and no
+        ``vector_column``): the behaviour
+        recommender of :mod:`services.matching.behaviour` (own history for repeatable items, a
+        behaviour profile that falls back to popularity, implicit ALS factors), fitted on all
+        events and saved; held one-time products are never recommended again, and only
+        products-table items are written when ``only_products``. ``method="vector"``: customer
+        . product in a shared ``vector_column`` (e.g. ``vec_behavior``).
+        """
+        return matching.recommend(self._store, self._runner, top_n=top_n,
+                                  vector_column=vector_column, exclude_held=exclude_held,
+                                  method=method, only_products=only_products,
+                                  progress=progress)
+
+    def recommendations(self, customer_id: str, *, top_n: int = 10,
+                        only_products: bool = True) -> dict[str, Any]:
+        """One customer's behaviour recommendations with the reasons for each: from the
+        recommender :meth:`recommend` saved (fitted on the fly, not saved, when there is none).
+        """
+        return matching.recommendations(self._store, customer_id, top_n=top_n,
+                                        only_products=only_products)
+
+    def evaluate_recommendations(self, *, k: int = 10, seed: int = 0) -> Any:
+        """Next-basket evaluation (each customer's last day of events hidden): hit@k,
+        recall@k, NDCG@k of Kindred against popularity, popularity without history and raw
+        implicit ALS, in one run (:mod:`services.matching.evaluate_recs`)."""
+        return matching.evaluate_recommendations(self._store, k=k, seed=seed)
+
+    def evaluate_matching(self, product: str | None = None, *, label: str | None = None,
+                          positive: Any = None, vector_columns: Sequence[str] | None = None,
+                          methods: Sequence[str] = ("centroid", "learned", "propensity"),
+                          holdout: float = 0.2, seed: int = 0, repeats: int = 3,
+                          split_column: str | None = None, test_value: Any = "test",
+                          test_size: float = 0.3, exclude: Sequence[str] = (),
+                          learned_options: dict[str, Any] | None = None,
+                          propensity_options: dict[str, Any] | None = None,
+                          progress: Progress | None = None) -> EvaluationReport:
+        """Measured matching quality: repeated holdouts of ``product``'s holders, or a
+        ``label`` column (test rows: ``split_column == test_value``, else ``repeats`` seeded
+        stratified ``test_size`` splits).
+
+        Returns an :class:`services.matching.evaluate.EvaluationReport`: ROC-AUC (mean, SD, interval),
+        precision@k, recall@k and lift@k per vector column and method, with random and
+        popularity baselines, leakage warnings and the predictability verdict.
+        ``learned_options`` go to the learned model (e.g. ``{"Cs": [10.0]}``),
+        ``propensity_options`` (and ``exclude``, attribute columns left out) to the
+        propensity model.
+        """
+        return matching.evaluate_matching(
+            self._store, product, label=label, positive=positive,
+            vector_columns=vector_columns, methods=methods, holdout=holdout, seed=seed,
+            repeats=repeats, split_column=split_column, test_value=test_value,
+            test_size=test_size, exclude=exclude, learned_options=learned_options,
+            propensity_options=propensity_options, progress=progress)
+
+    # ------------------------------------------------------------------ risk
+    def score_risk(self, *, detector: str | None = None, column: str | None = None,
+                   attributes: Sequence[str] | None = None,
+                   fit_sample: int | float | None = None, threshold: float | None = None,
+                   seed: int = 0, table: str = CUSTOMERS,
+                   progress: Progress | None = None) -> RiskRun:
+        """Fit a PyOD detector (``iforest``, ``ecod``, ``hbos``, ... or the default ensemble) on
+        a vector column or numeric attributes, persist it, and write back ``risk_score``,
+        ``risk_rank``, ``risk_flag`` and ``risk_model`` for every row.
+
+        Without ``column`` or ``attributes`` the detector scores the column that keeps
+        magnitudes (``vec_tabular_raw`` from ``embed("tabular")``: anomaly detectors need each
+        customer's distance from the centre, which unit-length columns discard); the run's
+        ``column`` and first message say which and why. ``risk_score`` is a robust z-score of
+        the detector's score against the fitted customers' (0 = the median customer, 3 =
+        three robust standard deviations more unusual) and ``risk_flag`` is
+        ``risk_score > threshold``."""
+        return risk.score_risk(self._store, self._runner, detector=detector, column=column,
+                               attributes=attributes, fit_sample=fit_sample,
+                               threshold=threshold, seed=seed, table=table, progress=progress)
+
+    def risk_top(self, n: int = 20, *, columns: Sequence[str] | None = None,
+                 flagged_only: bool = False, table: str = CUSTOMERS) -> pa.Table:
+        """The ``n`` most anomalous customers, most anomalous first (an Arrow table)."""
+        return risk.risk_top(self._store, self._runner, n, columns=columns,
+                             flagged_only=flagged_only, table=table)
+
+    def explain_risk(self, customer_id: str, *, table: str = CUSTOMERS) -> RiskExplanation:
+        """Why a customer scores as it does: deviating attributes, nearest normal neighbours,
+        and its score percentile."""
+        return risk.explain_risk(self._store, customer_id, table=table)
+
+    def evaluate_risk(self, label: str, *, positive: Any = None,
+                      detectors: Sequence[Any] = ("iforest", "hbos", "ecod", "default"),
+                      column: str | None = None, fit_sample: int | float | None = None,
+                      seed: int = 0, table: str = CUSTOMERS) -> RiskEvaluation:
+        """ROC-AUC, average precision and precision@n of each detector against ``label``
+        (``label == positive`` marks a known anomaly, e.g. ``positive="bad"``; a bool or 0/1
+        label needs none), on the column :meth:`score_risk` would use."""
+        return risk.evaluate_risk(self._store, label, positive=positive, detectors=detectors,
+                                  column=column, fit_sample=fit_sample, seed=seed,
+                                  table=table)
+
+    # ------------------------------------------------------------------ report
+    def report(self, out_dir: str | Path, *, products: Sequence[str] | None = None,
+               column: str | None = None,
+               methods: Sequence[str] = ("centroid", "learned", "propensity"),
+               label: str | None = None, positive: Any = None, max_products: int = 3,
+               seed: int = 0, repeats: int = 3, learned_options: dict[str, Any] | None = None,
+               propensity_options: dict[str, Any] | None = None) -> ReportResult:
+        """Write ``report.html`` (self-contained) and its PNGs into ``out_dir``.
+
+        Gain/lift curves per product and method from the same repeated holdouts as
+        :meth:`evaluate_matching` (same ``seed``, ``repeats``: the same figures), the
+        propensity calibration curve, consumer vs prospect score distributions, the risk score
+        distribution with its flag threshold, and a PCA map of customers coloured by holdings
+        and risk flag. ``products`` defaults to :meth:`report_products`; ``column`` to the
+        default vector column; ``label`` (e.g. ``is_anomaly``, or ``Status`` with
+        ``positive="bad"``) adds the risk ROC-AUC and ROC/precision-recall curves. A table
+        without holdings gets the risk sections (and the map), not the matching ones.
+        """
+        return store_admin.report(self._store, out_dir, products=products, column=column,
+                                  methods=methods, label=label, positive=positive,
+                                  max_products=max_products, seed=seed, repeats=repeats,
+                                  learned_options=learned_options,
+                                  propensity_options=propensity_options)
+
+    def report_products(self, n: int = 3, *, min_holders: int = 50) -> list[str]:
+        """The products a report plots by default: those with a fitted propensity model
+        (:meth:`fit`), else the ``n`` least-held products with at least ``min_holders``
+        holders (the hardest to target, and the ones a campaign is usually about)."""
+        return store_admin.report_products(self._store, n, min_holders=min_holders)
+
+    def product_counts(self) -> dict[str, int]:
+        """Holders per product (products table rows, else every product held)."""
+        return store_admin.product_counts(self._store)
+
+    def popular_products(self, n: int = 3, *, min_holders: int = 20) -> list[str]:
+        """The ``n`` products with most holders (at least ``min_holders``), most held first."""
+        return store_admin.popular_products(self._store, n, min_holders=min_holders)
+
+    # ------------------------------------------------------------------ helpers
+    def default_vector_column(self, table: str = CUSTOMERS) -> str | None:
+        """The vector column used when a call names none: the only one, else the first of
+        vec_combined, vec_tabular, vec_behavior, vec_text that exists (None if no vectors)."""
+        return default_vector_column(self._store, table)
+
+
+
+
+
+__all__ = ["PREFERRED_VECTORS", "Kindred", "StoreError"]
