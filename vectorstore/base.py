@@ -22,39 +22,35 @@ from typing import Any, ClassVar, Literal, TypeAlias, cast
 import numpy as np
 import pyarrow as pa
 
-from .errors import InvalidOption, StoreError
-from .filters import Filter, bind, parse_filter
+from . import artifacts as _artifacts
+from . import store_helpers as _helpers
+from .artifacts import ARTIFACT_GRACE, ARTIFACT_TABLE, CONTENT_ADDRESSED
+from .errors import StoreError
+from .filters import Filter
 from .handle import StoreHandle
 from .schema import Capabilities, MetadataPatch, TableInfo, VectorColumn
+from .store_helpers import _check_positions, _sorted_positions
 from .txn import Partition, StagedPartition, Transaction, WriteResult
 
-ARTIFACT_TABLE = "_kindred_artifacts"
-_ARTIFACT_SCHEMA = pa.schema([
-    pa.field("name", pa.string(), nullable=False),
-    pa.field("data", pa.large_binary()),
-    pa.field("sha256", pa.string()),
-    pa.field("metadata", pa.string()),
-    pa.field("created_at", pa.timestamp("us")),
-])
 WriteMode = Literal["append", "overwrite", "upsert", "insert_missing"]
 Data: TypeAlias = pa.Table | pa.RecordBatchReader | pa.RecordBatch | Iterable[pa.RecordBatch]
 FilterLike = Filter | str | None
 # every scan is a generator, so closing it ends its read (on PostgreSQL, its transaction)
 _Closable: TypeAlias = Generator[pa.RecordBatch, None, None]
-CONTENT_ADDRESSED = "_content_addressed"
-"""Artifact metadata flag of :meth:`VectorStore.save_artifact` artifacts (swept when unused)."""
-ARTIFACT_GRACE = dt.timedelta(hours=24)
 
-
-def _artifact_row(name: str, data: bytes, metadata: dict[str, Any]) -> pa.Table:
-    import hashlib
-    import json
-
-    return pa.table({
-        "name": [name], "data": [data], "sha256": [hashlib.sha256(data).hexdigest()],
-        "metadata": [json.dumps(metadata, sort_keys=True, default=str)],
-        "created_at": [dt.datetime.now(dt.UTC).replace(tzinfo=None)],
-    }, schema=_ARTIFACT_SCHEMA)
+__all__ = [
+    "ARTIFACT_GRACE",
+    "ARTIFACT_TABLE",
+    "CONTENT_ADDRESSED",
+    "Data",
+    "FilterLike",
+    "IndexInfo",
+    "VectorStore",
+    "VersionInfo",
+    "WriteMode",
+    "_check_positions",
+    "_sorted_positions",
+]
 
 
 @dataclass(frozen=True)
@@ -146,15 +142,7 @@ class VectorStore(ABC):
 
     @staticmethod
     def _columns_to_drop(info: TableInfo, columns: Sequence[str]) -> list[str]:
-        from .errors import ColumnNotFound, SchemaMismatch
-
-        cols = list(dict.fromkeys(columns))
-        for c in cols:
-            if c not in info.schema.names:
-                raise ColumnNotFound(f"table {info.name!r} has no column {c!r}")
-            if c == info.key:
-                raise SchemaMismatch(f"table {info.name!r}: the key column {c!r} cannot be dropped")
-        return cols
+        return _helpers.columns_to_drop(info, columns)
 
     # ------------------------------------------------------------------ data
     def write(self, name: str, data: Data, *, mode: WriteMode = "append",
@@ -424,22 +412,12 @@ class VectorStore(ABC):
 
     def put_artifact(self, name: str, data: bytes, metadata: dict[str, Any] | None = None) -> str:
         """Store ``data`` under ``name`` (replacing it); returns its sha256 hex digest."""
-        import hashlib
-
-        from .sealing import seal
-
-        self._artifact_table()
-        self.write(ARTIFACT_TABLE, _artifact_row(name, data, seal(name, data, metadata or {})),
-                   mode="upsert")
-        return hashlib.sha256(data).hexdigest()
+        return _artifacts.put_artifact(self, name, data, metadata)
 
     def get_artifact(self, name: str) -> tuple[bytes, dict[str, Any]]:
         """The bytes and metadata stored under ``name``, after checking their sha256 (and,
         with ``KINDRED_ARTIFACT_KEY`` set, their HMAC: :mod:`vectorstore.sealing`)."""
-        data, meta, expected = self._artifact_record(name)
-        meta.pop(CONTENT_ADDRESSED, None)
-        meta["sha256"] = expected
-        return data, meta
+        return _artifacts.get_artifact(self, name)
 
     def copy_artifacts(self, source: VectorStore, names: Sequence[str] | None = None
                        ) -> list[str]:
@@ -447,48 +425,11 @@ class VectorStore(ABC):
         metadata, HMAC and whether they are content-addressed (swept when unreferenced);
         each is verified on the way (sha256, and the HMAC when the key is set). One commit:
         a failure or a kill copies none. Returns the names copied."""
-        wanted = list(source.list_artifacts() if names is None else names)
-        if not wanted:
-            return []
-
-        def rows() -> Iterator[pa.RecordBatch]:
-            for name in wanted:
-                data, meta, _ = source._artifact_record(name)
-                yield from _artifact_row(name, data, meta).to_batches()
-
-        self._artifact_table()
-        self.write(ARTIFACT_TABLE, rows(), mode="upsert")
-        return wanted
+        return _artifacts.copy_artifacts(self, source, names)
 
     def _artifact_record(self, name: str) -> tuple[bytes, dict[str, Any], str]:
         """Bytes, stored metadata and sha256 of an artifact, verified (see get_artifact)."""
-        import hashlib
-        import json
-
-        from .errors import ArtifactCorrupt, ArtifactNotFound
-        from .sealing import verify
-
-        if not self.has_table(ARTIFACT_TABLE) and ARTIFACT_TABLE not in self._hidden_tables():
-            raise ArtifactNotFound(f"no stored artifact {name!r}")
-        from .filters import Cmp
-
-        rows = self.to_arrow(ARTIFACT_TABLE, filter=Cmp("name", "=", name))
-        if rows.num_rows == 0:
-            raise ArtifactNotFound(f"no stored artifact {name!r}")
-        data = rows.column("data")[0].as_py() or b""
-        expected = rows.column("sha256")[0].as_py()
-        if hashlib.sha256(data).hexdigest() != expected:
-            raise ArtifactCorrupt(f"artifact {name!r} does not match its sha256 {expected}: "
-                                  "refusing to use it")
-        try:
-            meta = json.loads(rows.column("metadata")[0].as_py() or "{}")
-        except ValueError:
-            meta = None
-        if not isinstance(meta, dict):
-            raise ArtifactCorrupt(f"artifact {name!r} has metadata that is not a JSON object: "
-                                  "refusing to use it")
-        verify(name, data, meta)
-        return data, meta, expected
+        return _artifacts.artifact_record(self, name)
 
     def save_artifact(self, prefix: str, data: bytes, metadata: dict[str, Any] | None = None
                       ) -> str:
@@ -499,58 +440,22 @@ class VectorStore(ABC):
         a step killed in between leaves at most an artifact nothing mentions, which
         :meth:`sweep_artifacts` removes later.
         """
-        import hashlib
-
-        from .sealing import seal
-
-        name = f"{prefix}.{hashlib.sha256(data).hexdigest()[:16]}"
-        meta = seal(name, data, {**(metadata or {}), CONTENT_ADDRESSED: True})
-        self._artifact_table()
-        self.write(ARTIFACT_TABLE, _artifact_row(name, data, meta), mode="insert_missing")
-        return name
+        return _artifacts.save_artifact(self, prefix, data, metadata)
 
     def list_artifacts(self) -> list[str]:
-        if ARTIFACT_TABLE not in self._hidden_tables():
-            return []
-        return sorted(self.to_arrow(ARTIFACT_TABLE, columns=["name"]).column("name").to_pylist())
+        return _artifacts.list_artifacts(self)
 
     def delete_artifact(self, name: str) -> None:
-        from .filters import Cmp
-
-        if ARTIFACT_TABLE in self._hidden_tables():
-            self.delete(ARTIFACT_TABLE, Cmp("name", "=", name))
+        _artifacts.delete_artifact(self, name)
 
     def sweep_artifacts(self, *, grace: dt.timedelta = ARTIFACT_GRACE) -> list[str]:
         """Delete content-addressed artifacts (:meth:`save_artifact`) that no table's
         description mentions and that are older than ``grace`` (steps in flight write their
         artifact before the commit that references it). Returns the names deleted."""
-        import json
-
-        from .filters import In
-
-        if ARTIFACT_TABLE not in self._hidden_tables():
-            return []
-        rows = self.to_arrow(ARTIFACT_TABLE, columns=["name", "metadata", "created_at"])
-        cutoff = dt.datetime.now(dt.UTC).replace(tzinfo=None) - grace
-        described = " ".join(json.dumps(self.table_info(t).metadata, default=str)
-                             for t in self.list_tables())
-        doomed = []
-        for name, meta, created in zip(rows.column("name").to_pylist(),
-                                       rows.column("metadata").to_pylist(),
-                                       rows.column("created_at").to_pylist(), strict=True):
-            try:
-                swept = json.loads(meta or "{}").get(CONTENT_ADDRESSED) is True
-            except ValueError:
-                swept = False
-            if swept and created is not None and created < cutoff and name not in described:
-                doomed.append(name)
-        if doomed:
-            self.delete(ARTIFACT_TABLE, In("name", tuple(doomed)))
-        return doomed
+        return _artifacts.sweep_artifacts(self, grace=grace)
 
     def _artifact_table(self) -> None:
-        if ARTIFACT_TABLE not in self._hidden_tables():
-            self.create_table(ARTIFACT_TABLE, _ARTIFACT_SCHEMA, key="name", exist_ok=True)
+        _artifacts.artifact_table(self)
 
     def _hidden_tables(self) -> list[str]:
         """Reserved tables (names starting with ``_kindred``) that list_tables leaves out."""
@@ -574,58 +479,14 @@ class VectorStore(ABC):
 
         Returns the column, the query as float32 (1-D or 2-D) and a copy of the params.
         """
-        from .errors import DimensionMismatch
-
-        vec = info.vector(vector_column)
-        q = np.asarray(query, dtype=np.float32)
-        if q.ndim not in (1, 2) or q.shape[-1] != vec.dim:
-            raise DimensionMismatch(
-                f"table {info.name!r}, column {vec.name!r}: query has shape {q.shape}, "
-                f"expected ({vec.dim},) or (n, {vec.dim})"
-            )
-        if not np.isfinite(q).all():
-            raise DimensionMismatch(f"table {info.name!r}: query vector contains NaN or infinity")
-        if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
-            raise InvalidOption(f"k must be a positive integer, got {k!r}")
-        params = dict(params or {})
-        unknown = sorted(set(params) - accepted)
-        if unknown:
-            raise InvalidOption(f"unknown search parameter(s) {', '.join(unknown)} for the "
-                                f"{self.scheme} backend; accepted: {', '.join(sorted(accepted))}")
-        return vec, q, params
+        return _helpers.check_search(self.scheme, info, query, k, vector_column, params, accepted)
 
     def _update_data(self, info: TableInfo, data: Data, key: str | None,
                      ) -> tuple[str, pa.Table | None]:
         """The key column and the update's rows cast to the table schema (only the columns
         given, keys unique and not null), or None when there is nothing to set."""
-        from .conform import conform
-        from .errors import KeyConflict
-
-        key = key or info.key
-        if key is None:
-            raise KeyConflict(f"table {info.name!r} has no key column: name one with key=")
-        info.check_columns([key])
-        batches = list(conform(TableInfo(info.name, info.schema, key, info.vectors), data,
-                               partial=True, require_key=True, unique_key=True))
-        if not batches:
-            return key, None
-        incoming = pa.Table.from_batches(batches)
-        return key, incoming if incoming.num_columns >= 2 else None
+        return _helpers.update_data(info, data, key)
 
     def _bind_filter(self, info: TableInfo, filter: FilterLike) -> Filter | None:
-        if filter is None:
-            return None
-        if isinstance(filter, str):
-            return parse_filter(filter, info.schema)
-        return bind(filter, info.schema)
+        return _helpers.bind_filter(info, filter)
 
-
-def _sorted_positions(positions: np.ndarray | Sequence[int]) -> np.ndarray:
-    """Positions as a sorted, duplicate-free int64 array."""
-    return np.unique(np.asarray(positions, dtype=np.int64).ravel())
-
-
-def _check_positions(name: str, pos: np.ndarray, n_rows: int) -> None:
-    if pos.size and (pos[0] < 0 or pos[-1] >= n_rows):
-        bad = int(pos[0] if pos[0] < 0 else pos[-1])
-        raise InvalidOption(f"table {name!r} has {n_rows:,} rows: position {bad} is out of range")

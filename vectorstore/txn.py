@@ -5,7 +5,9 @@ written by key, column values staged partition by partition, metadata patches) w
 making any of them visible; leaving the block commits them together, an exception (or a
 killed process) leaves the table exactly as it was. Nothing is ever undone by restoring a
 version, so a failed step cannot erase another writer's work. Each backend implements the
-staging and the one commit (:mod:`vectorstore.lance_txn`, :mod:`vectorstore.pg_txn`).
+staging and the one commit (:mod:`vectorstore.lance.txn`, :mod:`vectorstore.pgvector.txn`,
+:mod:`vectorstore.milvus.txn`); the backends without partitions share
+:class:`KeyedTransaction`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import pyarrow as pa
 
-from .errors import InvalidOption, KeyConflict, SchemaMismatch
+from .conform import conform
+from .errors import InvalidOption, KeyConflict, SchemaMismatch, UnsupportedOperation
 from .faults import fault_point
 from .names import check_name
 from .schema import MetadataPatch, TableInfo, VectorColumn
@@ -269,3 +272,53 @@ class Transaction(ABC):
 
     def _discard(self) -> None:  # noqa: B027 (optional hook)
         """Release what staging holds (temporary tables, connections)."""
+
+
+class KeyedTransaction(Transaction):
+    """A step on a backend without partitions (PostgreSQL, Milvus): the whole table is one
+    partition, and data staged for it is applied by key, so it must include the key column.
+
+    Subclasses name the backend (:attr:`backend_name`, for messages), keep the conformed
+    rows of each write (:meth:`_stage_rows`, using :meth:`_conformed` and
+    :meth:`_check_staged`) and say which columns a staged write holds."""
+
+    backend_name: ClassVar[str] = ""
+
+    def _conformed(self, pending: PendingWrite, data: Data) -> Iterator[pa.RecordBatch]:
+        """The write's batches cast to the table as this step leaves it (partial for every
+        mode that sets given columns only; keys required and unique where a key exists)."""
+        info = self.info
+        key = info.key
+        partial = pending.mode in ("upsert", "update", "insert_missing", "stage") or \
+            bool(pending.touch)
+        return conform(info, data, partial=partial, require_key=key is not None,
+                       unique_key=key is not None and pending.mode != "overwrite")
+
+    def _check_staged(self, pending: PendingWrite, names: Sequence[str]) -> None:
+        """Refuse data that repeats a touched column, or lacks the key column."""
+        self._touch_conflict(pending, names, self.name)
+        key = self.info.key
+        if key is not None and key not in names:
+            raise KeyConflict(f"table {self.name!r}: data staged on {self.backend_name} needs "
+                              f"the key column {key!r}")
+
+    @abstractmethod
+    def _staged_columns(self, pending: PendingWrite) -> tuple[str, ...]:
+        """The columns the staged write ``pending`` holds (none when it had no rows)."""
+
+    def partitions(self) -> list[Partition]:
+        return self.store.partitions(self.name)
+
+    def stage(self, partition: Partition, data: Data, *,
+              rows: np.ndarray | Sequence[int] | None = None) -> StagedPartition:
+        """Positional data is applied by key here: it must include the key column."""
+        self._check_open()
+        pending = PendingWrite("stage")
+        self._stage_rows(pending, data)
+        self.writes.append(pending)
+        fault_point("stage", self.name)
+        return StagedPartition(partition, self._staged_columns(pending))
+
+    def attach(self, staged: StagedPartition) -> None:
+        raise UnsupportedOperation(f"the {self.backend_name} backend has no partitions to "
+                                   "stage elsewhere: use tx.stage")

@@ -1,4 +1,6 @@
-"""The store conformance suite also runs on LanceDB over S3 (a moto server on 127.0.0.1)."""
+"""The store conformance suite runs on every backend, LanceDB over S3 (a moto server on
+127.0.0.1) included; each backend is a marked parameter (``-m "not pgvector"`` deselects
+the PostgreSQL runs), and the suite's plugin applies its capability marks."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import pytest
 
 import vectorstore
 from tests.conftest import STORE_FACTORIES
+from vectorstore.testing import backend_param
+from vectorstore.testing.plugin import _capability_marks, pytest_configure  # noqa: F401
 
 
 def _lance_s3(request: pytest.FixtureRequest, tmp_path: Path) -> vectorstore.VectorStore:
@@ -19,9 +23,11 @@ def _lance_s3(request: pytest.FixtureRequest, tmp_path: Path) -> vectorstore.Vec
 
 
 FACTORIES = {**STORE_FACTORIES, "lance-s3": _lance_s3}
+MARKS = {"lance-dir": "lance", "lance-memory": "lance", "lance-s3": "lance",
+         "pgvector": "pgvector", "milvus-lite": "milvus"}
 
 
-@pytest.fixture(params=list(FACTORIES), ids=list(FACTORIES))
+@pytest.fixture(params=[backend_param(name, MARKS.get(name, ())) for name in FACTORIES])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[vectorstore.VectorStore]:
     s = FACTORIES[request.param](request, tmp_path)
     try:

@@ -40,6 +40,7 @@ from ..schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_in
 from . import types as mt
 from .catalog import (
     CATALOG,
+    PHYSICAL,
     Described,
     catalog_schema,
     delete_row,
@@ -57,10 +58,11 @@ from .conn import (
     release_lite,
     translate,
 )
-from .filter import compile_filter
-from .indexes import INDEX_TYPES
+from .filter import compile_filter, literal
+from .indexes import INDEX_TYPES, create_scalar_index, create_vector_index, sweep_collections
+from .search import search
+from .txn import MilvusTransaction, rebuild
 
-PHYSICAL = "__kindred_"
 _METRIC = {Metric.COSINE: "COSINE", Metric.DOT: "IP", Metric.L2: "L2"}
 _SEARCH_PARAMS = {"ef", "nprobe", "nprobes"}
 _OPTIONS = {"database", "token", "timeout"}
@@ -287,8 +289,6 @@ class MilvusStore(VectorStore):
             self._retire(d.physical)
 
     def drop_columns(self, name: str, columns: Sequence[str]) -> TableInfo:
-        from .txn import rebuild
-
         d = self._describe(name)
         cols = self._columns_to_drop(d.info, columns)
         if not cols:
@@ -297,8 +297,6 @@ class MilvusStore(VectorStore):
         return self.table_info(name)
 
     def transaction(self, name: str) -> Any:
-        from .txn import MilvusTransaction
-
         check_name(name, "table name")
         return MilvusTransaction(self, name)
 
@@ -374,8 +372,6 @@ class MilvusStore(VectorStore):
 
     def _rows_by_key(self, d: Described, keys: pa.Array) -> pa.Table:
         """The stored rows (every column) whose key is in ``keys``."""
-        from .filter import literal
-
         info, key = d.info, d.info.key
         typ = info.schema.field(key).type
         fields = list(info.schema)
@@ -407,8 +403,6 @@ class MilvusStore(VectorStore):
     def search(self, name: str, query: Any, *, k: int = 10, vector_column: str | None = None,
                filter: FilterLike = None, columns: Sequence[str] | None = None,
                exact: bool = False, params: dict[str, Any] | None = None) -> pa.Table:
-        from .search import search
-
         for attempt in range(3):  # a commit may drop the collection just described
             try:
                 return search(self, name, query, k=k, vector_column=vector_column,
@@ -423,16 +417,12 @@ class MilvusStore(VectorStore):
     def create_vector_index(self, name: str, column: str | None = None, *,
                             index_type: str | None = None, replace: bool = True,
                             **params: Any) -> None:
-        from .indexes import create_vector_index
-
         create_vector_index(self, name, column, index_type=index_type, replace=replace,
                             **params)
 
     def create_scalar_index(self, name: str, column: str, *, replace: bool = True) -> None:
         """An INVERTED index; the key needs none (Milvus indexes its primary key itself), so
         that one is only recorded."""
-        from .indexes import create_scalar_index
-
         create_scalar_index(self, name, column, replace=replace)
 
     def list_indexes(self, name: str) -> list[IndexInfo]:
@@ -459,8 +449,6 @@ class MilvusStore(VectorStore):
     def sweep_collections(self, name: str, *, grace: Any = ARTIFACT_GRACE) -> list[str]:
         """Drop ``name``'s collections that no alias points at (left by a killed step) and
         that are older than ``grace``; returns their names."""
-        from .indexes import sweep_collections
-
         return sweep_collections(self, name, grace=grace)
 
     def versions(self, name: str) -> Any:

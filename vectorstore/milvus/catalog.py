@@ -21,6 +21,8 @@ from . import types as mt
 from .filter import quote_string
 
 CATALOG = "_kindred_catalog"
+PHYSICAL = "__kindred_"
+"""What a physical collection's name holds between the table name and its random suffix."""
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InvalidOption, StoreError
+from .catalog import CATALOG, PHYSICAL
 from .conn import translate
 from .filter import quote_string
+from .txn import rebuild
 
 if TYPE_CHECKING:
     from .backend import MilvusStore
@@ -29,8 +31,6 @@ _PARAM_ALIASES = {"m": "M", "ef_construction": "efConstruction", "num_partitions
 
 def create_vector_index(store: MilvusStore, name: str, column: str | None, *,
                         index_type: str | None, replace: bool, **params: Any) -> None:
-    from .txn import rebuild
-
     d = store._describe(name)
     vec = d.info.vector(column)
     index_type = (index_type or "HNSW").upper()
@@ -79,9 +79,6 @@ def create_scalar_index(store: MilvusStore, name: str, column: str, *, replace: 
 def sweep_collections(store: MilvusStore, name: str, *, grace: Any) -> list[str]:
     """Drop ``name``'s collections that its alias does not point at and whose catalogue row
     (written before the collection is created) is older than ``grace``."""
-    from .backend import PHYSICAL
-    from .catalog import CATALOG
-
     with store._lock(name):
         current = store._describe(name).physical
         cutoff = (time.time() - grace.total_seconds()) * 1e6

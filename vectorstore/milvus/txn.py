@@ -24,12 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..conform import conform
-from ..errors import ConcurrentWriteError, KeyConflict, TableNotFound, UnsupportedOperation
+from ..errors import ConcurrentWriteError, KeyConflict, TableNotFound
 from ..faults import fault_point
 from ..rows import rows_equal
 from ..schema import TableInfo
-from ..txn import Partition, PendingWrite, StagedPartition, Transaction, WriteResult
+from ..txn import KeyedTransaction, PendingWrite, WriteResult
 from . import types as mt
 from .conn import CommitLock, change_alias, translate
 
@@ -42,8 +41,10 @@ IN_PLACE_BYTES = 32 << 20
 Write = tuple[PendingWrite, pa.Table]
 
 
-class MilvusTransaction(Transaction):
+class MilvusTransaction(KeyedTransaction):
     """One staged step on a Milvus table (see the module docstring)."""
+
+    backend_name = "Milvus"
 
     def __init__(self, store: MilvusStore, name: str) -> None:
         super().__init__(store, name, store.table_info(name))
@@ -57,42 +58,20 @@ class MilvusTransaction(Transaction):
 
     def _stage_rows(self, pending: PendingWrite, data: Any) -> None:
         info = self.info
-        key = info.key
-        partial = pending.mode in ("upsert", "update", "insert_missing", "stage") or \
-            bool(pending.touch)
-        batches = [b for b in conform(info, data, partial=partial, require_key=key is not None,
-                                      unique_key=key is not None and pending.mode != "overwrite")
-                   if b.num_rows]
+        batches = [b for b in self._conformed(pending, data) if b.num_rows]
         if not batches:
             pending.result = WriteResult(0)
             if pending.mode == "overwrite":  # an overwrite with no rows empties the table
                 self.staged.append((pending, info.schema.empty_table()))
             return
         table = pa.Table.from_batches(batches)
-        self._touch_conflict(pending, table.column_names, self.name)
-        if key is not None and key not in table.column_names:
-            raise KeyConflict(f"table {self.name!r}: data staged on Milvus needs the key "
-                              f"column {key!r}")
+        self._check_staged(pending, table.column_names)
         self.staged.append((pending, table))
 
-    def partitions(self) -> list[Partition]:
-        return self._mv.partitions(self.name)
-
-    def stage(self, partition: Partition, data: Any, *,
-              rows: np.ndarray | Sequence[int] | None = None) -> StagedPartition:
-        """Positional data is applied by key here: it must include the key column."""
-        self._check_open()
-        pending = PendingWrite("stage")
-        self._stage_rows(pending, data)
-        self.writes.append(pending)
-        fault_point("stage", self.name)
+    def _staged_columns(self, pending: PendingWrite) -> tuple[str, ...]:
         cols = self.staged[-1][1].column_names if self.staged and \
             self.staged[-1][0] is pending else []
-        return StagedPartition(partition, tuple(cols))
-
-    def attach(self, staged: StagedPartition) -> None:
-        raise UnsupportedOperation("the Milvus backend has no partitions to stage elsewhere: "
-                                   "use tx.stage")
+        return tuple(cols)
 
     def _commit(self) -> None:
         if self.new_fields or self.patches or self.staged:

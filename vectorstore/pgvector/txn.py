@@ -15,24 +15,24 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 from psycopg import errors as pgerr
 from psycopg import sql
 
-from ..conform import conform
-from ..errors import ConcurrentWriteError, KeyConflict, UnsupportedOperation
+from ..errors import ConcurrentWriteError, KeyConflict
 from ..faults import fault_point
 from ..schema import TableInfo
-from ..txn import Partition, PendingWrite, StagedPartition, Transaction, WriteResult
+from ..txn import KeyedTransaction, PendingWrite, WriteResult
 from .types import pg_type
 
 if TYPE_CHECKING:
     from .store import PgVectorStore
 
 
-class PgTransaction(Transaction):
+class PgTransaction(KeyedTransaction):
     """One staged step on a PostgreSQL table (see the module docstring)."""
+
+    backend_name = "PostgreSQL"
 
     def __init__(self, store: PgVectorStore, name: str) -> None:
         super().__init__(store, name, store.table_info(name))
@@ -55,21 +55,14 @@ class PgTransaction(Transaction):
 
     def _stage_rows(self, pending: PendingWrite, data: Any) -> None:
         info = self.info
-        partial = pending.mode in ("upsert", "update", "insert_missing", "stage") or \
-            bool(pending.touch)
-        key = info.key
-        batches = conform(info, data, partial=partial, require_key=key is not None,
-                          unique_key=key is not None and pending.mode != "overwrite")
+        batches = self._conformed(pending, data)
         first = next(batches, None)
         if first is None:
             pending.result = WriteResult(0)
             self.staged.append((pending, sql.Identifier("_none"), [], 0))
             return
         cols = first.schema.names
-        self._touch_conflict(pending, cols, self.name)
-        if key is not None and key not in cols:
-            raise KeyConflict(f"table {self.name!r}: data staged on PostgreSQL needs the key "
-                              f"column {key!r}")
+        self._check_staged(pending, cols)
         ident = self._temp(info, cols)
 
         def all_batches() -> Iterator[pa.RecordBatch]:
@@ -80,23 +73,8 @@ class PgTransaction(Transaction):
             n = self._pg._copy(self.conn, info, ident, all_batches())
         self.staged.append((pending, ident, cols, n))
 
-    # ------------------------------------------------------------------ partitions
-    def partitions(self) -> list[Partition]:
-        return self._pg.partitions(self.name)
-
-    def stage(self, partition: Partition, data: Any, *,
-              rows: np.ndarray | Sequence[int] | None = None) -> StagedPartition:
-        """Positional data is applied by key here: it must include the key column."""
-        self._check_open()
-        pending = PendingWrite("stage")
-        self._stage_rows(pending, data)
-        self.writes.append(pending)
-        fault_point("stage", self.name)
-        return StagedPartition(partition, tuple(self.staged[-1][2]))
-
-    def attach(self, staged: StagedPartition) -> None:
-        raise UnsupportedOperation("the PostgreSQL backend has no partitions to stage "
-                                   "elsewhere: use tx.stage")
+    def _staged_columns(self, pending: PendingWrite) -> tuple[str, ...]:
+        return tuple(self.staged[-1][2])
 
     # ------------------------------------------------------------------ commit
     def _commit(self) -> None:
