@@ -299,7 +299,7 @@ class Kindred:
                     "keep_flag_columns": m.holdings.keep_flag_columns or keep_flag_columns})})
             src = _json_array(source) if source is not None else None
             r = ingest(self._store, src, m, on_error=on_error,  # type: ignore[arg-type]
-                       progress=rows_read)
+                       progress=rows_read, runner=self._runner)
             return IngestResult(**_plain(r))
         if table is None or source is None:
             raise ServiceError("ingest needs a table and a source (or a mapping file)")
@@ -317,7 +317,7 @@ class Kindred:
                 m.resolve(c) for c in _source_columns(src, opts)}:
             m = m.model_copy(update={"generate_id": True})
         r = ingest(self._store, src, m, on_error=on_error,  # type: ignore[arg-type]
-                   progress=rows_read)
+                   progress=rows_read, runner=self._runner)
         return IngestResult(**_plain(r))
 
     def consolidate(self, *, full: bool = False, customer_ids: Sequence[str] | None = None,
