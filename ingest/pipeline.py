@@ -7,11 +7,12 @@ the stream, so nothing is committed, and a killed load leaves the table as it wa
 and products are upserted by id with a partial upsert (columns the load does not carry, such
 as embeddings, keep their values and are never read; identical rows are counted unchanged).
 Events are inserted when their event id is new, de-duplicated against the table and within
-the load, so re-ingesting a source writes 0 rows (when the event id has a scalar index,
-``kindred index --table events``, each batch's ids are looked up in it instead of every
-stored id being read into memory first). Events without an id get the row's content
-hash plus its occurrence number among identical rows (repeats are kept; ``dedupe`` counts
-them once); an explicit id that comes again with other content is an error
+the load, so re-ingesting a source writes 0 rows: each batch's ids are looked up in the
+event id's scalar index (built before the load when it is missing, on LanceDB), so memory
+holds the load's ids and the stored ones it hits, never every stored id; the write is an
+insert-if-absent merge (``insert_missing``) on that id. Events without an id get the row's
+content hash plus its occurrence number among identical rows (repeats are kept; ``dedupe``
+counts them once); an explicit id that comes again with other content is an error
 (:mod:`ingest.identity`). A column new to the table holds nulls for the other rows; a type
 change that would lose data is refused. Column names are made safe by :mod:`ingest.names`;
 the source names are kept in the table's metadata, in the same commit. Every customer or
@@ -41,8 +42,18 @@ from .freshness import ROW_STAMP, STAMP_TYPE, new_stamp, source_touch
 from .identity import DIGEST_COLUMN, KeyDigests
 from .mapping import Mapping
 from .names import SOURCE_NAMES_KEY, merged_source_names
+from .runner import LOCAL, Runner, TaskContext, runner_for
 from .sources import DEFAULT_BATCH_ROWS, CsvSource, MalformedRow, Source, open_source
-from .validate import Checked, Plan, RowError, Validator, make_plan, rows_as_json
+from .validate import (
+    Checked,
+    Converted,
+    Plan,
+    RowError,
+    Validator,
+    convert_chunk,
+    make_plan,
+    rows_as_json,
+)
 
 OnError = Literal["fail", "skip", "quarantine"]
 ON_ERROR_MODES: tuple[str, ...] = ("fail", "skip", "quarantine")
@@ -137,8 +148,10 @@ class _Load:
 
     def __init__(self, store: VectorStore, src: Source, mapping: Mapping, on_error: str,
                  summary: IngestSummary, max_errors: int,
-                 progress: Callable[[int, int | None], None] | None = None) -> None:
+                 progress: Callable[[int, int | None], None] | None = None,
+                 runner: Runner = LOCAL) -> None:
         self.store = store
+        self.runner = runner
         self.progress = progress
         self.src = src
         self.mapping = mapping
@@ -195,10 +208,13 @@ class _Load:
 
     def stream(self, chunks: Iterator[Any], validator: Validator) -> Iterator[pa.RecordBatch]:
         try:
-            for chunk in chunks:
+            # the per-batch map (type conversion and checks) on the runner, in chunk order;
+            # the load's state (duplicates, occurrence numbers) is applied here, in order
+            for conv in self.runner.map(_convert_task, chunks, shared=validator.plan):
+                chunk = conv.chunk
                 self.summary.rows_read += chunk.batch.num_rows
                 self._malformed(self.src.take_malformed())
-                checked = validator.check(chunk)
+                checked = validator.resolve(conv)
                 self.summary.unchanged += checked.duplicates
                 if checked.errors:
                     if self.on_error == "fail":
@@ -247,6 +263,11 @@ class _Load:
             self.store.write(name, rows.drop_columns([REJECT_KEY]))
 
 
+def _convert_task(ctx: TaskContext, chunk: Any) -> Converted:
+    """One chunk validated against the load's plan (``ctx.shared``), on any worker."""
+    return convert_chunk(ctx.shared, chunk)
+
+
 def _json(obj: Any) -> str:
     import json
 
@@ -274,6 +295,23 @@ def _existing_keys(store: VectorStore, table: str, key: str) -> KeyDigests:
 def _key_indexed(store: VectorStore, table: str, key: str) -> bool:
     key_index = getattr(store, "key_index", None)
     return key_index is not None and key_index(table, key) is not None
+
+
+def _ensure_key_index(store: VectorStore, table: str, key: str) -> bool:
+    """True when each batch's event ids can be looked up in a scalar index of the stored ids.
+
+    On a store with key indexes (LanceDB) a missing one is built first (its own commit, an
+    index: no row changes), so a load never reads every stored id into memory; rows
+    appended since the build sit in unindexed fragments, which a lookup scans too (``kindred
+    index --table events`` brings them into the index). Other backends keep the stored-id
+    set (their keys are primary keys, but a lookup of a batch of ids is not yet cheap on
+    every one of them)."""
+    if getattr(store, "key_index", None) is None:
+        return False
+    if not _key_indexed(store, table, key):
+        store.create_scalar_index(table, key, replace=False)
+        _log.info("built the scalar index on %s.%s for event de-duplication", table, key)
+    return _key_indexed(store, table, key)
 
 
 def _stored_lookup(store: VectorStore, table: str, key: str
@@ -313,7 +351,8 @@ def ingest(store: VectorStore, source: Any = None,
            mapping: Mapping | str | Path | dict[str, Any] | None = None, *,
            on_error: OnError = "fail", batch_rows: int = DEFAULT_BATCH_ROWS,
            max_errors: int = 100,
-           progress: Callable[[int, int | None], None] | None = None) -> IngestSummary:
+           progress: Callable[[int, int | None], None] | None = None,
+           runner: Runner | str | None = None) -> IngestSummary:
     """Load one source into the mapping's table; returns what was read, written and rejected.
 
     ``source`` is a path, database URL, DataFrame / Arrow object or :class:`Source` (default:
@@ -323,6 +362,10 @@ def ingest(store: VectorStore, source: Any = None,
     ``quarantine`` (bad rows, with the reason, go to ``<table>_rejects``).
     ``progress`` is called after each batch with the rows read so far (the total of a
     streamed source is not known in advance, so the second argument is None).
+    ``runner`` (:mod:`ingest.runner`) runs each batch's validation (type conversion and
+    checks, :func:`~ingest.validate.convert_chunk`); reading, de-duplication and the write
+    stay here, in batch order, so every runner writes the same rows and reports the same
+    summary.
     """
     if mapping is None:
         raise MappingError("a mapping is required (Mapping, TOML path or dict)")
@@ -333,7 +376,8 @@ def ingest(store: VectorStore, source: Any = None,
     src = _open(source, m)
     src.tolerate_malformed = on_error != "fail"
     summary = IngestSummary(table=m.table, source=src.name, on_error=on_error)
-    load = _Load(store, src, m, on_error, summary, max_errors, progress)
+    load = _Load(store, src, m, on_error, summary, max_errors, progress,
+                 runner_for(store, runner, step="ingest"))
 
     chunks = src.chunks(batch_rows)
     # a CSV file is typed from a sample of its first rows read as text, then read typed
@@ -401,7 +445,7 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
             summary.written = counted.rows
             return
         if events and store.count(m.table):
-            if _key_indexed(store, m.table, plan.key):
+            if _ensure_key_index(store, m.table, plan.key):
                 validator.stored = _stored_lookup(store, m.table, plan.key)
             else:
                 validator.seen = _existing_keys(store, m.table, plan.key)

@@ -21,7 +21,8 @@ One module per job:
 - :mod:`~ingest.validate.keyset`: :class:`KeySet`, :class:`DeferredKeys`,
   :func:`first_occurrence_dups` (duplicate ids).
 - :mod:`~ingest.validate.holdings`: the holdings list from flag or list columns.
-- :mod:`~ingest.validate.validator`: :class:`Validator`, :class:`Checked`, :class:`RowError`.
+- :mod:`~ingest.validate.validator`: :class:`Validator`, :class:`Checked`, :class:`RowError`;
+  :func:`convert_chunk` (the per-batch map a runner may run on a worker).
 """
 
 from .cast import UTC_TS, convert
@@ -29,12 +30,20 @@ from .hashing import content_hash, key_hash
 from .infer import infer_text_type, is_lossless
 from .keyset import DeferredKeys, KeySet, first_occurrence_dups
 from .plan import ColumnPlan, Plan, make_plan
-from .validator import Checked, RowError, Validator, rows_as_json
+from .validator import (
+    Checked,
+    Converted,
+    RowError,
+    Validator,
+    convert_chunk,
+    rows_as_json,
+)
 
 __all__ = [
     "UTC_TS",
     "Checked",
     "ColumnPlan",
+    "Converted",
     "DeferredKeys",
     "KeySet",
     "Plan",
@@ -42,6 +51,7 @@ __all__ = [
     "Validator",
     "content_hash",
     "convert",
+    "convert_chunk",
     "first_occurrence_dups",
     "infer_text_type",
     "is_lossless",

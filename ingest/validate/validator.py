@@ -66,6 +66,66 @@ class Checked:
     """Rows dropped because their key was already loaded (events, de-duplicated silently)."""
 
 
+@dataclass
+class Converted:
+    """A chunk brought to the plan's types (:func:`convert_chunk`), before the load's state
+    (duplicates, occurrence numbers) is applied by :meth:`Validator.resolve`. Picklable, so a
+    runner can compute it on a worker and send it back."""
+
+    chunk: Chunk
+    keys: pa.Array
+    """The ids (generated ones without their occurrence numbers yet)."""
+    arrays: list[pa.Array]
+    """The plan's other columns in schema order (converted values, digest, holdings)."""
+    problems: list[tuple[str | None, np.ndarray, pa.Array | None, str]]
+    digests: np.ndarray | None
+
+
+def convert_chunk(plan: Plan, chunk: Chunk) -> Converted:
+    """Each value of ``chunk`` converted to the plan's column types, with the problems found:
+    a function of (plan, chunk) alone, the per-batch map of validation."""
+    batch = chunk.batch
+    problems: list[tuple[str | None, np.ndarray, pa.Array | None, str]] = []
+    arrays: list[pa.Array] = []
+    if plan.generate_id:
+        keys = content_hash(batch)
+    else:
+        raw_key = batch.column(plan.id_source)
+        keys, bad, _ = convert(raw_key, pa.string())
+        keys = _blank_to_null(keys)
+        missing = ~_valid_mask(keys) & ~bad
+        problems.append((plan.id_source, bad | missing, raw_key,
+                         f"a non-empty id ({plan.key})"))
+    if not chunk.nul_free:
+        nul = _nul_mask(keys)
+        if nul is not None:
+            problems.append((plan.id_source or plan.key, nul, keys, _NO_NUL))
+    for c in plan.columns:
+        out, bad, expected = convert(batch.column(c.source), c.type, c.fmt)
+        if bad.any():
+            problems.append((c.source, bad, batch.column(c.source), expected))
+        if not chunk.nul_free:
+            nul = _nul_mask(out)
+            if nul is not None:
+                problems.append((c.source, nul & ~bad, batch.column(c.source), _NO_NUL))
+        if plan.table == EVENTS and c.name in ("customer_id", "ts"):
+            absent = ~_valid_mask(out) & ~bad
+            if absent.any():
+                problems.append((c.source, absent, batch.column(c.source),
+                                 f"a {c.name} for every event"))
+        arrays.append(out)
+    digests = None
+    if plan.digest:
+        digest_arr = event_digest(pa.RecordBatch.from_arrays(
+            arrays, names=[c.name for c in plan.columns]))
+        arrays.append(digest_arr)
+        digests = np.asarray(pc.fill_null(digest_arr, -1).to_numpy(zero_copy_only=False),
+                             dtype=np.int64)
+    if plan.holdings:
+        arrays.append(_holdings(batch, plan))
+    return Converted(chunk, keys, arrays, problems, digests)
+
+
 _NO_NUL = "text without NUL (\\x00) characters, which no store keeps reliably"
 
 
@@ -132,53 +192,25 @@ class Validator:
                 for row, line, key, first in self.deferred.duplicates()]
 
     def check(self, chunk: Chunk) -> Checked:
+        """Validate one chunk: :func:`convert_chunk` (a function of the plan and the chunk
+        alone, which a runner may run anywhere) then :meth:`resolve` (the load's state)."""
+        return self.resolve(convert_chunk(self.plan, chunk))
+
+    def resolve(self, conv: Converted) -> Checked:
+        """The stateful half of :meth:`check`, in the load's order: generated ids' occurrence
+        numbers, duplicates within the load and against the table, the good and rejected
+        rows."""
+        chunk = conv.chunk
         batch = chunk.batch
         n = batch.num_rows
         rows = chunk.rows()
         plan = self.plan
-        problems: list[tuple[str | None, np.ndarray, pa.Array | None, str]] = []
-        arrays: list[pa.Array] = []
-
-        # key
-        if plan.generate_id:
-            keys = content_hash(batch)
-            if plan.occurrences:
-                keys = self.occurrences.ids(keys)
-        else:
-            raw_key = batch.column(plan.id_source)
-            keys, bad, _ = convert(raw_key, pa.string())
-            keys = _blank_to_null(keys)
-            missing = ~_valid_mask(keys) & ~bad
-            problems.append((plan.id_source, bad | missing, raw_key,
-                             f"a non-empty id ({plan.key})"))
-        arrays.append(keys)
-        if not chunk.nul_free:
-            nul = _nul_mask(keys)
-            if nul is not None:
-                problems.append((plan.id_source or plan.key, nul, keys, _NO_NUL))
-        for c in plan.columns:
-            out, bad, expected = convert(batch.column(c.source), c.type, c.fmt)
-            if bad.any():
-                problems.append((c.source, bad, batch.column(c.source), expected))
-            if not chunk.nul_free:
-                nul = _nul_mask(out)
-                if nul is not None:
-                    problems.append((c.source, nul & ~bad, batch.column(c.source), _NO_NUL))
-            if plan.table == EVENTS and c.name in ("customer_id", "ts"):
-                absent = ~_valid_mask(out) & ~bad
-                if absent.any():
-                    problems.append((c.source, absent, batch.column(c.source),
-                                     f"a {c.name} for every event"))
-            arrays.append(out)
-        digests = None
-        if plan.digest:
-            digest_arr = event_digest(pa.RecordBatch.from_arrays(
-                arrays[1:], names=[c.name for c in plan.columns]))
-            arrays.append(digest_arr)
-            digests = np.asarray(pc.fill_null(digest_arr, -1).to_numpy(zero_copy_only=False),
-                                 dtype=np.int64)
-        if plan.holdings:
-            arrays.append(_holdings(batch, plan))
+        problems = list(conv.problems)
+        keys = conv.keys
+        if plan.generate_id and plan.occurrences:
+            keys = self.occurrences.ids(keys)
+        arrays = [keys, *conv.arrays]
+        digests = conv.digests
 
         rejected = np.zeros(n, dtype=bool)
         for _, mask, _, _ in problems:

@@ -220,7 +220,7 @@ class Kindred:
             attributes=attributes, rename=rename, types=types,
             timestamp_formats=timestamp_formats, drop=drop, kind=kind, delimiter=delimiter,
             keep_flag_columns=keep_flag_columns, strict_names=strict_names, dedupe=dedupe,
-            progress=progress)
+            progress=progress, runner=self._runner)
 
     def consolidate(self, *, full: bool = False, customer_ids: Sequence[str] | None = None,
                     amount: str | None = None, categories: Sequence[str] | None = None,

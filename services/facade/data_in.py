@@ -62,7 +62,8 @@ def ingest(store: VectorStore, source: Any = None, *, table: str | None = None,
            timestamp_formats: Sequence[str] = (), drop: Sequence[str] = (),
            kind: str | None = None, delimiter: str | None = None,
            keep_flag_columns: bool = False, strict_names: bool = False,
-           dedupe: bool = False, progress: Progress | None = None) -> IngestResult:
+           dedupe: bool = False, progress: Progress | None = None,
+           runner: Any = None) -> IngestResult:
     """:meth:`services.facade.Kindred.ingest`."""
     from ingest.mapping import Mapping
     from ingest.pipeline import ingest
@@ -80,7 +81,7 @@ def ingest(store: VectorStore, source: Any = None, *, table: str | None = None,
                 "keep_flag_columns": m.holdings.keep_flag_columns or keep_flag_columns})})
         src = _json_array(source) if source is not None else None
         r = ingest(store, src, m, on_error=on_error,  # type: ignore[arg-type]
-                   progress=rows_read)
+                   progress=rows_read, runner=runner)
         return IngestResult(**_plain(r))
     if table is None or source is None:
         raise ServiceError("ingest needs a table and a source (or a mapping file)")
@@ -98,7 +99,7 @@ def ingest(store: VectorStore, source: Any = None, *, table: str | None = None,
             m.resolve(c) for c in _source_columns(src, opts)}:
         m = m.model_copy(update={"generate_id": True})
     r = ingest(store, src, m, on_error=on_error,  # type: ignore[arg-type]
-               progress=rows_read)
+               progress=rows_read, runner=runner)
     return IngestResult(**_plain(r))
 
 

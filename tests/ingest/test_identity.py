@@ -158,6 +158,32 @@ def test_key_hashes_do_not_change_once_a_longer_key_was_seen(monkeypatch):
     assert hashing.key_hash(keys).tolist() == before.tolist()
 
 
+def test_a_second_event_load_builds_the_id_index_instead_of_reading_every_stored_id(
+        tmp_path, monkeypatch):
+    import ingest.pipeline as pipeline
+    import vectorstore as vs
+
+    store = vs.connect(str(tmp_path / "store"))
+    path, rows = _purchase_log(tmp_path / "log.csv", 1500, 60)
+    ingest(store, path, PURCHASES)
+    assert store.key_index("events", "event_id") is None
+
+    def read_every_id(*_a: object, **_k: object) -> None:
+        raise AssertionError("every stored id was read")
+
+    monkeypatch.setattr(pipeline, "_existing_keys", read_every_id)
+    again = ingest(store, _small_blocks(path), PURCHASES, batch_rows=200)
+    assert (again.written, again.unchanged) == (0, len(rows))
+    assert store.key_index("events", "event_id") is not None
+    longer = tmp_path / "longer.csv"
+    longer.write_text("member,date,item\n" + "\n".join([*rows, "1001,01-01-2016,soda"])
+                      + "\n", encoding="utf-8")
+    s = ingest(store, longer, PURCHASES, batch_rows=300)  # the new row is in no index yet
+    assert (s.written, s.unchanged) == (1, len(rows))
+    assert ingest(store, longer, PURCHASES).unchanged == len(rows) + 1
+    assert store.count("events") == len(rows) + 1
+
+
 def test_with_an_indexed_event_id_each_batch_is_looked_up_not_every_stored_id(tmp_path,
                                                                               monkeypatch):
     import ingest.pipeline as pipeline
