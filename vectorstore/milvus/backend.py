@@ -46,6 +46,7 @@ from .catalog import (
     delete_row,
     describe_text,
     get_row,
+    get_stamp,
     parse_description,
     put_row,
 )
@@ -147,6 +148,21 @@ class MilvusStore(VectorStore):
 
     def table_info(self, name: str) -> TableInfo:
         return self._describe(name).info
+
+    def _description_token(self, name: str) -> object | None:
+        """The collection the alias points at and when its description row was written: a
+        commit either switches the alias or rewrites that row."""
+        from pymilvus.exceptions import MilvusException
+
+        check_name(name, "table name")
+        try:
+            physical = self._client.describe_alias(name)["collection_name"]
+        except MilvusException:
+            raise TableNotFound(f"table {name!r} does not exist in {self._target.display}"
+                                ) from None
+        with translate(name, "reading the description version"):
+            stamp = get_stamp(self._client, physical)
+        return None if stamp is None else (physical, stamp)
 
     def _aliases(self) -> list[str]:
         with translate(CATALOG, "listing tables"):

@@ -76,6 +76,13 @@ def get_row(client: Any, pk: str) -> str | None:
     return "".join(rows[0]["description"]) if rows else None
 
 
+def get_stamp(client: Any, pk: str) -> int | None:
+    """When the description row of collection ``pk`` was last written (None: no row)."""
+    rows = client.query(CATALOG, filter=f"collection == {quote_string(pk)}",
+                        output_fields=["created_us"])
+    return int(rows[0]["created_us"]) if rows else None
+
+
 def put_row(client: Any, pk: str, table: str, text: str) -> None:
     client.upsert(CATALOG, [{
         "collection": pk, "table_name": table, "description": _chunks(text),
