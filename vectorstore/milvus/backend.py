@@ -8,8 +8,8 @@ to a collection, so a step that adds columns, changes the description together w
 or rewrites many rows builds a new collection (a copy of the newest rows with the step
 applied) and switches the alias to it: that switch is the step's one commit. Small row-only
 steps are one ``upsert`` request, metadata-only steps one catalogue row (see
-:mod:`vectorstore.milvus_txn`). Types are mapped as :mod:`vectorstore.milvus_types` says;
-filters compile to Milvus expressions in :mod:`vectorstore.milvus_filter`.
+:mod:`vectorstore.milvus.txn`). Types are mapped as :mod:`vectorstore.milvus.types` says;
+filters compile to Milvus expressions in :mod:`vectorstore.milvus.filter`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A row holds the table's description (exact Arrow schema, key, vector columns, metadata,
 index definitions) as JSON split into VARCHAR chunks, so a description of any size fits
 Milvus' 65,535-byte strings. Commit locks on a server keep their leases here too
-(``lock:<table>`` rows, see :mod:`vectorstore.milvus_conn`).
+(``lock:<table>`` rows, see :mod:`vectorstore.milvus.conn`).
 """
 
 from __future__ import annotations
