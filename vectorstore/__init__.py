@@ -29,6 +29,7 @@ from .names import check_name
 from .prefetch import prefetch
 from .registry import connect, known_schemes, register_backend
 from .schema import Capabilities, Metric, TableInfo, VectorColumn
+from .table import Table
 from .txn import Partition, PendingWrite, StagedPartition, Transaction, WriteResult
 
 _install_moved()  # the old flat module paths (vectorstore.lance_backend ...) still import
@@ -54,6 +55,7 @@ __all__ = [
     "SchemaMismatch",
     "StagedPartition",
     "StoreError",
+    "Table",
     "TableExists",
     "TableInfo",
     "TableNotFound",

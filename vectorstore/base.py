@@ -30,6 +30,7 @@ from .filters import Filter
 from .handle import StoreHandle
 from .schema import Capabilities, MetadataPatch, TableInfo, VectorColumn
 from .store_helpers import _check_positions, _sorted_positions
+from .table import Table
 from .txn import Partition, StagedPartition, Transaction, WriteResult
 
 WriteMode = Literal["append", "overwrite", "upsert", "insert_missing"]
@@ -115,6 +116,23 @@ class VectorStore(ABC):
 
     def has_table(self, name: str) -> bool:
         return name in self.list_tables() or name in self._hidden_tables()
+
+    def table(self, name: str) -> Table:
+        """A handle on table ``name`` (:class:`vectorstore.table.Table`): the common operations
+        without repeating the name, and the description cached per table version (read
+        again only when it changed). TableNotFound if there is no such table."""
+        handle = Table(self, name)
+        handle.info  # noqa: B018 (read now: a missing table fails here, not later)
+        return handle
+
+    def _description_token(self, name: str) -> object | None:
+        """A cheap value that changes whenever table ``name``'s description may have
+        changed (TableNotFound if the table is gone); None when the backend has none, and
+        :class:`~vectorstore.table.Table` then reads the description every time. This
+        default: the table version on backends that keep versions."""
+        if self.capabilities.versions:
+            return self.version(name)
+        return None
 
     def set_metadata(self, name: str, updates: MetadataPatch) -> TableInfo:
         """Patch the table's metadata in one commit: ``{"key": value}`` replaces a top-level

@@ -2,7 +2,7 @@
 compute a partition's new columns anywhere (another process or machine) and commit them all
 in one step; and the per-fragment counts that only change with their fragment.
 
-A mixin of :class:`vectorstore.lance_backend.LanceStore` (it uses its ``_dataset``,
+A mixin of :class:`vectorstore.lance.backend.LanceStore` (it uses its ``_dataset``,
 ``_translate`` and caches).
 """
 

@@ -8,8 +8,8 @@ to a collection, so a step that adds columns, changes the description together w
 or rewrites many rows builds a new collection (a copy of the newest rows with the step
 applied) and switches the alias to it: that switch is the step's one commit. Small row-only
 steps are one ``upsert`` request, metadata-only steps one catalogue row (see
-:mod:`vectorstore.milvus_txn`). Types are mapped as :mod:`vectorstore.milvus_types` says;
-filters compile to Milvus expressions in :mod:`vectorstore.milvus_filter`.
+:mod:`vectorstore.milvus.txn`). Types are mapped as :mod:`vectorstore.milvus.types` says;
+filters compile to Milvus expressions in :mod:`vectorstore.milvus.filter`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from .catalog import (
     delete_row,
     describe_text,
     get_row,
+    get_stamp,
     parse_description,
     put_row,
 )
@@ -155,6 +156,21 @@ class MilvusStore(VectorStore):
 
     def table_info(self, name: str) -> TableInfo:
         return self._describe(name).info
+
+    def _description_token(self, name: str) -> object | None:
+        """The collection the alias points at and when its description row was written: a
+        commit either switches the alias or rewrites that row."""
+        from pymilvus.exceptions import MilvusException
+
+        check_name(name, "table name")
+        try:
+            physical = self._client.describe_alias(name)["collection_name"]
+        except MilvusException:
+            raise TableNotFound(f"table {name!r} does not exist in {self._target.display}"
+                                ) from None
+        with translate(name, "reading the description version"):
+            stamp = get_stamp(self._client, physical)
+        return None if stamp is None else (physical, stamp)
 
     def _aliases(self) -> list[str]:
         with translate(CATALOG, "listing tables"):

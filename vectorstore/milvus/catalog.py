@@ -3,7 +3,7 @@
 A row holds the table's description (exact Arrow schema, key, vector columns, metadata,
 index definitions) as JSON split into VARCHAR chunks, so a description of any size fits
 Milvus' 65,535-byte strings. Commit locks on a server keep their leases here too
-(``lock:<table>`` rows, see :mod:`vectorstore.milvus_conn`).
+(``lock:<table>`` rows, see :mod:`vectorstore.milvus.conn`).
 """
 
 from __future__ import annotations
@@ -74,6 +74,13 @@ def get_row(client: Any, pk: str) -> str | None:
     rows = client.query(CATALOG, filter=f"collection == {quote_string(pk)}",
                         output_fields=["description"])
     return "".join(rows[0]["description"]) if rows else None
+
+
+def get_stamp(client: Any, pk: str) -> int | None:
+    """When the description row of collection ``pk`` was last written (None: no row)."""
+    rows = client.query(CATALOG, filter=f"collection == {quote_string(pk)}",
+                        output_fields=["created_us"])
+    return int(rows[0]["created_us"]) if rows else None
 
 
 def put_row(client: Any, pk: str, table: str, text: str) -> None:

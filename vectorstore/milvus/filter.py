@@ -2,7 +2,7 @@
 
 Milvus takes filters as text, so this is the one place that text is built: names are
 validated plain identifiers (and never one of Milvus's keywords: see
-:func:`vectorstore.milvus_types.check_column_name`), strings are double-quoted with every
+:func:`vectorstore.milvus.types.check_column_name`), strings are double-quoted with every
 backslash, quote and line break escaped (the escapes Milvus's lexer knows), numbers are
 rendered from Python numbers (float32 columns compare with the float32 value, as the Arrow
 reference does), timestamps and dates as the integers they are stored as. Nothing a user

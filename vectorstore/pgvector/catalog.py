@@ -61,3 +61,12 @@ class PgCatalog:
                 "t.tablename = c.name ORDER BY c.name").format(self._ident(CATALOG)),
                 [self.schema]).fetchall()
         return [r[0] for r in rows]
+
+    def _token(self, name: str) -> str | None:
+        """The catalogue row's version (its ``xmin``: every save of the description writes a
+        new row version), or None when the table has no row."""
+        check_name(name, "table name")
+        with self._translate(name, "reading the description version"), self._connection() as conn:
+            row = conn.execute(sql.SQL("SELECT xmin::text FROM {} WHERE name = %s").format(
+                self._ident(CATALOG)), [name]).fetchone()
+        return None if row is None else str(row[0])

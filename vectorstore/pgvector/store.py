@@ -122,6 +122,12 @@ class PgVectorStore(VectorStore):
     def table_info(self, name: str) -> TableInfo:
         return self._catalog.table_info(name)
 
+    def _description_token(self, name: str) -> object | None:
+        token = self._catalog._token(name)
+        if token is None:
+            raise TableNotFound(f"table {name!r} does not exist in schema {self.schema!r}")
+        return token
+
     def list_tables(self) -> list[str]:
         return [n for n in self._catalog_names() if not n.startswith("_kindred")]
 

@@ -19,8 +19,9 @@ and one test module per part of the suite it wants::
 
 Parts: :mod:`~vectorstore.testing.tables` (tables, types, write modes, errors),
 :mod:`~vectorstore.testing.search` (search, indexes, filters against the reference),
-:mod:`~vectorstore.testing.versions` (versions, artifacts) and
-:mod:`~vectorstore.testing.staged` (staged steps, two writers, touched columns). A capability a backend lacks
+:mod:`~vectorstore.testing.versions` (versions, artifacts), :mod:`~vectorstore.testing.staged`
+(staged steps, two writers, touched columns) and :mod:`~vectorstore.testing.handle` (the
+:class:`~vectorstore.table.Table` handle's cached description). A capability a backend lacks
 (:class:`~vectorstore.schema.Capabilities`) is declared, not skipped: tests marked
 :func:`notimpl` then assert that the backend raises the documented error. Needs pytest and
 hypothesis (the ``test`` extra).
@@ -29,7 +30,8 @@ hypothesis (the ``test`` extra).
 from .marks import MARKERS, backend_param, notimpl, requires
 
 SUITE = ("vectorstore.testing.tables", "vectorstore.testing.search",
-         "vectorstore.testing.versions", "vectorstore.testing.staged")
+         "vectorstore.testing.versions", "vectorstore.testing.staged",
+         "vectorstore.testing.handle")
 """The suite's test modules."""
 
 __all__ = ["MARKERS", "SUITE", "backend_param", "notimpl", "requires"]
