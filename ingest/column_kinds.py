@@ -106,10 +106,19 @@ def count_levels(store: VectorStore, table: str, columns: Sequence[str], *,
                  limit: int = CODE_MAX_LEVELS, batch_size: int = 262_144) -> dict[str, int]:
     """Distinct non-null values per column, counted up to ``limit + 1`` (one streamed pass
     over just these columns; stops early once every column passed the limit)."""
+    if not columns:
+        return {}
+    return count_levels_in(store.scan(table, columns=list(columns), batch_size=batch_size),
+                           columns, limit=limit)
+
+
+def count_levels_in(batches: Iterable[pa.RecordBatch], columns: Sequence[str], *,
+                    limit: int = CODE_MAX_LEVELS) -> dict[str, int]:
+    """:func:`count_levels` over record batches holding ``columns``."""
     seen: dict[str, set] = {c: set() for c in columns}
     if not columns:
         return {}
-    for batch in store.scan(table, columns=list(columns), batch_size=batch_size):
+    for batch in batches:
         open_cols = [c for c in columns if len(seen[c]) <= limit]
         if not open_cols:
             break

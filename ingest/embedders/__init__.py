@@ -1,11 +1,13 @@
 """Embedders: tabular, text, behaviour and combined vectors written into named vector columns.
 
-Public entry points: :func:`embed` (fit + write one embedder's column), :func:`embed_behavior`
+Public entry points: :func:`embed` (fit + write one embedder's column; an embedder's own
+``fit`` takes Arrow rows, :class:`FitData`), :func:`embed_behavior`
 (customers and products in one space), :func:`embed_combined`, :func:`load_embedder` (the fitted
 state of a column, checksum- and version-checked), and the embedder classes.
 """
 
 from .base import Embedder, EmbedResult, load_embedder
+from .data import FitData
 from .errors import (
     DimensionConflictError,
     EmptyInputError,
@@ -22,6 +24,7 @@ __all__ = [
     "EmbedResult",
     "Embedder",
     "EmptyInputError",
+    "FitData",
     "ModelIntegrityError",
     "ModelNotFoundError",
     "ProfileTemplate",

@@ -1,7 +1,8 @@
 """The embedder interface, safe (pickle-free) state serialisation and the helpers runners share.
 
-An embedder takes its parameters in ``__init__``, learns its state in ``fit`` from a streamed
-pass over a table (``store.scan`` batches) and maps a record batch to a
+An embedder takes its parameters in ``__init__``, learns its state in ``fit`` from the Arrow
+record batches handed to it (:class:`~ingest.embedders.data.FitData`: the embed runner's
+streamed scan of a table, or rows in memory) and maps a record batch to a
 ``FixedSizeListArray<float32>[dim_]`` in ``transform``. Its fitted state is plain numpy arrays
 plus JSON, saved as an ``.npz`` (read back with ``allow_pickle=False``) in a store artifact
 named after its content, ``<table>.<column>.embedder.<sha256 prefix>``: the store records its
@@ -24,7 +25,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +40,9 @@ from .errors import (
     ModelIntegrityError,
     UnknownColumnError,
 )
+
+if TYPE_CHECKING:
+    from .data import FitData
 
 STATE_FORMAT = 1
 _META_KEY = "__kindred_state__"
@@ -110,9 +114,25 @@ class Embedder(ABC):
     def input_columns(self, info: TableInfo) -> list[str]:
         """Columns of the table that :meth:`transform` reads (checked against the schema)."""
 
+    def fit(self, data: Any, table: str | None = None, *, batch_size: int = 65_536,
+            key: str | None = None) -> Embedder:
+        """Learn the state from ``data``; returns self.
+
+        ``data``: the :class:`~ingest.embedders.data.FitData` the embed runner hands over,
+        Arrow rows (a table, a record batch, a list of batches; ``key`` names their key
+        column), or a store and a table name (``fit(store, table)``: the runner's scan)."""
+        from .data import as_fit_data
+
+        return self._fit(as_fit_data(data, table, batch_size=batch_size, key=key,
+                                     related=self.related_tables()))
+
     @abstractmethod
-    def fit(self, store: VectorStore, table: str, *, batch_size: int = 65_536) -> Embedder:
-        """Learn the state from a streamed pass over ``table``; returns self."""
+    def _fit(self, data: FitData) -> Embedder:
+        """Learn the state from the rows (and related tables) of ``data``."""
+
+    def related_tables(self) -> list[str]:
+        """Tables besides the embedded one whose rows :meth:`fit` reads (none by default)."""
+        return []
 
     @abstractmethod
     def transform(self, batch: pa.RecordBatch) -> pa.FixedSizeListArray:

@@ -58,6 +58,7 @@ from .base import (
     save_state,
     to_vector_array,
 )
+from .data import FitData, as_fit_data
 from .errors import EmbeddingError, EmptyInputError
 
 _FLUSH = 8_000_000  # coalesce the COO chunks once this many entries are pending
@@ -89,6 +90,13 @@ def item_names(batch: pa.RecordBatch | pa.Table, column: str) -> pa.Array | pa.C
     if column != "product_id":
         v = pc.binary_join_element_wise(f"{column}:", v, "")
     return v
+
+
+def _fold_projection(item_vectors: np.ndarray, singular_values: np.ndarray) -> np.ndarray:
+    """``V S^-1/2`` from the stored ``V S^1/2`` and ``S``: computed from the state alone, so a
+    fitted embedder and one loaded from its state fold rows in with the same bits."""
+    root = np.sqrt(singular_values.astype(np.float64))
+    return (item_vectors / np.where(root > 0, root, 1.0) ** 2).astype(np.float32)
 
 
 @register
@@ -140,25 +148,33 @@ class BehaviorEmbedder(Embedder):
         return f"{self.weighting}+truncated-svd"
 
     # ------------------------------------------------------------------ matrix
-    def _event_columns(self, store: VectorStore) -> list[str]:
-        if not self.events:
+    def related_tables(self) -> list[str]:
+        return [self.events] if self.events else []
+
+    def _event_columns(self, info: TableInfo | None) -> list[str]:
+        if not self.events or info is None:
             return []
-        info = store.table_info(self.events)
         cols = ["customer_id", *self.event_items]
         if self.value == "spend":
             cols.append(self.amount_column)
         check_columns(info, cols, "events")
         return cols
 
-    def build_matrix(self, store: VectorStore, table: str, *, batch_size: int = 262_144
+    def build_matrix(self, data: Any, table: str | None = None, *, batch_size: int = 262_144
                      ) -> tuple[sp.csr_matrix, pa.Array, list[str]]:
-        """Raw (unweighted) interaction matrix, customer ids in row order, item ids."""
-        info = check_table(store, table)
+        """Raw (unweighted) interaction matrix, customer ids in row order, item ids, from
+        :class:`~ingest.embedders.data.FitData` (or a store and a table name)."""
+        data = as_fit_data(data, table, batch_size=batch_size, related=self.related_tables())
+        info = data.info
+        table = info.name
         key = info.key
-        assert key is not None
+        if key is None:
+            raise EmbeddingError(f"table {table!r} has no key column: vectors are written "
+                                 "back by key")
         if self.holdings_column:
             check_columns(info, [self.holdings_column], "holdings")
-        ev_cols = self._event_columns(store)
+        events = data.table(self.events) if self.events else None
+        ev_cols = self._event_columns(events.info if events else None)
         vocab = _Vocab()
         rows: list[np.ndarray] = []
         cols: list[np.ndarray] = []
@@ -187,8 +203,7 @@ class BehaviorEmbedder(Embedder):
         read = [key] + ([self.holdings_column] if self.holdings_column else [])
         stamped = ROW_STAMP in info.schema.names
         stamps: list[np.ndarray] = []
-        for bt in store.scan(table, columns=read + ([ROW_STAMP] if stamped else []),
-                             batch_size=batch_size):
+        for bt in data.batches(read + ([ROW_STAMP] if stamped else []), batch_size):
             id_chunks.append(bt.column(key))
             stamps.append(stamps_of(bt))
             if self.holdings_column:
@@ -208,7 +223,8 @@ class BehaviorEmbedder(Embedder):
         index = pd.Index(ids.to_numpy(zero_copy_only=False))
         self.unknown_customers_ = 0
         if ev_cols:
-            for bt in store.scan(str(self.events), columns=ev_cols, batch_size=batch_size):
+            assert events is not None
+            for bt in events.batches(ev_cols, batch_size):
                 r = index.get_indexer(bt.column("customer_id").to_numpy(zero_copy_only=False))
                 known = r >= 0
                 self.unknown_customers_ += int((~known).sum())
@@ -256,11 +272,10 @@ class BehaviorEmbedder(Embedder):
         return x
 
     # ------------------------------------------------------------------ fit / transform
-    def fit(self, store: VectorStore, table: str, *, batch_size: int = 262_144
-            ) -> BehaviorEmbedder:
+    def _fit(self, data: FitData) -> BehaviorEmbedder:
         from sklearn.utils.extmath import randomized_svd
 
-        raw, ids, items = self.build_matrix(store, table, batch_size=batch_size)
+        raw, ids, items = self.build_matrix(data, batch_size=max(data.batch_size, 262_144))
         x = self._weight(raw, fit=True)
         k = min(self.dim, min(x.shape) - 1)
         if k < 1:
@@ -271,7 +286,7 @@ class BehaviorEmbedder(Embedder):
         self.items_ = np.asarray(items, dtype=str)
         self.singular_values_ = s.astype(np.float32)
         self.item_vectors_ = (vt.T * root).astype(np.float32)
-        self._projection = (vt.T / np.where(root > 0, root, 1.0)).astype(np.float32)
+        self._projection = _fold_projection(self.item_vectors_, self.singular_values_)
         self.customer_ids_ = ids
         # fold every customer in with V S^-1/2 (= U S^1/2 for an exact SVD): the written vectors
         # are exactly what transform() gives the same rows, now and for new customers later
@@ -316,7 +331,7 @@ class BehaviorEmbedder(Embedder):
         if not self.events or not store.has_table(self.events) or \
                 (keys is not None and len(keys) == 0):
             return empty
-        cols = self._event_columns(store)
+        cols = self._event_columns(store.table_info(self.events) if self.events else None)
         flt = In("customer_id", tuple(keys.to_pylist())) \
             if keys is not None and len(keys) <= 2_000 else None
         parts = []
@@ -389,9 +404,7 @@ class BehaviorEmbedder(Embedder):
         self.singular_values_ = arrays["singular_values"]
         self.item_vectors_ = arrays["item_vectors"]
         self.idf_ = arrays["idf"]
-        root = np.sqrt(self.singular_values_.astype(np.float64))
-        self._projection = (self.item_vectors_ / np.where(root > 0, root, 1.0) ** 2
-                            ).astype(np.float32)
+        self._projection = _fold_projection(self.item_vectors_, self.singular_values_)
         self.avg_len_ = float(info["avg_len"])
         self.n_customers_fit_ = int(info["n_customers_fit"])
         self.nnz_ = int(info["nnz"])
@@ -460,7 +473,8 @@ def embed_behavior(store: VectorStore, embedder: BehaviorEmbedder | None = None,
     t0 = time.perf_counter()
     emb = embedder or BehaviorEmbedder()
     info = check_table(store, customers)
-    emb.fit(store, customers)
+    emb.fit(FitData.from_store(store, customers, batch_size=262_144,
+                               related=emb.related_tables()))
     vc = VectorColumn(column, emb.dim_, emb.metric)
     check_target(info, column, vc.dim, vc.metric)
     pinfo = None

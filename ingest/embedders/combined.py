@@ -27,6 +27,7 @@ from .base import (
     register,
     to_vector_array,
 )
+from .data import FitData
 from .errors import EmbeddingError
 from .runner import embed
 
@@ -52,9 +53,9 @@ class CombinedEmbedder(Embedder):
     def input_columns(self, info: TableInfo) -> list[str]:
         return list(self.weights)
 
-    def fit(self, store: VectorStore, table: str, *, batch_size: int = 65_536
-            ) -> CombinedEmbedder:
-        info = store.table_info(table)
+    def _fit(self, data: FitData) -> CombinedEmbedder:
+        info = data.info
+        table = info.name
         check_columns(info, list(self.weights), "vector")
         not_vec = [c for c in self.weights if c not in info.vectors]
         if not_vec:
@@ -66,6 +67,7 @@ class CombinedEmbedder(Embedder):
 
     def transform(self, batch: pa.RecordBatch) -> pa.FixedSizeListArray:
         self._check_fitted()
+        check_columns(TableInfo("batch", batch.schema), list(self.weights), "vector")
         total = sum(self.weights.values())
         parts = []
         for c, w in self.weights.items():

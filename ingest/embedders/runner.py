@@ -50,6 +50,7 @@ from .base import (
     metadata_entry,
     save_state,
 )
+from .data import FitData
 from .errors import EmbeddingError
 from .partition import EmbedJob, PartitionWork, Target, embed_partition, plan_partition
 
@@ -92,7 +93,8 @@ def embed_columns(store: VectorStore, table: str, targets: Sequence[tuple[Embedd
         check_name(column, "vector column name")
         check_columns(info, emb.input_columns(info))
         if fit:
-            emb.fit(store, table, batch_size=max(batch_size, 65_536))
+            emb.fit(FitData.from_store(store, table, batch_size=max(batch_size, 65_536),
+                                       related=emb.related_tables()))
         else:
             emb._check_fitted()
     with store.transaction(table) as tx:

@@ -51,7 +51,7 @@ from vectorstore import Metric, TableInfo, VectorStore, check_name
 
 from ..column_kinds import (
     column_kind,
-    count_levels,
+    count_levels_in,
     is_code_candidate,
     numeric_values,
     parse_kinds,
@@ -68,6 +68,7 @@ from .base import (
     register,
     to_vector_array,
 )
+from .data import FitData
 from .errors import EmbeddingError, EmptyInputError
 from .runner import embed_columns
 
@@ -184,12 +185,12 @@ class TabularEmbedder(Embedder):
         return [*num, *cat]
 
     # ------------------------------------------------------------------ fit
-    def fit(self, store: VectorStore, table: str, *, batch_size: int = 65_536
-            ) -> TabularEmbedder:
-        info = store.table_info(table)
-        self._levels = count_levels(store, table, [
-            f.name for f in info.schema if f.name not in self.types
-            and f.name not in self.exclude and is_code_candidate(f.name, f.type)])
+    def _fit(self, data: FitData) -> TabularEmbedder:
+        info, table = data.info, data.info.name
+        candidates = [f.name for f in info.schema if f.name not in self.types
+                      and f.name not in self.exclude and is_code_candidate(f.name, f.type)]
+        self._levels = count_levels_in(data.batches(candidates, 262_144), candidates) \
+            if candidates else {}
         numeric, categorical = self.select_columns(info)
         key = info.key
         cols = [*numeric, *categorical]
@@ -201,7 +202,7 @@ class TabularEmbedder(Embedder):
         shift: dict[str, float] = {}  # sums of (x - first value seen): no cancellation in sd
         counts: dict[str, dict[str | None, int]] = {c: {} for c in categorical}
         too_many: set[str] = set()
-        for b in store.scan(table, columns=[key, *cols] if key else cols, batch_size=batch_size):
+        for b in data.batches([key, *cols] if key else cols):
             n_rows += b.num_rows
             for c in numeric:
                 x = numeric_values(b.column(c))
@@ -415,7 +416,7 @@ def embed_tabular(store: VectorStore, table: str, *, include: Sequence[str] | No
     info = check_table(store, table)
     for emb, name in plan:
         check_name(name, "vector column name")
-        emb.fit(store, table, batch_size=max(batch_size, 65_536))
+        emb.fit(FitData.from_store(store, table, batch_size=max(batch_size, 65_536)))
         if pca is not None and emb is main and emb.dim_ < pca:
             raise EmbeddingError(
                 f"--dim {pca} is more than this data allows: the tabular embedder can make at "

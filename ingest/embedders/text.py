@@ -47,9 +47,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vectorstore import TableInfo, VectorStore, col
+from vectorstore import TableInfo
 
 from .base import Embedder, check_columns, register, to_vector_array
+from .data import FitData
 from .errors import (
     EmbeddingError,
     EmptyInputError,
@@ -432,6 +433,8 @@ class TextEmbedder(Embedder):
 
     def render(self, batch: pa.RecordBatch) -> pa.Array:
         """The text of each row: the text column, or the rendered profile."""
+        rows = TableInfo("batch", batch.schema)
+        check_columns(rows, self.input_columns(rows), "text")
         if self._template is not None:
             return self._template.render(batch)
         arr = batch.column(str(self.column))
@@ -439,12 +442,14 @@ class TextEmbedder(Embedder):
             raise EmbeddingError(f"column {self.column!r} is {arr.type}, expected text")
         return pc.cast(arr, pa.string())
 
-    def fit(self, store: VectorStore, table: str, *, batch_size: int = 65_536) -> TextEmbedder:
-        info = store.table_info(table)
+    def _fit(self, data: FitData) -> TextEmbedder:
+        info = data.info
+        table = info.name
         check_columns(info, self.input_columns(info))
-        if store.count(table) == 0:
+        if not data.has_rows():
             raise EmptyInputError(f"table {table!r} has no rows: nothing to embed")
-        if self.column is not None and store.count(table, col(self.column).not_null()) == 0:
+        if self.column is not None and not any(
+                b.column(0).null_count < b.num_rows for b in data.batches([str(self.column)])):
             raise EmptyInputError(f"table {table!r}: text column {self.column!r} is null in "
                                   "every row: nothing to embed")
         enc = self.load()

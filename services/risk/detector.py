@@ -40,11 +40,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 from scipy.stats import skew
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .config import EnsembleConfig, parse_detector
-from .errors import InvalidRiskInput, RiskError, TooManyRows
+from .config import QUADRATIC_ROW_LIMIT, SINGLE_KINDS, EnsembleConfig, parse_detector
+from .errors import DetectorNotFitted, InvalidRiskInput, RiskError, TooManyRows
+
+_FLOATS = (np.float64, np.float32)
+"""Dtypes kept as they are; any other numeric input becomes float64."""
 
 _INDUCTIVE_FIT_SCORES = ("iforest", "hbos", "pca")
 """PyOD detectors whose ``decision_scores_`` equal ``decision_function`` on the fit rows."""
@@ -67,23 +73,24 @@ batch (65,536 rows) is one call: IForest pays a fixed cost per call (100 trees w
 made 16,384-row chunks about 20% slower than whole batches."""
 
 
-def check_matrix(X: Any, what: str = "input") -> np.ndarray:
-    """A 2-D float32/float64 matrix with finite values, or InvalidRiskInput saying why."""
-    X = np.asarray(X)
-    if X.dtype not in (np.float32, np.float64):
-        X = X.astype(np.float64)
-    if X.ndim != 2:
-        raise InvalidRiskInput(f"{what}: expected a 2-D matrix (rows x features), got shape {X.shape}")
-    if X.shape[0] == 0:
-        raise InvalidRiskInput(f"{what}: no rows to use")
-    if X.shape[1] == 0:
-        raise InvalidRiskInput(f"{what}: no features")
+def finite_rows(X: np.ndarray, what: str) -> np.ndarray:
+    """``X`` unchanged, or InvalidRiskInput naming the first row and feature that is not finite."""
     finite = np.isfinite(X).all(axis=1)
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
         col = int(np.flatnonzero(~np.isfinite(X[row]))[0])
         raise InvalidRiskInput(f"{what}: row {row} has a NaN or infinite value in feature {col}")
     return X
+
+
+def check_matrix(X: Any, what: str = "input") -> np.ndarray:
+    """A 2-D float32/float64 matrix with at least one row and feature and finite values, or
+    InvalidRiskInput saying why (scikit-learn's ``check_array``, its message kept)."""
+    try:
+        X = check_array(X, dtype=_FLOATS, ensure_all_finite=False)
+    except ValueError as exc:
+        raise InvalidRiskInput(f"{what}: {exc}") from None
+    return finite_rows(X, what)
 
 
 class _PyODMember:
@@ -232,38 +239,168 @@ def robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return med.astype(np.float64), scale.astype(np.float64)
 
 
-class RiskDetector(BaseEstimator):
+DEFAULT_MEMBERS = ("iforest", "knn", "pca")
+"""The default ensemble's members (see :func:`services.risk.config.default_ensemble`)."""
+
+FLAT_PARAMS = frozenset({
+    "contamination", "n_estimators", "max_samples", "max_features", "n_bins", "alpha", "tol",
+    "n_neighbors", "method", "n_components", "whiten", "standardization", "max_rows",
+    "on_large", "random_state"})
+"""The detectors' parameters, each given to every detector (ensemble member) that has one."""
+
+
+def _fields(kind: str) -> set[str]:
+    """The parameters a detector kind's configuration has."""
+    return set(type(parse_detector(kind)).model_fields) - {"kind"}
+
+
+class RiskDetector(OutlierMixin, BaseEstimator):
     """Anomaly detector (one PyOD detector or an ensemble); higher score = more anomalous.
 
     Parameters
     ----------
-    config:
-        A detector configuration (:mod:`services.risk.config`), a name such as ``"iforest"``,
-        a dict, or None for the default ensemble.
+    detector:
+        ``"ensemble"`` (``"default"``) or one of ``ecod``, ``copod``, ``iforest``, ``hbos``,
+        ``knn``, ``lof``, ``pca``. A configuration (:mod:`services.risk.config` model, dict or
+        JSON) is accepted too, for callers that hold one, with every other parameter left at
+        its default (``from_config`` turns one into flat parameters).
+    members, combine:
+        The ensemble's detectors (kind names, or dicts of one member's own parameters such as
+        ``{"kind": "knn", "n_neighbors": 10}``) and how their scores are combined
+        (``"zscore"`` or ``"rank"``).
+    contamination:
+        Expected share of anomalies: ``threshold_`` is the fit rows' risk-score quantile at
+        ``1 - contamination``.
+    n_estimators, max_samples, max_features, n_bins, alpha, tol, n_neighbors, method, \
+n_components, whiten, standardization, random_state:
+        PyOD's parameters of the same name, given to each detector that has one
+        (``n_neighbors=None``: KNN's 5, LOF's 20).
+    max_rows, on_large:
+        KNN and LOF (cost quadratic in rows) fit on at most ``max_rows`` rows: above it a
+        seeded sample (``"sample"``, said in ``messages_``) or an error (``"refuse"``).
 
-    Attributes set by ``fit``: ``config_`` (validated configuration), ``n_features_in_``,
+    Attributes set by ``fit``: ``config_`` (the validated configuration), ``n_features_in_``,
     ``n_fit_rows_``, ``members_`` (fitted members), ``member_kinds_`` (their kinds: an
     ensemble member that failed is left out), ``member_stats_`` (ensemble standardisation),
-    ``score_center_``/``score_scale_`` (median and robust spread of the fit rows' native
-    scores: the risk-score scale), ``threshold_`` (risk-score quantile of the fit rows at
-    ``1 - contamination``), ``train_scores_`` (sorted risk scores of the fit rows),
+    ``decision_scores_`` (``decision_function`` of the fit rows, in row order, as PyOD's),
+    ``labels_`` (``predict`` of the fit rows), ``score_center_``/``score_scale_`` (median and
+    robust spread of ``decision_scores_``: the risk-score scale), ``threshold_`` (on the
+    risk-score scale), ``sorted_risk_scores_`` (the fit rows' risk scores, sorted, for
+    :meth:`percentile`; ``train_scores_`` is its former name, still readable),
     ``feature_median_``/``feature_scale_`` (robust population statistics for explanations),
     ``messages_`` (notes such as sampling or a member left out).
     """
 
-    def __init__(self, config: Any = None) -> None:
-        self.config = config
+    def __init__(self, detector: Any = "ensemble", *, members: tuple[Any, ...] = DEFAULT_MEMBERS,
+                 combine: str = "zscore", contamination: float = 0.05, n_estimators: int = 100,
+                 max_samples: int | float | str = "auto", max_features: float = 1.0,
+                 n_bins: int = 10, alpha: float = 0.1, tol: float = 0.5,
+                 n_neighbors: int | None = None, method: str = "largest",
+                 n_components: int | float | None = None, whiten: bool = False,
+                 standardization: bool = True, max_rows: int = QUADRATIC_ROW_LIMIT,
+                 on_large: str = "sample", random_state: int = 0) -> None:
+        self.detector = detector
+        self.members = members
+        self.combine = combine
+        self.contamination = contamination
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.max_features = max_features
+        self.n_bins = n_bins
+        self.alpha = alpha
+        self.tol = tol
+        self.n_neighbors = n_neighbors
+        self.method = method
+        self.n_components = n_components
+        self.whiten = whiten
+        self.standardization = standardization
+        self.max_rows = max_rows
+        self.on_large = on_large
+        self.random_state = random_state
+
+    @classmethod
+    def from_config(cls, spec: Any) -> RiskDetector:
+        """An unfitted detector with the flat parameters of a configuration (a model, dict,
+        JSON string or name, as :func:`services.risk.config.parse_detector` reads)."""
+        return cls(**cls._params_of(parse_detector(spec)))
+
+    @staticmethod
+    def _params_of(cfg: Any) -> dict[str, Any]:
+        if isinstance(cfg, EnsembleConfig):
+            return {"detector": "ensemble", "combine": cfg.combine,
+                    "contamination": cfg.contamination,
+                    "members": tuple(m.model_dump() for m in cfg.members)}
+        params = cfg.model_dump()
+        return {"detector": params.pop("kind"), **params}
+
+    def _member_config(self, spec: Any) -> Any:
+        """One detector's configuration: this detector's flat parameters that its kind has,
+        overridden by ``spec``'s own (a kind name, dict or configuration model)."""
+        own = (spec.model_dump() if isinstance(spec, BaseModel)
+               else dict(spec) if isinstance(spec, dict) else {"kind": str(spec).strip().lower()})
+        kind = str(own.get("kind", "")).lower()
+        if kind not in SINGLE_KINDS:
+            raise RiskError(f"unknown detector {own.get('kind')!r}; expected one of "
+                            f"{', '.join(SINGLE_KINDS)}")
+        flat = {f: getattr(self, f) for f in _fields(kind) & FLAT_PARAMS}
+        if flat.get("n_neighbors", 0) is None:
+            del flat["n_neighbors"]
+        return parse_detector({**flat, **own, "kind": kind})
+
+    def _config(self) -> Any:
+        """The validated configuration these parameters describe (RiskError if invalid)."""
+        spec = "ensemble" if self.detector is None else self.detector
+        if not isinstance(spec, str) or spec.strip().startswith("{"):
+            changed = sorted(k for k, v in self.get_params(deep=False).items()
+                             if k != "detector" and v != _DEFAULTS[k])
+            if changed:
+                raise RiskError(f"detector={type(spec).__name__} is a whole configuration: give "
+                                f"{', '.join(changed)} inside it, or use flat parameters "
+                                "(RiskDetector.from_config)")
+            return parse_detector(spec)
+        name = spec.strip().lower()
+        if name not in ("default", "ensemble"):
+            return self._member_config(name)
+        return parse_detector({
+            "kind": "ensemble", "combine": self.combine, "contamination": self.contamination,
+            "members": [self._member_config(m).model_dump() for m in self.members]})
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Also reads detectors stored before the flat parameters (one ``config`` parameter,
+        sorted ``train_scores_``): their parameters come from the fitted ``config_``."""
+        state = dict(state)
+        if "config" in state and "detector" not in state:
+            del state["config"]
+            state.update(_DEFAULTS)
+            if "config_" in state:
+                state.update(self._params_of(state["config_"]))
+        if "train_scores_" in state and "sorted_risk_scores_" not in state:
+            state["sorted_risk_scores_"] = state.pop("train_scores_")
+        super().__setstate__(state)
+
+    @property
+    def train_scores_(self) -> np.ndarray:
+        """The former name of ``sorted_risk_scores_`` (read-only)."""
+        self._check_fitted()
+        return self.sorted_risk_scores_
 
     def fit(self, X: Any, y: Any = None) -> RiskDetector:
-        X = check_matrix(X, "fit")
-        cfg = parse_detector(self.config)
-        if X.shape[0] < 2:
-            raise InvalidRiskInput(f"fit: need at least 2 rows, got {X.shape[0]}")
+        try:
+            X = validate_data(self, X, dtype=_FLOATS, ensure_min_samples=2,
+                              ensure_all_finite=False)
+        except ValueError as exc:
+            raise InvalidRiskInput(f"fit: {exc}") from None
+        finite_rows(X, "fit")
+        cfg = self._config()
         if np.all(X.max(axis=0) == X.min(axis=0)):
             raise InvalidRiskInput("fit: every feature is constant (all rows are identical): "
                                    "nothing distinguishes one row from another")
         self.config_ = cfg
-        self.n_features_in_ = X.shape[1]
         self.n_fit_rows_ = X.shape[0]
         self.messages_: list[str] = []
         # a feature constant over the fit rows tells no row from another, and breaks detectors
@@ -295,11 +432,13 @@ class RiskDetector(BaseEstimator):
             native = self._combine([s for _, _, s in fitted])
         else:
             native = fitted[0][2]
+        self.decision_scores_ = native
         center, scale = robust_scale(native[:, None])
         self.score_center_, self.score_scale_ = float(center[0]), float(scale[0])
         train = self.to_risk_scale(native)
-        self.train_scores_ = np.sort(train)
+        self.sorted_risk_scores_ = np.sort(train)
         self.threshold_ = float(np.percentile(train, 100 * (1 - cfg.contamination)))
+        self.labels_ = (train > self.threshold_).astype(np.int64)
         return self
 
     def _fit_members(self, cfg: Any, X: np.ndarray) -> list[tuple[Any, Any, np.ndarray]]:
@@ -348,11 +487,19 @@ class RiskDetector(BaseEstimator):
         parts = [member.score(X[i:i + SCORE_CHUNK]) for i in range(0, X.shape[0], SCORE_CHUNK)]
         return np.concatenate(parts)
 
+    def _validate(self, X: Any) -> np.ndarray:
+        """Rows to score, checked by scikit-learn's ``validate_data`` against the fit."""
+        self._check_fitted()
+        try:
+            X = validate_data(self, X, dtype=_FLOATS, reset=False, ensure_all_finite=False)
+        except ValueError as exc:
+            raise InvalidRiskInput(f"score: {exc}") from None
+        return finite_rows(X, "score")
+
     def decision_function(self, X: Any) -> np.ndarray:
         """The detector's native scores of the rows of ``X`` (float64; higher = more
         anomalous): PyOD's ``decision_function``, or the ensemble's combination."""
-        self._check_fitted()
-        return self.score_checked(check_matrix(X, "score"))
+        return self.score_checked(self._validate(X))
 
     def score_checked(self, X: np.ndarray) -> np.ndarray:
         """``decision_function`` for a float matrix already checked to be finite (as
@@ -372,8 +519,7 @@ class RiskDetector(BaseEstimator):
         """Risk scores of the rows of ``X``: native scores as robust z-scores against the fit
         rows' (``(score - score_center_) / score_scale_``); InvalidRiskInput if one is not
         finite."""
-        self._check_fitted()
-        return self.risk_score_checked(check_matrix(X, "score"))
+        return self.risk_score_checked(self._validate(X))
 
     def risk_score_checked(self, X: np.ndarray) -> np.ndarray:
         """:meth:`risk_score` for a matrix already checked to be finite."""
@@ -399,15 +545,15 @@ class RiskDetector(BaseEstimator):
         return total / len(member_scores)
 
     def predict(self, X: Any) -> np.ndarray:
-        """True for rows whose risk score is above ``threshold_``."""
-        return self.risk_score(X) > self.threshold_
+        """1 for rows whose risk score is above ``threshold_``, else 0 (int64, as PyOD's)."""
+        return (self.risk_score(X) > self.threshold_).astype(np.int64)
 
     def percentile(self, risk_scores: np.ndarray) -> np.ndarray:
         """Share (0-100) of the fit rows' risk scores at or below each risk score."""
         self._check_fitted()
-        ranks = np.searchsorted(self.train_scores_, np.asarray(risk_scores, dtype=np.float64),
-                                "right")
-        return 100.0 * ranks / self.train_scores_.size
+        ranks = np.searchsorted(self.sorted_risk_scores_,
+                                np.asarray(risk_scores, dtype=np.float64), "right")
+        return 100.0 * ranks / self.sorted_risk_scores_.size
 
     def robust_z(self, X: Any) -> np.ndarray:
         """Robust z-scores of rows against the training population (median / MAD)."""
@@ -415,5 +561,11 @@ class RiskDetector(BaseEstimator):
         return (np.asarray(X, dtype=np.float64) - self.feature_median_) / self.feature_scale_
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "members_"):
-            raise RiskError("this RiskDetector is not fitted yet: call fit(X) first")
+        try:
+            check_is_fitted(self, "members_")
+        except NotFittedError:
+            raise DetectorNotFitted("this RiskDetector is not fitted yet: call fit(X) first"
+                                    ) from None
+
+
+_DEFAULTS = RiskDetector().get_params(deep=False)

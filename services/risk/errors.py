@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from sklearn.exceptions import NotFittedError
+
 from services.errors import ModelIntegrityError, RiskError
 
 
-class InvalidRiskInput(RiskError):
-    """The data to score is unusable: empty, constant, null or NaN features."""
+class InvalidRiskInput(RiskError, ValueError):
+    """The data to score is unusable: empty, constant, null or NaN features (also a
+    ``ValueError``, as scikit-learn's conventions ask of bad input to an estimator)."""
+
+
+class DetectorNotFitted(RiskError, NotFittedError):
+    """A detector was used before ``fit`` (also scikit-learn's ``NotFittedError``)."""
 
 
 class TooManyRows(RiskError):
@@ -17,4 +24,5 @@ class ModelNotFound(RiskError):
     """No persisted risk model for the table (or under the id given)."""
 
 
-__all__ = ["InvalidRiskInput", "ModelIntegrityError", "ModelNotFound", "RiskError", "TooManyRows"]
+__all__ = ["DetectorNotFitted", "InvalidRiskInput", "ModelIntegrityError", "ModelNotFound", "RiskError",
+           "TooManyRows"]
