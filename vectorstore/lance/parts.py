@@ -26,7 +26,7 @@ from ..txn import Partition, StagedPartition
 from .fields import Fields
 from .filter import compile_filter
 from .stage import stage_existing, stage_new, stage_new_stream
-from .txn import read_description
+from .txn import is_sparse, read_description, stage_sparse
 
 
 class LancePartitions:
@@ -114,15 +114,20 @@ class LancePartitions:
         if pos is not None and len(pos) and (pos[0] < 0 or pos[-1] >= live):
             raise InvalidOption(f"partition {partition.id} has {live} rows: position "
                                 f"{int(pos[-1])} is out of range")
-        pieces = []
+        pieces: list[Any] = []
         with self._translate(partition.table, "staging a partition"):
             if old:
                 addrs = frag.to_table(columns=[], with_row_address=True).column(
                     "_rowaddr").to_numpy().astype(np.uint64)
                 if pos is not None:
                     addrs = addrs[pos]
-                pieces.append(stage_existing(frag, Fields.of(ds.lance_schema).paths(), addrs,
-                                             table.select(old)))
+                paths = Fields.of(ds.lance_schema).paths()
+                if pos is not None and not new and is_sparse(len(pos),
+                                                             frag.metadata.physical_rows):
+                    # a few rows: moved at commit time, not a rewrite of the whole fragment
+                    pieces.append(stage_sparse(frag, paths, addrs, table.select(old)))
+                else:
+                    pieces.append(stage_existing(frag, paths, addrs, table.select(old)))
             if new:
                 pieces.append(stage_new(frag, live, pos, table.select(new)))
         return StagedPartition(partition, tuple(cols), pieces)

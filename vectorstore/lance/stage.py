@@ -53,6 +53,8 @@ class Piece:
     rewritten: dict[str, list[str]] = field(default_factory=dict)
     """Existing column path -> paths of the files that held it when the piece was staged."""
     columns: tuple[str, ...] = ()
+    rows: np.ndarray | None = None
+    """Row addresses whose values the piece sets (None: every row)."""
 
 
 class Feed:
@@ -127,7 +129,8 @@ def stage_existing(frag: Any, schema_paths: dict[str, int], addrs: np.ndarray,
         rewritten[c] = _holders(meta, ids)
     files = [_file_tuple(f) for f in new_meta.files if f.path not in before]
     return Piece(meta.id, meta.physical_rows, files, dict(schema_paths), rewritten,
-                 tuple(values.column_names))
+                 tuple(values.column_names),
+                 None if len(addrs) == meta.num_rows else np.asarray(addrs, dtype=np.uint64))
 
 
 def stage_new(frag: Any, live_rows: int, positions: np.ndarray | None, values: pa.Table) -> Piece:

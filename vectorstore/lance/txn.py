@@ -18,7 +18,7 @@ import json
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,7 +35,9 @@ from .fields import Fields
 from .stage import (
     Piece,
     Stale,
+    _holders,
     apply_pieces,
+    leaf_paths,
     remap_fragment,
     stage_existing,
     stage_new,
@@ -47,6 +49,46 @@ if TYPE_CHECKING:
 
 DESCRIPTION_KEY = b"kindred"
 COMMIT_ATTEMPTS = 8
+SPARSE_SHARE = 0.03
+"""A write of existing columns on at most this share of a fragment's rows is *sparse*: at
+commit time those rows are moved (deleted from the fragment, appended whole with the new
+values to a new fragment) instead of rewriting the columns for every row of the fragment,
+which costs like a write of all of them."""
+
+
+def is_sparse(rows: int, physical_rows: int) -> bool:
+    """Whether writing ``rows`` rows of a fragment of ``physical_rows`` rows is sparse."""
+    return 0 < rows <= SPARSE_SHARE * physical_rows
+
+
+@dataclass
+class SparsePiece:
+    """New values of existing columns for a few rows of one fragment, kept in memory until
+    the commit moves those rows (picklable; at most :data:`SPARSE_SHARE` of a fragment)."""
+
+    fragment_id: int
+    physical_rows: int
+    addrs: np.ndarray
+    """Row addresses (sorted) in the fragment as staged."""
+    values: pa.Table
+    """One row per address: the columns written."""
+    rewritten: dict[str, list[str]]
+    """Column -> paths of the fragment's files that held it when staged."""
+    columns: tuple[str, ...]
+
+
+def stage_sparse(frag: Any, schema_paths: dict[str, int], addrs: np.ndarray,
+                 values: pa.Table) -> SparsePiece:
+    """A :class:`SparsePiece` setting existing columns ``values`` at ``addrs`` of ``frag``."""
+    meta = frag.metadata
+    order = np.argsort(addrs, kind="stable")
+    addrs = np.asarray(addrs, dtype=np.uint64)[order]
+    if not (order == np.arange(len(order))).all():
+        values = values.take(pa.array(order))
+    rewritten = {c: _holders(meta, {schema_paths[p] for p in leaf_paths(schema_paths, c)})
+                 for c in values.column_names}
+    return SparsePiece(meta.id, meta.physical_rows, addrs, values.combine_chunks(), rewritten,
+                       tuple(values.column_names))
 
 
 # ---------------------------------------------------------------------- descriptions
@@ -141,7 +183,7 @@ class LanceTransaction(Transaction):
         self._store = store
         self.ds = store._dataset(name)
         super().__init__(store, name, read_description(name, self.ds.schema))
-        self.pieces: list[Piece] = []
+        self.pieces: list[Piece | SparsePiece] = []
         self.new_rows: list[_NewRows] = []
         self.ops: list[_RowOp] = []
         self.replace_all = False
@@ -365,26 +407,36 @@ class LanceTransaction(Transaction):
         current_paths, final_paths = now.paths(), final.paths()
         final_paths.update({p: i for p, i in current_paths.items() if p not in final_paths})
 
-        pieces = list(self.pieces)
+        pieces = self._follow(latest, self.pieces)
         pieces += self._derive(latest)
-        by_frag: dict[int, list[Piece]] = {}
+        by_frag: dict[int, list[Piece | SparsePiece]] = {}
         for piece in pieces:
             by_frag.setdefault(piece.fragment_id, []).append(piece)
         frags = []
+        moved: list[pa.Table] = []
         for f in latest.get_fragments():
             meta_f = f.metadata
             mine = by_frag.pop(meta_f.id, None)
             if mine:
                 try:
-                    meta_f = apply_pieces(meta_f, mine, current_paths, final_paths)
+                    meta_f = self._apply(latest, f, mine, current_paths, final_paths, fields,
+                                         moved)
                 except Stale as exc:
                     raise ConcurrentWriteError(f"table {self.name!r}: {exc} while this step "
                                                "ran; nothing was written, run it again") from None
-            frags.append(meta_f)
+            if meta_f is not None:
+                frags.append(meta_f)
         if by_frag:
             raise ConcurrentWriteError(
                 f"table {self.name!r}: fragment(s) {sorted(by_frag)} were compacted or removed "
                 "by another writer while this step ran; nothing was written, run it again")
+        if moved:
+            schema = pa.schema(fields)
+            out, _ = write_fragments(self._store._table_uri(self.name), schema,
+                                     iter(pa.concat_tables(moved).to_batches()),
+                                     self._store._storage_options)
+            ids = Fields.fresh(list(schema)).paths()
+            frags += [remap_fragment(f, ids, final_paths) for f in out]
         frags += [remap_fragment(f, n.ids, final_paths) for n in self.new_rows
                   for f in n.fragments]
         changed = (pieces or self.new_rows or self.new_fields or self.drop
@@ -398,7 +450,164 @@ class LanceTransaction(Transaction):
         return lance.LanceOperation.Merge(frags, final.schema({DESCRIPTION_KEY: desc}),
                                           preserves_nullability=True)
 
-    def _derive(self, latest: Any) -> list[Piece]:
+    def _apply(self, latest: Any, frag: Any, mine: list[Piece | SparsePiece],
+               current: dict[str, int], final: dict[str, int], fields: list[pa.Field],
+               moved: list[pa.Table]) -> Any:
+        """The fragment ``frag`` of ``latest`` with this step's pieces applied (None: every
+        row moved out); the rows a sparse write moves are added to ``moved`` (in the table's
+        final columns). Raises Stale."""
+        meta = frag.metadata
+        sparse = [p for p in mine if isinstance(p, SparsePiece)]
+        dense = [p for p in mine if not isinstance(p, SparsePiece)]
+        if not sparse:
+            return apply_pieces(meta, dense, current, final)
+        seen: set[str] = set()
+        for p in mine:
+            if p.physical_rows != meta.physical_rows:
+                raise Stale(f"fragment {meta.id} was rewritten by another writer")
+            if seen & set(p.columns):
+                raise Stale(f"column(s) {sorted(seen & set(p.columns))} of fragment {meta.id} "
+                            "are set twice in one step")
+            seen |= set(p.columns)
+        for p in sparse:
+            for col, holders in p.rewritten.items():
+                ids = {current[x] for x in leaf_paths(current, col)}
+                if not ids or _holders(meta, ids) != holders:
+                    raise Stale(f"column {col!r} of fragment {meta.id} was rewritten by another "
+                                "writer")
+        live = _live(frag)
+        rows = np.unique(np.concatenate([p.addrs for p in sparse]))
+        rows = rows[_member(rows, live)]  # rows deleted meanwhile (moved ones: _follow)
+        if dense or not is_sparse(len(rows), meta.physical_rows):
+            # with a rewrite of the fragment's columns anyway (or too many rows to move):
+            # the few rows' values go into rewrites of their columns too
+            types = {f.name: f.type for f in fields}
+            for p in sparse:
+                keep = _member(p.addrs, rows)
+                if not keep.any():
+                    continue
+                at, vals = p.addrs[keep], p.values.filter(pa.array(keep))
+                old = [c for c in p.columns if c in current]
+                new = [c for c in p.columns if c not in current]
+                if old:
+                    dense.append(stage_existing(frag, current, at, vals.select(old)))
+                if new:
+                    dense.append(stage_new(frag, len(live), np.searchsorted(live, at),
+                                           pa.table({c: vals.column(c).cast(types[c])
+                                                     for c in new})))
+            return apply_pieces(meta, dense, current, final) if dense else meta
+        if len(rows) == 0:
+            return meta
+        names = [f.name for f in fields if f.name in latest.schema.names]
+        base = latest._take_rows(rows.tolist(), columns=names)
+        if base.num_rows != len(rows):  # pragma: no cover (a pylance contract)
+            raise Stale(f"rows of fragment {meta.id} could not be read back")
+        cols = {n: base.column(n).combine_chunks() for n in names}
+        types = {f.name: f.type for f in fields}
+        for p in sparse:
+            for c in p.columns:
+                if c not in cols:  # a column this step adds: null so far
+                    cols[c] = pa.nulls(len(rows), types[c])
+        for p in sparse:
+            keep = _member(p.addrs, rows)
+            at = np.searchsorted(rows, p.addrs[keep])
+            take = np.arange(len(rows), dtype=np.int64)
+            take[at] = len(rows) + np.arange(len(at))
+            for c in p.columns:
+                vals = p.values.column(c).filter(pa.array(keep)).combine_chunks()
+                vals = vals.cast(cols[c].type) if vals.type != cols[c].type else vals
+                cols[c] = pa.concat_arrays([cols[c], vals]).take(pa.array(take))
+        moved.append(pa.table({f.name: cols[f.name] if f.name in cols
+                               else pa.nulls(len(rows), f.type) for f in fields},
+                              schema=pa.schema(fields)))
+        left = frag.delete_rows((rows & np.uint64(0xFFFFFFFF)).astype(np.int64).tolist())
+        return left
+
+    def _follow(self, latest: Any, pieces: list[Piece | SparsePiece]
+                ) -> list[Piece | SparsePiece]:
+        """``pieces`` plus, for rows another writer moved out of a staged fragment since the
+        step's version (a sparse write of theirs), this step's values for those rows as sparse
+        pieces on the fragments now holding them: the other writer's copy of a row gets them
+        as the row would have. Rows deleted meanwhile stay deleted."""
+        key = self.base.key
+        out: list[Piece | SparsePiece] = []
+        follow: list[tuple[pa.Array, pa.Table]] = []
+        for p in pieces:
+            snap = self.ds.get_fragment(p.fragment_id)
+            now = latest.get_fragment(p.fragment_id)
+            if snap is None or now is None or \
+                    _deletions(snap.metadata) == _deletions(now.metadata):
+                out.append(p)
+                continue
+            addrs = p.addrs if isinstance(p, SparsePiece) else \
+                p.rows if p.rows is not None else _live(snap)
+            gone = addrs[~_member(addrs, _live(now))]
+            if len(gone):
+                if key is None:
+                    raise Stale(f"rows of fragment {p.fragment_id} were deleted or moved by "
+                                "another writer")
+                keys = self.ds._take_rows(gone.tolist(), columns=[key]).column(key)
+                hit = present(latest, key, keys)
+                if hit.any():
+                    follow.append((keys.filter(pa.array(hit)),
+                                   self._values_of(p, gone[hit])))
+                if isinstance(p, SparsePiece):
+                    keep = ~_member(p.addrs, gone)
+                    p = replace(p, addrs=p.addrs[keep], values=p.values.filter(pa.array(keep)))
+                    if not len(p.addrs):
+                        continue
+            out.append(p)
+        return out + self._retarget(latest, follow) if follow else out
+
+    def _values_of(self, piece: Piece | SparsePiece, addrs: np.ndarray) -> pa.Table:
+        """The values ``piece`` stages for the rows at ``addrs`` (a rewrite's are read back
+        from its files)."""
+        if isinstance(piece, SparsePiece):
+            return piece.values.take(pa.array(np.searchsorted(piece.addrs, addrs)))
+        from lance.file import LanceFileReader
+
+        offsets = (addrs & np.uint64(0xFFFFFFFF)).astype(np.int64).tolist()
+        cols: dict[str, pa.ChunkedArray] = {}
+        uri = self._store._table_uri(self.name)
+        for f in piece.files:
+            t = LanceFileReader(f"{uri}/data/{f[0]}", storage_options=self._store.
+                                _storage_options or None).take_rows(offsets).to_table()
+            cols.update({c: t.column(c) for c in t.column_names if c in piece.columns})
+        if set(cols) != set(piece.columns):
+            raise Stale(f"rows of fragment {piece.fragment_id} were moved by another writer")
+        return pa.table({c: cols[c] for c in piece.columns})
+
+    def _retarget(self, latest: Any, follow: list[tuple[pa.Array, pa.Table]]
+                  ) -> list[Piece | SparsePiece]:
+        """Sparse pieces setting ``follow``'s values (by key) where ``latest`` holds the rows."""
+        key = self.base.key
+        assert key is not None
+        groups: dict[tuple[str, ...], list[tuple[pa.Array, pa.Table]]] = {}
+        for keys, vals in follow:
+            groups.setdefault(tuple(vals.column_names), []).append((keys, vals))
+        paths = Fields.of(latest.lance_schema).paths()
+        out: list[Piece | SparsePiece] = []
+        for cols, parts in groups.items():
+            keys = pa.concat_arrays([k.combine_chunks() if isinstance(k, pa.ChunkedArray)
+                                     else k for k, _ in parts])
+            vals = pa.concat_tables([v for _, v in parts]).combine_chunks()
+            found = latest.to_table(columns=[key], filter=pc.field(key).isin(keys),
+                                    with_row_address=True)
+            at = np.asarray(pc.index_in(found.column(key), value_set=keys).to_numpy(
+                zero_copy_only=False), dtype=np.int64)
+            addrs = found.column("_rowaddr").to_numpy().astype(np.uint64)
+            frag_ids = (addrs >> np.uint64(32)).astype(np.int64)
+            for fid in np.unique(frag_ids):
+                sel = frag_ids == fid
+                meta = latest.get_fragment(int(fid)).metadata
+                order = np.argsort(addrs[sel])
+                rewritten = {c: _holders(meta, {paths[x] for x in leaf_paths(paths, c)})
+                             for c in cols if c in paths}
+                out.append(SparsePiece(int(fid), meta.physical_rows, addrs[sel][order],
+                                       vals.take(pa.array(at[sel][order])), rewritten, cols))
+        return out
+
+    def _derive(self, latest: Any) -> list[Piece | SparsePiece]:
         """Stage the rows written by key against ``latest``; fills the pending results."""
         keyed = [op for op in self.ops if op.matched or op.new_keys]
         for op in self.ops:
@@ -462,7 +671,7 @@ class LanceTransaction(Transaction):
             op.pending.result = WriteResult(op.inserted, updated, unchanged + op.unchanged)
         schema_paths = Fields.of(latest.lance_schema).paths()
         base_names = set(latest.schema.names)
-        pieces = []
+        pieces: list[Piece | SparsePiece] = []
         for fid, parts in changes.items():
             frag = latest.get_fragment(fid)
             for addrs, vals in _group_columns(parts):
@@ -470,7 +679,9 @@ class LanceTransaction(Transaction):
                 addrs, vals = addrs[order], vals.take(pa.array(order))
                 old = [c for c in vals.column_names if c in base_names]
                 new = [c for c in vals.column_names if c not in base_names]
-                if old:
+                if old and not new and is_sparse(len(addrs), frag.metadata.physical_rows):
+                    pieces.append(stage_sparse(frag, schema_paths, addrs, vals.select(old)))
+                elif old:
                     pieces.append(stage_existing(frag, schema_paths, addrs, vals.select(old)))
                 if new:
                     live = km.live[fid]
@@ -479,6 +690,25 @@ class LanceTransaction(Transaction):
                                      for c in new})
                     pieces.append(stage_new(frag, len(live), pos, data))
         return pieces
+
+
+def _live(frag: Any) -> np.ndarray:
+    """Row addresses of a fragment's live rows, in scan order (sorted)."""
+    return np.asarray(frag.to_table(columns=[], with_row_address=True).column(
+        "_rowaddr").to_numpy(), dtype=np.uint64)
+
+
+def _deletions(meta: Any) -> Any:
+    d = meta.deletion_file
+    return None if d is None else (d.id, d.num_deleted_rows)
+
+
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Which ``values`` are in ``sorted_set`` (sorted, unique)."""
+    if len(sorted_set) == 0:
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return np.asarray(sorted_set[at] == values)
 
 
 def _group_columns(parts: list[tuple[np.ndarray, pa.Table]]) -> list[tuple[np.ndarray, pa.Table]]:
