@@ -535,7 +535,8 @@ class Kindred:
                 continue
             opts = {**(propensity_options or {}), "exclude": list(exclude), "types": kinds}
             entry = fit_and_write(self._store, product, seed=seed, options=opts,
-                                  progress=_for_step(progress, f"fit {product}"))
+                                  progress=_for_step(progress, f"fit {product}"),
+                                  runner=self._runner)
             out[product] = {"method": "propensity", "column": entry["column"],
                             "model_id": entry["model_id"], "rows_scored": entry["rows_scored"],
                             "base_rate": entry["base_rate"],
