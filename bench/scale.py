@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import itertools
+import json
 import logging
 import shutil
 import tempfile
@@ -35,7 +36,7 @@ import pyarrow as pa
 from bench._harness import report, run_isolated
 from ingest.runner import LocalRunner
 
-STEPS = ("embed tabular", "risk", "index")
+STEPS = ("embed tabular", "index", "risk", "risk top")
 REGIONS = np.array(["north", "south", "east", "west", "centre", "coast", "hills", "islands"])
 SEGMENTS = np.array(["retail", "premier", "business", "student"])
 
@@ -85,6 +86,16 @@ class TimingRunner(LocalRunner):
 
         yield from super().map_partitions(tx, timed, **kw)
 
+    def map(self, fn: Callable[..., Any], items: Any, **kw: Any) -> Iterator[Any]:
+        def timed(ctx: Any, item: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(ctx, item)
+            finally:
+                self.partition_seconds.append(time.perf_counter() - t0)
+
+        yield from super().map(timed, items, **kw)
+
 
 def _step(k: Any, step: str) -> None:
     if step == "embed tabular":
@@ -93,6 +104,8 @@ def _step(k: Any, step: str) -> None:
         k.score_risk()
     elif step == "index":
         k.index(columns=["vec_tabular"], min_rows=1)
+    elif step == "risk top":
+        k.risk_top(100)
     else:
         raise ValueError(step)
 
@@ -143,6 +156,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--cores", type=int, default=2, help="cores per simulated machine")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--steps", nargs="*", choices=STEPS, default=list(STEPS),
+                    help="steps to run, in order (risk top needs risk)")
+    ap.add_argument("--log", default=None,
+                    help="also append each step's figures to this file as it finishes (JSON "
+                         "lines), so a long run keeps what it measured")
     args = ap.parse_args(argv)
     if args.fragments < 1 or args.customers < args.fragments:
         ap.error("need at least one customer per fragment")
@@ -153,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             stores[runner] = str(root / runner)
             frags = build_store(stores[runner], args.customers, args.fragments, args.seed)
         rows, sims = [], []
-        for step in STEPS:
+        for step in args.steps:
             res = {}
             for runner in ("local", "ray"):
                 res[runner], peak = run_isolated(run_step, stores[runner], runner, step)
@@ -168,6 +186,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                          "local peak MiB": lo["peak"], "ray driver peak MiB": ra["peak"],
                          "per-fragment s (median)": float(np.median(lo["fragments"]))
                          if lo["fragments"] else 0.0})
+            if args.log:
+                with open(args.log, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({**rows[-1], "customers": args.customers,
+                                         "fragments": frags,
+                                         "fragment seconds": lo["fragments"]}) + "\n")
             if not tasks:  # built by the store in one piece locally: nothing to model
                 continue
             # Ray's cost per task, from this run: what Ray took beyond the local work,

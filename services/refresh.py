@@ -248,7 +248,8 @@ class _Refresh:
             return
         for product in sorted(products):
             t0 = time.perf_counter()
-            r = refresh_scores(self.store, product, progress=self.tick(f"propensity {product}"))
+            r = refresh_scores(self.store, product, progress=self.tick(f"propensity {product}"),
+                               runner=self.runner)
             reason = (f"{r['rows']:,} row(s) scored ({r['mode']})" if r["rows"]
                       else "no stale rows")
             self.add("propensity", r["column"], r["rows"], t0, reason, mode=r["mode"])

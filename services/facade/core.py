@@ -331,7 +331,8 @@ class Kindred:
         """
         return matching.fit(self._store, products, method=method, vector_column=vector_column,
                             exclude=exclude, types=types, seed=seed,
-                            propensity_options=propensity_options, progress=progress)
+                            propensity_options=propensity_options, progress=progress,
+                            runner=self._runner)
 
     def product_query(self, product: str, *, method: str = "centroid",
                       vector_column: str | None = None, min_consumers: int = 20,

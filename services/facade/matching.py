@@ -69,7 +69,7 @@ def fit(store: VectorStore, products: Sequence[str], *, method: str = "propensit
         vector_column: str | None = None, exclude: Sequence[str] = (),
         types: Sequence[str] | dict[str, str] = (), seed: int = 0,
         propensity_options: dict[str, Any] | None = None,
-        progress: Progress | None = None) -> StepResult:
+        progress: Progress | None = None, runner: Any = None) -> StepResult:
     """:meth:`services.facade.Kindred.fit`."""
     from ingest.column_kinds import parse_kinds
 
@@ -94,7 +94,8 @@ def fit(store: VectorStore, products: Sequence[str], *, method: str = "propensit
             continue
         opts = {**(propensity_options or {}), "exclude": list(exclude), "types": kinds}
         entry = fit_and_write(store, product, seed=seed, options=opts,
-                              progress=_for_step(progress, f"fit {product}"))
+                              progress=_for_step(progress, f"fit {product}"),
+                              runner=runner)
         out[product] = {"method": "propensity", "column": entry["column"],
                         "model_id": entry["model_id"], "rows_scored": entry["rows_scored"],
                         "base_rate": entry["base_rate"],

@@ -59,6 +59,11 @@ GRID: tuple[dict[str, Any], ...] = (
 FOLDS = 5
 ENSEMBLE_CONFIGS = 2
 SCORE_ROWS = 65_536
+LADDER_BINS = 6000
+LADDER_LOGITS = (-30.0, 30.0)
+"""The score ladder's histogram: ``LADDER_BINS`` equal bins of the log-odds over this range
+(0.01 wide), the outer bins open-ended."""
+LADDER_TALLY = "ladder:"
 
 
 @dataclass
@@ -291,6 +296,45 @@ def calibration_curve(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None,
         ww = w[m]
         out.append({"predicted": float(np.average(p[m], weights=ww)),
                     "observed": float(np.average(y[m], weights=ww)), "rows": int(m.sum())})
+    return out
+
+
+def ladder_counts(p: np.ndarray) -> dict[str, int]:
+    """The probabilities ``p`` as counts per log-odds bin (non-empty bins only), keyed
+    ``ladder:<bin>``: a per-partition summary that merges by summing, so a ladder of score
+    thresholds needs neither every score nor a global sort, and any split of the rows (any
+    runner) gives the same ladder."""
+    lo, hi = LADDER_LOGITS
+    q = np.clip(np.asarray(p, dtype=np.float64), 1e-300, 1.0)
+    with np.errstate(divide="ignore"):
+        z = np.log(q) - np.log1p(-q)  # +inf at p == 1 (the top bin)
+    idx = np.clip(np.floor((z - lo) / ((hi - lo) / LADDER_BINS)), 0, LADDER_BINS - 1)
+    bins, counts = np.unique(idx.astype(np.int64), return_counts=True)
+    return {f"{LADDER_TALLY}{b}": int(c) for b, c in zip(bins.tolist(), counts.tolist(),
+                                                          strict=True)}
+
+
+def ladder_from_counts(counts: dict[str, int], fractions: Sequence[float]
+                       ) -> list[list[float]]:
+    """``[[f, t], ...]``: for each share ``f`` a score ``t`` with at least ``ceil(f * n)`` of
+    the counted rows scoring ``>= t`` and as few more as the bins allow (``t`` is the lower
+    edge of a bin, a hair below it). Empty counts give an empty ladder."""
+    hist = np.zeros(LADDER_BINS, dtype=np.int64)
+    for k, v in counts.items():
+        if k.startswith(LADDER_TALLY):
+            hist[int(k[len(LADDER_TALLY):])] += v
+    n = int(hist.sum())
+    if not n:
+        return []
+    lo, hi = LADDER_LOGITS
+    width = (hi - lo) / LADDER_BINS
+    above = np.cumsum(hist[::-1])[::-1]  # rows in bin b or higher
+    out = []
+    for f in fractions:
+        need = max(1, int(np.ceil(f * n)))
+        b = int(np.flatnonzero(above >= need)[-1])
+        t = 0.0 if b == 0 else float(1.0 / (1.0 + np.exp(-(lo + b * width - 1e-9))))
+        out.append([f, t])
     return out
 
 

@@ -5,7 +5,9 @@
 probabilities to ``propensity_<product>`` (:func:`write_scores`, the one write-back) and records
 in ``metadata["propensity"][product]``: the column, model id, fit and score times, the verified
 model record, the base rate, the cross-validated assessment, leakage warnings and a ladder of
-score thresholds (the score at the top 0.1%, 0.3%, 1%, ... of all customers).
+score thresholds (a score at or just below the top 0.1%, 0.3%, 1%, ... of all customers, from
+per-partition histograms of the scores: :func:`~services.matching.propensity.ladder_counts`).
+Each partition is scored on the runner (:mod:`ingest.runner`), the model broadcast.
 
 :func:`top_from_column` serves a top-k from the stored column without reading every eligible
 row: it asks the store for the rows passing the filter *and* scoring at least the ladder's
@@ -33,7 +35,13 @@ from vectorstore.filters import Cmp, Filter, all_of
 from ..errors import MatchingError
 from ._data import CUSTOMER_KEY, CUSTOMERS, Progress, holdings_labeller
 from .model_store import load_model, save_model
-from .propensity import SCORE_ROWS, PropensityModel, fit_propensity
+from .propensity import (
+    SCORE_ROWS,
+    PropensityModel,
+    fit_propensity,
+    ladder_counts,
+    ladder_from_counts,
+)
 
 META_KEY = META_PROPENSITY
 PREFIX = "propensity_"
@@ -76,16 +84,13 @@ def write_scores(tx: Transaction, column: str, batches: Iterable[pa.RecordBatch]
 
 
 def _ladder(scores: np.ndarray) -> list[list[float]]:
-    if len(scores) == 0:
-        return []
-    s = np.sort(scores)[::-1]
-    return [[f, float(s[min(len(s) - 1, max(0, int(np.ceil(f * len(s))) - 1))])]
-            for f in LADDER]
+    """The ladder of one array of scores (as the per-partition counts would give it)."""
+    return ladder_from_counts(ladder_counts(scores), LADDER)
 
 
 def fit_and_write(store: VectorStore, product: str, *, table: str = CUSTOMERS, seed: int = 0,
                   options: dict[str, Any] | None = None,
-                  progress: Progress | None = None) -> dict[str, Any]:
+                  progress: Progress | None = None, runner: Any = None) -> dict[str, Any]:
     """Fit, persist, score and write ``product``'s propensity; returns the metadata entry.
 
     The model is stored first (a content-addressed artifact nothing refers to until the
@@ -102,6 +107,7 @@ def fit_and_write(store: VectorStore, product: str, *, table: str = CUSTOMERS, s
     name = artifact_name(table, product)
     record = save_model(store, name, model.models, {"product": product, "table": table})
     entry, _ = _score(store, table, product, model, stale_only=False, progress=progress,
+                      runner=runner,
                       fitted={"model_id": record["sha256"][:16], "fitted_at": fitted_at,
                               "model": record, "state": model.state(),
                               "base_rate": model.base_rate,
@@ -113,8 +119,8 @@ def fit_and_write(store: VectorStore, product: str, *, table: str = CUSTOMERS, s
 
 
 def refresh_scores(store: VectorStore, product: str, *, table: str = CUSTOMERS,
-                   stale_only: bool = True, progress: Progress | None = None
-                   ) -> dict[str, Any]:
+                   stale_only: bool = True, progress: Progress | None = None,
+                   runner: Any = None) -> dict[str, Any]:
     """Score ``product``'s propensity with its persisted model (no refit): the rows new or
     changed since they were scored (every row when the vector columns the model reads were
     re-fitted, or it reads features measured to a consolidation ``as_of`` that moved).
@@ -128,7 +134,7 @@ def refresh_scores(store: VectorStore, product: str, *, table: str = CUSTOMERS,
     same = entry.get("sources") == _sources(info, model) and \
         entry.get("as_of") == _as_of(info, model)
     _, run = _score(store, table, product, model, stale_only=stale_only and same,
-                    progress=progress)
+                    progress=progress, runner=runner)
     return {"product": product, "column": entry["column"], "rows": run.rows,
             "skipped": run.skipped, "mode": run.mode}
 
@@ -149,21 +155,20 @@ def _as_of(info: TableInfo, model: PropensityModel) -> str | None:
 
 def _score(store: VectorStore, table: str, product: str, model: PropensityModel, *,
            stale_only: bool, progress: Progress | None,
-           fitted: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any]:
+           fitted: dict[str, Any] | None = None, runner: Any = None
+           ) -> tuple[dict[str, Any], Any]:
     """Score and write in one commit: the stale rows (or all), the column's stamp, and the
     metadata entry (whole when ``fitted`` is given, else its counters)."""
-    from ingest.derived import write_output
+    from ingest.derived import TALLY, write_output
 
     column = score_column(product)
-    scored: list[np.ndarray] = []
 
-    def compute(batch: pa.RecordBatch) -> dict[str, pa.Array]:
+    def compute(batch: pa.RecordBatch) -> dict[str, Any]:
         p = model.score_rows(batch)
         if not np.isfinite(p).all():  # never write or show a non-finite number
             raise MatchingError(f"product {product!r}: the model produced non-finite scores; "
                                 "nothing was written")
-        scored.append(p)
-        return {column: pa.array(p, pa.float64())}
+        return {TALLY: ladder_counts(p), column: pa.array(p, pa.float64())}
 
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     with store.transaction(table) as tx:
@@ -171,13 +176,13 @@ def _score(store: VectorStore, table: str, product: str, model: PropensityModel,
         run = write_output(tx, column, model.columns, compute,
                            fields=[pa.field(column, pa.float64())], stale_only=stale_only,
                            batch_size=SCORE_ROWS,
-                           progress=progress)
+                           progress=progress, runner=runner)
         total = run.rows + run.skipped
         if fitted is not None:
             entry = {"column": column, **fitted, "scored_at": now, "refreshed_at": now,
                      "rows_scored": total, "sources": _sources(info, model),
                      "as_of": _as_of(info, model),
-                     "thresholds": _ladder(np.concatenate(scored) if scored else np.zeros(0))}
+                     "thresholds": ladder_from_counts(run.tally, LADDER)}
             tx.set_metadata({(META_KEY, product): entry})
         else:
             entry = dict(stored_entry(info, product) or {})
@@ -185,8 +190,8 @@ def _score(store: VectorStore, table: str, product: str, model: PropensityModel,
                 tx.set_metadata({(META_KEY, product, "rows_scored"): total,
                                  (META_KEY, product, "refreshed_at"): now})
             if run.rows and run.mode == "all":
-                tx.set_metadata({(META_KEY, product, "thresholds"): _ladder(np.concatenate(
-                    scored)), (META_KEY, product, "sources"): _sources(info, model),
+                tx.set_metadata({(META_KEY, product, "thresholds"): ladder_from_counts(
+                    run.tally, LADDER), (META_KEY, product, "sources"): _sources(info, model),
                     (META_KEY, product, "as_of"): _as_of(info, model)})
     return entry, run
 

@@ -10,7 +10,8 @@ threshold being the fit rows' risk-score quantile at ``1 - contamination`` or an
 row's stamp in ``stamp_risk`` (:mod:`ingest.freshness`). Every value is a function of the row
 and the model alone (no global rank), so scoring new or changed customers with the persisted
 model (:func:`rescore` with ``stale_only``) never rewrites the others; ``risk top`` orders by
-score. A non-finite score is never written: the run fails first, with nothing written.
+score, merging per-partition top-N lists. A non-finite score is never written: the run fails
+first, with nothing written.
 Memory: the fit rows and one partition's scores.
 """
 
@@ -28,8 +29,8 @@ from pydantic import BaseModel
 
 from ingest.datamodel import META_EMBEDDERS
 from ingest.derived import TALLY, write_output
-from vectorstore import Transaction, VectorStore, col
-from vectorstore.filters import Filter
+from ingest.runner import TaskContext
+from vectorstore import Transaction, VectorStore
 from vectorstore.schema import MetadataPatch
 
 from .config import config_json, parse_detector
@@ -337,13 +338,50 @@ def score_new(store: VectorStore, table: str, rows: pa.Table | pa.RecordBatch,
             .append_column("risk_percentile", pa.array(det.percentile(scores))))
 
 
+def _best(keys: pa.Array, scores: np.ndarray, n: int) -> tuple[pa.Array, np.ndarray]:
+    """The ``n`` best of (key, score): highest score first, ties by key ascending."""
+    if len(scores) > n:
+        # every row scoring above the n-th best, plus the ties at it (ordered by key below)
+        cut = np.partition(-scores, n - 1)[n - 1]
+        keep = np.flatnonzero(-scores <= cut)
+        keys, scores = keys.take(pa.array(keep)), scores[keep]
+    order = pa.table({"k": keys, "s": scores}).sort_by([("s", "descending"), ("k", "ascending")])
+    order = order.slice(0, n)
+    return order.column("k").combine_chunks(), order.column("s").to_numpy()
+
+
+def _top_partition(ctx: TaskContext, part: Any) -> tuple[pa.Array, np.ndarray]:
+    """One partition's best ``n`` (key, risk_score) pairs: the per-partition list ``top``
+    merges (a function of the partition alone, so it runs on any worker)."""
+    key, n, flagged_only = ctx.shared
+    assert ctx.store is not None
+    best_k: pa.Array | None = None
+    best_s = np.zeros(0)
+    cols = [key, "risk_score", *(["risk_flag"] if flagged_only else [])]
+    for b in ctx.store.scan_partition(part, columns=cols, batch_size=262_144):
+        ok = pc.is_valid(b.column("risk_score"))
+        if flagged_only:
+            ok = pc.and_(ok, pc.fill_null(b.column("risk_flag"), False))
+        b = b.filter(ok)
+        if not b.num_rows:
+            continue
+        k = b.column(key) if best_k is None else pa.concat_arrays([best_k, b.column(key)])
+        sc = np.concatenate([best_s, b.column("risk_score").to_numpy(zero_copy_only=False)])
+        best_k, best_s = _best(k, sc, n)
+    if best_k is None:
+        return pa.array([], ctx.store.table_info(part.table).schema.field(key).type), best_s
+    return best_k, best_s
+
+
 def top(store: VectorStore, table: str, n: int = 20, *, columns: list[str] | None = None,
         flagged_only: bool = False, runner: Any = None) -> pa.Table:
     """The ``n`` most anomalous customers by ``risk_score`` (ties by key), most anomalous
-    first, with their position in ``risk_rank`` (1 = most anomalous). One pass over the key
-    and score columns keeps the best ``n``; only those rows are then read in full. (A driver
-    pass over two narrow columns: ``runner`` is accepted for a uniform signature.)"""
+    first, with their position in ``risk_rank`` (1 = most anomalous), computed at query time
+    (no stored global rank). Each partition's best ``n`` (key and score only) is found on
+    ``runner`` (:mod:`ingest.runner`), the lists are merged here, and only the ``n`` rows
+    are then read in full; the same answer on every runner."""
     from ingest.freshness import is_derived
+    from ingest.runner import runner_for
     from vectorstore.filters import In
 
     info = store.table_info(table)
@@ -355,22 +393,17 @@ def top(store: VectorStore, table: str, n: int = 20, *, columns: list[str] | Non
                    (not is_derived(c) or c.startswith("risk_"))]
     cols = list(dict.fromkeys([key, *columns, *(f.name for f in RISK_FIELDS
                                                 if f.name in info.schema.names)]))
-    flt: Filter = col("risk_score").not_null()
-    if flagged_only:
-        flt = flt & (col("risk_flag") == True)  # noqa: E712 (a filter expression)
-    best_k: list[pa.Array] = []
-    best_s = np.zeros(0)
-    for b in store.scan(table, columns=[key, "risk_score"], filter=flt, batch_size=262_144):
-        k = pa.concat_arrays([*best_k, b.column(key)]) if best_k else b.column(key)
-        s_ = np.concatenate([best_s, b.column("risk_score").to_numpy(zero_copy_only=False)])
-        if len(s_) > n:
-            keep = np.argpartition(-s_, n - 1)[:n]
-            k, s_ = k.take(pa.array(keep)), s_[keep]
-        best_k, best_s = [k], s_
-    if not best_k or len(best_s) == 0:
-        return pa.table({c: pa.array([], info.schema.field(c).type) for c in cols}
-                        ).append_column("risk_rank", pa.array([], pa.int64()))
-    keys = best_k[0]
+    empty = pa.table({c: pa.array([], info.schema.field(c).type) for c in cols}
+                     ).append_column("risk_rank", pa.array([], pa.int64()))
+    if n <= 0:
+        return empty
+    run = runner_for(store, runner, step="risk top")
+    parts = [p for p in store.partitions(table) if p.rows]
+    lists = list(run.map(_top_partition, parts, shared=(key, n, flagged_only), store=store))
+    if not lists or not sum(len(s_) for _, s_ in lists):
+        return empty
+    keys, _ = _best(pa.concat_arrays([k for k, _ in lists]),
+                    np.concatenate([s_ for _, s_ in lists]), n)
     rows = store.to_arrow(table, columns=cols, filter=In(key, tuple(keys.to_pylist())))
     rows = rows.sort_by([("risk_score", "descending"), (key, "ascending")]).slice(0, n)
     return rows.append_column("risk_rank", pa.array(np.arange(1, rows.num_rows + 1)))
