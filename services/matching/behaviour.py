@@ -9,19 +9,29 @@ columns prefixed: ``category:travel``, as the behaviour embedder names them). Th
   leans on the next signal;
 - **behaviour profile**: a latent-class model of the customers' item-day counts (a mixture of
   :data:`CLASSES` multinomials fitted by EM): the item's share of a day under the customer's
-  posterior over the classes. A customer without history gets the prior, i.e. the population's
-  popularity, so cold customers are served popular items;
+  posterior over the classes. The posterior's prior is shared, or (when validation prefers it)
+  each customer's own from their attributes (:mod:`.recommend_prior`), so who the customer is
+  counts most when they have few events. The classes' item shares can weigh recent days more
+  (:func:`decayed_shares`, half-life from :data:`HALF_LIVES`): what a class has *lately*, when
+  item shares drift. A customer without history or attributes gets the population's mix;
 - **behaviour factors**: implicit-feedback ALS (the ``implicit`` library) on the customers x
   items matrix (BM25-weighted counts), folded in for any customer from the item factors,
   weighted by ``w_factors``.
 
+A list is the ``n`` best scores, or (``diversify``) built greedily for the chance that *some*
+item of it is in the next basket (:func:`cover_top`): an item that nearly always comes on the
+same day as one already picked gives way to one that covers other days.
+
 An item is *repeatable* when the products table says so (a boolean ``repeatable`` column) or,
 by default, when at least :data:`REPEAT_RATE` of the customers who had it had it on two or more
 days (a mortgage instalment, groceries); an item that is not repeatable and was already had is
-never recommended again (a term deposit once bought). ``shrink`` and ``w_factors`` are chosen
-on a validation basket inside the training events (each customer's last training day), never
-on the data being evaluated. The fitted state (items, item factors, popularity, repeat flags,
-weights) is plain arrays saved as an ``.npz`` artifact (no pickle).
+never recommended again (a term deposit once bought). The half-life, the class prior,
+``shrink``, ``w_factors`` and ``diversify`` are chosen jointly by hit@k on a validation basket
+inside the training events (each customer's last training day), never on the data being
+evaluated. The fitted state (items, item factors, class shares, class-prior coefficients,
+co-occurrences, repeat flags, weights) is plain arrays saved as an ``.npz`` artifact (no
+pickle). The recency weighting is relative to the last day of the fitted events: refit
+(``kindred recommend``) as time passes.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ In the same run:
 - ``popularity, excluding history``: the most popular items the customer has not had yet;
 - ``implicit ALS (defaults)``: ``implicit.als.AlternatingLeastSquares()`` with its default
   parameters on the raw counts, recommending with its defaults (already-had items filtered);
-- ``kindred``: :mod:`services.matching.behaviour` (history, popularity and ALS factors,
-  repeatable items allowed again, blend chosen on the training events' own last day).
+- ``kindred``: :mod:`services.matching.behaviour` (history, a recency-weighted latent-class
+  profile with an attribute prior, ALS factors, coverage-aware lists, repeatable items allowed
+  again; all chosen on the training events' own last day), ranked as the written lists are.
 """
 
 from __future__ import annotations
