@@ -200,7 +200,9 @@ def recommendations(store: VectorStore, customer_id: str, *, top_n: int = 10,
     for p in held or []:
         if p in rec.items and not rec.repeatable[rec.items.index(p)]:
             exclude[rec.items.index(p)] = True
-    items = explain_one(rec, counts, days, active, top_n, exclude)
+    attrs = store.to_arrow(CUSTOMERS, columns=rec.attribute_columns, filter=Cmp(
+        "customer_id", "=", customer_id)) if rec.attribute_columns else None
+    items = explain_one(rec, counts, days, active, top_n, exclude, attrs)
     return {"customer_id": customer_id, "active_days": int(active[0]),
             "holdings": held or [], "source": source, "recommendations": items}
 

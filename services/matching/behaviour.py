@@ -9,19 +9,29 @@ columns prefixed: ``category:travel``, as the behaviour embedder names them). Th
   leans on the next signal;
 - **behaviour profile**: a latent-class model of the customers' item-day counts (a mixture of
   :data:`CLASSES` multinomials fitted by EM): the item's share of a day under the customer's
-  posterior over the classes. A customer without history gets the prior, i.e. the population's
-  popularity, so cold customers are served popular items;
+  posterior over the classes. The posterior's prior is shared, or (when validation prefers it)
+  each customer's own from their attributes (:mod:`.recommend_prior`), so who the customer is
+  counts most when they have few events. The classes' item shares can weigh recent days more
+  (:func:`decayed_shares`, half-life from :data:`HALF_LIVES`): what a class has *lately*, when
+  item shares drift. A customer without history or attributes gets the population's mix;
 - **behaviour factors**: implicit-feedback ALS (the ``implicit`` library) on the customers x
   items matrix (BM25-weighted counts), folded in for any customer from the item factors,
   weighted by ``w_factors``.
 
+A list is the ``n`` best scores, or (``diversify``) built greedily for the chance that *some*
+item of it is in the next basket (:func:`cover_top`): an item that nearly always comes on the
+same day as one already picked gives way to one that covers other days.
+
 An item is *repeatable* when the products table says so (a boolean ``repeatable`` column) or,
 by default, when at least :data:`REPEAT_RATE` of the customers who had it had it on two or more
 days (a mortgage instalment, groceries); an item that is not repeatable and was already had is
-never recommended again (a term deposit once bought). ``shrink`` and ``w_factors`` are chosen
-on a validation basket inside the training events (each customer's last training day), never
-on the data being evaluated. The fitted state (items, item factors, popularity, repeat flags,
-weights) is plain arrays saved as an ``.npz`` artifact (no pickle).
+never recommended again (a term deposit once bought). The half-life, the class prior,
+``shrink``, ``w_factors`` and ``diversify`` are chosen jointly by hit@k on a validation basket
+inside the training events (each customer's last training day), never on the data being
+evaluated. The fitted state (items, item factors, class shares, class-prior coefficients,
+co-occurrences, repeat flags, weights) is plain arrays saved as an ``.npz`` artifact (no
+pickle). The recency weighting is relative to the last day of the fitted events: refit
+(``kindred recommend``) as time passes.
 """
 
 from __future__ import annotations
@@ -43,11 +53,16 @@ from vectorstore.errors import ArtifactCorrupt, ArtifactNotFound
 
 from ..errors import MatchingError, NotEnoughData
 from ._data import CUSTOMER_KEY, PRODUCT_KEY, PRODUCTS
+from .recommend_prior import ClassPrior, customer_rows, fit_class_prior
 
 ITEM_COLUMNS = ("product_id", "category")
 REPEAT_RATE = 0.3
 SHRINKS = (3.0, 10.0, 30.0, float("inf"))
 FACTOR_WEIGHTS = (0.0, 0.03, 0.1, 0.3)
+HALF_LIVES = (float("inf"), 60.0, 30.0, 15.0)
+"""Half-lives (days) tried for the profile's item shares; ``inf``: every day weighs the same."""
+VALIDATION_USERS = 50_000
+"""The blend is chosen on at most this many customers' validation days (a random sample)."""
 CLASSES = 8
 EM_ITERATIONS = 40
 ARTIFACT = "customers.recommender"
@@ -204,9 +219,11 @@ def fit_classes(days: sp.csr_matrix, k: int = CLASSES, seed: int = 0,
     return theta, prior
 
 
-def posterior(X: sp.csr_matrix, theta: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """Each customer's posterior over the classes given their item-day counts."""
-    L = np.asarray(X @ np.log(theta).T) + np.log(prior)
+def posterior(X: sp.csr_matrix, theta: np.ndarray, prior: np.ndarray,
+              log_prior: np.ndarray | None = None) -> np.ndarray:
+    """Each customer's posterior over the classes given their item-day counts (``log_prior``:
+    each customer's own log prior over the classes, instead of ``prior``)."""
+    L = np.asarray(X @ np.log(theta).T) + (np.log(prior) if log_prior is None else log_prior)
     L -= L.max(axis=1, keepdims=True)
     R = np.exp(L)
     return R / R.sum(axis=1, keepdims=True)
@@ -229,6 +246,36 @@ class Recommender:
     idf: np.ndarray | None = None
     """BM25 statistics of the fitted customers (None: a recommender saved before them)."""
     avg_len: float | None = None
+    theta_now: np.ndarray | None = None
+    """The classes' item shares with recent days weighted more (:func:`decayed_shares` at
+    ``half_life``), used for the profile's item shares; None: ``theta`` (no decay)."""
+    half_life: float = float("inf")
+    cooccur: sp.csr_matrix | None = None
+    """``cooccur[i, j]``: the share of the customer-days with item ``j`` that also have item
+    ``i`` (the fitted events); with ``diversify``, lists are built by :func:`cover_top`."""
+    diversify: bool = False
+    class_prior: ClassPrior | None = None
+    """The classes' prior from the customers' attributes (:mod:`.recommend_prior`); used by
+    :meth:`log_prior` when set, else every customer gets ``prior``."""
+
+    @property
+    def attribute_columns(self) -> list[str]:
+        """The customers table's columns :meth:`log_prior` reads (none without a class prior)."""
+        return [] if self.class_prior is None else self.class_prior.columns
+
+    def log_prior(self, data: pa.Table | pa.RecordBatch | None) -> np.ndarray | None:
+        """Each row's log prior over the classes from its attributes (None: no class prior,
+        or no rows given: the shared ``prior`` applies)."""
+        if self.class_prior is None or data is None:
+            return None
+        return self.class_prior.log_prior(data)
+
+    def top(self, s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's ``n``-item list from its scores: the ``n`` best (``diversify`` off) or
+        the greedy coverage list of :func:`cover_top`; (items, list scores)."""
+        if self.diversify and self.cooccur is not None:
+            return cover_top(s, n, self.cooccur)
+        return _top(s, n)
 
     def weigh(self, counts: sp.csr_matrix) -> sp.csr_matrix:
         """Customers' event counts BM25-weighted with the fitted population's statistics."""
@@ -274,8 +321,10 @@ class Recommender:
         return out
 
     def scores(self, days: sp.csr_matrix, active: np.ndarray, user_factors: np.ndarray,
-               shrink: float | None = None, w_factors: float | None = None) -> np.ndarray:
-        """(customers, items) blended scores; -inf for had, not-repeatable items."""
+               shrink: float | None = None, w_factors: float | None = None,
+               log_prior: np.ndarray | None = None) -> np.ndarray:
+        """(customers, items) blended scores; -inf for had, not-repeatable items.
+        ``log_prior``: the customers' class priors (:meth:`log_prior`), else the shared one."""
         shrink = self.shrink if shrink is None else shrink
         w = self.w_factors if w_factors is None else w_factors
         n = days.shape[0]
@@ -284,7 +333,8 @@ class Recommender:
         rate = days.multiply(1.0 / np.maximum(active, 1.0)[:, None]).toarray()
         had = days.toarray() > 0
         personal = np.where(self.repeatable[None, :], rate, 0.0)
-        profile = posterior(days.astype(np.float64), self.theta, self.prior) @ self.theta
+        shares = self.theta if self.theta_now is None else self.theta_now
+        profile = posterior(days.astype(np.float64), self.theta, self.prior, log_prior) @ shares
         s = lam * personal + (1 - lam) * profile
         if w:
             s = s + w * (user_factors @ self.item_factors.T.astype(np.float64))
@@ -304,11 +354,21 @@ class Recommender:
                   "theta": self.theta, "prior": self.prior}
         if self.idf is not None:
             arrays["idf"] = np.asarray(self.idf, np.float64)
+        if self.theta_now is not None:
+            arrays["theta_now"] = np.asarray(self.theta_now, np.float64)
+        if self.class_prior is not None:
+            arrays |= self.class_prior.arrays()
+        if self.cooccur is not None:
+            c = self.cooccur.tocsr()
+            arrays |= {"cooccur_data": c.data.astype(np.float32), "cooccur_indices": c.indices,
+                       "cooccur_indptr": c.indptr}
         np.savez(buf, **arrays)
         data = buf.getvalue()
         art = store.save_artifact(name, data, {
             "format": FORMAT, "shrink": finite_or_none(self.shrink), "w_factors": self.w_factors,
             "regularization": self.regularization, "avg_len": self.avg_len,
+            "half_life": finite_or_none(self.half_life), "diversify": self.diversify,
+            "class_prior": None if self.class_prior is None else self.class_prior.meta(),
             "details": json.loads(json.dumps(self.details, default=str))})
         return art, hashlib.sha256(data).hexdigest()
 
@@ -331,13 +391,22 @@ class Recommender:
             raise MatchingError(f"the saved recommender has format {meta.get('format')!r}")
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             avg = meta.get("avg_len")
+            hl = meta.get("half_life")
+            n_items = len(z["items"])
+            co = sp.csr_matrix((z["cooccur_data"], z["cooccur_indices"], z["cooccur_indptr"]),
+                               shape=(n_items, n_items)) if "cooccur_data" in z.files else None
             return cls(z["items"].astype(str).tolist(), z["item_factors"], z["popularity"],
                        z["repeatable"].astype(bool),
                        float("inf") if meta["shrink"] is None else float(meta["shrink"]),
                        float(meta["w_factors"]), z["theta"], z["prior"],
                        float(meta["regularization"]), dict(meta.get("details") or {}),
                        z["idf"] if "idf" in z.files else None,
-                       None if avg is None else float(avg))
+                       None if avg is None else float(avg),
+                       z["theta_now"] if "theta_now" in z.files else None,
+                       float("inf") if hl is None else float(hl), co,
+                       bool(meta.get("diversify", False)),
+                       ClassPrior.from_saved(meta["class_prior"], z)
+                       if meta.get("class_prior") else None)
 
 
 def saved_recommender(store: VectorStore, table: str = CUSTOMERS) -> str | None:
@@ -374,28 +443,114 @@ def last_day_split(inter: Interactions) -> tuple[np.ndarray, np.ndarray]:
 
 
 def hits(top: np.ndarray, truth: sp.csr_matrix, k: int) -> dict[str, np.ndarray]:
-    """Per customer: hit@k, recall@k and NDCG@k of ranked item lists against a basket."""
-    t = truth.tocsr()
-    hit = np.zeros(len(top))
-    rec = np.zeros(len(top))
-    ndcg = np.zeros(len(top))
+    """Per customer: hit@k, recall@k and NDCG@k of ranked item lists against a basket
+    (an empty basket scores 0)."""
+    t = truth.tocsr().astype(bool).astype(np.float64)
+    n = len(top)
+    top = np.asarray(top)[:, :k]
+    size = np.diff(t.indptr)
+    if n == 0 or top.shape[1] == 0:
+        z = np.zeros(n)
+        return {"hit": z, "recall": z.copy(), "ndcg": z.copy()}
+    rel = np.asarray(t[np.repeat(np.arange(n), top.shape[1]), top.ravel()]).reshape(
+        top.shape) > 0
     disc = 1.0 / np.log2(np.arange(2, k + 2))
-    for u in range(len(top)):
-        basket = t.indices[t.indptr[u]:t.indptr[u + 1]]
-        if len(basket) == 0:
-            continue
-        rel = np.isin(top[u, :k], basket)
-        hit[u] = rel.any()
-        rec[u] = rel.sum() / len(basket)
-        ndcg[u] = (rel * disc[:len(rel)]).sum() / disc[:min(len(basket), k)].sum()
-    return {"hit": hit, "recall": rec, "ndcg": ndcg}
+    ideal = np.concatenate([[1.0], np.cumsum(disc)])[np.minimum(size, k)]
+    ok = size > 0
+    hit = np.where(ok, rel.any(axis=1), 0.0)
+    rec = np.where(ok, rel.sum(axis=1) / np.maximum(size, 1), 0.0)
+    ndcg = np.where(ok, (rel * disc[:top.shape[1]]).sum(axis=1) / np.maximum(ideal, 1e-12), 0.0)
+    return {"hit": hit.astype(np.float64), "recall": rec, "ndcg": ndcg}
+
+
+def decayed_shares(inter: Interactions, R: np.ndarray, half_life: float) -> np.ndarray:
+    """The classes' item shares of ``inter``'s item-days (the EM's M-step for the fixed
+    posteriors ``R``, its smoothing included) with each day weighted ``0.5 ** (age /
+    half_life)``, ``age`` in days before the last day of ``inter``: what each class has
+    *lately*, when item shares drift (new products, seasons, a campaign)."""
+    n, n_items = R.shape[0], len(inter.items)
+    if np.isfinite(half_life) and len(inter.day):
+        w = 0.5 ** ((int(inter.day.max()) - inter.day) / half_life)
+    else:
+        w = np.ones(len(inter.day))
+    X = sp.csr_matrix((w, (inter.cust, inter.item)), shape=(n, n_items))
+    theta = np.asarray(X.T @ R).T + 0.1 * (w.sum() / max(len(w), 1))
+    return theta / theta.sum(axis=1, keepdims=True)
+
+
+def cooccurrence(inter: Interactions) -> sp.csr_matrix:
+    """``C[i, j]``: the share of the customer-days with item ``j`` that also have item ``i``."""
+    n_items = len(inter.items)
+    key = inter.cust.astype(np.int64) * (int(inter.day.max() - inter.day.min()) + 1 if
+                                         len(inter.day) else 1) + (inter.day - inter.day.min()
+                                                                    if len(inter.day) else 0)
+    _, row = np.unique(key, return_inverse=True)
+    D = sp.csr_matrix((np.ones(len(row)), (row.ravel(), inter.item)),
+                      shape=(int(row.max()) + 1 if len(row) else 0, n_items))
+    D.data[:] = 1.0
+    co = (D.T @ D).tocsr()
+    per_day = np.maximum(co.diagonal(), 1.0)
+    co = co.multiply(1.0 / per_day[None, :]).tocsr()
+    co.sort_indices()
+    return co.astype(np.float32)
+
+
+CANDIDATES = 3
+DENSE_COOCCUR = 2_048
+"""Up to this many items, :func:`cover_top` looks co-occurrences up in a dense matrix."""
+""":func:`cover_top` picks each list among the ``CANDIDATES * n`` best-scored items."""
+
+
+def cover_top(s: np.ndarray, n: int, cooccur: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy lists for "some item of the list is in the next basket": each pick is the item
+    with the largest score times the estimated chance that none of the items already picked
+    is on the same day (the product of ``1 - cooccur[picked, item]``), so an item that
+    (nearly) always comes with a picked one (a product's page beside the product) gives way to
+    one that covers other days. The list score is that discounted score: non-increasing, and
+    equal to the plain score for the first item. Items scored ``-inf`` come last (and only
+    when nothing else is left), as in :func:`_top`."""
+    rows, width = s.shape
+    n = min(n, width)
+    cand, cs = _top(s, min(width, max(n, CANDIDATES * n)))
+    m = cand.shape[1]
+    co = cooccur.tocsr()
+    dense = co.toarray().astype(np.float64) if width <= DENSE_COOCCUR else None
+    keys = (np.repeat(np.arange(co.shape[0], dtype=np.int64), np.diff(co.indptr)) * width
+            + co.indices)
+    vals = co.data.astype(np.float64)
+    gain = np.where(np.isfinite(cs), np.maximum(cs, 0.0), -np.inf)
+    keep = np.ones((rows, m))
+    taken = np.zeros((rows, m), dtype=bool)
+    r = np.arange(rows)
+    out_i = np.zeros((rows, n), dtype=cand.dtype)
+    out_s = np.zeros((rows, n))
+    for step in range(n):
+        v = np.where(taken, -np.inf, np.where(np.isfinite(gain), gain * keep, -np.inf))
+        b = np.argmax(v, axis=1)
+        none = ~np.isfinite(v[r, b])
+        b = np.where(none, np.argmax(~taken, axis=1), b)
+        out_i[:, step] = cand[r, b]
+        out_s[:, step] = np.where(none, -np.inf, v[r, b])
+        taken[r, b] = True
+        if dense is not None:
+            keep *= 1.0 - dense[cand[r, b][:, None], cand]
+        elif len(keys):
+            q = cand[r, b].astype(np.int64)[:, None] * width + cand
+            pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+            keep *= 1.0 - np.where(keys[pos] == q, vals[pos], 0.0)
+    return out_i, out_s
 
 
 def fit_recommender(store: VectorStore, inter: Interactions, *, seed: int = 0,
-                    factors: int = 64, k: int = 10,
-                    products_table: str = PRODUCTS) -> tuple[Recommender, np.ndarray]:
+                    factors: int = 64, k: int = 10, products_table: str = PRODUCTS,
+                    customers_table: str = CUSTOMERS) -> tuple[Recommender, np.ndarray]:
     """Fit on ``inter`` (choosing the blend on each customer's last day of it); returns the
-    recommender and the customers' factors (rows of ``inter.customers``)."""
+    recommender and the customers' factors (rows of ``inter.customers``).
+
+    Chosen jointly on that validation day, by hit@k: the profile's half-life
+    (:data:`HALF_LIVES`), ``shrink``, ``w_factors``, the class prior (shared, or from the
+    customers' attributes in ``customers_table``: :mod:`.recommend_prior`) and whether lists
+    are built for coverage (:func:`cover_top`) or by score alone."""
     counts, days, active = inter.matrices()
     n_items = len(inter.items)
     if n_items < 2:
@@ -409,31 +564,63 @@ def fit_recommender(store: VectorStore, inter: Interactions, *, seed: int = 0,
     tr_counts, tr_days, tr_active = tr.matrices()
     va_days = va.matrices()[1]
     users = np.flatnonzero((tr_active > 0) & (np.asarray(va_days.sum(axis=1)).ravel() > 0))
-    choice: dict[str, Any] = {"shrink": SHRINKS[0], "w_factors": 0.0, "validation": []}
+    if len(users) > VALIDATION_USERS:
+        users = np.sort(np.random.default_rng(seed).choice(users, VALIDATION_USERS,
+                                                           replace=False))
+    choice: dict[str, Any] = {"shrink": SHRINKS[0], "w_factors": 0.0,
+                              "half_life": float("inf"), "diversify": False,
+                              "attributes": False, "validation": []}
     if len(users) >= 10:
         model, _ = _als(tr_counts, f, seed)
         tr_pop = np.asarray(tr_days.sum(axis=0)).ravel() / max(tr_active.sum(), 1.0)
         theta, prior = fit_classes(tr_days, seed=seed)
+        R = posterior(tr_days.astype(np.float64), theta, prior)
         rec = Recommender(inter.items, np.asarray(model.item_factors), tr_pop, repeatable, 1, 0,
                           theta, prior)
         U = np.asarray(model.user_factors)[users].astype(np.float64)
+        truth = va_days[users]
         best = -1.0
-        for shrink in SHRINKS:
-            for w in FACTOR_WEIGHTS:
-                s = rec.scores(tr_days[users], tr_active[users], U, shrink, w)
-                m = float(hits(_top(s, k)[0], va_days[users], k)["hit"].mean())
-                choice["validation"].append({"shrink": finite_or_none(shrink), "w_factors": w, "hit": m})
-                if m > best + 1e-9:
-                    best, choice["shrink"], choice["w_factors"] = m, shrink, w
+        co = cooccurrence(tr)
+        priors: dict[bool, np.ndarray | None] = {False: None}
+        cp = fit_class_prior(store, inter.customers, R, seed=seed, table=customers_table)
+        if cp is not None:
+            priors[True] = cp.log_prior(customer_rows(
+                store, inter.customers.take(pa.array(users)), cp.columns, customers_table))
+        for half_life in HALF_LIVES:
+            rec.theta_now = decayed_shares(tr, R, half_life)
+            for attributes, lp in priors.items():
+                for shrink in SHRINKS:
+                    for w in FACTOR_WEIGHTS:
+                        sc = rec.scores(tr_days[users], tr_active[users], U, shrink, w, lp)
+                        for diversify in (False, True):
+                            lists = cover_top(sc, k, co)[0] if diversify else _top(sc, k)[0]
+                            m = float(hits(lists, truth, k)["hit"].mean())
+                            choice["validation"].append({
+                                "half_life": finite_or_none(half_life),
+                                "attributes": attributes, "shrink": finite_or_none(shrink),
+                                "w_factors": w, "diversify": diversify, "hit": m})
+                            if m > best + 1e-9:
+                                best = m
+                                choice |= {"shrink": shrink, "w_factors": w,
+                                           "half_life": half_life, "diversify": diversify,
+                                           "attributes": attributes}
     model, _ = _als(counts, f, seed)
     theta, prior = fit_classes(days, seed=seed)
     idf, avg_len = bm25_stats(counts)
+    R_all = posterior(days.astype(np.float64), theta, prior)
+    theta_now = decayed_shares(inter, R_all, choice["half_life"]) \
+        if np.isfinite(choice["half_life"]) else None
+    class_prior = fit_class_prior(store, inter.customers, R_all, seed=seed,
+                                  table=customers_table) if choice["attributes"] else None
     rec = Recommender(inter.items, np.asarray(model.item_factors, dtype=np.float32), popularity,
                       repeatable, float(choice["shrink"]), float(choice["w_factors"]),
                       theta, prior, details={"factors": f, "validation": choice["validation"],
                                "repeatable_items": int(repeatable.sum()),
                                "items": n_items, "customers": len(inter.customers)},
-                      idf=idf, avg_len=avg_len)
+                      idf=idf, avg_len=avg_len, theta_now=theta_now,
+                      half_life=float(choice["half_life"]),
+                      cooccur=cooccurrence(inter) if choice["diversify"] else None,
+                      diversify=bool(choice["diversify"]), class_prior=class_prior)
     return rec, np.asarray(model.user_factors, dtype=np.float64)
 
 
@@ -461,21 +648,27 @@ def history_rows(rec: Recommender, inter: Interactions, ids: pa.Array
 
 
 def explain_one(rec: Recommender, counts: sp.csr_matrix, days: sp.csr_matrix,
-                active: np.ndarray, n: int, exclude: np.ndarray | None = None
-                ) -> list[dict[str, Any]]:
+                active: np.ndarray, n: int, exclude: np.ndarray | None = None,
+                attributes: pa.Table | None = None) -> list[dict[str, Any]]:
     """One customer's top ``n`` (rows of length 1) with the parts of each score and reasons;
-    ``exclude``: items never to recommend (e.g. held one-time products)."""
+    ``exclude``: items never to recommend (e.g. held one-time products); ``attributes``:
+    the customer's row of the customers table (its :attr:`Recommender.attribute_columns`),
+    for the class prior."""
     U = rec.factors(counts)
-    s = rec.scores(days, active, U)[0]
+    lp = rec.log_prior(attributes)
+    s = rec.scores(days, active, U, log_prior=lp)[0]
     if exclude is not None:
         s[exclude] = -np.inf
     lam = float(active[0] / (active[0] + rec.shrink)) if np.isfinite(rec.shrink) else 0.0
     rate = days.toarray()[0] / max(active[0], 1.0)
     fac = (U @ rec.item_factors.T.astype(np.float64))[0]
-    profile = (posterior(days.astype(np.float64), rec.theta, rec.prior) @ rec.theta)[0]
-    order = [int(i) for i in np.argsort(-s, kind="stable")[:n] if np.isfinite(s[i])]
+    shares = rec.theta if rec.theta_now is None else rec.theta_now
+    profile = (posterior(days.astype(np.float64), rec.theta, rec.prior, lp) @ shares)[0]
+    idx, listed = rec.top(s[None, :], n)
+    order = [(int(i), float(v)) for i, v in zip(idx[0], listed[0], strict=True)
+             if np.isfinite(v)]
     out = []
-    for i in order:
+    for i, in_list in order:
         history = lam * rate[i] if rec.repeatable[i] else 0.0
         parts = {"history": history, "profile": (1 - lam) * profile[i],
                  "factors": rec.w_factors * fac[i]}
@@ -491,7 +684,8 @@ def explain_one(rec: Recommender, counts: sp.csr_matrix, days: sp.csr_matrix,
             reasons.append("similar customers' behaviour factors point to it")
         if not reasons:
             reasons.append(f"popular: on {rec.popularity[i]:.1%} of all customer-days")
-        out.append({"item": rec.items[i], "score": float(s[i]), "repeatable": bool(
+        out.append({"item": rec.items[i], "score": float(s[i]), "list_score": in_list,
+                    "repeatable": bool(
             rec.repeatable[i]), "parts": {k: round(float(v), 6) for k, v in parts.items()},
             "reasons": reasons})
     return out

@@ -10,8 +10,9 @@ In the same run:
 - ``popularity, excluding history``: the most popular items the customer has not had yet;
 - ``implicit ALS (defaults)``: ``implicit.als.AlternatingLeastSquares()`` with its default
   parameters on the raw counts, recommending with its defaults (already-had items filtered);
-- ``kindred``: :mod:`services.matching.behaviour` (history, popularity and ALS factors,
-  repeatable items allowed again, blend chosen on the training events' own last day).
+- ``kindred``: :mod:`services.matching.behaviour` (history, a recency-weighted latent-class
+  profile with an attribute prior, ALS factors, coverage-aware lists, repeatable items allowed
+  again; all chosen on the training events' own last day), ranked as the written lists are.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from pydantic import BaseModel
 
 from vectorstore import VectorStore
@@ -38,6 +40,7 @@ from .behaviour import (
     last_day_split,
     read_interactions,
 )
+from .recommend_prior import customer_rows
 
 
 class RecMetricRow(BaseModel):
@@ -112,13 +115,18 @@ def evaluate_next_basket(store: VectorStore, *, events: str = EVENTS,
         warnings.simplefilter("ignore")
         rec, _ = fit_recommender(store, tr, seed=seed, k=k, products_table=products_table)
     # the customers' factors folded in, as the written recommendations have them
-    top = _top(rec.scores(days[users], active[users], rec.factors(counts[users].tocsr())),
-               k)[0]
+    attrs = customer_rows(store, inter.customers.take(pa.array(users)),
+                          rec.attribute_columns) if rec.class_prior is not None else None
+    top = rec.top(rec.scores(days[users], active[users], rec.factors(counts[users].tocsr()),
+                             log_prior=rec.log_prior(attrs)), k)[0]
     add("kindred", top, t0)
     return RecommendationEvaluation(
         k=k, customers=len(users), items=len(inter.items), rows=rows,
         params={"events": events, "item_columns": list(item_columns), "seed": seed,
                 "holdout": "each customer's last day of events",
                 "kindred": {"shrink": finite_or_none(rec.shrink), "w_factors": rec.w_factors,
+                            "half_life": finite_or_none(rec.half_life),
+                            "diversify": rec.diversify,
+                            "attributes": rec.attribute_columns,
                             "factors": rec.details["factors"],
                             "repeatable_items": rec.details["repeatable_items"]}})

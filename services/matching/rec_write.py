@@ -29,7 +29,6 @@ from .behaviour import (
     BLOCK,
     Interactions,
     Recommender,
-    _top,
     finite_or_none,
     fit_recommender,
     history_rows,
@@ -96,10 +95,12 @@ class _Lists:
         keys = batch.column(CUSTOMER_KEY)
         counts, days, active = self.history.get(keys)
         U = self.rec.factors(counts.tocsr())
+        lp = self.rec.log_prior(batch if self.rec.attribute_columns else None)
         p_out, s_out = [], []
         for lo in range(0, batch.num_rows, BLOCK):
             sl = slice(lo, min(lo + BLOCK, batch.num_rows))
-            sc = self.rec.scores(days[sl], active[sl], U[sl])
+            sc = self.rec.scores(days[sl], active[sl], U[sl],
+                                 log_prior=None if lp is None else lp[sl])
             sc[:, ~self.allowed] = -np.inf
             if HOLDINGS in batch.schema.names:  # held one-time products are never recommended
                 hb = batch.column(HOLDINGS).slice(sl.start, sl.stop - sl.start)
@@ -109,7 +110,7 @@ class _Lists:
                 ok = j >= 0
                 ok[ok] &= ~self.rec.repeatable[j[ok]]
                 sc[parents[ok], j[ok]] = -np.inf
-            idx, top = _top(sc, self.top_n)
+            idx, top = self.rec.top(sc, self.top_n)
             rp, rs = lists(idx, top, self.items)
             p_out.append(rp)
             s_out.append(rs)
@@ -141,7 +142,8 @@ def _write(store: VectorStore, rec: Recommender, name: str, sha: str, *, top_n: 
         old = tx.base.metadata.get(META_KEY) or {}
         same = {k: old.get(k) for k in options} == options
         has_holdings = HOLDINGS in tx.base.schema.names
-        run = write_output(tx, OUTPUT, [HOLDINGS] if has_holdings else [], make,
+        inputs = ([HOLDINGS] if has_holdings else []) + rec.attribute_columns
+        run = write_output(tx, OUTPUT, inputs, make,
                            fields=REC_FIELDS, stale_only=stale_only and same,
                            batch_size=batch_size, progress=progress, prepare=prepare,
                            runner=runner)

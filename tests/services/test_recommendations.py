@@ -87,3 +87,50 @@ def test_bulk_recommendations_and_one_customers_reasons(bank, tmp_path):
         assert set(item["parts"]) == {"history", "profile", "factors"}
     all_items = k.recommendations(cid, top_n=5, only_products=False)
     assert any(i["item"].startswith("category:") for i in all_items["recommendations"])
+
+
+def test_written_lists_match_the_one_customer_view_and_the_saved_state(bank):
+    """The written list, the saved recommender's state and one customer's view agree: the
+    same ranking (coverage or not) and the same class prior from the customer's attributes."""
+    from services.matching.behaviour import Recommender, saved_recommender
+
+    k = Kindred(bank)
+    k.recommend(top_n=4, method="behavior")
+    rec = Recommender.load(bank, saved_recommender(bank))
+    fitted = rec.details["validation"]
+    assert {"half_life", "attributes", "diversify"} <= set(fitted[0])
+    assert (rec.class_prior is not None) == bool(rec.attribute_columns)
+    got = bank.to_arrow("customers", columns=["customer_id", "rec_products"])
+    for cid, written in list(zip(got.column("customer_id").to_pylist(),
+                                 got.column("rec_products").to_pylist(), strict=True))[:5]:
+        one = k.recommendations(cid, top_n=4)
+        assert [i["item"] for i in one["recommendations"]] == written
+
+
+def test_cover_top_skips_an_item_that_always_comes_with_a_picked_one():
+    import scipy.sparse as sp
+
+    from services.matching.behaviour import cover_top
+
+    # item 1 is on every day item 0 is on (a product's page beside the product); item 2 is
+    # independent of both
+    co = sp.csr_matrix(np.array([[1.0, 1.0, 0.2], [0.9, 1.0, 0.2], [0.3, 0.3, 1.0]]))
+    s = np.array([[0.5, 0.45, 0.3], [0.5, 0.45, -np.inf]])
+    idx, sc = cover_top(s, 2, co)
+    assert idx[0].tolist() == [0, 2]  # by score alone it would be [0, 1]
+    assert sc[0, 0] == 0.5
+    assert sc[0, 1] <= sc[0, 0]
+    assert idx[1].tolist() == [0, 1]  # item 2 is excluded: the covered item is what is left
+
+
+def test_soft_logistic_recovers_a_class_prior_from_attributes():
+    from services.matching.recommend_prior import soft_logistic
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 1))
+    p1 = 1 / (1 + np.exp(-3 * x[:, 0]))
+    R = np.column_stack([1 - p1, p1])  # soft labels
+    coef, intercept = soft_logistic(x, R, c=100.0)
+    slope = coef[1, 0] - coef[0, 0]
+    assert 2.5 < slope < 3.5
+    assert abs(intercept[1] - intercept[0]) < 0.3
