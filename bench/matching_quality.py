@@ -72,7 +72,7 @@ def product_path(csv: Path, store_dir: str) -> Any:
     """The customers table as `kindred ingest` + `kindred embed tabular` make it."""
     from services.facade import Kindred
 
-    k = Kindred(store_dir)
+    k = Kindred(store_dir, create=True)
     k.ingest(str(csv), table="customers", delimiter=";", drop=["duration"],
              holdings=["housing_loan=housing:yes", "personal_loan=loan:yes"])
     k.embed("tabular", exclude=["y"])  # the label is not an attribute to embed

@@ -29,7 +29,7 @@ def prepare(root: Path, customers: int, seed: int) -> Any:
     bank = Kindred.generate(root / "bank", customers=customers, events_per_customer=12,
                             seed=seed)
     f = bank.files
-    k = Kindred(str(root / "store"))
+    k = Kindred(str(root / "store"), create=True)
     k.ingest(f["customers"], table="customers", id_column="customer_id",
              holdings_column="products", holdings_separator=";", text_columns=["note"])
     k.ingest(f["transactions"], table="events")

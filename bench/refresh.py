@@ -75,7 +75,7 @@ def build(path: str, files: str, n: int, changed: float) -> dict[str, int]:
     old = old.set_column(old.schema.get_field_index("region"), "region",
                          pa.array(REGIONS[rng.integers(0, len(REGIONS), k_changed)]))
     pq.write_table(pa.concat_tables([old, customers(np.arange(n, n + k_new), 2)]), day2)
-    with Kindred(path) as k:
+    with Kindred(path, create=True) as k:
         k.ingest(str(day1), table="customers", id_column="customer_id")
         k.embed("tabular")
         k.score_risk(detector="hbos")

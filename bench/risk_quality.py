@@ -138,7 +138,7 @@ def product_path(csv: Path, store_dir: Path, detectors: Sequence[Any], *,
     from services.facade import Kindred
     from services.risk import label_metrics
 
-    with Kindred(str(store_dir)) as k:
+    with Kindred(str(store_dir), create=True) as k:
         t0 = time.perf_counter()
         k.ingest(str(csv), table="customers", id_column="customer_id")
         k.embed("tabular", exclude=[LABEL])

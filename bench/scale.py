@@ -121,7 +121,7 @@ def run_step(path: str, runner: str, step: str) -> dict[str, Any]:
 
         ray.init(num_cpus=None, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.ERROR)
-    with Kindred(path, runner=r) as k:
+    with Kindred(path, runner=r, create=True) as k:
         t0 = time.perf_counter()
         _step(k, step)
         seconds = time.perf_counter() - t0

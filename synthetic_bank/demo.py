@@ -85,7 +85,7 @@ def run_demo(out_dir: str | Path = "kindred-demo", *, customers: int = 20_000, s
                                f"{r.details['products']} products")
     if bank is None:
         return summary
-    k = Kindred(str(store_dir))
+    k = Kindred(str(store_dir), create=True)
     try:
         _pipeline(k, steps, bank.files, summary, text=text)
     finally:
@@ -146,10 +146,10 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
         def embed_text() -> Any:
             fallback: tuple[type[BaseException], ...] = (*_user_errors(), RuntimeError, OSError)
             try:  # int8 ONNX Runtime: ~3x faster on CPU than PyTorch
-                return k.embed("text", column="note", backend="onnx")
+                return k.embed("text", text_column="note", backend="onnx")
             except fallback as exc:
                 steps.echo(f"      (ONNX Runtime unavailable: {exc}; using PyTorch)")
-                return k.embed("text", column="note")
+                return k.embed("text", text_column="note")
 
         steps.run("embed text", embed_text, lambda r: r.details["message"])
     if not activity:
@@ -171,9 +171,9 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
     def evaluate() -> Any:
         # every method is fitted on the training holders only (C chosen by cross-validation
         # inside the holdout), so the figures are honest
-        rep = k.evaluate_matching(PRODUCT, vector_columns=columns, methods=("centroid",))
+        rep = k.evaluate_matching(PRODUCT, columns=columns, methods=("centroid",))
         if "vec_tabular" in columns:  # the learned model on the compact tabular vectors
-            learned = k.evaluate_matching(PRODUCT, vector_columns=["vec_tabular"],
+            learned = k.evaluate_matching(PRODUCT, columns=["vec_tabular"],
                                           methods=("learned",))
             rep.rows.extend(r for r in learned.rows if r.method == "learned")
         return rep
@@ -191,9 +191,9 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
             "table": [r.model_dump() for r in ev.rows]}
 
     def match() -> Any:
-        q = k.product_query(PRODUCT, method=best_method, vector_column=best_col)
+        q = k.product_query(PRODUCT, method=best_method, column=best_col)
         fitted["query"] = q
-        return k.match(PRODUCT, query=q, top=10, columns=["age", "occupation", "region"])
+        return k.match(PRODUCT, query=q, top=10, attributes=["age", "occupation", "region"])
 
     m = steps.run("match", match,
                   lambda r: f"{r.summary.known_consumers:,} consumers, top "
@@ -209,11 +209,11 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
                               "flagged")
     if run is not None:
         summary["risk"] = run.model_dump(mode="json")
-        top = k.risk_top(5, columns=["customer_id", *label])
+        top = k.risk_top(5, attributes=["customer_id", *label])
         summary["risk_top"] = top.to_pylist()
         if label:
             summary["risk_quality"] = _risk_auc(k, label[0])
-    steps.run("recommend", lambda: k.recommend(top_n=3),
+    steps.run("recommend", lambda: k.recommend(top=3),
               lambda r: f"top {r.details['top_n']} of {r.details['products']} products for "
                         f"{r.details['customers']:,} customers from their behaviour "
                         "(rec_products, rec_scores)")

@@ -65,10 +65,10 @@ def _pipeline(k: Kindred, bank: dict[str, Path]) -> dict[str, Any]:
     k.consolidate()
     k.embed("tabular", exclude=["note"])
     k.embed("behavior")
-    k.embed("text", column="note")
+    k.embed("text", text_column="note")
     k.index(columns=["vec_tabular"], min_rows=1)
     k.score_risk()
-    k.recommend(top_n=3)
+    k.recommend(top=3)
     k.ingest(str(bank["day"]), table="customers", id_column="customer_id",
              holdings_column="products", holdings_separator=";", text_columns=["note"])
     refreshed = k.refresh()
@@ -112,7 +112,7 @@ def _ranks(stamps: Any) -> list[int | None]:
 
 def _run(where: str, runner: str, bank: dict[str, Path], s3: Any) -> dict[str, Any]:
     uri = s3.store_uri(f"e2e-{uuid.uuid4().hex}") if s3 is not None else where
-    with Kindred(uri, runner=runner) as k:
+    with Kindred(uri, runner=runner, create=True) as k:
         assert k.runner.name == runner
         assert k.runner.distributed == (runner == "ray")
         return _pipeline(k, bank)

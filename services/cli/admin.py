@@ -36,7 +36,7 @@ def init(app: App) -> None:
         except OSError as exc:
             raise ServiceError(f"cannot create the store directory {path}: "
                                f"{exc.strerror or exc}") from exc
-    k = app.kindred(must_exist=False)
+    k = app.kindred(create=True)
     result = {"store": k.location, "backend": k.store.scheme, "tables": k.tables()}
     app.emit(result, lambda: click.echo(
         f"Store ready at {result['store']} ({result['backend']}, "

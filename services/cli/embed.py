@@ -9,6 +9,7 @@ from ingest.datamodel import CUSTOMERS
 
 from ..cli_options import FiniteRange
 from .root import App, main, pass_app
+from .vocabulary import renamed_option
 
 
 @main.command()
@@ -16,7 +17,9 @@ from .root import App, main, pass_app
 @click.option("--table", default=CUSTOMERS, show_default=True)
 @click.option("--include", multiple=True, help="tabular: only these columns (repeatable).")
 @click.option("--exclude", multiple=True, help="tabular: leave these columns out (repeatable).")
-@click.option("--column", default=None, help="text: the text column to embed.")
+@click.option("--column", default=None,
+              help="Vector column to write (default vec_<kind>).")
+@click.option("--text-column", default=None, help="text: the text column to embed.")
 @click.option("--template", default=None,
               help="text: a profile template, e.g. '{age}-year-old {occupation} in {region}'.")
 @click.option("--model", default=None,
@@ -24,7 +27,7 @@ from .root import App, main, pass_app
                    "packaged all-MiniLM-L6-v2).")
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch",
               show_default=True, help="text: PyTorch, or ONNX Runtime int8 (~3x faster on CPU).")
-@click.option("--output", default=None, help="Vector column to write (default vec_<kind>).")
+@click.option("--output", default=None, hidden=True)
 @click.option("--dim", type=click.IntRange(min=1), default=None,
               help="tabular: PCA dimension; behavior: SVD dimension.")
 @click.option("--source", "sources", multiple=True,
@@ -38,18 +41,24 @@ from .root import App, main, pass_app
               help="tabular: read a column as a category (e.g. an integer code) or a number.")
 @pass_app
 def embed(app: App, kind: str, table: str, include: tuple[str, ...], exclude: tuple[str, ...],
-          column: str | None, template: str | None, model: str | None, backend: str,
-          output: str | None, dim: int | None, sources: tuple[str, ...],
+          column: str | None, text_column: str | None, template: str | None,
+          model: str | None, backend: str, output: str | None, dim: int | None,
+          sources: tuple[str, ...],
           weights: tuple[float, ...], raw: bool, types: tuple[str, ...]) -> None:
     """Write a vector column: tabular, text, behavior or combined.
 
     tabular writes vec_tabular (robust-scaled, unit length: for matching) and
     vec_tabular_raw (z-scores that keep each customer's distance from the centre: for risk).
     """
+    if kind == "text" and column is not None and text_column is None and template is None:
+        click.echo("Warning: embed text --column naming the text column is deprecated: use "
+                   "--text-column (--column names the vector column written)", err=True)
+        text_column, column = column, None
+    column = renamed_option("--output", "--column", output, column)
     with app.progress() as bar:
         r = app.kindred().embed(kind, table=table, include=list(include) or None,
-                                exclude=list(exclude), column=column, template=template,
-                                model=model, output=output, dim=dim, sources=list(sources),
+                                exclude=list(exclude), column=column, text_column=text_column,
+                                template=template, model=model, dim=dim, sources=list(sources),
                                 weights=list(weights) or None, backend=backend, raw=raw,
                                 types=list(types), progress=bar)
     app.emit(r, lambda: click.echo(r.details.get("message") or str(r.details)))

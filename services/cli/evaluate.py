@@ -10,6 +10,7 @@ import click
 from ..cli_options import FiniteRange
 from .risk import _sample
 from .root import App, main, pass_app
+from .vocabulary import renamed_option
 
 
 @main.group()
@@ -74,7 +75,7 @@ def evaluate_matching(app: App, product: str | None, label: str | None, positive
     with app.progress() as bar:
         rep = app.kindred().evaluate_matching(
             product, label=label, positive=_literal(positive),
-            vector_columns=list(columns) or None,
+            columns=list(columns) or None,
             methods=list(methods) or ("centroid", "learned", "propensity"), holdout=holdout,
             seed=seed, repeats=repeats, split_column=split_column,
             test_value=_literal(test_value), test_size=test_size, exclude=list(exclude),
@@ -83,13 +84,16 @@ def evaluate_matching(app: App, product: str | None, label: str | None, positive
 
 
 @evaluate.command("recommendations")
-@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="k of hit@k, recall@k and NDCG@k.")
+@click.option("-k", "old_k", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @pass_app
-def evaluate_recommendations(app: App, k: int, seed: int) -> None:
+def evaluate_recommendations(app: App, top: int, old_k: int | None, seed: int) -> None:
     """Next-basket hit/recall/NDCG@k (last day of events hidden) against popularity and ALS."""
+    k = renamed_option("-k", "--top", old_k, top, 10)
     with app.busy("Evaluating recommendations"):
-        rep = app.kindred().evaluate_recommendations(k=k, seed=seed)
+        rep = app.kindred().evaluate_recommendations(top=k, seed=seed)
 
     def human() -> None:
         click.echo(f"Next-basket evaluation: {rep.customers:,} customers, {rep.items} items, "

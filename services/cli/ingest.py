@@ -130,7 +130,7 @@ def ingest(app: App, args: tuple[str, ...], mapping: str | None, on_error: str,
         if table not in KEYS:
             raise click.BadParameter(f"{table!r}: expected customers, events or products",
                                      param_hint="TABLE")
-    k = app.kindred(must_exist=False)
+    k = app.kindred(create=True)
     with app.progress() as bar:
         r = k.ingest(source, table=table, mapping=mapping, on_error=on_error, id_column=id_column,
                  generate_id=generate_id, holdings=holdings, holdings_column=holdings_column,

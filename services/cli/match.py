@@ -10,6 +10,7 @@ import click
 
 from ..cli_options import FINITE, FiniteRange, exclusive
 from .root import App, main, pass_app
+from .vocabulary import renamed_option
 
 # ---------------------------------------------------------------------- product matching
 METHOD_CHOICE = click.Choice(["centroid", "learned", "product", "propensity", "auto"])
@@ -51,7 +52,9 @@ def _print_ranked(title: str, table: Any, limit: int, label: str = "score") -> N
 @click.option("--consumers", "which", flag_value="consumers", help="Only current consumers.")
 @click.option("--prospects", "which", flag_value="prospects", help="Only prospects.")
 @click.option("--both", "which", flag_value="both", default=True, help="Both lists (default).")
-@click.option("--attr", "attrs", multiple=True, help="Attribute column(s) to show (repeatable).")
+@click.option("--attribute", "attrs", multiple=True,
+              help="Attribute column(s) to show (repeatable).")
+@click.option("--attr", "old_attrs", multiple=True, hidden=True)
 @click.option("--exact", is_flag=True, help="Exact search (ignore any ANN index).")
 @click.option("--min-consumers", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--bands", type=FINITE, nargs=2, default=None, metavar="HIGH LOW",
@@ -62,14 +65,15 @@ def _print_ranked(title: str, table: Any, limit: int, label: str = "score") -> N
 @pass_app
 def match(app: App, product: str, method: str, vector_column: str | None, top: int | None,
           audience_pct: float | None, min_score: float | None, where: str | None, which: str,
-          attrs: tuple[str, ...], exact: bool, min_consumers: int,
+          attrs: tuple[str, ...], old_attrs: tuple[str, ...], exact: bool, min_consumers: int,
           bands: tuple[float, float] | None, show: int) -> None:
     """Current consumers of PRODUCT and the best prospects for it."""
+    attrs = renamed_option("--attr", "--attribute", old_attrs, attrs, ())
     exclusive(top=top, audience_pct=audience_pct)
     with app.busy(f"Matching {product}"):
-        r = app.kindred().match(product, method=method, vector_column=vector_column, top=top,
+        r = app.kindred().match(product, method=method, column=vector_column, top=top,
                             audience_pct=audience_pct, min_score=min_score, where=where,
-                            exact=exact, columns=attrs, min_consumers=min_consumers,
+                            exact=exact, attributes=attrs, min_consumers=min_consumers,
                             consumers=which != "prospects", prospects=which != "consumers",
                             bands=bands)
     s = r.summary
@@ -121,7 +125,7 @@ def fit(app: App, products: tuple[str, ...], method: str, vector_column: str | N
         exclude: tuple[str, ...], types: tuple[str, ...], seed: int) -> None:
     """Fit and save PRODUCTS' models; propensity also writes propensity_<product> scores."""
     with app.progress() as bar:
-        r = app.kindred().fit(list(products), method=method, vector_column=vector_column,
+        r = app.kindred().fit(list(products), method=method, column=vector_column,
                               exclude=list(exclude), types=list(types), seed=seed,
                               progress=bar)
 
@@ -148,12 +152,15 @@ def fit(app: App, products: tuple[str, ...], method: str, vector_column: str | N
 @click.argument("customer")
 @click.option("--product", required=True)
 @click.option("--column", "vector_column", default=None)
-@click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
               help="Nearest consumers to show.")
+@click.option("-k", "old_k", type=click.IntRange(min=1), default=None, hidden=True)
 @pass_app
-def explain(app: App, customer: str, product: str, vector_column: str | None, k: int) -> None:
+def explain(app: App, customer: str, product: str, vector_column: str | None, top: int,
+            old_k: int | None) -> None:
     """Why CUSTOMER matches --product: nearest consumers and the attributes they share."""
-    e = app.kindred().explain(customer, product, vector_column=vector_column, k=k)
+    top = renamed_option("-k", "--top", old_k, top, 5)
+    e = app.kindred().explain(customer, product, column=vector_column, top=top)
 
     def human() -> None:
         held = "holds" if e.holds_product else "does not hold"
@@ -170,7 +177,9 @@ def explain(app: App, customer: str, product: str, vector_column: str | None, k:
 
 
 @main.command()
-@click.option("--top-n", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Products per customer.")
+@click.option("--top-n", "old_top_n", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--method", type=click.Choice(["behavior", "vector"]), default=None,
               help="behavior: from the events (default when there are events); vector: "
                    "customer . product in a shared vector column.")
@@ -180,11 +189,12 @@ def explain(app: App, customer: str, product: str, vector_column: str | None, k:
 @click.option("--all-items", is_flag=True,
               help="behavior: recommend any event item, not only products-table rows.")
 @pass_app
-def recommend(app: App, top_n: int, method: str | None, vector_column: str | None,
-              include_held: bool, all_items: bool) -> None:
+def recommend(app: App, top: int, old_top_n: int | None, method: str | None,
+              vector_column: str | None, include_held: bool, all_items: bool) -> None:
     """Every customer's top products, written to rec_products and rec_scores."""
+    top = renamed_option("--top-n", "--top", old_top_n, top, 3)
     with app.progress() as bar:
-        r = app.kindred().recommend(top_n=top_n, vector_column=vector_column, method=method,
+        r = app.kindred().recommend(top=top, column=vector_column, method=method,
                                     exclude_held=not include_held, only_products=not all_items,
                                     progress=bar)
 
@@ -199,12 +209,16 @@ def recommend(app: App, top_n: int, method: str | None, vector_column: str | Non
 
 @main.command()
 @click.argument("customer")
-@click.option("--top-n", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Recommendations to show.")
+@click.option("--top-n", "old_top_n", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--all-items", is_flag=True, help="Any event item, not only products.")
 @pass_app
-def recommendations(app: App, customer: str, top_n: int, all_items: bool) -> None:
+def recommendations(app: App, customer: str, top: int, old_top_n: int | None,
+                    all_items: bool) -> None:
     """CUSTOMER's behaviour recommendations, each with its reasons."""
-    r = app.kindred().recommendations(customer, top_n=top_n, only_products=not all_items)
+    top = renamed_option("--top-n", "--top", old_top_n, top, 10)
+    r = app.kindred().recommendations(customer, top=top, only_products=not all_items)
 
     def human() -> None:
         click.echo(f"{customer}: {r['active_days']} active days, holds "

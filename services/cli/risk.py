@@ -7,6 +7,7 @@ import click
 
 from ..cli_options import FINITE, FiniteRange
 from .root import App, main, pass_app
+from .vocabulary import renamed_option
 
 
 @main.group()
@@ -66,14 +67,20 @@ def risk_score(app: App, detector: str | None, column: str | None,
 
 
 @risk.command("top")
-@click.option("-n", "n", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Customers to show.")
+@click.option("-n", "old_n", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--flagged", is_flag=True, help="Only flagged customers.")
-@click.option("--attr", "attrs", multiple=True, help="Attribute column(s) to show.")
+@click.option("--attribute", "attrs", multiple=True, help="Attribute column(s) to show.")
+@click.option("--attr", "old_attrs", multiple=True, hidden=True)
 @pass_app
-def risk_top(app: App, n: int, flagged: bool, attrs: tuple[str, ...]) -> None:
-    """The N most anomalous customers."""
+def risk_top(app: App, top: int, old_n: int | None, flagged: bool, attrs: tuple[str, ...],
+             old_attrs: tuple[str, ...]) -> None:
+    """The --top most anomalous customers."""
+    top = renamed_option("-n", "--top", old_n, top, 20)
+    attrs = renamed_option("--attr", "--attribute", old_attrs, attrs, ())
     cols = ["customer_id", *attrs] if attrs else None
-    t = app.kindred().risk_top(n, columns=cols, flagged_only=flagged)
+    t = app.kindred().risk_top(top, attributes=cols, flagged_only=flagged)
 
     def human() -> None:
         click.echo(f"Anomalies detected (top {t.num_rows}):")

@@ -140,11 +140,13 @@ class App:
         self.verbose = verbose
         self._kindred: Any = None
 
-    def kindred(self, *, must_exist: bool = True) -> Any:
+    def kindred(self, *, create: bool = False) -> Any:
+        """The facade over --store; ``create`` (init, ingest) makes the store when there is
+        none, every other command needs one."""
         from ..facade import Kindred
 
         if self._kindred is None:
-            self._kindred = Kindred(self.store_uri, must_exist=must_exist, runner=self.runner,
+            self._kindred = Kindred(self.store_uri, create=create, runner=self.runner,
                                     ray_address=self.ray_address)
         return self._kindred
 

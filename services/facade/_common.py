@@ -96,3 +96,27 @@ def _plain(obj: Any) -> dict[str, Any]:
 def _missing(feature: str, module: str) -> ServiceError:
     return ServiceError(f"{feature} is not available: the {module} module is not installed "
                         "in this version of Kindred")
+
+
+def open_uri(uri: str, *, create: bool) -> VectorStore:
+    """The store at ``uri``. Without ``create``, a local path must hold a store already: an
+    existing directory that is empty (``kindred init``) or holds LanceDB tables; anything else
+    (a missing path, a file, a directory of other files: a typo, or the data folder) is
+    ``StoreMissing``. Other backends (PostgreSQL, Milvus, S3, memory) are opened as given."""
+    from ..errors import StoreMissing
+
+    path = admin.local_path(uri)
+    if not create and path is not None and not _holds_store(path):
+        what = ("does not exist" if not path.exists() else "is not a directory"
+                if not path.is_dir() else "holds no Kindred store (no LanceDB tables)")
+        raise StoreMissing(f"no Kindred store at {path}: it {what}; create one with "
+                           "`kindred init` or Kindred(uri, create=True), or point --store / "
+                           "KINDRED_STORE at an existing one")
+    return admin.open_store(uri, must_exist=False)
+
+
+def _holds_store(path: Any) -> bool:
+    if not path.is_dir():
+        return False
+    entries = list(path.iterdir())
+    return not entries or any(e.name.endswith(".lance") for e in entries)

@@ -11,7 +11,8 @@ processes) can point at the same store. Long steps accept a ``progress`` callbac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,21 +21,17 @@ import pyarrow as pa
 from ingest.datamodel import CUSTOMERS
 from vectorstore import StoreError, VectorStore
 
-from .. import admin
 from ..admin import Progress
 from ..errors import ServiceError
 from ..models import (
     GenerateResult,
     IngestResult,
-    MigrationResult,
-    ReportResult,
     RiskEvaluation,
     StepResult,
-    StoreStats,
-    VersionRecord,
 )
-from . import data_in, embedding, matching, risk, store_admin
-from ._common import PREFERRED_VECTORS, default_vector_column, require_table
+from . import _compat, data_in, embedding, matching, risk
+from ._common import PREFERRED_VECTORS, open_uri, require_table
+from .base import StoreFace
 
 if TYPE_CHECKING:
     from ..matching import Explanation, MatchResult, ProductQuery, RecommendSummary
@@ -43,7 +40,7 @@ if TYPE_CHECKING:
 
 
 
-class Kindred:
+class Kindred(StoreFace):
     """Kindred's services over one store.
 
     Parameters
@@ -52,9 +49,11 @@ class Kindred:
         A store URI (``./dir``, ``memory://name``, ``postgresql://...``) or an open
         :class:`vectorstore.VectorStore`. A URI is opened here and closed by :meth:`close`;
         an open store is borrowed and left open.
-    must_exist:
-        With a URI of a local directory, refuse (``StoreMissing``) when it does not exist
-        instead of creating an empty store.
+    create:
+        False (the default): the URI must hold a store already; a local path that holds none
+        (missing, or a directory without LanceDB tables) raises ``StoreMissing`` instead of
+        making a store where a typo points. True makes an empty store there. (``must_exist``,
+        its old inverse, is accepted for one release with a DeprecationWarning.)
     runner:
         Where the heavy steps (ingest, consolidate, embed, index, risk scoring, recommend)
         run: ``"local"`` (in this process), ``"ray"`` (one Ray task per partition, see
@@ -63,9 +62,14 @@ class Kindred:
         join; Ray is started before the store is opened.
     """
 
-    def __init__(self, store: str | VectorStore, *, must_exist: bool = False,
-                 runner: Any = None, ray_address: str | None = None) -> None:
+    def __init__(self, store: str | VectorStore, *, create: bool = False,
+                 runner: Any = None, ray_address: str | None = None,
+                 must_exist: bool | None = None) -> None:
         from ingest.runner import get_runner
+
+        if must_exist is not None:
+            create = _compat.renamed("__init__", {"must_exist": not must_exist}, "must_exist",
+                                     "create", create, False)
 
         self._runner = get_runner(runner, address=ray_address)
         if self._runner.distributed:
@@ -74,90 +78,9 @@ class Kindred:
         if isinstance(store, VectorStore):
             self._store, self._owned = store, False
         elif isinstance(store, str):
-            self._store, self._owned = admin.open_store(store, must_exist=must_exist), True
+            self._store, self._owned = open_uri(store, create=create), True
         else:
             raise ServiceError(f"Kindred needs a store URI or an open VectorStore, got {store!r}")
-
-    # ------------------------------------------------------------------ lifecycle
-    @property
-    def store(self) -> VectorStore:
-        """The underlying store (for direct reads: scan, search, to_arrow)."""
-        return self._store
-
-    @property
-    def runner(self) -> Any:
-        """The runner the heavy steps use (:mod:`ingest.runner`)."""
-        return self._runner
-
-    @property
-    def location(self) -> str:
-        """Where the store lives, with any password redacted."""
-        return admin.store_uri(self._store)
-
-    def close(self) -> None:
-        if self._owned:
-            self._store.close()
-
-    def __enter__(self) -> Kindred:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"Kindred({self.location!r})"
-
-    # ------------------------------------------------------------------ store administration
-    def tables(self) -> list[str]:
-        return self._store.list_tables()
-
-    def stats(self, tables: Sequence[str] | None = None) -> StoreStats:
-        """Row counts, vector columns and their embedders, indexes, versions and disk size."""
-        return store_admin.stats(self._store, tables)
-
-    def versions(self, table: str = CUSTOMERS) -> list[VersionRecord]:
-        """The versions of a table, oldest first (backends that keep versions)."""
-        return store_admin.versions(self._store, table)
-
-    def restore(self, version: int, table: str = CUSTOMERS) -> VersionRecord:
-        """Make ``version`` the current state of ``table`` (as a new version; history is kept)."""
-        self._store.restore(table, version)
-        return VersionRecord(version=self._store.version(table), timestamp=None, current=True)
-
-    def optimize(self, tables: Sequence[str] | None = None,
-                 progress: Progress | None = None) -> StepResult:
-        """Compact storage and bring indexes up to date, table by table."""
-        return store_admin.optimize(self._store, tables, progress)
-
-    def prewarm(self, table: str = CUSTOMERS) -> StepResult:
-        """Load ``table``'s indexes into memory now, so that the first matches of a
-        long-running application answer at warm speed (at 1,000,000 x 384: ~3-4 s and
-        0.4-1 GB; a first-touch ``match`` goes from ~31-64 ms to ~13-18 ms, see
-        docs/benchmarks.md)."""
-        self._store.prewarm(table)
-        return StepResult(step="prewarm", details={"table": table})
-
-    def index(self, table: str = CUSTOMERS, *, columns: Sequence[str] | None = None,
-              min_rows: int = 5_000, index_type: str | None = None,
-              progress: Progress | None = None) -> StepResult:
-        """Build (or rebuild) ANN indexes on vector columns and a scalar index on the key.
-
-        Vector indexes are built only once the table has ``min_rows`` rows: below that an exact
-        search is fast and exact. Columns named in ``columns`` are indexed regardless.
-        """
-        return embedding.index(self._store, self._runner, table, columns=columns,
-                               min_rows=min_rows, index_type=index_type, progress=progress)
-
-    def migrate(self, target: str | VectorStore, *, tables: Sequence[str] | None = None,
-                replace: bool = False, progress: Progress | None = None,
-                on_replace: Callable[[dict[str, int]], None] | None = None) -> MigrationResult:
-        """Copy tables (rows, vectors, metadata) and artifacts to another store or backend.
-
-        A target that is this store (however its location is spelled) is refused; with
-        ``replace``, ``on_replace`` hears which target tables (and rows) will be dropped
-        before any is."""
-        return store_admin.migrate(self._store, target, tables=tables, replace=replace,
-                                     progress=progress, on_replace=on_replace)
 
     # ------------------------------------------------------------------ data in
     @staticmethod
@@ -258,12 +181,12 @@ class Kindred:
     # ------------------------------------------------------------------ embeddings
     def embed(self, kind: str, *, table: str = CUSTOMERS, include: Sequence[str] | None = None,
               exclude: Sequence[str] = (), column: str | None = None,
-              template: str | None = None, model: str | None = None,
-              output: str | None = None, dim: int | None = None,
+              text_column: str | None = None, template: str | None = None,
+              model: str | None = None, dim: int | None = None,
               sources: Sequence[str] = (), weights: Sequence[float] | None = None,
               backend: str = "torch", raw: bool = True,
               types: Sequence[str] | dict[str, str] = (),
-              progress: Progress | None = None) -> StepResult:
+              progress: Progress | None = None, **deprecated: Any) -> StepResult:
         """Write a vector column: ``tabular``, ``text``, ``behavior`` or ``combined``.
 
         - tabular: numeric columns standardised, categoricals one-hot (``include``/``exclude``
@@ -272,139 +195,185 @@ class Kindred:
           with ``raw`` (the default) also ``<output>_raw``: z-scored, unclipped, not
           normalised (metric l2), the column risk scoring uses because it keeps each
           customer's distance from the centre.
-        - text: sentence-transformers over a text ``column`` or a profile ``template``
+        - text: sentence-transformers over a ``text_column`` or a profile ``template``
           (``model``: a local path; default the packaged all-MiniLM-L6-v2; ``backend``
           ``onnx`` runs it int8-quantised through ONNX Runtime, ~3x faster on CPU, vectors
           close to but not equal to PyTorch's).
         - behavior: SVD of holdings + events, customers and products in one space (``dim``).
         - combined: weighted concatenation of the ``sources`` vector columns.
 
-        ``output`` names the vector column (default ``vec_<kind>``). Returns a StepResult whose
-        details hold the rows embedded/skipped, dimension, seconds and state checksum.
+        ``column`` names the vector column written (default ``vec_<kind>``; ``output`` is its
+        deprecated name; ``embed("text", column="bio")`` without ``text_column`` or
+        ``template`` is read the old way, as the text column, with a DeprecationWarning).
+        Returns a StepResult whose details hold the rows embedded/skipped, dimension, seconds
+        and state checksum.
         """
+        output = _compat.renamed("embed", deprecated, "output", "column", None)
+        _compat.no_other("embed", deprecated)
+        if kind == "text" and column is not None and text_column is None and template is None:
+            warnings.warn("Kindred.embed('text', column=...) naming the text column is "
+                          "deprecated: give text_column=...; column= names the vector column "
+                          "written", DeprecationWarning, stacklevel=2)
+            text_column, column = column, None
+        if output is not None and column is not None:
+            raise ServiceError("embed: give column= or the deprecated output=, not both")
         return embedding.embed(self._store, self._runner, kind, table=table, include=include,
-                               exclude=exclude, column=column, template=template, model=model,
-                               output=output, dim=dim, sources=sources, weights=weights,
-                               backend=backend, raw=raw, types=types, progress=progress)
+                               exclude=exclude, column=text_column, template=template,
+                               model=model, output=column if column is not None else output,
+                               dim=dim, sources=sources, weights=weights, backend=backend,
+                               raw=raw, types=types, progress=progress)
 
     # ------------------------------------------------------------------ product matching
-    def match(self, product: str, *, method: str = "centroid", vector_column: str | None = None,
+    def match(self, product: str, *, method: str = "centroid", column: str | None = None,
               top: int | None = None, audience_pct: float | None = None,
               min_score: float | None = None, where: str | None = None, exact: bool = False,
-              columns: Sequence[str] = (), min_consumers: int = 20,
+              attributes: Sequence[str] = (), min_consumers: int = 20,
               query: ProductQuery | None = None, consumers: bool = True,
               prospects: bool = True, bands: Sequence[float] | None = None,
-              propensity_options: dict[str, Any] | None = None) -> MatchResult:
+              propensity_options: dict[str, Any] | None = None,
+              **deprecated: Any) -> MatchResult:
         """Consumers (holders, most typical first) and prospects (most likely first) of a product.
 
         ``where`` is a filter expression over customer columns, e.g.
         ``"age >= 30 and region in ('north', 'south')"``. Returns
         :class:`services.matching.MatchResult`: two Arrow tables (``customer_id, score, rank`` +
-        ``columns``) and a summary (method, sizes, options); ``.to_dict()`` is JSON-ready.
+        ``attributes``) and a summary (method, sizes, options); ``.to_dict()`` is JSON-ready.
+        ``column`` is the vector column (default :meth:`default_vector_column`).
         ``query`` reuses a query from :meth:`product_query` (no refit). ``consumers=False``
         or ``prospects=False`` leaves that list out (one search). ``bands``: two descending
         score thresholds for the high/medium/low bands (default: edges from the whole base,
         see :mod:`services.matching.bands`). ``method="propensity"`` serves the probabilities
         :meth:`fit` wrote (else fits in memory); the summary then has the audience's expected
-        conversions and lift. ``match`` never writes to the store.
+        conversions and lift. ``match`` never writes to the store: without an ANN index on a
+        table big enough to want one, the summary's warnings say to run :meth:`index`.
+        Old names (``vector_column``, ``columns``, ``top_k``, ``filter``) still work, with a
+        DeprecationWarning.
         """
-        return matching.match(self._store, product, method=method, vector_column=vector_column,
+        column = _compat.renamed("match", deprecated, "vector_column", "column", column)
+        attributes = _compat.renamed("match", deprecated, "columns", "attributes", attributes, ())
+        top = _compat.renamed("match", deprecated, "top_k", "top", top)
+        where = _compat.renamed("match", deprecated, "filter", "where", where)
+        _compat.no_other("match", deprecated)
+        return matching.match(self._store, _compat.as_id(product, "product id"), method=method,
+                              vector_column=column,
                               top=top, audience_pct=audience_pct, min_score=min_score,
-                              where=where, exact=exact, columns=columns,
+                              where=where, exact=exact, columns=attributes,
                               min_consumers=min_consumers, query=query, consumers=consumers,
                               prospects=prospects, bands=bands,
                               propensity_options=propensity_options)
 
     def fit(self, products: Sequence[str], *, method: str = "propensity",
-            vector_column: str | None = None, exclude: Sequence[str] = (),
+            column: str | None = None, exclude: Sequence[str] = (),
             types: Sequence[str] | dict[str, str] = (), seed: int = 0,
             propensity_options: dict[str, Any] | None = None,
-            progress: Progress | None = None) -> StepResult:
+            progress: Progress | None = None, **deprecated: Any) -> StepResult:
         """Fit and persist each product's model, so :meth:`match` serves it without refitting.
 
         ``propensity``: a gradient-boosted model of the attributes (``exclude`` leaves columns
         out, ``types=["branch=category"]`` declares kinds), saved verified, and every
         customer's probability written to ``propensity_<product>`` with a scalar index;
-        ``learned``: the logistic query on ``vector_column``, saved for reuse while the table
+        ``learned``: the logistic query on the vector ``column``, saved for reuse while the table
         is unchanged. Returns per product what was fitted (model id, cross-validated ROC-AUC,
         leakage warnings).
         """
-        return matching.fit(self._store, products, method=method, vector_column=vector_column,
+        column = _compat.renamed("fit", deprecated, "vector_column", "column", column)
+        _compat.no_other("fit", deprecated)
+        products = [_compat.as_id(p, "product id") for p in products]
+        return matching.fit(self._store, products, method=method, vector_column=column,
                             exclude=exclude, types=types, seed=seed,
                             propensity_options=propensity_options, progress=progress,
                             runner=self._runner)
 
     def product_query(self, product: str, *, method: str = "centroid",
-                      vector_column: str | None = None, min_consumers: int = 20,
+                      column: str | None = None, min_consumers: int = 20,
                       **learned_options: Any) -> ProductQuery:
-        """The fitted query of a product (centroid, learned model or product vector), to reuse
-        across several :meth:`match` calls without refitting."""
-        return matching.product_query(self._store, product, method=method,
-                                      vector_column=vector_column,
+        """The fitted query of a product (centroid, learned model or product vector) on the
+        vector ``column``, to reuse across several :meth:`match` calls without refitting."""
+        column = _compat.renamed("product_query", learned_options, "vector_column", "column",
+                                 column)
+        return matching.product_query(self._store, _compat.as_id(product, "product id"),
+                                      method=method, vector_column=column,
                                       min_consumers=min_consumers, **learned_options)
 
-    def explain(self, customer_id: str, product: str, *, vector_column: str | None = None,
-                k: int = 5) -> Explanation:
-        """Why ``customer_id`` is near ``product``: its nearest consumers and what they share."""
-        return matching.explain(self._store, customer_id, product,
-                                vector_column=vector_column, k=k)
+    def explain(self, customer_id: str | int, product: str, *, column: str | None = None,
+                top: int = 5, **deprecated: Any) -> Explanation:
+        """Why ``customer_id`` is near ``product``: its ``top`` nearest consumers in the vector
+        ``column`` and what they share (an int id is taken as the string id it spells)."""
+        column = _compat.renamed("explain", deprecated, "vector_column", "column", column)
+        top = _compat.renamed("explain", deprecated, "k", "top", top, 5)
+        _compat.no_other("explain", deprecated)
+        return matching.explain(self._store, _compat.as_id(customer_id),
+                                _compat.as_id(product, "product id"), vector_column=column,
+                                k=top)
 
-    def recommend(self, *, top_n: int = 3, vector_column: str | None = None,
+    def recommend(self, *, top: int = 3, column: str | None = None,
                   exclude_held: bool = True, method: str | None = None,
-                  only_products: bool = True,
-                  progress: Progress | None = None) -> RecommendSummary | StepResult:
-        """Every customer's top ``top_n``, written to ``rec_products``/``rec_scores``.
+                  only_products: bool = True, progress: Progress | None = None,
+                  **deprecated: Any) -> RecommendSummary | StepResult:
+        """Every customer's ``top`` products, written to ``rec_products``/``rec_scores``.
 
         ``method="behavior"`` (the default when there is an events table and no
-        ``vector_column``): the behaviour
+        ``column``): the behaviour
         recommender of :mod:`services.matching.behaviour` (own history for repeatable items, a
         behaviour profile that falls back to popularity, implicit ALS factors), fitted on all
         events and saved; held one-time products are never recommended again, and only
         products-table items are written when ``only_products``. ``method="vector"``: customer
-        . product in a shared ``vector_column`` (e.g. ``vec_behavior``).
+        . product in a shared vector ``column`` (e.g. ``vec_behavior``).
         """
-        return matching.recommend(self._store, self._runner, top_n=top_n,
-                                  vector_column=vector_column, exclude_held=exclude_held,
+        top = _compat.renamed("recommend", deprecated, "top_n", "top", top, 3)
+        column = _compat.renamed("recommend", deprecated, "vector_column", "column", column)
+        _compat.no_other("recommend", deprecated)
+        return matching.recommend(self._store, self._runner, top_n=top,
+                                  vector_column=column, exclude_held=exclude_held,
                                   method=method, only_products=only_products,
                                   progress=progress)
 
-    def recommendations(self, customer_id: str, *, top_n: int = 10,
-                        only_products: bool = True) -> dict[str, Any]:
-        """One customer's behaviour recommendations with the reasons for each: from the
+    def recommendations(self, customer_id: str | int, *, top: int = 10,
+                        only_products: bool = True, **deprecated: Any) -> dict[str, Any]:
+        """One customer's ``top`` behaviour recommendations with the reasons for each: from the
         recommender :meth:`recommend` saved (fitted on the fly, not saved, when there is none).
         """
-        return matching.recommendations(self._store, customer_id, top_n=top_n,
+        top = _compat.renamed("recommendations", deprecated, "top_n", "top", top, 10)
+        _compat.no_other("recommendations", deprecated)
+        return matching.recommendations(self._store, _compat.as_id(customer_id), top_n=top,
                                         only_products=only_products)
 
-    def evaluate_recommendations(self, *, k: int = 10, seed: int = 0) -> Any:
+    def evaluate_recommendations(self, *, top: int = 10, seed: int = 0,
+                                 **deprecated: Any) -> Any:
         """Next-basket evaluation (each customer's last day of events hidden): hit@k,
-        recall@k, NDCG@k of Kindred against popularity, popularity without history and raw
-        implicit ALS, in one run (:mod:`services.matching.evaluate_recs`)."""
-        return matching.evaluate_recommendations(self._store, k=k, seed=seed)
+        recall@k, NDCG@k (k = ``top``) of Kindred against popularity, popularity without
+        history and raw implicit ALS, in one run (:mod:`services.matching.evaluate_recs`)."""
+        top = _compat.renamed("evaluate_recommendations", deprecated, "k", "top", top, 10)
+        _compat.no_other("evaluate_recommendations", deprecated)
+        return matching.evaluate_recommendations(self._store, k=top, seed=seed)
 
     def evaluate_matching(self, product: str | None = None, *, label: str | None = None,
-                          positive: Any = None, vector_columns: Sequence[str] | None = None,
+                          positive: Any = None, columns: Sequence[str] | None = None,
                           methods: Sequence[str] = ("centroid", "learned", "propensity"),
                           holdout: float = 0.2, seed: int = 0, repeats: int = 3,
                           split_column: str | None = None, test_value: Any = "test",
                           test_size: float = 0.3, exclude: Sequence[str] = (),
                           learned_options: dict[str, Any] | None = None,
                           propensity_options: dict[str, Any] | None = None,
-                          progress: Progress | None = None) -> EvaluationReport:
+                          progress: Progress | None = None,
+                          **deprecated: Any) -> EvaluationReport:
         """Measured matching quality: repeated holdouts of ``product``'s holders, or a
         ``label`` column (test rows: ``split_column == test_value``, else ``repeats`` seeded
         stratified ``test_size`` splits).
 
         Returns an :class:`services.matching.evaluate.EvaluationReport`: ROC-AUC (mean, SD, interval),
-        precision@k, recall@k and lift@k per vector column and method, with random and
+        precision@k, recall@k and lift@k per vector column (``columns``) and method, with random and
         popularity baselines, leakage warnings and the predictability verdict.
         ``learned_options`` go to the learned model (e.g. ``{"Cs": [10.0]}``),
         ``propensity_options`` (and ``exclude``, attribute columns left out) to the
         propensity model.
         """
+        columns = _compat.renamed("evaluate_matching", deprecated, "vector_columns", "columns",
+                                  columns)
+        _compat.no_other("evaluate_matching", deprecated)
         return matching.evaluate_matching(
             self._store, product, label=label, positive=positive,
-            vector_columns=vector_columns, methods=methods, holdout=holdout, seed=seed,
+            vector_columns=columns, methods=methods, holdout=holdout, seed=seed,
             repeats=repeats, split_column=split_column, test_value=test_value,
             test_size=test_size, exclude=exclude, learned_options=learned_options,
             propensity_options=propensity_options, progress=progress)
@@ -430,16 +399,22 @@ class Kindred:
                                attributes=attributes, fit_sample=fit_sample,
                                threshold=threshold, seed=seed, table=table, progress=progress)
 
-    def risk_top(self, n: int = 20, *, columns: Sequence[str] | None = None,
-                 flagged_only: bool = False, table: str = CUSTOMERS) -> pa.Table:
-        """The ``n`` most anomalous customers, most anomalous first (an Arrow table)."""
-        return risk.risk_top(self._store, self._runner, n, columns=columns,
+    def risk_top(self, top: int = 20, *, attributes: Sequence[str] | None = None,
+                 flagged_only: bool = False, table: str = CUSTOMERS,
+                 **deprecated: Any) -> pa.Table:
+        """The ``top`` most anomalous customers, most anomalous first (an Arrow table), with
+        the ``attributes`` columns."""
+        top = _compat.renamed("risk_top", deprecated, "n", "top", top, 20)
+        attributes = _compat.renamed("risk_top", deprecated, "columns", "attributes", attributes)
+        _compat.no_other("risk_top", deprecated)
+        return risk.risk_top(self._store, self._runner, top, columns=attributes,
                              flagged_only=flagged_only, table=table)
 
-    def explain_risk(self, customer_id: str, *, table: str = CUSTOMERS) -> RiskExplanation:
+    def explain_risk(self, customer_id: str | int, *,
+                     table: str = CUSTOMERS) -> RiskExplanation:
         """Why a customer scores as it does: deviating attributes, nearest normal neighbours,
-        and its score percentile."""
-        return risk.explain_risk(self._store, customer_id, table=table)
+        and its score percentile (an int id is taken as the string id it spells)."""
+        return risk.explain_risk(self._store, _compat.as_id(customer_id), table=table)
 
     def evaluate_risk(self, label: str, *, positive: Any = None,
                       detectors: Sequence[Any] = ("iforest", "hbos", "ecod", "default"),
@@ -451,53 +426,5 @@ class Kindred:
         return risk.evaluate_risk(self._store, label, positive=positive, detectors=detectors,
                                   column=column, fit_sample=fit_sample, seed=seed,
                                   table=table)
-
-    # ------------------------------------------------------------------ report
-    def report(self, out_dir: str | Path, *, products: Sequence[str] | None = None,
-               column: str | None = None,
-               methods: Sequence[str] = ("centroid", "learned", "propensity"),
-               label: str | None = None, positive: Any = None, max_products: int = 3,
-               seed: int = 0, repeats: int = 3, learned_options: dict[str, Any] | None = None,
-               propensity_options: dict[str, Any] | None = None) -> ReportResult:
-        """Write ``report.html`` (self-contained) and its PNGs into ``out_dir``.
-
-        Gain/lift curves per product and method from the same repeated holdouts as
-        :meth:`evaluate_matching` (same ``seed``, ``repeats``: the same figures), the
-        propensity calibration curve, consumer vs prospect score distributions, the risk score
-        distribution with its flag threshold, and a PCA map of customers coloured by holdings
-        and risk flag. ``products`` defaults to :meth:`report_products`; ``column`` to the
-        default vector column; ``label`` (e.g. ``is_anomaly``, or ``Status`` with
-        ``positive="bad"``) adds the risk ROC-AUC and ROC/precision-recall curves. A table
-        without holdings gets the risk sections (and the map), not the matching ones.
-        """
-        return store_admin.report(self._store, out_dir, products=products, column=column,
-                                  methods=methods, label=label, positive=positive,
-                                  max_products=max_products, seed=seed, repeats=repeats,
-                                  learned_options=learned_options,
-                                  propensity_options=propensity_options)
-
-    def report_products(self, n: int = 3, *, min_holders: int = 50) -> list[str]:
-        """The products a report plots by default: those with a fitted propensity model
-        (:meth:`fit`), else the ``n`` least-held products with at least ``min_holders``
-        holders (the hardest to target, and the ones a campaign is usually about)."""
-        return store_admin.report_products(self._store, n, min_holders=min_holders)
-
-    def product_counts(self) -> dict[str, int]:
-        """Holders per product (products table rows, else every product held)."""
-        return store_admin.product_counts(self._store)
-
-    def popular_products(self, n: int = 3, *, min_holders: int = 20) -> list[str]:
-        """The ``n`` products with most holders (at least ``min_holders``), most held first."""
-        return store_admin.popular_products(self._store, n, min_holders=min_holders)
-
-    # ------------------------------------------------------------------ helpers
-    def default_vector_column(self, table: str = CUSTOMERS) -> str | None:
-        """The vector column used when a call names none: the only one, else the first of
-        vec_combined, vec_tabular, vec_behavior, vec_text that exists (None if no vectors)."""
-        return default_vector_column(self._store, table)
-
-
-
-
 
 __all__ = ["PREFERRED_VECTORS", "Kindred", "StoreError"]

@@ -54,7 +54,8 @@ def embed(store: VectorStore, runner: Any, kind: str, *, table: str,
     elif kind == "text":
         if (column is None) == (template is None):
             raise ServiceError("text embedding needs exactly one of a text column "
-                               "(--column) or a profile template (--template)")
+                               "(--text-column, text_column=) or a profile template "
+                               "(--template)")
         emb = embedders.TextEmbedder(column=column, template=template, model=model,
                                      backend=backend)
         r = embedders.embed(store, table, emb, output, progress=rows_done,

@@ -23,6 +23,9 @@ from ._common import (
     require_table,
 )
 
+INDEX_MIN_ROWS = 5_000
+"""The row count from which :meth:`Kindred.index` builds ANN indexes by default."""
+
 if TYPE_CHECKING:
     from ..matching import Explanation, MatchResult, ProductQuery, RecommendSummary
     from ..matching.evaluate import EvaluationReport
@@ -58,11 +61,30 @@ def match(store: VectorStore, product: str, *, method: str = "centroid",
 
         info = store.table_info(CUSTOMERS)
         where = resolve_filter_names(where, info.schema.names, info.metadata)
-    return match(store, product, method=method, vector_column=vector_column,
-                 top_k=top, audience_pct=audience_pct, min_score=min_score, filter=where,
-                 exact=exact, columns=columns, min_consumers=min_consumers, query=query,
-                 consumers=consumers, prospects=prospects, bands=bands,
-                 propensity_options=propensity_options)
+    result = match(store, product, method=method, vector_column=vector_column,
+                   top_k=top, audience_pct=audience_pct, min_score=min_score, filter=where,
+                   exact=exact, columns=columns, min_consumers=min_consumers, query=query,
+                   consumers=consumers, prospects=prospects, bands=bands,
+                   propensity_options=propensity_options)
+    hint = index_hint(store, result.summary.vector_column, searched=not exact
+                      and method != "propensity" and not result.summary.ann_index)
+    if hint:
+        result.summary.warnings.append(hint)
+    return result
+
+
+def index_hint(store: VectorStore, column: str | None, *, searched: bool,
+               min_rows: int | None = None) -> str | None:
+    """The line ``match`` adds when it searched ``column`` exactly because nothing indexed
+    it, on a table big enough that ``index`` would build one: match only reads (index upkeep
+    belongs to ``index``, ``refresh`` and ``prewarm``), so it says what to run instead."""
+    if not searched or column is None or not store.capabilities.ann_index:
+        return None
+    n = store.count(CUSTOMERS)
+    if n < (INDEX_MIN_ROWS if min_rows is None else min_rows):
+        return None
+    return (f"no ANN index on {column}: an exact search of {n:,} rows; run `kindred index` "
+            "(Kindred.index) to build one")
 
 
 def fit(store: VectorStore, products: Sequence[str], *, method: str = "propensity",

@@ -181,12 +181,12 @@ def build_bases(root: Path, *, customers: int = 500) -> dict[str, Path]:
                          for i in range(60)])
     (root / "empty").mkdir()
     out["empty"] = root / "empty"
-    with Kindred(str(root / "plain")) as k:  # customers in two commits: two fragments
+    with Kindred(str(root / "plain"), create=True) as k:  # customers in two commits: two fragments
         for f in (a, a2):
             k.ingest(str(f), table="customers", id_column="id")
     out["plain"] = root / "plain"
     out["embedded"] = _derive(root, "plain", "embedded", lambda k: k.embed("tabular"))
-    with Kindred(str(root / "bank")) as k:
+    with Kindred(str(root / "bank"), create=True) as k:
         from synthetic_bank.demo import _ingest_all
 
         _ingest_all(k, {n: str(files / f) for n, f in (
@@ -207,7 +207,7 @@ def build_bases(root: Path, *, customers: int = 500) -> dict[str, Path]:
         k.score_risk(detector="iforest")
         k.fit(["term_deposit"])
         k.recommend()
-        k.fit(["term_deposit"], method="learned", vector_column="vec_tabular")
+        k.fit(["term_deposit"], method="learned", column="vec_tabular")
 
     out["bank-scored"] = _derive(root, "bank-embedded", "bank-scored", scored)
     def day2(k: Any) -> None:  # new customers, embedded with the fitted embedder (no refit)
@@ -238,7 +238,7 @@ def _derive(root: Path, base: str, name: str, build: Any) -> Path:
     from services.facade import Kindred
 
     shutil.copytree(root / base, root / name)
-    with Kindred(str(root / name)) as k:
+    with Kindred(str(root / name), create=True) as k:
         build(k)
     return root / name
 

@@ -33,7 +33,7 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("disk")
     a = _csv(root / "a.csv", "id,age,income,region",
              [f"c{i},{20 + i % 50},{1000 + 37 * i % 900},r{i % 5}" for i in range(600)])
-    with Kindred(str(root / "plain")) as k:
+    with Kindred(str(root / "plain"), create=True) as k:
         k.ingest(str(a), table="customers", id_column="id")
     changes = _csv(root / "b.csv", "id,age,income,region,tier",
                    [f"c{i},{70 + i % 9},{1000 + i},r{i % 5},gold" for i in range(0, 600, 7)]

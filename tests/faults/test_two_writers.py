@@ -45,11 +45,11 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files = [_csv(root / f"{n}.csv", "id,age,income,region",
                   [f"c{i},{20 + i % 50},{1000 + 37 * i % 900},r{i % 5}" for i in rng])
              for n, rng in (("a", range(600)), ("a2", range(600, 800)))]
-    with Kindred(str(root / "plain")) as k:
+    with Kindred(str(root / "plain"), create=True) as k:
         for f in files:
             k.ingest(str(f), table="customers", id_column="id")
     shutil.copytree(root / "plain", root / "embedded")
-    with Kindred(str(root / "embedded")) as k:
+    with Kindred(str(root / "embedded"), create=True) as k:
         k.embed("tabular")
     changes = _csv(root / "b.csv", "id,age,income,region,tier",
                    [f"c{i},{70 + i % 9},{1000 + 37 * i % 900},r{i % 5},"

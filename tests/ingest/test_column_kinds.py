@@ -79,7 +79,7 @@ def test_ingest_type_category_keeps_codes_as_labels(tmp_path):
 
     csv = tmp_path / "c.csv"
     csv.write_text("id,branch,age\n1,07,30\n2,12,40\n3,07,50\n")
-    with Kindred(str(tmp_path / "store")) as k:
+    with Kindred(str(tmp_path / "store"), create=True) as k:
         k.ingest(str(csv), table="customers", id_column="id", types=["branch=category"])
         info = k.store.table_info("customers")
         assert info.schema.field("branch").type == pa.string()

@@ -120,7 +120,7 @@ def test_a_header_that_normalises_to_the_key_is_the_id(store, tmp_path):
     p.write_text("customer id,age\nk1,30\nk2,40\n")
     from services.facade import Kindred
 
-    r = Kindred(store).ingest(str(p), table="customers")
+    r = Kindred(store, create=True).ingest(str(p), table="customers")
     assert r.written == 2
     assert sorted(store.to_arrow("customers").column("customer_id").to_pylist()) == ["k1", "k2"]
 

@@ -25,7 +25,7 @@ def prepared_bank(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         bank = Kindred.generate(root / "bank", customers=N_CUSTOMERS, events_per_customer=12,
                                 seed=7)
         f = bank.files
-        with Kindred(str(root / "store")) as k:
+        with Kindred(str(root / "store"), create=True) as k:
             k.ingest(f["customers"], table="customers", id_column="customer_id",
                      holdings_column="products", holdings_separator=";", text_columns=["note"])
             k.ingest(f["transactions"], table="events")

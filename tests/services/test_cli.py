@@ -326,10 +326,10 @@ def test_embed_text_with_the_packaged_model(tmp_path: Path) -> None:
         for i in range(12)))
     store = tmp_path / "s"
     run("ingest", "customers", str(csv), "--text-column", "note", store=store)
-    r = run_json("embed", "text", "--column", "note", store=store)
+    r = run_json("embed", "text", "--text-column", "note", store=store)
     assert r["details"]["dim"] == 384
     assert r["details"]["rows_embedded"] == 12
-    again = run_json("embed", "text", "--column", "note", store=store)
+    again = run_json("embed", "text", "--text-column", "note", store=store)
     assert again["details"]["rows_embedded"] == 0  # unchanged text is not re-embedded
     code, _, err = run("embed", "text", store=store, ok=False)
     assert code == 1
@@ -390,7 +390,7 @@ def test_ingest_with_a_mapping_file(tmp_path: Path) -> None:
 def test_match_and_explain(bank: tuple[Path, Path]) -> None:
     store = bank[1]
     r = run_json("match", "term_deposit", "--top", "15", "--where", "age >= 40",
-                 "--attr", "age", store=store)
+                 "--attribute", "age", store=store)
     s = r["summary"]
     assert s["product"] == "term_deposit"
     assert s["vector_column"] == "vec_tabular"
@@ -423,7 +423,7 @@ def test_match_and_explain(bank: tuple[Path, Path]) -> None:
     assert "Top potential customers for term_deposit:" in out
     assert "[high]" in out
     e = run_json("explain", r["prospects"][0]["customer_id"], "--product", "term_deposit",
-                 "-k", "4", store=store)
+                 "--top", "4", store=store)
     assert e["holds_product"] is False
     assert len(e["neighbours"]) == 4
     _, out, _ = run("explain", r["prospects"][0]["customer_id"], "--product", "term_deposit",
@@ -456,12 +456,12 @@ def test_risk_commands(bank_copy: Path) -> None:
     assert r["detector"] == "iforest"
     assert r["n_rows"] == 2000
     assert 0 < r["n_flagged"] < 2000
-    top = run_json("risk", "top", "-n", "5", "--attr", "is_anomaly", store=bank_copy)
+    top = run_json("risk", "top", "--top", "5", "--attribute", "is_anomaly", store=bank_copy)
     assert [t["risk_rank"] for t in top] == [1, 2, 3, 4, 5]
     assert all(t["risk_model"] == r["model_id"] for t in top)
     e = run_json("risk", "explain", top[0]["customer_id"], store=bank_copy)
     assert e["risk_rank"] == 1
-    _, out, _ = run("risk", "top", "-n", "3", store=bank_copy)
+    _, out, _ = run("risk", "top", "--top", "3", store=bank_copy)
     assert out.startswith("Anomalies detected")
     code, _, err = run("risk", "score", "--detector", "nosuch", store=bank_copy, ok=False)
     assert code == 1
@@ -492,7 +492,7 @@ def test_evaluate_commands(bank: tuple[Path, Path]) -> None:
 
 
 def test_recommend_and_report(bank_copy: Path, tmp_path: Path) -> None:
-    r = run_json("recommend", "--top-n", "2", "--method", "vector", "--column", "vec_behavior",
+    r = run_json("recommend", "--top", "2", "--method", "vector", "--column", "vec_behavior",
                  store=bank_copy)
     assert (r["customers"], r["top_n"]) == (2000, 2)
     out = run_json("report", "--out", str(tmp_path / "rep"), "--product", "term_deposit",

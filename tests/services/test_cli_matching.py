@@ -28,7 +28,7 @@ def test_fit_then_match_by_propensity(store: Path) -> None:
     assert d["assessment"]["predictable"] is True
     assert "is_anomaly" not in d["features"]
     r = run_json("match", "term_deposit", "--method", "propensity", "--top", "20", "--where",
-                 "age >= 30", "--attr", "age", "--prospects", store=store)
+                 "age >= 30", "--attribute", "age", "--prospects", store=store)
     s = r["summary"]
     assert s["metric"] == "probability"
     assert s["details"]["served_from"] == d["column"]
@@ -75,10 +75,10 @@ def test_evaluate_matching_options_and_failed_methods(store: Path) -> None:
 def test_recommendations_commands(store: Path) -> None:
     rep = run_json("evaluate", "recommendations", store=store)
     assert [r["method"] for r in rep["rows"]][-1] == "kindred"
-    w = run_json("recommend", "--top-n", "2", store=store)
+    w = run_json("recommend", "--top", "2", store=store)
     assert w["details"]["method"] == "behavior"
     assert w["details"]["written"]
-    _, out, _ = run("recommendations", "C00000042", "--top-n", "3", store=store)
+    _, out, _ = run("recommendations", "C00000042", "--top", "3", store=store)
     assert out.startswith("C00000042:")
     assert len([line for line in out.splitlines() if re.match(r"\s+\d+\. ", line)]) >= 1
     code, _, err = run("recommendations", "NOPE", store=store, ok=False)

@@ -33,7 +33,7 @@ def _pipeline(store: str, bank: Path) -> dict:
     match = json.loads(_run(store, "--json", "match", "term_deposit", "--top", "10",
                             "--where", "age >= 30"))
     _run(store, "risk", "score")
-    top = json.loads(_run(store, "--json", "risk", "top", "-n", "10"))
+    top = json.loads(_run(store, "--json", "risk", "top", "--top", "10"))
     return {
         "prospects": [(p["customer_id"], p["score"]) for p in match["prospects"]],
         "consumers": [(p["customer_id"], p["score"]) for p in match["consumers"]],

@@ -25,14 +25,14 @@ def bank(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def kindred(bank: tuple[Path, Path]) -> Kindred:
-    k = Kindred(str(bank[1]), must_exist=True)
+    k = Kindred(str(bank[1]))
     yield k
     k.close()
 
 
 def test_open_by_uri_or_borrow_an_open_store(tmp_path: Path) -> None:
     with pytest.raises(StoreMissing, match="no Kindred store at"):
-        Kindred(str(tmp_path / "missing"), must_exist=True)
+        Kindred(str(tmp_path / "missing"))
     with pytest.raises(ServiceError, match="store URI or an open VectorStore"):
         Kindred(42)  # type: ignore[arg-type]
     store = vectorstore.connect(str(tmp_path / "s"))
@@ -73,7 +73,7 @@ def test_ingest_options_json_array_and_generated_ids(tmp_path: Path) -> None:
     csv.write_text("name,age,y,notes\nann,34,yes,likes savings\nbob,51,no,\ncid,28,yes,x\n")
     products = tmp_path / "products.json"
     products.write_text(json.dumps([{"product_id": "term_deposit", "name": "Term deposit"}]))
-    with Kindred(str(tmp_path / "s")) as k:
+    with Kindred(str(tmp_path / "s"), create=True) as k:
         r = k.ingest(csv, table="customers", holdings=["term_deposit=y:yes"],
                      text_columns=["notes"])
         assert isinstance(r, IngestResult)
@@ -101,7 +101,7 @@ def test_ingest_options_json_array_and_generated_ids(tmp_path: Path) -> None:
 
 
 def test_match_explain_and_evaluate(kindred: Kindred) -> None:
-    r = kindred.match("term_deposit", top=25, where="age >= 30", columns=["age"])
+    r = kindred.match("term_deposit", top=25, where="age >= 30", attributes=["age"])
     assert r.prospects.num_rows == 25
     assert min(r.prospects.column("age").to_pylist()) >= 30
     assert r.summary.vector_column == "vec_tabular"  # preferred over vec_behavior
@@ -112,7 +112,7 @@ def test_match_explain_and_evaluate(kindred: Kindred) -> None:
     assert set(r.consumers.column("customer_id").to_pylist()) <= set(held)
     scores = r.prospects.column("score").to_numpy()
     assert (np.diff(scores) <= 1e-9).all()
-    e = kindred.explain(r.prospects.column("customer_id")[0].as_py(), "term_deposit", k=3)
+    e = kindred.explain(r.prospects.column("customer_id")[0].as_py(), "term_deposit", top=3)
     assert len(e.neighbours) == 3
     assert {n.customer_id for n in e.neighbours} <= set(held)
     rep = kindred.evaluate_matching("term_deposit", methods=("centroid",),
@@ -142,7 +142,7 @@ def test_concurrent_reads_share_one_instance(kindred: Kindred) -> None:
 
 
 def test_risk_results_are_written_back(kindred: Kindred) -> None:
-    top = kindred.risk_top(10, columns=["customer_id", "is_anomaly"])
+    top = kindred.risk_top(10, attributes=["customer_id", "is_anomaly"])
     assert top.column("risk_rank").to_pylist() == list(range(1, 11))
     assert (np.diff(top.column("risk_score").to_numpy()) <= 0).all()
     e = kindred.explain_risk(top.column("customer_id")[0].as_py())
@@ -159,7 +159,7 @@ def test_recommend_and_report(bank: tuple[Path, Path], tmp_path: Path,
     store = copy_store(tmp_path_factory, tmp_path / "store")
     with Kindred(str(store)) as k:
         calls: list[tuple[str, int, int | None]] = []
-        r = k.recommend(top_n=2, vector_column="vec_behavior", progress=lambda *a: calls.append(a))
+        r = k.recommend(top=2, column="vec_behavior", progress=lambda *a: calls.append(a))
         assert r.customers == N_CUSTOMERS
         assert calls[-1] == ("recommend", N_CUSTOMERS, N_CUSTOMERS)
         rec = k.store.to_arrow("customers", columns=["holdings", "rec_products"])
@@ -194,14 +194,14 @@ def test_long_steps_report_progress(tmp_path: Path, tmp_path_factory: pytest.Tem
     store = copy_store(tmp_path_factory, tmp_path / "store")
     calls: list[tuple[str, int, int | None]] = []
     with Kindred(str(store)) as k:
-        k.embed("tabular", output="vec_progress", progress=lambda *a: calls.append(a))
+        k.embed("tabular", column="vec_progress", progress=lambda *a: calls.append(a))
         k.score_risk(column="vec_progress", progress=lambda *a: calls.append(a))
-        k.evaluate_matching("term_deposit", vector_columns=["vec_progress"],
+        k.evaluate_matching("term_deposit", columns=["vec_progress"],
                             methods=("centroid",), repeats=1,
                             progress=lambda *a: calls.append(a))
     assert {step for step, _, _ in calls} == {"embed tabular", "risk score", "evaluate matching"}
     ingested: list[tuple[str, int, int | None]] = []
-    with Kindred(str(tmp_path / "fresh")) as k:
+    with Kindred(str(tmp_path / "fresh"), create=True) as k:
         src = tmp_path / "people.csv"
         src.write_text("client,age\n" + "".join(f"c{i},{20 + i % 50}\n" for i in range(3000)))
         k.ingest(str(src), table="customers", id_column="client",

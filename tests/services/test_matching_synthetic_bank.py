@@ -83,7 +83,7 @@ def test_propensity_recovers_planted_propensities_better_than_learned(tmp_path,
         k.fit(["mortgage"], exclude=["is_anomaly"])
         rho = {}
         for method, column in (("learned", "vec_tabular"), ("propensity", None)):
-            r = k.match("mortgage", method=method, vector_column=column, top=2000,
+            r = k.match("mortgage", method=method, column=column, top=2000,
                         exact=True, consumers=False)
             idx = pc.index_in(r.prospects.column("customer_id"),
                               value_set=truth.column("customer_id")).to_numpy()

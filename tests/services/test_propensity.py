@@ -197,7 +197,7 @@ def test_telco_leakage_is_detected_and_named(datasets_dir, tmp_path):
     from services.facade import Kindred
 
     csv = datasets_dir / "telco_churn" / "WA_Fn-UseC_-Telco-Customer-Churn.csv"
-    with Kindred(str(tmp_path / "store")) as k:
+    with Kindred(str(tmp_path / "store"), create=True) as k:
         k.ingest(str(csv), table="customers", id_column="customerID",
                  holdings=["phone=PhoneService:Yes", "internet=InternetService:DSL|Fiber optic"])
         r = k.fit(["phone"], propensity_options=FAST)

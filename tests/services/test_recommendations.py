@@ -54,7 +54,7 @@ def test_repeatable_items_from_the_data_and_the_products_table(bank):
 
 def test_bulk_recommendations_and_one_customers_reasons(bank, tmp_path):
     k = Kindred(bank)
-    r = k.recommend(top_n=3, method="behavior")
+    r = k.recommend(top=3, method="behavior")
     d = r.details
     assert d["customers"] == bank.count("customers")
     assert d["written"]
@@ -78,14 +78,14 @@ def test_bulk_recommendations_and_one_customers_reasons(bank, tmp_path):
                 n_checked += 1
     assert n_checked > 0
     cid = got.column("customer_id")[0].as_py()
-    one = k.recommendations(cid, top_n=5)
+    one = k.recommendations(cid, top=5)
     assert one["source"] == "saved recommender"
     assert 1 <= len(one["recommendations"]) <= 5
     for item in one["recommendations"]:
         assert item["reasons"]
         assert item["item"] in products
         assert set(item["parts"]) == {"history", "profile", "factors"}
-    all_items = k.recommendations(cid, top_n=5, only_products=False)
+    all_items = k.recommendations(cid, top=5, only_products=False)
     assert any(i["item"].startswith("category:") for i in all_items["recommendations"])
 
 

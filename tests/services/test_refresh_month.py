@@ -138,7 +138,7 @@ def test_a_month_of_refreshes_equals_a_build_from_scratch(month_store, tmp_path)
         k.index(columns=["vec_tabular"])
     k.score_risk(detector="hbos")
     k.fit(["term_deposit"], exclude=["is_anomaly"])
-    k.recommend(top_n=3)
+    k.recommend(top=3)
     first = k.refresh()  # nothing new since day 1's build
     assert not first.wrote, [s for s in first.steps if s.rows]
 
@@ -148,7 +148,7 @@ def test_a_month_of_refreshes_equals_a_build_from_scratch(month_store, tmp_path)
         before = by_key(month_store)
         load_files(k, files, first=False)
         with pytest.warns(StaleColumnWarning, match="vec_tabular.*kindred refresh"):
-            k.match("term_deposit", vector_column="vec_tabular", top=5)
+            k.match("term_deposit", column="vec_tabular", top=5)
 
         r = k.refresh()
         done = {(s.step, s.target): s for s in r.steps}
@@ -167,7 +167,7 @@ def test_a_month_of_refreshes_equals_a_build_from_scratch(month_store, tmp_path)
             assert stale_count(month_store, "customers", output) == 0, output
         with warnings.catch_warnings():
             warnings.simplefilter("error", StaleColumnWarning)
-            k.match("term_deposit", vector_column="vec_tabular", top=5)
+            k.match("term_deposit", column="vec_tabular", top=5)
 
         # rows the day did not touch kept every derived value, bit for bit
         after = by_key(month_store)
