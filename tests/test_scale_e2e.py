@@ -2,8 +2,11 @@
 same answers.
 
 ingest (customers in three loads, so the table has several fragments and Ray runs several
-tasks), consolidate, embed tabular / behaviour / text, index, risk, recommend, then a day's
-changes (changed incomes, new customers) and ``refresh`` (stale rows only). Everything but
+tasks; event logs validated batch by batch on the runner, replayed, and a log with bad rows
+quarantined, de-duplicated against the stored events by the event id's index), consolidate,
+embed tabular / behaviour / text, index, risk (and its top, merged from per-partition lists),
+recommend, a propensity fit (scored per partition, its ladder from per-partition counts), then
+a day's changes (changed incomes, new customers) and ``refresh`` (stale rows only). Everything but
 the text vectors and the change stamps is compared exactly; text vectors within 1e-5 (the
 encoder pads each batch to its longest note, and the batches differ between the runners);
 change stamps (times of writes) as ranks: the same rows share a stamp, in the same order.
@@ -19,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
 import synthetic_bank as synthetic
@@ -48,20 +52,38 @@ def bank(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     new = new.set_column(0, "customer_id",
                          pa.array([f"NEW-{i}" for i in range(new.num_rows)], pa.string()))
     pacsv.write_csv(pa.concat_tables([day, new]), out / "customers_day.csv")
-    return {"parts": parts, "day": out / "customers_day.csv",
+    # an event log partly replayed: 40 stored events, 20 new ones, 3 with a bad amount
+    tx = pq.read_table(b.transactions).slice(0, 63)
+    ids = tx.column("event_id").to_pylist()
+    ids[40:] = [f"LOG-{i}" for i in range(23)]
+    amounts = [str(a) for a in tx.column("amount").to_pylist()]
+    amounts[60:] = ["n/a", "-", "12,5"]
+    ts = pc.strftime(tx.column("ts").cast(pa.timestamp("s", tz="UTC")), "%Y-%m-%dT%H:%M:%SZ")
+    tx = tx.set_column(0, "event_id", pa.array(ids)).set_column(
+        tx.schema.get_field_index("ts"), "ts", ts).set_column(
+        tx.schema.get_field_index("amount"), "amount", pa.array(amounts))
+    pacsv.write_csv(tx, out / "events_log.csv")
+    return {"parts": parts, "day": out / "customers_day.csv", "log": out / "events_log.csv",
             "transactions": Path(b.transactions),
             "web_events": Path(b.web_events), "products": Path(b.products)}
 
 
 def _pipeline(k: Kindred, bank: dict[str, Path]) -> dict[str, Any]:
+    loads = []
     for p in bank["parts"]:
-        k.ingest(str(p), table="customers", id_column="customer_id",
-                 holdings_column="products", holdings_separator=";", text_columns=["note"])
-    k.ingest(str(bank["transactions"]), table="events")
-    k.ingest(str(bank["web_events"]), table="events", rename=["page=category"],
-             timestamp_formats=["ts=%Y-%m-%dT%H:%M:%SZ"], holdings_from_events=["purchase"])
+        loads.append(k.ingest(str(p), table="customers", id_column="customer_id",
+                              holdings_column="products", holdings_separator=";",
+                              text_columns=["note"]))
+    loads.append(k.ingest(str(bank["transactions"]), table="events"))
+    loads.append(k.ingest(str(bank["web_events"]), table="events", rename=["page=category"],
+                          timestamp_formats=["ts=%Y-%m-%dT%H:%M:%SZ"],
+                          holdings_from_events=["purchase"]))
     again = k.ingest(str(bank["transactions"]), table="events")  # a replay writes nothing
-    k.ingest(str(bank["products"]), table="products", id_column="product_id")
+    loads.append(k.ingest(str(bank["log"]), table="events", on_error="quarantine"))
+    loads.append(k.ingest(str(bank["products"]), table="products", id_column="product_id"))
+    events = k.store.to_arrow("events").sort_by("event_id")
+    rejects = k.store.to_arrow("events_rejects").drop_columns(["rejected_at"]).sort_by("row")
+    event_index = k.store.key_index("events", "event_id")  # type: ignore[attr-defined]
     k.consolidate()
     k.embed("tabular", exclude=["note"])
     k.embed("behavior")
@@ -69,16 +91,24 @@ def _pipeline(k: Kindred, bank: dict[str, Path]) -> dict[str, Any]:
     k.index(columns=["vec_tabular"], min_rows=1)
     k.score_risk()
     k.recommend(top=3)
+    held = pc.value_counts(pc.list_flatten(k.store.to_arrow(
+        "customers", columns=["holdings"]).column("holdings"))).to_pylist()
+    product = max(held, key=lambda v: (v["counts"], v["values"]))["values"]
+    k.fit([product])  # propensity: fitted here, every partition scored on the runner
     k.ingest(str(bank["day"]), table="customers", id_column="customer_id",
              holdings_column="products", holdings_separator=";", text_columns=["note"])
     refreshed = k.refresh()
+    ladder = k.store.table_info("customers").metadata["propensity"][product]["thresholds"]
     steps = [(s.step, s.target, s.action, s.rows) for s in refreshed.steps]
     store = k.store
     fragments = len(store.partitions("customers"))
     table = store.to_arrow("customers").sort_by("customer_id")
     query = np.asarray(table["vec_tabular"][0].as_py(), dtype=np.float32)
     hits = store.search("customers", query, k=10, vector_column="vec_tabular")
-    return {"table": table, "fragments": fragments, "refresh": steps,
+    return {"table": table, "fragments": fragments, "refresh": steps, "events": events,
+            "rejects": rejects, "event_index": event_index, "ladder": ladder,
+            "loads": [{f: v for f, v in r.model_dump().items() if f != "source"}
+                      for r in loads],
             "replayed": {"written": again.written, "unchanged": again.unchanged},
             "top": k.risk_top(10).to_pylist(), "hits": hits["customer_id"].to_pylist()}
 
@@ -101,6 +131,10 @@ def _assert_same(local: dict[str, Any], ray: dict[str, Any]) -> None:
     assert local["top"] == ray["top"]
     assert local["hits"] == ray["hits"]
     assert local["replayed"] == ray["replayed"]
+    assert local["loads"] == ray["loads"]
+    assert local["ladder"] == ray["ladder"]
+    assert local["events"].equals(ray["events"])
+    assert local["rejects"].equals(ray["rejects"])
 
 
 def _ranks(stamps: Any) -> list[int | None]:
@@ -127,9 +161,18 @@ def test_pipeline_gives_the_same_answers_on_local_and_ray(location, bank, ray_cl
     assert local["fragments"] >= 3  # several Ray tasks per step
     table = local["table"]
     table = table.filter(pc.invert(pc.starts_with(table["customer_id"], "NEW-")))
-    for col in ("vec_tabular", "vec_behavior", "vec_text", "risk_score", "rec_products"):
+    propensity = [c for c in table.column_names if c.startswith("propensity_")]
+    assert len(propensity) == 1
+    for col in ("vec_tabular", "vec_behavior", "vec_text", "risk_score", "rec_products",
+                *propensity):
         assert table[col].null_count == 0, col
+    assert len(local["ladder"]) == 7
     assert local["replayed"]["written"] == 0
+    log = local["loads"][-2]
+    assert (log["written"], log["unchanged"], log["quarantined"]) == (20, 40, 3)
+    assert local["rejects"].num_rows == 3
+    assert local["event_index"] is not None
+    assert ray["event_index"] is not None
     done = {(step, target): rows for step, target, action, rows in local["refresh"]
             if action == "done"}
     # the day's 50 changed or new customers, not the 300
