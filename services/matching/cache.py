@@ -61,7 +61,8 @@ def save(store: VectorStore, query: ProductQuery, key: dict[str, Any]) -> None:
     meta = {"key": key, "metric": str(query.metric), "searchable": query.searchable,
             "scale": query.scale, "offset": query.offset, "n_consumers": query.n_consumers,
             "details": json.loads(json.dumps(query.details, default=str)),
-            "model": None if model is None else {"C": float(model.C), "tol": float(model.tol),
+            "model": None if model is None else {"C": float(query.details["C"]),
+                                                 "tol": float(model.tol),
                                                  "max_iter": int(model.max_iter)}}
     store.put_artifact(artifact_name(key["table"], key["column"], key["product"]),
                        buf.getvalue(), meta)

@@ -36,8 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import StratifiedKFold
 
 from vectorstore import Metric, VectorStore
@@ -199,21 +198,30 @@ def _sample_training(store: VectorStore, table: str, column: str, labeller: Labe
     return X, y
 
 
-def choose_c(X: np.ndarray, y: np.ndarray, Cs: Sequence[float], *, seed: int,
-             folds: int = 3, tol: float = 1e-6) -> tuple[float, dict[float, float]]:
-    """The ``C`` with the best mean cross-validated ROC-AUC (ties: the smaller C)."""
+def cv_folds(y: np.ndarray, folds: int, seed: int) -> StratifiedKFold:
+    """Seeded, shuffled stratified folds; at most as many as either class has rows (at least 2)."""
     n_pos = int(y.sum())
-    folds = max(2, min(folds, n_pos, len(y) - n_pos))
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    scores: dict[float, float] = {}
-    for C in Cs:
-        aucs = []
-        for tr, te in cv.split(X, y):
-            m = LogisticRegression(C=C, tol=tol, max_iter=2000).fit(X[tr], y[tr])
-            aucs.append(roc_auc_score(y[te], m.decision_function(X[te])))
-        scores[float(C)] = float(np.mean(aucs))
-    best = max(scores, key=lambda c: (round(scores[c], 6), -c))
-    return best, scores
+    return StratifiedKFold(n_splits=max(2, min(folds, n_pos, len(y) - n_pos)), shuffle=True,
+                           random_state=seed)
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, Cs: Sequence[float], *, seed: int,
+                 folds: int = 3, tol: float = 1e-6) -> tuple[LogisticRegression, float,
+                                                              dict[float, float]]:
+    """(model refitted on all rows, its C, mean cross-validated ROC-AUC per C).
+
+    Several ``Cs``: scikit-learn's ``LogisticRegressionCV`` picks the C with the best mean
+    ROC-AUC over :func:`cv_folds` (ties: the smaller C, the grid being tried in increasing
+    order) and refits on every row. One C: a plain fit, no cross-validation."""
+    if len(Cs) == 1:
+        model = LogisticRegression(C=float(Cs[0]), tol=tol, max_iter=5000).fit(X, y)
+        return model, float(Cs[0]), {}
+    grid = sorted(float(c) for c in Cs)
+    cv_model = LogisticRegressionCV(
+        Cs=grid, l1_ratios=(0.0,), cv=cv_folds(y, folds, seed), scoring="roc_auc", tol=tol,
+        max_iter=5000, refit=True, use_legacy_attributes=False).fit(X, y)
+    mean = np.asarray(cv_model.scores_, dtype=np.float64).mean(axis=0)[0]  # (n_cs,)
+    return cv_model, float(cv_model.C_), {c: float(m) for c, m in zip(grid, mean, strict=True)}
 
 
 def fit_learned(store: VectorStore, table: str, column: str, labeller: Labeller,
@@ -228,8 +236,7 @@ def fit_learned(store: VectorStore, table: str, column: str, labeller: Labeller,
     if n_pos < 2 or n_pos == len(y):
         raise NotEnoughData(f"product {product!r}: a learned query needs positives and negatives "
                             f"with {column!r} vectors; got {n_pos} of {len(y)}")
-    C, cv_scores = (float(Cs[0]), {}) if len(Cs) == 1 else choose_c(X, y, Cs, seed=seed, tol=tol)
-    model = LogisticRegression(C=C, tol=tol, max_iter=5000).fit(X, y)
+    model, C, cv_scores = fit_logistic(X, y, Cs, seed=seed, tol=tol)
     w = model.coef_[0].astype(np.float64)
     b = float(model.intercept_[0])
     norms = np.linalg.norm(X, axis=1)

@@ -129,7 +129,7 @@ def test_learned_ranking_is_logistic_regression_order_cosine(shared):
     q = _decision_check(shared, SYNTH)
     assert q.searchable  # ranked by the store's cosine search
     assert q.details["C"] in DEFAULT_CS
-    assert q.details["C"] == q.model_.C
+    assert q.details["C"] == q.model_.C_  # the LogisticRegressionCV that chose it
     assert set(q.details["cv_roc_auc"]) == set(DEFAULT_CS)
 
 
