@@ -1,6 +1,7 @@
 """A scikit-learn-style anomaly detector over PyOD: higher score = more anomalous.
 
-``RiskDetector(config).fit(X)`` learns from a matrix (rows = customers); afterwards
+``RiskDetector(...).fit(X)`` (or ``RiskDetector.from_config(config)``) learns from a matrix
+(rows = customers); afterwards
 ``decision_function(X)`` is a fixed function of each row: the score of a row never depends on
 which other rows are scored with it, nor on whether the row was in the training sample.
 

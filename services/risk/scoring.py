@@ -33,7 +33,7 @@ from ingest.runner import TaskContext
 from vectorstore import Transaction, VectorStore
 from vectorstore.schema import MetadataPatch
 
-from .config import config_json, parse_detector
+from .config import config_json
 from .detector import RiskDetector
 from .errors import InvalidRiskInput, RiskError
 from .features import (
@@ -97,7 +97,7 @@ def fit(store: VectorStore, table: str, detector: Any = None, *, column: str | N
     source = resolve_source(info, column, attributes)
     X = fit_matrix(store, table, source, key, fit_sample=fit_sample, seed=seed,
                    batch_size=batch_size)
-    det = RiskDetector(parse_detector(detector)).fit(X)
+    det = RiskDetector.from_config(detector).fit(X)
     note = source_note(info, source, named=column is not None)
     if note:
         det.messages_.insert(0, note)
