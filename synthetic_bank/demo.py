@@ -198,7 +198,7 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
     m = steps.run("match", match,
                   lambda r: f"{r.summary.known_consumers:,} consumers, top "
                             f"{r.summary.prospects_returned} prospects "
-                            f"({r.summary.method} on {r.summary.vector_column})")
+                            f"({r.summary.method} on {r.summary.column})")
     if m is not None:
         summary["match"] = m.to_dict()
     # the activity features' magnitude-preserving companion: the planted anomalies are in the

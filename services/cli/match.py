@@ -86,7 +86,7 @@ def match(app: App, product: str, method: str, vector_column: str | None, top: i
     def human() -> None:
         eligible = (f", {s.eligible_prospects:,} eligible prospects"
                     if s.eligible_prospects is not None else "")
-        click.echo(f"{product}: method {s.method} on {s.vector_column} ({s.metric}), "
+        click.echo(f"{product}: method {s.method} on {s.column} ({s.metric}), "
                    f"{s.known_consumers:,} known consumers{eligible}"
                    + (f", filter {s.filter}" if s.filter else ""))
         for w in s.warnings:

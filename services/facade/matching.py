@@ -66,7 +66,7 @@ def match(store: VectorStore, product: str, *, method: str = "centroid",
                    exact=exact, columns=columns, min_consumers=min_consumers, query=query,
                    consumers=consumers, prospects=prospects, bands=bands,
                    propensity_options=propensity_options)
-    hint = index_hint(store, result.summary.vector_column, searched=not exact
+    hint = index_hint(store, result.summary.column, searched=not exact
                       and method != "propensity" and not result.summary.ann_index)
     if hint:
         result.summary.warnings.append(hint)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from vectorstore import TableInfo, VectorStore
 from vectorstore.filters import Filter, Has, Not, all_of
@@ -36,11 +36,15 @@ DEFAULT_TOP_K = 100
 
 
 class MatchSummary(BaseModel):
-    """What a match did: method (and why, for auto), sizes, and the options it ran with."""
+    """What a match did: method (and why, for auto), sizes, and the options it ran with.
+
+    Named as the facade and the CLI name them (``column``, ``top``, ``where``); the keys
+    ``vector_column``, ``top_k`` and ``filter`` repeat them in the JSON for one release.
+    """
 
     product: str
     method: str
-    vector_column: str
+    column: str
     metric: str
     known_consumers: int
     eligible_prospects: int | None = Field(
@@ -48,10 +52,10 @@ class MatchSummary(BaseModel):
                     "alone sets the list length)")
     consumers_returned: int
     prospects_returned: int
-    top_k: int | None
+    top: int | None
     audience_pct: float | None
     min_score: float | None
-    filter: str | None
+    where: str | None
     exact: bool
     ann_index: bool = Field(description="an ANN index existed on the column for this query")
     bands: dict[str, list[dict[str, Any]]] = Field(
@@ -66,6 +70,18 @@ class MatchSummary(BaseModel):
                                   "(None: not assessed for this method)")
     warnings: list[str] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict)
+
+    @computed_field(description="deprecated: the same as column (kept for one release)")
+    def vector_column(self) -> str:
+        return self.column
+
+    @computed_field(description="deprecated: the same as top (kept for one release)")
+    def top_k(self) -> int | None:
+        return self.top
+
+    @computed_field(description="deprecated: the same as where (kept for one release)")
+    def filter(self) -> str | None:
+        return self.where
 
 
 @dataclass
@@ -168,12 +184,12 @@ def match(store: VectorStore, product: str, *, method: str = "centroid",
         audience_summary = audience(np.asarray(prospects_t.column("score").to_numpy(),
                                                dtype=np.float64), query.base_rate)
     summary = MatchSummary(
-        product=product, method=query.method, vector_column=column, metric=str(query.metric)
+        product=product, method=query.method, column=column, metric=str(query.metric)
         if not query.probabilities else "probability",
         known_consumers=query.n_consumers,
         eligible_prospects=eligible, consumers_returned=consumers_t.num_rows,
-        prospects_returned=prospects_t.num_rows, top_k=top_k, audience_pct=audience_pct,
-        min_score=min_score, filter=filter if isinstance(filter, str) else
+        prospects_returned=prospects_t.num_rows, top=top_k, audience_pct=audience_pct,
+        min_score=min_score, where=filter if isinstance(filter, str) else
         (repr(filter) if filter is not None else None), exact=exact, ann_index=indexed,
         bands={"consumers": consumer_bands, "prospects": prospect_bands}, band_basis=basis,
         audience=audience_summary, predictability=verdict, warnings=warnings,

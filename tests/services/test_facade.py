@@ -104,7 +104,7 @@ def test_match_explain_and_evaluate(kindred: Kindred) -> None:
     r = kindred.match("term_deposit", top=25, where="age >= 30", attributes=["age"])
     assert r.prospects.num_rows == 25
     assert min(r.prospects.column("age").to_pylist()) >= 30
-    assert r.summary.vector_column == "vec_tabular"  # preferred over vec_behavior
+    assert r.summary.column == "vec_tabular"  # preferred over vec_behavior
     held = kindred.store.to_arrow(
         "customers", columns=["customer_id", "holdings"],
         filter="has(holdings, 'term_deposit')").column("customer_id").to_pylist()
