@@ -37,7 +37,7 @@ import pyarrow as pa
 
 import vectorstore
 from bench._harness import percentile, report, run_isolated, time_queries
-from bench.store_search import make_data, numpy_child, recall
+from bench.store_search import numpy_baseline, recall
 from vectorstore import VectorColumn, VectorStore
 
 TABLE = "bench_vectors"
@@ -139,11 +139,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="kindred-bench-pg-") as tmpdir:
         tmp = Path(tmpdir)
-        x, q = make_data(n, args.dim, n_queries=nq)
-        np.save(tmp / "x.npy", x)
-        np.save(tmp / "q.npy", q)
-        del x
-        base, base_peak = run_isolated(numpy_child, str(tmp), args.k, args.repeats)
+        base, base_peak = numpy_baseline(tmp, n, args.dim, nq, args.k, args.repeats)
         truth = base["ids"]
         bs = _stats(base["runs"])
         rows: list[dict[str, Any]] = [{"mode": "numpy brute force", **bs, "recall@k": 1.0,

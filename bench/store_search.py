@@ -134,6 +134,17 @@ def numpy_child(data_dir: str, k: int, repeats: int) -> dict[str, Any]:
     return time_queries(search, queries, repeats)
 
 
+def numpy_baseline(workdir: Path, rows: int, dim: int, n_queries: int, k: int,
+                   repeats: int) -> tuple[dict[str, Any], float]:
+    """Write :func:`make_data`'s rows and queries to ``workdir`` (``x.npy``, ``q.npy``, what
+    every child reads), then run :func:`numpy_child` on them: (its result, its peak RSS)."""
+    x, q = make_data(rows, dim, n_queries=n_queries)
+    np.save(workdir / "x.npy", x)
+    np.save(workdir / "q.npy", q)
+    del x
+    return run_isolated(numpy_child, str(workdir), k, repeats)
+
+
 def load_child(backend: str, data_dir: str, workdir: str) -> dict[str, Any]:
     """Create the table and write the rows (id, vector) in one commit."""
     x = np.load(Path(data_dir) / "x.npy", mmap_mode="r")
@@ -248,11 +259,8 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="kindred-bench-") as tmp:
         workdir = Path(tmp)
-        x, q = make_data(rows_n, args.dim, n_queries=n_queries)
-        np.save(workdir / "x.npy", x)
-        np.save(workdir / "q.npy", q)
-        del x
-        base, base_peak = run_isolated(numpy_child, str(workdir), args.k, args.repeats)
+        base, base_peak = numpy_baseline(workdir, rows_n, args.dim, n_queries, args.k,
+                                         args.repeats)
         truth = base["ids"]
         base_stats = _latency_stats(base)
         rows = [_row("numpy brute force", base_stats, base_stats["p50_ms"], 1.0, None, base_peak)]
