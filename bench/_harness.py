@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 @dataclass
 class Measurement:
@@ -82,6 +84,29 @@ def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
     return out
 
 
+def _cpu_seconds() -> float:
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def time_queries(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray,
+                  repeats: int) -> dict[str, Any]:
+    """Per-query seconds and CPU seconds of ``repeats`` passes; the last pass's ids."""
+    search(queries[0])  # warm-up: first-call costs (opening files, caches) are not latency
+    runs, cpu, ids = [], [], np.empty((len(queries), 0), dtype=np.int64)
+    for _ in range(repeats):
+        lat, found = [], []
+        c0 = _cpu_seconds()
+        for q in queries:
+            t0 = time.perf_counter()
+            found.append(search(q))
+            lat.append(time.perf_counter() - t0)
+        cpu.append(_cpu_seconds() - c0)
+        runs.append(lat)
+        ids = np.stack(found)
+    return {"runs": runs, "cpu": cpu, "ids": ids}
+
+
 def report(title: str, rows: list[dict[str, Any]], *, json_out: bool = False) -> None:
     """Print a small Markdown table (or JSON) of result rows."""
     if json_out:
@@ -104,4 +129,5 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-__all__ = ["Measurement", "asdict", "peak_rss_mib", "percentile", "report", "run_isolated", "timed"]
+__all__ = ["Measurement", "asdict", "peak_rss_mib", "percentile", "report", "run_isolated",
+           "time_queries", "timed"]

@@ -28,7 +28,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,8 @@ import numpy as np
 import pyarrow as pa
 
 import vectorstore
-from bench._harness import percentile, report, run_isolated
-from bench.store_search import make_data
+from bench._harness import percentile, report, run_isolated, time_queries
+from bench.store_search import numpy_baseline, recall
 from vectorstore import VectorColumn, VectorStore
 
 TABLE = "bench_vectors"
@@ -86,34 +86,6 @@ def index_child(backend: str, target: str) -> float:
         return time.perf_counter() - t0
 
 
-def _time_queries(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray,
-                  repeats: int) -> tuple[list[list[float]], np.ndarray]:
-    search(queries[0])
-    runs, ids = [], np.empty((0, 0), np.int64)
-    for _ in range(repeats):
-        lat, found = [], []
-        for q in queries:
-            t0 = time.perf_counter()
-            found.append(search(q))
-            lat.append(time.perf_counter() - t0)
-        runs.append(lat)
-        ids = np.stack(found)
-    return runs, ids
-
-
-def numpy_child(data_dir: str, k: int, repeats: int) -> dict[str, Any]:
-    x = np.load(Path(data_dir) / "x.npy")
-    queries = np.load(Path(data_dir) / "q.npy")
-
-    def search(q: np.ndarray) -> np.ndarray:
-        s = x @ q
-        top = np.argpartition(-s, k - 1)[:k]
-        return top[np.argsort(-s[top])]
-
-    runs, ids = _time_queries(search, queries, repeats)
-    return {"runs": runs, "ids": ids}
-
-
 def query_child(backend: str, target: str, data_dir: str, k: int, repeats: int,
                 params: dict[str, Any] | None) -> dict[str, Any]:
     queries = np.load(Path(data_dir) / "q.npy")
@@ -123,13 +95,7 @@ def query_child(backend: str, target: str, data_dir: str, k: int, repeats: int,
             res = store.search(TABLE, q, k=k, columns=["id"], params=params)
             return res.column("id").to_numpy()
 
-        runs, ids = _time_queries(search, queries, repeats)
-    return {"runs": runs, "ids": ids}
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    return float(np.mean([len(np.intersect1d(f, t)) / k for f, t in zip(found, truth, strict=True)]))
+        return time_queries(search, queries, repeats)
 
 
 def _stats(runs: list[list[float]]) -> dict[str, float]:
@@ -173,11 +139,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="kindred-bench-pg-") as tmpdir:
         tmp = Path(tmpdir)
-        x, q = make_data(n, args.dim, n_queries=nq)
-        np.save(tmp / "x.npy", x)
-        np.save(tmp / "q.npy", q)
-        del x
-        base, base_peak = run_isolated(numpy_child, str(tmp), args.k, args.repeats)
+        base, base_peak = numpy_baseline(tmp, n, args.dim, nq, args.k, args.repeats)
         truth = base["ids"]
         bs = _stats(base["runs"])
         rows: list[dict[str, Any]] = [{"mode": "numpy brute force", **bs, "recall@k": 1.0,

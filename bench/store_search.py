@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import tempfile
 import time
@@ -34,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 import vectorstore
-from bench._harness import percentile, report, run_isolated
+from bench._harness import percentile, report, run_isolated, time_queries
 from vectorstore import Metric, VectorColumn, VectorStore
 
 TABLE = "bench_vectors"
@@ -122,29 +121,6 @@ def _latency_stats(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _cpu_seconds() -> float:
-    use = resource.getrusage(resource.RUSAGE_SELF)
-    return use.ru_utime + use.ru_stime
-
-
-def _time_queries(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray,
-                  repeats: int) -> dict[str, Any]:
-    """Per-query seconds and CPU seconds of ``repeats`` passes; the last pass's ids."""
-    search(queries[0])  # warm-up: first-call costs (opening files, caches) are not latency
-    runs, cpu, ids = [], [], np.empty((len(queries), 0), dtype=np.int64)
-    for _ in range(repeats):
-        lat, found = [], []
-        c0 = _cpu_seconds()
-        for q in queries:
-            t0 = time.perf_counter()
-            found.append(search(q))
-            lat.append(time.perf_counter() - t0)
-        cpu.append(_cpu_seconds() - c0)
-        runs.append(lat)
-        ids = np.stack(found)
-    return {"runs": runs, "cpu": cpu, "ids": ids}
-
-
 def numpy_child(data_dir: str, k: int, repeats: int) -> dict[str, Any]:
     """Exact top-k by brute force: scores of every row, argpartition, sort of the k best."""
     x = np.load(Path(data_dir) / "x.npy")
@@ -155,7 +131,18 @@ def numpy_child(data_dir: str, k: int, repeats: int) -> dict[str, Any]:
         top = np.argpartition(-s, k - 1)[:k]
         return top[np.argsort(-s[top])]
 
-    return _time_queries(search, queries, repeats)
+    return time_queries(search, queries, repeats)
+
+
+def numpy_baseline(workdir: Path, rows: int, dim: int, n_queries: int, k: int,
+                   repeats: int) -> tuple[dict[str, Any], float]:
+    """Write :func:`make_data`'s rows and queries to ``workdir`` (``x.npy``, ``q.npy``, what
+    every child reads), then run :func:`numpy_child` on them: (its result, its peak RSS)."""
+    x, q = make_data(rows, dim, n_queries=n_queries)
+    np.save(workdir / "x.npy", x)
+    np.save(workdir / "q.npy", q)
+    del x
+    return run_isolated(numpy_child, str(workdir), k, repeats)
 
 
 def load_child(backend: str, data_dir: str, workdir: str) -> dict[str, Any]:
@@ -200,7 +187,7 @@ def query_child(backend: str, data_dir: str, workdir: str, k: int, repeats: int,
                                exact=exact, params=params)
             return res.column("id").to_numpy()
 
-        return _time_queries(search, queries, repeats)
+        return time_queries(search, queries, repeats)
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -272,11 +259,8 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="kindred-bench-") as tmp:
         workdir = Path(tmp)
-        x, q = make_data(rows_n, args.dim, n_queries=n_queries)
-        np.save(workdir / "x.npy", x)
-        np.save(workdir / "q.npy", q)
-        del x
-        base, base_peak = run_isolated(numpy_child, str(workdir), args.k, args.repeats)
+        base, base_peak = numpy_baseline(workdir, rows_n, args.dim, n_queries, args.k,
+                                         args.repeats)
         truth = base["ids"]
         base_stats = _latency_stats(base)
         rows = [_row("numpy brute force", base_stats, base_stats["p50_ms"], 1.0, None, base_peak)]

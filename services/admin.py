@@ -15,15 +15,12 @@ import pyarrow as pa
 
 import vectorstore
 from ingest.datamodel import META_EMBEDDERS
+from ingest.progress import LabelledProgress as Progress  # the name callers import from here
 from vectorstore import StoreError, VectorStore, dsn
 from vectorstore.errors import native_free
 from vectorstore.registry import scheme_of
 
 from .models import DerivedColumnStats, IndexState, MigrationResult, TableStats, VectorColumnStats
-
-Progress = Callable[[str, int, int | None], None]
-"""A progress callback: ``(step, done, total)``; ``total`` is None when unknown."""
-
 
 
 def redact(text: str) -> str:

@@ -25,7 +25,6 @@ docs/refresh.md says when that is due.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -39,9 +38,8 @@ from ingest.datamodel import (
     META_RISK,
     PRODUCTS,
 )
+from ingest.progress import LabelledProgress, Progress, for_step
 from vectorstore import VectorStore
-
-from .admin import Progress
 
 
 class RefreshStep(BaseModel):
@@ -74,7 +72,7 @@ class RefreshResult(BaseModel):
 
 
 class _Refresh:
-    def __init__(self, store: VectorStore, refit: bool, progress: Progress | None,
+    def __init__(self, store: VectorStore, refit: bool, progress: LabelledProgress | None,
                  runner: Any = None) -> None:
         self.store, self.refit, self.progress = store, refit, progress
         self.runner = runner
@@ -83,11 +81,8 @@ class _Refresh:
         self.written: dict[str, set[str]] = {}
         """Vector columns written, per table (their indexes need optimising)."""
 
-    def tick(self, step: str) -> Callable[[int, int | None], None] | None:
-        if self.progress is None:
-            return None
-        progress = self.progress
-        return lambda done, total: progress(step, done, total)
+    def tick(self, step: str) -> Progress | None:
+        return for_step(self.progress, step)
 
     def add(self, step: str, target: str, rows: int, t0: float, reason: str = "",
             action: str | None = None, **details: Any) -> None:
@@ -294,7 +289,7 @@ def _groups(columns: list[str], loaded: dict[str, Any]) -> list[list[str]]:
 
 
 def refresh(store: VectorStore, *, refit: bool = False,
-            progress: Progress | None = None, runner: Any = None) -> RefreshResult:
+            progress: LabelledProgress | None = None, runner: Any = None) -> RefreshResult:
     """Run every step of a refresh (module docstring); returns what each did. ``runner``
     (:mod:`ingest.runner`: ``local``, ``ray``, a runner, None for ``KINDRED_RUNNER``) runs
     the per-partition work of consolidation, embedding, risk and recommendations."""

@@ -135,6 +135,13 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+def _legends_saved(fig: plt.Figure, path: Path, *axes: Any) -> Path:
+    """Small legends on ``axes``, then :func:`_save` (the end of every two-panel figure)."""
+    for ax in axes:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def plot_gain_lift(curves: list[RankingCurve], path: Path) -> Path:
     """Cumulative gain (left) and lift (right) for every method of one product."""
     fig, (ax_g, ax_l) = plt.subplots(1, 2, figsize=(10, 4))
@@ -152,9 +159,7 @@ def plot_gain_lift(curves: list[RankingCurve], path: Path) -> Path:
              ylabel="fraction of holders reached")
     ax_l.set(title=f"Lift: {product}", xlabel="fraction of customers targeted", ylabel="lift",
              xlim=(0.01, 1))
-    ax_g.legend(fontsize=8)
-    ax_l.legend(fontsize=8)
-    return _save(fig, path)
+    return _legends_saved(fig, path, ax_g, ax_l)
 
 
 def plot_calibration(curves: list[CalibrationCurve], path: Path) -> Path:
@@ -232,9 +237,7 @@ def plot_risk_curves(risk: RiskScores, path: Path) -> Path:
              ylabel="true positive rate")
     ax_p.set(title=f"Risk precision-recall{name}", xlabel="recall", ylabel="precision",
              ylim=(0, 1.02))
-    ax_r.legend(fontsize=8)
-    ax_p.legend(fontsize=8)
-    return _save(fig, path)
+    return _legends_saved(fig, path, ax_r, ax_p)
 
 
 def pca_2d(vectors: np.ndarray) -> np.ndarray:

@@ -249,6 +249,12 @@ def _risk_auc(k: Any, label: str) -> dict[str, Any]:
             "flagged": int(flag.sum()), "planted_among_flagged": int((flag & y).sum())}
 
 
+def _customer_line(r: dict[str, Any]) -> str:
+    """One matched customer of the summary: id, score and who they are."""
+    return (f"  {r['customer_id']}  score {r['score']:.3f}  age {r['age']}, "
+            f"{r['occupation']}, {r['region']}")
+
+
 def _print_summary(say: Echo, s: dict[str, Any], report_dir: Path) -> None:
     name = _pretty(PRODUCT)
     say("")
@@ -258,15 +264,13 @@ def _print_summary(say: Echo, s: dict[str, Any], report_dir: Path) -> None:
         say(f"Customers consuming {name}: {sm['known_consumers']:,} "
             f"(most typical first, {sm['method']} on {sm['vector_column']})")
         for r in m["consumers"][:5]:
-            say(f"  {r['customer_id']}  score {r['score']:.3f}  age {r['age']}, "
-                f"{r['occupation']}, {r['region']}")
+            say(_customer_line(r))
         others = sm.get("eligible_prospects")
         if others is None:  # not counted when --top sets the list length
             others = s["customers"] - sm["known_consumers"]
         say(f"Top potential customers for {name}: (of {others:,} who do not hold it yet)")
         for r in m["prospects"][:5]:
-            say(f"  {r['customer_id']}  score {r['score']:.3f}  age {r['age']}, "
-                f"{r['occupation']}, {r['region']}")
+            say(_customer_line(r))
     q = s.get("matching_quality")
     if q:
         say(f"Matching quality: hiding 20% of {name} holders, {q['method']} on "

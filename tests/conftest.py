@@ -61,7 +61,13 @@ STORE_MARKS: dict[str, pytest.MarkDecorator] = {"pgvector": pytest.mark.pgvector
     params=[pytest.param(name, id=name, marks=STORE_MARKS.get(name, ())) for name in STORE_FACTORIES]
 )
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[vectorstore.VectorStore]:
-    s = STORE_FACTORIES[request.param](request, tmp_path)
+    yield from opened_store(STORE_FACTORIES, request, tmp_path)
+
+
+def opened_store(factories: dict[str, Callable[[pytest.FixtureRequest, Path], vectorstore.VectorStore]],
+                 request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[vectorstore.VectorStore]:
+    """The body of a parametrised ``store`` fixture: the store of ``request.param``, closed after."""
+    s = factories[request.param](request, tmp_path)
     try:
         yield s
     finally:

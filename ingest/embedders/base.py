@@ -23,7 +23,7 @@ import importlib.metadata
 import io
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -33,6 +33,7 @@ import pyarrow as pa
 from vectorstore import ArtifactNotFound, Metric, TableInfo, VectorStore
 
 from ..datamodel import META_EMBEDDERS
+from ..progress import Progress as Progress  # re-exported: the embedders import it from here
 from .errors import (
     DimensionConflictError,
     EmbeddingError,
@@ -291,10 +292,6 @@ def artifact_name(table: str, column: str) -> str:
     """The prefix of the state artifacts of ``table.column`` (their names end with the
     state's sha256 prefix; the table metadata names the current one)."""
     return f"{table}.{column}.embedder"
-
-
-Progress = Callable[[int, "int | None"], None]
-"""``progress(rows_done, total)``, called after each scanned batch (total None if unknown)."""
 
 
 @dataclass

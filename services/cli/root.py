@@ -23,10 +23,11 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
+from ingest.progress import LabelledProgress
 from vectorstore import KindredError
 
 from .. import __version__
-from ..admin import Progress, redact
+from ..admin import redact
 
 __all__ = ["DEFAULT_STORE", "App", "KindredGroup", "main", "pass_app"]
 
@@ -181,7 +182,7 @@ class App:
             yield
 
     @contextmanager
-    def progress(self) -> Iterator[Progress | None]:
+    def progress(self) -> Iterator[LabelledProgress | None]:
         """A progress callback drawing rich bars on stderr, or None when quiet."""
         if not self.interactive:
             yield None

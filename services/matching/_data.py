@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.datamodel import CUSTOMER_ID, CUSTOMERS, META_EMBEDDERS, PRODUCT_ID, PRODUCTS
+from ingest.progress import Progress
 from vectorstore import ColumnNotFound, TableInfo, VectorStore
 from vectorstore.filters import Filter, Has, parse_filter, to_mask
 
@@ -23,8 +24,6 @@ BLOCK_ROWS = 65_536
 
 # A labeller maps one record batch to 1 (positive), 0 (negative) or -1 (leave out) per row.
 Labeller = Callable[[pa.RecordBatch], np.ndarray]
-# A progress callback gets (rows done, total rows or None when unknown).
-Progress = Callable[[int, int | None], None]
 
 
 class Tally:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,6 +28,7 @@ from pydantic import BaseModel
 
 from ingest.datamodel import META_EMBEDDERS
 from ingest.derived import TALLY, write_output
+from ingest.progress import Progress
 from ingest.runner import TaskContext
 from vectorstore import Transaction, VectorStore
 from vectorstore.schema import MetadataPatch
@@ -45,9 +45,6 @@ from .features import (
     table_key,
 )
 from .persistence import META_KEY, load_model, save_model
-
-Progress = Callable[[int, int | None], None]
-"""Called after each scored batch with (rows scored so far, total rows if known)."""
 
 SCORE_SCALE = "robust z: (detector score - fitted median) / (1.4826 * fitted MAD)"
 """How ``risk_score`` reads, recorded with every run (see :meth:`RiskDetector.risk_score`)."""

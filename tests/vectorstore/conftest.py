@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import vectorstore
-from tests.conftest import STORE_FACTORIES
+from tests.conftest import STORE_FACTORIES, opened_store
 from vectorstore.testing import backend_param
 from vectorstore.testing.plugin import _capability_marks, pytest_configure  # noqa: F401
 
@@ -29,8 +29,4 @@ MARKS = {"lance-dir": "lance", "lance-memory": "lance", "lance-s3": "lance",
 
 @pytest.fixture(params=[backend_param(name, MARKS.get(name, ())) for name in FACTORIES])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[vectorstore.VectorStore]:
-    s = FACTORIES[request.param](request, tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
+    yield from opened_store(FACTORIES, request, tmp_path)
