@@ -12,10 +12,10 @@ from typing import Any, cast
 
 from pydantic import BaseModel
 
+from ingest.progress import for_step
 from vectorstore import VectorStore
 
 from .. import admin
-from ..admin import Progress
 from ..errors import ServiceError
 
 PREFERRED_VECTORS = ("vec_combined", "vec_tabular", "vec_behavior", "vec_text")
@@ -72,11 +72,8 @@ def _finite(**values: Any) -> None:
             raise ServiceError(f"{name} must be a finite number, got {v!r}")
 
 
-def _for_step(progress: Progress | None, step: str) -> Any:
-    """The ``(done, total)`` callback the lower layers take, reporting as ``step``."""
-    if progress is None:
-        return None
-    return lambda done, total: progress(step, done, total)
+_for_step = for_step
+"""The ``(done, total)`` callback the lower layers take, reporting as ``step``."""
 
 
 def _plain(obj: Any) -> dict[str, Any]:
