@@ -13,7 +13,8 @@ import pyarrow.compute as pc
 import pytest
 
 import vectorstore as vs
-from vectorstore import VectorColumn, lance_txn
+from vectorstore import VectorColumn
+from vectorstore.lance import sparse as lance_sparse
 
 N = 400  # rows per fragment: 3% of it (12 rows) or fewer is sparse
 FEW = [3, 50, 51, 200, 399]  # scan positions in the first fragment
@@ -94,7 +95,7 @@ def test_a_sparse_write_reads_as_the_full_rewrite_would_leave_it(lance, monkeypa
     sparse = by_id(lance.to_arrow("p"))
     assert len(fragments(lance)) == 4  # one new fragment per step
     lance.drop_table("p")
-    monkeypatch.setattr(lance_txn, "SPARSE_SHARE", 0.0)  # every write rewrites its columns
+    monkeypatch.setattr(lance_sparse, "SPARSE_SHARE", 0.0)  # every write rewrites its columns
     table(lance)
     with lance.transaction("p") as tx:
         stage_few(tx, FEW)
