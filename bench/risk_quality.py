@@ -17,7 +17,7 @@ HBOS, KNN and PCA at their defaults: what a user would do instead.
 KNN and LOF cost grows with the square of the rows (minutes for 49,097-row shuttle on a
 loaded 2-core machine), so ``--max-rows`` (default 10,000) sets their ``max_rows`` guard rail
 on both sides, alone and inside the default ensemble: above it they fit on the seeded sample
-of ``services.risk.detector.fit_rows_for`` and score every row.
+of ``services.risk.rows.fit_rows_for`` and score every row.
 
 The synthetic bank (``--bank N``): ``kindred generate --customers N`` and the README's quick
 start commands that shape the customers table (ingest, consolidate, ``embed tabular
@@ -94,7 +94,7 @@ def raw_pyod_scores(kind: str, X: np.ndarray, max_rows: int | None = None) -> np
     est = {"iforest": lambda: IForest(random_state=0), "hbos": HBOS, "knn": KNN, "lof": LOF,
            "pca": lambda: PCA(random_state=0)}[kind]()
     if kind in ("knn", "lof") and max_rows and X.shape[0] > max_rows:
-        from services.risk.detector import fit_rows_for
+        from services.risk.rows import fit_rows_for
 
         idx, _ = fit_rows_for(with_row_limit(kind, max_rows), X.shape[0])
         return est.fit(X[idx]).decision_function(X)

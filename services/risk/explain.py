@@ -24,10 +24,10 @@ from scipy.stats import norm
 
 from vectorstore import VectorStore, col
 
-from .detector import robust_scale
 from .errors import RiskError
 from .features import RISK_COLUMNS, table_key, tabular_features
 from .persistence import load_model
+from .rows import robust_scale
 
 
 class Deviation(BaseModel):
