@@ -186,9 +186,9 @@ def recommendations(store: VectorStore, customer_id: str, *, top_n: int = 10,
         explain_one,
         fit_recommender,
         history_rows,
-        read_interactions,
         saved_recommender,
     )
+    from ..matching.interactions import read_interactions
 
     require_table(store, CUSTOMERS, "ingest customers first")
     require_table(store, EVENTS, "ingest events first")

@@ -38,195 +38,49 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from ingest.datamodel import CUSTOMERS, EVENTS, META_RECOMMEND
+from ingest.datamodel import CUSTOMERS, META_RECOMMEND
 from vectorstore import VectorStore
 from vectorstore.errors import ArtifactCorrupt, ArtifactNotFound
 
 from ..errors import MatchingError, NotEnoughData
-from ._data import CUSTOMER_KEY, PRODUCT_KEY, PRODUCTS
+from ._data import PRODUCTS
+from .interactions import (
+    Interactions,
+    cooccurrence,
+    decayed_shares,
+    last_day_split,
+    repeat_flags,
+)
+from .rec_blocks import (
+    _als,
+    _top,
+    bm25,
+    bm25_stats,
+    cover_top,
+    fit_classes,
+    hits,
+    posterior,
+)
 from .recommend_prior import ClassPrior, customer_rows, fit_class_prior
 
-ITEM_COLUMNS = ("product_id", "category")
-REPEAT_RATE = 0.3
 SHRINKS = (3.0, 10.0, 30.0, float("inf"))
 FACTOR_WEIGHTS = (0.0, 0.03, 0.1, 0.3)
 HALF_LIVES = (float("inf"), 60.0, 30.0, 15.0)
 """Half-lives (days) tried for the profile's item shares; ``inf``: every day weighs the same."""
 VALIDATION_USERS = 50_000
 """The blend is chosen on at most this many customers' validation days (a random sample)."""
-CLASSES = 8
-EM_ITERATIONS = 40
 ARTIFACT = "customers.recommender"
 META_KEY = META_RECOMMEND  # the table metadata entry of the recommendations (recommend.META_KEY)
 """``metadata["recommender"]["artifact"]``: the recommender the written lists came from."""
 FORMAT = 1
 BLOCK = 4_096
-
-
-@dataclass
-class Interactions:
-    """Events as arrays: customer index, item index and day of every (customer, item, day)."""
-
-    customers: pa.Array
-    items: list[str]
-    cust: np.ndarray
-    item: np.ndarray
-    day: np.ndarray
-    count: np.ndarray
-
-    def subset(self, keep: np.ndarray) -> Interactions:
-        return Interactions(self.customers, self.items, self.cust[keep], self.item[keep],
-                            self.day[keep], self.count[keep])
-
-    def matrices(self) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
-        """(event counts, distinct days) per customer x item, and active days per customer."""
-        shape = (len(self.customers), len(self.items))
-        counts = sp.csr_matrix((self.count.astype(np.float32), (self.cust, self.item)),
-                               shape=shape)
-        days = sp.csr_matrix((np.ones(len(self.cust), np.float32), (self.cust, self.item)),
-                             shape=shape)
-        counts.sum_duplicates()
-        days.sum_duplicates()
-        cd = np.unique(self.cust.astype(np.int64) * (1 << 32) + self.day.astype(np.int64))
-        active = np.bincount((cd >> 32).astype(np.int64), minlength=shape[0]).astype(np.float64)
-        return counts, days, active
-
-
-def read_interactions(store: VectorStore, *, events: str = EVENTS,
-                      item_columns: Sequence[str] = ITEM_COLUMNS,
-                      batch_size: int = 262_144, filter: Any = None,
-                      ids: pa.Array | None = None) -> Interactions:
-    """Every (customer, item, day) of the events table with its event count, one streamed
-    pass (memory: the distinct triples); ``ids``: only these customers' events."""
-    only = ids
-    if only is not None and filter is None and len(only) <= 2_000:
-        from vectorstore.filters import In
-
-        filter, only = In(CUSTOMER_KEY, tuple(only.to_pylist()) or ("",)), None
-    if not store.has_table(events):
-        raise MatchingError(f"behaviour recommendations need an {events!r} table")
-    info = store.table_info(events)
-    cols = [c for c in item_columns if c in info.schema.names]
-    if not cols or "ts" not in info.schema.names:
-        raise MatchingError(f"table {events!r} needs a ts column and one of "
-                            f"{', '.join(item_columns)}")
-    who: list[pa.Array] = []
-    items: list[pa.Array] = []
-    days: list[np.ndarray] = []
-    for b in store.scan(events, columns=[CUSTOMER_KEY, "ts", *cols], batch_size=batch_size,
-                        filter=filter):
-        if only is not None:
-            b = b.filter(pc.fill_null(pc.is_in(b.column(CUSTOMER_KEY), value_set=only), False))
-        day = pc.cast(pc.cast(b.column("ts"), pa.timestamp("s", "UTC")), pa.int64())
-        day = np.asarray(day.to_numpy(zero_copy_only=False), dtype=np.int64) // 86_400
-        for c in cols:
-            v = pc.cast(b.column(c), pa.string())
-            if c != PRODUCT_KEY:
-                v = pc.binary_join_element_wise(f"{c}:", v, "")
-            ok = pc.is_valid(v)
-            who.append(pc.filter(b.column(CUSTOMER_KEY), ok))
-            items.append(pc.filter(v, ok))
-            days.append(day[ok.to_numpy(zero_copy_only=False)])
-    if not who:
-        raise NotEnoughData(f"table {events!r} has no events with an item")
-    cust_enc = pc.dictionary_encode(pa.chunked_array(who, pa.string())).combine_chunks()
-    item_enc = pc.dictionary_encode(pa.chunked_array(items, pa.string())).combine_chunks()
-    cust = np.asarray(cust_enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-    item = np.asarray(item_enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-    day = np.concatenate(days)
-    n_items = len(item_enc.dictionary)
-    span = int(day.max() - day.min() + 1) if len(day) else 1
-    key = (cust * n_items + item) * span + (day - day.min())
-    uniq, count = np.unique(key, return_counts=True)
-    d = uniq % span + day.min()
-    ci = uniq // span
-    return Interactions(cust_enc.dictionary, item_enc.dictionary.to_pylist(),
-                        (ci // n_items).astype(np.int32), (ci % n_items).astype(np.int32),
-                        d.astype(np.int64), count.astype(np.int32))
-
-
-def repeat_flags(store: VectorStore, inter: Interactions,
-                 products_table: str = PRODUCTS) -> np.ndarray:
-    """Per item: repeatable (the products table's ``repeatable`` column, else the data)."""
-    _, days, _ = inter.matrices()
-    had = np.asarray((days > 0).sum(axis=0)).ravel()
-    again = np.asarray((days >= 2).sum(axis=0)).ravel()
-    flags = again >= REPEAT_RATE * np.maximum(had, 1)
-    if store.has_table(products_table) and \
-            "repeatable" in store.table_info(products_table).schema.names:
-        t = store.to_arrow(products_table, columns=[PRODUCT_KEY, "repeatable"])
-        declared = dict(zip(t.column(PRODUCT_KEY).to_pylist(), t.column("repeatable").to_pylist(),
-                            strict=True))
-        for j, item in enumerate(inter.items):
-            if declared.get(item) is not None:
-                flags[j] = bool(declared[item])
-    return flags
-
-
-BM25_K1, BM25_B = 100.0, 0.8
-
-
-def bm25_stats(counts: sp.csr_matrix) -> tuple[np.ndarray, float]:
-    """The BM25 weights' population statistics (per-item IDF, mean row length), as
-    ``implicit.nearest_neighbours.bm25_weight`` computes them over ``counts``."""
-    n = float(counts.shape[0])
-    df = np.bincount(counts.tocoo().col, minlength=counts.shape[1])
-    idf = np.log(max(n, 1.0)) - np.log1p(df)
-    return idf, float(np.ravel(counts.sum(axis=1)).mean()) if counts.shape[0] else 1.0
-
-
-def bm25(counts: sp.csr_matrix, idf: np.ndarray, avg_len: float) -> sp.csr_matrix:
-    """``bm25_weight`` with fixed statistics, so a customer's weights do not depend on which
-    other customers are weighed with it (new customers get the fitted population's)."""
-    x = counts.tocoo(copy=True).astype(np.float64)
-    rows = np.ravel(counts.sum(axis=1))
-    norm = (1.0 - BM25_B) + BM25_B * rows / max(avg_len, 1e-12)
-    x.data = x.data * (BM25_K1 + 1.0) / (BM25_K1 * norm[x.row] + x.data) * idf[x.col]
-    return x.tocsr().astype(np.float32)
-
-
-def _als(counts: sp.csr_matrix, factors: int, seed: int) -> tuple[Any, np.ndarray]:
-    from implicit.als import AlternatingLeastSquares
-
-    weighted = bm25(counts, *bm25_stats(counts))
-    model = AlternatingLeastSquares(factors=factors, regularization=0.05, iterations=15,
-                                    random_state=seed, num_threads=1)
-    model.fit(weighted, show_progress=False)
-    return model, weighted
-
-
-def fit_classes(days: sp.csr_matrix, k: int = CLASSES, seed: int = 0,
-                iterations: int = EM_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
-    """EM for a mixture of multinomials over item-day counts: (class item shares, priors)."""
-    rng = np.random.default_rng(seed)
-    n = days.shape[0]
-    R = rng.dirichlet(np.ones(k), size=n)
-    X = days.tocsr().astype(np.float64)
-    for _ in range(iterations):
-        theta = np.asarray(X.T @ R).T + 0.1
-        theta /= theta.sum(axis=1, keepdims=True)
-        prior = R.mean(axis=0) + 1e-12
-        R = posterior(X, theta, prior)
-    return theta, prior
-
-
-def posterior(X: sp.csr_matrix, theta: np.ndarray, prior: np.ndarray,
-              log_prior: np.ndarray | None = None) -> np.ndarray:
-    """Each customer's posterior over the classes given their item-day counts (``log_prior``:
-    each customer's own log prior over the classes, instead of ``prior``)."""
-    L = np.asarray(X @ np.log(theta).T) + (np.log(prior) if log_prior is None else log_prior)
-    L -= L.max(axis=1, keepdims=True)
-    R = np.exp(L)
-    return R / R.sum(axis=1, keepdims=True)
 
 
 @dataclass
@@ -426,119 +280,7 @@ def finite_or_none(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
-def _top(s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    n = min(n, s.shape[1])
-    idx = np.argpartition(-s, n - 1, axis=1)[:, :n]
-    top = np.take_along_axis(s, idx, axis=1)
-    order = np.argsort(-top, axis=1, kind="stable")
-    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(top, order, axis=1)
-
-
-def last_day_split(inter: Interactions) -> tuple[np.ndarray, np.ndarray]:
-    """Masks over the triples: each customer's last active day (test) and the rest (train)."""
-    last = np.full(len(inter.customers), -1, np.int64)
-    np.maximum.at(last, inter.cust, inter.day)
-    test = inter.day == last[inter.cust]
-    return ~test, test
-
-
-def hits(top: np.ndarray, truth: sp.csr_matrix, k: int) -> dict[str, np.ndarray]:
-    """Per customer: hit@k, recall@k and NDCG@k of ranked item lists against a basket
-    (an empty basket scores 0)."""
-    t = truth.tocsr().astype(bool).astype(np.float64)
-    n = len(top)
-    top = np.asarray(top)[:, :k]
-    size = np.diff(t.indptr)
-    if n == 0 or top.shape[1] == 0:
-        z = np.zeros(n)
-        return {"hit": z, "recall": z.copy(), "ndcg": z.copy()}
-    rel = np.asarray(t[np.repeat(np.arange(n), top.shape[1]), top.ravel()]).reshape(
-        top.shape) > 0
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    ideal = np.concatenate([[1.0], np.cumsum(disc)])[np.minimum(size, k)]
-    ok = size > 0
-    hit = np.where(ok, rel.any(axis=1), 0.0)
-    rec = np.where(ok, rel.sum(axis=1) / np.maximum(size, 1), 0.0)
-    ndcg = np.where(ok, (rel * disc[:top.shape[1]]).sum(axis=1) / np.maximum(ideal, 1e-12), 0.0)
-    return {"hit": hit.astype(np.float64), "recall": rec, "ndcg": ndcg}
-
-
-def decayed_shares(inter: Interactions, R: np.ndarray, half_life: float) -> np.ndarray:
-    """The classes' item shares of ``inter``'s item-days (the EM's M-step for the fixed
-    posteriors ``R``, its smoothing included) with each day weighted ``0.5 ** (age /
-    half_life)``, ``age`` in days before the last day of ``inter``: what each class has
-    *lately*, when item shares drift (new products, seasons, a campaign)."""
-    n, n_items = R.shape[0], len(inter.items)
-    if np.isfinite(half_life) and len(inter.day):
-        w = 0.5 ** ((int(inter.day.max()) - inter.day) / half_life)
-    else:
-        w = np.ones(len(inter.day))
-    X = sp.csr_matrix((w, (inter.cust, inter.item)), shape=(n, n_items))
-    theta = np.asarray(X.T @ R).T + 0.1 * (w.sum() / max(len(w), 1))
-    return theta / theta.sum(axis=1, keepdims=True)
-
-
-def cooccurrence(inter: Interactions) -> sp.csr_matrix:
-    """``C[i, j]``: the share of the customer-days with item ``j`` that also have item ``i``."""
-    n_items = len(inter.items)
-    key = inter.cust.astype(np.int64) * (int(inter.day.max() - inter.day.min()) + 1 if
-                                         len(inter.day) else 1) + (inter.day - inter.day.min()
-                                                                    if len(inter.day) else 0)
-    _, row = np.unique(key, return_inverse=True)
-    D = sp.csr_matrix((np.ones(len(row)), (row.ravel(), inter.item)),
-                      shape=(int(row.max()) + 1 if len(row) else 0, n_items))
-    D.data[:] = 1.0
-    co = (D.T @ D).tocsr()
-    per_day = np.maximum(co.diagonal(), 1.0)
-    co = co.multiply(1.0 / per_day[None, :]).tocsr()
-    co.sort_indices()
-    return co.astype(np.float32)
-
-
-CANDIDATES = 3
-DENSE_COOCCUR = 2_048
-"""Up to this many items, :func:`cover_top` looks co-occurrences up in a dense matrix."""
 """:func:`cover_top` picks each list among the ``CANDIDATES * n`` best-scored items."""
-
-
-def cover_top(s: np.ndarray, n: int, cooccur: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy lists for "some item of the list is in the next basket": each pick is the item
-    with the largest score times the estimated chance that none of the items already picked
-    is on the same day (the product of ``1 - cooccur[picked, item]``), so an item that
-    (nearly) always comes with a picked one (a product's page beside the product) gives way to
-    one that covers other days. The list score is that discounted score: non-increasing, and
-    equal to the plain score for the first item. Items scored ``-inf`` come last (and only
-    when nothing else is left), as in :func:`_top`."""
-    rows, width = s.shape
-    n = min(n, width)
-    cand, cs = _top(s, min(width, max(n, CANDIDATES * n)))
-    m = cand.shape[1]
-    co = cooccur.tocsr()
-    dense = co.toarray().astype(np.float64) if width <= DENSE_COOCCUR else None
-    keys = (np.repeat(np.arange(co.shape[0], dtype=np.int64), np.diff(co.indptr)) * width
-            + co.indices)
-    vals = co.data.astype(np.float64)
-    gain = np.where(np.isfinite(cs), np.maximum(cs, 0.0), -np.inf)
-    keep = np.ones((rows, m))
-    taken = np.zeros((rows, m), dtype=bool)
-    r = np.arange(rows)
-    out_i = np.zeros((rows, n), dtype=cand.dtype)
-    out_s = np.zeros((rows, n))
-    for step in range(n):
-        v = np.where(taken, -np.inf, np.where(np.isfinite(gain), gain * keep, -np.inf))
-        b = np.argmax(v, axis=1)
-        none = ~np.isfinite(v[r, b])
-        b = np.where(none, np.argmax(~taken, axis=1), b)
-        out_i[:, step] = cand[r, b]
-        out_s[:, step] = np.where(none, -np.inf, v[r, b])
-        taken[r, b] = True
-        if dense is not None:
-            keep *= 1.0 - dense[cand[r, b][:, None], cand]
-        elif len(keys):
-            q = cand[r, b].astype(np.int64)[:, None] * width + cand
-            pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
-            keep *= 1.0 - np.where(keys[pos] == q, vals[pos], 0.0)
-    return out_i, out_s
 
 
 def fit_recommender(store: VectorStore, inter: Interactions, *, seed: int = 0,

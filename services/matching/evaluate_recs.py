@@ -26,20 +26,14 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel
 
+from ingest.datamodel import EVENTS
 from vectorstore import VectorStore
 
 from ..errors import NotEnoughData
 from ._data import PRODUCTS
-from .behaviour import (
-    EVENTS,
-    ITEM_COLUMNS,
-    _top,
-    finite_or_none,
-    fit_recommender,
-    hits,
-    last_day_split,
-    read_interactions,
-)
+from .behaviour import finite_or_none, fit_recommender
+from .interactions import ITEM_COLUMNS, last_day_split, read_interactions
+from .rec_blocks import _top, hits
 from .recommend_prior import customer_rows
 
 

@@ -32,8 +32,8 @@ from .behaviour import (
     finite_or_none,
     fit_recommender,
     history_rows,
-    read_interactions,
 )
+from .interactions import read_interactions
 from .recommend import META_KEY, OUTPUT, REC_FIELDS, REC_PRODUCTS, REC_SCORES, digest, lists
 
 

@@ -9,8 +9,8 @@ import pytest
 
 import vectorstore
 from services.facade import Kindred
-from services.matching.behaviour import read_interactions, repeat_flags
 from services.matching.evaluate_recs import evaluate_next_basket
+from services.matching.interactions import read_interactions, repeat_flags
 from synthetic_bank import generate, load_into_store
 
 
@@ -110,7 +110,7 @@ def test_written_lists_match_the_one_customer_view_and_the_saved_state(bank):
 def test_cover_top_skips_an_item_that_always_comes_with_a_picked_one():
     import scipy.sparse as sp
 
-    from services.matching.behaviour import cover_top
+    from services.matching.rec_blocks import cover_top
 
     # item 1 is on every day item 0 is on (a product's page beside the product); item 2 is
     # independent of both
