@@ -6,6 +6,7 @@ under ``--json``, so scripts and applications see the same shapes.
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime
 from typing import Any
 
@@ -148,3 +149,37 @@ class RiskEvaluation(_Model):
     """The label value that marks an anomaly (None: a bool or 0/1 label)."""
     column: str | None
     rows: list[Any]
+
+
+class _DictAccess(_Model):
+    """``result["name"]`` as well as ``result.name``: these results were plain dicts before
+    they were typed; the dict access is kept for one release, with a DeprecationWarning."""
+
+    def __getitem__(self, key: str) -> Any:
+        warnings.warn(f"{type(self).__name__}[{key!r}] is deprecated: use .{key}",
+                      DeprecationWarning, stacklevel=2)
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+class RecommendedItem(_DictAccess):
+    """One recommended item: its score, its score in the list (after coverage), whether it
+    can be had again, the parts of the score and the reasons in words."""
+
+    item: str
+    score: float
+    list_score: float
+    repeatable: bool
+    parts: dict[str, float]
+    reasons: list[str]
+
+
+class CustomerRecommendations(_DictAccess):
+    """One customer's recommendations with their reasons (``Kindred.recommendations``)."""
+
+    customer_id: str
+    active_days: int
+    holdings: list[str]
+    source: str
+    recommendations: list[RecommendedItem]

@@ -146,7 +146,7 @@ class _Refresh:
         label = ", ".join(names)
         emb, column = targets[0]
         if self.refit and emb.kind == "behavior":
-            from ingest.embedders.behavior import embed_behavior
+            from ingest.embedders.behavior_run import embed_behavior
 
             products = PRODUCTS if self.store.has_table(PRODUCTS) and column in (
                 self.meta(PRODUCTS).get(META_EMBEDDERS) or {}) else None

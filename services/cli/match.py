@@ -221,12 +221,12 @@ def recommendations(app: App, customer: str, top: int, old_top_n: int | None,
     r = app.kindred().recommendations(customer, top=top, only_products=not all_items)
 
     def human() -> None:
-        click.echo(f"{customer}: {r['active_days']} active days, holds "
-                   f"{', '.join(r['holdings']) or 'nothing'} ({r['source']})")
-        if not r["recommendations"]:
+        click.echo(f"{customer}: {r.active_days} active days, holds "
+                   f"{', '.join(r.holdings) or 'nothing'} ({r.source})")
+        if not r.recommendations:
             click.echo("  (nothing to recommend)")
-        for i, item in enumerate(r["recommendations"], start=1):
-            click.echo(f"  {i:>2}. {item['item']:<24} score {item['score']:.4f}  "
-                       + "; ".join(item["reasons"]))
+        for i, item in enumerate(r.recommendations, start=1):
+            click.echo(f"  {i:>2}. {item.item:<24} score {item.score:.4f}  "
+                       + "; ".join(item.reasons))
 
     app.emit(r, human)

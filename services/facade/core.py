@@ -24,6 +24,7 @@ from vectorstore import StoreError, VectorStore
 from ..admin import Progress
 from ..errors import ServiceError
 from ..models import (
+    CustomerRecommendations,
     GenerateResult,
     IngestResult,
     RiskEvaluation,
@@ -36,6 +37,8 @@ from .base import StoreFace
 if TYPE_CHECKING:
     from ..matching import Explanation, MatchResult, ProductQuery, RecommendSummary
     from ..matching.evaluate import EvaluationReport
+    from ..matching.evaluate_recs import RecommendationEvaluation
+    from ..refresh import RefreshResult
     from ..risk import RiskExplanation, RiskRun
 
 
@@ -166,7 +169,8 @@ class Kindred(StoreFace):
                                    categories=categories, channels=channels,
                                    max_values=max_values)
 
-    def refresh(self, *, refit: bool = False, progress: Progress | None = None) -> Any:
+    def refresh(self, *, refit: bool = False, progress: Progress | None = None
+                ) -> RefreshResult:
         """Bring every derived column up to date after new data landed, in dependency order
         and only for what changed: consolidation, every recorded embedder (with its stored
         fitted state; ``refit`` re-fits), the ANN indexes of written columns, risk scores
@@ -329,7 +333,8 @@ class Kindred(StoreFace):
                                   progress=progress)
 
     def recommendations(self, customer_id: str | int, *, top: int = 10,
-                        only_products: bool = True, **deprecated: Any) -> dict[str, Any]:
+                        only_products: bool = True, **deprecated: Any
+                        ) -> CustomerRecommendations:
         """One customer's ``top`` behaviour recommendations with the reasons for each: from the
         recommender :meth:`recommend` saved (fitted on the fly, not saved, when there is none).
         """
@@ -339,7 +344,7 @@ class Kindred(StoreFace):
                                         only_products=only_products)
 
     def evaluate_recommendations(self, *, top: int = 10, seed: int = 0,
-                                 **deprecated: Any) -> Any:
+                                 **deprecated: Any) -> RecommendationEvaluation:
         """Next-basket evaluation (each customer's last day of events hidden): hit@k,
         recall@k, NDCG@k (k = ``top``) of Kindred against popularity, popularity without
         history and raw implicit ALS, in one run (:mod:`services.matching.evaluate_recs`)."""

@@ -61,7 +61,8 @@ def embed(store: VectorStore, runner: Any, kind: str, *, table: str,
         r = embedders.embed(store, table, emb, output, progress=rows_done,
                             runner=runner)
     elif kind == "behavior":
-        from ingest.embedders.behavior import BehaviorEmbedder, embed_behavior
+        from ingest.embedders.behavior import BehaviorEmbedder
+        from ingest.embedders.behavior_run import embed_behavior
 
         emb = _exact_dim(BehaviorEmbedder, dim, "items")(**({"dim": dim} if dim else {}))
         r = embed_behavior(store, emb, customers=table,

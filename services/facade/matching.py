@@ -12,7 +12,7 @@ from vectorstore import VectorStore
 
 from ..admin import Progress
 from ..errors import EvaluationError, ServiceError
-from ..models import StepResult
+from ..models import CustomerRecommendations, RecommendedItem, StepResult
 from ._common import (
     _check_fresh,
     _finite,
@@ -175,7 +175,7 @@ def recommend(store: VectorStore, runner: Any, *, top_n: int = 3,
 
 
 def recommendations(store: VectorStore, customer_id: str, *, top_n: int = 10,
-                    only_products: bool = True) -> dict[str, Any]:
+                    only_products: bool = True) -> CustomerRecommendations:
     """:meth:`services.facade.Kindred.recommendations`."""
     import numpy as np
 
@@ -225,8 +225,9 @@ def recommendations(store: VectorStore, customer_id: str, *, top_n: int = 10,
     attrs = store.to_arrow(CUSTOMERS, columns=rec.attribute_columns, filter=Cmp(
         "customer_id", "=", customer_id)) if rec.attribute_columns else None
     items = explain_one(rec, counts, days, active, top_n, exclude, attrs)
-    return {"customer_id": customer_id, "active_days": int(active[0]),
-            "holdings": held or [], "source": source, "recommendations": items}
+    return CustomerRecommendations(
+        customer_id=customer_id, active_days=int(active[0]), holdings=held or [],
+        source=source, recommendations=[RecommendedItem(**item) for item in items])
 
 
 def evaluate_recommendations(store: VectorStore, *, k: int = 10, seed: int = 0) -> Any:

@@ -98,8 +98,8 @@ def test_old_names_of_explain_risk_top_and_recommendations(kindred: Kindred) -> 
 
     with pytest.warns(DeprecationWarning, match=r"recommendations\(top_n=\.\.\.\)"):
         old_recs = kindred.recommendations(cid, top_n=2)
-    assert len(old_recs["recommendations"]) == len(
-        kindred.recommendations(cid, top=2)["recommendations"]) <= 2
+    assert len(old_recs.recommendations) == len(
+        kindred.recommendations(cid, top=2).recommendations) <= 2
 
 
 def test_the_new_names_raise_no_warning(kindred: Kindred) -> None:

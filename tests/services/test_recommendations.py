@@ -79,14 +79,19 @@ def test_bulk_recommendations_and_one_customers_reasons(bank, tmp_path):
     assert n_checked > 0
     cid = got.column("customer_id")[0].as_py()
     one = k.recommendations(cid, top=5)
-    assert one["source"] == "saved recommender"
-    assert 1 <= len(one["recommendations"]) <= 5
-    for item in one["recommendations"]:
-        assert item["reasons"]
-        assert item["item"] in products
-        assert set(item["parts"]) == {"history", "profile", "factors"}
+    assert one.source == "saved recommender"
+    assert 1 <= len(one.recommendations) <= 5
+    for item in one.recommendations:
+        assert item.reasons
+        assert item.item in products
+        assert set(item.parts) == {"history", "profile", "factors"}
     all_items = k.recommendations(cid, top=5, only_products=False)
-    assert any(i["item"].startswith("category:") for i in all_items["recommendations"])
+    assert any(i.item.startswith("category:") for i in all_items.recommendations)
+    # the result was a dict before it was typed: dict access still works, with a warning
+    with pytest.warns(DeprecationWarning, match=r"\.recommendations"):
+        assert one["recommendations"][0].item == one.recommendations[0].item
+    with pytest.raises(KeyError), pytest.warns(DeprecationWarning, match="no such field"):
+        one["no such field"]
 
 
 def test_written_lists_match_the_one_customer_view_and_the_saved_state(bank):
@@ -103,8 +108,8 @@ def test_written_lists_match_the_one_customer_view_and_the_saved_state(bank):
     got = bank.to_arrow("customers", columns=["customer_id", "rec_products"])
     for cid, written in list(zip(got.column("customer_id").to_pylist(),
                                  got.column("rec_products").to_pylist(), strict=True))[:5]:
-        one = k.recommendations(cid, top_n=4)
-        assert [i["item"] for i in one["recommendations"]] == written
+        one = k.recommendations(cid, top=4)
+        assert [i.item for i in one.recommendations] == written
 
 
 def test_cover_top_skips_an_item_that_always_comes_with_a_picked_one():
