@@ -113,13 +113,7 @@ def score_stream(store: VectorStore, table: str, detector: RiskDetector, source:
     kept, scores, done = [], [], 0
     for batch, X in iter_matrices(store, table, source, key, extra=extra, batch_size=batch_size):
         s = detector.to_risk_scale(detector.score_checked(X))  # iter_matrices checked X
-        bad = ~np.isfinite(s)
-        if bad.any():
-            row = batch.column(key)[int(np.flatnonzero(bad)[0])].as_py()
-            raise InvalidRiskInput(
-                f"table {table!r}: {key}={row!r} got a non-finite risk score from "
-                f"{'+'.join(detector.member_kinds_)} ({int(bad.sum()):,} row(s) in its batch); "
-                "nothing was written")
+        _refuse_non_finite(s, batch, key, table, detector)
         scores.append(s)
         # copied: a scanned batch's columns can share one allocation with its vectors
         names = [key, *[c for c in extra if c != key]]
@@ -256,13 +250,7 @@ def _score_and_record(store: VectorStore, table: str, det: RiskDetector, source:
         def compute(batch: pa.RecordBatch) -> dict[str, pa.Array]:
             X = source.matrix(batch, table, key)
             s = det.to_risk_scale(det.score_checked(X))
-            bad = ~np.isfinite(s)
-            if bad.any():
-                row = batch.column(key)[int(np.flatnonzero(bad)[0])].as_py()
-                raise InvalidRiskInput(
-                    f"table {table!r}: {key}={row!r} got a non-finite risk score from "
-                    f"{'+'.join(det.member_kinds_)} ({int(bad.sum()):,} row(s) in its batch); "
-                    "nothing was written")
+            _refuse_non_finite(s, batch, key, table, det)
             flags = s > thr
             counts = {"new": int(flags.sum()), "old": 0}
             if incremental and "risk_flag" in batch.schema.names:
@@ -404,3 +392,16 @@ def top(store: VectorStore, table: str, n: int = 20, *, columns: list[str] | Non
     rows = store.to_arrow(table, columns=cols, filter=In(key, tuple(keys.to_pylist())))
     rows = rows.sort_by([("risk_score", "descending"), (key, "ascending")]).slice(0, n)
     return rows.append_column("risk_rank", pa.array(np.arange(1, rows.num_rows + 1)))
+
+
+def _refuse_non_finite(s: np.ndarray, batch: pa.RecordBatch, key: str, table: str,
+                       detector: RiskDetector) -> None:
+    """InvalidRiskInput naming the first row of ``batch`` whose score is not finite (a
+    non-finite score is never written or shown)."""
+    bad = ~np.isfinite(s)
+    if bad.any():
+        row = batch.column(key)[int(np.flatnonzero(bad)[0])].as_py()
+        raise InvalidRiskInput(
+            f"table {table!r}: {key}={row!r} got a non-finite risk score from "
+            f"{'+'.join(detector.member_kinds_)} ({int(bad.sum()):,} row(s) in its batch); "
+            "nothing was written")
