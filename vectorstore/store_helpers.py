@@ -19,6 +19,15 @@ if TYPE_CHECKING:
     from .base import Data, FilterLike
 
 
+def check_options(options: dict[str, Any], accepted: set[str] | frozenset[str],
+                  backend: str) -> None:
+    """InvalidOption naming every option ``backend`` does not take, and the ones it does."""
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise InvalidOption(f"unknown option(s) {', '.join(unknown)} for the {backend} "
+                            f"backend; accepted: {', '.join(sorted(accepted))}")
+
+
 def check_search(scheme: str, info: TableInfo, query: Any, k: int, vector_column: str | None,
                   params: dict[str, Any] | None, accepted: set[str],
                   ) -> tuple[VectorColumn, np.ndarray, dict[str, Any]]:

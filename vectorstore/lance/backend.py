@@ -37,7 +37,6 @@ from ..conform import conform
 from ..dsn import remember_secret
 from ..errors import (
     BackendUnavailable,
-    InvalidOption,
     StoreError,
     TableExists,
     TableNotFound,
@@ -47,6 +46,7 @@ from ..faults import boundary, fault_point
 from ..handle import StoreHandle
 from ..names import check_name
 from ..schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
+from ..store_helpers import check_options
 from .filter import compile_filter
 from .indexes import (
     _LANCE_METRIC,
@@ -115,12 +115,7 @@ class LanceStore(LancePartitions, LanceIndexes, VectorStore):
 
     @classmethod
     def open(cls, uri: str, **options: Any) -> LanceStore:
-        unknown = sorted(set(options) - _OPTIONS)
-        if unknown:
-            raise InvalidOption(
-                f"unknown option(s) {', '.join(unknown)} for the LanceDB backend; "
-                f"accepted: {', '.join(sorted(_OPTIONS))}"
-            )
+        check_options(options, _OPTIONS, "LanceDB")
         path = uri
         for prefix in ("lance://", "file://"):
             if uri.startswith(prefix):

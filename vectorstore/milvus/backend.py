@@ -37,6 +37,7 @@ from ..errors import (
 from ..faults import fault_point
 from ..names import check_name
 from ..schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
+from ..store_helpers import check_options
 from . import types as mt
 from .catalog import (
     CATALOG,
@@ -97,10 +98,7 @@ class MilvusStore(VectorStore):
 
     @classmethod
     def open(cls, uri: str, **options: Any) -> MilvusStore:
-        unknown = sorted(set(options) - _OPTIONS)
-        if unknown:
-            raise InvalidOption(f"unknown option(s) {', '.join(unknown)} for the Milvus "
-                                f"backend; accepted: {', '.join(sorted(_OPTIONS))}")
+        check_options(options, _OPTIONS, "Milvus")
         return cls(uri, **options)
 
     def __repr__(self) -> str:

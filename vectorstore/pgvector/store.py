@@ -40,6 +40,7 @@ from ..errors import (
 from ..faults import fault_point
 from ..names import check_name
 from ..schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
+from ..store_helpers import check_options
 from ..txn import Partition
 from .catalog import PgCatalog
 from .codec import _COPY_ROWS, _COPY_SIGNATURE, _COPY_TRAILER, _check_text, encode_copy_rows
@@ -102,12 +103,7 @@ class PgVectorStore(VectorStore):
 
     @classmethod
     def open(cls, uri: str, **options: Any) -> PgVectorStore:
-        unknown = sorted(set(options) - _OPTIONS)
-        if unknown:
-            raise InvalidOption(
-                f"unknown option(s) {', '.join(unknown)} for the PostgreSQL backend; "
-                f"accepted: {', '.join(sorted(_OPTIONS))}"
-            )
+        check_options(options, _OPTIONS, "PostgreSQL")
         _, schema = _split_uri(uri)
         if schema is not None and "schema" in options and options["schema"] != schema:
             raise InvalidOption(f"schema given twice: {schema!r} in the URI and "
