@@ -33,7 +33,8 @@ def risk() -> None:
 @click.option("--attribute", "attributes", multiple=True,
               help="Fit on numeric attributes instead of a vector column (repeatable).")
 @click.option("--fit-sample", type=FiniteRange(min=0, min_open=True), default=None,
-              help="Fit on this many rows (or this share if < 1).")
+              help="Fit on this many rows (or this share if < 1). Default: every row up to "
+                   "100,000, else a seeded sample of 100,000.")
 @click.option("--threshold", type=FINITE, default=None,
               help="Flag risk scores above this (robust z scale; default: the top "
                    "contamination share, 5%, of the fitted customers).")

@@ -228,14 +228,34 @@ def iter_matrices(store: VectorStore, table: str, source: FeatureSource, key: st
     yield from prefetch(read())
 
 
+DEFAULT_FIT_ROWS = 100_000
+"""Without ``fit_sample``, a larger table is fitted on a seeded sample of this many rows.
+
+A fitted detector's state (IForest's trees of 256 rows each, PCA's components, each member's
+score spread, the percentiles of the fitted scores) is an estimate whose sampling error at
+this size is far below the differences between customers, while the fit's cost (scoring
+every fit row, KNN's against its own sample) grows with the rows. ``fit_sample=1.0`` fits on
+every row."""
+
+
+def default_fit_sample(n: int, fit_sample: int | float | None) -> int | float | None:
+    """``fit_sample`` as given, or :data:`DEFAULT_FIT_ROWS` when none was given and the
+    table (of ``n`` rows) is larger."""
+    if fit_sample is None and n > DEFAULT_FIT_ROWS:
+        return DEFAULT_FIT_ROWS
+    return fit_sample
+
+
 def fit_matrix(store: VectorStore, table: str, source: FeatureSource, key: str, *,
                fit_sample: int | float | None = None, seed: int = 0,
                batch_size: int = 65_536) -> np.ndarray:
-    """The rows to fit on: every row, or a seeded sample of ``fit_sample`` rows (an int) or of
-    that share of the rows (a float in (0, 1)). Only the chosen rows are kept in memory."""
+    """The rows to fit on: a seeded sample of ``fit_sample`` rows (an int) or of that share of
+    the rows (a float in (0, 1]); by default every row up to :data:`DEFAULT_FIT_ROWS`, else a
+    seeded sample of that many. Only the chosen rows are kept in memory."""
     n = store.count(table)
     if n == 0:
         raise InvalidRiskInput(f"table {table!r} is empty: nothing to fit on")
+    fit_sample = default_fit_sample(n, fit_sample)
     if fit_sample is not None:
         m = round(fit_sample * n) if isinstance(fit_sample, float) else int(fit_sample)
         if isinstance(fit_sample, float) and not 0 < fit_sample <= 1:

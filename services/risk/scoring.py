@@ -98,6 +98,10 @@ def fit(store: VectorStore, table: str, detector: Any = None, *, column: str | N
     note = source_note(info, source, named=column is not None)
     if note:
         det.messages_.insert(0, note)
+    n = store.count(table)
+    if fit_sample is None and X.shape[0] < n:
+        det.messages_.insert(0, f"fitted on a seeded sample of {X.shape[0]:,} of {n:,} rows "
+                                "(the default for a large table; give fit_sample to choose)")
     return det, source
 
 
