@@ -1,7 +1,8 @@
 """Kindred ingest: sources -> validated Arrow batches -> store; consolidation; embedders."""
 
 _EXPORTS = {
-    "ingest": "ingest.pipeline", "IngestSummary": "ingest.pipeline",
+    "ingest": "ingest.pipeline", "IngestResult": "ingest.result",
+    "IngestSummary": "ingest.result",  # the former name of IngestResult (deprecated)
     "Mapping": "ingest.mapping", "open_source": "ingest.sources",
 }
 

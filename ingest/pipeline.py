@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +41,7 @@ from .freshness import ROW_STAMP, STAMP_TYPE, new_stamp, source_touch
 from .identity import DIGEST_COLUMN, KeyDigests
 from .mapping import Mapping
 from .names import SOURCE_NAMES_KEY, merged_source_names
+from .result import IngestResult
 from .runner import LOCAL, Runner, TaskContext, runner_for
 from .sources import DEFAULT_BATCH_ROWS, CsvSource, MalformedRow, Source, open_source
 from .validate import (
@@ -74,40 +74,6 @@ REJECTS_SCHEMA = pa.schema([
 _log = logging.getLogger(__name__)
 HOLDING_KINDS_KEY = "holding_kinds"
 """Events table metadata: event kinds whose ``product_id`` the customer holds."""
-
-
-@dataclass
-class IngestSummary:
-    """What one load did. ``written`` counts inserted rows, ``updated`` rows replaced by key,
-    ``unchanged`` events already stored (or repeated in the load), ``skipped`` and
-    ``quarantined`` rejected rows."""
-
-    table: str
-    source: str
-    on_error: str
-    rows_read: int = 0
-    written: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    skipped: int = 0
-    quarantined: int = 0
-    created_table: bool = False
-    new_columns: list[str] = field(default_factory=list)
-    renamed_columns: dict[str, str] = field(default_factory=dict)
-    """Source name -> table name of the columns whose names were made safe
-    (:mod:`ingest.names`; explicit renames are not listed)."""
-    errors: list[RowError] = field(default_factory=list)
-    """The first rejected values (at most 100), for display."""
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["errors"] = [str(e) for e in self.errors]
-        return d
-
-    def __str__(self) -> str:
-        return (f"{self.table} <- {self.source}: read {self.rows_read}, written {self.written}, "
-                f"updated {self.updated}, unchanged {self.unchanged}, skipped {self.skipped}, "
-                f"quarantined {self.quarantined}")
 
 
 def rejects_table(table: str) -> str:
@@ -144,10 +110,11 @@ def _error_message(source: str, errors: list[RowError], total: int) -> str:
 
 
 class _Load:
-    """The state of one load while its batches stream into the store."""
+    """The state of one load while its batches stream into the store: its counts, kept
+    here and made into the (immutable) :class:`IngestResult` once, at the end."""
 
     def __init__(self, store: VectorStore, src: Source, mapping: Mapping, on_error: str,
-                 summary: IngestSummary, max_errors: int,
+                 max_errors: int,
                  progress: Callable[[int, int | None], None] | None = None,
                  runner: Runner = LOCAL) -> None:
         self.store = store
@@ -156,28 +123,32 @@ class _Load:
         self.src = src
         self.mapping = mapping
         self.on_error = on_error
-        self.summary = summary
         self.max_errors = max_errors
+        self.rows_read = self.written = self.updated = self.unchanged = 0
+        self.skipped = self.quarantined = 0
+        self.created_table = False
+        self.new_columns: list[str] = []
+        self.errors: list[RowError] = []
         self.rejects: list[dict[str, Any]] = []
         self.failure: BaseException | None = None
 
     def _keep_errors(self, errors: list[RowError]) -> None:
-        room = self.max_errors - len(self.summary.errors)
+        room = self.max_errors - len(self.errors)
         if room > 0:
-            self.summary.errors.extend(errors[:room])
+            self.errors.extend(errors[:room])
 
     def _malformed(self, rows: list[MalformedRow]) -> None:
         if not rows:
             return
-        self.summary.rows_read += len(rows)
+        self.rows_read += len(rows)
         errs = [RowError(self.src.name, m.row if m.row is not None else
                          (m.line - 1 if m.line is not None else 0), m.line, None, m.text,
                          m.reason) for m in rows]
         self._keep_errors(errs)
         if self.on_error == "skip":
-            self.summary.skipped += len(rows)
+            self.skipped += len(rows)
             return
-        self.summary.quarantined += len(rows)
+        self.quarantined += len(rows)
         for e, m in zip(errs, rows, strict=True):
             self.rejects.append({"source": e.source, "row": e.row, "line": e.line,
                                  "column": None, "value": m.text, "reason": m.reason,
@@ -186,9 +157,9 @@ class _Load:
     def _rejected(self, checked: Checked) -> None:
         n = checked.rejected.num_rows
         if self.on_error == "skip":
-            self.summary.skipped += n
+            self.skipped += n
             return
-        self.summary.quarantined += n
+        self.quarantined += n
         by_row: dict[int, list[RowError]] = {}
         for e in checked.errors:
             by_row.setdefault(e.row, []).append(e)
@@ -212,10 +183,10 @@ class _Load:
             # the load's state (duplicates, occurrence numbers) is applied here, in order
             for conv in self.runner.map(_convert_task, chunks, shared=validator.plan):
                 chunk = conv.chunk
-                self.summary.rows_read += chunk.batch.num_rows
+                self.rows_read += chunk.batch.num_rows
                 self._malformed(self.src.take_malformed())
                 checked = validator.resolve(conv)
-                self.summary.unchanged += checked.duplicates
+                self.unchanged += checked.duplicates
                 if checked.errors:
                     if self.on_error == "fail":
                         raise ValidationError(_error_message(self.src.name, checked.errors,
@@ -226,7 +197,7 @@ class _Load:
                 if good.num_rows:
                     yield good
                 if self.progress is not None:
-                    self.progress(self.summary.rows_read, None)
+                    self.progress(self.rows_read, None)
             self._malformed(self.src.take_malformed())
             dups = validator.duplicate_errors()
             if dups:
@@ -235,11 +206,20 @@ class _Load:
             self.failure = exc
             raise
 
-    def finish_empty(self) -> IngestSummary:
+    def result(self, renamed_columns: dict[str, str] | None = None) -> IngestResult:
+        """What the load did, from its counts."""
+        return IngestResult(
+            table=self.mapping.table, source=self.src.name, on_error=self.on_error,
+            rows_read=self.rows_read, written=self.written, updated=self.updated,
+            unchanged=self.unchanged, skipped=self.skipped, quarantined=self.quarantined,
+            created_table=self.created_table, new_columns=self.new_columns,
+            renamed_columns=renamed_columns or {}, errors=self.errors)
+
+    def finish_empty(self) -> IngestResult:
         """The source had no row to write: report (and quarantine) its malformed rows only."""
         self._malformed(self.src.take_malformed())
         self.write_rejects()
-        return self.summary
+        return self.result()
 
     def write_rejects(self) -> None:
         if not self.rejects:
@@ -352,7 +332,7 @@ def ingest(store: VectorStore, source: Any = None,
            on_error: OnError = "fail", batch_rows: int = DEFAULT_BATCH_ROWS,
            max_errors: int = 100,
            progress: Callable[[int, int | None], None] | None = None,
-           runner: Runner | str | None = None) -> IngestSummary:
+           runner: Runner | str | None = None) -> IngestResult:
     """Load one source into the mapping's table; returns what was read, written and rejected.
 
     ``source`` is a path, database URL, DataFrame / Arrow object or :class:`Source` (default:
@@ -375,8 +355,7 @@ def ingest(store: VectorStore, source: Any = None,
     m = _as_mapping(mapping)
     src = _open(source, m)
     src.tolerate_malformed = on_error != "fail"
-    summary = IngestSummary(table=m.table, source=src.name, on_error=on_error)
-    load = _Load(store, src, m, on_error, summary, max_errors, progress,
+    load = _Load(store, src, m, on_error, max_errors, progress,
                  runner_for(store, runner, step="ingest"))
 
     chunks = src.chunks(batch_rows)
@@ -402,10 +381,9 @@ def ingest(store: VectorStore, source: Any = None,
                 return load.finish_empty()
     vec_cols = [VectorColumn(n, d) for n, d in plan.vectors.items()
                 if existing is None or n not in existing.vectors]
-    summary.renamed_columns = {r: n for n, r in plan.source_names.items() if r not in m.rename}
     _write(store, load, m, plan, first, chunks, existing, vec_cols)
     load.write_rejects()
-    return summary
+    return load.result({r: n for n, r in plan.source_names.items() if r not in m.rename})
 
 
 def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
@@ -422,7 +400,6 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
     events = m.table == EVENTS
     validator = Validator(plan, load.src.name, dedupe=events,
                           defer_duplicates=load.on_error == "fail")
-    summary = load.summary
     batches = load.stream(chain([first], chunks), validator)
     stamped = not events and plan.key is not None  # entity rows carry change stamps
     try:
@@ -441,8 +418,8 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
                 meta[SOURCE_NAMES_KEY] = plan.source_names
             store.create_table(m.table, schema, key=plan.key, vectors=vec_cols,
                                metadata=meta or None, data=counted)
-            summary.created_table = True
-            summary.written = counted.rows
+            load.created_table = True
+            load.written = counted.rows
             return
         if events and store.count(m.table):
             if _ensure_key_index(store, m.table, plan.key):
@@ -454,7 +431,7 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
                 vec_names = {v.name for v in vec_cols}
                 tx.add_columns([f for f in plan.new_fields if f.name not in vec_names],
                                vectors=vec_cols)
-                summary.new_columns = [f.name for f in plan.new_fields]
+                load.new_columns = [f.name for f in plan.new_fields]
             touch = None
             if stamped:
                 if ROW_STAMP not in tx.info.schema.names:
@@ -474,9 +451,9 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
     if load.failure is not None:
         raise load.failure
     assert pending.result is not None
-    summary.written = pending.result.inserted
-    summary.updated = pending.result.updated
-    summary.unchanged += pending.result.unchanged
+    load.written = pending.result.inserted
+    load.updated = pending.result.updated
+    load.unchanged += pending.result.unchanged
 
 
 class _counting:
@@ -490,3 +467,12 @@ class _counting:
         for b in self.batches:
             self.rows += b.num_rows
             yield b
+
+
+def __getattr__(name: str) -> Any:
+    """``IngestSummary``, the former name of :class:`IngestResult`, for one release."""
+    if name == "IngestSummary":
+        from . import result
+
+        return result.__getattr__(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """Typed results of the facade (:class:`services.facade.Kindred`), as pydantic models.
 
 Every model serialises with ``.model_dump(mode="json")``: that is exactly what the CLI prints
-under ``--json``, so scripts and applications see the same shapes.
+under ``--json``, so scripts and applications see the same shapes. :class:`IngestResult` is
+the ingest layer's own result (:mod:`ingest.result`), re-exported here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ingest.result import IngestResult as IngestResult
 
 
 class _Model(BaseModel):
@@ -119,26 +122,6 @@ class ReportResult(_Model):
     html: str
     images: list[str]
     sections: list[str]
-
-
-class IngestResult(_Model):
-    """What one load did: rows read, written (inserted), updated, unchanged, skipped,
-    quarantined, whether the table was created and which columns were added."""
-
-    table: str
-    source: str
-    on_error: str
-    rows_read: int = 0
-    written: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    skipped: int = 0
-    quarantined: int = 0
-    created_table: bool = False
-    new_columns: list[str] = Field(default_factory=list)
-    renamed_columns: dict[str, str] = Field(default_factory=dict)
-    """Source name -> table name of the columns whose names were made safe."""
-    errors: list[Any] = Field(default_factory=list)
 
 
 class RiskEvaluation(_Model):

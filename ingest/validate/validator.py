@@ -19,37 +19,13 @@ import pyarrow.compute as pc
 
 from ..datamodel import EVENTS
 from ..identity import KeyDigests, Occurrences, event_digest, replays
+from ..result import RowError
 from ..sources import Chunk
 from .cast import _blank_to_null, _np, _valid_mask, convert
 from .hashing import _key_hashes, content_hash
 from .holdings import _holdings
 from .keyset import DeferredKeys, KeySet, first_occurrence_dups
 from .plan import Plan
-
-
-@dataclass(frozen=True)
-class RowError:
-    """One value that does not fit: where it is, what it is, what was expected."""
-
-    source: str
-    row: int
-    line: int | None
-    column: str | None
-    value: str | None
-    expected: str
-
-    def location(self) -> str:
-        where = f"{self.source}:{self.line}" if self.line is not None else self.source
-        return f"{where} (row {self.row})"
-
-    def __str__(self) -> str:
-        col = f", column {self.column!r}" if self.column else ""
-        val = "missing" if self.value is None else repr(_short(self.value))
-        return f"{self.location()}{col}: value {val}; expected {self.expected}"
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass

@@ -5,7 +5,6 @@ source into a table) and consolidate (events -> per-customer features and holdin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -153,7 +152,7 @@ def ingest(app: App, args: tuple[str, ...], mapping: str | None, on_error: str,
             click.echo(f"  names made safe for {len(pairs)} column(s): "
                        f"{', '.join(pairs[:5])}{more}")
         for e in r.errors[:5]:
-            click.echo(f"  rejected: {_row_error(e)}")
+            click.echo(f"  rejected: {e}")
 
     app.emit(r, human)
 
@@ -196,15 +195,3 @@ def consolidate(app: App, full: bool, amount: str | None, categories: tuple[str,
             click.echo(f"  skipped: {'; '.join(d['notes'])}")
 
     app.emit(r, human)
-
-
-def _row_error(error: Any) -> str:
-    """A rejected row as one readable line (the facade keeps it as a dict for --json)."""
-    if isinstance(error, dict):
-        from ingest.validate import RowError
-
-        try:
-            return str(RowError(**error))
-        except TypeError:
-            pass
-    return str(error)

@@ -80,9 +80,8 @@ def ingest(store: VectorStore, source: Any = None, *, table: str | None = None,
             "holdings": m.holdings.model_copy(update={
                 "keep_flag_columns": m.holdings.keep_flag_columns or keep_flag_columns})})
         src = _json_array(source) if source is not None else None
-        r = ingest(store, src, m, on_error=on_error,  # type: ignore[arg-type]
-                   progress=rows_read, runner=runner)
-        return IngestResult(**_plain(r))
+        return ingest(store, src, m, on_error=on_error,  # type: ignore[arg-type]
+                      progress=rows_read, runner=runner)
     if table is None or source is None:
         raise ServiceError("ingest needs a table and a source (or a mapping file)")
     src = _json_array(source)
@@ -98,9 +97,8 @@ def ingest(store: VectorStore, source: Any = None, *, table: str | None = None,
     if generate_id is None and not id_column and table != EVENTS and KEYS[table] not in {
             m.resolve(c) for c in _source_columns(src, opts)}:
         m = m.model_copy(update={"generate_id": True})
-    r = ingest(store, src, m, on_error=on_error,  # type: ignore[arg-type]
-               progress=rows_read, runner=runner)
-    return IngestResult(**_plain(r))
+    return ingest(store, src, m, on_error=on_error,  # type: ignore[arg-type]
+                  progress=rows_read, runner=runner)
 
 
 def consolidate(store: VectorStore, runner: Any, *, full: bool = False,
