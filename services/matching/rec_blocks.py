@@ -121,13 +121,15 @@ def cover_top(s: np.ndarray, n: int, cooccur: sp.csr_matrix) -> tuple[np.ndarray
             + co.indices)
     vals = co.data.astype(np.float64)
     gain = np.where(np.isfinite(cs), np.maximum(cs, 0.0), -np.inf)
+    usable = np.isfinite(gain)
+    finite_gain = np.where(usable, gain, 0.0)  # so -inf * 0 never makes a (discarded) NaN
     keep = np.ones((rows, m))
     taken = np.zeros((rows, m), dtype=bool)
     r = np.arange(rows)
     out_i = np.zeros((rows, n), dtype=cand.dtype)
     out_s = np.zeros((rows, n))
     for step in range(n):
-        v = np.where(taken, -np.inf, np.where(np.isfinite(gain), gain * keep, -np.inf))
+        v = np.where(taken, -np.inf, np.where(usable, finite_gain * keep, -np.inf))
         b = np.argmax(v, axis=1)
         none = ~np.isfinite(v[r, b])
         b = np.where(none, np.argmax(~taken, axis=1), b)
