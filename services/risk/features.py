@@ -248,14 +248,17 @@ def default_fit_sample(n: int, fit_sample: int | float | None) -> int | float | 
 
 def fit_matrix(store: VectorStore, table: str, source: FeatureSource, key: str, *,
                fit_sample: int | float | None = None, seed: int = 0,
-               batch_size: int = 65_536) -> np.ndarray:
+               batch_size: int = 65_536, notes: list[str] | None = None) -> np.ndarray:
     """The rows to fit on: a seeded sample of ``fit_sample`` rows (an int) or of that share of
     the rows (a float in (0, 1]); by default every row up to :data:`DEFAULT_FIT_ROWS`, else a
-    seeded sample of that many. Only the chosen rows are kept in memory."""
+    seeded sample of that many, said in ``notes``. Only the chosen rows are kept in memory."""
     n = store.count(table)
     if n == 0:
         raise InvalidRiskInput(f"table {table!r} is empty: nothing to fit on")
-    fit_sample = default_fit_sample(n, fit_sample)
+    given, fit_sample = fit_sample, default_fit_sample(n, fit_sample)
+    if given is None and fit_sample is not None and notes is not None:
+        notes.append(f"fitted on a seeded sample of {fit_sample:,} of {n:,} rows (the default "
+                     "for a large table; give fit_sample, --fit-sample, to choose)")
     if fit_sample is not None:
         m = round(fit_sample * n) if isinstance(fit_sample, float) else int(fit_sample)
         if isinstance(fit_sample, float) and not 0 < fit_sample <= 1:

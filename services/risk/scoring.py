@@ -92,16 +92,12 @@ def fit(store: VectorStore, table: str, detector: Any = None, *, column: str | N
     info = store.table_info(table)
     key = table_key(info)
     source = resolve_source(info, column, attributes)
+    notes: list[str] = []
     X = fit_matrix(store, table, source, key, fit_sample=fit_sample, seed=seed,
-                   batch_size=batch_size)
+                   batch_size=batch_size, notes=notes)
     det = RiskDetector.from_config(detector).fit(X)
     note = source_note(info, source, named=column is not None)
-    if note:
-        det.messages_.insert(0, note)
-    n = store.count(table)
-    if fit_sample is None and X.shape[0] < n:
-        det.messages_.insert(0, f"fitted on a seeded sample of {X.shape[0]:,} of {n:,} rows "
-                                "(the default for a large table; give fit_sample to choose)")
+    det.messages_[:0] = [*notes, *([note] if note else [])]
     return det, source
 
 
