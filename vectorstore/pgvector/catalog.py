@@ -13,6 +13,7 @@ from ..errors import TableNotFound
 from ..names import check_name
 from ..schema import TableInfo, VectorColumn
 from .connections import CATALOG, PgConnections
+from .reads import DescriptionCache
 from .types import _schema_from_text, _schema_to_text
 
 
@@ -24,6 +25,8 @@ class PgCatalog:
         self._translate = db._translate
         self._connection = db._connection
         self._ident = db._ident
+        self.cache = DescriptionCache()
+        """Each table's last description read, by its catalogue row version (reads.py)."""
 
     def _description(self, conn: psycopg.Connection, name: str) -> str | None:
         row = conn.execute(sql.SQL("SELECT description FROM {} WHERE name = %s").format(
@@ -33,10 +36,14 @@ class PgCatalog:
     def table_info(self, name: str) -> TableInfo:
         check_name(name, "table name")
         with self._translate(name, "reading the description"), self._connection() as conn:
-            desc = self._description(conn, name)
-        if desc is None:
+            row = conn.execute(sql.SQL("SELECT xmin::text, description FROM {} WHERE name = %s"
+                                       ).format(self._ident(CATALOG)), [name]).fetchone()
+        if row is None:
+            self.cache.forget(name)
             raise TableNotFound(f"table {name!r} does not exist in schema {self.schema!r}")
-        return self._info_from(name, desc)
+        info = self._info_from(name, str(row[1]))
+        self.cache.put(name, str(row[0]), info)
+        return info
 
     @staticmethod
     def _info_from(name: str, desc: str) -> TableInfo:

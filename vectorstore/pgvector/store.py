@@ -9,7 +9,9 @@ operators and report the store's one meaning of ``score`` / ``distance``.
 
 The store holds a :class:`~vectorstore.pgvector.connections.PgConnections` (pool, set-up,
 error translation) and a :class:`~vectorstore.pgvector.catalog.PgCatalog` (descriptions);
-the binary COPY codec, the decoders and the type map are modules of their own.
+searches, counts, lookups and scans check the description they were planned with in their
+own round trip (:mod:`~vectorstore.pgvector.reads`) instead of reading it first; the search
+statements, the binary COPY codec, the decoders and the type map are modules of their own.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,7 @@ from ..errors import (
     TableNotFound,
 )
 from ..faults import fault_point
+from ..filters import In
 from ..names import check_name
 from ..schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
 from ..store_helpers import check_options
@@ -47,6 +50,8 @@ from .codec import _COPY_ROWS, _COPY_SIGNATURE, _COPY_TRAILER, _check_text, enco
 from .connections import CATALOG, PgConnections, _split_uri
 from .decode import _decode_column
 from .filter import compile_filter
+from .reads import PipelinedReads
+from .search import plan_search, search_per_statement, send_search
 from .txn import PgTransaction
 from .types import pg_type
 
@@ -54,9 +59,7 @@ log = logging.getLogger(__name__)
 
 INDEX_TYPES = ("HNSW", "IVFFLAT")
 _OPTIONS = {"schema", "pool_min_size", "pool_max_size", "connect_timeout", "pool_timeout"}
-_SEARCH_PARAMS = {"ef_search", "ef", "probes"}
 _INDEX_PARAMS = {"HNSW": {"m", "ef_construction"}, "IVFFLAT": {"lists"}}
-_OPS = {Metric.COSINE: "<=>", Metric.DOT: "<#>", Metric.L2: "<->"}
 _OPCLASS = {Metric.COSINE: "vector_cosine_ops", Metric.DOT: "vector_ip_ops",
             Metric.L2: "vector_l2_ops"}
 
@@ -66,10 +69,6 @@ def _index_name(table: str, column: str) -> str:
     if len(name) <= 63:
         return name
     return "kindred_idx_" + hashlib.sha256(f"{table}.{column}".encode()).hexdigest()[:24]
-
-
-def _vector_literal(q: np.ndarray) -> str:
-    return "[" + ",".join(repr(float(x)) for x in q.tolist()) + "]"
 
 
 class PgVectorStore(VectorStore):
@@ -100,6 +99,10 @@ class PgVectorStore(VectorStore):
         self._info_from = self._catalog._info_from
         self._save_description = self._catalog._save_description
         self._catalog_names = self._catalog._catalog_names
+        # searches, counts, lookups and scans check the cached description in their own
+        # round trip (reads.py); False: read it first, as before (for the benchmark only)
+        self._reads = PipelinedReads(self, self._catalog.cache)
+        self._pipelined_reads = True
 
     @classmethod
     def open(cls, uri: str, **options: Any) -> PgVectorStore:
@@ -176,6 +179,7 @@ class PgVectorStore(VectorStore):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._ident(name)))
             conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s").format(self._ident(CATALOG)),
                          [name])
+        self._catalog.cache.forget(name)
 
     def drop_columns(self, name: str, columns: Sequence[str]) -> TableInfo:
         info = self.table_info(name)
@@ -247,13 +251,58 @@ class PgVectorStore(VectorStore):
 
     # ------------------------------------------------------------------ reads
     def count(self, name: str, filter: FilterLike = None) -> int:
-        info = self.table_info(name)
-        where, params = self._where(info, filter)
+        def plan(info: TableInfo) -> tuple[sql.Composed, list[Any]]:
+            where, params = self._where(info, filter)
+            return sql.SQL("SELECT count(*) FROM {}").format(self._ident(name)) + where, params
+
+        def send(conn: psycopg.Connection, planned: Any) -> Callable[[], int]:
+            cur = conn.cursor()
+            cur.execute(*planned)
+            return lambda: int(cur.fetchone()[0])  # type: ignore[index]  # count(*): one row
+
+        if self._pipelined_reads:
+            return self._reads.read(name, "count", plan, send)
+        planned = plan(self.table_info(name))
         with self._translate(name, "count"), self._connection() as conn:
-            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self._ident(name))
-                               + where, params).fetchone()
-            assert row is not None  # count(*) returns one row
-            return int(row[0])
+            return send(conn, planned)()
+
+    def lookup(self, name: str, keys: pa.Array, *, columns: Sequence[str] | None = None,
+               key: str | None = None) -> pa.Table:
+        if not self._pipelined_reads:
+            return super().lookup(name, keys, columns=columns, key=key)
+        values = [v for v in pa.array(keys).unique().to_pylist() if v is not None]
+
+        def plan(info: TableInfo) -> tuple[list[pa.Field], list[tuple[sql.Composed, list]]]:
+            k = key or info.key
+            if k is None:
+                raise StoreError(f"table {name!r} has no key column: name one with key=")
+            cols = list(dict.fromkeys([k, *(columns if columns is not None else
+                                            info.schema.names)]))
+            info.check_columns(cols)
+            select = sql.SQL("SELECT {} FROM {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, cols)), self._ident(name))
+            stmts = []
+            for i in range(0, len(values), 4096):  # as many values per statement as before
+                where, params = self._where(info, In(k, tuple(values[i:i + 4096])))
+                stmts.append((select + where, params))
+            return [info.schema.field(c) for c in cols], stmts
+
+        def send(conn: psycopg.Connection, planned: Any) -> Callable[[], pa.Table]:
+            fields, stmts = planned
+            cursors = []
+            for stmt, params in stmts:
+                cursors.append(self._cursor(conn))
+                cursors[-1].execute(stmt, params)
+
+            def collect() -> pa.Table:
+                if not cursors:
+                    return pa.table({f.name: pa.array([], f.type) for f in fields})
+                return pa.Table.from_batches([self._to_batch(c.fetchall(), fields)
+                                              for c in cursors])
+
+            return collect
+
+        return self._reads.read(name, "lookup", plan, send)
 
     def _to_batch(self, rows: list[tuple[Any, ...]], fields: list[pa.Field]) -> pa.RecordBatch:
         cols = list(zip(*rows, strict=True)) if rows else [() for _ in fields]
@@ -262,7 +311,26 @@ class PgVectorStore(VectorStore):
 
     def scan(self, name: str, *, columns: Sequence[str] | None = None, filter: FilterLike = None,
              batch_size: int = 65_536, _order_by_key: bool = False) -> Iterator[pa.RecordBatch]:
-        info = self.table_info(name)
+        if not self._pipelined_reads:
+            yield from self._scan(self.table_info(name), columns, filter, batch_size,
+                                  _order_by_key)
+            return
+        check_name(name, "table name")
+        with self._translate(name, "scan"), self._connection() as conn, \
+                self._reads.snapshot(conn, name) as info:
+            yield from self._scan_in(conn, info, columns, filter, batch_size, _order_by_key)
+
+    def _scan(self, info: TableInfo, columns: Sequence[str] | None, filter: FilterLike,
+              batch_size: int, order_by_key: bool) -> Iterator[pa.RecordBatch]:
+        """The earlier scan path: its own transaction, the description read before."""
+        with self._translate(info.name, "scan"), self._connection() as conn, conn.transaction():
+            yield from self._scan_in(conn, info, columns, filter, batch_size, order_by_key)
+
+    def _scan_in(self, conn: psycopg.Connection, info: TableInfo,
+                 columns: Sequence[str] | None, filter: FilterLike, batch_size: int,
+                 order_by_key: bool) -> Iterator[pa.RecordBatch]:
+        """The rows through a server-side cursor, in the transaction open on ``conn``."""
+        name = info.name
         info.check_columns(columns)
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise InvalidOption(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -271,105 +339,29 @@ class PgVectorStore(VectorStore):
         where, params = self._where(info, filter)
         select = sql.SQL(", ").join(map(sql.Identifier, names)) if names else sql.SQL("1")
         query = sql.SQL("SELECT {} FROM {}").format(select, self._ident(name)) + where
-        if _order_by_key and info.key is not None:
+        if order_by_key and info.key is not None:
             query += sql.SQL(" ORDER BY {}").format(sql.Identifier(info.key))
-        with self._translate(name, "scan"), self._connection() as conn, conn.transaction():
-            cur = self._cursor(conn, name=f"kindred_scan_{uuid.uuid4().hex}")
-            cur.itersize = batch_size
-            cur.execute(query, params)
-            while True:
-                rows = cur.fetchmany(batch_size)
-                if not rows:
-                    break
+        cur = self._cursor(conn, name=f"kindred_scan_{uuid.uuid4().hex}")
+        cur.itersize = batch_size
+        cur.execute(query, params)
+        while True:
+            rows = cur.fetchmany(batch_size)
+            if rows:
                 yield self._to_batch([r[:len(names)] for r in rows], fields)
-            cur.close()
+            if len(rows) < batch_size:  # the cursor is done: no empty fetch to learn it
+                break
+        cur.close()
 
     def search(self, name: str, query: Any, *, k: int = 10, vector_column: str | None = None,
                filter: FilterLike = None, columns: Sequence[str] | None = None,
                exact: bool = False, params: dict[str, Any] | None = None) -> pa.Table:
-        info = self.table_info(name)
-        vec, q, params = self._check_search(info, query, k, vector_column, params, _SEARCH_PARAMS)
-        many = q.ndim == 2
-        settings = self._search_settings(params, k)
-        if columns is None:
-            columns = [c for c in info.schema.names if c not in info.vectors]
-        info.check_columns(columns)
-        f = self._bind_filter(info, filter)
-        where, wparams = (sql.SQL(""), []) if f is None else self._where(info, f)
-        fields = [info.schema.field(c) for c in columns]
-        dist = sql.SQL("{} {} %s::vector").format(sql.Identifier(vec.name), sql.SQL(_OPS[vec.metric]))
-        select = sql.SQL(", ").join([*map(sql.Identifier, columns), dist])
-        stmt = (sql.SQL("SELECT {} FROM {}").format(select, self._ident(name)) + where
-                + sql.SQL(" ORDER BY {} LIMIT %s").format(dist))
-        queries = list(q) if many else [q]
-        pieces = []
-        with self._translate(name, "search"), self._connection() as conn:
-            for i, one in enumerate(queries):
-                lit = _vector_literal(one)
-                args = [lit, *wparams, lit, k]
-                rows = self._run_search(conn, stmt, args, settings, exact, f is not None)
-                if not exact and len(rows) < k:
-                    # the index ran out of candidates (a selective filter, or k above the
-                    # largest ef_search of 1000): exact search when more rows match
-                    counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-                        self._ident(name)) + where, wparams).fetchone()
-                    assert counted is not None  # count(*) returns one row
-                    n = counted[0]
-                    if n > len(rows):
-                        rows = self._run_search(conn, stmt, args, settings, True, True)
-                pieces.append((i, rows))
-        return self._shape(pieces, fields, vec, many)
+        def plan(info: TableInfo) -> Any:
+            return plan_search(self, info, query, k, vector_column, filter, columns, exact,
+                               params)
 
-    @staticmethod
-    def _search_settings(params: dict[str, Any], k: int) -> dict[str, str]:
-        out: dict[str, str] = {}
-        ef = params.get("ef_search", params.get("ef"))
-        if ef is not None and (not isinstance(ef, int) or isinstance(ef, bool) or ef <= 0):
-            raise InvalidOption(f"ef_search must be a positive integer, got {ef!r}")
-        # HNSW returns at most ef_search rows: never ask for fewer than k
-        out["hnsw.ef_search"] = str(min(max(ef or 40, k), 1000))
-        if "probes" in params:
-            probes = params["probes"]
-            if not isinstance(probes, int) or isinstance(probes, bool) or probes <= 0:
-                raise InvalidOption(f"probes must be a positive integer, got {probes!r}")
-            out["ivfflat.probes"] = str(probes)
-        return out
-
-    def _run_search(self, conn: psycopg.Connection, stmt: sql.Composable, args: list[Any],
-                    settings: dict[str, str], exact: bool, filtered: bool) -> list[tuple]:
-        with conn.transaction():
-            local = dict(settings)
-            if exact:
-                local["enable_indexscan"] = "off"
-                local["enable_bitmapscan"] = "off"
-            elif filtered and self._iterative:
-                local["hnsw.iterative_scan"] = "strict_order"
-                local["ivfflat.iterative_scan"] = "relaxed_order"
-            for key, value in local.items():
-                conn.execute("SELECT set_config(%s, %s, true)", [key, value])
-            cur = self._cursor(conn)
-            cur.execute(stmt, args)
-            return cur.fetchall()
-
-    @staticmethod
-    def _shape(pieces: list[tuple[int, list[tuple]]], fields: list[pa.Field], vec: VectorColumn,
-               many: bool) -> pa.Table:
-        rows = [r for _, rs in pieces for r in rs]
-        ncol = len(fields)
-        cols = list(zip(*rows, strict=True)) if rows else [() for _ in range(ncol + 1)]
-        arrays = [_decode_column(list(c), f) for c, f in zip(cols[:ncol], fields, strict=True)]
-        d = np.asarray(cols[ncol], dtype=np.float64)
-        if vec.metric is Metric.COSINE:
-            d = 1.0 - d
-        elif vec.metric is Metric.DOT:
-            d = -d
-        names = [f.name for f in fields]
-        out = pa.table([*arrays, pa.array(d, pa.float64())],
-                       names=[*names, vec.metric.result_column])
-        if many:
-            qi = np.repeat([i for i, _ in pieces], [len(rs) for _, rs in pieces]).astype(np.int64)
-            out = out.append_column("query_index", pa.array(qi, pa.int64()))
-        return out
+        if self._pipelined_reads:
+            return self._reads.read(name, "search", plan, send_search(self))
+        return search_per_statement(self, plan(self.table_info(name)), name)
 
     # ------------------------------------------------------------------ indexes
     def _indexes(self, conn: psycopg.Connection, name: str) -> list[tuple[str, str, list[str]]]:
