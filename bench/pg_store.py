@@ -18,6 +18,15 @@ with ``maintenance_work_mem`` raised so the HNSW graph is built in memory.
 
     .venv/bin/python -m bench.pg_store            # 200,000 x 384, 200 queries, 5 runs
     .venv/bin/python -m bench.pg_store --quick    # 20,000 x 384, 50 queries
+
+``--descriptions`` measures instead what a call pays for the table's description: per-call
+time of ``store.search`` (top-10, HNSW) and ``store.count`` with the description checked in
+the call's own round trip (the default) and with the earlier path that read it first
+(``store._pipelined_reads = False``), each repeat a fresh process per side, the sides
+alternating so a machine's changing load falls on both; median over the repeats, the
+round trips of one warm call (libpq trace), peak RSS, and whether both found the same ids.
+
+    .venv/bin/python -m bench.pg_store --descriptions   # 20,000 x 384, 200 queries, 5 repeats
 """
 
 from __future__ import annotations
@@ -36,9 +45,10 @@ import numpy as np
 import pyarrow as pa
 
 import vectorstore
-from bench._harness import percentile, report, run_isolated, time_queries
-from bench.store_search import numpy_baseline, recall
+from bench._harness import percentile, report, run_isolated, time_queries, timed
+from bench.store_search import make_data, numpy_baseline, recall
 from vectorstore import VectorColumn, VectorStore
+from vectorstore.testing.roundtrips import RoundTrips
 
 TABLE = "bench_vectors"
 WRITE_BATCH = 20_000
@@ -98,6 +108,63 @@ def query_child(backend: str, target: str, data_dir: str, k: int, repeats: int,
         return time_queries(search, queries, repeats)
 
 
+def descriptions_child(dsn: str, data_dir: str, pipelined: bool, k: int) -> dict[str, Any]:
+    """One pass of searches and as many counts on one side (pipelined or the earlier path):
+    median seconds per call, the round trips of one warm call, the ids found."""
+    queries = np.load(Path(data_dir) / "q.npy")
+    with vectorstore.connect(dsn, schema="bench", pool_min_size=1, pool_max_size=1) as store:
+        store._pipelined_reads = pipelined  # type: ignore[attr-defined]  # a PgVectorStore
+
+        def search(q: np.ndarray) -> np.ndarray:
+            return store.search(TABLE, q, k=k, columns=["id"]).column("id").to_numpy()
+
+        res = time_queries(search, queries, 1)
+        counts = timed(lambda: store.count(TABLE), len(queries))
+        trips = RoundTrips(store, Path(data_dir) / f"trace-{os.getpid()}")
+        return {"search_s": statistics.median(res["runs"][0]),
+                "count_s": statistics.median(counts),
+                "search_trips": trips.of(lambda: search(queries[0])),
+                "count_trips": trips.of(lambda: store.count(TABLE)), "ids": res["ids"]}
+
+
+def descriptions(args: argparse.Namespace) -> None:
+    n = args.rows or 20_000
+    nq = args.queries or 200
+    k = 10
+    with tempfile.TemporaryDirectory(prefix="kindred-bench-pgdesc-") as tmpdir:
+        tmp = Path(tmpdir)
+        x, q = make_data(n, args.dim, n_queries=nq)
+        np.save(tmp / "x.npy", x)
+        np.save(tmp / "q.npy", q)
+        with _postgres(tmp) as dsn:
+            run_isolated(write_child, "pgvector", dsn, str(tmp), 1)
+            run_isolated(index_child, "pgvector", dsn)
+            sides: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+            peaks: dict[bool, float] = {True: 0.0, False: 0.0}
+            for r in range(args.repeats):
+                for pipelined in ((False, True) if r % 2 == 0 else (True, False)):
+                    res, peak = run_isolated(descriptions_child, dsn, str(tmp), pipelined, k)
+                    sides[pipelined].append(res)
+                    peaks[pipelined] = max(peaks[pipelined], peak)
+    same = all(np.array_equal(a["ids"], b["ids"]) for a in sides[True] for b in sides[False])
+    med = {p: {m: statistics.median(r[m] for r in sides[p]) for m in ("search_s", "count_s")}
+           for p in sides}
+    rows = []
+    for p, label in ((False, "description read first (earlier path)"),
+                     (True, "description checked in the call's round trip")):
+        rows.append({"mode": label, "search_ms": med[p]["search_s"] * 1e3,
+                     "search_vs_earlier": med[p]["search_s"] / med[False]["search_s"],
+                     "search_round_trips": sides[p][0]["search_trips"],
+                     "count_ms": med[p]["count_s"] * 1e3,
+                     "count_vs_earlier": med[p]["count_s"] / med[False]["count_s"],
+                     "count_round_trips": sides[p][0]["count_trips"],
+                     "same_ids": same, "peak_rss_mib": peaks[p]})
+    title = (f"pgvector per-call cost of the table description: {n:,} x {args.dim}, HNSW, "
+             f"top-{k} cosine, {nq} searches and counts per repeat, median of {args.repeats} "
+             "repeats (sides alternating, a fresh process each)")
+    report(title, rows, json_out=args.json)
+
+
 def _stats(runs: list[list[float]]) -> dict[str, float]:
     return {"p50_ms": statistics.median(percentile(r, 50) for r in runs) * 1e3,
             "p95_ms": statistics.median(percentile(r, 95) for r in runs) * 1e3}
@@ -131,8 +198,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-k", type=int, default=100)
     p.add_argument("--ef-search", type=int, action="append",
                    help="pgvector hnsw.ef_search values to measure (default 100 and 200)")
+    p.add_argument("--descriptions", action="store_true",
+                   help="per-call cost of the table description: checked in the call's round "
+                        "trip vs read first (see the module docstring)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.descriptions:
+        descriptions(args)
+        return
     n = args.rows or (20_000 if args.quick else 200_000)
     nq = args.queries or (50 if args.quick else 200)
     efs = args.ef_search or [100, 200]

@@ -5,7 +5,6 @@ earlier path that read the description first (``store._pipelined_reads = False``
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 from collections.abc import Iterator
@@ -16,54 +15,14 @@ import psycopg
 import pyarrow as pa
 import pytest
 from psycopg import sql
-from psycopg.pq import Trace
 
 import vectorstore as vs
 from vectorstore import VectorColumn
+from vectorstore.testing.roundtrips import RoundTrips
 
 pytestmark = pytest.mark.pgvector
 
 N = 60
-
-
-class RoundTrips:
-    """Counts the network round trips of a store whose pool holds one connection: libpq
-    traces every protocol message, and each time the server answers after the client sent
-    something is one round trip (the pool's check of the connection included)."""
-
-    def __init__(self, store: vs.VectorStore, path: Path) -> None:
-        assert store._db.pool.max_size == 1  # type: ignore[attr-defined]  # pgvector store
-        with store._db.pool.connection() as conn:  # type: ignore[attr-defined]
-            self._conn = conn
-        self._path = path
-
-    @contextlib.contextmanager
-    def counting(self) -> Iterator[list[int]]:
-        out: list[int] = []
-        with open(self._path, "w") as f:
-            self._conn.pgconn.trace(f.fileno())
-            self._conn.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS)
-            try:
-                yield out
-            finally:
-                self._conn.pgconn.untrace()
-        out.append(self.parse(self._path.read_text()))
-
-    @staticmethod
-    def parse(trace: str) -> int:
-        trips, last = 0, None
-        for line in trace.splitlines():
-            side = line.split("\t", 1)[0]
-            if side == "B" and last == "F":
-                trips += 1
-            if side in ("F", "B"):
-                last = side
-        return trips
-
-    def of(self, fn: object) -> int:
-        with self.counting() as n:
-            fn()  # type: ignore[operator]
-        return n[0]
 
 
 def _schema() -> str:

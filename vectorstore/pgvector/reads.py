@@ -1,18 +1,19 @@
-"""Reads whose table description is checked in the same round trip as the read itself.
+"""Reads whose table description is checked by the read's own statements.
 
 A read (search, count, lookup) is planned from the table's description: the columns it
 selects, the filter it compiles, the vector column and its metric. Reading the description
 before every read would cost a round trip to the server each time, so the store keeps each
 table's last description with the catalogue row version it was read at (its ``xmin``: every
-save of a description writes a new row version), and sends the version check together with
-the read's statements in one psycopg pipeline (one network round trip), inside one
-repeatable-read transaction so the check and the read see the same snapshot.
+save of a description writes a new row version), and every statement of a read carries the
+version it ran against as an extra column: the check and the rows come from one statement,
+so one snapshot, and the read stays one round trip (several statements are sent as one
+psycopg pipeline).
 
 When the version differs (this or another connection changed the description, or dropped
-the table), the read's result is discarded and the read is planned again from the
-description read in the same snapshot as its statements, so a stale description is never
-used. A failed read with a stale description is redone the same way; with a current one,
-its error is the caller's.
+the table), the rows are discarded and the read is planned again from the description read
+now, so a stale description is never used. A read that fails with a stale description is
+redone the same way; with a current one, its error is the caller's. Scans check the version
+with their transaction's BEGIN instead (:meth:`PipelinedReads.snapshot`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import psycopg
 from psycopg import errors as pgerr
@@ -35,13 +37,22 @@ from .connections import CATALOG
 if TYPE_CHECKING:
     from .store import PgVectorStore
 
-P = TypeVar("P")
 R = TypeVar("R")
-# queues a planned read's statements on a connection in pipeline mode; returns the function
-# that collects their results once the pipeline has been synced
-Send = Callable[[psycopg.Connection, P], Callable[[], R]]
 
 _BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+_ATTEMPTS = 4
+
+
+@dataclass
+class Read(Generic[R]):
+    """A read planned from a description: row-returning statements (each run with the
+    version check added), a settings statement sent before them (in the same implicit
+    transaction, so ``set_config(..., true)`` holds for them), and what makes the answer
+    of their rows (given the connection, idle again, for any follow-up statement)."""
+
+    statements: list[tuple[sql.Composed, list[Any]]]
+    finish: Callable[[psycopg.Connection, list[list[tuple]]], R]
+    setup: sql.Composed | None = None
 
 
 class DescriptionCache:
@@ -93,14 +104,6 @@ def _pipelined(conn: psycopg.Connection, queue: Callable[[], R]) -> tuple[R | No
     return out, err
 
 
-def _first_text(cur: Any) -> str | None:
-    try:
-        row = cur.fetchone()
-    except psycopg.Error:
-        return None  # no result: the pipeline stopped before this statement
-    return None if row is None else str(row[0])
-
-
 class PipelinedReads:
     """The checked reads of one store (see the module docstring)."""
 
@@ -111,82 +114,84 @@ class PipelinedReads:
         self._version_sql = sql.SQL("SELECT xmin::text FROM {} WHERE name = %s").format(catalog)
         self._described_sql = sql.SQL(
             "SELECT xmin::text, description FROM {} WHERE name = %s").format(catalog)
+        # one row at least (the version) however many the read returns; its own rows have
+        # _kindred_found = 1
+        self._versioned = sql.SQL(
+            "SELECT ({version}), s.* FROM (SELECT 1) AS one LEFT JOIN (SELECT 1 AS "
+            "_kindred_found, q.* FROM ({read}) AS q) AS s ON true")
 
-    def read(self, name: str, action: str, plan: Callable[[TableInfo], P], send: Send[P, R]) -> R:
+    def read(self, name: str, action: str, plan: Callable[[TableInfo], Read[R]]) -> R:
         """Plan a read from the table's description and run it: one round trip when the
-        cached description is current, two more when it is not (or none is cached)."""
+        cached description is current, one more to read it when it is not (or none is)."""
         check_name(name, "table name")
         store = self._store
         with store._translate(name, action), store._connection() as conn:
-            entry = self.cache.get(name)
-            if entry is not None:
-                done, result = self._checked(conn, name, entry, plan, send)
-                if done:
-                    return result  # type: ignore[return-value]  # done means a result
+            entry, fresh = self.cache.get(name), False
+            for _ in range(_ATTEMPTS):
+                if entry is None:
+                    entry, fresh = self._describe(conn, name), True
+                token, info = entry
+                try:
+                    planned = plan(info)
+                except StoreError:
+                    if fresh:
+                        raise
+                    entry = None  # the cached description may refuse what the current accepts
+                    continue
+                versions, rows, err = self._run(conn, name, planned)
+                if err is None and versions == {token}:
+                    return planned.finish(conn, rows)
+                if err is not None and (isinstance(err, psycopg.OperationalError)
+                                        or (fresh and self._describe(conn, name)[0] == token)):
+                    raise err  # with the current description (or the server went): real
                 self.cache.forget(name)
-            return self._fresh(conn, name, plan, send)
+                entry = None
+        raise StoreError(f"{action} on table {name!r}: its description changed on each of "
+                         f"{_ATTEMPTS} attempts (another connection altering it meanwhile)")
 
-    def _checked(self, conn: psycopg.Connection, name: str, entry: tuple[str, TableInfo],
-                 plan: Callable[[TableInfo], P], send: Send[P, R]) -> tuple[bool, R | None]:
-        """The read planned from the cached description, with the version check in the same
-        pipeline; ``(False, None)`` when the description was not current."""
-        token, info = entry
-        try:
-            planned = plan(info)
-        except StoreError:
-            return False, None  # the cached description may refuse what the current accepts
+    def _describe(self, conn: psycopg.Connection, name: str) -> tuple[str, TableInfo]:
+        row = conn.execute(self._described_sql, [name]).fetchone()
+        if row is None:
+            self.cache.forget(name)
+            raise TableNotFound(f"table {name!r} does not exist in schema "
+                                f"{self._store.schema!r}")
+        entry = (str(row[0]), self._store._info_from(name, str(row[1])))
+        self.cache.put(name, *entry)
+        return entry
 
-        def queue() -> tuple[Any, Callable[[], R]]:
-            conn.execute(_BEGIN)
-            version = conn.cursor()
-            version.execute(self._version_sql, [name])
-            collect = send(conn, planned)
-            conn.execute("COMMIT")
-            return version, collect
+    def _run(self, conn: psycopg.Connection, name: str, planned: Read[R]
+             ) -> tuple[set[str | None], list[list[tuple]], Exception | None]:
+        """The read's statements with the version column: the versions they saw, their own
+        rows, and the first error (one round trip; a pipeline when several statements)."""
 
-        with _ends_transaction(conn):
-            out, err = _pipelined(conn, queue)
-        current = out is not None and _first_text(out[0]) == token
-        if err is not None:
-            if current or isinstance(err, psycopg.OperationalError):
-                raise err  # the description was current (or the server went): a real error
-            return False, None
-        assert out is not None  # no error: queue returned
-        return (True, out[1]()) if current else (False, None)
+        def queue() -> list[Any]:
+            if planned.setup is not None:
+                conn.execute(planned.setup)
+            cursors = []
+            for stmt, params in planned.statements:
+                cursors.append(self._store._cursor(conn))
+                cursors[-1].execute(self._versioned.format(version=self._version_sql, read=stmt),
+                                    [name, *params])
+            return cursors
 
-    def _fresh(self, conn: psycopg.Connection, name: str, plan: Callable[[TableInfo], P],
-               send: Send[P, R]) -> R:
-        """The description and the read in one snapshot (two round trips); cached after."""
-
-        def describe() -> Any:
-            conn.execute(_BEGIN)
-            cur = conn.cursor()
-            cur.execute(self._described_sql, [name])
-            return cur
-
-        with _ends_transaction(conn):
-            cur, err = _pipelined(conn, describe)
-            if err is not None or cur is None:
-                raise err or StoreError("the pipeline ended without a result")
-            row = cur.fetchone()
-            if row is None:
-                self.cache.forget(name)
-                raise TableNotFound(f"table {name!r} does not exist in schema "
-                                    f"{self._store.schema!r}")
-            token, info = str(row[0]), self._store._info_from(name, str(row[1]))
-            planned = plan(info)
-
-            def run() -> Callable[[], R]:
-                collect = send(conn, planned)
-                conn.execute("COMMIT")
-                return collect
-
-            collect, err = _pipelined(conn, run)
-            if err is not None:
-                raise err
-        self.cache.put(name, token, info)
-        assert collect is not None  # no error: run returned
-        return collect()
+        cursors: list[Any] | None
+        err: Exception | None = None
+        if planned.setup is None and len(planned.statements) == 1:
+            try:
+                cursors = queue()
+            except psycopg.Error as exc:
+                cursors, err = None, exc
+        else:
+            cursors, err = _pipelined(conn, queue)
+        if err is not None or cursors is None:
+            return set(), [], err
+        versions: set[str | None] = set()
+        rows = []
+        for cur in cursors:
+            got = cur.fetchall()
+            versions.add(got[0][0])
+            rows.append([r[2:] for r in got if r[1] is not None])
+        return versions, rows, None
 
     @contextlib.contextmanager
     def snapshot(self, conn: psycopg.Connection, name: str) -> Iterator[TableInfo]:

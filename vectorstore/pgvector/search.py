@@ -1,5 +1,5 @@
 """The pgvector backend's search: the statement planned from the table's description, run
-for every query of a call in one pipeline with the description check (:mod:`.reads`), and
+for every query of a call in one round trip with the description check (:mod:`.reads`), and
 the rows shaped into the store's one meaning of ``score`` / ``distance``.
 
 ``search_per_statement`` is the earlier path (the description read first, then each query
@@ -8,7 +8,7 @@ in its own transaction, one round trip per statement), kept for the benchmark's 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from ..base import FilterLike
 from ..errors import InvalidOption
 from ..schema import Metric, TableInfo, VectorColumn
 from .decode import _decode_column
+from .reads import Read
 
 if TYPE_CHECKING:
     from .store import PgVectorStore
@@ -116,31 +117,21 @@ def run_search(store: PgVectorStore, conn: psycopg.Connection, stmt: sql.Compose
         return cur.fetchall()
 
 
-def send_search(store: PgVectorStore) -> Callable[[psycopg.Connection, SearchPlan],
-                                                  Callable[[], pa.Table]]:
-    """The :mod:`.reads` sender of a search: the settings (local to the read's transaction)
-    and every query's statement queued at once; the collector tops up short answers."""
+def search_read(store: PgVectorStore, plan: SearchPlan) -> Read[pa.Table]:
+    """The :mod:`.reads` form of a search: its settings, then every query's statement (one
+    round trip for them all); the answer tops up the queries short of ``k``."""
+    local = _local_settings(store, plan.settings, plan.exact, plan.filtered)
+    setup = sql.SQL("SELECT {}").format(sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
+        for k, v in local.items()))
 
-    def send(conn: psycopg.Connection, plan: SearchPlan) -> Callable[[], pa.Table]:
-        local = _local_settings(store, plan.settings, plan.exact, plan.filtered)
-        conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
-            sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
-            for k, v in local.items())))
-        cursors = []
-        for args in plan.args:
-            cur = store._cursor(conn)
-            cur.execute(plan.stmt, args)
-            cursors.append(cur)
+    def finish(conn: psycopg.Connection, rows: list[list[tuple]]) -> pa.Table:
+        pieces = list(enumerate(rows))
+        if not plan.exact and any(len(r) < plan.k for r in rows):
+            pieces = _top_up(store, conn, plan, pieces)
+        return shape(pieces, plan.fields, plan.vec, plan.many)
 
-        def collect() -> pa.Table:
-            pieces = [(i, cur.fetchall()) for i, cur in enumerate(cursors)]
-            if not plan.exact and any(len(rows) < plan.k for _, rows in pieces):
-                pieces = _top_up(store, conn, plan, pieces)
-            return shape(pieces, plan.fields, plan.vec, plan.many)
-
-        return collect
-
-    return send
+    return Read([(plan.stmt, args) for args in plan.args], finish, setup)
 
 
 def _top_up(store: PgVectorStore, conn: psycopg.Connection, plan: SearchPlan,

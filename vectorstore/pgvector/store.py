@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,8 +50,8 @@ from .codec import _COPY_ROWS, _COPY_SIGNATURE, _COPY_TRAILER, _check_text, enco
 from .connections import CATALOG, PgConnections, _split_uri
 from .decode import _decode_column
 from .filter import compile_filter
-from .reads import PipelinedReads
-from .search import plan_search, search_per_statement, send_search
+from .reads import PipelinedReads, Read
+from .search import plan_search, search_per_statement, search_read
 from .txn import PgTransaction
 from .types import pg_type
 
@@ -251,20 +251,18 @@ class PgVectorStore(VectorStore):
 
     # ------------------------------------------------------------------ reads
     def count(self, name: str, filter: FilterLike = None) -> int:
-        def plan(info: TableInfo) -> tuple[sql.Composed, list[Any]]:
+        def plan(info: TableInfo) -> Read[int]:
             where, params = self._where(info, filter)
-            return sql.SQL("SELECT count(*) FROM {}").format(self._ident(name)) + where, params
-
-        def send(conn: psycopg.Connection, planned: Any) -> Callable[[], int]:
-            cur = conn.cursor()
-            cur.execute(*planned)
-            return lambda: int(cur.fetchone()[0])  # type: ignore[index]  # count(*): one row
+            stmt = sql.SQL("SELECT count(*) FROM {}").format(self._ident(name)) + where
+            return Read([(stmt, params)], lambda conn, rows: int(rows[0][0][0]))
 
         if self._pipelined_reads:
-            return self._reads.read(name, "count", plan, send)
+            return self._reads.read(name, "count", plan)
         planned = plan(self.table_info(name))
         with self._translate(name, "count"), self._connection() as conn:
-            return send(conn, planned)()
+            row = conn.execute(*planned.statements[0]).fetchone()
+            assert row is not None  # count(*) returns one row
+            return int(row[0])
 
     def lookup(self, name: str, keys: pa.Array, *, columns: Sequence[str] | None = None,
                key: str | None = None) -> pa.Table:
@@ -272,37 +270,29 @@ class PgVectorStore(VectorStore):
             return super().lookup(name, keys, columns=columns, key=key)
         values = [v for v in pa.array(keys).unique().to_pylist() if v is not None]
 
-        def plan(info: TableInfo) -> tuple[list[pa.Field], list[tuple[sql.Composed, list]]]:
+        def plan(info: TableInfo) -> Read[pa.Table]:
             k = key or info.key
             if k is None:
                 raise StoreError(f"table {name!r} has no key column: name one with key=")
             cols = list(dict.fromkeys([k, *(columns if columns is not None else
                                             info.schema.names)]))
             info.check_columns(cols)
+            fields = [info.schema.field(c) for c in cols]
             select = sql.SQL("SELECT {} FROM {}").format(
                 sql.SQL(", ").join(map(sql.Identifier, cols)), self._ident(name))
             stmts = []
             for i in range(0, len(values), 4096):  # as many values per statement as before
                 where, params = self._where(info, In(k, tuple(values[i:i + 4096])))
                 stmts.append((select + where, params))
-            return [info.schema.field(c) for c in cols], stmts
 
-        def send(conn: psycopg.Connection, planned: Any) -> Callable[[], pa.Table]:
-            fields, stmts = planned
-            cursors = []
-            for stmt, params in stmts:
-                cursors.append(self._cursor(conn))
-                cursors[-1].execute(stmt, params)
-
-            def collect() -> pa.Table:
-                if not cursors:
+            def finish(conn: psycopg.Connection, rows: list[list[tuple]]) -> pa.Table:
+                if not rows:
                     return pa.table({f.name: pa.array([], f.type) for f in fields})
-                return pa.Table.from_batches([self._to_batch(c.fetchall(), fields)
-                                              for c in cursors])
+                return pa.Table.from_batches([self._to_batch(r, fields) for r in rows])
 
-            return collect
+            return Read(stmts, finish)
 
-        return self._reads.read(name, "lookup", plan, send)
+        return self._reads.read(name, "lookup", plan)
 
     def _to_batch(self, rows: list[tuple[Any, ...]], fields: list[pa.Field]) -> pa.RecordBatch:
         cols = list(zip(*rows, strict=True)) if rows else [() for _ in fields]
@@ -355,13 +345,15 @@ class PgVectorStore(VectorStore):
     def search(self, name: str, query: Any, *, k: int = 10, vector_column: str | None = None,
                filter: FilterLike = None, columns: Sequence[str] | None = None,
                exact: bool = False, params: dict[str, Any] | None = None) -> pa.Table:
-        def plan(info: TableInfo) -> Any:
-            return plan_search(self, info, query, k, vector_column, filter, columns, exact,
-                               params)
+        def plan(info: TableInfo) -> Read[pa.Table]:
+            return search_read(self, plan_search(self, info, query, k, vector_column, filter,
+                                                 columns, exact, params))
 
         if self._pipelined_reads:
-            return self._reads.read(name, "search", plan, send_search(self))
-        return search_per_statement(self, plan(self.table_info(name)), name)
+            return self._reads.read(name, "search", plan)
+        return search_per_statement(self, plan_search(self, self.table_info(name), query, k,
+                                                      vector_column, filter, columns, exact,
+                                                      params), name)
 
     # ------------------------------------------------------------------ indexes
     def _indexes(self, conn: psycopg.Connection, name: str) -> list[tuple[str, str, list[str]]]:
