@@ -24,7 +24,8 @@ time of ``store.search`` (top-10, HNSW) and ``store.count`` with the description
 the call's own round trip (the default) and with the earlier path that read it first
 (``store._pipelined_reads = False``), each repeat a fresh process per side, the sides
 alternating so a machine's changing load falls on both; median over the repeats, the
-round trips of one warm call (libpq trace), peak RSS, and whether both found the same ids.
+round trips of one warm call (libpq trace), peak RSS, whether both found the same ids, and
+the median over repeats of the ratio within a repeat (both sides ran back to back).
 
     .venv/bin/python -m bench.pg_store --descriptions   # 20,000 x 384, 200 queries, 5 repeats
 """
@@ -149,14 +150,22 @@ def descriptions(args: argparse.Namespace) -> None:
     same = all(np.array_equal(a["ids"], b["ids"]) for a in sides[True] for b in sides[False])
     med = {p: {m: statistics.median(r[m] for r in sides[p]) for m in ("search_s", "count_s")}
            for p in sides}
+    # each repeat ran both sides back to back: the ratio within a repeat shares its load
+    paired = {m: statistics.median(a[m] / b[m] for a, b in zip(sides[True], sides[False],
+                                                                strict=True))
+              for m in ("search_s", "count_s")}
     rows = []
     for p, label in ((False, "description read first (earlier path)"),
                      (True, "description checked in the call's round trip")):
+        per = sorted(r["search_s"] * 1e3 for r in sides[p])
         rows.append({"mode": label, "search_ms": med[p]["search_s"] * 1e3,
+                     "search_ms_repeats": f"{per[0]:.3g}-{per[-1]:.3g}",
                      "search_vs_earlier": med[p]["search_s"] / med[False]["search_s"],
+                     "search_paired_ratio": paired["search_s"] if p else 1.0,
                      "search_round_trips": sides[p][0]["search_trips"],
                      "count_ms": med[p]["count_s"] * 1e3,
                      "count_vs_earlier": med[p]["count_s"] / med[False]["count_s"],
+                     "count_paired_ratio": paired["count_s"] if p else 1.0,
                      "count_round_trips": sides[p][0]["count_trips"],
                      "same_ids": same, "peak_rss_mib": peaks[p]})
     title = (f"pgvector per-call cost of the table description: {n:,} x {args.dim}, HNSW, "
