@@ -213,3 +213,26 @@ def test_the_answers_are_the_earlier_paths(pg):
             assert a == b
     assert new[2].num_rows == 2 * 12
     assert new[11].column("id").to_pylist() == ["i004"]
+
+
+def test_a_table_made_again_with_other_types_under_prepared_statements(pg_dsn, pg):
+    """psycopg prepares a statement run 5 times; a table dropped and made again by another
+    connection with the same column names but other types would make the prepared statement
+    fail ("cached plan must not change result type"): the read forgets them and is redone."""
+    pg.drop_table("items")
+    pg.create_table("items", pa.schema([("id", pa.string())]), key="id",
+                    vectors=[VectorColumn("v", 2)])
+    pg.write("items", pa.table({"id": ["a"], "v": _vec(np.array([[1, 0]]))}))
+    for _ in range(7):
+        pg.search("items", [1, 0], k=1)
+        pg.lookup("items", pa.array(["a"]))
+    other = _other(pg_dsn, pg)
+    try:
+        other.drop_table("items")
+        other.create_table("items", pa.schema([("id", pa.int64())]), key="id",
+                           vectors=[VectorColumn("v", 2)])
+        other.write("items", pa.table({"id": [1], "v": _vec(np.array([[1, 0]]))}))
+    finally:
+        other.close()
+    assert pg.search("items", [1, 0], k=1).to_pylist() == [{"id": 1, "score": 1.0}]
+    assert pg.lookup("items", pa.array([1])).to_pylist() == [{"id": 1, "v": [1.0, 0.0]}]

@@ -41,6 +41,7 @@ R = TypeVar("R")
 
 _BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 _ATTEMPTS = 4
+_STALE_PLAN = "cached plan must not change result type"
 
 
 @dataclass
@@ -141,6 +142,13 @@ class PipelinedReads:
                 versions, rows, err = self._run(conn, name, planned)
                 if err is None and versions == {token}:
                     return planned.finish(conn, rows)
+                if isinstance(err, pgerr.FeatureNotSupported) and _STALE_PLAN in str(err):
+                    # the table was made again with other column types: this connection's
+                    # prepared statements of the same text are stale; psycopg forgets them
+                    # on seeing DEALLOCATE ALL
+                    conn.execute("DEALLOCATE ALL")
+                    entry = None
+                    continue
                 if err is not None and (isinstance(err, psycopg.OperationalError)
                                         or (fresh and self._describe(conn, name)[0] == token)):
                     raise err  # with the current description (or the server went): real
