@@ -84,6 +84,7 @@ def test_a_warm_read_takes_two_round_trips_the_earlier_path_seven(pg, trips):
         "two queries": trips.of(lambda: pg.search("items", Q, k=5, columns=["id"])),
         "exact": trips.of(lambda: pg.search("items", Q[0], k=5, exact=True)),
         "count": trips.of(lambda: t.count("region = 'EU'")),
+        "null_count": trips.of(lambda: t.null_count("region")),
         "lookup": trips.of(lambda: t.lookup(pa.array(["i001", "i002", "zz"]))),
     }
     # the pool's check of the connection, then the description check and the read together
@@ -192,7 +193,7 @@ def test_the_answers_are_the_earlier_paths(pg):
             pg.search("items", Q[0], k=4, columns=["id", "v"]),
             pg.search("items", Q[0], k=5, filter="n > 1000"),
             pg.count("items"), pg.count("items", "region = 'EU' AND n > 20"),
-            pg.null_count("items", "region"),
+            pg.null_count("items", "region"), pg.null_count("items", "v"),
             pg.lookup("items", keys).sort_by("id"),
             pg.lookup("items", keys, columns=["n"], key="id").sort_by("id"),
             pg.lookup("items", many),
@@ -212,7 +213,11 @@ def test_the_answers_are_the_earlier_paths(pg):
         else:
             assert a == b
     assert new[2].num_rows == 2 * 12
-    assert new[11].column("id").to_pylist() == ["i004"]
+    for p in (True, False):
+        pg._pipelined_reads = p
+        with pytest.raises(vs.ColumnNotFound):
+            pg.null_count("items", "nope")
+    assert new[12].column("id").to_pylist() == ["i004"]
 
 
 def test_a_table_made_again_with_other_types_under_prepared_statements(pg_dsn, pg):

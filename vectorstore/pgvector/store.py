@@ -40,7 +40,7 @@ from ..errors import (
     TableNotFound,
 )
 from ..faults import fault_point
-from ..filters import In
+from ..filters import In, IsNull
 from ..names import check_name
 from ..schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
 from ..store_helpers import check_options
@@ -251,7 +251,17 @@ class PgVectorStore(VectorStore):
 
     # ------------------------------------------------------------------ reads
     def count(self, name: str, filter: FilterLike = None) -> int:
+        return self._count(name, filter)
+
+    def null_count(self, name: str, column: str) -> int:
+        if not self._pipelined_reads:
+            return super().null_count(name, column)
+        return self._count(name, IsNull(column), check=column)
+
+    def _count(self, name: str, filter: FilterLike, check: str | None = None) -> int:
         def plan(info: TableInfo) -> Read[int]:
+            if check is not None:
+                info.check_columns([check])
             where, params = self._where(info, filter)
             stmt = sql.SQL("SELECT count(*) FROM {}").format(self._ident(name)) + where
             return Read([(stmt, params)], lambda conn, rows: int(rows[0][0][0]))
