@@ -254,13 +254,6 @@ def test_subprocess_entry_point(toy: tuple[Path, np.ndarray]) -> None:
 
 
 # ---------------------------------------------------------------------- the pipeline commands
-@pytest.fixture(scope="module")
-def bank(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from tests.services._bank import prepared_bank
-
-    return prepared_bank(tmp_path_factory)
-
-
 @pytest.fixture
 def bank_copy(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.services._bank import copy_store
