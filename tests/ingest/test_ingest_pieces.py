@@ -206,6 +206,27 @@ def test_csv_pieces_give_the_block_readers_chunks(tmp_path):
     assert pieces[-1].stop == path.stat().st_size
 
 
+def test_csv_pieces_transcode_and_name_bad_bytes_as_the_block_reader(tmp_path):
+    """A Latin-1 file with CRLF line ends reads the same in pieces; a byte that is not
+    UTF-8 in a late block is refused with the same file line by both."""
+    rows = ["client_id,city"] + [f"c{i},Z\u00fcrich {i}" for i in range(600)]
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("\r\n".join(rows).encode("latin-1") + b"\r\n")
+    src = _csv_source(latin, encoding="latin-1")
+    got, _, n = _pieces_read(src, 64)
+    assert n > 3
+    assert _chunk_rows(got) == _chunk_rows(list(src.chunks(64)))
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes("\n".join(rows[:500]).encode() + b"\nc500,Z\xfcrich\n")
+    messages = []
+    for read in (lambda s: list(s.chunks(64)), lambda s: _pieces_read(s, 64)):
+        with pytest.raises(SourceError) as exc:
+            read(_csv_source(bad))
+        messages.append(str(exc.value))
+    assert messages[0] == messages[1]
+    assert ":501: column 'city'" in messages[0]  # header + 499 rows before it
+
+
 def test_parquet_pieces_cover_every_row_once_in_batches(tmp_path):
     path = _customers_parquet(tmp_path / "c.parquet")
     src = ParquetSource(path)
