@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +41,7 @@ from .freshness import ROW_STAMP, STAMP_TYPE, new_stamp, source_touch
 from .identity import DIGEST_COLUMN, KeyDigests
 from .mapping import Mapping
 from .names import SOURCE_NAMES_KEY, merged_source_names
+from .piecewise import Item, piece_items, plan_pieces
 from .result import IngestResult
 from .runner import LOCAL, Runner, TaskContext, runner_for
 from .sources import DEFAULT_BATCH_ROWS, CsvSource, MalformedRow, Source, open_source
@@ -177,14 +178,22 @@ class _Load:
                                     else e.expected for e in errs),
                 "row_json": texts[i]})
 
-    def stream(self, chunks: Iterator[Any], validator: Validator) -> Iterator[pa.RecordBatch]:
+    def stream(self, chunks: Iterator[Any], validator: Validator,
+               pieces: Iterator[Item] | None = None) -> Iterator[pa.RecordBatch]:
+        """The validated batches of ``chunks`` (converted on the runner), or of ``pieces``
+        (read and converted on the runner, :mod:`ingest.piecewise`)."""
         try:
             # the per-batch map (type conversion and checks) on the runner, in chunk order;
             # the load's state (duplicates, occurrence numbers) is applied here, in order
-            for conv in self.runner.map(_convert_task, chunks, shared=validator.plan):
+            items = pieces if pieces is not None else (
+                (conv, self.src.take_malformed())
+                for conv in self.runner.map(_convert_task, chunks, shared=validator.plan))
+            for conv, malformed in items:
+                self._malformed(malformed)
+                if conv is None:
+                    continue
                 chunk = conv.chunk
                 self.rows_read += chunk.batch.num_rows
-                self._malformed(self.src.take_malformed())
                 checked = validator.resolve(conv)
                 self.unchanged += checked.duplicates
                 if checked.errors:
@@ -343,9 +352,10 @@ def ingest(store: VectorStore, source: Any = None,
     ``progress`` is called after each batch with the rows read so far (the total of a
     streamed source is not known in advance, so the second argument is None).
     ``runner`` (:mod:`ingest.runner`) runs each batch's validation (type conversion and
-    checks, :func:`~ingest.validate.convert_chunk`); reading, de-duplication and the write
-    stay here, in batch order, so every runner writes the same rows and reports the same
-    summary.
+    checks, :func:`~ingest.validate.convert_chunk`); on a distributed runner a Parquet or
+    CSV file is also read there, piece by piece (:mod:`ingest.piecewise`). De-duplication
+    and the write stay here, in batch order, so every runner writes the same rows and
+    reports the same summary.
     """
     if mapping is None:
         raise MappingError("a mapping is required (Mapping, TOML path or dict)")
@@ -381,14 +391,21 @@ def ingest(store: VectorStore, source: Any = None,
                 return load.finish_empty()
     vec_cols = [VectorColumn(n, d) for n, d in plan.vectors.items()
                 if existing is None or n not in existing.vectors]
-    _write(store, load, m, plan, first, chunks, existing, vec_cols)
+    pieces = None
+    split = plan_pieces(src, load.runner, batch_rows) if load.runner.distributed else None
+    if split is not None:  # the workers read the whole file, the first chunk included
+        if isinstance(chunks, Generator):
+            chunks.close()
+        src.take_malformed()
+        pieces = piece_items(load.runner, plan, *split)
+    _write(store, load, m, plan, first, chunks, existing, vec_cols, pieces)
     load.write_rejects()
     return load.result({r: n for n, r in plan.source_names.items() if r not in m.rename})
 
 
 def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
-           chunks: Iterator[Any], existing: TableInfo | None, vec_cols: list[VectorColumn]
-           ) -> None:
+           chunks: Iterator[Any], existing: TableInfo | None, vec_cols: list[VectorColumn],
+           pieces: Iterator[Item] | None = None) -> None:
     """Stream the validated batches into one commit.
 
     A new table is created holding the rows (``create_table(data=...)``). Into an existing
@@ -400,7 +417,7 @@ def _write(store: VectorStore, load: _Load, m: Mapping, plan: Plan, first: Any,
     events = m.table == EVENTS
     validator = Validator(plan, load.src.name, dedupe=events,
                           defer_duplicates=load.on_error == "fail")
-    batches = load.stream(chain([first], chunks), validator)
+    batches = load.stream(chain([first], chunks), validator, pieces)
     stamped = not events and plan.key is not None  # entity rows carry change stamps
     try:
         if existing is None:

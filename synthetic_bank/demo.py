@@ -156,7 +156,7 @@ def _pipeline(k: Any, steps: _Steps, files: dict[str, str], summary: dict[str, A
         steps.n += 1
     else:
         steps.run("embed activity", lambda: k.embed("tabular", include=activity,
-                                                    output="vec_activity"),
+                                                    column="vec_activity"),
                   lambda r: r.details["message"] + " (transaction features, for risk)")
     steps.run("index", lambda: k.index(), lambda r: (
         f"scalar index on {r.details['scalar']}, ANN on "

@@ -25,11 +25,10 @@ import pyarrow as pa
 from . import artifacts as _artifacts
 from . import store_helpers as _helpers
 from .artifacts import ARTIFACT_GRACE, ARTIFACT_TABLE, CONTENT_ADDRESSED
-from .errors import StoreError
 from .filters import Filter
 from .handle import StoreHandle
 from .schema import Capabilities, MetadataPatch, TableInfo, VectorColumn
-from .store_helpers import _check_positions, _sorted_positions
+from .store_helpers import _check_positions, _sorted_positions, lookup_columns
 from .table import Table
 from .txn import Partition, StagedPartition, Transaction, WriteResult
 
@@ -272,12 +271,7 @@ class VectorStore(ABC):
         from .filters import In
 
         info = self.table_info(name)
-        key = key or info.key
-        if key is None:
-            raise StoreError(f"table {name!r} has no key column: name one with key=")
-        cols = list(dict.fromkeys([key, *(columns if columns is not None else
-                                          info.schema.names)]))
-        info.check_columns(cols)
+        key, cols = lookup_columns(info, key, columns)
         values = [v for v in pa.array(keys).unique().to_pylist() if v is not None]
         parts = [self.to_arrow(name, columns=cols, filter=In(key, tuple(values[i:i + 4096])))
                  for i in range(0, len(values), 4096)]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import InvalidOption
+from .errors import InvalidOption, StoreError
 from .filters import Filter, bind, parse_filter
 from .schema import TableInfo, VectorColumn
 
@@ -26,6 +26,38 @@ def check_options(options: dict[str, Any], accepted: set[str] | frozenset[str],
     if unknown:
         raise InvalidOption(f"unknown option(s) {', '.join(unknown)} for the {backend} "
                             f"backend; accepted: {', '.join(sorted(accepted))}")
+
+
+def check_index_params(backend: str, index_type: str | None, default: str,
+                       accepted: dict[str, set[str]], params: dict[str, Any]) -> str:
+    """The upper-cased index type, after checking it and its parameters (names the backend
+    accepts for that type, each a positive integer): one message for every backend."""
+    kind = (index_type or default).upper()
+    if kind not in accepted:
+        raise InvalidOption(f"unknown index type {kind!r} for {backend}; accepted: "
+                            f"{', '.join(accepted)}")
+    unknown = sorted(set(params) - accepted[kind])
+    if unknown:
+        names = ", ".join(sorted(accepted[kind])) or "none"
+        raise InvalidOption(f"unknown {kind} index parameter(s) {', '.join(unknown)}; "
+                            f"accepted: {names}")
+    for key, value in params.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise InvalidOption(f"index parameter {key} must be a positive integer, "
+                                f"got {value!r}")
+    return kind
+
+
+def lookup_columns(info: TableInfo, key: str | None, columns: Sequence[str] | None
+                   ) -> tuple[str, list[str]]:
+    """The key a lookup matches on (``key`` or the table's) and the columns it returns (the
+    key first, then ``columns`` or every column), checked against the table."""
+    key = key or info.key
+    if key is None:
+        raise StoreError(f"table {info.name!r} has no key column: name one with key=")
+    cols = list(dict.fromkeys([key, *(columns if columns is not None else info.schema.names)]))
+    info.check_columns(cols)
+    return key, cols
 
 
 def check_search(scheme: str, info: TableInfo, query: Any, k: int, vector_column: str | None,

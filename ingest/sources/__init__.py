@@ -15,6 +15,8 @@ One module per job:
   :mod:`~ingest.sources.jsonl`, :mod:`~ingest.sources.sql`, :mod:`~ingest.sources.frames`:
   the other adapters.
 - :mod:`~ingest.sources.registry`: :func:`detect_kind` and :func:`open_source`.
+- :mod:`~ingest.sources.pieces`: Parquet and CSV files cut into pieces a worker reads on
+  its own, giving the sequential reader's chunks (:mod:`ingest.piecewise` runs them).
 """
 
 from .arrow_ipc import ArrowIpcSource

@@ -104,8 +104,7 @@ class CsvBlockReader(Source):
         """(newline-aligned UTF-8 data bytes, line number of their first line, number of
         newline bytes in them), header skipped."""
         o = self.options
-        enc = o.encoding.lower().replace("-", "").replace("_", "")
-        transcode = enc not in ("utf8", "ascii", "usascii")
+        transcode = self._transcodes()
         line = 2
         tail = b""
         header_done = False
@@ -133,23 +132,33 @@ class CsvBlockReader(Source):
                 else:
                     block, tail = buf, b""
                 if block:
-                    if transcode:
-                        try:
-                            out = block.decode(o.encoding).encode("utf-8")
-                        except UnicodeDecodeError as exc:
-                            raise self._encoding_error(block, line, exc) from None
-                    else:
-                        out = block
-                        if not _valid_utf8(block):
-                            try:
-                                block.decode("utf-8")
-                            except UnicodeDecodeError as exc:
-                                raise self._encoding_error(block, line, exc) from None
-                    newlines = int(np.count_nonzero(np.frombuffer(out, dtype=np.uint8) == 10))
+                    out, newlines = self._utf8_block(block, line, transcode)
                     yield out, line, newlines
                     line += newlines
                 if not data:
                     return
+
+    def _transcodes(self) -> bool:
+        """Whether blocks are transcoded to UTF-8 (an encoding other than UTF-8 or ASCII)."""
+        enc = self.options.encoding.lower().replace("-", "").replace("_", "")
+        return enc not in ("utf8", "ascii", "usascii")
+
+    def _utf8_block(self, block: bytes, line: int, transcode: bool) -> tuple[bytes, int]:
+        """A newline-aligned block (starting on file line ``line``) as UTF-8, checked, with
+        the number of newline bytes in it."""
+        if transcode:
+            try:
+                out = block.decode(self.options.encoding).encode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise self._encoding_error(block, line, exc) from None
+        else:
+            out = block
+            if not _valid_utf8(block):
+                try:
+                    block.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise self._encoding_error(block, line, exc) from None
+        return out, int(np.count_nonzero(np.frombuffer(out, dtype=np.uint8) == 10))
 
     def _encoding_error(self, block: bytes, first_line: int,
                         exc: UnicodeDecodeError) -> SourceError:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from services.cli import main
@@ -19,13 +18,6 @@ def run(*args: str, store: Path, ok: bool = True) -> tuple[int, str, str]:
     if ok:
         assert res.exit_code == 0, f"{argv}: {res.stdout}\n{res.stderr}"
     return res.exit_code, res.stdout, res.stderr
-
-
-@pytest.fixture(scope="module")
-def bank(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from tests.services._bank import prepared_bank
-
-    return prepared_bank(tmp_path_factory)
 
 
 def test_old_spellings_warn_once_and_give_the_same_output(bank: tuple[Path, Path]) -> None:

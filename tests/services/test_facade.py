@@ -15,19 +15,7 @@ from ingest.errors import MappingError, SourceError
 from services.errors import EvaluationError, ServiceError, StoreMissing, UnknownProduct
 from services.facade import Kindred
 from services.models import IngestResult, StoreStats
-from tests.services._bank import N_CUSTOMERS, copy_store, prepared_bank
-
-
-@pytest.fixture(scope="module")
-def bank(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return prepared_bank(tmp_path_factory)
-
-
-@pytest.fixture
-def kindred(bank: tuple[Path, Path]) -> Kindred:
-    k = Kindred(str(bank[1]))
-    yield k
-    k.close()
+from tests.services._bank import N_CUSTOMERS, copy_store
 
 
 def test_open_by_uri_or_borrow_an_open_store(tmp_path: Path) -> None:

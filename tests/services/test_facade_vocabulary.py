@@ -12,19 +12,7 @@ import pytest
 
 from services.errors import ServiceError, StoreMissing
 from services.facade import Kindred
-from tests.services._bank import copy_store, prepared_bank
-
-
-@pytest.fixture(scope="module")
-def bank(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return prepared_bank(tmp_path_factory)
-
-
-@pytest.fixture
-def kindred(bank: tuple[Path, Path]) -> Kindred:
-    k = Kindred(str(bank[1]))
-    yield k
-    k.close()
+from tests.services._bank import copy_store
 
 
 # ---------------------------------------------------------------------- opening a store

@@ -22,6 +22,7 @@ from ..conform import conform
 from ..errors import InvalidOption, SchemaMismatch, StoreError
 from ..filters import IsNull
 from ..schema import TableInfo
+from ..store_helpers import lookup_columns
 from ..txn import Partition, StagedPartition
 from .fields import Fields
 from .filter import compile_filter
@@ -153,12 +154,7 @@ class LancePartitions:
         by its scalar index when there is one, by a scan of that column otherwise)."""
         ds = self._dataset(name)
         info = read_description(name, ds.schema)
-        key = key or info.key
-        if key is None:
-            raise StoreError(f"table {name!r} has no key column: name one with key=")
-        cols = list(dict.fromkeys([key, *(columns if columns is not None else
-                                          info.schema.names)]))
-        info.check_columns(cols)
+        key, cols = lookup_columns(info, key, columns)
         values = pa.array(keys)
         typ = info.schema.field(key).type
         values = values.filter(values.is_valid())

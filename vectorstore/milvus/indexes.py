@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InvalidOption, StoreError
+from ..store_helpers import check_index_params
 from .catalog import CATALOG, PHYSICAL
 from .conn import translate
 from .filter import quote_string
@@ -33,20 +34,8 @@ def create_vector_index(store: MilvusStore, name: str, column: str | None, *,
                         index_type: str | None, replace: bool, **params: Any) -> None:
     d = store._describe(name)
     vec = d.info.vector(column)
-    index_type = (index_type or "HNSW").upper()
-    if index_type not in INDEX_TYPES:
-        raise InvalidOption(f"unknown index type {index_type!r} for Milvus; accepted: "
-                            f"{', '.join(INDEX_TYPES)}")
     params = {_PARAM_ALIASES.get(k, k): v for k, v in params.items()}
-    unknown = sorted(set(params) - _INDEX_PARAMS[index_type])
-    if unknown:
-        accepted = ", ".join(sorted(_INDEX_PARAMS[index_type])) or "none"
-        raise InvalidOption(f"unknown {index_type} index parameter(s) {', '.join(unknown)}; "
-                            f"accepted: {accepted}")
-    for key, value in params.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise InvalidOption(f"index parameter {key} must be a positive integer, "
-                                f"got {value!r}")
+    index_type = check_index_params("Milvus", index_type, "HNSW", _INDEX_PARAMS, params)
     if vec.name in d.indexes and not replace:
         raise StoreError(f"table {name!r}: column {vec.name!r} already has an index "
                          f"({d.indexes[vec.name]['index_type']}); pass replace=True to "

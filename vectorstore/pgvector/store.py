@@ -43,7 +43,7 @@ from ..faults import fault_point
 from ..filters import In, IsNull
 from ..names import check_name
 from ..schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
-from ..store_helpers import check_options
+from ..store_helpers import check_index_params, check_options
 from ..txn import Partition
 from .catalog import PgCatalog
 from .codec import _COPY_ROWS, _COPY_SIGNATURE, _COPY_TRAILER, _check_text, encode_copy_rows
@@ -397,19 +397,7 @@ class PgVectorStore(VectorStore):
                             **params: Any) -> None:
         info = self.table_info(name)
         vec = info.vector(column)
-        index_type = (index_type or "HNSW").upper()
-        if index_type not in INDEX_TYPES:
-            raise InvalidOption(f"unknown index type {index_type!r} for pgvector; accepted: "
-                                f"{', '.join(INDEX_TYPES)}")
-        allowed = _INDEX_PARAMS[index_type]
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            raise InvalidOption(f"unknown {index_type} index parameter(s) {', '.join(unknown)}; "
-                                f"accepted: {', '.join(sorted(allowed))}")
-        for key, value in params.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise InvalidOption(f"index parameter {key} must be a positive integer, "
-                                    f"got {value!r}")
+        index_type = check_index_params("pgvector", index_type, "HNSW", _INDEX_PARAMS, params)
         if index_type == "IVFFLAT" and "lists" not in params:
             params["lists"] = max(1, int(np.sqrt(max(self.count(name), 1))))
         with_: sql.Composable = sql.SQL("")
