@@ -43,7 +43,7 @@ from ..faults import fault_point
 from ..filters import In, IsNull
 from ..names import check_name
 from ..schema import Capabilities, Metric, TableInfo, VectorColumn, new_table_info
-from ..store_helpers import check_index_params, check_options
+from ..store_helpers import check_index_params, check_options, lookup_columns
 from ..txn import Partition
 from .catalog import PgCatalog
 from .codec import _COPY_ROWS, _COPY_SIGNATURE, _COPY_TRAILER, _check_text, encode_copy_rows
@@ -281,12 +281,7 @@ class PgVectorStore(VectorStore):
         values = [v for v in pa.array(keys).unique().to_pylist() if v is not None]
 
         def plan(info: TableInfo) -> Read[pa.Table]:
-            k = key or info.key
-            if k is None:
-                raise StoreError(f"table {name!r} has no key column: name one with key=")
-            cols = list(dict.fromkeys([k, *(columns if columns is not None else
-                                            info.schema.names)]))
-            info.check_columns(cols)
+            k, cols = lookup_columns(info, key, columns)
             fields = [info.schema.field(c) for c in cols]
             select = sql.SQL("SELECT {} FROM {}").format(
                 sql.SQL(", ").join(map(sql.Identifier, cols)), self._ident(name))
