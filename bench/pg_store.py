@@ -25,7 +25,9 @@ the call's own round trip (the default) and with the earlier path that read it f
 (``store._pipelined_reads = False``), each repeat a fresh process per side, the sides
 alternating so a machine's changing load falls on both; median over the repeats, the
 round trips of one warm call (libpq trace), peak RSS, whether both found the same ids, and
-the median over repeats of the ratio within a repeat (both sides ran back to back).
+the median over repeats of the ratio within a repeat (both sides ran back to back); then
+both paths in one process alternating call by call (``--repeats`` passes over the queries),
+the steadiest comparison on a machine whose load changes.
 
     .venv/bin/python -m bench.pg_store --descriptions   # 20,000 x 384, 200 queries, 5 repeats
 """
@@ -128,6 +130,23 @@ def descriptions_child(dsn: str, data_dir: str, pipelined: bool, k: int) -> dict
                 "count_trips": trips.of(lambda: store.count(TABLE)), "ids": res["ids"]}
 
 
+def interleaved_child(dsn: str, data_dir: str, k: int, passes: int) -> dict[bool, float]:
+    """Both paths in one process, alternating call by call (which goes first alternating
+    too), so both see the same load moment by moment: median seconds per search each."""
+    queries = np.load(Path(data_dir) / "q.npy")
+    out: dict[bool, list[float]] = {True: [], False: []}
+    with vectorstore.connect(dsn, schema="bench", pool_min_size=1, pool_max_size=1) as store:
+        store.search(TABLE, queries[0], k=k, columns=["id"])
+        for i in range(passes * len(queries)):
+            q = queries[i % len(queries)]
+            for pipelined in ((True, False) if i % 2 else (False, True)):
+                store._pipelined_reads = pipelined  # type: ignore[attr-defined]
+                t0 = time.perf_counter()
+                store.search(TABLE, q, k=k, columns=["id"])
+                out[pipelined].append(time.perf_counter() - t0)
+    return {p: statistics.median(v) for p, v in out.items()}
+
+
 def descriptions(args: argparse.Namespace) -> None:
     n = args.rows or 20_000
     nq = args.queries or 200
@@ -147,6 +166,7 @@ def descriptions(args: argparse.Namespace) -> None:
                     res, peak = run_isolated(descriptions_child, dsn, str(tmp), pipelined, k)
                     sides[pipelined].append(res)
                     peaks[pipelined] = max(peaks[pipelined], peak)
+            mixed, _ = run_isolated(interleaved_child, dsn, str(tmp), k, args.repeats)
     same = all(np.array_equal(a["ids"], b["ids"]) for a in sides[True] for b in sides[False])
     med = {p: {m: statistics.median(r[m] for r in sides[p]) for m in ("search_s", "count_s")}
            for p in sides}
@@ -162,6 +182,8 @@ def descriptions(args: argparse.Namespace) -> None:
                      "search_ms_repeats": f"{per[0]:.3g}-{per[-1]:.3g}",
                      "search_vs_earlier": med[p]["search_s"] / med[False]["search_s"],
                      "search_paired_ratio": paired["search_s"] if p else 1.0,
+                     "search_ms_interleaved": mixed[p] * 1e3,
+                     "interleaved_vs_earlier": mixed[p] / mixed[False],
                      "search_round_trips": sides[p][0]["search_trips"],
                      "count_ms": med[p]["count_s"] * 1e3,
                      "count_vs_earlier": med[p]["count_s"] / med[False]["count_s"],
