@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..errors import SourceError
-from .base import DEFAULT_BATCH_ROWS, Chunk, Source, _check_file, _rebatch, check_column_names
+from .base import DEFAULT_BATCH_ROWS, Chunk, Source, _check_file, numbered_chunks
 
 
 class ArrowIpcSource(Source):
@@ -36,14 +36,8 @@ class ArrowIpcSource(Source):
 
     def chunks(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Chunk]:
         _check_file(self.path)
-        row = 1
         try:
-            for batch in self._batches():
-                if row == 1:
-                    check_column_names(self.name, batch.schema.names)
-                for b in _rebatch(batch, batch_rows):
-                    yield Chunk(b, row)
-                    row += b.num_rows
+            yield from numbered_chunks(self.name, self._batches(), batch_rows)
         except (pa.ArrowInvalid, OSError) as exc:
             raise SourceError(f"{self.name}: not a readable Arrow IPC/Feather file: "
                               f"{str(exc).splitlines()[0]}") from exc

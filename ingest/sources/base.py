@@ -118,6 +118,19 @@ def _rebatch(batch: pa.RecordBatch, batch_rows: int) -> Iterator[pa.RecordBatch]
         yield batch.slice(start, batch_rows)
 
 
+def numbered_chunks(name: str, batches: Iterator[pa.RecordBatch],
+                    batch_rows: int) -> Iterator[Chunk]:
+    """``batches`` cut to ``batch_rows`` rows, numbered from row 1, the column names of the
+    first checked (the sources that hand over Arrow batches as they are)."""
+    row = 1
+    for batch in batches:
+        if row == 1:
+            check_column_names(name, batch.schema.names)
+        for b in _rebatch(batch, batch_rows):
+            yield Chunk(b, row)
+            row += b.num_rows
+
+
 def _short_text(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

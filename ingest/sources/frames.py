@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import SourceError
-from .base import DEFAULT_BATCH_ROWS, Chunk, Source, _rebatch, check_column_names
+from .base import DEFAULT_BATCH_ROWS, Chunk, Source, numbered_chunks
 
 
 class FrameSource(Source):
@@ -57,10 +57,4 @@ class FrameSource(Source):
                               "DataFrame or a pyarrow Table, RecordBatch or RecordBatchReader")
 
     def chunks(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Chunk]:
-        row = 1
-        for batch in self._batches():
-            if row == 1:
-                check_column_names(self.name, batch.schema.names)
-            for b in _rebatch(batch, batch_rows):
-                yield Chunk(b, row)
-                row += b.num_rows
+        yield from numbered_chunks(self.name, self._batches(), batch_rows)
